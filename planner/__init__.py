@@ -1,0 +1,1 @@
+"""vllm-planner: capacity planning for serving LLMs with vLLM."""
