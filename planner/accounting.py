@@ -1,0 +1,349 @@
+"""Parameters, weight bytes per GPU and KV-cache bytes per token per GPU: pure functions over a
+`ModelSpec` and its tensor list (`planner.models.tensors`). Numbers in, numbers out; no I/O.
+
+The rules are vLLM's: vocabulary padded to a multiple of 64 and split over TP; K/V projections and
+KV heads replicated when there are fewer KV heads than TP ranks; MLA's latent cache stored whole on
+every rank; layers split over pipeline stages by `get_pp_indices`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass
+
+from planner.dtypes import torch_dtype_bytes
+from planner.models.spec import ModelSpec, QuantSpec
+from planner.models.tensors import Tensor
+
+VOCAB_PADDING = 64  # vocab_parallel_embedding.DEFAULT_VOCAB_PADDING_SIZE
+
+
+def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
+    """vLLM's `get_pp_indices`: L // pp layers each, the remainder one each to stages -2, -3, ..."""
+    per = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        per[-i] += 1
+    out, start = [], 0
+    for n in per:
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+def stage_of(tensor: Tensor, ranges: list[range]) -> list[int]:
+    """Pipeline stages that hold a tensor (embeddings: first; final norm and lm_head: last)."""
+    if tensor.stage == "first":
+        return [0]
+    if tensor.stage == "last":
+        return [len(ranges) - 1]
+    return [s for s, r in enumerate(ranges) if tensor.stage in r]
+
+
+def kv_heads_per_rank(num_kv_heads: int, tp: int) -> int:
+    """`max(1, total_kv_heads // tp)`: ranks replicate KV heads when there are fewer than TP."""
+    return max(1, num_kv_heads // tp)
+
+
+def _padded_vocab(rows: int) -> int:
+    return -(-rows // VOCAB_PADDING) * VOCAB_PADDING
+
+
+def rank_shape(t: Tensor, spec: ModelSpec, tp: int) -> tuple[int, ...]:
+    """The tensor's shape on one TP rank."""
+    s = t.shape
+    if t.shard == "replicated" or not s:
+        return s
+    if t.shard == "vocab":
+        return (_padded_vocab(s[0]) // tp, *s[1:])
+    if t.shard in ("column", "q_heads", "heads"):
+        return (-(-s[0] // tp), *s[1:])
+    if t.shard == "row":
+        return s if len(s) == 1 else (s[0], -(-s[1] // tp))
+    if t.shard == "kv_heads":
+        per_head = s[0] // spec.num_kv_heads
+        return (per_head * kv_heads_per_rank(spec.num_kv_heads, tp), *s[1:])
+    if t.shard == "qkv_fused":
+        hd = spec.head_dim
+        rows = spec.num_heads // tp * hd + 2 * kv_heads_per_rank(spec.num_kv_heads, tp) * hd
+        return (rows, *s[1:])
+    if t.shard == "experts":
+        # Without EP the intermediate dimension is split; with EP whole experts are: same bytes.
+        if len(s) == 3:
+            return (s[0], s[1], -(-s[2] // tp)) if "down" in t.name else (s[0], -(-s[1] // tp), s[2])
+        return (s[0], -(-s[1] // tp)) if "gate_up" in t.name else s
+    raise ValueError(f"unknown shard rule {t.shard!r}")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) if shape else 1
+
+
+# ---- parameters -------------------------------------------------------------------------------
+
+def params_by_component(tensors: list[Tensor], *, loaded_only: bool = True) -> dict[str, int]:
+    """Parameter count per component; runtime buffers are never parameters."""
+    out: dict[str, int] = {}
+    for t in tensors:
+        if t.runtime or (loaded_only and not t.loaded):
+            continue
+        out[t.component] = out.get(t.component, 0) + t.numel
+    return out
+
+
+def active_params(spec: ModelSpec, tensors: list[Tensor]) -> int:
+    """Parameters one token passes through: routed experts count `experts_per_token` of `num_experts`."""
+    total = 0
+    for t in tensors:
+        if t.runtime or not t.loaded:
+            continue
+        if t.component == "experts" and spec.moe:
+            total += t.numel * spec.moe.experts_per_token // spec.moe.num_experts
+        elif t.component == "vision":
+            continue
+        else:
+            total += t.numel
+    return total
+
+
+# ---- quantization -----------------------------------------------------------------------------
+
+def _ignored(name: str, quant: QuantSpec) -> bool:
+    module = re.sub(r"\.(weight|bias|qweight)$", "", name)
+    for pat in quant.ignored_modules:
+        if pat.startswith("re:"):
+            if re.search(pat[3:], module):
+                return True
+        elif fnmatch.fnmatch(module, pat) or fnmatch.fnmatch(module, pat + ".*") or module.endswith("." + pat) or module == pat:
+            return True
+    return False
+
+
+def is_quantized(t: Tensor, quant: QuantSpec | None) -> bool:
+    """Whether the scheme compresses this tensor (linear weights outside the ignore list).
+    MXFP4 checkpoints (gpt-oss) quantize only the routed experts."""
+    if quant is None or not t.linear:
+        return False
+    if quant.method == "mxfp4" and t.component != "experts":
+        return False
+    return not _ignored(t.name, quant)
+
+
+def quantized_bytes(quant: QuantSpec, shape: tuple[int, ...]) -> int:
+    """Bytes of one quantized linear weight with its scales, zeros and index tensors, as vLLM holds
+    it on one rank. `shape` is [out, in] or [experts, out, in] on that rank."""
+    experts = shape[0] if len(shape) == 3 else 1
+    out_f, in_f = shape[-2], shape[-1]
+    n = out_f * in_f
+    m = quant.method
+    if m in ("fp8", "int8"):
+        if quant.scale_granularity == "block" and quant.block_shape:
+            bo, bi = quant.block_shape
+            scales = -(-out_f // bo) * -(-in_f // bi)
+        elif quant.scale_granularity == "channel":
+            scales = out_f
+        else:
+            scales = 2  # weight scale and input scale, one fp32 each
+        return experts * (n + 4 * scales)
+    if m in ("awq", "gptq", "w4a16"):
+        g = quant.group_size if quant.group_size and quant.group_size > 0 else in_f
+        groups = -(-in_f // g)
+        extra = 2 * out_f * groups  # fp16/bf16 scales
+        if quant.zero_points:
+            extra += out_f * groups // 2  # packed 4-bit zeros
+        if quant.desc_act:
+            extra += 4 * in_f  # g_idx
+        return experts * (n * quant.weight_bits // 8 + extra)
+    if m == "mxfp4":
+        return experts * (n // 2 + n // 32)  # e2m1 pairs per byte + one e8m0 scale per 32
+    if m == "nvfp4":
+        return experts * (n // 2 + n // 16 + 8)  # + one fp8 scale per 16, two fp32 global scales
+    if m == "bitsandbytes":
+        return experts * (n // 2 + 4 * (n // 64))  # nf4 + fp32 absmax per 64
+    raise ValueError(f"no byte rule for quantization {m!r}")
+
+
+def scale_elements(quant: QuantSpec, shape: tuple[int, ...]) -> int:
+    """Scale (and zero-point) elements a checkpoint stores beside one quantized weight; published
+    parameter counts (safetensors totals) include them."""
+    experts = shape[0] if len(shape) == 3 else 1
+    out_f, in_f = shape[-2], shape[-1]
+    if quant.scale_granularity == "block" and quant.block_shape:
+        bo, bi = quant.block_shape
+        return experts * -(-out_f // bo) * -(-in_f // bi)
+    if quant.scale_granularity == "channel":
+        return experts * out_f
+    if quant.scale_granularity == "group" and quant.group_size:
+        groups = -(-in_f // quant.group_size)
+        return experts * out_f * groups * (2 if quant.zero_points else 1)
+    return experts
+
+
+def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
+    """What a published (safetensors) count adds up: every stored tensor, loaded or not, plus the
+    scale tensors of a quantized checkpoint. Runtime buffers are not stored."""
+    total = sum(t.numel for t in tensors if not t.runtime)
+    if quant is not None and quant.source.startswith(("config.json", "hf_quant")):
+        total += sum(scale_elements(quant, t.shape) for t in tensors if is_quantized(t, quant))
+    return total
+
+
+# ---- weights ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightBytes:
+    """Weight bytes as vLLM holds them, per GPU."""
+
+    per_stage: tuple[int, ...]
+    """Bytes on one TP rank of each pipeline stage (all TP ranks of a stage hold the same)."""
+    by_component_max_stage: dict[str, int]
+    """Breakdown of the largest stage, by component."""
+    runtime_buffers: int
+    """Part of the largest stage that vLLM creates at load time (rotary cache, MLA weight copies)."""
+
+    @property
+    def max_per_gpu(self) -> int:
+        return max(self.per_stage)
+
+
+_FLOAT_PARAM_DTYPES = frozenset({"BF16", "F16", "F32", "F64", "bfloat16", "float16", "float32"})
+_SCALE_NAME = re.compile(r"(scale|scales|scale_inv|zeros|qzeros|g_idx|absmax|blocks)(\.|$|_)")
+
+
+def _stored_as_is(t: Tensor) -> bool:
+    """Tensors a checkpoint stores already packed or as scales, which vLLM keeps in their stored
+    dtype (fp8/int weights, fp32 scales); other float tensors are cast to the model dtype."""
+    if t.stored_dtype is None:
+        return False
+    return t.stored_dtype not in _FLOAT_PARAM_DTYPES or bool(_SCALE_NAME.search(t.name.rsplit(".", 1)[-1]))
+
+
+def tensor_bytes(t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_bytes: int, tp: int) -> int:
+    """One tensor's bytes on one TP rank."""
+    shape = rank_shape(t, spec, tp)
+    if _stored_as_is(t):
+        assert t.stored_dtype is not None
+        return _numel(shape) * torch_dtype_bytes(t.stored_dtype)
+    if is_quantized(t, quant):
+        assert quant is not None
+        return quantized_bytes(quant, shape)
+    return _numel(shape) * dtype_bytes
+
+
+def runtime_buffers(spec: ModelSpec) -> list[Tensor]:
+    """Persistent tensors vLLM allocates while loading that no checkpoint holds, per stage:
+    - the rotary `cos_sin_cache` [max positions, rotary dim] in the model dtype, one per distinct
+      rope (Gemma 3 has a local and a global one), on every stage that has attention layers;
+    - for MLA, `W_UK_T`/`W_UV`: kv_b_proj split into per-head matrices in the activation dtype."""
+    out: list[Tensor] = []
+    if spec.rotary_dim:
+        rows = spec.max_position_embeddings
+        rope = spec.rope_scaling or {}
+        if spec.mla and rope.get("original_max_position_embeddings") and rope.get("factor"):
+            rows = int(rope["original_max_position_embeddings"] * rope["factor"])
+        n_ropes = 2 if spec.model_type == "gemma3_text" else 1
+        for i in range(spec.num_layers):
+            # one cache per stage: tag it on each layer and keep the first per stage in weight_bytes
+            out.append(Tensor(f"rope_cache.{i}", (n_ropes * rows, spec.rotary_dim), "buffers", "replicated", i, runtime=True))
+    if spec.mla:
+        m = spec.mla
+        for i in range(spec.num_layers):
+            out.append(Tensor(f"model.layers.{i}.self_attn.W_UK_T_W_UV",
+                              (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
+                              "buffers", "column", i, runtime=True))
+    return out
+
+
+def weight_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str, tp: int = 1, pp: int = 1) -> WeightBytes:
+    """Bytes of every loaded tensor on one GPU of each pipeline stage, plus vLLM's runtime buffers."""
+    dtype_bytes = torch_dtype_bytes(dtype)
+    ranges = pp_layer_ranges(spec.num_layers, pp)
+    per_stage = [0] * pp
+    comp: list[dict[str, int]] = [{} for _ in range(pp)]
+    buffers = [0] * pp
+    seen_rope: set[int] = set()
+    for t in [x for x in tensors if x.loaded] + runtime_buffers(spec):
+        for s in stage_of(t, ranges):
+            if t.name.startswith("rope_cache."):
+                if s in seen_rope:
+                    continue
+                seen_rope.add(s)
+            b = tensor_bytes(t, spec, quant, dtype_bytes, tp)
+            per_stage[s] += b
+            comp[s][t.component] = comp[s].get(t.component, 0) + b
+            if t.runtime:
+                buffers[s] += b
+    worst = max(range(pp), key=lambda s: per_stage[s])
+    return WeightBytes(tuple(per_stage), comp[worst], buffers[worst])
+
+
+def checkpoint_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str) -> int:
+    """Bytes of every tensor the checkpoint stores (loaded or not), unsharded."""
+    dtype_bytes = torch_dtype_bytes(dtype)
+    return sum(tensor_bytes(t, spec, quant, dtype_bytes, 1) for t in tensors)
+
+
+# ---- KV cache ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KVBytes:
+    """KV-cache bytes per token on one GPU, as vLLM's page sizes add up."""
+
+    per_stage: tuple[int, ...]
+    """Per pipeline stage: sum over that stage's attention layers (what one token costs that GPU)."""
+    by_kind_max_stage: dict[str, int]
+    """The largest stage's bytes per token by attention kind (full, sliding, chunked, mla)."""
+    per_layer: dict[str, int]
+    """Bytes per token of one layer of each kind on one rank (page size / block size)."""
+    head_size: int
+    """vLLM's head size: `kv_lora_rank + qk_rope_head_dim` for MLA, else the attention head size."""
+    kv_heads_per_rank: int
+    """KV heads each rank stores (1 for MLA, whatever TP is)."""
+
+    @property
+    def max_per_gpu(self) -> int:
+        return max(self.per_stage)
+
+
+def kv_layer_bytes_per_token(spec: ModelSpec, kind: str, tp: int, kv_dtype_bytes: int) -> int:
+    """Page size / block size of one attention layer on one rank (`kv_cache_interface.py`)."""
+    if kind == "mla":
+        assert spec.mla is not None
+        return (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * kv_dtype_bytes  # no factor 2, not split by TP
+    if kind in ("full", "sliding", "chunked"):
+        return 2 * kv_heads_per_rank(spec.num_kv_heads, tp) * spec.head_dim * kv_dtype_bytes
+    return 0  # mamba / linear attention: per-sequence state, not per-token KV
+
+
+def kv_bytes_per_token(spec: ModelSpec, kv_dtype_bytes: int, tp: int = 1, pp: int = 1) -> KVBytes:
+    ranges = pp_layer_ranges(spec.num_layers, pp)
+    per_layer = {k: kv_layer_bytes_per_token(spec, k, tp, kv_dtype_bytes) for k in spec.layer_type_counts()}
+    per_stage, by_kind = [], []
+    for r in ranges:
+        kinds: dict[str, int] = {}
+        for i in r:
+            k = spec.layers[i].attention
+            kinds[k] = kinds.get(k, 0) + per_layer[k]
+        per_stage.append(sum(kinds.values()))
+        by_kind.append(kinds)
+    worst = max(range(pp), key=lambda s: per_stage[s])
+    if spec.mla:
+        head, heads = spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim, 1
+    else:
+        head, heads = spec.head_dim, kv_heads_per_rank(spec.num_kv_heads, tp)
+    return KVBytes(tuple(per_stage), by_kind[worst], per_layer, head, heads)
+
+
+def mamba_state_bytes_per_seq(spec: ModelSpec, state_dtype_bytes: int, tp: int = 1) -> int:
+    """Recurrent state of all Mamba/linear layers of one sequence on one rank (the largest stage is
+    not split here: hybrid models are planned with PP 1)."""
+    if spec.mamba is None:
+        return 0
+    m = spec.mamba
+    conv = list(m.conv_state_shape)
+    ssm = list(m.ssm_state_shape)
+    conv[m.tp_dim_conv] = -(-conv[m.tp_dim_conv] // tp)
+    ssm[m.tp_dim_ssm] = -(-ssm[m.tp_dim_ssm] // tp)
+    n = sum(1 for l in spec.layers if l.attention in ("mamba", "linear"))
+    return n * (math.prod(conv) + math.prod(ssm)) * state_dtype_bytes

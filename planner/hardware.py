@@ -1,0 +1,502 @@
+"""GPU catalogue and inventory parsing.
+
+The catalogue lives in `profiles/gpus.yaml`; users add or override entries with a YAML file of the
+same shape. Planning uses `GPU.memory_gib`, the total that torch/vLLM report (not the marketed size).
+Nothing here touches a GPU: the module is pure apart from reading YAML files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from planner.errors import PlannerError
+from planner.paths import profiles_dir
+
+__all__ = [
+    "GPU",
+    "Catalogue",
+    "NodeGroup",
+    "load_catalogue",
+    "with_memory",
+    "parse_inventory",
+    "gpus_table",
+    "INVENTORY_FORM",
+]
+
+INVENTORY_FORM = "NODESxGPUSxTYPE[,...] (e.g. 2x8xH100,4x1xL4; 8xH100 means one node)"
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One accelerator as vLLM sees it (one device; an MI250X entry is one GCD)."""
+
+    name: str
+    """Canonical name, e.g. `H100-SXM-80GB`."""
+    vendor: str
+    """`nvidia`, `amd`, `google`, `intel`, or whatever a user file says."""
+    memory_gib: float
+    """Total device memory torch/vLLM report, GiB (`torch.cuda.mem_get_info()[1] / 2**30`). Planning uses this."""
+    bandwidth_tbs: float
+    """Memory bandwidth, TB/s (10**12 bytes per second)."""
+    aliases: tuple[str, ...] = ()
+    """Other spellings: what users type, what nvidia-smi/torch print, cloud instance families."""
+    memory_gb: float | None = None
+    """Marketed capacity ("80 GB"); for NVIDIA parts really GiB of physical DRAM. Informational only."""
+    memory_gib_measured: bool = False
+    """True when a real vLLM log or torch reading backs `memory_gib`; False when it is an estimate."""
+    memory_note: str | None = None
+    """How `memory_gib` was obtained (the reading, or the estimation method)."""
+    memory_type: str | None = None
+    """HBM3, GDDR6, ... Informational."""
+    nvidia_smi_total_mib: int | None = None
+    """Total nvidia-smi prints, MiB (above `memory_gib` by the driver's reservation)."""
+    devices_per_package: int = 1
+    """Devices one physical package exposes (2 for an MI250X: one per GCD)."""
+    bf16_tflops: float | None = None
+    """Dense BF16 tensor throughput, TFLOPS (FP32 accumulate on GeForce). None where there is no BF16."""
+    fp16_tflops: float | None = None
+    """Dense FP16 tensor throughput, TFLOPS; given only where it differs from BF16 (T4)."""
+    fp8_tflops: float | None = None
+    """Dense FP8 tensor throughput, TFLOPS. None without native FP8."""
+    fp4_tflops: float | None = None
+    """Dense FP4 tensor throughput, TFLOPS, where known."""
+    int8_tops: float | None = None
+    """Dense INT8 tensor throughput, TOPS."""
+    tflops_estimated: bool = False
+    """True when the throughput figures are derived rather than read from a datasheet."""
+    fp8_native: bool = False
+    """W8A8 FP8 in hardware (CC >= 8.9, MI300-class, Gaudi 3). Otherwise FP8 checkpoints run weight-only at best."""
+    fp4_native: bool | None = None
+    """Native FP4/NVFP4 (Blackwell); None where unknown."""
+    compute_capability: str | None = None
+    """CUDA compute capability "9.0", or the architecture name for other vendors ("gfx942", "tpu-v6e")."""
+    interconnect: str | None = None
+    """Scale-up and host links in words."""
+    nvlink_gbs: float = 0.0
+    """NVLink bandwidth per GPU, bidirectional, GB/s; 0 for none."""
+    scaleup_gbs: float = 0.0
+    """Any scale-up fabric (NVLink, Infinity Fabric, ICI, RoCE) per device, bidirectional, GB/s; 0 for none."""
+    gpus_per_node_max: int | None = None
+    """Typical devices per node/VM (8 on SXM/HGX boards); None where the sources do not say."""
+    tdp_w: float | None = None
+    """Board power, W."""
+    price_per_gpu_hour_usd: float | None = None
+    """Indicative on-demand price per device-hour, USD; None where none was found."""
+    price_source: str | None = None
+    """Where the price comes from."""
+    price_date: str | None = None
+    """Date of the price's source snapshot (ISO, possibly only year-month)."""
+    sources: tuple[str, ...] = ()
+    """Source tags (resolved by `Catalogue.source_text`) or free text for user entries."""
+
+    def __post_init__(self) -> None:
+        where = f"GPU {self.name!r}" if self.name else "a GPU entry"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise PlannerError("a GPU entry has no name; give each entry a `name:`")
+        if not _canon(self.name):
+            raise PlannerError(f"GPU name {self.name!r} has no letters or digits; use a name like H100-SXM-80GB")
+        if not isinstance(self.vendor, str) or not self.vendor.strip():
+            raise PlannerError(f"{where} has no vendor; add `vendor:` (nvidia, amd, ...)")
+        _check_positive(where, "memory_gib", self.memory_gib)
+        _check_positive(where, "bandwidth_tbs", self.bandwidth_tbs)
+        for field in ("memory_gb", "bf16_tflops", "fp16_tflops", "fp8_tflops", "fp4_tflops", "int8_tops",
+                      "tdp_w", "price_per_gpu_hour_usd"):
+            value = getattr(self, field)
+            if value is not None:
+                _check_positive(where, field, value)
+        for field in ("nvlink_gbs", "scaleup_gbs"):
+            value = getattr(self, field)
+            if not _is_number(value) or value < 0:
+                raise PlannerError(f"{where}: {field} must be a number >= 0 (0 = none), got {value!r}")
+        for field in ("gpus_per_node_max", "nvidia_smi_total_mib"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise PlannerError(f"{where}: {field} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.devices_per_package, int) or self.devices_per_package < 1:
+            raise PlannerError(f"{where}: devices_per_package must be a whole number >= 1")
+        for field in ("memory_gib_measured", "tflops_estimated", "fp8_native"):
+            if not isinstance(getattr(self, field), bool):
+                raise PlannerError(f"{where}: {field} must be true or false, got {getattr(self, field)!r}")
+        if self.fp4_native is not None and not isinstance(self.fp4_native, bool):
+            raise PlannerError(f"{where}: fp4_native must be true, false or null")
+        if self.price_per_gpu_hour_usd is not None and not self.price_source:
+            raise PlannerError(f"{where}: a price needs a price_source; add `price_source:` or drop the price")
+        if not all(isinstance(a, str) and _canon(a) for a in self.aliases):
+            raise PlannerError(f"{where}: aliases must be non-empty strings")
+        if not self.sources or not all(isinstance(s, str) and s.strip() for s in self.sources):
+            raise PlannerError(f"{where} has no sources; add `sources:` saying where its figures come from")
+
+    @property
+    def memory_bytes(self) -> int:
+        """`memory_gib` in bytes."""
+        return int(self.memory_gib * 2**30)
+
+    @property
+    def cuda_capability(self) -> tuple[int, int] | None:
+        """(major, minor) for CUDA devices; None for other vendors."""
+        m = re.fullmatch(r"(\d+)\.(\d+)", self.compute_capability or "")
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
+_REQUIRED = ("name", "vendor", "memory_gib", "bandwidth_tbs")
+_TUPLE_FIELDS = ("aliases", "sources")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_positive(where: str, field: str, value: Any) -> None:
+    if not _is_number(value) or value <= 0:
+        raise PlannerError(f"{where}: {field} must be a number > 0, got {value!r}")
+
+
+# Leading words people and tools add or leave out: "NVIDIA GeForce RTX 4090", "AMD Instinct MI300X",
+# "Tesla T4", "Standard_ND96isr_H100_v5". Stripped from both the query and the catalogue keys.
+_PREFIXES = ("nvidia", "geforce", "tesla", "amd", "instinct", "intel", "standard")
+
+
+def _canon(text: str) -> str:
+    """Lower case, letters and digits only, common vendor words dropped from the front."""
+    key = re.sub(r"[^a-z0-9]", "", str(text).lower())
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix) and len(key) > len(prefix):
+                key = key[len(prefix):]
+                stripped = True
+    return key
+
+
+class Catalogue:
+    """An ordered, immutable set of GPUs with a case/punctuation-insensitive index over names and aliases.
+
+    Lookup order: canonical names first, then aliases given in `preferred_aliases` (a user file's), then
+    the other aliases.
+    """
+
+    __slots__ = ("gpus", "source_notes", "_index")
+
+    def __init__(
+        self,
+        gpus: tuple[GPU, ...] | list[GPU],
+        source_notes: Mapping[str, str] | None = None,
+        preferred_aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self.gpus: tuple[GPU, ...] = tuple(gpus)
+        """Entries in order (bundled first, then user additions)."""
+        self.source_notes: Mapping[str, str] = MappingProxyType(dict(source_notes or {}))
+        """Source tag -> description, from the files' `sources:` maps."""
+        by_name = {gpu.name: gpu for gpu in self.gpus}
+        index: dict[str, GPU] = {}
+        for gpu in self.gpus:
+            for alias in gpu.aliases:
+                index[_canon(alias)] = gpu
+        for alias, name in (preferred_aliases or {}).items():
+            index[_canon(alias)] = by_name[name]
+        for gpu in self.gpus:
+            index[_canon(gpu.name)] = gpu
+        self._index: Mapping[str, GPU] = MappingProxyType(index)
+
+    def __iter__(self) -> Iterator[GPU]:
+        return iter(self.gpus)
+
+    def __len__(self) -> int:
+        return len(self.gpus)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _canon(name) in self._index
+
+    @property
+    def names(self) -> list[str]:
+        """Canonical names, in catalogue order."""
+        return [g.name for g in self.gpus]
+
+    def get(self, name: str) -> GPU:
+        """The GPU called `name` or one of its aliases (case, spaces, `-`, `_` and vendor words ignored)."""
+        key = _canon(name) if isinstance(name, str) else ""
+        if key in self._index:
+            return self._index[key]
+        raise PlannerError(
+            f"unknown GPU {name!r}; nearest: {', '.join(self.nearest(name))}. "
+            "Run `vllm-planner gpus` to list them, or add yours in a GPU YAML file"
+        )
+
+    def nearest(self, name: str, n: int = 3) -> list[str]:
+        """Up to `n` canonical names closest to `name` (by name and alias spelling)."""
+        key = _canon(name) if isinstance(name, str) else ""
+        found: list[str] = []
+        for cutoff in (0.6, 0.3, 0.0):
+            for match in difflib.get_close_matches(key, list(self._index), n=4 * n, cutoff=cutoff):
+                gpu_name = self._index[match].name
+                if gpu_name not in found:
+                    found.append(gpu_name)
+            if len(found) >= n:
+                break
+        return found[:n]
+
+    def __repr__(self) -> str:
+        return f"Catalogue({len(self.gpus)} GPUs)"
+
+    def source_text(self, tag: str) -> str:
+        """The description of a source tag, or the tag itself when it is free text."""
+        return self.source_notes.get(tag, tag)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
+    except FileNotFoundError:
+        raise PlannerError(f"GPU file {path} not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlannerError(f"cannot read GPU file {path}: {exc}; check the file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PlannerError(f"GPU file {path} is not valid YAML{at}; fix the syntax") from None
+    if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
+        raise PlannerError(f"GPU file {path} must be a mapping with a `gpus:` list, like profiles/gpus.yaml")
+    sources = data.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise PlannerError(f"GPU file {path}: `sources:` must map tags to descriptions")
+    return data
+
+
+def _check_entry(raw: Any, path: Path, position: int) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PlannerError(f"GPU file {path}: entry {position} is not a mapping; write `- name: ...` entries")
+    label = f"GPU file {path}: entry {raw.get('name', position)!r}"
+    for key in raw:
+        if key not in _FIELDS or key.startswith("_"):
+            near = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "see profiles/gpus.yaml for the fields"
+            raise PlannerError(f"{label}: unknown field {key!r}; {hint}")
+    entry = dict(raw)
+    for key in _TUPLE_FIELDS:
+        if key in entry:
+            value = entry[key]
+            if value is None:
+                value = []
+            if isinstance(value, str) or not isinstance(value, list):
+                raise PlannerError(f"{label}: {key} must be a list, e.g. {key}: [\"...\"]")
+            entry[key] = tuple(str(v) for v in value)
+    for key in ("name", "vendor", "compute_capability"):
+        if key in entry and entry[key] is not None and not isinstance(entry[key], str):
+            entry[key] = str(entry[key])
+    for key in ("memory_gb", "memory_gib", "bandwidth_tbs", "nvlink_gbs", "scaleup_gbs"):
+        if isinstance(entry.get(key), int) and not isinstance(entry.get(key), bool):
+            entry[key] = float(entry[key])
+    return entry
+
+
+def _build(entry: dict[str, Any], path: Path) -> GPU:
+    missing = [key for key in _REQUIRED if entry.get(key) is None]
+    if missing:
+        raise PlannerError(
+            f"GPU file {path}: entry {entry.get('name', '?')!r} lacks {', '.join(missing)}; add them "
+            "(memory_gib is the total torch reports)"
+        )
+    try:
+        return GPU(**entry)
+    except TypeError as exc:  # defensive: unknown keys are caught earlier
+        raise PlannerError(f"GPU file {path}: entry {entry.get('name', '?')!r}: {exc}") from None
+
+
+def _load_file(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    data = _read_yaml(path)
+    entries = [_check_entry(raw, path, i + 1) for i, raw in enumerate(data["gpus"])]
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if not entry.get("name"):
+            raise PlannerError(f"GPU file {path}: an entry has no name; give each entry a `name:`")
+        key = _canon(entry["name"])
+        if key in seen:
+            raise PlannerError(f"GPU file {path}: {entry['name']!r} appears twice; keep one entry per GPU")
+        seen[key] = entry["name"]
+    notes = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
+    return entries, notes
+
+
+def _check_aliases(gpus: list[GPU], path: Path) -> None:
+    owner: dict[str, str] = {}
+    for gpu in gpus:
+        for text in (gpu.name, *gpu.aliases):
+            key = _canon(text)
+            if owner.setdefault(key, gpu.name) != gpu.name:
+                raise PlannerError(
+                    f"GPU file {path}: {text!r} names both {owner[key]} and {gpu.name}; make the alias unique"
+                )
+
+
+@functools.cache
+def _bundled() -> Catalogue:
+    path = profiles_dir() / "gpus.yaml"
+    entries, notes = _load_file(path)
+    gpus = [_build(entry, path) for entry in entries]
+    _check_aliases(gpus, path)
+    return Catalogue(tuple(gpus), notes)
+
+
+def _merge(base: GPU, override: dict[str, Any], path: Path) -> GPU:
+    """`base` updated with the fields a user entry gives; aliases and sources are added, not replaced."""
+    where = f"user file {path.name}"
+    fields = {k: v for k, v in override.items() if k != "name"}
+    fields["aliases"] = tuple(dict.fromkeys(base.aliases + override.get("aliases", ())))
+    fields["sources"] = tuple(dict.fromkeys(base.sources + (override.get("sources") or (where,))))
+    if "memory_gib" in override:
+        fields.setdefault("memory_gib_measured", False)
+        fields.setdefault("memory_note", f"set in {where}")
+    if "price_per_gpu_hour_usd" in override:
+        fields.setdefault("price_source", where)
+        fields.setdefault("price_date", None)
+    try:
+        return dataclasses.replace(base, **fields)
+    except TypeError as exc:  # defensive
+        raise PlannerError(f"GPU file {path}: entry {base.name!r}: {exc}") from None
+
+
+def load_catalogue(extra_yaml: Path | None = None) -> Catalogue:
+    """The bundled catalogue (cached), plus the entries of `extra_yaml` if given.
+
+    A user entry whose name is a bundled GPU's name or alias updates that GPU: the fields it gives
+    replace the bundled ones, its aliases and sources are added. Any other entry is a new GPU and needs
+    name, vendor, memory_gib and bandwidth_tbs. A user alias that a bundled GPU also uses points at the
+    user's entry.
+    """
+    bundled = _bundled()
+    if extra_yaml is None:
+        return bundled
+    path = Path(extra_yaml)
+    entries, notes = _load_file(path)
+    bundled_names = {_canon(g.name) for g in bundled}
+    updated: dict[str, GPU] = {}
+    added: list[GPU] = []
+    preferred: list[tuple[str, str]] = []  # (alias, GPU name) as the user file gives them
+    for entry in entries:
+        if entry["name"] in bundled:
+            base = bundled.get(entry["name"])
+            if base.name in updated:
+                raise PlannerError(f"GPU file {path}: two entries update {base.name}; merge them into one")
+            gpu = updated[base.name] = _merge(base, entry, path)
+        else:
+            entry.setdefault("sources", (f"user file {path.name}",))
+            gpu = _build(entry, path)
+            added.append(gpu)
+        for alias in entry.get("aliases", ()):
+            if _canon(alias) in bundled_names and bundled.get(alias).name != gpu.name:
+                raise PlannerError(
+                    f"GPU file {path}: alias {alias!r} of {gpu.name} is the name of a bundled GPU; pick another alias"
+                )
+            preferred.append((alias, gpu.name))
+    owners: dict[str, str] = {}
+    for text, name in [*((g.name, g.name) for g in added), *preferred]:
+        if owners.setdefault(_canon(text), name) != name:
+            raise PlannerError(f"GPU file {path}: {text!r} names both {owners[_canon(text)]} and {name}; make it unique")
+    gpus = tuple(updated.get(g.name, g) for g in bundled) + tuple(added)
+    return Catalogue(gpus, {**bundled.source_notes, **notes}, dict(preferred))
+
+
+def with_memory(gpu: GPU, memory_gib: float) -> GPU:
+    """`gpu` with its total memory replaced (the `--gpu-memory-gib` override), marked as user-supplied."""
+    if not _is_number(memory_gib) or memory_gib <= 0:
+        raise PlannerError(
+            f"--gpu-memory-gib must be a number > 0, got {memory_gib!r}; give the total torch reports, "
+            f"e.g. {gpu.memory_gib:g} for {gpu.name}"
+        )
+    return dataclasses.replace(
+        gpu,
+        memory_gib=float(memory_gib),
+        memory_gib_measured=True,
+        memory_note=f"set with --gpu-memory-gib (catalogue: {gpu.memory_gib:g} GiB)",
+    )
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """`nodes` identical machines with `gpus_per_node` devices of one type each."""
+
+    nodes: int
+    """How many machines."""
+    gpus_per_node: int
+    """Devices per machine."""
+    gpu: GPU
+    """The device type."""
+
+    @property
+    def total_gpus(self) -> int:
+        """nodes x gpus_per_node."""
+        return self.nodes * self.gpus_per_node
+
+    def __str__(self) -> str:
+        return f"{self.nodes}x{self.gpus_per_node}x{self.gpu.name}"
+
+    def __repr__(self) -> str:
+        return f"NodeGroup(nodes={self.nodes}, gpus_per_node={self.gpus_per_node}, gpu={self.gpu.name!r})"
+
+
+_X = r"\s*[x×*]\s*"
+_GROUP = re.compile(rf"^\s*(\d+){_X}(?:(\d+){_X})?(\S.*?)\s*$", re.IGNORECASE)
+
+
+def parse_inventory(text: str, catalogue: Catalogue | None = None) -> list[NodeGroup]:
+    """Parse `2x8xH100,4x1xL4` (NODESxGPUSxTYPE, comma-separated); `8xH100` is one node of 8."""
+    catalogue = catalogue if catalogue is not None else load_catalogue()
+    if not isinstance(text, str) or not text.strip():
+        raise PlannerError(f"empty GPU inventory; write it as {INVENTORY_FORM}")
+    groups: list[NodeGroup] = []
+    for part in text.split(","):
+        m = _GROUP.match(part)
+        if not m:
+            raise PlannerError(f"cannot read GPU inventory part {part.strip()!r}; write it as {INVENTORY_FORM}")
+        first, second, gpu_name = m.groups()
+        if re.match(rf"\d+{_X}", gpu_name, re.IGNORECASE):  # "2x8x" or "2x8x4xH100"
+            raise PlannerError(f"cannot read GPU inventory part {part.strip()!r}; write it as {INVENTORY_FORM}")
+        nodes, per_node = (int(first), int(second)) if second is not None else (1, int(first))
+        if nodes < 1 or per_node < 1:
+            raise PlannerError(
+                f"GPU inventory part {part.strip()!r} has a zero count; counts must be >= 1, as in {INVENTORY_FORM}"
+            )
+        groups.append(NodeGroup(nodes, per_node, catalogue.get(gpu_name)))
+    return groups
+
+
+def _fp8_support(gpu: GPU) -> str:
+    if gpu.fp8_native:
+        return "native"
+    cc = gpu.cuda_capability
+    if gpu.vendor == "nvidia" and cc is not None and cc >= (7, 5):
+        return "weight-only"  # FP8-Marlin W8A16 on Turing/Ampere
+    return "no"
+
+
+def gpus_table(catalogue: Catalogue) -> list[dict[str, Any]]:
+    """One row per GPU for `vllm-planner gpus` (keys are column headers; None = unknown)."""
+    rows = []
+    for gpu in catalogue:
+        rows.append({
+            "GPU": gpu.name,
+            "Memory GiB": gpu.memory_gib,
+            "Memory": "measured" if gpu.memory_gib_measured else "estimated",
+            "BW TB/s": gpu.bandwidth_tbs,
+            "BF16 TFLOPS": gpu.bf16_tflops,
+            "FP8 TFLOPS": gpu.fp8_tflops,
+            "TFLOPS": "estimated" if gpu.tflops_estimated else "datasheet",
+            "FP8": _fp8_support(gpu),
+            "Interconnect": (gpu.interconnect or "").split(";")[0].strip() or None,
+            "$/GPU-h": gpu.price_per_gpu_hour_usd,
+        })
+    return rows

@@ -1,0 +1,387 @@
+"""Hugging Face `config.json` -> `ModelSpec`, one small builder per model family.
+
+Configs omit fields whose value is the transformers default; `_DEFAULTS` restores the ones that
+change the numbers (Gemma 3's vocabulary, Gemma's tied embeddings...). An architecture this module
+does not know is an error naming what is missing, never a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from planner.errors import PlannerError
+from planner.models.quantization import parse_quantization
+from planner.models.spec import LayerSpec, MambaSpec, MLASpec, ModelSpec, MoESpec, VisionSpec
+
+Config = dict[str, Any]
+
+# transformers' defaults for fields configs leave out, where they change parameter or KV counts.
+_DEFAULTS: dict[str, Config] = {
+    "gemma": {"tie_word_embeddings": True, "head_dim": 256},
+    "gemma2": {"tie_word_embeddings": True, "head_dim": 256, "sliding_window": 4096},
+    "gemma3_text": {
+        "tie_word_embeddings": True, "head_dim": 256, "vocab_size": 262208, "sliding_window": 4096,
+        "sliding_window_pattern": 6, "max_position_embeddings": 131072, "num_key_value_heads": 4,
+    },
+    "granite": {"tie_word_embeddings": True},
+    "phi": {"tie_word_embeddings": False, "partial_rotary_factor": 0.5},
+    "opt": {"tie_word_embeddings": True},
+    "llama4_text": {"interleave_moe_layer_step": 1, "use_qk_norm": True},
+}
+
+# Keys vLLM reads, in `_get_and_verify_max_len`, for the model's context limit.
+_MAX_LEN_KEYS = (
+    "max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+    "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len",
+)
+# rope types whose factor vLLM does not multiply into the context limit (newest releases; the
+# per-release list lives in profiles/vllm and is passed to `derive_max_model_len`).
+_ROPE_NOT_MULTIPLIED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
+
+
+def _req(cfg: Config, *names: str) -> Any:
+    """The first of `names` present in the config, or a one-line error naming the field."""
+    for name in names:
+        if cfg.get(name) is not None:
+            return cfg[name]
+    model_type = cfg.get("model_type", "?")
+    raise PlannerError(
+        f"config.json (model_type {model_type!r}) has no {names[0]!r}: "
+        "pass the model's complete config.json"
+    )
+
+
+def _int(cfg: Config, *names: str) -> int:
+    value = _req(cfg, *names)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PlannerError(f"config field {names[0]!r} must be an integer, got {value!r}: fix the config.json")
+    return value
+
+
+def derive_max_model_len(cfg: Config, rope_not_multiplied: tuple[str, ...] = _ROPE_NOT_MULTIPLIED) -> int:
+    """vLLM's default `max_model_len` for a text config (`_get_and_verify_max_len`)."""
+    if cfg.get("model_max_length"):
+        base = int(cfg["model_max_length"])
+    else:
+        found = [int(cfg[k]) for k in _MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float))]
+        base = min(found) if found else 2048
+    rope = cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type"))
+    if rope_type and cfg.get("model_type") not in ("gemma3", "gemma3_text"):
+        if rope_type not in rope_not_multiplied and "factor" in rope:
+            if rope_type == "yarn":
+                base = int(rope.get("original_max_position_embeddings", base) * rope["factor"])
+            else:
+                base = int(base * rope["factor"])
+        elif rope_type == "longrope":
+            base = int(cfg.get("original_max_position_embeddings", base))
+    return base
+
+
+def _layer_types(cfg: Config, n_layers: int) -> list[str]:
+    """Per-layer attention type strings: explicit `layer_types`, or the family's pattern."""
+    if isinstance(cfg.get("layer_types"), list):
+        types = cfg["layer_types"]
+        if len(types) != n_layers:
+            raise PlannerError(f"layer_types has {len(types)} entries for {n_layers} layers: fix the config.json")
+        return types
+    mt = cfg["model_type"]
+    if mt == "gemma2":
+        return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+    if mt == "gemma3_text":
+        pattern = cfg.get("sliding_window_pattern", 6)
+        return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
+    window = cfg.get("sliding_window")
+    if mt in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe") and not cfg.get("use_sliding_window", False):
+        window = None  # transformers drops the window unless use_sliding_window is set
+    kind = "sliding_attention" if window else "full_attention"
+    return [kind] * n_layers
+
+
+def _attention_layers(cfg: Config, n_layers: int, mlp: Callable[[int], str]) -> tuple[LayerSpec, ...]:
+    window = cfg.get("sliding_window")
+    out = []
+    for i, t in enumerate(_layer_types(cfg, n_layers)):
+        if t == "sliding_attention":
+            out.append(LayerSpec("sliding", window=int(_req(cfg, "sliding_window")), mlp=mlp(i)))
+        elif t in ("full_attention", "attention"):
+            out.append(LayerSpec("full", mlp=mlp(i)))
+        else:
+            raise PlannerError(f"layer type {t!r} is not supported yet: use a model with full or sliding attention")
+    del window
+    return tuple(out)
+
+
+def _dense(_: int) -> str:
+    return "dense"
+
+
+def _common(cfg: Config) -> dict[str, Any]:
+    """Fields every decoder shares: sizes, heads, head size (explicit `head_dim` wins, as in vLLM)."""
+    hidden = _int(cfg, "hidden_size", "d_model", "n_embd")
+    heads = _int(cfg, "num_attention_heads", "n_head")
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    head_dim = cfg.get("head_dim") or hidden // heads
+    if hidden % heads and not cfg.get("head_dim"):
+        raise PlannerError(f"hidden_size {hidden} is not divisible by num_attention_heads {heads}: fix the config.json")
+    return dict(
+        hidden_size=hidden, vocab_size=_int(cfg, "vocab_size"), num_heads=heads, num_kv_heads=int(kv_heads),
+        head_dim=int(head_dim), v_head_dim=int(head_dim),
+        intermediate_size=int(cfg.get("intermediate_size") or cfg.get("ffn_dim") or 4 * hidden),
+        max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        rope_scaling=cfg.get("rope_scaling"), rotary_dim=int(head_dim),
+        max_model_len_default=derive_max_model_len(cfg),
+    )
+
+
+def _llama_like(cfg: Config) -> dict[str, Any]:
+    """Llama, Mistral, Qwen2/3, Gemma 1/2/3, Granite, Phi-3 and the dense part of the MoE families."""
+    mt = cfg["model_type"]
+    n_layers = _int(cfg, "num_hidden_layers")
+    spec = _common(cfg)
+    spec.update(
+        layers=_attention_layers(cfg, n_layers, _dense),
+        qkv_bias=bool(cfg.get("attention_bias", mt in ("qwen2", "qwen2_moe"))),
+        mlp_bias=bool(cfg.get("mlp_bias", False)),
+        qk_norm=mt in ("qwen3", "qwen3_moe", "gemma3_text"),
+        norms_per_layer=4 if mt in ("gemma2", "gemma3_text") else 2,
+        fused_qkv=mt == "phi3", fused_gate_up=mt == "phi3",
+        checkpoint_rotary_buffers=mt == "llama" and cfg.get("_checkpoint_rotary_buffers", False),
+    )
+    spec["o_bias"] = spec["qkv_bias"] and mt not in ("qwen2", "qwen2_moe")
+    return spec
+
+
+def _moe_layers(cfg: Config, spec: dict[str, Any], is_moe: Callable[[int], bool]) -> None:
+    base = spec["layers"]
+    spec["layers"] = tuple(LayerSpec(l.attention, l.window, "moe" if is_moe(i) else "dense") for i, l in enumerate(base))
+
+
+def _mixtral(cfg: Config) -> dict[str, Any]:
+    spec = _llama_like(cfg)
+    spec["moe"] = MoESpec(_int(cfg, "num_local_experts"), _int(cfg, "num_experts_per_tok"), spec["intermediate_size"])
+    _moe_layers(cfg, spec, lambda i: True)
+    return spec
+
+
+def _qwen_moe(cfg: Config) -> dict[str, Any]:
+    spec = _llama_like(cfg)
+    shared = int(cfg.get("shared_expert_intermediate_size") or 0)
+    spec["moe"] = MoESpec(
+        _int(cfg, "num_experts"), _int(cfg, "num_experts_per_tok"), _int(cfg, "moe_intermediate_size"),
+        num_shared_experts=1 if shared else 0, shared_intermediate_size=shared, shared_expert_gate=bool(shared),
+    )
+    step = int(cfg.get("decoder_sparse_step", 1) or 1)
+    dense_only = set(cfg.get("mlp_only_layers") or [])
+    _moe_layers(cfg, spec, lambda i: i not in dense_only and (i + 1) % step == 0)
+    return spec
+
+
+def _deepseek(cfg: Config) -> dict[str, Any]:
+    spec = _common(cfg)
+    n_layers = _int(cfg, "num_hidden_layers")
+    mla = MLASpec(
+        q_lora_rank=cfg.get("q_lora_rank"), kv_lora_rank=_int(cfg, "kv_lora_rank"),
+        qk_nope_head_dim=_int(cfg, "qk_nope_head_dim"), qk_rope_head_dim=_int(cfg, "qk_rope_head_dim"),
+        v_head_dim=_int(cfg, "v_head_dim"),
+    )
+    first_dense = int(cfg.get("first_k_dense_replace", 0))
+    freq = int(cfg.get("moe_layer_freq", 1) or 1)
+    n_experts = cfg.get("n_routed_experts")
+    moe_layer = (lambda i: i >= first_dense and i % freq == 0) if n_experts else (lambda i: False)
+    n_shared = int(cfg.get("n_shared_experts") or 0)
+    moe_size = int(cfg.get("moe_intermediate_size") or 0)
+    spec.update(
+        layers=tuple(LayerSpec("mla", mlp="moe" if moe_layer(i) else "dense") for i in range(n_layers)),
+        mla=mla, head_dim=mla.qk_nope_head_dim + mla.qk_rope_head_dim, v_head_dim=mla.v_head_dim,
+        num_kv_heads=spec["num_heads"], rotary_dim=mla.qk_rope_head_dim,
+        num_mtp_layers=int(cfg.get("num_nextn_predict_layers") or 0),
+    )
+    if n_experts:
+        spec["moe"] = MoESpec(
+            int(n_experts), _int(cfg, "num_experts_per_tok"), moe_size,
+            num_shared_experts=n_shared, shared_intermediate_size=n_shared * moe_size,
+            router_correction_bias=cfg.get("topk_method") == "noaux_tc",
+        )
+    return spec
+
+
+def _gpt_oss(cfg: Config) -> dict[str, Any]:
+    spec = _llama_like(cfg)
+    spec.update(qkv_bias=True, o_bias=True)
+    spec["moe"] = MoESpec(
+        _int(cfg, "num_local_experts"), _int(cfg, "num_experts_per_tok", "experts_per_token"),
+        spec["intermediate_size"], router_bias=True, expert_bias=True,
+    )
+    _moe_layers(cfg, spec, lambda i: True)
+    return spec
+
+
+def _llama4(cfg: Config) -> dict[str, Any]:
+    spec = _llama_like(cfg)
+    n_layers = len(spec["layers"])
+    step = int(cfg.get("interleave_moe_layer_step", 1))
+    no_rope = cfg.get("no_rope_layers")
+    if not isinstance(no_rope, list) or len(no_rope) != n_layers:
+        # transformers: every 4th layer is a global NoPE layer; the others use rope (value 1).
+        no_rope = [int((i + 1) % 4 != 0) for i in range(n_layers)]
+    chunk = cfg.get("attention_chunk_size")
+    spec["layers"] = tuple(
+        LayerSpec("chunked" if (no_rope[i] and chunk) else "full", window=chunk if (no_rope[i] and chunk) else None,
+                  mlp="moe" if (i + 1) % step == 0 else "dense")
+        for i in range(n_layers)
+    )
+    spec["intermediate_size"] = int(cfg.get("intermediate_size_mlp") or spec["intermediate_size"])
+    expert_size = _int(cfg, "intermediate_size")
+    spec["moe"] = MoESpec(
+        _int(cfg, "num_local_experts"), _int(cfg, "num_experts_per_tok"), expert_size,
+        num_shared_experts=1, shared_intermediate_size=expert_size,
+    )
+    spec.update(qk_norm=bool(cfg.get("use_qk_norm", True)), qk_norm_params=False)
+    return spec
+
+
+def _phi(cfg: Config) -> dict[str, Any]:
+    """Phi-2: parallel attention and MLP under one LayerNorm, biases everywhere, partial rotary."""
+    spec = _common(cfg)
+    n_layers = _int(cfg, "num_hidden_layers")
+    spec.update(
+        layers=tuple(LayerSpec("full") for _ in range(n_layers)), gated_mlp=False, qkv_bias=True, o_bias=True,
+        mlp_bias=True, norm="layer", norms_per_layer=1, lm_head_bias=True,
+        rotary_dim=int(spec["head_dim"] * float(cfg.get("partial_rotary_factor", 0.5))),
+    )
+    return spec
+
+
+def _opt(cfg: Config) -> dict[str, Any]:
+    spec = _common(cfg)
+    n_layers = _int(cfg, "num_hidden_layers")
+    if cfg.get("word_embed_proj_dim", spec["hidden_size"]) != spec["hidden_size"]:
+        raise PlannerError("OPT with word_embed_proj_dim != hidden_size (OPT-350m) is not supported yet: use another OPT size")
+    spec.update(
+        layers=tuple(LayerSpec("full") for _ in range(n_layers)), gated_mlp=False, qkv_bias=True, o_bias=True,
+        mlp_bias=True, norm="layer", learned_positions=spec["max_position_embeddings"] + 2, rotary_dim=0,
+        intermediate_size=_int(cfg, "ffn_dim"),
+    )
+    return spec
+
+
+def _mamba_state(cfg: Config) -> MambaSpec:
+    """Per-sequence recurrent state of the linear layers, as vLLM's MambaStateShapeCalculator sizes it."""
+    mt = cfg["model_type"]
+    if mt == "qwen3_next":
+        k_heads, v_heads = _int(cfg, "linear_num_key_heads"), _int(cfg, "linear_num_value_heads")
+        k_dim, v_dim = _int(cfg, "linear_key_head_dim"), _int(cfg, "linear_value_head_dim")
+        kernel = _int(cfg, "linear_conv_kernel_dim")
+        conv_dim = 2 * k_heads * k_dim + v_heads * v_dim
+        return MambaSpec("gdn", (conv_dim, kernel - 1), (v_heads, v_dim, k_dim))
+    if mt == "jamba":
+        inner = _int(cfg, "mamba_expand") * _int(cfg, "hidden_size")
+        return MambaSpec("mamba1", (inner, _int(cfg, "mamba_d_conv") - 1), (inner, _int(cfg, "mamba_d_state")))
+    # nemotron_h / bamba style Mamba2
+    n_heads, head_dim = _int(cfg, "mamba_num_heads"), _int(cfg, "mamba_head_dim")
+    groups, d_state = _int(cfg, "n_groups", "mamba_n_groups"), _int(cfg, "ssm_state_size", "mamba_d_state")
+    inner = n_heads * head_dim
+    kernel = _int(cfg, "conv_kernel", "mamba_d_conv")
+    return MambaSpec("mamba2", (inner + 2 * groups * d_state, kernel - 1), (n_heads, head_dim, d_state))
+
+
+def _hybrid(cfg: Config) -> dict[str, Any]:
+    """Attention + Mamba/linear-attention hybrids: recognised for KV and state; weights by formula are not."""
+    spec = _common(cfg)
+    mt = cfg["model_type"]
+    n_layers = _int(cfg, "num_hidden_layers")
+    if mt == "qwen3_next":
+        interval = int(cfg.get("full_attention_interval", 4))
+        kinds = ["full" if (i + 1) % interval == 0 else "linear" for i in range(n_layers)]
+    elif mt == "jamba":
+        period, offset = int(cfg.get("attn_layer_period", 8)), int(cfg.get("attn_layer_offset", 4))
+        kinds = ["full" if i % period == offset else "mamba" for i in range(n_layers)]
+    else:
+        pattern = str(_req(cfg, "hybrid_override_pattern"))
+        kinds = ["full" if c == "*" else "mamba" if c == "M" else "mlp" for c in pattern]
+        kinds = [k for k in kinds if k != "mlp"] if len(pattern) == n_layers else kinds
+    layers = tuple(LayerSpec(k) for k in kinds if k != "mlp")
+    spec.update(layers=layers, mamba=_mamba_state(cfg), qk_norm=mt == "qwen3_next")
+    return spec
+
+
+_FAMILIES: dict[str, Callable[[Config], dict[str, Any]]] = {
+    **{mt: _llama_like for mt in (
+        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "granite", "phi3",
+    )},
+    "mixtral": _mixtral, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe,
+    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek, "kimi_k2": _deepseek,
+    "gpt_oss": _gpt_oss, "llama4_text": _llama4, "phi": _phi, "opt": _opt,
+    "qwen3_next": _hybrid, "jamba": _hybrid, "nemotron_h": _hybrid,
+}
+# Families whose weights the tensor builder does not model yet (KV and state only).
+WEIGHTS_BY_FORMULA_UNSUPPORTED = frozenset({"qwen3_next", "jamba", "nemotron_h"})
+
+# Multimodal wrappers: where the text config lives, and which text model_type it defaults to.
+_WRAPPERS: dict[str, str] = {
+    "gemma3": "gemma3_text", "llama4": "llama4_text", "mistral3": "mistral", "llava": "llama",
+    "llava_next": "llama", "kimi_vl": "deepseek_v3", "qwen2_5_vl": "qwen2", "qwen2_vl": "qwen2",
+}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(set(_FAMILIES) | set(_WRAPPERS))
+
+
+def _text_config(config: Config) -> tuple[Config, Config | None]:
+    mt = config.get("model_type")
+    if not mt:
+        raise PlannerError("config.json has no 'model_type': pass a Hugging Face config.json of a decoder model")
+    if mt in _WRAPPERS:
+        text = dict(config.get("text_config") or {})
+        text.setdefault("model_type", _WRAPPERS[mt])
+        for key in ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings"):
+            if key in config and key not in text:
+                text[key] = config[key]
+        return text, config.get("vision_config")
+    return config, None
+
+
+def _vision(vcfg: Config | None, text_hidden: int, wrapper: str) -> VisionSpec | None:
+    if not vcfg or not vcfg.get("hidden_size"):
+        return None
+    v_hidden = int(vcfg["hidden_size"])
+    if wrapper == "gemma3":
+        # Gemma3MultiModalProjector: mm_input_projection_weight [v_hidden, text_hidden] + RMSNorm(v_hidden)
+        projector = v_hidden * text_hidden + v_hidden
+    else:
+        projector = 0
+    return VisionSpec(
+        model_type=str(vcfg.get("model_type", "vit")), hidden_size=v_hidden,
+        intermediate_size=int(vcfg.get("intermediate_size", 4 * v_hidden)),
+        num_layers=int(vcfg.get("num_hidden_layers", 0)), num_heads=int(vcfg.get("num_attention_heads", 1)),
+        patch_size=int(vcfg.get("patch_size", 14)), image_size=int(vcfg.get("image_size", 224)),
+        num_channels=int(vcfg.get("num_channels", 3)), projector_params=projector,
+    )
+
+
+def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -> ModelSpec:
+    """Build the `ModelSpec` of a Hugging Face config (plus quantization sidecar files, if any)."""
+    if not isinstance(config, dict):
+        raise PlannerError("config.json must hold a JSON object: pass a Hugging Face config.json")
+    text, vision_cfg = _text_config(config)
+    mt = text.get("model_type")
+    if mt not in _FAMILIES:
+        raise PlannerError(
+            f"unknown model_type {mt!r}: supported are {', '.join(supported_model_types())}; "
+            "open an issue with the config.json to add it"
+        )
+    cfg = {**_DEFAULTS.get(mt, {}), **{k: v for k, v in text.items() if v is not None}}
+    fields = _FAMILIES[mt](cfg)
+    archs = config.get("architectures") or [mt]
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or "float32")
+    notes = []
+    if not (config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")):
+        notes.append("config has no torch_dtype: assumed float32, as transformers does")
+    return ModelSpec(
+        model_type=mt, architecture=str(archs[0]), dtype=dtype.replace("torch.", ""),
+        vision=_vision(vision_cfg, fields["hidden_size"], config.get("model_type", "")),
+        quant=parse_quantization(config, quant_files or {}), notes=tuple(notes), **fields,
+    )

@@ -1,0 +1,203 @@
+"""Where a model comes from: a bundled profile, a local path, or the Hugging Face Hub.
+
+This is the I/O edge of the model step: it reads files (and, with the `[hub]` extra, the network)
+and hands back plain data. Everything after it is pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from planner.errors import PlannerError
+from planner.models.safetensors import HeaderTensor, parse_header, read_dir
+from planner.paths import profiles_dir
+
+QUANT_SIDECARS = ("hf_quant_config.json", "quant_config.json")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The raw material for one model."""
+
+    model_id: str
+    """Hugging Face id for bundled and hub models; the path for local ones."""
+    source: Literal["bundled", "local", "hub"]
+    config: dict[str, Any]
+    quant_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Quantization sidecar files by name (hf_quant_config.json)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Bundled profiles' meta.yaml: published parameter count, checkpoint size, quirks."""
+    header_tensors: tuple[HeaderTensor, ...] | None = None
+    """Tensors read from safetensors headers, when the checkpoint's files were available."""
+    path: Path | None = None
+    """Folder holding config.json (bundled or local)."""
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PlannerError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: fix or re-download the file") from None
+    except OSError as exc:
+        raise PlannerError(f"{path}: cannot read ({exc.strerror}): check the path and its permissions") from None
+    if not isinstance(data, dict):
+        raise PlannerError(f"{path}: expected a JSON object: pass a Hugging Face config.json")
+    return data
+
+
+def _sidecars(folder: Path) -> dict[str, dict[str, Any]]:
+    return {name: _load_json(folder / name) for name in QUANT_SIDECARS if (folder / name).is_file()}
+
+
+# ---- bundled ----------------------------------------------------------------------------------
+
+def _models_root() -> Path:
+    return profiles_dir() / "models"
+
+
+@functools.cache
+def _bundled_dirs() -> dict[str, Path]:
+    """Lower-case `org/name` -> profile folder (a directory listing: no file is parsed)."""
+    root = _models_root()
+    if not root.is_dir():
+        return {}
+    return {f"{org.name}/{m.name}".lower(): m for org in root.iterdir() if org.is_dir()
+            for m in org.iterdir() if (m / "config.json").is_file()}
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / "meta.yaml"
+    if not path.is_file():
+        return {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(), Loader=loader) or {}
+
+
+@functools.cache
+def _aliases() -> dict[str, str]:
+    """Alias -> lower-case id; parses every meta.yaml, so only used when the id itself misses."""
+    out: dict[str, str] = {}
+    for key, folder in _bundled_dirs().items():
+        for alias in read_meta(folder).get("aliases") or ():
+            out[str(alias).lower()] = key
+        out.setdefault(key.split("/", 1)[1], key)  # the bare name works when unambiguous
+    return out
+
+
+def bundled_ids() -> list[str]:
+    return sorted(str(read_meta(p).get("id") or k) for k, p in _bundled_dirs().items())
+
+
+def find_bundled(name: str) -> Path | None:
+    key = name.strip().lower()
+    dirs = _bundled_dirs()
+    if key in dirs:
+        return dirs[key]
+    alias = _aliases().get(key)
+    return dirs[alias] if alias else None
+
+
+def _from_folder(folder: Path, model_id: str, source: Literal["bundled", "local"]) -> ModelSource:
+    return ModelSource(
+        model_id=model_id, source=source, config=_load_json(folder / "config.json"),
+        quant_files=_sidecars(folder), meta=read_meta(folder) if source == "bundled" else {},
+        header_tensors=None if source == "bundled" else _tuple(read_dir(folder)), path=folder,
+    )
+
+
+def _tuple(x: list[HeaderTensor] | None) -> tuple[HeaderTensor, ...] | None:
+    return tuple(x) if x is not None else None
+
+
+# ---- local ------------------------------------------------------------------------------------
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith(".json") or os.sep in name and Path(name).exists()
+
+
+def _local(name: str) -> ModelSource:
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise PlannerError(f"{name}: no such file or directory: pass a config.json, a model folder, or a bundled id (see `vllm-planner models`)")
+    if path.is_file():
+        return ModelSource(model_id=str(path), source="local", config=_load_json(path),
+                           quant_files=_sidecars(path.parent), path=path.parent)
+    if not (path / "config.json").is_file():
+        raise PlannerError(f"{name}: folder has no config.json: pass the folder of a Hugging Face checkpoint")
+    return _from_folder(path, str(path), "local")
+
+
+# ---- hub --------------------------------------------------------------------------------------
+
+def _hub(repo_id: str) -> ModelSource:
+    alternatives = "use a bundled id (`vllm-planner models`) or a local config.json / checkpoint folder"
+    try:
+        import huggingface_hub as hf  # lazy: an optional extra, off the planning path
+    except ImportError:
+        raise PlannerError(f"{repo_id} is not bundled and Hub access needs the extra: pip install 'vllm-planner[hub]', or {alternatives}") from None
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise PlannerError(f"{repo_id} is not bundled and HF_HUB_OFFLINE=1: {alternatives}")
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        config_path = Path(hf.hf_hub_download(repo_id, "config.json", token=token))
+        quant: dict[str, dict[str, Any]] = {}
+        for name in QUANT_SIDECARS:
+            try:
+                quant[name] = _load_json(Path(hf.hf_hub_download(repo_id, name, token=token)))
+            except Exception:  # most repos have no sidecar; any failure here just means none
+                pass
+        headers = _hub_headers(hf, repo_id, token)
+    except PlannerError:
+        raise
+    except Exception as exc:  # network, auth, 404: one line, never the token
+        kind = exc.__class__.__name__
+        hint = "the repo may be gated: set HF_TOKEN" if "401" in str(exc) or "403" in str(exc) or "Gated" in kind else "check the id and your network"
+        raise PlannerError(f"{repo_id}: could not fetch from the Hugging Face Hub ({kind}); {hint}, or {alternatives}") from None
+    return ModelSource(model_id=repo_id, source="hub", config=_load_json(config_path),
+                       quant_files=quant, header_tensors=headers, path=config_path.parent)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("VLLM_PLANNER_CACHE", Path.home() / ".cache" / "vllm-planner"))
+
+
+def _hub_headers(hf: Any, repo_id: str, token: str | None) -> tuple[HeaderTensor, ...] | None:
+    """Safetensors headers by HTTP range requests (huggingface_hub does the ranges), cached."""
+    cache = _cache_dir() / "hub" / repo_id.replace("/", "--") / "safetensors-headers.json"
+    if cache.is_file():
+        return tuple(parse_header(cache.read_bytes(), str(cache)))
+    try:
+        meta = hf.get_safetensors_metadata(repo_id, token=token)
+    except Exception:
+        return None  # no safetensors in the repo: fall back to the formula
+    merged: dict[str, Any] = {}
+    for file_meta in meta.files_metadata.values():
+        for name, info in file_meta.tensors.items():
+            merged[name] = {"dtype": info.dtype, "shape": list(info.shape)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(merged))
+    return tuple(parse_header(json.dumps(merged).encode(), repo_id))
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+def resolve(name: str) -> ModelSource:
+    """A bundled id or alias, then a local path, then a Hub id (`org/name`)."""
+    if not name or not name.strip():
+        raise PlannerError("no model given: pass a bundled id (see `vllm-planner models`), a config.json path or a model folder")
+    if _looks_like_path(name) or Path(name).expanduser().exists() and not find_bundled(name):
+        return _local(name)
+    folder = find_bundled(name)
+    if folder is not None:
+        meta_id = read_meta(folder).get("id") or f"{folder.parent.name}/{folder.name}"
+        return _from_folder(folder, str(meta_id), "bundled")
+    if name.count("/") == 1 and not name.startswith("/"):
+        return _hub(name)
+    raise PlannerError(f"unknown model {name!r}: not a bundled id or alias (see `vllm-planner models`), not an existing path, not an org/name Hub id")

@@ -1,0 +1,209 @@
+"""The normalized model description every later step reads: `ModelSpec`.
+
+A `ModelSpec` is built from a Hugging Face `config.json` by `planner.models.normalize`. It says
+what the decoder is made of (per layer: attention kind, MLP kind), the shapes, the dtype and the
+quantization scheme. It holds no I/O and no derived byte counts: those are `planner.accounting`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AttentionKind = Literal["full", "sliding", "chunked", "mla", "mamba", "linear"]
+"""How a decoder layer attends. `sliding`/`chunked` keep a bounded window; `mamba`/`linear` keep a
+fixed-size per-sequence state instead of per-token KV."""
+
+MLPKind = Literal["dense", "moe"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One decoder layer."""
+
+    attention: AttentionKind
+    """Attention kind of the layer."""
+    window: int | None = None
+    """Tokens kept by a sliding-window or chunked-local layer (`sliding_window`, `attention_chunk_size`)."""
+    mlp: MLPKind = "dense"
+    """Whether the feed-forward block is dense or a mixture of experts."""
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """Mixture-of-experts feed-forward shape (same for every MoE layer)."""
+
+    num_experts: int
+    """Routed experts per MoE layer."""
+    experts_per_token: int
+    """Routed experts each token goes through (top-k)."""
+    expert_intermediate_size: int
+    """Intermediate size of one routed expert."""
+    num_shared_experts: int = 0
+    """Always-on shared experts (DeepSeek); Qwen2-MoE's single shared expert counts as 1."""
+    shared_intermediate_size: int = 0
+    """Intermediate size of the shared expert block (already multiplied out where the config says so)."""
+    shared_expert_gate: bool = False
+    """Qwen2-MoE: a sigmoid gate (hidden -> 1) in front of the shared expert."""
+    router_bias: bool = False
+    """Router (gate) linear has a bias (gpt-oss)."""
+    router_correction_bias: bool = False
+    """DeepSeek-V3 `noaux_tc`: a per-expert `e_score_correction_bias`."""
+    expert_bias: bool = False
+    """Expert linears carry biases (gpt-oss)."""
+
+
+@dataclass(frozen=True)
+class MLASpec:
+    """Multi-head latent attention dimensions (DeepSeek-V2/V3, Kimi)."""
+
+    q_lora_rank: int | None
+    """Rank of the query down-projection; None means a plain q_proj (DeepSeek-V2-Lite)."""
+    kv_lora_rank: int
+    """Width of the compressed KV latent (what the cache stores, with the rope part)."""
+    qk_nope_head_dim: int
+    """Per-head query/key width without rotary embedding."""
+    qk_rope_head_dim: int
+    """Per-head rotary width; the key's rope part is shared by all heads and cached."""
+    v_head_dim: int
+    """Per-head value width."""
+
+
+@dataclass(frozen=True)
+class MambaSpec:
+    """Per-layer recurrent state of a Mamba / linear-attention layer (hybrid models)."""
+
+    kind: Literal["mamba1", "mamba2", "gdn"]
+    """State layout: Mamba1 (Jamba), Mamba2 (Nemotron-H, Bamba), gated delta net (Qwen3-Next)."""
+    conv_state_shape: tuple[int, ...]
+    """Convolution state shape per sequence, unsharded (channels, kernel - 1)."""
+    ssm_state_shape: tuple[int, ...]
+    """Recurrent (SSM) state shape per sequence, unsharded."""
+    tp_dim_conv: int = 0
+    """Dimension of the conv state split by tensor parallelism."""
+    tp_dim_ssm: int = 0
+    """Dimension of the SSM state split by tensor parallelism."""
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """A ViT-style vision tower plus its projector, from `vision_config`."""
+
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    patch_size: int
+    image_size: int
+    num_channels: int = 3
+    projector_params: int = 0
+    """Parameters of the vision-to-text projector."""
+    extra_params: int = 0
+    """Other vision parameters the ViT formula does not cover (documented where set)."""
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How the checkpoint's linear weights are stored, read from `quantization_config`."""
+
+    method: str
+    """Canonical scheme: fp8, int8, awq, gptq, w4a16, mxfp4, nvfp4, bitsandbytes."""
+    weight_bits: int
+    """Bits per quantized weight element."""
+    group_size: int | None = None
+    """Elements sharing one scale along the input dimension (int4 and block formats); None = per channel/tensor."""
+    block_shape: tuple[int, int] | None = None
+    """Block-wise scales (out, in) for fp8 block quantization, e.g. (128, 128)."""
+    scale_granularity: Literal["tensor", "channel", "group", "block"] = "tensor"
+    """What one scale covers."""
+    zero_points: bool = False
+    """Asymmetric int4 (AWQ, GPTQ without sym): packed zero points are stored."""
+    desc_act: bool = False
+    """GPTQ act-order: a `g_idx` permutation per input row is kept."""
+    ignored_modules: tuple[str, ...] = ()
+    """Module names or patterns the scheme leaves in full precision (`ignore`, `modules_to_not_convert`)."""
+    vllm_name: str = ""
+    """The `--quantization` value vLLM reports for this checkpoint."""
+    source: str = ""
+    """Where the scheme was read: config quantization_config, hf_quant_config.json, or --quantization."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only language model (plus an optional vision tower), normalized."""
+
+    model_type: str
+    """Text model type (`llama`, `qwen3_moe`, ...) after unwrapping multimodal configs."""
+    architecture: str
+    """First entry of `architectures` (the class vLLM instantiates)."""
+    hidden_size: int
+    vocab_size: int
+    num_heads: int
+    """Query heads."""
+    num_kv_heads: int
+    """Key/value heads (GQA/MQA); equals num_heads for MHA. For MLA it is num_heads (keys are per head)."""
+    head_dim: int
+    """Query/key head size (explicit `head_dim` wins over hidden/heads, as vLLM does)."""
+    v_head_dim: int
+    """Value head size (differs from head_dim only for MLA)."""
+    intermediate_size: int
+    """Dense MLP intermediate size."""
+    layers: tuple[LayerSpec, ...]
+    max_position_embeddings: int
+    dtype: str
+    """Checkpoint dtype from `torch_dtype`/`dtype` (bfloat16, float16, float32)."""
+    gated_mlp: bool = True
+    """SwiGLU/GeGLU (gate, up, down) versus a plain two-matrix MLP (fc1, fc2)."""
+    fused_qkv: bool = False
+    """Checkpoint stores q, k, v as one `qkv_proj` (Phi-3)."""
+    fused_gate_up: bool = False
+    """Checkpoint stores gate and up as one `gate_up_proj` (Phi-3)."""
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    norm: Literal["rms", "layer"] = "rms"
+    """RMSNorm (weight only) or LayerNorm (weight and bias)."""
+    norms_per_layer: int = 2
+    """Norms inside one decoder layer (2 for Llama; 4 for Gemma 2/3; 1 for Phi-2's parallel block)."""
+    qk_norm: bool = False
+    """Per-head RMSNorm on q and k (Qwen3, Gemma 3, Llama 4's is weightless)."""
+    qk_norm_params: bool = True
+    """Whether the qk norm has weights (Llama 4's L2 norm has none)."""
+    lm_head_bias: bool = False
+    tie_word_embeddings: bool = False
+    learned_positions: int = 0
+    """Rows of a learned position embedding (OPT: max_position + 2); 0 for rotary models."""
+    rotary_dim: int = 0
+    """Rotary width per head (partial rotary for Phi-2); 0 when there is no rotary embedding."""
+    rope_scaling: dict | None = None
+    moe: MoESpec | None = None
+    mla: MLASpec | None = None
+    mamba: MambaSpec | None = None
+    num_mtp_layers: int = 0
+    """Multi-token-prediction layers stored in the checkpoint (DeepSeek-V3); vLLM loads them only for speculative decoding."""
+    checkpoint_rotary_buffers: bool = False
+    """The checkpoint stores each layer's `rotary_emb.inv_freq` (Llama-2); vLLM does not load them."""
+    vision: VisionSpec | None = None
+    quant: QuantSpec | None = None
+    max_model_len_default: int = 0
+    """The `max_model_len` vLLM derives from the config (section 6 of the reference)."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    """Things the normalizer assumed or noticed, shown to the user as warnings."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "vocab_size", "num_heads", "num_kv_heads", "head_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.layers:
+            raise ValueError("a model needs at least one decoder layer")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def layer_type_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            counts[layer.attention] = counts.get(layer.attention, 0) + 1
+        return counts

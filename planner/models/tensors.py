@@ -1,0 +1,259 @@
+"""The checkpoint's logical tensors, from a `ModelSpec` (the formula path) or named by a safetensors
+header (the exact path), each tagged with its component, how tensor parallelism shards it and which
+pipeline stage holds it. Accounting only ever sees this list, so both paths share every rule.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from planner.models.spec import ModelSpec
+
+Shard = Literal["replicated", "column", "row", "q_heads", "kv_heads", "qkv_fused", "vocab", "experts", "heads"]
+"""How vLLM splits a tensor over TP ranks:
+- column / row: dimension 0 / 1 divided by TP (a row-parallel bias is replicated);
+- q_heads / kv_heads: column-parallel over heads; KV heads are replicated when there are fewer than TP;
+- qkv_fused: Phi-3's fused q,k,v with those two rules; vocab: rows padded to 64 then divided;
+- experts: a routed-expert stack, divided by TP (or EP) either way; heads: a per-head vector."""
+
+Stage = int | Literal["first", "last"]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    """Checkpoint-style tensor name."""
+    shape: tuple[int, ...]
+    component: str
+    """embeddings, attention, mlp, experts, router, norms, lm_head, vision, mtp, buffers."""
+    shard: Shard
+    stage: Stage
+    """Decoder layer index, or `first` (embeddings, vision) / `last` (final norm, lm_head) for PP."""
+    linear: bool = False
+    """A linear layer's weight ([out, in], or [experts, out, in]) that a quantization scheme may compress."""
+    loaded: bool = True
+    """False for what the checkpoint stores but vLLM does not load (MTP layers, rotary buffers)."""
+    runtime: bool = False
+    """True for buffers vLLM creates at load time (rotary cache, MLA's decompressed copies): bytes, not parameters."""
+    stored_dtype: str | None = None
+    """The dtype stored in the checkpoint when a safetensors header says; None means the model dtype."""
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def _attention(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
+    h, hd = spec.hidden_size, spec.head_dim
+    q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
+    out: list[Tensor] = []
+    if spec.mla is not None:
+        m = spec.mla
+        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+        if m.q_lora_rank:
+            out += [Tensor(f"{p}.q_a_proj.weight", (m.q_lora_rank, h), "attention", "replicated", i, True),
+                    Tensor(f"{p}.q_a_layernorm.weight", (m.q_lora_rank,), "norms", "replicated", i),
+                    Tensor(f"{p}.q_b_proj.weight", (spec.num_heads * qk, m.q_lora_rank), "attention", "column", i, True)]
+        else:
+            out.append(Tensor(f"{p}.q_proj.weight", (spec.num_heads * qk, h), "attention", "column", i, True))
+        out += [
+            Tensor(f"{p}.kv_a_proj_with_mqa.weight", (m.kv_lora_rank + m.qk_rope_head_dim, h), "attention", "replicated", i, True),
+            Tensor(f"{p}.kv_a_layernorm.weight", (m.kv_lora_rank,), "norms", "replicated", i),
+            Tensor(f"{p}.kv_b_proj.weight", (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), "attention", "column", i, True),
+            Tensor(f"{p}.o_proj.weight", (h, spec.num_heads * m.v_head_dim), "attention", "row", i, True),
+        ]
+        return out
+    if spec.fused_qkv:
+        out.append(Tensor(f"{p}.qkv_proj.weight", (q + 2 * kv, h), "attention", "qkv_fused", i, True))
+    else:
+        out += [Tensor(f"{p}.q_proj.weight", (q, h), "attention", "q_heads", i, True),
+                Tensor(f"{p}.k_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+                Tensor(f"{p}.v_proj.weight", (kv, h), "attention", "kv_heads", i, True)]
+    if spec.qkv_bias:
+        out += [Tensor(f"{p}.q_proj.bias", (q,), "attention", "q_heads", i),
+                Tensor(f"{p}.k_proj.bias", (kv,), "attention", "kv_heads", i),
+                Tensor(f"{p}.v_proj.bias", (kv,), "attention", "kv_heads", i)]
+    out.append(Tensor(f"{p}.o_proj.weight", (h, q), "attention", "row", i, True))
+    if spec.o_bias:
+        out.append(Tensor(f"{p}.o_proj.bias", (h,), "attention", "replicated", i))
+    if spec.qk_norm and spec.qk_norm_params:
+        out += [Tensor(f"{p}.q_norm.weight", (hd,), "norms", "replicated", i),
+                Tensor(f"{p}.k_norm.weight", (hd,), "norms", "replicated", i)]
+    if spec.model_type == "gpt_oss":
+        out.append(Tensor(f"{p}.sinks", (spec.num_heads,), "attention", "heads", i))
+    return out
+
+
+def _ffn(spec: ModelSpec, p: str, i: int, inter: int, component: str) -> list[Tensor]:
+    h = spec.hidden_size
+    if not spec.gated_mlp:
+        out = [Tensor(f"{p}.fc1.weight", (inter, h), component, "column", i, True),
+               Tensor(f"{p}.fc2.weight", (h, inter), component, "row", i, True)]
+        if spec.mlp_bias:
+            out += [Tensor(f"{p}.fc1.bias", (inter,), component, "column", i),
+                    Tensor(f"{p}.fc2.bias", (h,), component, "replicated", i)]
+        return out
+    if spec.fused_gate_up:
+        up = [Tensor(f"{p}.gate_up_proj.weight", (2 * inter, h), component, "column", i, True)]
+    else:
+        up = [Tensor(f"{p}.gate_proj.weight", (inter, h), component, "column", i, True),
+              Tensor(f"{p}.up_proj.weight", (inter, h), component, "column", i, True)]
+    out = up + [Tensor(f"{p}.down_proj.weight", (h, inter), component, "row", i, True)]
+    if spec.mlp_bias:
+        out += [Tensor(f"{p}.gate_proj.bias", (inter,), component, "column", i),
+                Tensor(f"{p}.up_proj.bias", (inter,), component, "column", i),
+                Tensor(f"{p}.down_proj.bias", (h,), component, "replicated", i)]
+    return out
+
+
+def _moe(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
+    moe, h = spec.moe, spec.hidden_size
+    assert moe is not None
+    e, inter = moe.num_experts, moe.expert_intermediate_size
+    out = [Tensor(f"{p}.gate.weight", (e, h), "router", "replicated", i)]
+    if moe.router_bias:
+        out.append(Tensor(f"{p}.gate.bias", (e,), "router", "replicated", i))
+    if moe.router_correction_bias:
+        out.append(Tensor(f"{p}.gate.e_score_correction_bias", (e,), "router", "replicated", i))
+    out += [Tensor(f"{p}.experts.gate_up_proj", (e, 2 * inter, h), "experts", "experts", i, True),
+            Tensor(f"{p}.experts.down_proj", (e, h, inter), "experts", "experts", i, True)]
+    if moe.expert_bias:
+        out += [Tensor(f"{p}.experts.gate_up_proj_bias", (e, 2 * inter), "experts", "experts", i),
+                Tensor(f"{p}.experts.down_proj_bias", (e, h), "experts", "experts", i)]
+    if moe.num_shared_experts:
+        out += _ffn(spec, f"{p}.shared_expert", i, moe.shared_intermediate_size, "shared_experts")
+    if moe.shared_expert_gate:
+        out.append(Tensor(f"{p}.shared_expert_gate.weight", (1, h), "router", "replicated", i))
+    return out
+
+
+def _decoder_layer(spec: ModelSpec, i: int, prefix: str = "model.layers") -> list[Tensor]:
+    p = f"{prefix}.{i}"
+    norm_shape = (spec.hidden_size,)
+    out = []
+    for k in range(spec.norms_per_layer):
+        out.append(Tensor(f"{p}.norm{k}.weight", norm_shape, "norms", "replicated", i))
+        if spec.norm == "layer":
+            out.append(Tensor(f"{p}.norm{k}.bias", norm_shape, "norms", "replicated", i))
+    out += _attention(spec, f"{p}.self_attn", i)
+    if spec.layers[min(i, spec.num_layers - 1)].mlp == "moe" and spec.moe is not None:
+        out += _moe(spec, f"{p}.mlp", i)
+    else:
+        out += _ffn(spec, f"{p}.mlp", i, spec.intermediate_size, "mlp")
+    if spec.checkpoint_rotary_buffers:
+        out.append(Tensor(f"{p}.self_attn.rotary_emb.inv_freq", (spec.rotary_dim // 2,), "buffers", "replicated", i,
+                          loaded=False, stored_dtype="float32"))
+    return out
+
+
+def _mtp_layers(spec: ModelSpec) -> list[Tensor]:
+    """DeepSeek-V3's multi-token-prediction module: a full decoder layer plus its own norms,
+    projection, embedding and head copies, stored as `model.layers.{L}`; vLLM skips it unless a
+    speculative-decoding drafter is configured."""
+    out = []
+    h, v = spec.hidden_size, spec.vocab_size
+    for j in range(spec.num_mtp_layers):
+        i = spec.num_layers + j
+        p = f"model.layers.{i}"
+        layer = [t for t in _decoder_layer(spec, spec.num_layers - 1) if t.stage == spec.num_layers - 1]
+        layer = [Tensor(t.name.replace(f"layers.{spec.num_layers - 1}.", f"layers.{i}."), t.shape, "mtp", t.shard,
+                        "last", t.linear, loaded=False) for t in layer]
+        layer += [Tensor(f"{p}.enorm.weight", (h,), "mtp", "replicated", "last", loaded=False),
+                  Tensor(f"{p}.hnorm.weight", (h,), "mtp", "replicated", "last", loaded=False),
+                  Tensor(f"{p}.eh_proj.weight", (h, 2 * h), "mtp", "replicated", "last", loaded=False),  # kept bf16 in fp8 checkpoints
+                  Tensor(f"{p}.shared_head.norm.weight", (h,), "mtp", "replicated", "last", loaded=False),
+                  Tensor(f"{p}.embed_tokens.weight", (v, h), "mtp", "vocab", "last", loaded=False),
+                  Tensor(f"{p}.shared_head.head.weight", (v, h), "mtp", "vocab", "last", loaded=False)]
+        out += layer
+    return out
+
+
+def _vision(spec: ModelSpec) -> list[Tensor]:
+    """A SigLIP/CLIP-style ViT: patch conv, position table, pre-norm blocks with biases, post-norm."""
+    v = spec.vision
+    if v is None or v.num_layers == 0:
+        return []
+    h, inter = v.hidden_size, v.intermediate_size
+    patches = (v.image_size // v.patch_size) ** 2
+    params = v.num_channels * v.patch_size ** 2 * h + h + patches * h
+    per_layer = 4 * (h * h + h) + (h * inter + inter) + (inter * h + h) + 2 * 2 * h
+    params += v.num_layers * per_layer + 2 * h  # post_layernorm
+    out = [Tensor("vision_tower", (params,), "vision", "replicated", "first")]
+    if v.projector_params:
+        out.append(Tensor("multi_modal_projector", (v.projector_params,), "vision", "replicated", "first"))
+    return out
+
+
+def from_spec(spec: ModelSpec) -> list[Tensor]:
+    """Every tensor of the checkpoint the spec describes, in the model's dtype, before quantization."""
+    h, v = spec.hidden_size, spec.vocab_size
+    out = [Tensor("model.embed_tokens.weight", (v, h), "embeddings", "vocab", "first")]
+    if spec.learned_positions:
+        out.append(Tensor("model.embed_positions.weight", (spec.learned_positions, h), "embeddings", "replicated", "first"))
+    out += _vision(spec)
+    for i in range(spec.num_layers):
+        out += _decoder_layer(spec, i)
+    out.append(Tensor("model.norm.weight", (h,), "norms", "replicated", "last"))
+    if spec.norm == "layer":
+        out.append(Tensor("model.norm.bias", (h,), "norms", "replicated", "last"))
+    if not spec.tie_word_embeddings:
+        out.append(Tensor("lm_head.weight", (v, h), "lm_head", "vocab", "last"))
+    if spec.lm_head_bias:
+        out.append(Tensor("lm_head.bias", (v,), "lm_head", "vocab", "last"))
+    out += _mtp_layers(spec)
+    return out
+
+
+# ---- safetensors names -> the same tags -------------------------------------------------------
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_RULES: tuple[tuple[str, str, Shard, bool], ...] = (
+    # (regex on the name, component, shard, is a linear weight)
+    (r"(vision|visual|image|patch_embed|multi_modal_projector|mm_projector|mm_input_projection)", "vision", "replicated", False),
+    (r"rotary_emb\.inv_freq$", "buffers", "replicated", False),
+    (r"(embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", "embeddings", "vocab", False),
+    (r"(embed_positions|wpe)\.weight$", "embeddings", "replicated", False),
+    (r"lm_head\.(weight|bias)$", "lm_head", "vocab", False),
+    (r"(norm|layernorm|ln_\w+)[^.]*\.(weight|bias)$", "norms", "replicated", False),
+    (r"\.(gate|router)\.(weight|bias|e_score_correction_bias)$", "router", "replicated", False),
+    (r"shared_expert_gate\.weight$", "router", "replicated", False),
+    (r"\.experts\.", "experts", "experts", True),
+    (r"shared_expert[s]?\.", "shared_experts", "column", True),
+    (r"\.(q_a_proj|kv_a_proj_with_mqa)\.", "attention", "replicated", True),
+    (r"\.(k_proj|v_proj)\.", "attention", "kv_heads", True),
+    (r"\.(q_proj|q_b_proj|query)\.", "attention", "q_heads", True),
+    (r"\.qkv_proj\.", "attention", "qkv_fused", True),
+    (r"\.kv_b_proj\.", "attention", "column", True),
+    (r"\.(o_proj|dense|out_proj)\.", "attention", "row", True),
+    (r"\.sinks$", "attention", "heads", False),
+    (r"\.(down_proj|fc2|w2)\.", "mlp", "row", True),
+    (r"\.(gate_proj|up_proj|gate_up_proj|fc1|w1|w3)\.", "mlp", "column", True),
+)
+_COMPILED = tuple((re.compile(rx), c, s, lin) for rx, c, s, lin in _RULES)
+_ROW_SHARDED = re.compile(r"\.(o_proj|dense|out_proj|down_proj|fc2|w2)\.")
+
+
+def classify(name: str, shape: tuple[int, ...], dtype: str, num_layers: int) -> Tensor:
+    """Tag one safetensors tensor with component, shard rule and stage, from its name alone."""
+    m = _LAYER.search(name)
+    layer = int(m.group(1)) if m else None
+    stage: Stage = layer if layer is not None and layer < num_layers else ("last" if layer is not None else "first")
+    component, shard, linear = "other", "replicated", False
+    for rx, c, s, lin in _COMPILED:
+        if rx.search(name):
+            component, shard, linear = c, s, lin
+            break
+    if name.endswith(".bias") and _ROW_SHARDED.search(name):
+        shard = "replicated"  # row-parallel biases are added once, whole, on every rank
+    if component in ("norms", "lm_head") and layer is None:
+        stage = "last" if not name.startswith("model.embed") else "first"
+    loaded = component != "buffers" and not (layer is not None and layer >= num_layers)
+    if layer is not None and layer >= num_layers:
+        component = "mtp"
+    linear = linear and name.endswith("weight") or (component == "experts" and len(shape) == 3)
+    return Tensor(name, shape, component, shard, stage, linear, loaded=loaded, stored_dtype=dtype)
