@@ -184,7 +184,9 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
     """What a published (safetensors) count adds up: every stored tensor, loaded or not, plus the
     scale tensors of a quantized checkpoint. Runtime buffers are not stored."""
     total = sum(t.numel for t in tensors if not t.runtime)
-    if quant is not None and quant.source.startswith(("config.json", "hf_quant")):
+    # The Hub's total for MXFP4 checkpoints (gpt-oss) counts each packed 4-bit value as one
+    # parameter and leaves the e8m0 scales out: BF16 1,804,459,584 + U8 19,110,297,600 for 20b.
+    if quant is not None and quant.method != "mxfp4" and quant.source.startswith(("config.json", "hf_quant")):
         total += sum(scale_elements(quant, t.shape) for t in tensors if is_quantized(t, quant))
     return total
 

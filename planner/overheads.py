@@ -1,0 +1,129 @@
+"""The three budget terms vLLM measures on the GPU, modelled: the activation peak of the profile
+run, non-torch memory growth after the start-up snapshot, and the CUDA-graph memory estimate.
+
+They are ESTIMATES. Each is a physical shape computed from the architecture and the profile run's
+size (max_num_batched_tokens tokens through the MLP/experts with attention skipped, then the fp32
+sampler over min(max_num_seqs, max_num_batched_tokens) rows x vocabulary), times coefficients
+fitted on real start-ups (`profiles/vllm/overheads.yaml`, refit with `benchmarks/fit_overheads.py`).
+No model has its own number: the coefficients are shared by every architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import yaml
+
+from planner.models.spec import ModelSpec
+from planner.paths import profiles_dir
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ProfileShape:
+    """What vLLM's profile run pushes through one worker."""
+
+    tokens: int
+    """max_num_batched_tokens: tokens in the dummy forward pass."""
+    sampler_rows: int
+    """min(max_num_seqs, max_num_batched_tokens): rows of logits the dummy sampler run sees."""
+    tp: int
+    dtype_bytes: int
+    has_sampler: bool
+    """Only the last pipeline stage computes logits and samples."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """Byte counts of the tensors alive at the profile run's peak (before coefficients)."""
+
+    hidden_bytes: int
+    """One [tokens, hidden] activation (the residual stream; not split by TP)."""
+    mlp_bytes: int
+    """The largest layer's feed-forward intermediates: gate/up output and activation output, or the
+    fused-MoE caches for top-k experts, on one TP rank."""
+    sampler_bytes: int
+    """One fp32 [rows, vocab] logits tensor (gathered whole on every TP rank); 0 off the last stage."""
+    vision_bytes: int
+    """One [image tokens, vision hidden] activation of the encoder's dummy batch; 0 for text models."""
+
+
+def features(spec: ModelSpec, shape: ProfileShape) -> Features:
+    t, b, tp = shape.tokens, shape.dtype_bytes, shape.tp
+    mlp = 0
+    if any(l.mlp == "dense" for l in spec.layers):
+        mlp = t * 3 * spec.intermediate_size // tp * b
+    if spec.moe is not None and any(l.mlp == "moe" for l in spec.layers):
+        m = spec.moe
+        # fused_moe: cache1 [T, k, 2N], cache2 [T*k, N], cache3 [T, k, H]; plus the shared expert
+        routed = t * m.experts_per_token * (3 * m.expert_intermediate_size // tp + spec.hidden_size) * b
+        shared = t * 3 * m.shared_intermediate_size // tp * b
+        mlp = max(mlp, routed + shared)
+    vision = 0
+    if spec.vision is not None:
+        patches = (spec.vision.image_size // spec.vision.patch_size) ** 2
+        vision = patches * spec.vision.hidden_size * b
+    return Features(
+        hidden_bytes=t * spec.hidden_size * b,
+        mlp_bytes=mlp,
+        sampler_bytes=shape.sampler_rows * spec.vocab_size * 4 if shape.has_sampler else 0,
+        vision_bytes=vision,
+    )
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Fitted multipliers (dimensionless: how many copies of each tensor are alive at the peak),
+    plus constant terms in GiB."""
+
+    forward_const_gib: float
+    forward_hidden: float
+    forward_mlp: float
+    sampler_const_gib: float
+    sampler_logits: float
+    sampler_hidden: float
+    vision: float
+    non_torch_gib: dict[str, float]
+    """Non-torch growth by layout: `tp1`, `tp1_pp` (TP 1 with PP > 1), `tp2`, `per_extra_tp` (GiB
+    added per rank beyond 2)."""
+    cudagraph_const_gib: float
+    cudagraph_per_layer_gib: float
+    source: str
+    """The calibration set and date the fit came from."""
+
+
+@functools.cache
+def coefficients() -> Coefficients:
+    data = yaml.safe_load((profiles_dir() / "vllm" / "overheads.yaml").read_text())
+    c = data["coefficients"]
+    return Coefficients(**{k: c[k] for k in Coefficients.__dataclass_fields__ if k != "source"},
+                        source=str(data.get("source", "")))
+
+
+def activation_peak_bytes(f: Features, c: Coefficients) -> int:
+    """Torch peak increase of the profile run: the larger of the forward pass's transient peak and
+    the sampler's (logits in bf16 and fp32, probabilities, exponential noise...)."""
+    forward = c.forward_const_gib * GIB + c.forward_hidden * f.hidden_bytes + c.forward_mlp * f.mlp_bytes
+    peak = forward
+    if f.sampler_bytes:
+        sampler = c.sampler_const_gib * GIB + c.sampler_logits * f.sampler_bytes + c.sampler_hidden * f.hidden_bytes
+        peak = max(peak, sampler)
+    return int(peak + c.vision * f.vision_bytes)
+
+
+def non_torch_bytes(tp: int, pp: int, c: Coefficients) -> int:
+    """cuBLAS workspaces and, with TP, NCCL / custom all-reduce buffers created after the snapshot."""
+    nt = c.non_torch_gib
+    if tp == 1:
+        gib = nt["tp1"] if pp == 1 else nt["tp1_pp"]
+    else:
+        gib = nt["tp2"] + nt["per_extra_tp"] * (tp - 2)
+    return int(gib * GIB)
+
+
+def cudagraph_estimate_bytes(layers_on_worker: int, c: Coefficients) -> int:
+    """vLLM's measured CUDA-graph estimate (subtracted from the budget from 0.20): graph pools grow
+    with the number of captured pieces, i.e. with the layers on the worker."""
+    return int((c.cudagraph_const_gib + c.cudagraph_per_layer_gib * layers_on_worker) * GIB)

@@ -1,0 +1,187 @@
+"""Model accounting against published figures, vLLM's rules computed independently, and the
+calibration start-ups. Table-driven over real configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planner import accounting as acc
+from planner.api import inspect, load_model
+from planner.models.normalize import normalize
+from planner.models.tensors import from_spec
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CONFIGS = SHARED / "reference" / "model-configs"
+GIB = 2**30
+
+
+def shared_configs():
+    if not CONFIGS.is_dir():
+        return []
+    return sorted(p for p in CONFIGS.glob("*.json") if "hf_quant_config" not in p.name)
+
+
+def model_id(path: Path) -> str:
+    return path.stem.replace("__", "/")
+
+
+def published_counts():
+    path = SHARED / "reference" / "param-counts.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["model"], r["params_published"]) for r in rows if r.get("params_published")]
+
+
+@pytest.mark.parametrize("model,published", published_counts())
+def test_checkpoint_params_equal_published(model, published):
+    r = inspect(model)  # bundled profile
+    assert r.params_checkpoint == published
+    assert r.params_published == published
+
+
+def test_published_extras_are_shown_separately():
+    r = inspect("deepseek-ai/DeepSeek-V3")
+    assert r.params_total == 671_026_419_200  # the 671B main model vLLM loads
+    assert r.params_not_loaded == {"mtp": 13_463_426_304}
+    # the rest of the published figure is the fp8 block-scale tensors
+    assert r.params_checkpoint - r.params_total - 13_463_426_304 == 41_540_496
+    llama2 = inspect("meta-llama/Llama-2-7b-hf")
+    assert llama2.params_not_loaded == {"buffers": 2048}  # 32 layers x 64 stored rotary inv_freq
+
+
+# model, tp, pp, kv dtype -> bytes per token per GPU (issue #2's reference values)
+KV_CASES = [
+    ("meta-llama/Llama-3.1-8B-Instruct", 1, "auto", 131_072),
+    ("meta-llama/Llama-3.1-70B-Instruct", 8, "auto", 40_960),
+    ("meta-llama/Llama-3.1-70B-Instruct", 16, "auto", 40_960),  # 8 KV heads < TP 16: replicated
+    ("Qwen/Qwen3-32B", 2, "auto", 131_072),
+    ("deepseek-ai/DeepSeek-V3", 8, "auto", 70_272),  # MLA: 61 x 576 x 2, not split by TP
+]
+
+
+@pytest.mark.parametrize("model,tp,kv,expected", KV_CASES)
+def test_kv_bytes_reference_values(model, tp, kv, expected):
+    assert inspect(model, tp=tp, kv_cache_dtype=kv).kv_bytes_per_token_per_gpu == expected
+    assert inspect(model, tp=tp, kv_cache_dtype="fp8").kv_bytes_per_token_per_gpu == expected // 2
+
+
+def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
+    """vLLM's page-size rule written out from the raw config, without the planner's spec."""
+    text = cfg.get("text_config") or cfg
+    layers = text["num_hidden_layers"]
+    if "kv_lora_rank" in text:
+        return layers * (text["kv_lora_rank"] + text["qk_rope_head_dim"]) * dtype_bytes
+    heads = text["num_attention_heads"]
+    kv_heads = text.get("num_key_value_heads") or heads
+    head_dim = text.get("head_dim") or text["hidden_size"] // heads
+    return layers * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes
+
+
+@pytest.mark.parametrize("path", shared_configs(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_kv_bytes_match_independent_rule(path, tp):
+    cfg = json.loads(path.read_text())
+    text = cfg.get("text_config") or cfg
+    heads = text["num_attention_heads"]
+    kv = text.get("num_key_value_heads") or heads
+    if heads % tp or (kv % tp and tp % kv):
+        pytest.skip("TP not valid for this model")
+    spec = normalize(cfg)
+    got = acc.kv_bytes_per_token(spec, 2, tp).max_per_gpu
+    assert got == _independent_kv(cfg, tp, 2)
+
+
+@pytest.mark.parametrize("layers,pp,expected", [
+    (32, 1, [32]), (32, 2, [16, 16]), (61, 4, [15, 15, 16, 15]), (80, 3, [27, 27, 26]),
+    (10, 4, [2, 3, 3, 2]), (126, 8, [15, 16, 16, 16, 16, 16, 16, 15]),
+])
+def test_pp_split_follows_get_pp_indices(layers, pp, expected):
+    # vLLM: L // pp each; the remainder +1 each to partitions -2, -3, ... (never the last)
+    assert [len(r) for r in acc.pp_layer_ranges(layers, pp)] == expected
+
+
+def test_kv_replication_and_pp_stage():
+    # 70B at PP 2: each stage holds 40 layers' KV; TP 16 replicates the 8 KV heads.
+    r = inspect("meta-llama/Llama-3.1-70B-Instruct", tp=16, pp=2)
+    assert r.kv_bytes_per_token_per_stage == (20_480, 20_480)
+    assert r.kv_heads_per_rank == 1
+
+
+def test_vocab_padding_and_tp_sharding():
+    spec = normalize({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                      "num_hidden_layers": 1, "intermediate_size": 128, "vocab_size": 1000, "torch_dtype": "bfloat16"})
+    tensors = from_spec(spec)
+    embed = next(t for t in tensors if t.name == "model.embed_tokens.weight")
+    assert acc.rank_shape(embed, spec, 4) == (1024 // 4, 64)  # 1000 padded to 1024, then split
+    k = next(t for t in tensors if t.name.endswith("k_proj.weight"))
+    assert acc.rank_shape(k, spec, 4) == (16, 64)  # 2 KV heads < TP 4: one head of 16 per rank
+
+
+def test_tied_embeddings_have_no_lm_head():
+    r = inspect("facebook/opt-125m")
+    assert "lm_head" not in r.params_breakdown
+    assert r.params_total == 125_239_296
+
+
+def test_moe_active_params():
+    r = inspect("Qwen/Qwen3-30B-A3B")
+    assert r.params_active == 3_353_032_704  # the third-party figure quoted in param-counts.jsonl
+
+
+def test_sliding_window_layer_counts():
+    assert inspect("google/gemma-3-27b-it").layer_types == {"sliding": 52, "full": 10}
+    assert inspect("openai/gpt-oss-20b").layer_types == {"sliding": 12, "full": 12}
+    assert inspect("google/gemma-2-9b-it").layer_types == {"sliding": 21, "full": 21}
+
+
+def test_fp8_block_weights_are_about_one_byte_per_param():
+    r = inspect("Qwen/Qwen3-32B-FP8")
+    # linear weights fp8 + fp32 128x128 block scales; embeddings, lm_head and norms stay bf16
+    linear = r.params_total - r.params_breakdown["embeddings"] - r.params_breakdown.get("lm_head", 0) - r.params_breakdown["norms"]
+    floor = linear + 2 * (r.params_total - linear)
+    assert floor < r.weight_bytes_per_gpu < floor * 1.001 + 64 * 2**20
+
+
+def test_online_fp8_halves_linear_weights():
+    bf16 = inspect("meta-llama/Llama-3.1-8B-Instruct")
+    fp8 = inspect("meta-llama/Llama-3.1-8B-Instruct", quantization="fp8")
+    assert fp8.weight_bytes_per_gpu < 0.6 * bf16.weight_bytes_per_gpu
+
+
+# ---- against real vLLM start-ups (calibration) ------------------------------------------------
+
+def calibration_cases():
+    path = SHARED / "calibration" / "vllm-startup-h100.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("weights_gib") is None:
+            continue
+        out.append(pytest.param(r, id=f"{r['model']}-tp{r['tp']}pp{r['pp']}-{r['dtype']}-{r['quantization']}"))
+    return out
+
+
+def _find_profile(model: str):
+    try:
+        return load_model(model)
+    except Exception:
+        return None
+
+
+@pytest.mark.parametrize("case", calibration_cases())
+def test_weights_match_vllm_model_loading_took(case):
+    model = _find_profile(case["model"])
+    if model is None:
+        pytest.skip(f"{case['model']} is not bundled")
+    dtype = case["dtype"] or None
+    quant = case["quantization"]
+    r = inspect(model, tp=case["tp"], pp=case["pp"], dtype=dtype,
+                quantization=quant if quant in ("fp8",) and model.spec.quant is None else None)
+    predicted = r.weight_bytes_per_gpu / GIB
+    tolerance = 0.01 if "weight_bytes_per_gpu" not in r.estimated else 0.08
+    assert predicted == pytest.approx(case["weights_gib"], rel=tolerance, abs=0.006)
