@@ -1,8 +1,9 @@
 """Read the memory figures and the start-up phase out of vLLM start-up logs (0.10 to 0.33).
 
-`parse_log(text)` returns every figure the log printed as a `StartupFigures`; `LogFollower` takes the
-same log one line at a time and reports phase changes for a live progress display. Both run on one
-table of rules (`_RULES`), so a log format is described once.
+`parse_log(text)` / `parse_file(path)` return every figure the log printed as a `StartupFigures`;
+`LogFollower` takes the same log one line at a time and reports phase changes (`PHASES`) for a live
+progress display. `parse_log` is a `LogFollower` fed the whole text, so every log format is described
+once, in `_RULES`.
 
 Format strings and the versions that print them were read from the released vLLM wheels (see
 `shared/reference/vllm-memory.md` §2.4, §2.5, §11). Pure standard library; no I/O except `parse_file`.
@@ -11,7 +12,7 @@ Format strings and the versions that print them were read from the released vLLM
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -35,13 +36,13 @@ class StartupFigures:
     non_torch_gib: Optional[float] = None
     """DEBUG 'non-torch forward increase memory', or 'N GiB for non-torch memory' (0.10.2-0.26 only)."""
     consumed_gib: Optional[float] = None
-    """0.27+: 'total consumed (from mem_get_info)' / 'A GiB for consumed memory (weights + non-torch)'; CPU: non-KV use."""
+    """0.27+ 'total consumed (from mem_get_info)' or 'A GiB for consumed memory'; CPU: memory used by non-KV."""
     non_kv_cache_gib: Optional[float] = None
     """DEBUG 'Total non KV cache memory' from the 'Memory profiling takes' line."""
     cudagraph_estimate_gib: Optional[float] = None
     """'Estimated CUDA graph memory: X GiB total' (0.18+), or the '(estimated)' part of the pool line."""
     cudagraph_actual_gib: Optional[float] = None
-    """'Graph capturing finished in N secs, took X GiB', 'CUDA graph pool memory: X GiB (actual)' or 'G GiB for CUDAGraph'."""
+    """'Graph capturing finished ..., took X GiB', 'CUDA graph pool memory: X GiB (actual)', 'G GiB for CUDAGraph'."""
     available_kv_gib: Optional[float] = None
     """'Available KV cache memory' (minimum over workers), the kv_cache_memory_bytes reservation, or CPU '(X/T) GiB'."""
     kv_cache_tokens: Optional[int] = None
@@ -59,7 +60,7 @@ class StartupFigures:
     init_free_gib: Optional[float] = None
     """Free device memory at the worker's start snapshot ('Free memory on device (F/T GiB)' or DEBUG lines)."""
     gpu_memory_utilization: Optional[float] = None
-    """From 'non-default args', the DEBUG 'Requested memory: u (util)' or 'Desired GPU memory utilization is (u, ...)'."""
+    """From 'non-default args', DEBUG 'Requested memory: u (util)' or 'Desired GPU memory utilization is (u, R GiB)'."""
     kv_cache_memory_bytes_mode: Optional[bool] = None
     """True: KV size given by kv_cache_memory_bytes (or the CPU explicit size); False: profiled; None: unknown."""
     auto_fit_max_model_len: Optional[int] = None
@@ -80,9 +81,11 @@ class StartupFigures:
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _PROC = r"\([^()\n]*?\bpid=\d+[^()\n]*\)"  # (EngineCore_DP0 pid=7), (VllmWorker TP0 pid=9), (pid=3, ip=..)
-_STAMP = r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) \d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?"
-_RECORD_START = re.compile(rf"{_PROC}|(?<!\) ){_STAMP.replace('?P<level>', '')} \[")
-_HEAD = re.compile(rf"(?:(?P<proc>{_PROC}) ?)?(?:{_STAMP} \[[^\]]*\] ?)?")  # keeps traceback indents
+_LEVEL = r"DEBUG|INFO|WARNING|ERROR|CRITICAL"
+_TIME = r"\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?"  # vLLM's '%m-%d %H:%M:%S'
+_RECORD_START = re.compile(rf"{_PROC}|(?<!\) )(?:{_LEVEL}) {_TIME} \[")
+# One space after the prefix / header only: traceback lines keep their indentation.
+_HEAD = re.compile(rf"(?:(?P<proc>{_PROC}) ?)?(?:(?P<level>{_LEVEL}) {_TIME} \[[^\]]*\] ?)?")
 
 
 @dataclass(frozen=True)
@@ -209,8 +212,11 @@ def _error(m: re.Match[str], fig: _Figures) -> None:
         fig.put("error_estimated_max_model_len", estimated and int(estimated[1]))
 
 
+_EXC_TYPE = r"^(?:[\w.]+: )?"
+
+
 def _r(pattern: str, phase: Optional[str] = None, take=_store) -> _Rule:
-    return _Rule(re.compile(pattern.replace("NUM", _NUM)), phase, take)
+    return _Rule(re.compile(pattern.replace("NUM", _NUM).replace("EXC", _EXC_TYPE)), phase, take)
 
 
 _RULES: tuple[_Rule, ...] = (
@@ -260,12 +266,14 @@ _RULES: tuple[_Rule, ...] = (
        r"(?P<activation_peak_gib>NUM) GiB for peak activation, and (?P<cudagraph_actual_gib>NUM) GiB"),
     # --- ready
     _r(r"Application startup complete|Uvicorn running on|Starting vLLM (?:API )?server", "ready"),
-    # --- failed: errors that explain a failed start-up by memory ('models's' is the 0.10-0.21 typo)
-    _r(r"To serve at least one request with the models?'s max seq len", "failed", _error),
-    _r(r"No available memory for the cache blocks|Cannot auto-fit max_model_len", "failed", _error),
-    _r(r"^(?:[\w.]+Error: )?CUDA (?:error: )?out of memory|^(?:[\w.]+\.)?OutOfMemoryError\b", "failed", _error),
-    _r(r"on startup is less than (?:desired GPU memory utilization|the engine's budget)", "failed", _error),
-    _r(r"less than requested memory for kv|leaving none for the KV cache", "failed", _error),  # CPU worker
+    # --- failed: memory errors, as the exception line prints them (EXC: optional 'ValueError: ' etc., which
+    # also keeps the indented source lines of a traceback from matching). 'models's' is the 0.10-0.21 typo.
+    _r(r"EXCTo serve at least one request with the models?'s max seq len", "failed", _error),
+    _r(r"EXC(?:No available memory for the cache blocks|Cannot auto-fit max_model_len)", "failed", _error),
+    _r(r"EXC(?:CUDA (?:error: )?out of memory|OutOfMemoryError\b)", "failed", _error),
+    _r(r"EXCFree memory on device .* on startup is less than", "failed", _error),
+    _r(r"EXC(?:Available memory on node .* is less than requested memory for kv|The worker already uses)",
+       "failed", _error),  # CPU worker
 )
 
 
