@@ -1,0 +1,623 @@
+"""vLLM release facts, loaded from `profiles/vllm/releases.yaml`.
+
+Everything that changes between vLLM releases lives in that file as version ranges; this module only
+parses versions, merges the ranges into one `ReleaseFacts` per version and checks the data. Callers
+branch on the fields (`facts.budget_formula == "total_consumed"`), never on version numbers.
+
+    from planner import releases
+    facts = releases.get("0.19.0")        # or releases.get(None) for the newest release
+    facts.gpu_memory_utilization_default  # 0.9
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from planner.errors import PlannerError
+from planner.paths import profiles_dir
+
+Version = tuple[int, int, int, int]
+"""A parsed version, always four parts: 0.19 -> (0, 19, 0, 0), 0.10.1.1 -> (0, 10, 1, 1)."""
+
+DATA_FILE = "releases.yaml"
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, hashable mapping (so `ReleaseFacts` stays hashable)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, data: Mapping[str, Any]):
+        self._d = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._d.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed values
+
+
+@dataclass(frozen=True)
+class BatchTier:
+    """One GPU tier of the default max_num_batched_tokens / max_num_seqs table."""
+
+    label: str
+    """Human-readable name of the tier, e.g. '>=70GiB non-A100'."""
+    min_total_gib: float
+    """The tier applies when torch total device memory (GiB = 2**30 B) is at least this."""
+    exclude_name_substrings: tuple[str, ...]
+    """Lower-cased device-name substrings that rule the tier out (vLLM: 'a100')."""
+    exclude_compute_capabilities: tuple[str, ...]
+    """Compute capabilities ('12.1' = GB10) that rule the tier out."""
+    llm_max_num_batched_tokens: int
+    """Default max_num_batched_tokens for the offline `LLM` class."""
+    llm_max_num_seqs: int
+    """Default max_num_seqs for the offline `LLM` class."""
+    serve_max_num_batched_tokens: int
+    """Default max_num_batched_tokens for `vllm serve` (OpenAI server)."""
+    serve_max_num_seqs: int
+    """Default max_num_seqs for `vllm serve` (OpenAI server)."""
+
+    def matches(self, total_gib: float, device_name: str, compute_capability: str | None) -> bool:
+        """Whether a device with these properties falls in this tier."""
+        name = device_name.lower()
+        if total_gib < self.min_total_gib:
+            return False
+        if any(s in name for s in self.exclude_name_substrings):
+            return False
+        return not (compute_capability and compute_capability in self.exclude_compute_capabilities)
+
+
+@dataclass(frozen=True)
+class CpuBatchDefaults:
+    """Default batch limits on the CPU backend, per rank (multiplied by TP x PP)."""
+
+    llm_max_num_batched_tokens_per_rank: int
+    """`LLM` class max_num_batched_tokens per rank."""
+    llm_max_num_seqs_per_rank: int
+    """`LLM` class max_num_seqs per rank."""
+    serve_max_num_batched_tokens_per_rank: int
+    """`vllm serve` max_num_batched_tokens per rank."""
+    serve_max_num_seqs_per_rank: int
+    """`vllm serve` max_num_seqs per rank."""
+
+
+@dataclass(frozen=True)
+class BatchDefaults:
+    """The whole default-batch table of one release (engine/arg_utils.py)."""
+
+    tiers: tuple[BatchTier, ...]
+    """GPU tiers in the order vLLM tests them; the first match wins, the last always matches."""
+    cpu: CpuBatchDefaults
+    """CPU backend defaults."""
+    fallback_max_num_batched_tokens: int
+    """SchedulerConfig default when there is no usage context (neither LLM nor serve)."""
+    fallback_max_num_seqs: int
+    """SchedulerConfig default max_num_seqs when there is no usage context."""
+
+
+Entrypoint = Literal["serve", "llm"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The facts
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """What the planner needs to know about one vLLM release. Built by `get()`; one field per fact."""
+
+    version: str
+    """The release these facts describe, canonical form ('0.19.0', '0.10.1.1')."""
+    known_release: bool
+    """True when `version` is a published release; False for a patch inside the range that was not read."""
+    docker_image: str
+    """Official OpenAI-server image for this release, e.g. 'vllm/vllm-openai:v0.19.0'."""
+
+    # memory budget
+    gpu_memory_utilization_default: float
+    """Default --gpu-memory-utilization (0.9 up to 0.19.x, 0.92 from 0.20.0)."""
+    budget_formula: Literal["peak_increase", "total_consumed"]
+    """Non-KV memory: weights + torch peak increase + non-torch increase, or (0.27+) free-memory drop + transient peak headroom."""
+    nccl_before_snapshot: bool
+    """NCCL / custom all-reduce buffers are created before the memory snapshot (not charged to the budget)."""
+    cublas_before_snapshot: bool
+    """cuBLAS handles are created before the snapshot (0.33.0)."""
+    cudagraph_estimate_profiled: bool
+    """vLLM measures a CUDA-graph memory estimate during profiling (0.18+)."""
+    cudagraph_estimate_subtracted: bool
+    """That estimate is subtracted from the KV budget by default (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1, 0.20+)."""
+    mm_ipc_reservation: bool
+    """Multimodal IPC / video-decoder GPU reservations are subtracted from KV memory (0 for text models)."""
+
+    # bytes -> blocks -> tokens
+    bytes_per_block_rule: Literal["group_size_x_page", "largest_group_sum"]
+    """How bytes per block are formed for hybrid models; both equal layers x page for uniform models."""
+    hybrid_group_size_rule: Literal["min_layers", "max_if_under_1.5x_min"]
+    """Hybrid KV group size: min layers per type, or (0.18+) max when max < 1.5 x min."""
+    kv_tokens_formula: Literal["blocks_x_block_size", "concurrency_x_max_model_len"]
+    """Logged 'KV cache size' tokens: num_blocks // num_groups x min_block_size, or int(max_concurrency x max_model_len)."""
+    kv_tokens_cp_multiplier: Literal["none", "dcp", "pcp_x_dcp"]
+    """Context-parallel factor applied to the logged token count (blocks_x_block_size formula only)."""
+    kv_size_logged_per_worker: bool
+    """KV-size lines are logged per worker before the min over workers (one pair per PP stage)."""
+    fit_check: Literal["sum_of_layers", "group0_blocks", "all_groups_blocks", "bytes_per_block"]
+    """How 'does one max_model_len request fit' computes the bytes needed."""
+    null_block_in_fit_check: bool
+    """The fit check (and auto-fit) subtracts one block for the null block first (0.29+)."""
+    sliding_window_inflight_tokens: Literal["max_num_batched_tokens", "max_concurrent_batches_x_mnbt"]
+    """X in the sliding-window need cdiv(min(window - 1 + X, max_model_len), block) + 1."""
+    async_scheduling_default: bool
+    """Async scheduling is on by default (unless PP>1 or an incompatible option)."""
+    v2_model_runner_default: Literal["unavailable", "opt_in", "allowlist", "default"]
+    """Whether Model Runner V2 is used without VLLM_USE_V2_MODEL_RUNNER."""
+    v2_model_runner_default_architectures: tuple[str, ...]
+    """Architectures that default to the V2 runner while v2_model_runner_default == 'allowlist'."""
+
+    # hybrid / Mamba
+    hybrid_prefix_caching_default: bool
+    """Generative hybrid (attention + Mamba) models get prefix caching by default (0.26+)."""
+    mamba_prefix_caching_mode: Literal["unsupported", "all_if_supported_else_align", "align"]
+    """mamba_cache_mode chosen when prefix caching is on for a hybrid model."""
+    mamba_all_mode_architectures: tuple[str, ...]
+    """Architectures that get mamba_cache_mode 'all' (cdiv(max_model_len, block) Mamba blocks per request)."""
+    mamba_blocks_none_mode: int
+    """Mamba blocks per request in mode 'none' (before speculative tokens)."""
+    mamba_blocks_align_mode: int | None
+    """Mamba blocks per request in mode 'align' (before spec/checkpoint blocks); None where the mode does not exist."""
+    mamba_blocks_add_spec_tokens: bool
+    """Speculative tokens add one Mamba block each per request (0.15+)."""
+    mamba_align_prefill_checkpoint_blocks: bool
+    """Mode 'align' adds num_prefill_checkpoint_blocks (1 for Mamba2/GDN) per request (0.29+)."""
+    mamba_all_mode_adds_spec_blocks: bool
+    """Mode 'all' adds the speculative blocks on top of cdiv(max_model_len, block) (0.28+)."""
+    hybrid_mamba_block_align: Literal["fixed_16", "16_or_mla_64", "backend_kernel_block"]
+    """Alignment used when raising the attention block size of a hybrid Mamba model."""
+
+    # block size
+    block_size_default: int
+    """CacheConfig.DEFAULT_BLOCK_SIZE on CUDA for standard attention."""
+    block_size_from_backend: bool
+    """Without --block-size, the block size is the attention backend's preference (0.18+)."""
+    mla_backend_default: FrozenMap
+    """Default MLA backend by GPU generation: keys 'ampere', 'hopper', 'blackwell' (DeepSeek-style MLA)."""
+    mla_block_size_default: FrozenMap
+    """Block size forced for MLA models by GPU generation: keys 'ampere', 'hopper', 'blackwell'."""
+    sparse_mla_block_size: int | None
+    """Block size for sparse MLA (DeepSeek-V3.2); None before it was supported."""
+    block_size_cpu_default: int
+    """Default block size on the CPU backend."""
+    block_size_cpu_without_ipex: int | None
+    """CPU block size when intel_extension_for_pytorch is missing; None where IPEX no longer matters."""
+    block_size_cpu_mla: int | None
+    """Block size the CPU MLA backend forces; None where there is no CPU MLA backend."""
+
+    # max_model_len
+    max_model_len_fallback: int
+    """max_model_len used when config.json has none of the length keys."""
+    rope_scaling_types_not_multiplied: tuple[str, ...]
+    """rope_type values whose factor does NOT multiply the derived max_model_len."""
+    yarn_uses_original_max_position: bool
+    """rope_type 'yarn' derives original_max_position_embeddings x factor (0.10-0.29)."""
+    longrope_defaults_to_original: bool
+    """LongRoPE models default max_model_len to original_max_position_embeddings (0.11.1+)."""
+    rope_scaling_skipped_model_types: tuple[str, ...]
+    """model_type substrings whose max_model_len is taken as already scaled."""
+    max_model_len_auto_fit: bool
+    """--max-model-len -1 / auto fits the length to the KV memory (0.14+)."""
+
+    # batch defaults
+    batch_defaults: BatchDefaults
+    """Default max_num_batched_tokens / max_num_seqs table; see `default_batch()`."""
+    mnbt_capped_by_seqs_x_len: bool
+    """A defaulted mnbt becomes min(max_num_seqs x max_model_len, mnbt) and max_num_seqs min(seqs, mnbt) (0.11.1+)."""
+
+    # CLI flags
+    kv_cache_memory_bytes_flag: bool
+    """--kv-cache-memory-bytes exists (0.10.2+)."""
+    swap_space_flag: bool
+    """--swap-space exists (removed in 0.18.0; V1 never used it)."""
+    max_seq_len_to_capture_flag: bool
+    """--max-seq-len-to-capture exists (0.10.x only)."""
+    cuda_graph_sizes_flag: bool
+    """--cuda-graph-sizes exists (0.10.0-0.12.0)."""
+    max_cudagraph_capture_size_flag: bool
+    """--max-cudagraph-capture-size exists (0.11.1+)."""
+    performance_mode_flag: bool
+    """--performance-mode exists; 'throughput' doubles the defaulted batch limits (0.17+)."""
+    device_memory_utilization_alias: bool
+    """--device-memory-utilization is accepted as an alias of --gpu-memory-utilization (0.31+)."""
+    calculate_kv_scales_flag: bool
+    """--calculate-kv-scales exists (up to 0.27.1)."""
+    kv_offloading_size_flag: bool
+    """--kv-offloading-size exists (0.11.1+; CPU offload buffer, not GPU KV)."""
+
+    # multi-node
+    native_multinode_flags: bool
+    """--nnodes / --node-rank / --master-addr / --master-port (mp backend, no Ray) exist (0.11.1+)."""
+    multinode_backends: tuple[str, ...]
+    """Executor backends that can span nodes: ('ray',) or ('ray', 'mp')."""
+
+    # dtypes and quantization
+    kv_cache_dtypes: tuple[str, ...]
+    """Values --kv-cache-dtype accepts (CacheDType)."""
+    quantizations_removed: tuple[str, ...]
+    """Quantization methods no longer in the in-tree registry (gguf 0.24+, bitsandbytes 0.28+)."""
+    online_quant_shorthands: tuple[str, ...]
+    """--quantization shorthands for online quantization of an unquantized checkpoint."""
+    fp8_online_requires_serialized: bool
+    """Fp8Config needs an fp8 checkpoint; --quantization fp8 on bf16 maps to fp8_per_tensor (0.31+)."""
+    encoder_decoder_supported: bool
+    """Encoder-decoder (cross-attention) models run on the V1 engine (0.10.2+)."""
+
+    # fit-check error text
+    fit_error_template: str
+    """str.format template of vLLM's 'max_model_len does not fit' error; use `fit_error()`."""
+    fit_error_estimate_template: str
+    """str.format template of its 'estimated maximum model length' sentence ({estimated_max_len})."""
+    no_kv_memory_error: str
+    """vLLM's error text when no memory at all is left for KV blocks."""
+
+    # log lines
+    log_kv_cache_size_style: Literal["two_lines", "one_line", "one_line_device"]
+    """Shape of the KV-size log: two lines, one line, or one line starting with the device name (0.30+)."""
+    log_kv_cache_size_formats: tuple[str, ...]
+    """printf formats of the KV-size / max-concurrency line(s), exactly as in vLLM."""
+    log_available_kv_format: str
+    """printf format of 'Available KV cache memory' (%.2f up to 0.13, %s = round(GiB, 2) from 0.14)."""
+    log_model_loading_format: str
+    """printf format of 'Model loading took' from the V1 model runner."""
+    log_model_loading_format_v2_runner: str | None
+    """printf format of 'Model loading took' from the V2 model runner; None before it existed."""
+
+    def fit_error(self, max_model_len: int, needed_bytes: int, available_bytes: int, estimated_max_len: int) -> str:
+        """The ValueError text vLLM raises when one max_model_len request does not fit (or, with
+        available_bytes <= 0, the 'no available memory' text)."""
+        if available_bytes <= 0:
+            return self.no_kv_memory_error
+        estimate = (
+            self.fit_error_estimate_template.format(estimated_max_len=estimated_max_len) if estimated_max_len > 0 else ""
+        )
+        return self.fit_error_template.format(
+            max_model_len=max_model_len,
+            needed_gib=round(needed_bytes / 2**30, 2),
+            available_gib=round(available_bytes / 2**30, 2),
+            estimate=estimate,
+        )
+
+    def default_batch(
+        self,
+        entrypoint: Entrypoint = "serve",
+        *,
+        total_gib: float | None = None,
+        device_name: str = "",
+        compute_capability: str | None = None,
+        cpu: bool = False,
+        world_size: int = 1,
+    ) -> tuple[int, int]:
+        """(max_num_batched_tokens, max_num_seqs) before the caps of `mnbt_capped_by_seqs_x_len` and
+        `--performance-mode`. `total_gib` is torch total memory in GiB; None behaves like vLLM when
+        it cannot query the device (lowest tier). `world_size` (TP x PP) matters only with cpu=True."""
+        if entrypoint not in ("serve", "llm"):
+            raise PlannerError(f"unknown entrypoint {entrypoint!r}; use 'serve' or 'llm'")
+        table = self.batch_defaults
+        if cpu:
+            c = table.cpu
+            if entrypoint == "llm":
+                return c.llm_max_num_batched_tokens_per_rank * world_size, c.llm_max_num_seqs_per_rank * world_size
+            return c.serve_max_num_batched_tokens_per_rank * world_size, c.serve_max_num_seqs_per_rank * world_size
+        gib = 0.0 if total_gib is None else total_gib
+        tier = next(t for t in table.tiers if t.matches(gib, device_name, compute_capability))
+        if entrypoint == "llm":
+            return tier.llm_max_num_batched_tokens, tier.llm_max_num_seqs
+        return tier.serve_max_num_batched_tokens, tier.serve_max_num_seqs
+
+
+_META_FIELDS = ("version", "known_release", "docker_image")
+"""ReleaseFacts fields computed by this module, not read from the ranges."""
+_DERIVED_FROM_DATA = {"docker_image": "docker_image_template"}
+"""ReleaseFacts fields built from a data fact with a different name."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Versions
+
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.?post\d+)?(?:\+[0-9A-Za-z.]+)?$")
+_PRERELEASE_RE = re.compile(r"(?:rc|a|b|\.?dev)\d*", re.IGNORECASE)
+
+
+def parse_version(s: str) -> Version:
+    """Parse '0.19', '0.19.0', 'v0.19.0', '0.10.1.1' (also '0.19.0+cu128', '0.19.0.post1') into a
+    4-tuple. Pre-releases and dev builds ('0.20.0rc1') are refused: which facts they have is unknown."""
+    if not isinstance(s, str):
+        raise PlannerError(f"vLLM version must be a string like '0.19.0', got {s!r}")
+    text = s.strip()
+    m = _VERSION_RE.match(text)
+    if not m:
+        if _PRERELEASE_RE.search(text) and re.match(r"^v?\d+\.\d+", text):
+            raise PlannerError(
+                f"vLLM version {s!r} is a pre-release or dev build; pass the release it is closest to, e.g. '0.19.0'"
+            )
+        raise PlannerError(f"cannot read vLLM version {s!r}; write it like '0.19.0', 'v0.19.0' or '0.10.1.1'")
+    return tuple(int(g) if g is not None else 0 for g in m.groups())  # type: ignore[return-value]
+
+
+def format_version(v: Version) -> str:
+    """Canonical text of a parsed version: three parts, four only when the fourth is set."""
+    return ".".join(str(p) for p in (v if v[3] else v[:3]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+@dataclass(frozen=True)
+class _Range:
+    start: Version
+    until: Version | None
+    value: Any
+
+    def contains(self, v: Version) -> bool:
+        return self.start <= v and (self.until is None or v < self.until)
+
+
+@dataclass(frozen=True)
+class _Data:
+    path: Path
+    first: Version
+    last_minor: tuple[int, int]
+    newest: Version
+    releases: tuple[Version, ...]
+    facts: Mapping[str, tuple[_Range, ...]]
+
+
+def _data_error(path: Path, what: str) -> PlannerError:
+    return PlannerError(f"{path}: {what}; fix the release data file")
+
+
+def _fact_fields() -> dict[str, Any]:
+    """Data-fact name -> expected type, for every field read from the ranges."""
+    hints = typing.get_type_hints(ReleaseFacts)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ReleaseFacts):
+        if f.name in _META_FIELDS and f.name not in _DERIVED_FROM_DATA:
+            continue
+        name = _DERIVED_FROM_DATA.get(f.name, f.name)
+        out[name] = str if f.name in _DERIVED_FROM_DATA else hints[f.name]
+    return out
+
+
+def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
+    """Check `value` (as loaded from YAML) against type `tp` and convert it to the frozen form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where, path)
+    if origin is Literal:
+        if value not in args:
+            raise _data_error(path, f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _data_error(path, f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _data_error(path, f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _data_error(path, f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _data_error(path, f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _data_error(path, f"{where}: expected a list, got {value!r}")
+        item_tp = args[0]
+        return tuple(_convert(v, item_tp, f"{where}[{i}]", path) for i, v in enumerate(value))
+    if tp is FrozenMap:
+        if not isinstance(value, dict) or not value:
+            raise _data_error(path, f"{where}: expected a non-empty mapping, got {value!r}")
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
+                raise _data_error(path, f"{where}: mapping entries must be name: scalar, got {k!r}: {v!r}")
+        return FrozenMap(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        missing = [n for n in names if n not in value]
+        extra = [k for k in value if k not in names]
+        if missing or extra:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+            raise _data_error(path, f"{where}: {tp.__name__} {'; '.join(parts)}")
+        return tp(**{n: _convert(value[n], hints[n], f"{where}.{n}", path) for n in names})
+    raise TypeError(f"releases: no converter for type {tp!r}")  # a bug in this module, not in the data
+
+
+def _version_field(raw: Any, where: str, path: Path) -> Version:
+    if not isinstance(raw, str):
+        raise _data_error(path, f"{where}: versions must be quoted strings, got {raw!r}")
+    try:
+        return parse_version(raw)
+    except PlannerError as e:
+        raise _data_error(path, f"{where}: {e}") from None
+
+
+def _load_ranges(name: str, raw: Any, tp: Any, first: Version, path: Path) -> tuple[_Range, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _data_error(path, f"fact {name!r} must be a non-empty list of {{from, until, value}} ranges")
+    ranges: list[_Range] = []
+    for i, r in enumerate(raw):
+        where = f"fact {name!r} range {i + 1}"
+        if not isinstance(r, dict) or "from" not in r or "value" not in r or set(r) - {"from", "until", "value"}:
+            raise _data_error(path, f"{where}: needs exactly 'from', 'value' and optionally 'until'")
+        start = _version_field(r["from"], where, path)
+        until = _version_field(r["until"], where, path) if "until" in r else None
+        if until is not None and until <= start:
+            raise _data_error(path, f"{where}: 'until' {format_version(until)} is not after 'from' {format_version(start)}")
+        ranges.append(_Range(start, until, _convert(r["value"], tp, where, path)))
+    if ranges[0].start != first:
+        raise _data_error(path, f"fact {name!r} starts at {format_version(ranges[0].start)}, not at {format_version(first)}")
+    for a, b in zip(ranges, ranges[1:]):
+        if a.until is None:
+            raise _data_error(path, f"fact {name!r}: a range from {format_version(a.start)} is open but is not the last")
+        if b.start < a.until:
+            raise _data_error(path, f"fact {name!r}: ranges overlap at {format_version(b.start)}")
+        if b.start > a.until:
+            raise _data_error(
+                path, f"fact {name!r}: gap between {format_version(a.until)} and {format_version(b.start)}"
+            )
+    if ranges[-1].until is not None:
+        raise _data_error(path, f"fact {name!r}: the last range must have no 'until' (covers the newest release)")
+    if tp is FrozenMap:
+        keys = {frozenset(r.value) for r in ranges}
+        if len(keys) > 1:
+            raise _data_error(path, f"fact {name!r}: every range must have the same keys")
+    return tuple(ranges)
+
+
+def load_data(path: Path | None = None) -> _Data:
+    """Read and validate the release data (the default file when `path` is None)."""
+    path = path or profiles_dir() / "vllm" / DATA_FILE
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlannerError(f"release data {path} is missing; reinstall vllm-planner") from None
+    except yaml.YAMLError as e:
+        raise _data_error(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise _data_error(path, "top level must be a mapping")
+    for key in ("supported", "newest", "releases", "facts"):
+        if key not in doc:
+            raise _data_error(path, f"missing top-level key {key!r}")
+    sup = doc["supported"]
+    if not isinstance(sup, dict) or "first" not in sup or "last_minor" not in sup:
+        raise _data_error(path, "'supported' needs 'first' and 'last_minor'")
+    first = _version_field(sup["first"], "supported.first", path)
+    last = _version_field(sup["last_minor"], "supported.last_minor", path)
+    last_minor = (last[0], last[1])
+    newest = _version_field(doc["newest"], "newest", path)
+    if not isinstance(doc["releases"], list) or not doc["releases"]:
+        raise _data_error(path, "'releases' must be a non-empty list")
+    releases = tuple(_version_field(r, "releases", path) for r in doc["releases"])
+    if list(releases) != sorted(set(releases)):
+        raise _data_error(path, "'releases' must be sorted and without duplicates")
+    if releases[0] != first or releases[-1] != newest:
+        raise _data_error(path, "'releases' must run from supported.first to newest")
+    if (newest[0], newest[1]) != last_minor:
+        raise _data_error(path, "newest must be a release of supported.last_minor")
+
+    facts_raw = doc["facts"]
+    if not isinstance(facts_raw, dict):
+        raise _data_error(path, "'facts' must be a mapping of fact name -> ranges")
+    expected = _fact_fields()
+    missing = sorted(set(expected) - set(facts_raw))
+    unknown = sorted(set(facts_raw) - set(expected))
+    if missing:
+        raise _data_error(path, f"facts missing: {', '.join(missing)}")
+    if unknown:
+        raise _data_error(path, f"unknown facts (no ReleaseFacts field): {', '.join(unknown)}")
+    facts = {name: _load_ranges(name, facts_raw[name], tp, first, path) for name, tp in expected.items()}
+    return _Data(path, first, last_minor, newest, releases, types.MappingProxyType(facts))
+
+
+@functools.cache
+def _default_data() -> _Data:
+    return load_data()
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def known_versions() -> tuple[str, ...]:
+    """Every published release the data covers, oldest first ('0.10.0' ... '0.33.0')."""
+    return tuple(format_version(v) for v in _default_data().releases)
+
+
+def newest() -> str:
+    """The newest release the data covers."""
+    return format_version(_default_data().newest)
+
+
+def supported_range() -> tuple[str, str]:
+    """(first, newest) release of the supported window, e.g. ('0.10.0', '0.33.0')."""
+    data = _default_data()
+    return format_version(data.first), format_version(data.newest)
+
+
+def resolve(version: str | None, data: _Data | None = None) -> Version:
+    """Parse `version` (None / 'latest' / 'newest' -> newest) and check it is supported."""
+    data = data or _default_data()
+    if version is None or (isinstance(version, str) and version.strip().lower() in ("latest", "newest")):
+        return data.newest
+    v = parse_version(version)
+    if v < data.first or (v[0], v[1]) > data.last_minor:
+        raise PlannerError(
+            f"vLLM {version} is not supported; vllm-planner knows vLLM {format_version(data.first)} to "
+            f"{format_version(data.newest)}: pick a version in that range"
+        )
+    return v
+
+
+def facts_for(version: str | None, data: _Data) -> ReleaseFacts:
+    """Merge the ranges of `data` for one version (uncached; `get()` is the cached entry point)."""
+    v = resolve(version, data)
+    canonical = format_version(v)
+    values: dict[str, Any] = {}
+    for name, ranges in data.facts.items():
+        values[name] = next(r.value for r in ranges if r.contains(v))
+    template = values.pop("docker_image_template")
+    return ReleaseFacts(
+        version=canonical,
+        known_release=v in data.releases,
+        docker_image=template.format(version=canonical),
+        **values,
+    )
+
+
+@functools.cache
+def _get_cached(v: Version) -> ReleaseFacts:
+    return facts_for(format_version(v), _default_data())
+
+
+def get(version: str | None = None) -> ReleaseFacts:
+    """Facts for `version` ('0.19', '0.19.0', 'v0.19.0', '0.10.1.1'; None -> newest release).
+
+    Any x.y.z between 0.10.0 and 0.33.x gets the facts of the range it falls in; anything else, or
+    text that is not a version, raises PlannerError."""
+    return _get_cached(resolve(version))
