@@ -5,8 +5,8 @@
 
 Only the physics lives in code (which tensors exist at the profile run's peak); this script fits
 how many copies of each are alive, by least squares over every model together (never per model):
-- activation: max(forward, sampler) with forward = c0 + c1*hidden + c2*mlp and
-  sampler = s0 + s1*logits + s2*hidden, fitted by alternating the branch assignment;
+- activation: max(forward, sampler + MoE workspace) + vision, with forward = c0 + 2*hidden + mlp
+  and sampler = s0 + s1*logits + s2*hidden (see fit_activation);
 - non-torch: the mean growth per layout class (TP 1, TP 1 with PP, TP >= 2);
 - CUDA-graph estimate: const + per-layer.
 """
@@ -25,10 +25,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from planner.api import inspect, load_model, resolve_dtype  # noqa: E402
+from planner import releases  # noqa: E402
+from planner.api import load_model, resolve_dtype  # noqa: E402
+from planner.budget import Settings, Target, resolve_lengths  # noqa: E402
 from planner.dtypes import torch_dtype_bytes  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
-from planner.overheads import GIB, ProfileShape, features  # noqa: E402
+from planner.overheads import GIB, Coefficients, Features, ProfileShape, activation_peak_bytes, features  # noqa: E402
 
 DEFAULT_CALIBRATION = REPO.parent / "shared" / "calibration" / "vllm-startup-h100.jsonl"
 
@@ -63,49 +65,70 @@ def cases(path: Path):
         yield r, model
 
 
+def target_for(r: dict) -> Target:
+    return Target(name="NVIDIA H100 80GB HBM3", memory_bytes=int((r["gpu_total_gib"] or 79.19) * GIB), compute_capability="9.0")
+
+
+def release_for(r: dict):
+    return releases.get(r["vllm_version"].split()[0])
+
+
 def shape_for(r: dict, model) -> ProfileShape:
-    # H100 with `vllm serve`: max_num_batched_tokens 8192, max_num_seqs 1024 (release defaults).
-    tokens, seqs = 8192, 1024
+    """The profile run vLLM did for this case: its release's batch defaults on that GPU."""
+    s = Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"])
+    _, tokens, seqs = resolve_lengths(model, s, target_for(r), release_for(r))
     dtype = resolve_dtype(model.spec, r.get("dtype"))
     return ProfileShape(tokens=tokens, sampler_rows=min(seqs, tokens), tp=r["tp"],
                         dtype_bytes=torch_dtype_bytes(dtype), has_sampler=r["pp"] == 1)
 
 
-def fit_activation(samples):
-    # start: the sampler branch wherever there is a sampler
-    branch = ["s" if f.sampler_bytes else "f" for f, _ in samples]
-    coef = {}
-    for _ in range(20):
-        fw = [(f, y) for (f, y), b in zip(samples, branch) if b == "f"]
-        sm = [(f, y) for (f, y), b in zip(samples, branch) if b == "s"]
-        if fw:
-            c = lstsq([[1.0, f.hidden_bytes / GIB, f.mlp_bytes / GIB] for f, _ in fw], [y for _, y in fw])
-            coef.update(forward_const_gib=c[0], forward_hidden=c[1], forward_mlp=c[2])
-        if sm:
-            c = lstsq([[1.0, f.sampler_bytes / GIB, f.hidden_bytes / GIB] for f, _ in sm], [y for _, y in sm])
-            coef.update(sampler_const_gib=c[0], sampler_logits=c[1], sampler_hidden=c[2])
-        new = []
-        for f, _ in samples:
-            fwd = coef.get("forward_const_gib", 0) + coef.get("forward_hidden", 0) * f.hidden_bytes / GIB + coef.get("forward_mlp", 0) * f.mlp_bytes / GIB
-            smp = coef.get("sampler_const_gib", 0) + coef.get("sampler_logits", 0) * f.sampler_bytes / GIB + coef.get("sampler_hidden", 0) * f.hidden_bytes / GIB
-            new.append("s" if f.sampler_bytes and smp >= fwd else "f")
-        if new == branch:
-            break
-        branch = new
+def fit_activation(samples: list[tuple[Features, float, bool]]) -> dict[str, float]:
+    """Sequential fit, one physical term at a time (each from the cases it dominates):
+    1. sampler: dense models whose last stage samples, 16-bit: act = s0 + s1*logits + s2*hidden;
+    2. forward: stages without a sampler: act - (2*hidden + mlp) = const;
+    3. MoE workspace: MoE models, (act - dense prediction) / workspace."""
+    dense_sampler = [(f, y) for f, y, b16 in samples if f.sampler_bytes and not f.moe_workspace_bytes and b16 and not f.vision_bytes]
+    c = lstsq([[1.0, f.sampler_bytes / GIB, f.hidden_bytes / GIB] for f, _ in dense_sampler], [y for _, y in dense_sampler])
+    coef = {"sampler_const_gib": c[0], "sampler_logits": c[1], "sampler_hidden": c[2]}
+    forward = [y - (2 * f.hidden_bytes + f.mlp_bytes) / GIB for f, y, _ in samples if not f.sampler_bytes]
+    coef["forward_const_gib"] = statistics.median(forward) if forward else 0.0
+    probe = Coefficients(**{**coef, "moe_workspace": 0.0, "vision": 0.0}, non_torch_gib={}, cudagraph_const_gib=0,
+                         cudagraph_per_layer_gib=0, source="")
+    moe = [(y * GIB - activation_peak_bytes(f, probe)) / f.moe_workspace_bytes for f, y, _ in samples if f.moe_workspace_bytes and f.sampler_bytes]
+    coef["moe_workspace"] = max(0.0, statistics.median(moe)) if moe else 0.0
+    # One vision case is too few to fit: the encoder batch counts once, as the physics says.
+    coef["vision"] = 1.0
     return coef
+
+
+def refit_sampler(path: Path, versions: list[str], base: dict) -> float | None:
+    """Copies of the logits for releases whose dummy sampler run held more of them."""
+    vals = []
+    for r, model in cases(path):
+        if r["vllm_version"].split()[0] not in versions:
+            continue
+        f = features(model.spec, shape_for(r, model))
+        if f.sampler_bytes and not f.moe_workspace_bytes:
+            rest = base["sampler_const_gib"] + base["sampler_hidden"] * f.hidden_bytes / GIB
+            vals.append((r["activation_peak_gib"] - rest) / (f.sampler_bytes / GIB))
+    return statistics.median(vals) if vals else None
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION)
     ap.add_argument("--write", action="store_true", help="write profiles/vllm/overheads.yaml")
+    ap.add_argument("--version", default="v0.19.0", help="fit the base set on this release's start-ups (the profile run changed across releases)")
+    ap.add_argument("--base-from", default="0.17.0", help="first release the base set covers (checked on 0.17-0.19 start-ups)")
+    ap.add_argument("--older", default="v0.15.0,v0.16.0", help="releases before --base-from whose sampler is refitted")
     a = ap.parse_args(argv)
     act_samples, nt, graphs = [], {"tp1": [], "tp1_pp": [], "tp2": [], "extra": []}, []
     for r, model in cases(a.calibration):
+        if r["vllm_version"].split()[0] != a.version:
+            continue
         shape = shape_for(r, model)
         f = features(model.spec, shape)
-        if model.spec.vision is None:  # vision dummy runs are fitted separately below
-            act_samples.append((f, r["activation_peak_gib"]))
+        act_samples.append((f, r["activation_peak_gib"], shape.dtype_bytes == 2))
         if r.get("non_torch_gib") is not None:
             key = "tp1" if r["tp"] == 1 and r["pp"] == 1 else "tp1_pp" if r["tp"] == 1 else "tp2" if r["tp"] == 2 else "extra"
             nt[key].append((r["tp"], r["non_torch_gib"]))
@@ -117,14 +140,24 @@ def main(argv=None) -> int:
     g = lstsq([[1.0, n] for n, _ in graphs], [y for _, y in graphs])
     out = {
         **{k: round(v, 4) for k, v in coef.items()},
-        "vision": 0.0,
         "non_torch_gib": {"tp1": round(statistics.median(v for _, v in nt["tp1"]), 3),
                           "tp1_pp": round(statistics.median(v for _, v in nt["tp1_pp"]), 3) if nt["tp1_pp"] else 0.0,
                           "tp2": round(tp2, 3), "per_extra_tp": round(extra, 4)},
         "cudagraph_const_gib": round(g[0], 4), "cudagraph_per_layer_gib": round(g[1], 5),
     }
-    doc = {"source": f"fit on {a.calibration.name} ({len(act_samples)} text-model start-ups) on {datetime.date.today()}",
-           "coefficients": out}
+    base_versions = sorted({r["vllm_version"].split()[0] for r, _ in cases(a.calibration)})
+    older = [v for v in a.older.split(",") if v]
+    sets = [{"name": "base", "from": a.base_from, "validated": [v.lstrip("v") for v in base_versions if v not in older],
+             "source": f"fit on {a.calibration.name}: {len(act_samples)} text-model start-ups of vLLM {a.version} on H100, {datetime.date.today()}",
+             "coefficients": out}]
+    if older:
+        refit = refit_sampler(a.calibration, older, out)
+        if refit is not None:
+            sets.insert(0, {"name": "older-sampler", "from": "0.10.0", "until": a.base_from, "base": "base",
+                            "validated": [v.lstrip("v") for v in older],
+                            "source": f"sampler copies refitted on the {', '.join(older)} start-ups of {a.calibration.name}; other terms from the base set",
+                            "coefficients": {"sampler_logits": round(refit, 4)}})
+    doc = {"sets": sets}
     print(yaml.safe_dump(doc, sort_keys=False))
     if a.write:
         path = REPO / "profiles" / "vllm" / "overheads.yaml"

@@ -42,32 +42,38 @@ class Features:
     hidden_bytes: int
     """One [tokens, hidden] activation (the residual stream; not split by TP)."""
     mlp_bytes: int
-    """The largest layer's feed-forward intermediates: gate/up output and activation output, or the
-    fused-MoE caches for top-k experts, on one TP rank."""
+    """The largest feed-forward transient on one TP rank: gate/up output plus activation output
+    (dense), or the fused-MoE caches of the top-k experts plus the shared expert."""
+    moe_workspace_bytes: int
+    """Fused-MoE workspace ([tokens, top-k, 2N] and [tokens, top-k, hidden]), which vLLM keeps
+    allocated after the forward pass, so it sits under the sampler's peak too; 0 for dense models."""
     sampler_bytes: int
     """One fp32 [rows, vocab] logits tensor (gathered whole on every TP rank); 0 off the last stage."""
     vision_bytes: int
-    """One [image tokens, vision hidden] activation of the encoder's dummy batch; 0 for text models."""
+    """The encoder's dummy batch: images that fit the token budget x patches x vision hidden; 0 for text."""
 
 
 def features(spec: ModelSpec, shape: ProfileShape) -> Features:
     t, b, tp = shape.tokens, shape.dtype_bytes, shape.tp
-    mlp = 0
+    mlp = workspace = 0
     if any(l.mlp == "dense" for l in spec.layers):
         mlp = t * 3 * spec.intermediate_size // tp * b
     if spec.moe is not None and any(l.mlp == "moe" for l in spec.layers):
         m = spec.moe
-        # fused_moe: cache1 [T, k, 2N], cache2 [T*k, N], cache3 [T, k, H]; plus the shared expert
-        routed = t * m.experts_per_token * (3 * m.expert_intermediate_size // tp + spec.hidden_size) * b
-        shared = t * 3 * m.shared_intermediate_size // tp * b
-        mlp = max(mlp, routed + shared)
+        n = m.expert_intermediate_size // tp
+        # the Triton fused-MoE path (bf16/fp8/int8); MXFP4 kernels (gpt-oss) keep no such workspace
+        if spec.quant is None or spec.quant.method != "mxfp4":
+            workspace = t * m.experts_per_token * (2 * n + spec.hidden_size) * b
+        routed = t * m.experts_per_token * (3 * n + spec.hidden_size) * b
+        mlp = max(mlp, routed + t * 3 * m.shared_intermediate_size // tp * b)
     vision = 0
     if spec.vision is not None:
-        patches = (spec.vision.image_size // spec.vision.patch_size) ** 2
-        vision = patches * spec.vision.hidden_size * b
+        v = spec.vision
+        patches = (v.image_size // v.patch_size) ** 2
+        images = max(1, shape.tokens // (v.tokens_per_image or patches))
+        vision = images * patches * v.hidden_size * b
     return Features(
-        hidden_bytes=t * spec.hidden_size * b,
-        mlp_bytes=mlp,
+        hidden_bytes=t * spec.hidden_size * b, mlp_bytes=mlp, moe_workspace_bytes=workspace,
         sampler_bytes=shape.sampler_rows * spec.vocab_size * 4 if shape.has_sampler else 0,
         vision_bytes=vision,
     )
@@ -79,11 +85,12 @@ class Coefficients:
     plus constant terms in GiB."""
 
     forward_const_gib: float
-    forward_hidden: float
-    forward_mlp: float
+    """Forward peak beyond 2 hidden copies + the MLP transient (input buffers, compile workspaces)."""
     sampler_const_gib: float
     sampler_logits: float
+    """Copies of the fp32 logits alive in the sampler (bf16 logits + fp32 copy + probabilities + noise = 3.5)."""
     sampler_hidden: float
+    moe_workspace: float
     vision: float
     non_torch_gib: dict[str, float]
     """Non-torch growth by layout: `tp1`, `tp1_pp` (TP 1 with PP > 1), `tp2`, `per_extra_tp` (GiB
@@ -92,24 +99,38 @@ class Coefficients:
     cudagraph_per_layer_gib: float
     source: str
     """The calibration set and date the fit came from."""
+    validated: tuple[str, ...] = ()
+    """Releases whose real start-ups the set was fitted or checked on; others are extrapolations."""
 
 
 @functools.cache
-def coefficients() -> Coefficients:
-    data = yaml.safe_load((profiles_dir() / "vllm" / "overheads.yaml").read_text())
-    c = data["coefficients"]
-    return Coefficients(**{k: c[k] for k in Coefficients.__dataclass_fields__ if k != "source"},
-                        source=str(data.get("source", "")))
+def _sets() -> list[dict]:
+    return yaml.safe_load((profiles_dir() / "vllm" / "overheads.yaml").read_text())["sets"]
+
+
+@functools.cache
+def coefficients(version: str) -> Coefficients:
+    """The coefficient set whose release range holds `version` (a set may refine a base set)."""
+    from planner.releases import parse_version  # local: releases imports nothing from here
+
+    v = parse_version(version)
+    sets = _sets()
+    by_name = {x["name"]: x for x in sets}
+    for x in sets:
+        if parse_version(x["from"]) <= v and ("until" not in x or v < parse_version(x["until"])):
+            values = {**(by_name[x["base"]]["coefficients"] if "base" in x else {}), **x["coefficients"]}
+            return Coefficients(**{k: values[k] for k in Coefficients.__dataclass_fields__ if k not in ("source", "validated")},
+                                source=str(x.get("source", "")), validated=tuple(x.get("validated", ())))
+    raise ValueError(f"no overhead coefficients cover vLLM {version}")
 
 
 def activation_peak_bytes(f: Features, c: Coefficients) -> int:
     """Torch peak increase of the profile run: the larger of the forward pass's transient peak and
-    the sampler's (logits in bf16 and fp32, probabilities, exponential noise...)."""
-    forward = c.forward_const_gib * GIB + c.forward_hidden * f.hidden_bytes + c.forward_mlp * f.mlp_bytes
-    peak = forward
+    the sampler's, on top of what stays allocated (MoE workspace, the encoder's dummy batch)."""
+    peak = c.forward_const_gib * GIB + 2 * f.hidden_bytes + f.mlp_bytes
     if f.sampler_bytes:
         sampler = c.sampler_const_gib * GIB + c.sampler_logits * f.sampler_bytes + c.sampler_hidden * f.hidden_bytes
-        peak = max(peak, sampler)
+        peak = max(peak, sampler + c.moe_workspace * f.moe_workspace_bytes)
     return int(peak + c.vision * f.vision_bytes)
 
 

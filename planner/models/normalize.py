@@ -344,7 +344,7 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
     return config, None
 
 
-def _vision(vcfg: Config | None, text_hidden: int, wrapper: str) -> VisionSpec | None:
+def _vision(vcfg: Config | None, text_hidden: int, wrapper: str, tokens_per_image: int = 0) -> VisionSpec | None:
     if not vcfg or not vcfg.get("hidden_size"):
         return None
     v_hidden = int(vcfg["hidden_size"])
@@ -358,7 +358,7 @@ def _vision(vcfg: Config | None, text_hidden: int, wrapper: str) -> VisionSpec |
         intermediate_size=int(vcfg.get("intermediate_size", 4 * v_hidden)),
         num_layers=int(vcfg.get("num_hidden_layers", 0)), num_heads=int(vcfg.get("num_attention_heads", 1)),
         patch_size=int(vcfg.get("patch_size", 14)), image_size=int(vcfg.get("image_size", 224)),
-        num_channels=int(vcfg.get("num_channels", 3)), projector_params=projector,
+        num_channels=int(vcfg.get("num_channels", 3)), projector_params=projector, tokens_per_image=tokens_per_image,
     )
 
 
@@ -382,6 +382,6 @@ def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -
         notes.append("config has no torch_dtype: assumed float32, as transformers does")
     return ModelSpec(
         model_type=mt, architecture=str(archs[0]), dtype=dtype.replace("torch.", ""),
-        vision=_vision(vision_cfg, fields["hidden_size"], config.get("model_type", "")),
+        vision=_vision(vision_cfg, fields["hidden_size"], config.get("model_type", ""), int(config.get("mm_tokens_per_image") or 0)),
         quant=parse_quantization(config, quant_files or {}), notes=tuple(notes), **fields,
     )

@@ -97,6 +97,8 @@ class VisionSpec:
     patch_size: int
     image_size: int
     num_channels: int = 3
+    tokens_per_image: int = 0
+    """Text tokens one image becomes after the projector (`mm_tokens_per_image`); 0 = one per patch."""
     projector_params: int = 0
     """Parameters of the vision-to-text projector."""
     extra_params: int = 0

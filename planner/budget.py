@@ -1,0 +1,260 @@
+"""vLLM's per-GPU memory budget for one model, GPU, layout and release: requested memory minus
+weights, activation peak, non-torch memory and (0.20+) the CUDA-graph estimate gives the KV-cache
+memory; then blocks, the KV tokens vLLM logs, maximum concurrency, the largest context that fits,
+and the error vLLM would raise. Pure: numbers in, a `Budget` out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from planner import overheads as oh
+from planner.accounting import pp_layer_ranges
+from planner.api import Inspection, Model, kv_dtype_bytes
+from planner.dtypes import torch_dtype_bytes
+from planner.errors import PlannerError
+from planner.kv_layout import KVLayout, LayoutRules, blocks_per_request, build_layout, fits, logged_tokens, max_fitting_len
+from planner.releases import ReleaseFacts
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the model runs: a GPU (name and the total memory torch reports) or vLLM's CPU backend."""
+
+    name: str
+    memory_bytes: int
+    """Total device memory as torch reports it (the base of gpu_memory_utilization)."""
+    device: Literal["cuda", "cpu"] = "cuda"
+    cpu_kvcache_bytes: int | None = None
+    """CPU backend: VLLM_CPU_KVCACHE_SPACE in bytes (the whole KV pool)."""
+    compute_capability: str | None = None
+    """e.g. "9.0": picks the attention backend (MLA block size) and batch-default tier."""
+
+    @property
+    def arch_family(self) -> str:
+        major = int((self.compute_capability or "9.0").split(".")[0])
+        return "blackwell" if major >= 10 else "hopper" if major == 9 else "ampere"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `vllm serve` knobs that change the budget. None means vLLM's default for the release."""
+
+    tp: int = 1
+    pp: int = 1
+    max_model_len: int | Literal["auto"] | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    kv_cache_dtype: str = "auto"
+    enforce_eager: bool = False
+    kv_cache_memory_bytes: int | None = None
+    block_size: int | None = None
+    allow_long_max_model_len: bool = False
+    """VLLM_ALLOW_LONG_MAX_MODEL_LEN=1: a max_model_len above the model's limit is accepted."""
+
+    def __post_init__(self) -> None:
+        u = self.gpu_memory_utilization
+        if u is not None and not (0 < u <= 1):
+            raise PlannerError(f"--gpu-memory-utilization {u} is outside (0, 1]: pass a fraction such as 0.9")
+        if isinstance(self.max_model_len, int) and self.max_model_len <= 0:
+            raise PlannerError(f"--max-model-len {self.max_model_len} must be positive (or 'auto' to fit the memory)")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes", "block_size"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise PlannerError(f"--{name.replace('_', '-')} {v} must be positive")
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    """One pipeline stage's worker (all its TP ranks hold the same)."""
+
+    weights_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cudagraph_bytes: int
+    available_kv_bytes: int
+    layout: KVLayout
+    num_blocks: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The figures vLLM prints at start-up, predicted; per GPU of the binding stage."""
+
+    model: str
+    gpu: str
+    vllm_version: str
+    tp: int
+    pp: int
+    total_gib: float
+    gpu_memory_utilization: float
+    requested_gib: float
+    weights_gib: float
+    activation_gib: float
+    non_torch_gib: float
+    cudagraph_gib: float
+    kv_cache_gib: float
+    """Available KV-cache memory ("Available KV cache memory: X GiB")."""
+    kv_bytes_per_token: int
+    block_size: int
+    num_blocks: int
+    kv_cache_tokens: int
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_concurrency: float
+    max_model_len_fit: int
+    """Largest max_model_len for which one request fits (vLLM's "estimated maximum model length")."""
+    fits: bool
+    error: str | None
+    estimated: list[str]
+    stages: tuple[StageBudget, ...] = field(repr=False, default=())
+    max_model_len_fit_concurrency: int | None = None
+    """Largest max_model_len at which `concurrency` requests fit together, when asked."""
+    concurrency: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def block_size_for(model: Model, target: Target, rel: ReleaseFacts, requested: int | None) -> int:
+    if requested:
+        return requested
+    if target.device == "cpu":
+        return rel.block_size_cpu_mla if model.spec.mla is not None and rel.block_size_cpu_mla else rel.block_size_cpu_default
+    if model.spec.mla is not None:
+        return rel.mla_block_size_default[target.arch_family]
+    return rel.block_size_default
+
+
+def batch_defaults(target: Target, rel: ReleaseFacts, tp: int, pp: int) -> tuple[int, int]:
+    """`vllm serve` defaults for (max_num_batched_tokens, max_num_seqs) by device memory and name."""
+    return rel.default_batch("serve", total_gib=target.memory_bytes / GIB, device_name=target.name,
+                             compute_capability=target.compute_capability, cpu=target.device == "cpu",
+                             world_size=tp * pp)
+
+
+def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts) -> tuple[int | None, int, int]:
+    limit = model.spec.max_model_len_default
+    mml = s.max_model_len
+    if isinstance(mml, int) and mml > limit and not s.allow_long_max_model_len:
+        raise PlannerError(
+            f"--max-model-len {mml} exceeds the model's limit {limit}: lower it, or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 as vLLM requires"
+        )
+    if mml == "auto" and not rel.max_model_len_auto_fit:
+        raise PlannerError(f"--max-model-len auto needs vLLM 0.14 or newer (targeting {rel.version}): pass a number")
+    mnbt_d, seqs_d = batch_defaults(target, rel, s.tp, s.pp)
+    seqs = s.max_num_seqs or seqs_d
+    mnbt = s.max_num_batched_tokens
+    if mnbt is None:
+        mnbt = mnbt_d
+        if rel.mnbt_capped_by_seqs_x_len and isinstance(mml if mml != "auto" else limit, int):
+            mnbt = min(seqs * (limit if mml in (None, "auto") else mml), mnbt)
+    seqs = min(seqs, mnbt)
+    resolved = limit if mml is None else None if mml == "auto" else mml
+    return resolved, mnbt, seqs
+
+
+def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int) -> int:
+    """Tokens a sliding-window layer may hold beyond its window (see kv_layout.blocks_per_request)."""
+    if rel.sliding_window_inflight_tokens == "max_num_batched_tokens":
+        return mnbt
+    # VllmConfig.max_concurrent_batches: PP (PP + 1 with the V2 runner), or 2 with async scheduling
+    if pp > 1:
+        batches = pp + (1 if rel.v2_model_runner_default == "default" else 0)
+    else:
+        batches = 2 if rel.async_scheduling_default else 1
+    return batches * mnbt
+
+
+def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
+           s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules) -> StageBudget:
+    spec = model.spec
+    weights = insp.weight_bytes_per_stage[stage]
+    layout = build_layout(spec, layers, s.tp, kv_bytes, block, rules)
+    if s.kv_cache_memory_bytes is not None or target.device == "cpu":
+        # vLLM skips the measured terms: the KV pool is exactly the configured size.
+        avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
+        return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
+    c = oh.coefficients(rel.version)
+    shape = oh.ProfileShape(tokens=mnbt, sampler_rows=min(seqs, mnbt), tp=s.tp,
+                            dtype_bytes=torch_dtype_bytes(insp.dtype), has_sampler=stage == s.pp - 1)
+    act = oh.activation_peak_bytes(oh.features(spec, shape), c)
+    non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
+    graphs = 0
+    if rel.cudagraph_estimate_subtracted and not s.enforce_eager:
+        graphs = oh.cudagraph_estimate_bytes(len(layers), c)
+    requested = math.ceil(target.memory_bytes * util)
+    avail = requested - weights - act - non_torch - graphs
+    return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0))
+
+
+def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s: Settings,
+            concurrency: int | None = None) -> Budget:
+    """The budget of one replica's binding worker, as vLLM computes it at start-up."""
+    spec = model.spec
+    if model.tensor_source == "none":
+        raise PlannerError(f"weights of {spec.model_type} are not modelled yet: pass --kv-cache-memory-bytes, or a checkpoint folder with safetensors")
+    if target.device == "cpu" and not target.cpu_kvcache_bytes and s.kv_cache_memory_bytes is None:
+        raise PlannerError("the CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE: pass --cpu-kvcache-gib")
+    if s.kv_cache_memory_bytes is not None and not rel.kv_cache_memory_bytes_flag:
+        raise PlannerError(f"--kv-cache-memory-bytes needs vLLM 0.10.2 or newer (targeting {rel.version})")
+    util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else rel.gpu_memory_utilization_default
+    mml, mnbt, seqs = resolve_lengths(model, s, target, rel)
+    kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
+    block = block_size_for(model, target, rel, s.block_size)
+    rules = LayoutRules(hybrid_group_size_max_rule=rel.hybrid_group_size_rule == "max_if_under_1.5x_min",
+                        hybrid_kv_cache_manager=target.device != "cpu")
+    ranges = pp_layer_ranges(spec.num_layers, s.pp)
+    stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules)
+                   for i, r in enumerate(ranges))
+    bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
+    bind = stages[bind_index]
+    num_blocks = bind.num_blocks
+    inflight = inflight_tokens(rel, mnbt, s.pp)
+    null_block = rel.null_block_in_fit_check
+    est_len = max_fitting_len(bind.layout, bind.available_kv_bytes, spec.max_model_len_default if mml is None else max(mml, spec.max_model_len_default), inflight, null_block)
+    notes: list[str] = []
+    if mml is None:  # --max-model-len auto: the largest that fits, capped at the model's limit
+        mml = min(est_len, spec.max_model_len_default)
+        notes.append(f"auto-fit max_model_len: {mml:,}")
+    error = None
+    ok = mml > 0 and all(fits(st.layout, st.available_kv_bytes, mml, inflight, null_block) for st in stages)
+    if not ok:
+        needed = bind.layout.bytes_per_block * blocks_per_request(bind.layout, max(mml, 1), inflight)
+        error = rel.fit_error(mml, needed, bind.available_kv_bytes, min(est_len, mml))
+    per_req = blocks_per_request(bind.layout, max(mml, 1), inflight)
+    conc = num_blocks / per_req if per_req else 0.0
+    tokens = logged_tokens(bind.layout, num_blocks, conc, mml, rel.kv_tokens_formula)
+    fit_c = None
+    if concurrency:
+        fit_c = max_fitting_len(bind.layout, bind.available_kv_bytes, max(mml, spec.max_model_len_default), inflight, null_block, concurrency)
+        if ok and conc < concurrency:
+            ok = False
+            error = error or f"{concurrency} concurrent requests of {mml:,} tokens need {concurrency * per_req:,} blocks; the KV cache holds {num_blocks:,} (maximum concurrency {conc:.2f}x)"
+    measured_terms = s.kv_cache_memory_bytes is None and target.device != "cpu"
+    if measured_terms:
+        c = oh.coefficients(rel.version)
+        if rel.version not in c.validated:
+            notes.append(f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
+                         f"for {rel.version} they are an extrapolation")
+    estimated = [] if not measured_terms else [
+        "activation_gib", "non_torch_gib", "cudagraph_gib", "kv_cache_gib", "num_blocks", "kv_cache_tokens",
+        "max_concurrency", "max_model_len_fit"]
+    if "weight_bytes_per_gpu" in insp.estimated:
+        estimated.append("weights_gib")
+    return Budget(
+        model=model.id, gpu=target.name, vllm_version=rel.version, tp=s.tp, pp=s.pp,
+        total_gib=round(target.memory_bytes / GIB, 2), gpu_memory_utilization=util,
+        requested_gib=round(math.ceil(target.memory_bytes * util) / GIB, 2),
+        weights_gib=round(bind.weights_bytes / GIB, 2), activation_gib=round(bind.activation_bytes / GIB, 2),
+        non_torch_gib=round(bind.non_torch_bytes / GIB, 2), cudagraph_gib=round(bind.cudagraph_bytes / GIB, 2),
+        kv_cache_gib=round(bind.available_kv_bytes / GIB, 2),
+        kv_bytes_per_token=insp.kv_bytes_per_token_per_stage[bind_index], block_size=block, num_blocks=num_blocks,
+        kv_cache_tokens=tokens, max_model_len=mml, max_num_seqs=seqs, max_num_batched_tokens=mnbt,
+        max_concurrency=round(conc, 2), max_model_len_fit=est_len, fits=ok, error=error, estimated=estimated,
+        stages=stages, max_model_len_fit_concurrency=fit_c, concurrency=concurrency, notes=notes,
+    )
