@@ -221,9 +221,35 @@ def _stored_as_is(t: Tensor) -> bool:
     return t.stored_dtype not in _FLOAT_PARAM_DTYPES or bool(_SCALE_NAME.search(t.name.rsplit(".", 1)[-1]))
 
 
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def mxfp4_triton_bytes(t: Tensor, shape: tuple[int, ...]) -> int:
+    """gpt-oss MXFP4 experts as vLLM (0.19, Hopper) holds them with the OpenAI triton_kernels
+    backend (`fused_moe/oracle/mxfp4.py`, `quantization/mxfp4.py`): the per-rank intermediate size
+    padded to 64; weights re-laid-out (HopperMXValueLayout: both dims to multiples of 64);
+    scales re-laid-out (rows to 256, columns to 2) while the loaded scales stay allocated too;
+    biases converted to fp32. Other GPUs pick other kernels (Marlin, TRT-LLM) with other padding."""
+    e = shape[0]
+    if "down" in t.name:  # [E, H, I/tp] (+ bias [E, H])
+        h, i_p = shape[1], _round_up(shape[-1], 64) if len(shape) == 3 else 0
+        if len(shape) == 2:
+            return e * shape[1] * 4
+        return e * (h * _round_up(i_p // 2, 64) + _round_up(h, 256) * _round_up(i_p // 32, 2) + h * i_p // 32)
+    if len(shape) == 2:  # gate_up bias [E, 2I/tp]
+        return e * 2 * _round_up(shape[1] // 2, 64) * 4
+    i_p, h = _round_up(shape[1] // 2, 64), shape[2]
+    return e * (2 * i_p * _round_up(h // 2, 64) + _round_up(2 * i_p, 256) * h // 32 + 2 * i_p * h // 32)
+
+
 def tensor_bytes(t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_bytes: int, tp: int) -> int:
     """One tensor's bytes on one TP rank."""
     shape = rank_shape(t, spec, tp)
+    if t.runtime and t.stored_dtype:
+        return _numel(shape) * torch_dtype_bytes(t.stored_dtype)
+    if quant is not None and quant.method == "mxfp4" and t.component == "experts" and t.stored_dtype is None:
+        return mxfp4_triton_bytes(t, shape)
     if _stored_as_is(t):
         assert t.stored_dtype is not None
         return _numel(shape) * torch_dtype_bytes(t.stored_dtype)
@@ -233,51 +259,82 @@ def tensor_bytes(t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_byte
     return _numel(shape) * dtype_bytes
 
 
-def runtime_buffers(spec: ModelSpec) -> list[Tensor]:
-    """Persistent tensors vLLM allocates while loading that no checkpoint holds, per stage:
-    - the rotary `cos_sin_cache` [max positions, rotary dim] in the model dtype, one per distinct
-      rope (Gemma 3 has a local and a global one), on every stage that has attention layers;
-    - for MLA, `W_UK_T`/`W_UV`: kv_b_proj split into per-head matrices in the activation dtype."""
+MIB = 2**20
+
+
+def allocator_bytes(nbytes: int) -> int:
+    """What PyTorch's caching allocator counts as allocated for one tensor of `nbytes` (vLLM's
+    "Model loading took" is `max_memory_allocated`): block sizes round up to 512 B, and a tensor
+    of 10 MiB or more gets its own segment, rounded up to 2 MiB, which is not split when less
+    than 1 MiB would be left over."""
+    rounded = -(-nbytes // 512) * 512
+    if nbytes < 10 * MIB:
+        return rounded
+    segment = -(-nbytes // (2 * MIB)) * (2 * MIB)
+    return segment if segment - rounded <= MIB else rounded
+
+
+def vllm_param_key(name: str) -> str:
+    """vLLM loads q/k/v into one `qkv_proj` and gate/up into one `gate_up_proj` parameter: the
+    allocator sees the merged tensor."""
+    return re.sub(r"\.(gate|up)_proj\.", ".gate_up_proj.", re.sub(r"\.(q|k|v)_proj\.", ".qkv_proj.", name))
+
+
+def _rope_rows(spec: ModelSpec, scaled: bool) -> int:
+    rope = (spec.rope_scaling or {}) if scaled else {}
+    kind = rope.get("rope_type", rope.get("type"))
+    if kind == "linear":
+        return int(spec.max_position_embeddings * rope.get("factor", 1))
+    if kind in ("yarn", "deepseek_yarn") and rope.get("original_max_position_embeddings"):
+        return int(rope["original_max_position_embeddings"] * rope["factor"])
+    return spec.max_position_embeddings
+
+
+def runtime_buffers(spec: ModelSpec, ranges: list[range], quant: QuantSpec | None = None) -> list[Tensor]:
+    """Persistent tensors vLLM allocates while loading that no checkpoint holds:
+    - the rotary `cos_sin_cache` [positions, rotary dim], shared by all layers of a stage
+      (`get_rope` caches instances); rows are max positions, x factor for linear scaling, original
+      x factor for YaRN; Gemma 3 has a local and a scaled global one; model dtype (gpt-oss: fp32);
+    - MLA with a quantized kv_b_proj: its dequantized bf16 copy (W_UK_T/W_UV), per layer.
+    (Unquantized MLA keeps only views of kv_b_proj.)"""
     out: list[Tensor] = []
     if spec.rotary_dim:
-        rows = spec.max_position_embeddings
-        rope = spec.rope_scaling or {}
-        if spec.mla and rope.get("original_max_position_embeddings") and rope.get("factor"):
-            rows = int(rope["original_max_position_embeddings"] * rope["factor"])
-        n_ropes = 2 if spec.model_type == "gemma3_text" else 1
-        for i in range(spec.num_layers):
-            # one cache per stage: tag it on each layer and keep the first per stage in weight_bytes
-            out.append(Tensor(f"rope_cache.{i}", (n_ropes * rows, spec.rotary_dim), "buffers", "replicated", i, runtime=True))
-    if spec.mla:
+        ropes = [_rope_rows(spec, True)]
+        if spec.model_type == "gemma3_text":
+            ropes.append(_rope_rows(spec, False))
+        dtype = "float32" if spec.model_type == "gpt_oss" else None
+        for r in ranges:
+            for k, rows in enumerate(ropes):
+                out.append(Tensor(f"rope_cache.{r.start}.{k}", (rows, spec.rotary_dim), "buffers", "replicated",
+                                  r.start, runtime=True, stored_dtype=dtype))
+    if spec.mla and quant is not None and quant.method in ("fp8", "int8"):
         m = spec.mla
         for i in range(spec.num_layers):
-            out.append(Tensor(f"model.layers.{i}.self_attn.W_UK_T_W_UV",
+            out.append(Tensor(f"model.layers.{i}.self_attn.kv_b_proj.dequantized",
                               (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
                               "buffers", "column", i, runtime=True))
     return out
 
 
 def weight_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str, tp: int = 1, pp: int = 1) -> WeightBytes:
-    """Bytes of every loaded tensor on one GPU of each pipeline stage, plus vLLM's runtime buffers."""
+    """Bytes of every loaded tensor on one GPU of each pipeline stage, plus vLLM's runtime buffers,
+    as the allocator counts them (merged parameters, rounded blocks)."""
     dtype_bytes = torch_dtype_bytes(dtype)
     ranges = pp_layer_ranges(spec.num_layers, pp)
-    per_stage = [0] * pp
+    params: list[dict[str, int]] = [{} for _ in range(pp)]
     comp: list[dict[str, int]] = [{} for _ in range(pp)]
     buffers = [0] * pp
-    seen_rope: set[int] = set()
-    for t in [x for x in tensors if x.loaded] + runtime_buffers(spec):
+    for t in [x for x in tensors if x.loaded] + runtime_buffers(spec, ranges, quant):
+        b = tensor_bytes(t, spec, quant, dtype_bytes, tp)
+        key = vllm_param_key(t.name)
         for s in stage_of(t, ranges):
-            if t.name.startswith("rope_cache."):
-                if s in seen_rope:
-                    continue
-                seen_rope.add(s)
-            b = tensor_bytes(t, spec, quant, dtype_bytes, tp)
-            per_stage[s] += b
+            params[s][key] = params[s].get(key, 0) + b
             comp[s][t.component] = comp[s].get(t.component, 0) + b
             if t.runtime:
                 buffers[s] += b
+    per_stage = tuple(sum(allocator_bytes(b) for b in p.values()) for p in params)
     worst = max(range(pp), key=lambda s: per_stage[s])
-    return WeightBytes(tuple(per_stage), comp[worst], buffers[worst])
+    return WeightBytes(per_stage, comp[worst], buffers[worst])
 
 
 def checkpoint_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str) -> int:

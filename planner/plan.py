@@ -1,0 +1,197 @@
+"""Layouts: choose TP x PP on a GPU type, explain why smaller layouts fail, list the smallest changes
+that make a misfit fit, and plan replicas over a GPU inventory. Pure over the budget step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from planner import budget as bud
+from planner.api import Inspection, Model, check_parallel, inspect
+from planner.errors import PlannerError
+from planner.hardware import GPU, Catalogue, NodeGroup
+from planner.releases import ReleaseFacts
+
+GIB = 2**30
+DEFAULT_GPUS_PER_NODE = 8
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asks for, apart from the layout."""
+
+    model: Model
+    settings: bud.Settings
+    release: ReleaseFacts
+    dtype: str | None = None
+    quantization: str | None = None
+    concurrency: int | None = None
+    device: Literal["cuda", "cpu"] = "cuda"
+    cpu_kvcache_bytes: int | None = None
+
+
+def target_for(gpu: GPU | None, req: Request) -> bud.Target:
+    if req.device == "cpu":
+        return bud.Target("cpu", memory_bytes=0, device="cpu", cpu_kvcache_bytes=req.cpu_kvcache_bytes)
+    assert gpu is not None
+    return bud.Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability)
+
+
+def evaluate(req: Request, gpu: GPU | None, tp: int, pp: int, **overrides: Any) -> bud.Budget:
+    """The budget of one layout (settings overrides such as kv_cache_dtype or max_model_len apply)."""
+    s = dataclasses.replace(req.settings, tp=tp, pp=pp, **{k: v for k, v in overrides.items() if k != "quantization"})
+    quant = overrides.get("quantization", req.quantization)
+    insp = inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=quant, kv_cache_dtype=s.kv_cache_dtype)
+    return bud.compute(req.model, insp, target_for(gpu, req), req.release, s, req.concurrency)
+
+
+def valid_tps(model: Model, limit: int) -> list[int]:
+    out = []
+    for tp in range(1, limit + 1):
+        try:
+            check_parallel(model.spec, tp, 1)
+            out.append(tp)
+        except PlannerError:
+            pass
+    return out
+
+
+def why_not(b: bud.Budget) -> str:
+    """One line on what binds in a layout that does not fit."""
+    if b.kv_cache_gib <= 0:
+        return (f"weights {b.weights_gib:.2f} GiB + activation {b.activation_gib:.2f} + non-torch {b.non_torch_gib:.2f}"
+                f" + CUDA graphs {b.cudagraph_gib:.2f} leave no KV memory in the requested {b.requested_gib:.2f} GiB")
+    if b.max_model_len_fit < b.max_model_len:
+        return f"max_model_len {b.max_model_len:,} does not fit: {b.kv_cache_gib:.2f} GiB of KV holds one request of at most {b.max_model_len_fit:,} tokens"
+    return f"maximum concurrency {b.max_concurrency:.2f}x at {b.max_model_len:,} tokens is below the requested {b.concurrency}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    tp: int
+    pp: int
+    reason: str
+
+
+def candidate_layouts(model: Model, gpus_per_node: int, max_nodes: int | None = None) -> list[tuple[int, int]]:
+    """Valid (TP, PP) pairs, smallest GPU count first, TP before PP; TP stays inside a node."""
+    tps = valid_tps(model, gpus_per_node)
+    pps = [p for p in (1, 2, 3, 4, 6, 8, 12, 16) if p <= model.spec.num_layers]
+    out = [(t, p) for t in tps for p in pps if max_nodes is None or -(-t * p // gpus_per_node) <= max_nodes]
+    return sorted(out, key=lambda tp_pp: (tp_pp[0] * tp_pp[1], tp_pp[1]))
+
+
+def choose_layout(req: Request, gpu: GPU | None, max_nodes: int | None = None) -> tuple[bud.Budget | None, list[Rejected]]:
+    """The smallest layout that fits, and why each smaller one does not."""
+    gpn = (gpu.gpus_per_node_max if gpu and gpu.gpus_per_node_max else DEFAULT_GPUS_PER_NODE)
+    rejected: list[Rejected] = []
+    for tp, pp in candidate_layouts(req.model, gpn, max_nodes):
+        b = evaluate(req, gpu, tp, pp)
+        if b.fits:
+            return b, rejected
+        rejected.append(Rejected(tp, pp, why_not(b)))
+    return None, rejected
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One change that makes a misfit fit, with the figures it gives."""
+
+    change: str
+    flags: dict[str, Any]
+    budget: bud.Budget
+
+
+def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> list[Fix]:
+    """The smallest changes that make this layout fit: fp8 KV cache, a shorter context, a larger TP,
+    a quantized variant, a larger GPU. Each is checked by recomputing the budget."""
+    out: list[Fix] = []
+    base = evaluate(req, gpu, tp, pp)
+    if req.settings.kv_cache_dtype in ("auto", "bfloat16", "float16"):
+        b = evaluate(req, gpu, tp, pp, kv_cache_dtype="fp8")
+        if b.fits:
+            out.append(Fix("fp8 KV cache (halves KV bytes per token)", {"kv_cache_dtype": "fp8"}, b))
+    shorter = base.max_model_len_fit_concurrency if req.concurrency else base.max_model_len_fit
+    if shorter and shorter > 0 and shorter < base.max_model_len:
+        b = evaluate(req, gpu, tp, pp, max_model_len=shorter)
+        if b.fits:
+            out.append(Fix(f"lower max_model_len to {shorter:,}", {"max_model_len": shorter}, b))
+    gpn = gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
+    for t in valid_tps(req.model, gpn):
+        if t > tp:
+            b = evaluate(req, gpu, t, pp)
+            if b.fits:
+                out.append(Fix(f"tensor parallel {t}", {"tp": t}, b))
+                break
+    if req.model.spec.quant is None and not req.quantization and gpu.fp8_native:
+        b = evaluate(req, gpu, tp, pp, quantization="fp8")
+        if b.fits:
+            out.append(Fix("fp8 weights (--quantization fp8, online)", {"quantization": "fp8"}, b))
+    for other in sorted(catalogue, key=lambda g: g.memory_gib):
+        if other.memory_gib > gpu.memory_gib and other.vendor == gpu.vendor:
+            b = evaluate(req, other, tp, pp)
+            if b.fits:
+                out.append(Fix(f"a larger GPU: {other.name} ({other.memory_gib:.1f} GiB)", {"gpu": other.name}, b))
+                break
+    return out
+
+
+# ---- inventory --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InventoryPlan:
+    group: NodeGroup
+    budget: bud.Budget
+    replicas: int
+    gpus_used: int
+    nodes_used: int
+    cost_per_hour: float | None
+    """Price of the GPUs used, from the catalogue's indicative price (None when unknown)."""
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def replicas_in(group: NodeGroup, tp: int, pp: int) -> tuple[int, int]:
+    """(replicas, nodes used): a replica's TP group stays in one node; its PP stages may span nodes."""
+    gpn = group.gpus_per_node
+    if tp > gpn:
+        return 0, 0
+    if tp * pp <= gpn:
+        per_node = gpn // (tp * pp)
+        replicas = per_node * group.nodes
+        return replicas, -(-replicas // per_node) if replicas else 0
+    stages_per_node = gpn // tp
+    nodes_per_replica = -(-pp // stages_per_node)
+    replicas = group.nodes // nodes_per_replica
+    return replicas, replicas * nodes_per_replica
+
+
+def plan_inventory(req: Request, groups: list[NodeGroup], objective: Literal["gpus", "cost"] = "gpus") -> tuple[list[InventoryPlan], list[tuple[NodeGroup, list[Rejected]]]]:
+    """For each GPU type of the inventory: the smallest fitting layout and how many replicas fit."""
+    plans, misfits = [], []
+    for g in groups:
+        req_g = req
+        rejected: list[Rejected] = []
+        chosen = None
+        for tp, pp in candidate_layouts(req.model, g.gpus_per_node):
+            n, _ = replicas_in(g, tp, pp)
+            if n == 0:
+                continue
+            b = evaluate(req_g, g.gpu, tp, pp)
+            if b.fits:
+                chosen = b
+                break
+            rejected.append(Rejected(tp, pp, why_not(b)))
+        if chosen is None:
+            misfits.append((g, rejected))
+            continue
+        replicas, nodes = replicas_in(g, chosen.tp, chosen.pp)
+        gpus = replicas * chosen.tp * chosen.pp
+        price = g.gpu.price_per_gpu_hour_usd
+        plans.append(InventoryPlan(g, chosen, replicas, gpus, nodes, round(price * gpus, 2) if price else None, rejected))
+    if objective == "cost":
+        key = lambda p: (p.cost_per_hour / p.replicas if p.cost_per_hour else float("inf"), -p.replicas)  # noqa: E731
+    else:
+        key = lambda p: (p.budget.tp * p.budget.pp, -p.replicas)  # noqa: E731
+    return sorted(plans, key=key), misfits
