@@ -7,6 +7,7 @@ Bad input is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any, Callable, NoReturn, Sequence
@@ -125,6 +126,189 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---- plan -------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _max_model_len(text: str) -> int | str:
+    if text.lower() in ("auto", "-1"):
+        return "auto"
+    return _human_int(text)
+
+
+def _human_int(text: str) -> int:
+    """vLLM's human-readable ints: 1k = 1000, 1K = 1024, also m/M, g/G."""
+    units = {"k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
+    t = text.strip()
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer such as 8192 or 32k, got {text!r}") from None
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
+    p.add_argument("--gpu", help="GPU type from `vllm-planner gpus` (name or alias)")
+    p.add_argument("--inventory", help="plan over an inventory: NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4")
+    p.add_argument("--objective", choices=("gpus", "cost"), default="gpus", help="ranking for --inventory")
+    p.add_argument("--tp", type=_positive_int, help="tensor-parallel size (default: the smallest that fits)")
+    p.add_argument("--pp", type=_positive_int, help="pipeline-parallel size")
+    p.add_argument("--max-model-len", "--context", dest="max_model_len", type=_max_model_len,
+                   help="context per request (tokens, or 'auto' to fit the memory); default: the model's limit")
+    p.add_argument("--max-num-seqs", type=_positive_int)
+    p.add_argument("--max-num-batched-tokens", type=_human_int)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--kv-cache-dtype", default="auto")
+    p.add_argument("--quantization", "-q")
+    p.add_argument("--dtype")
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--kv-cache-memory-bytes", type=_human_int, help="pin the KV pool per GPU (skips the measured terms, as vLLM does)")
+    p.add_argument("--block-size", type=_positive_int)
+    p.add_argument("--gpu-memory-gib", type=float, help="override the GPU's total memory (GiB, as torch reports it)")
+    p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs (same shape as profiles/gpus.yaml)")
+    p.add_argument("--concurrency", type=_positive_int, help="requests that must fit at once at the context length")
+    p.add_argument("--vllm-version", help="target vLLM release (default: the newest the data describes)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: vLLM's CPU backend (KV from VLLM_CPU_KVCACHE_SPACE)")
+    p.add_argument("--cpu-kvcache-gib", type=float, help="VLLM_CPU_KVCACHE_SPACE for --device cpu")
+    p.add_argument("--pin-kv-cache", action="store_true", help="add --kv-cache-memory-bytes with the plan's figure to the serve command")
+    p.add_argument("--json", action="store_true", help="print one JSON object (a list with --inventory)")
+
+
+def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(Request, GPU or None, catalogue) from the plan options: the CLI's only wiring."""
+    import os
+    from pathlib import Path
+
+    from planner import releases
+    from planner.api import load_model
+    from planner.budget import Settings
+    from planner.hardware import load_catalogue, with_memory
+    from planner.plan import Request
+
+    rel = releases.get(a.vllm_version)
+    settings = Settings(
+        tp=a.tp or 1, pp=a.pp or 1, max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs,
+        max_num_batched_tokens=a.max_num_batched_tokens, gpu_memory_utilization=a.gpu_memory_utilization,
+        kv_cache_dtype=a.kv_cache_dtype.lower(), enforce_eager=a.enforce_eager,
+        kv_cache_memory_bytes=a.kv_cache_memory_bytes, block_size=a.block_size,
+        allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
+    )
+    catalogue = load_catalogue(Path(a.gpu_file) if a.gpu_file else None)
+    gpu = None
+    if a.device == "cpu":
+        if a.cpu_kvcache_gib is None or a.cpu_kvcache_gib <= 0:
+            raise PlannerError("--device cpu needs --cpu-kvcache-gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
+    elif not a.inventory:
+        if not a.gpu:
+            raise PlannerError("name a GPU with --gpu (see `vllm-planner gpus`) or an inventory with --inventory")
+        gpu = catalogue.get(a.gpu)
+        if a.gpu_memory_gib is not None:
+            gpu = with_memory(gpu, a.gpu_memory_gib)
+    cpu_bytes = int(a.cpu_kvcache_gib * GIB) if a.cpu_kvcache_gib else None
+    req = Request(load_model(a.model), settings, rel, dtype=a.dtype, quantization=a.quantization,
+                  concurrency=a.concurrency, device=a.device, cpu_kvcache_bytes=cpu_bytes)
+    return req, gpu, catalogue
+
+
+def _plan_text(r: Any) -> str:
+    b = r.budget
+    est = lambda k: " (est.)" if k in b.estimated else ""  # noqa: E731
+    where = f"{b.gpu} ({b.total_gib:.2f} GiB)" if r.gpu else "vLLM CPU backend"
+    lines = [f"{b.model} on {where}, vLLM {b.vllm_version}, TP {b.tp} x PP {b.pp}: "
+             + ("FITS" if b.fits else "DOES NOT FIT"), ""]
+    rows = [["requested (total x %.2f)" % b.gpu_memory_utilization, f"{b.requested_gib:.2f}"],
+            ["weights" + est("weights_gib"), f"{b.weights_gib:.2f}"],
+            ["activation peak" + est("activation_gib"), f"{b.activation_gib:.2f}"],
+            ["non-torch" + est("non_torch_gib"), f"{b.non_torch_gib:.2f}"],
+            ["CUDA graphs" + est("cudagraph_gib"), f"{b.cudagraph_gib:.2f}"],
+            ["KV cache" + est("kv_cache_gib"), f"{b.kv_cache_gib:.2f}"]]
+    lines += [_table(rows, ["per GPU (binding stage)", "GiB"], colalign=("left", "right")), ""]
+    lines += [
+        f"KV: {b.kv_bytes_per_token:,} B/token/GPU, block {b.block_size}, {b.num_blocks:,} blocks, {b.kv_cache_tokens:,} tokens{est('kv_cache_tokens')}",
+        f"max_model_len {b.max_model_len:,} | max_num_seqs {b.max_num_seqs:,} | max_num_batched_tokens {b.max_num_batched_tokens:,}",
+        f"maximum concurrency at {b.max_model_len:,} tokens: {b.max_concurrency:.2f}x{est('max_concurrency')}",
+        f"largest context for one request: {b.max_model_len_fit:,}",
+    ]
+    if b.concurrency:
+        lines.append(f"largest context for {b.concurrency} concurrent requests: {b.max_model_len_fit_concurrency or 0:,}")
+    lines.append(f"binding: {r.binding}")
+    if b.error:
+        lines += ["", f"vLLM would fail to start: {b.error}"]
+    for rej in r.rejected:
+        lines.append(f"not TP {rej.tp} x PP {rej.pp}: {rej.reason}")
+    if r.fixes:
+        lines += ["", "smallest changes that fit:"]
+        for f in r.fixes:
+            fb = f.budget
+            lines.append(f"  - {f.change}: TP {fb.tp} on {fb.gpu}, {fb.kv_cache_tokens:,} KV tokens, "
+                         f"{fb.max_concurrency:.2f}x at {fb.max_model_len:,}")
+    elif not b.fits:
+        lines += ["", "no single change in the catalogue makes it fit: consider more GPUs (--inventory) or a smaller model"]
+    lines += [f"note: {n}" for n in b.notes]
+    if b.estimated:
+        lines.append("estimated (modelled, not measured): " + ", ".join(b.estimated))
+    lines += ["", r.serve_command]
+    return "\n".join(lines)
+
+
+def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
+    from planner.hardware import parse_inventory
+    from planner.plan import plan_inventory
+
+    groups = parse_inventory(a.inventory, catalogue)
+    plans, misfits = plan_inventory(req, groups, a.objective)
+    if a.json:
+        out = []
+        for p in plans:
+            d = {k: v for k, v in dataclasses.asdict(p.budget).items() if k != "stages"}
+            d.update(inventory=str(p.group), replicas=p.replicas, gpus_used=p.gpus_used, nodes_used=p.nodes_used,
+                     cost_per_hour=p.cost_per_hour)
+            out.append(d)
+        print(json.dumps(out, indent=2))
+    else:
+        rows = [[str(p.group), f"TP {p.budget.tp} x PP {p.budget.pp}", p.replicas, p.gpus_used, p.nodes_used,
+                 f"{p.budget.kv_cache_tokens:,}", f"{p.budget.max_concurrency:.2f}x",
+                 "-" if p.cost_per_hour is None else f"${p.cost_per_hour:,.2f}"] for p in plans]
+        print(_table(rows, ["inventory", "layout", "replicas", "GPUs", "nodes", "KV tokens/replica", "concurrency", "$/h"]))
+        for g, rej in misfits:
+            print(f"{g}: no layout fits" + (f" (largest tried TP {rej[-1].tp} x PP {rej[-1].pp}: {rej[-1].reason})" if rej else ""))
+        print("estimated: KV memory, tokens and concurrency use the modelled activation, non-torch and CUDA-graph terms")
+    return 0 if plans else 1
+
+
+def _cmd_plan(a: argparse.Namespace) -> int:
+    from planner.plan import make_plan
+
+    req, gpu, catalogue = build_request(a)
+    if a.inventory:
+        return _inventory(a, req, catalogue)
+    result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache)
+    print(json.dumps(result.to_json(), indent=2) if a.json else _plan_text(result))
+    return 0 if result.budget.fits else 1
+
+
+def _cmd_gpus(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from planner.hardware import gpus_table, load_catalogue
+
+    rows = gpus_table(load_catalogue(Path(a.gpu_file) if a.gpu_file else None))
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers="keys", missingval="-", disable_numparse=True))
+    return 0
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dtypes", help="the number formats: range, precision, bytes per parameter")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_dtypes)
+    p = sub.add_parser("plan", help="vLLM's per-GPU memory budget, KV tokens, concurrency and layout")
+    _add_plan_options(p)
+    p.set_defaults(func=_cmd_plan)
+    p = sub.add_parser("gpus", help="list the GPU catalogue")
+    p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_gpus)
     return parser
 
 

@@ -76,11 +76,15 @@ class Rejected:
 
 
 def candidate_layouts(model: Model, gpus_per_node: int, max_nodes: int | None = None) -> list[tuple[int, int]]:
-    """Valid (TP, PP) pairs, smallest GPU count first, TP before PP; TP stays inside a node."""
+    """Valid (TP, PP) pairs, smallest first: TP grows inside a node; PP only spans nodes once TP
+    fills one (vLLM's practice: TP over NVLink, PP across nodes)."""
     tps = valid_tps(model, gpus_per_node)
-    pps = [p for p in (1, 2, 3, 4, 6, 8, 12, 16) if p <= model.spec.num_layers]
-    out = [(t, p) for t in tps for p in pps if max_nodes is None or -(-t * p // gpus_per_node) <= max_nodes]
-    return sorted(out, key=lambda tp_pp: (tp_pp[0] * tp_pp[1], tp_pp[1]))
+    out = [(t, 1) for t in tps]
+    full = tps[-1]
+    for p in (2, 3, 4, 6, 8, 12, 16):
+        if p <= model.spec.num_layers and (max_nodes is None or p * -(-full // gpus_per_node) <= max_nodes):
+            out.append((full, p))
+    return out
 
 
 def choose_layout(req: Request, gpu: GPU | None, max_nodes: int | None = None) -> tuple[bud.Budget | None, list[Rejected]]:
@@ -195,3 +199,60 @@ def plan_inventory(req: Request, groups: list[NodeGroup], objective: Literal["gp
     else:
         key = lambda p: (p.budget.tp * p.budget.pp, -p.replicas)  # noqa: E731
     return sorted(plans, key=key), misfits
+
+
+# ---- one plan, end to end ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanResult:
+    """A plan for one GPU type: the budget of the chosen layout, why smaller layouts fail, the
+    fixes for a misfit, and the `vllm serve` command."""
+
+    budget: bud.Budget
+    gpu: GPU | None
+    rejected: list[Rejected]
+    fixes: list[Fix]
+    serve_command: str
+    binding: str
+    """What limits the plan: the KV-cache memory, the model's context limit, or the layout."""
+
+    def to_json(self) -> dict[str, Any]:
+        b = self.budget
+        out = {k: v for k, v in dataclasses.asdict(b).items() if k != "stages"}
+        out["vllm_serve_command"] = self.serve_command
+        out["binding"] = self.binding
+        out["rejected_layouts"] = [dataclasses.asdict(r) for r in self.rejected]
+        out["fixes"] = [{"change": f.change, "flags": f.flags, "kv_cache_tokens": f.budget.kv_cache_tokens,
+                         "max_concurrency": f.budget.max_concurrency, "max_model_len": f.budget.max_model_len,
+                         "tp": f.budget.tp, "gpu": f.budget.gpu} for f in self.fixes]
+        return out
+
+
+def binding_constraint(b: bud.Budget, model: Model) -> str:
+    if not b.fits:
+        return why_not(b)
+    text = f"KV-cache memory: {b.kv_cache_tokens:,} tokens, {b.max_concurrency:.2f} requests of {b.max_model_len:,} tokens at once"
+    if b.max_model_len_fit >= model.spec.max_model_len_default:
+        text += f"; a request of the model's full context ({model.spec.max_model_len_default:,}) fits"
+    return text
+
+
+def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None, pp: int | None = None,
+              pin_kv_cache: bool = False) -> PlanResult:
+    """Plan on one GPU type: the given layout, or the smallest that fits."""
+    from planner.launch import serve_command, serve_config
+
+    rejected: list[Rejected] = []
+    if tp is None and pp is None and req.device != "cpu":
+        b, rejected = choose_layout(req, gpu)
+        if b is None:  # nothing fits: report the largest layout tried, with its fixes
+            last = rejected[-1]
+            b = evaluate(req, gpu, last.tp, last.pp)
+    else:
+        b = evaluate(req, gpu, tp or 1, pp or 1)
+    found = fixes(req, gpu, b.tp, b.pp, catalogue) if not b.fits and gpu is not None and catalogue is not None else []
+    s = dataclasses.replace(req.settings, tp=b.tp, pp=b.pp)
+    cfg = serve_config(req.model.id, b, s, req.release, dtype=req.dtype, quantization=req.quantization,
+                       pin_kv_cache_bytes=min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.fits else None,
+                       device=req.device, cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None)
+    return PlanResult(b, gpu, rejected, found, serve_command(cfg), binding_constraint(b, req.model))
