@@ -19,9 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from planner import releases  # noqa: E402
-from planner.api import inspect, load_model  # noqa: E402
-from planner.budget import GIB, Settings, Target, compute  # noqa: E402
+from planner.calibration import replay  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
 
 DEFAULT = REPO.parent / "shared" / "calibration" / "vllm-startup-h100.jsonl"
@@ -29,29 +27,6 @@ DEFAULT = REPO.parent / "shared" / "calibration" / "vllm-startup-h100.jsonl"
 
 def pct(pred: float, obs: float) -> float:
     return 100.0 * (pred - obs) / obs if obs else float("nan")
-
-
-def replay(r: dict) -> dict:
-    """One case: the planner's prediction next to what vLLM printed."""
-    model = load_model(r["model"])
-    quant = r.get("quantization")
-    online = quant if quant == "fp8" and model.spec.quant is None else None
-    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online,
-                   kv_cache_dtype=r.get("kv_cache_dtype") or "auto")
-    rel = releases.get(r["vllm_version"].split()[0])
-    target = Target(name="NVIDIA H100 80GB HBM3", memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB),
-                    compute_capability="9.0")
-    s = Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
-                 gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=r.get("kv_cache_dtype") or "auto")
-    b = compute(model, insp, target, rel, s)
-    # With PP each stage logs its own figures and these records hold the first stage's; the token
-    # count is vLLM's, after the minimum over stages.
-    st = b.stages[0]
-    return {
-        "weights": (round(st.weights_bytes / GIB, 2), r["weights_gib"]),
-        "activation": (round(st.activation_bytes / GIB, 2), r["activation_peak_gib"]),
-        "kv_gib": (round(st.available_kv_bytes / GIB, 2), r["kv_cache_gib"]), "kv_tokens": (b.kv_cache_tokens, r["kv_cache_tokens"]),
-    }
 
 
 def main(argv=None) -> int:

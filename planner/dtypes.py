@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cache
-from statistics import NormalDist
 
 from planner.errors import PlannerError
 
@@ -331,6 +330,8 @@ def _scale_bits(name: str) -> int:
 
 @cache
 def _nf4_levels() -> tuple[float, ...]:
+    from statistics import NormalDist  # lazy: only nf4's code book needs it
+
     ppf = NormalDist().inv_cdf
     off = _NF4_QUANTILE_OFFSET
 

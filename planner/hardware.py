@@ -149,7 +149,7 @@ class GPU:
         return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from planner.datafiles import LOADER as _YamlLoader  # noqa: E402
 _FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
 _REQUIRED = ("name", "vendor", "memory_gib", "bandwidth_tbs")
 _TUPLE_FIELDS = ("aliases", "sources")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import yaml
-
+from planner.datafiles import load_yaml
 from planner.models.spec import ModelSpec
 from planner.paths import profiles_dir
 
@@ -105,7 +104,7 @@ class Coefficients:
 
 @functools.cache
 def _sets() -> list[dict]:
-    return yaml.safe_load((profiles_dir() / "vllm" / "overheads.yaml").read_text())["sets"]
+    return load_yaml(profiles_dir() / "vllm" / "overheads.yaml")["sets"]
 
 
 @functools.cache

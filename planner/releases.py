@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from planner.datafiles import load_yaml
 from planner.errors import PlannerError
 from planner.paths import profiles_dir
 
@@ -514,7 +515,7 @@ def load_data(path: Path | None = None) -> _Data:
     """Read and validate the release data (the default file when `path` is None)."""
     path = path or profiles_dir() / "vllm" / DATA_FILE
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path)
     except FileNotFoundError:
         raise PlannerError(f"release data {path} is missing; reinstall vllm-planner") from None
     except yaml.YAMLError as e:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from planner.datafiles import load_yaml
 from planner.errors import PlannerError
 from planner.models.safetensors import HeaderTensor, parse_header, read_dir
 from planner.paths import profiles_dir
@@ -76,8 +75,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     path = folder / "meta.yaml"
     if not path.is_file():
         return {}
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(path.read_text(), Loader=loader) or {}
+    return load_yaml(path) or {}
 
 
 @functools.cache

@@ -1,0 +1,37 @@
+"""Replay a recorded vLLM start-up (a record of `shared/calibration/vllm-startup-*.jsonl`) through
+the planner: the same model, GPU total, layout, utilization, context, dtypes and release, giving
+the predicted figures next to the observed ones. Used by the accuracy benchmark and the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner import releases
+from planner.api import inspect, load_model
+from planner.budget import GIB, Budget, Settings, Target, compute
+
+
+def replay_budget(r: dict[str, Any]) -> Budget:
+    model = load_model(r["model"])
+    quant = r.get("quantization")
+    online = quant if quant == "fp8" and model.spec.quant is None else None
+    kv = r.get("kv_cache_dtype") or "auto"
+    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online, kv_cache_dtype=kv)
+    target = Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
+                    memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB), compute_capability="9.0")
+    s = Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
+                 gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=kv)
+    return compute(model, insp, target, releases.get(r["vllm_version"].split()[0]), s)
+
+
+def replay(r: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """(predicted, observed) per figure. With PP each stage logs its own figures and the records
+    hold the first stage's; the token count is vLLM's, after the minimum over stages."""
+    b = replay_budget(r)
+    st = b.stages[0]
+    return {
+        "weights": (round(st.weights_bytes / GIB, 2), r["weights_gib"]),
+        "activation": (round(st.activation_bytes / GIB, 2), r["activation_peak_gib"]),
+        "kv_gib": (round(st.available_kv_bytes / GIB, 2), r["kv_cache_gib"]),
+        "kv_tokens": (b.kv_cache_tokens, r["kv_cache_tokens"]),
+    }
