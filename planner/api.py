@@ -154,17 +154,23 @@ def _estimated(model: Model, quant: QuantSpec | None) -> list[str]:
 
 
 def inspect(model: Model | str, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
-            quantization: str | None = None, kv_cache_dtype: str | None = None) -> Inspection:
-    """Parameters, weight bytes per GPU and KV bytes per token per GPU under vLLM's rules."""
+            quantization: str | None = None, kv_cache_dtype: str | None = None,
+            kv_auto_from_checkpoint: bool = True) -> Inspection:
+    """Parameters, weight bytes per GPU and KV bytes per token per GPU under vLLM's rules.
+    `kv_auto_from_checkpoint`: `auto` takes the checkpoint's KV dtype, as vLLM does from 0.14."""
     if isinstance(model, str):
         model = load_model(model)
     spec = model.spec
     check_parallel(spec, tp, pp)
     load_dtype = resolve_dtype(spec, dtype)
     quant = resolve_quantization(spec.quant, quantization)
-    kv_bytes = kv_dtype_bytes(kv_cache_dtype, load_dtype)
     tensors = list(model.tensors)
     warnings = list(spec.notes)
+    kv_cache_dtype = (kv_cache_dtype or "auto").lower()
+    if kv_cache_dtype == "auto" and kv_auto_from_checkpoint and quant is not None and quant.kv_cache_dtype:
+        kv_cache_dtype = quant.kv_cache_dtype
+        warnings.append(f"--kv-cache-dtype auto resolves to the checkpoint's {kv_cache_dtype} KV cache (vLLM 0.14+)")
+    kv_bytes = kv_dtype_bytes(kv_cache_dtype, load_dtype)
     if model.tensor_source == "none":
         warnings.append(f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint folder with safetensors for exact weights")
     if quant is not None and quant.method == "bitsandbytes":
@@ -176,7 +182,7 @@ def inspect(model: Model | str, *, tp: int = 1, pp: int = 1, dtype: str | None =
     return Inspection(
         model=model.id, source=model.source, architecture=spec.architecture, model_type=spec.model_type,
         tensor_source=model.tensor_source, dtype=load_dtype, quantization=quant.vllm_name if quant else None,
-        kv_cache_dtype=(kv_cache_dtype or "auto").lower(), tp=tp, pp=pp,
+        kv_cache_dtype=kv_cache_dtype, tp=tp, pp=pp,
         params_total=sum(loaded.values()), params_active=acc.active_params(spec, tensors), params_breakdown=loaded,
         params_not_loaded={k: v - loaded.get(k, 0) for k, v in every.items() if v != loaded.get(k, 0)},
         params_checkpoint=acc.checkpoint_params(tensors, quant if quant is spec.quant else None),

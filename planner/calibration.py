@@ -16,12 +16,14 @@ def replay_budget(r: dict[str, Any]) -> Budget:
     quant = r.get("quantization")
     online = quant if quant == "fp8" and model.spec.quant is None else None
     kv = r.get("kv_cache_dtype") or "auto"
-    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online, kv_cache_dtype=kv)
+    rel = releases.get(r["vllm_version"].split()[0])
+    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online, kv_cache_dtype=kv,
+                   kv_auto_from_checkpoint=rel.kv_cache_dtype_auto_from_checkpoint)
     target = Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
                     memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB), compute_capability="9.0")
     s = Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
                  gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=kv)
-    return compute(model, insp, target, releases.get(r["vllm_version"].split()[0]), s)
+    return compute(model, insp, target, rel, s)
 
 
 def replay(r: dict[str, Any]) -> dict[str, tuple[float, float]]:

@@ -43,7 +43,8 @@ def evaluate(req: Request, gpu: GPU | None, tp: int, pp: int, **overrides: Any) 
     """The budget of one layout (settings overrides such as kv_cache_dtype or max_model_len apply)."""
     s = dataclasses.replace(req.settings, tp=tp, pp=pp, **{k: v for k, v in overrides.items() if k != "quantization"})
     quant = overrides.get("quantization", req.quantization)
-    insp = inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=quant, kv_cache_dtype=s.kv_cache_dtype)
+    insp = inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=quant, kv_cache_dtype=s.kv_cache_dtype,
+                   kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint)
     return bud.compute(req.model, insp, target_for(gpu, req), req.release, s, req.concurrency)
 
 

@@ -268,6 +268,8 @@ class ReleaseFacts:
     # dtypes and quantization
     kv_cache_dtypes: tuple[str, ...]
     """Values --kv-cache-dtype accepts (CacheDType)."""
+    kv_cache_dtype_auto_from_checkpoint: bool
+    """`--kv-cache-dtype auto` takes a ModelOpt checkpoint's kv_cache_quant_algo (e.g. fp8) (0.14+)."""
     quantizations_removed: tuple[str, ...]
     """Quantization methods no longer in the in-tree registry (gguf 0.24+, bitsandbytes 0.28+)."""
     online_quant_shorthands: tuple[str, ...]

@@ -80,11 +80,14 @@ def _from_quantization_config(qc: dict[str, Any]) -> QuantSpec:
 def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
     algo = str(q.get("quant_algo", "")).upper()
     excluded = tuple(q.get("exclude_modules") or q.get("ignore") or ())
+    kv_algo = q.get("kv_cache_scheme") or q.get("kv_cache_quant_algo")
+    kv = "fp8" if isinstance(kv_algo, str) and "FP8" in kv_algo.upper() else None
     if algo == "FP8":
-        return QuantSpec("fp8", 8, scale_granularity="tensor", ignored_modules=excluded, vllm_name="modelopt", source=src)
+        return QuantSpec("fp8", 8, scale_granularity="tensor", ignored_modules=excluded, kv_cache_dtype=kv,
+                         vllm_name="modelopt", source=src)
     if algo == "NVFP4":
         return QuantSpec("nvfp4", 4, group_size=16, scale_granularity="group", ignored_modules=excluded,
-                         vllm_name="modelopt_fp4", source=src)
+                         kv_cache_dtype=kv, vllm_name="modelopt_fp4", source=src)
     raise PlannerError(f"ModelOpt quant_algo {algo!r} is not supported yet: supported are FP8 and NVFP4")
 
 

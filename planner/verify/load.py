@@ -1,0 +1,191 @@
+"""Put the planned load on a local vLLM server: N requests at once through `/v1/completions`, each
+at the planned context length (prompt plus output), while a watcher reads `/metrics` for waiting
+and preempted requests and KV-cache usage.
+
+Prompts are lists of token ids, so their length is exact whatever the tokenizer; `min_tokens` and
+`ignore_eos` make each request produce exactly its output length (vLLM silently shortens
+`max_tokens` when prompt + output exceeds max_model_len, so the usage counts are checked).
+Bounded on purpose: local addresses only, at most MAX_REQUESTS threads, one request each.
+Standard library only (threads + urllib).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+from urllib.parse import urlsplit
+
+from planner.errors import PlannerError
+from planner.verify import metrics
+from planner.verify.server import http
+
+MAX_REQUESTS = 4096
+DEFAULT_OUTPUT_TOKENS = 128
+"""Output per request, at most a quarter of the context: decoding is the slow part, while the KV
+cache holds prompt and output alike, so the context length is what loads it."""
+FIRST_TOKEN_ID = 3
+"""Prompt ids start above the usual special ids (0-2)."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    base_url: str
+    model: str
+    """The served model name (`/v1/models`)."""
+    requests: int
+    context_tokens: int
+    vocab_size: int
+    output_tokens: Optional[int] = None
+    timeout_s: float = 1800.0
+    poll_s: float = 0.5
+
+    @property
+    def split(self) -> tuple[int, int]:
+        """(prompt, output) tokens summing to the context."""
+        out = self.output_tokens or max(1, min(DEFAULT_OUTPUT_TOKENS, self.context_tokens // 4))
+        out = min(out, self.context_tokens - 1)
+        return self.context_tokens - out, out
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    ok: bool
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    completed: int
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+    max_running: Optional[float]
+    max_waiting: Optional[float]
+    preemptions: Optional[float]
+    """Preemptions during the load (counter difference)."""
+    peak_kv_cache_usage: Optional[float]
+    """Largest KV-cache usage fraction seen by the watcher (sampled, so it may miss the very peak)."""
+    errors: list[str] = field(default_factory=list)
+    """The first few distinct failures."""
+
+    @property
+    def complete(self) -> bool:
+        return self.requests > 0 and self.completed == self.requests
+
+
+def check_local(base_url: str) -> None:
+    host = urlsplit(base_url).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise PlannerError(f"the load goes to the local server only, not {host!r}")
+
+
+def prompt_ids(index: int, length: int, vocab_size: int) -> list[int]:
+    """Distinct random prompts per request: shared prefixes would let prefix caching share blocks."""
+    rng = random.Random(index)
+    hi = max(FIRST_TOKEN_ID + 1, vocab_size - 1)
+    return [rng.randrange(FIRST_TOKEN_ID, hi) for _ in range(length)]
+
+
+def _one(spec: LoadSpec, index: int, start: threading.Barrier) -> RequestResult:
+    prompt, output = spec.split
+    body = json.dumps({"model": spec.model, "prompt": prompt_ids(index, prompt, spec.vocab_size),
+                       "max_tokens": output, "min_tokens": output, "ignore_eos": True, "temperature": 0.0}).encode()
+    start.wait()
+    t0 = time.monotonic()
+    status, raw = http(spec.base_url + "/v1/completions", data=body, timeout=spec.timeout_s)
+    took = time.monotonic() - t0
+    if status != 200:
+        text = raw.decode("utf-8", "replace")[:300] or "no answer"
+        return RequestResult(False, 0, 0, took, f"HTTP {status}: {text}")
+    usage = json.loads(raw).get("usage") or {}
+    p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    ok = (p, c) == (prompt, output)
+    return RequestResult(ok, p, c, took, None if ok else f"got {p}+{c} tokens, asked {prompt}+{output}")
+
+
+class _Watcher(threading.Thread):
+    """Reads /metrics until stopped: peaks of running, waiting and KV usage; preemptions."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        super().__init__(daemon=True)
+        self.spec = spec
+        self.stop_event = threading.Event()
+        self.readings: list[metrics.LoadGauges] = []
+
+    def read(self) -> Optional[metrics.LoadGauges]:
+        status, raw = http(self.spec.base_url + "/metrics", timeout=5.0)
+        return metrics.load_gauges(metrics.parse(raw.decode("utf-8", "replace"))) if status == 200 else None
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.spec.poll_s):
+            g = self.read()
+            if g:
+                self.readings.append(g)
+
+
+def _peak(values: list[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def run_load(spec: LoadSpec) -> LoadResult:
+    check_local(spec.base_url)
+    if not 1 <= spec.requests <= MAX_REQUESTS:
+        raise PlannerError(f"--requests {spec.requests}: give 1 to {MAX_REQUESTS}")
+    if spec.context_tokens < 2:
+        raise PlannerError(f"a context of {spec.context_tokens} tokens leaves no room for prompt and output")
+    watcher = _Watcher(spec)
+    before = watcher.read()
+    results: list[Optional[RequestResult]] = [None] * spec.requests
+    # Release every request at the same moment; the timeout breaks the barrier rather than hang.
+    start = threading.Barrier(spec.requests + 1, timeout=120)
+
+    def work(i: int) -> None:
+        try:
+            results[i] = _one(spec, i, start)
+        except Exception as e:  # a thread's failure is a failed request, never a lost one
+            results[i] = RequestResult(False, 0, 0, 0.0, f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(spec.requests)]
+    for t in threads:
+        t.start()
+    watcher.start()
+    t0 = time.monotonic()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass  # some thread failed before sending: its result says why
+    for t in threads:
+        t.join(timeout=max(0.0, spec.timeout_s + 5 - (time.monotonic() - t0)))
+    seconds = time.monotonic() - t0
+    watcher.stop_event.set()
+    watcher.join(timeout=10)
+    return _summarize(spec, results, seconds, before, watcher.readings + [g for g in [watcher.read()] if g])
+
+
+def _summarize(spec: LoadSpec, results: list[Optional[RequestResult]], seconds: float,
+               before: Optional[metrics.LoadGauges], readings: list[metrics.LoadGauges]) -> LoadResult:
+    done = [r for r in results if r is not None]
+    errors: list[str] = []
+    for r in done:
+        if r.error and r.error not in errors and len(errors) < 5:
+            errors.append(r.error)
+    if len(done) < len(results):
+        errors.append(f"{len(results) - len(done)} request(s) still running after {spec.timeout_s:g} s")
+    first = before.preemptions if before and before.preemptions is not None else 0.0
+    last = _peak([g.preemptions for g in readings])
+    prompt, output = spec.split
+    return LoadResult(
+        requests=spec.requests, completed=sum(r.ok for r in done), prompt_tokens=prompt, output_tokens=output,
+        seconds=round(seconds, 2), max_running=_peak([g.running for g in readings]),
+        max_waiting=_peak([g.waiting for g in readings]), preemptions=None if last is None else last - first,
+        peak_kv_cache_usage=_peak([g.kv_cache_usage for g in readings]), errors=errors,
+    )
