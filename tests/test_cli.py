@@ -127,3 +127,59 @@ def test_local_checkpoint_folder_reads_safetensors_headers(tmp_path):
     r = inspect(str(tmp_path))
     assert r.tensor_source == "safetensors"
     assert r.params_total == 100 * 64 + 64 * 64 + 32 * 64 + 64
+
+
+# ---- the Hub path: the network cannot be reached here, so huggingface_hub is replaced by a fake
+# module that behaves like the real one offline or with a repo that exists.
+
+class _FakeHub:
+    def __init__(self, root, fail=None):
+        self.root, self.fail, self.calls = root, fail, []
+
+    def hf_hub_download(self, repo_id, filename, token=None):
+        self.calls.append((repo_id, filename, token))
+        if self.fail:
+            raise self.fail
+        path = self.root / filename
+        if not path.is_file():
+            raise FileNotFoundError(filename)
+        return str(path)
+
+    def get_safetensors_metadata(self, repo_id, token=None):
+        raise FileNotFoundError("no safetensors")
+
+
+def test_hub_model_is_fetched_and_token_never_printed(tmp_path, monkeypatch, capsys):
+    import sys as _sys
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA))
+    fake = _FakeHub(tmp_path)
+    monkeypatch.setitem(_sys.modules, "huggingface_hub", fake)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    code, out, err = run(capsys, "inspect", "someorg/tiny-llama", "--json")
+    assert code == 0 and json.loads(out)["source"] == "hub"
+    assert fake.calls[0] == ("someorg/tiny-llama", "config.json", "hf_secret_value")
+    assert "hf_secret_value" not in out + err
+
+
+def test_hub_failure_is_one_line_naming_the_alternatives(tmp_path, monkeypatch, capsys):
+    import sys as _sys
+
+    monkeypatch.setitem(_sys.modules, "huggingface_hub", _FakeHub(tmp_path, fail=OSError("connection refused")))
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    code, _, err = run(capsys, "inspect", "someorg/not-bundled")
+    assert code == 2 and "bundled id" in err and "local config.json" in err
+    assert "hf_secret_value" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_hub_offline_or_without_the_extra(monkeypatch, capsys):
+    import sys as _sys
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(_sys.modules, "huggingface_hub", _FakeHub(Path("/nonexistent")))
+    code, _, err = run(capsys, "inspect", "someorg/not-bundled")
+    assert code == 2 and "HF_HUB_OFFLINE=1" in err
+    monkeypatch.setitem(_sys.modules, "huggingface_hub", None)  # import fails: the extra is missing
+    code, _, err = run(capsys, "inspect", "someorg/not-bundled")
+    assert code == 2 and "vllm-planner[hub]" in err
