@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_gpus)
+    from planner.training_cli import register as register_train
+
+    register_train(sub)
     return parser
 
 

@@ -514,7 +514,8 @@ class ActivationModel:
         return sum(self.breakdown(b, s).values())
 
 
-def activation_model(spec: ModelSpec, a: ActivationAssumptions, modules: Sequence[LinearModule], checkpointing: bool) -> ActivationModel:
+def activation_model(spec: ModelSpec, a: ActivationAssumptions, modules: Sequence[LinearModule],
+                     checkpointing: bool) -> ActivationModel:
     by_layer: dict[int, list[LinearModule]] = {}
     for m in modules:
         by_layer.setdefault(m.layer, []).append(m)
@@ -595,7 +596,8 @@ class TrainingEstimate:
     notes: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("states", "states_unsharded")}
+        skip = ("states", "states_unsharded", "activation_bytes")  # re-added below under the *_bytes / *_gib names
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         s = self.states
         gib = {"weights": s.weights, "master_weights": s.master_weights, "gradients": s.gradients,
                "optimizer": s.optimizer, "adapter": s.adapter, "adapter_weights": s.adapter_weights,
@@ -751,7 +753,8 @@ def _notes(spec: ModelSpec, c: TrainingConfig) -> list[str]:
         out.append("optimizer step: torch's default foreach AdamW holds one moment-sized temporary; fused AdamW "
                    "(fused=True, DeepSpeed FusedAdam) does not")
     if c.method == "qlora":
-        out.append("embeddings, norms and lm_head stay in the compute dtype (prepare_model_for_kbit_training would upcast them to fp32)")
+        out.append("embeddings, norms and lm_head stay in the compute dtype "
+                   "(prepare_model_for_kbit_training would upcast them to fp32)")
     if spec.quant is not None:
         out.append(f"LoRA over the {spec.quant.method} checkpoint: the frozen base is counted as stored")
     return out

@@ -32,14 +32,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", choices=tr.PRECISIONS_CHOICES, default="bf16-mixed")
     p.add_argument("--optimizer", choices=tr.OPTIMIZERS, default="adamw")
     p.add_argument("--micro-batch-size", type=int, default=1, help="sequences per GPU per forward/backward pass")
-    p.add_argument("--seq-len", type=int, help=f"tokens per sequence (default {tr.DEFAULT_SEQ_LEN_TOKENS}, capped at the model's context)")
+    p.add_argument("--seq-len", type=int,
+                   help=f"tokens per sequence (default {tr.DEFAULT_SEQ_LEN_TOKENS}, capped at the model's context)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="keep each layer's input only; recompute one layer at a time")
-    p.add_argument("--attention", choices=tr.ATTENTIONS, default="flash", help="flash (linear in s) or eager (s^2 score matrices)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="keep each layer's input only; recompute one layer at a time")
+    p.add_argument("--attention", choices=tr.ATTENTIONS, default="flash",
+                   help="flash (linear in s) or eager (s^2 score matrices)")
     p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 16)")
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha (default 2 x rank; does not change memory)")
-    p.add_argument("--lora-targets", type=_targets, help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)")
-    p.add_argument("--zero", type=int, choices=tr.ZERO_STAGES, default=0, help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters")
+    p.add_argument("--lora-targets", type=_targets,
+                   help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)")
+    p.add_argument("--zero", type=int, choices=tr.ZERO_STAGES, default=0,
+                   help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_train)
 
@@ -143,7 +148,8 @@ def train_text(e: tr.TrainingEstimate) -> str:
     acts = ", ".join(f"{k} {_g(v)} GiB" for k, v in e.activation_breakdown.items())
     lines = _headline(e) + [_budget_table(e), ""]
     lines += [f"activations: {acts}",
-              f"optimizer step transient (est., after the backward pass; the total takes the larger): {_g(e.optimizer_step_bytes)} GiB"]
+              "optimizer step transient (est., after the backward pass; the total takes the larger): "
+              f"{_g(e.optimizer_step_bytes)} GiB"]
     lines += _fit_lines(e) + _batch_lines(e)
     lines.append("estimated (modelled, not measured): " + ", ".join(e.estimated))
     lines += [f"note: {n}" for n in e.notes]
