@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="vLLM's per-GPU memory budget, KV tokens, concurrency and layout")
     _add_plan_options(p)
     p.set_defaults(func=_cmd_plan)
+    from planner.verify.command import register as register_verify
+
+    register_verify(sub, _add_plan_options, build_request)
     p = sub.add_parser("gpus", help="list the GPU catalogue")
     p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs")
     p.add_argument("--json", action="store_true")

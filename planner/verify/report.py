@@ -114,7 +114,8 @@ def _entry(plan: dict[str, Any], name: str, observed: Optional[float], source: s
 
 
 def figure_entries(plan: dict[str, Any], figures: StartupFigures, cache: Optional[CacheConfig],
-                   device: str) -> list[Entry]:
+                   device: str, started: bool = True) -> list[Entry]:
+    """One entry per predicted figure; after a failed start-up, only those the log printed."""
     out: list[Entry] = []
     for key, attr in _LOG_FIGURES:
         obs, src = getattr(figures, attr), "log"
@@ -126,7 +127,7 @@ def figure_entries(plan: dict[str, Any], figures: StartupFigures, cache: Optiona
         out.append(_entry(plan, key, getattr(cache, _METRIC_FIGURES[key]) if cache else None, "/metrics"))
     if figures.error_estimated_max_model_len is not None:
         out.append(_entry(plan, "max_model_len_fit", figures.error_estimated_max_model_len, "log"))
-    return [e for e in out if e is not None]
+    return [e for e in out if e is not None and (started or e.observed is not None)]
 
 
 def blocks_per_request(plan: dict[str, Any]) -> Optional[int]:
@@ -146,7 +147,7 @@ def load_entries(plan: dict[str, Any], load: LoadResult) -> list[Entry]:
     if per_req and blocks and blocks > 1:
         # vLLM reports usage over the blocks other than the null block; sampled, so information only.
         usage = min(1.0, load.requests * per_req / (blocks - 1))
-        out.append(Entry("load_peak_kv_cache_usage", round(usage, 4), load.peak_kv_cache_usage, "/metrics", None))
+        out.append(Entry("load_peak_kv_cache_usage", usage, load.peak_kv_cache_usage, "/metrics", None))
     return out
 
 
@@ -212,7 +213,7 @@ class Report:
             "ok": self.ok, "problems": self.problems, "model": self.model, "device": self.device,
             "vllm_version": self.vllm_version, "plan_vllm_version": self.plan.get("vllm_version"),
             "serve_argv": self.serve_argv,
-            "startup": {"outcome": s.outcome, "seconds": round(s.seconds, 1), "exit_code": s.exit_code,
+            "startup": {"outcome": s.outcome, "seconds": round(s.seconds, 1), "pid": s.pid, "exit_code": s.exit_code,
                         "error": s.error, "phase": s.figures.phase, "log": self.log_path},
             "plan_fits": self.plan.get("fits"), "plan_error": self.plan.get("error"),
             "failure_predicted": self.failure_predicted,
@@ -241,8 +242,9 @@ def _verdict(e: Entry) -> str:
 def _error_text(e: Entry) -> str:
     if e.error is None:
         return "-"
-    pct = f" ({e.error / e.predicted:+.1%})" if e.predicted else ""
-    return f"{e.error:+,.4g}{pct}"
+    err = 0.0 if abs(e.error) < 1e-9 * max(1.0, abs(e.predicted or 0)) else e.error  # float noise
+    pct = f" ({err / e.predicted:+.1%})" if e.predicted else ""
+    return f"{err:+,.4g}{pct}"
 
 
 def table(entries: list[Entry]) -> str:

@@ -183,6 +183,8 @@ class Startup:
     error: Optional[str]
     """vLLM's own error text when it printed one; else what went wrong, in a line."""
     log_tail: list[str]
+    pid: Optional[int] = None
+    """The server's pid, which is also its process group."""
 
 
 Progress = Callable[[str, float, bool], None]
@@ -264,7 +266,7 @@ class Server:
     def _follow(self, t0: float) -> Outcome:
         assert self.proc is not None
         deadline = t0 + self.spec.timeout_s
-        next_health = next_beat = t0
+        next_health, next_beat = t0, t0 + 10.0
         failed_at: Optional[float] = None
         while True:
             self._drain(t0, 0.25)
@@ -277,7 +279,7 @@ class Server:
             elif self.proc.poll() is not None:
                 self._drain(t0, 1.0)  # the rest of the output (children may hold the pipe open)
                 return "failed" if self.follower.phase == "failed" else "exited"
-            elif now >= next_health:
+            if now >= next_health:  # also after a logged failure: a traceback that was not fatal
                 next_health = now + HEALTH_INTERVAL_S
                 if http(self.base_url + "/health", timeout=2.0)[0] == 200:
                     self._drain(t0, 0.2)
@@ -318,7 +320,7 @@ class Server:
         elif outcome == "timeout":
             error = (f"not healthy after {self.spec.timeout_s:g} s (last phase: {self.follower.phase or 'none'}); "
                      "raise --timeout if the start-up was still progressing")
-        return Startup(outcome, seconds, figures, code, error, list(self._tail))
+        return Startup(outcome, seconds, figures, code, error, list(self._tail), self.proc.pid if self.proc else None)
 
     # -- stop
     def stop(self) -> list[int]:

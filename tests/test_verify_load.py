@@ -1,0 +1,130 @@
+"""The planned load: N requests at once, each exactly the context length, against an in-process fake
+of vLLM's /v1/completions and /metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from planner.errors import PlannerError
+from planner.verify.load import LoadSpec, prompt_ids, run_load
+
+
+class Fake:
+    def __init__(self, cut: int = 0, status: int = 200, preempt: int = 0) -> None:
+        self.cut, self.status, self.preempt = cut, status, preempt
+        self.running = self.peak = self.preemptions = 0
+        self.bodies: list[dict] = []
+        self.lock = threading.Lock()
+
+
+def serve(fake: Fake) -> ThreadingHTTPServer:
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def send(self, code: int, body: str) -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            with fake.lock:
+                lines = [f"vllm:num_requests_running {fake.running}", "vllm:num_requests_waiting 0",
+                         f"vllm:num_preemptions_total {fake.preemptions}", f"vllm:kv_cache_usage_perc {fake.running / 10}"]
+            self.send(200, "\n".join(lines))
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with fake.lock:
+                fake.bodies.append(body)
+                fake.running += 1
+                fake.peak = max(fake.peak, fake.running)
+            time.sleep(1.2)  # long enough for the watcher (0.5 s) to see every request running
+            with fake.lock:
+                fake.running -= 1
+                fake.preemptions += fake.preempt
+            if fake.status != 200:
+                return self.send(fake.status, '{"error": "boom"}')
+            usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"] - fake.cut}
+            self.send(200, json.dumps({"usage": usage}))
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(**kw) -> tuple[Fake, str]:
+        fake = Fake(**kw)
+        httpd = serve(fake)
+        started.append(httpd)
+        return fake, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for h in started:
+        h.shutdown()
+        h.server_close()
+
+
+def spec(url: str, n: int = 4, ctx: int = 512, **kw) -> LoadSpec:
+    return LoadSpec(url, "m", n, ctx, vocab_size=1024, **kw)
+
+
+def test_every_request_at_the_context_length_at_once(server):
+    fake, url = server()
+    r = run_load(spec(url, n=6))
+    assert r.complete and r.completed == 6 and r.errors == []
+    assert (r.prompt_tokens, r.output_tokens) == (384, 128)  # output: a quarter of the context, at most 128
+    assert fake.peak == 6 and r.max_running == 6
+    assert r.preemptions == 0 and r.peak_kv_cache_usage == pytest.approx(0.6)
+    b = fake.bodies[0]
+    assert len(b["prompt"]) + b["max_tokens"] == 512 and b["min_tokens"] == b["max_tokens"] and b["ignore_eos"]
+    assert all(3 <= t < 1023 for body in fake.bodies for t in body["prompt"])
+    assert len({tuple(body["prompt"][:8]) for body in fake.bodies}) == 6  # no shared prefixes
+
+
+def test_shortened_outputs_do_not_count_as_complete(server):
+    _, url = server(cut=1)
+    r = run_load(spec(url, n=2))
+    assert not r.complete and r.completed == 0
+    assert r.errors == ["got 384+127 tokens, asked 384+128"]
+
+
+def test_http_errors_and_preemptions_are_reported(server):
+    _, url = server(status=500, preempt=1)
+    r = run_load(spec(url, n=3))
+    assert r.completed == 0 and "HTTP 500" in r.errors[0]
+    assert r.preemptions == 3
+
+
+def test_unreachable_server_fails_every_request():
+    r = run_load(spec("http://127.0.0.1:9", n=2, timeout_s=5))
+    assert r.completed == 0 and r.errors and r.errors[0].startswith("HTTP 0")
+    assert r.preemptions is None and r.max_running is None
+
+
+def test_bounds():
+    with pytest.raises(PlannerError, match="local server only"):
+        run_load(spec("http://example.com:8000"))
+    with pytest.raises(PlannerError, match="--requests 0"):
+        run_load(spec("http://127.0.0.1:9", n=0))
+    with pytest.raises(PlannerError, match="no room"):
+        run_load(spec("http://127.0.0.1:9", ctx=1))
+
+
+def test_split_and_prompts():
+    assert spec("u", ctx=100).split == (75, 25)
+    assert spec("u", ctx=8192).split == (8064, 128)
+    assert spec("u", ctx=2).split == (1, 1)
+    assert spec("u", ctx=512, output_tokens=600).split == (1, 511)
+    assert prompt_ids(1, 10, 1024) == prompt_ids(1, 10, 1024) != prompt_ids(2, 10, 1024)
