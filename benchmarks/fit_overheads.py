@@ -25,9 +25,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from planner import releases  # noqa: E402
 from planner.api import load_model, resolve_dtype  # noqa: E402
-from planner.budget import Settings, Target, resolve_lengths  # noqa: E402
+from planner.budget import resolve_lengths  # noqa: E402
+from planner.calibration import release_for, settings_for, target_for  # noqa: E402
 from planner.dtypes import torch_dtype_bytes  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
 from planner.overheads import GIB, Coefficients, Features, ProfileShape, activation_peak_bytes, features  # noqa: E402
@@ -65,18 +65,9 @@ def cases(path: Path):
         yield r, model
 
 
-def target_for(r: dict) -> Target:
-    return Target(name="NVIDIA H100 80GB HBM3", memory_bytes=int((r["gpu_total_gib"] or 79.19) * GIB), compute_capability="9.0")
-
-
-def release_for(r: dict):
-    return releases.get(r["vllm_version"].split()[0])
-
-
 def shape_for(r: dict, model) -> ProfileShape:
     """The profile run vLLM did for this case: its release's batch defaults on that GPU."""
-    s = Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"])
-    _, tokens, seqs = resolve_lengths(model, s, target_for(r), release_for(r))
+    _, tokens, seqs = resolve_lengths(model, settings_for(r), target_for(r), release_for(r))
     dtype = resolve_dtype(model.spec, r.get("dtype"))
     return ProfileShape(tokens=tokens, sampler_rows=min(seqs, tokens), tp=r["tp"],
                         dtype_bytes=torch_dtype_bytes(dtype), has_sampler=r["pp"] == 1)

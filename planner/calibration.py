@@ -9,21 +9,32 @@ from typing import Any
 from planner import releases
 from planner.api import inspect, load_model
 from planner.budget import GIB, Budget, Settings, Target, compute
+from planner.releases import ReleaseFacts
+
+
+def release_for(r: dict[str, Any]) -> ReleaseFacts:
+    return releases.get(r["vllm_version"].split()[0])  # e.g. "v0.15.0 (from run file name)"
+
+
+def target_for(r: dict[str, Any]) -> Target:
+    """The recorded GPU (the calibration set is H100 80GB: 79.19 GiB where the log omits it)."""
+    return Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
+                  memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB), compute_capability="9.0")
+
+
+def settings_for(r: dict[str, Any]) -> Settings:
+    return Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
+                    gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=r.get("kv_cache_dtype") or "auto")
 
 
 def replay_budget(r: dict[str, Any]) -> Budget:
     model = load_model(r["model"])
     quant = r.get("quantization")
     online = quant if quant == "fp8" and model.spec.quant is None else None
-    kv = r.get("kv_cache_dtype") or "auto"
-    rel = releases.get(r["vllm_version"].split()[0])
-    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online, kv_cache_dtype=kv,
+    rel, s = release_for(r), settings_for(r)
+    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online, kv_cache_dtype=s.kv_cache_dtype,
                    kv_auto_from_checkpoint=rel.kv_cache_dtype_auto_from_checkpoint)
-    target = Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
-                    memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB), compute_capability="9.0")
-    s = Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
-                 gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=kv)
-    return compute(model, insp, target, rel, s)
+    return compute(model, insp, target_for(r), rel, s)
 
 
 def replay(r: dict[str, Any]) -> dict[str, tuple[float, float]]:

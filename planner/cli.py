@@ -291,6 +291,11 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         return _inventory(a, req, catalogue)
     result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache)
     print(json.dumps(result.to_json(), indent=2) if a.json else _plan_text(result))
+    if a.emit:
+        from planner.launch.cli import emit_all, launch_options
+
+        for name, where in emit_all(result, req, a.emit, **launch_options(a)).items():
+            print(f"{name}: {where}", file=sys.stderr)
     return 0 if result.budget.fits else 1
 
 
@@ -323,9 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dtypes", help="the number formats: range, precision, bytes per parameter")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_dtypes)
+    from planner.launch.cli import add_launch_options, register as register_emit
+
     p = sub.add_parser("plan", help="vLLM's per-GPU memory budget, KV tokens, concurrency and layout")
     _add_plan_options(p)
+    p.add_argument("--emit", metavar="DIR", help="also write every launch format that can express the plan, plus plan.json, into DIR")
+    add_launch_options(p)
     p.set_defaults(func=_cmd_plan)
+    register_emit(sub, _add_plan_options, build_request)
     from planner.verify.command import register as register_verify
 
     register_verify(sub, _add_plan_options, build_request)

@@ -252,8 +252,9 @@ def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: in
     else:
         b = evaluate(req, gpu, tp or 1, pp or 1)
     found = fixes(req, gpu, b.tp, b.pp, catalogue) if not b.fits and gpu is not None and catalogue is not None else []
-    s = dataclasses.replace(req.settings, tp=b.tp, pp=b.pp)
-    cfg = serve_config(req.model.id, b, s, req.release, dtype=req.dtype, quantization=req.quantization,
+    moe = req.model.spec.moe
+    cfg = serve_config(req.model.id, b, req.settings, req.release, dtype=req.dtype, quantization=req.quantization,
+                       expert_parallel=moe is not None and b.tp > 1 and moe.num_experts % b.tp == 0,
                        pin_kv_cache_bytes=min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.fits else None,
                        device=req.device, cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None)
     return PlanResult(b, gpu, rejected, found, serve_command(cfg), binding_constraint(b, req.model))

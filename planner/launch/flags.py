@@ -49,7 +49,9 @@ def _parallel(b: Budget, s: Settings, expert_parallel: bool) -> list[Arg]:
 
 def _batch(b: Budget, s: Settings, device: str) -> list[Arg]:
     fit = f"KV cache holds {b.kv_cache_tokens:,} tokens, {b.max_concurrency:g} such requests at once"
-    out: list[Arg] = [("max-model-len", str(b.max_model_len), f"context per request; {fit}")]
+    why = {None: "the model's full context", "auto": "auto-fit: the longest context the KV cache holds"}.get(
+        s.max_model_len, "chosen context per request")  # type: ignore[arg-type]
+    out: list[Arg] = [("max-model-len", str(b.max_model_len), f"{why}; {fit}")]
     if device != "cpu":
         out.append(("gpu-memory-utilization", f"{b.gpu_memory_utilization:g}",
                     f"{b.requested_gib:g} of {b.total_gib:g} GiB per GPU for vLLM"

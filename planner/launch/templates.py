@@ -25,12 +25,18 @@ def template_dir() -> Path:
 
 
 @functools.cache
-def _read(rel_path: str) -> tuple[str, list[Any]]:
+def template_text(rel_path: str) -> str:
+    """A template's raw text (shell templates are filled as text, with pre-quoted words)."""
     path = template_dir() / rel_path
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PlannerError(f"deployment template {path} is missing; reinstall vllm-planner") from None
+
+
+@functools.cache
+def _read(rel_path: str) -> tuple[str, list[Any]]:
+    text = template_text(rel_path)
     docs = [d for d in yaml.safe_load_all(text) if d is not None]
     return text, docs
 
@@ -98,8 +104,19 @@ def _lookup(name: str, values: dict[str, Any], where: str) -> Any:
 class _Dumper(yaml.SafeDumper):
     """Block style, keys in template order, long lines kept whole, lists indented under keys."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
         return super().increase_indent(flow, False)
+
+
+def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text and all(c.isprintable() or c == "\n" for c in text) and not text.endswith(" ") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _str)
 
 
 def dump(docs: list[Any], head: list[str]) -> str:
