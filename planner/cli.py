@@ -316,7 +316,33 @@ def _cmd_gpus(a: argparse.Namespace) -> int:
 
 # ---- entry point ------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+# Subcommands whose modules are heavy to import (server, load driver, deployment formats,
+# training): the parser registers them fully only when they are the command being run, so that
+# `inspect` and `plan` stay fast; for other commands (and `--help`) they are listed with a stub.
+_HEAVY = {
+    "emit": "write launch configs: serve, yaml, python, docker, compose, k8s, lws, helm, kserve",
+    "verify": "start the real vLLM server with the plan, load it, report predicted vs observed",
+    "train": "training and fine-tuning memory: full, LoRA, QLoRA",
+}
+
+
+def _register_heavy(sub: Any, name: str) -> None:
+    if name == "emit":
+        from planner.launch.cli import register
+
+        register(sub, _add_plan_options, build_request)
+    elif name == "verify":
+        from planner.verify.command import register
+
+        register(sub, _add_plan_options, build_request)
+    else:
+        from planner.training_cli import register
+
+        register(sub)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `command`, the other heavy subcommands are stubs (see _HEAVY)."""
     parser = _Parser(prog="vllm-planner", description="Capacity planning for serving LLMs with vLLM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("inspect", help="parameters, weight bytes and KV bytes per token per GPU")
@@ -328,30 +354,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dtypes", help="the number formats: range, precision, bytes per parameter")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_dtypes)
-    from planner.launch.cli import add_launch_options, register as register_emit
-
     p = sub.add_parser("plan", help="vLLM's per-GPU memory budget, KV tokens, concurrency and layout")
     _add_plan_options(p)
     p.add_argument("--emit", metavar="DIR", help="also write every launch format that can express the plan, plus plan.json, into DIR")
-    add_launch_options(p)
-    p.set_defaults(func=_cmd_plan)
-    register_emit(sub, _add_plan_options, build_request)
-    from planner.verify.command import register as register_verify
+    if command in (None, "plan"):
+        from planner.launch.cli import add_launch_options
 
-    register_verify(sub, _add_plan_options, build_request)
+        add_launch_options(p)
+    p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("gpus", help="list the GPU catalogue")
     p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_gpus)
-    from planner.training_cli import register as register_train
-
-    register_train(sub)
+    for name, text in _HEAVY.items():
+        if command in (None, name):
+            _register_heavy(sub, name)
+        else:
+            sub.add_parser(name, help=text)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(_command_of(argv)).parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except PlannerError as exc:

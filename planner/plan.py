@@ -39,12 +39,22 @@ def target_for(gpu: GPU | None, req: Request) -> bud.Target:
     return bud.Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability)
 
 
+_INSPECTIONS: dict[tuple, Inspection] = {}
+
+
+def _inspect(req: Request, tp: int, pp: int, quant: str | None, kv: str) -> Inspection:
+    """`inspect` does not depend on the GPU: a search over many GPUs and layouts reuses it."""
+    key = (req.model.id, req.model.source, tp, pp, req.dtype, quant, kv, req.release.kv_cache_dtype_auto_from_checkpoint)
+    if key not in _INSPECTIONS:
+        _INSPECTIONS[key] = inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=quant, kv_cache_dtype=kv,
+                                    kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint)
+    return _INSPECTIONS[key]
+
+
 def evaluate(req: Request, gpu: GPU | None, tp: int, pp: int, **overrides: Any) -> bud.Budget:
     """The budget of one layout (settings overrides such as kv_cache_dtype or max_model_len apply)."""
     s = dataclasses.replace(req.settings, tp=tp, pp=pp, **{k: v for k, v in overrides.items() if k != "quantization"})
-    quant = overrides.get("quantization", req.quantization)
-    insp = inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=quant, kv_cache_dtype=s.kv_cache_dtype,
-                   kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint)
+    insp = _inspect(req, tp, pp, overrides.get("quantization", req.quantization), s.kv_cache_dtype)
     return bud.compute(req.model, insp, target_for(gpu, req), req.release, s, req.concurrency)
 
 
@@ -241,7 +251,7 @@ def binding_constraint(b: bud.Budget, model: Model) -> str:
 def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None, pp: int | None = None,
               pin_kv_cache: bool = False) -> PlanResult:
     """Plan on one GPU type: the given layout, or the smallest that fits."""
-    from planner.launch import serve_command, serve_config
+    from planner.launch.flags import serve_command, serve_config
 
     rejected: list[Rejected] = []
     if tp is None and pp is None and req.device != "cpu":

@@ -8,11 +8,22 @@ templates in `deploy/templates/`.
     print(render("k8s", d))
 """
 
-from planner.launch.deployment import Deployment, Var, build
-from planner.launch.flags import ServeConfig, config_yaml, llm_kwargs, llm_source, serve_argv, serve_command, serve_config
-from planner.launch.formats import FORMATS, render
+import importlib
+from typing import Any
 
-__all__ = [
-    "FORMATS", "Deployment", "ServeConfig", "Var", "build", "config_yaml", "llm_kwargs", "llm_source", "render",
-    "serve_argv", "serve_command", "serve_config",
-]
+# Names load on first use (PEP 562): `plan` needs only the flags, not the deployment formats,
+# and every command pays for what it imports.
+_WHERE = {
+    "Deployment": "deployment", "Var": "deployment", "build": "deployment",
+    "ServeConfig": "flags", "config_yaml": "flags", "llm_kwargs": "flags", "llm_source": "flags",
+    "serve_argv": "flags", "serve_command": "flags", "serve_config": "flags",
+    "FORMATS": "formats", "render": "formats",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'planner.launch' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"planner.launch.{_WHERE[name]}"), name)
