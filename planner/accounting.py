@@ -394,15 +394,45 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype_bytes: int, tp: int = 1, pp: in
     return KVBytes(tuple(per_stage), by_kind[worst], per_layer, head, heads)
 
 
-def mamba_state_bytes_per_seq(spec: ModelSpec, state_dtype_bytes: int, tp: int = 1) -> int:
-    """Recurrent state of all Mamba/linear layers of one sequence on one rank (the largest stage is
-    not split here: hybrid models are planned with PP 1)."""
-    if spec.mamba is None:
-        return 0
+def mamba_layer_state_shapes(spec: ModelSpec, tp: int = 1, num_spec: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(conv, ssm) state shapes of one Mamba/linear layer on one TP rank, as
+    `MambaStateShapeCalculator` returns them: the conv state keeps `kernel − 1 + num_spec` columns;
+    Mamba2 with n_groups not divisible by TP first pads the groups to TP
+    (`extra_groups_for_head_shards`). vLLM's `divide` asserts divisibility; this rounds up."""
     m = spec.mamba
+    assert m is not None
     conv = list(m.conv_state_shape)
     ssm = list(m.ssm_state_shape)
+    if m.kind == "mamba2":
+        n_heads, head_dim, d_state = ssm
+        groups = (conv[0] - n_heads * head_dim) // (2 * d_state)
+        if groups % tp:
+            conv[0] += 2 * (tp - groups) * d_state
+    conv[1] += num_spec if m.kind != "mamba1" else 0
     conv[m.tp_dim_conv] = -(-conv[m.tp_dim_conv] // tp)
     ssm[m.tp_dim_ssm] = -(-ssm[m.tp_dim_ssm] // tp)
-    n = sum(1 for l in spec.layers if l.attention in ("mamba", "linear"))
-    return n * (math.prod(conv) + math.prod(ssm)) * state_dtype_bytes
+    return tuple(conv), tuple(ssm)
+
+
+def mamba_layer_state_bytes(spec: ModelSpec, conv_dtype_bytes: int, ssm_dtype_bytes: int | None = None, tp: int = 1,
+                            num_spec: int = 0) -> int:
+    """One Mamba/linear layer's state for one sequence on one rank: vLLM's unpadded
+    `MambaSpec.page_size_bytes` (Σ prod(shape) x dtype). The conv state uses the model dtype
+    (`--mamba-cache-dtype auto`); the SSM state may differ (`--mamba-ssm-cache-dtype`; Nemotron-H
+    defaults to float16 0.13-0.19 and float32 from 0.20)."""
+    if spec.mamba is None:
+        return 0
+    conv, ssm = mamba_layer_state_shapes(spec, tp, num_spec)
+    ssm_bytes = conv_dtype_bytes if ssm_dtype_bytes is None else ssm_dtype_bytes
+    return math.prod(conv) * conv_dtype_bytes + math.prod(ssm) * ssm_bytes
+
+
+def mamba_state_bytes_per_seq(spec: ModelSpec, state_dtype_bytes: int, tp: int = 1, ssm_dtype_bytes: int | None = None,
+                              layers: range | None = None) -> int:
+    """Recurrent state of all Mamba/linear layers of one sequence on one rank (of the given
+    layers, default all), before vLLM pads each layer's page to the attention page."""
+    if spec.mamba is None:
+        return 0
+    idx = range(spec.num_layers) if layers is None else layers
+    n = sum(1 for i in idx if spec.layers[i].attention in ("mamba", "linear"))
+    return n * mamba_layer_state_bytes(spec, state_dtype_bytes, ssm_dtype_bytes, tp)

@@ -56,6 +56,9 @@ class Settings:
     block_size: int | None = None
     allow_long_max_model_len: bool = False
     """VLLM_ALLOW_LONG_MAX_MODEL_LEN=1: a max_model_len above the model's limit is accepted."""
+    enable_prefix_caching: bool | None = None
+    """--enable-prefix-caching / --no-enable-prefix-caching; None = the release default. Only the
+    Mamba cache mode of hybrid models depends on it here."""
 
     def __post_init__(self) -> None:
         u = self.gpu_memory_utilization
@@ -170,6 +173,53 @@ def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int) -> int:
     return batches * mnbt
 
 
+# ---- attention + Mamba hybrids --------------------------------------------------------------------
+# Qwen3-Next's FlashInfer GDN prefill aligns blocks to FLASHINFER_GDN_CHECKPOINT_ALIGNMENT
+# (v1/attention/backends/gdn_attn.py); which releases add the checkpoint block is release data.
+_GDN_FLASHINFER_CHECKPOINT_ALIGNMENT = 64
+
+
+def mamba_cache_mode(model: Model, rel: ReleaseFacts, s: Settings) -> str:
+    """vLLM's mamba_cache_mode for a hybrid model: "none" without prefix caching; with it (on by
+    default for hybrids from 0.26) "all" for the release's SupportsMambaPrefixCaching models
+    (0.15-0.31), else "align"."""
+    prefix = rel.hybrid_prefix_caching_default if s.enable_prefix_caching is None else s.enable_prefix_caching
+    if not prefix or rel.mamba_prefix_caching_mode == "unsupported" or rel.mamba_blocks_align_mode is None:
+        return "none"
+    if rel.mamba_prefix_caching_mode == "all_if_supported_else_align" and model.spec.architecture in rel.mamba_all_mode_architectures:
+        return "all"
+    return "align"
+
+
+def _hybrid_rules(model: Model, target: Target, rel: ReleaseFacts, s: Settings, model_dtype_bytes: int) -> dict:
+    """The Mamba part of `LayoutRules` for this release, GPU and model."""
+    spec = model.spec
+    if spec.mamba is None or not any(l.attention in ("mamba", "linear") for l in spec.layers):
+        return {}
+    mode = mamba_cache_mode(model, rel, s)
+    ssm = model_dtype_bytes
+    if spec.model_type == "nemotron_h" and rel.mamba_ssm_cache_bytes_nemotron_h:
+        ssm = rel.mamba_ssm_cache_bytes_nemotron_h
+    num_spec = 0  # no speculative decoding is planned
+    spec_blocks = num_spec if rel.mamba_blocks_add_spec_tokens else 0
+    checkpoint, alignment = 0, 1
+    flashinfer_gdn = spec.mamba.kind != "gdn" or (target.device == "cuda" and target.arch_family == "hopper")
+    if mode == "align" and spec.mamba.kind in rel.mamba_align_prefill_checkpoint_blocks and flashinfer_gdn:
+        checkpoint = 1
+        if spec.mamba.kind == "gdn":
+            alignment = _GDN_FLASHINFER_CHECKPOINT_ALIGNMENT
+    if mode == "align":
+        blocks = int(rel.mamba_blocks_align_mode or 2) + spec_blocks + checkpoint
+    else:
+        blocks = rel.mamba_blocks_none_mode + spec_blocks
+    return dict(
+        mamba_dtype_bytes=(model_dtype_bytes, ssm), mamba_block_align=rel.hybrid_mamba_block_align, mamba_mode=mode,
+        mamba_blocks=blocks, mamba_all_extra_blocks=num_spec if rel.mamba_all_mode_adds_spec_blocks else 0,
+        mamba_checkpoint_alignment=alignment, mamba_chunk_size=spec.mamba.chunk_size,
+        num_spec_tokens=num_spec if rel.mamba_blocks_add_spec_tokens else 0,
+    )
+
+
 def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
            s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules) -> StageBudget:
     spec = model.spec
@@ -207,7 +257,8 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
     block = block_size_for(model, target, rel, s.block_size)
     rules = LayoutRules(hybrid_group_size_max_rule=rel.hybrid_group_size_rule == "max_if_under_1.5x_min",
-                        hybrid_kv_cache_manager=target.device != "cpu")
+                        hybrid_kv_cache_manager=target.device != "cpu",
+                        **_hybrid_rules(model, target, rel, s, torch_dtype_bytes(insp.dtype)))
     ranges = pp_layer_ranges(spec.num_layers, s.pp)
     stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules)
                    for i, r in enumerate(ranges))
@@ -235,6 +286,13 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         if ok and conc < concurrency:
             ok = False
             error = error or f"{concurrency} concurrent requests of {mml:,} tokens need {concurrency * per_req:,} blocks; the KV cache holds {num_blocks:,} (maximum concurrency {conc:.2f}x)"
+    lay = bind.layout
+    if lay.mamba_state_bytes:
+        mamba_groups = sum(1 for g in lay.groups if g.kind == "mamba")
+        notes.append(f"hybrid: attention block size {lay.block_size} tokens (page {lay.page_bytes:,} B >= Mamba state "
+                     f"{lay.mamba_state_bytes:,} B, padded by {100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes:.2f}%); "
+                     f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
+                     f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
     measured_terms = s.kv_cache_memory_bytes is None and target.device != "cpu"
     if measured_terms:
         c = oh.coefficients(rel.version)
@@ -253,7 +311,7 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         weights_gib=round(bind.weights_bytes / GIB, 2), activation_gib=round(bind.activation_bytes / GIB, 2),
         non_torch_gib=round(bind.non_torch_bytes / GIB, 2), cudagraph_gib=round(bind.cudagraph_bytes / GIB, 2),
         kv_cache_gib=round(bind.available_kv_bytes / GIB, 2),
-        kv_bytes_per_token=insp.kv_bytes_per_token_per_stage[bind_index], block_size=block, num_blocks=num_blocks,
+        kv_bytes_per_token=insp.kv_bytes_per_token_per_stage[bind_index], block_size=bind.layout.block_size, num_blocks=num_blocks,
         kv_cache_tokens=tokens, max_model_len=mml, max_num_seqs=seqs, max_num_batched_tokens=mnbt,
         max_concurrency=round(conc, 2), max_model_len_fit=est_len, fits=ok, error=error, estimated=estimated,
         stages=stages, max_model_len_fit_concurrency=fit_c, concurrency=concurrency, notes=notes,

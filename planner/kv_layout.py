@@ -5,10 +5,14 @@ token count it logs, the max_model_len fit check). Pure functions: bytes in, blo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from planner.accounting import kv_layer_bytes_per_token
+from planner.accounting import kv_layer_bytes_per_token, mamba_layer_state_bytes
 from planner.models.spec import ModelSpec
+
+MAMBA_KINDS = ("mamba", "linear")
+"""Layer kinds that keep a per-sequence recurrent state (one MambaSpec per layer in vLLM)."""
 
 
 def cdiv(a: int, b: int) -> int:
@@ -20,7 +24,7 @@ class KVGroup:
     """One KV-cache group: up to `group_size` layers of one attention kind sharing block ids."""
 
     kind: str
-    """full, sliding, chunked or mla."""
+    """full, sliding, chunked, mla, or mamba (Mamba / linear-attention state pages)."""
     window: int | None
     """Sliding window / attention chunk in tokens, None for full attention and MLA."""
 
@@ -38,6 +42,14 @@ class KVLayout:
     groups: tuple[KVGroup, ...]
     padding_layers: int
     """Layer slots left empty when a kind's layer count is not a multiple of group_size (wasted)."""
+    mamba_state_bytes: int = 0
+    """One Mamba layer's real state on this rank (before padding to `page_bytes`); 0 if none."""
+    mamba_mode: str = "none"
+    """vLLM's mamba_cache_mode: none, align (prefix caching, 0.15+) or all (0.15-0.31, some models)."""
+    mamba_blocks: int = 1
+    """Blocks per request of each Mamba group in modes none / align (spec and checkpoint blocks included)."""
+    mamba_all_extra_blocks: int = 0
+    """Mode all: blocks added to cdiv(max_model_len, block_size) (speculative tokens, 0.28+)."""
 
     @property
     def bytes_per_block(self) -> int:
@@ -54,6 +66,26 @@ class LayoutRules:
     """Sliding-window layers get their own groups (off on CPU and with --disable-hybrid-kv-cache-manager)."""
     chunked_local_with_hybrid: bool = False
     """Llama 4's chunked layers stay chunked only with VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1."""
+    # ---- attention + Mamba hybrids (ignored for models without Mamba/linear layers)
+    mamba_dtype_bytes: tuple[int, int] | None = None
+    """(conv, ssm) state element bytes; None = the KV element size for both."""
+    mamba_block_align: str = "backend_kernel_block"
+    """Release fact hybrid_mamba_block_align: fixed_16, 16_or_mla_64 or backend_kernel_block."""
+    kernel_block: int = 16
+    """Smallest kernel block of the attention backend (FlashAttention / FlashInfer: 16)."""
+    mamba_mode: str = "none"
+    """mamba_cache_mode: none, align or all."""
+    mamba_blocks: int = 1
+    """Blocks per request of a Mamba group in modes none / align (from the release facts)."""
+    mamba_all_extra_blocks: int = 0
+    """Mode all: extra blocks per request beyond cdiv(max_model_len, block_size)."""
+    mamba_checkpoint_alignment: int = 1
+    """Align mode, 0.33+: tokens every Mamba layer's prefill checkpoint lands on (FlashInfer GDN: 64);
+    the block size is made a multiple of it."""
+    mamba_chunk_size: int = 2048
+    """Mode all: the model's Mamba chunk size (`chunk_size` / `mamba_chunk_size`, vLLM default 2048)."""
+    num_spec_tokens: int = 0
+    """Speculative tokens: the conv state keeps that many extra columns (0.15+)."""
 
 
 def _effective_kinds(spec: ModelSpec, layers: range, rules: LayoutRules) -> list[tuple[str, int | None]]:
@@ -65,27 +97,83 @@ def _effective_kinds(spec: ModelSpec, layers: range, rules: LayoutRules) -> list
             kind, window = "full", None
         if kind == "sliding" and not rules.hybrid_kv_cache_manager:
             kind, window = "full", None
-        if kind in ("mamba", "linear"):
-            continue  # recurrent state: not in the token-indexed pool modelled here
+        if kind in MAMBA_KINDS or kind == "none":
+            continue  # recurrent state (grouped separately) or an MLP-only block (no cache)
         out.append((kind, window))
     return out
 
 
+def attention_page_per_token(spec: ModelSpec, tp: int, kv_dtype_bytes: int) -> int:
+    """`FullAttentionSpec(block_size=1)` / `MLAAttentionSpec(block_size=1)` page of the model's
+    attention: what `_align_hybrid_block_size` compares the Mamba page with."""
+    return kv_layer_bytes_per_token(spec, "mla" if spec.mla is not None else "full", tp, kv_dtype_bytes)
+
+
+def hybrid_block_size(attn_page_1_token: int, mamba_page: int, block_size: int, rules: LayoutRules,
+                      mla: bool = False) -> int:
+    """The attention block size vLLM settles on so an attention page holds one Mamba state
+    (`HybridAttentionMambaModelConfig`, 0.20+ `Platform._align_hybrid_block_size`): the smallest
+    multiple of the alignment whose page is >= the Mamba page (mode all: of lcm(chunk, alignment));
+    a larger configured block size is kept."""
+    if mamba_page <= 0:
+        return block_size
+    if rules.mamba_block_align == "fixed_16":
+        align = 16
+    elif rules.mamba_block_align == "16_or_mla_64":
+        align = 64 if mla else 16
+    else:
+        align = max(rules.kernel_block, block_size)
+    if rules.mamba_mode == "all":
+        chunk = math.lcm(rules.mamba_chunk_size, align)
+        attn_block = chunk * cdiv(cdiv(mamba_page, attn_page_1_token), chunk)
+    else:
+        if rules.mamba_mode == "align":
+            align = math.lcm(align, rules.mamba_checkpoint_alignment)
+        attn_block = align * cdiv(mamba_page, align * attn_page_1_token)
+    return max(block_size, attn_block)
+
+
 def build_layout(spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, block_size: int,
                  rules: LayoutRules = LayoutRules()) -> KVLayout:
-    """Group the attention layers of one worker (`_get_kv_cache_groups_uniform_page_size`)."""
+    """Group the cache layers of one worker (`_get_kv_cache_groups_uniform_page_size`).
+
+    Hybrid attention + Mamba models: each Mamba/linear layer has one state page; the attention
+    block size is raised so an attention page holds it (`hybrid_block_size`) and the state page is
+    padded to the attention page, so every group has the same page size. The Mamba layers form one
+    kind, split into groups like any other."""
     kinds = _effective_kinds(spec, layers, rules)
-    if not kinds:
-        raise ValueError("no attention layer on this worker")
+    hybrid = spec.mamba is not None and any(l.attention in MAMBA_KINDS for l in spec.layers)
+    mamba_state = 0
+    attn_1 = kv_layer_bytes_per_token(spec, kinds[0][0], tp, kv_dtype_bytes) if kinds else 0
+    if hybrid:
+        conv_b, ssm_b = rules.mamba_dtype_bytes or (kv_dtype_bytes, kv_dtype_bytes)
+        mamba_state = mamba_layer_state_bytes(spec, conv_b, ssm_b, tp, rules.num_spec_tokens)
+        attn_1 = attention_page_per_token(spec, tp, kv_dtype_bytes)
+        block_size = hybrid_block_size(attn_1, mamba_state, block_size, rules, spec.mla is not None)
+    # kinds in order of first appearance (vLLM's dict of same-spec layers)
     counts: dict[tuple[str, int | None], int] = {}
-    for k in kinds:
+    it = iter(kinds)
+    for i in layers:
+        a = spec.layers[i].attention
+        if a in MAMBA_KINDS and hybrid:
+            k: tuple[str, int | None] = ("mamba", None)
+        elif a in MAMBA_KINDS or a == "none":
+            continue
+        else:
+            k = next(it)
         counts[k] = counts.get(k, 0) + 1
-    page = {k: block_size * kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes) for k in counts}
+    if not counts:
+        raise ValueError("no attention layer on this worker")
+    page = {k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes))
+            for k in counts}
     if len(set(page.values())) != 1:
         raise ValueError("attention kinds with different page sizes are not modelled")
+    page_bytes = next(iter(page.values()))
+    extra = dict(mamba_state_bytes=mamba_state, mamba_mode=rules.mamba_mode, mamba_blocks=rules.mamba_blocks,
+                 mamba_all_extra_blocks=rules.mamba_all_extra_blocks) if hybrid else {}
     if len(counts) == 1:
         (kind, n), = counts.items()
-        return KVLayout(block_size, page[kind], n, (KVGroup(*kind),), 0)
+        return KVLayout(block_size, page_bytes, n, (KVGroup(*kind),), 0, **extra)
     lo, hi = min(counts.values()), max(counts.values())
     group_size = hi if rules.hybrid_group_size_max_rule and hi < 1.5 * lo else lo
     groups, padding = [], 0
@@ -93,7 +181,7 @@ def build_layout(spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, b
         g = cdiv(n, group_size)
         groups += [KVGroup(*kind)] * g
         padding += g * group_size - n
-    return KVLayout(block_size, next(iter(page.values())), group_size, tuple(groups), padding)
+    return KVLayout(block_size, page_bytes, group_size, tuple(groups), padding, **extra)
 
 
 def blocks_per_request(layout: KVLayout, max_model_len: int, inflight_tokens: int) -> int:
@@ -107,17 +195,27 @@ def blocks_per_request(layout: KVLayout, max_model_len: int, inflight_tokens: in
             total += cdiv(min(g.window - 1 + inflight_tokens, max_model_len), bs) + 1
         elif g.kind == "chunked" and g.window:
             total += cdiv(min(g.window + inflight_tokens, max_model_len), bs)
+        elif g.kind == "mamba":
+            # MambaSpec.max_memory_usage_bytes / page: mode all keeps a state per block of tokens
+            if layout.mamba_mode == "all":
+                total += cdiv(max_model_len, bs) + layout.mamba_all_extra_blocks
+            else:
+                total += layout.mamba_blocks
         else:
             total += cdiv(max_model_len, bs)
     return total
 
 
 def logged_tokens(layout: KVLayout, num_blocks: int, max_concurrency: float, max_model_len: int, formula: str) -> int:
-    """The "KV cache size: N tokens" figure: `num_blocks // groups x block_size` (to 0.20.0) or
-    `int(max_concurrency x max_model_len)` (0.20.1 on)."""
+    """The "KV cache size: N tokens" figure: `num_blocks // groups x min block size` (to 0.20.0) or
+    `int(max_concurrency x max_model_len)` (0.20.1 on). A Mamba group's block size is
+    max_model_len in mode none (`mamba_block_size`), the attention block size otherwise."""
     if formula == "concurrency_x_max_model_len":
         return int(max_concurrency * max_model_len)
-    return num_blocks // len(layout.groups) * layout.block_size
+    min_block = layout.block_size
+    if layout.mamba_mode == "none" and any(g.kind == "mamba" for g in layout.groups):
+        min_block = min(min_block, max_model_len)
+    return num_blocks // len(layout.groups) * min_block
 
 
 def fits(layout: KVLayout, available_bytes: int, max_model_len: int, inflight_tokens: int, null_block: bool) -> bool:

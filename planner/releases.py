@@ -194,8 +194,11 @@ class ReleaseFacts:
     """Mamba blocks per request in mode 'align' (before spec/checkpoint blocks); None where the mode does not exist."""
     mamba_blocks_add_spec_tokens: bool
     """Speculative tokens add one Mamba block each per request (0.15+)."""
-    mamba_align_prefill_checkpoint_blocks: bool
-    """Mode 'align' adds num_prefill_checkpoint_blocks (1 for Mamba2/GDN) per request (0.29+)."""
+    mamba_align_prefill_checkpoint_blocks: tuple[str, ...]
+    """Mamba kinds whose layers add one prefill-checkpoint block per request in mode 'align':
+    Mamba2 from 0.32, GDN (Qwen3-Next, FlashInfer prefill on Hopper only) from 0.33."""
+    mamba_ssm_cache_bytes_nemotron_h: int | None
+    """Bytes of Nemotron-H's SSM state element when --mamba-ssm-cache-dtype is auto (None: model dtype)."""
     mamba_all_mode_adds_spec_blocks: bool
     """Mode 'all' adds the speculative blocks on top of cdiv(max_model_len, block) (0.28+)."""
     hybrid_mamba_block_align: Literal["fixed_16", "16_or_mla_64", "backend_kernel_block"]

@@ -7,6 +7,9 @@ does not know is an error naming what is missing, never a guess.
 
 from __future__ import annotations
 
+import dataclasses
+
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from planner.errors import PlannerError
@@ -268,7 +271,19 @@ def _opt(cfg: Config) -> dict[str, Any]:
 
 
 def _mamba_state(cfg: Config) -> MambaSpec:
-    """Per-sequence recurrent state of the linear layers, as vLLM's MambaStateShapeCalculator sizes it."""
+    base = _mamba_state_shapes(cfg)
+    # vLLM's ModelConfig.get_mamba_chunk_size: mamba_chunk_size, else chunk_size, else 2048
+    chunk = int(cfg.get("mamba_chunk_size") or cfg.get("chunk_size") or 2048)
+    return dataclasses.replace(base, chunk_size=chunk)
+
+
+def _mamba_state_shapes(cfg: Config) -> MambaSpec:
+    """Per-sequence recurrent state of one Mamba/linear layer, unsharded, as vLLM's
+    `MambaStateShapeCalculator` sizes it (`layers/mamba/mamba_utils.py`): GDN conv
+    `(2·k_heads·k_dim + v_heads·v_dim, kernel − 1)`, ssm `(v_heads, v_dim, k_dim)`; Mamba1 conv
+    `(inner, d_conv − 1)`, ssm `(inner, d_state)`; Mamba2 conv `(inner + 2·n_groups·d_state,
+    kernel − 1)`, ssm `(n_heads, head_dim, d_state)`. The first dimension is the one TP splits
+    (vLLM stores the conv state transposed, same bytes)."""
     mt = cfg["model_type"]
     if mt == "qwen3_next":
         k_heads, v_heads = _int(cfg, "linear_num_key_heads"), _int(cfg, "linear_num_value_heads")
@@ -287,22 +302,60 @@ def _mamba_state(cfg: Config) -> MambaSpec:
     return MambaSpec("mamba2", (inner + 2 * groups * d_state, kernel - 1), (n_heads, head_dim, d_state))
 
 
+# Nemotron-H `hybrid_override_pattern`: M = Mamba2 mixer, * = attention, - = MLP only (no token
+# mixer: attention kind "none", no KV and no state), E = MoE only (not modelled).
+_NEMOTRON_H_BLOCKS = {"M": "mamba", "*": "full", "-": "none"}
+
+
 def _hybrid(cfg: Config) -> dict[str, Any]:
-    """Attention + Mamba/linear-attention hybrids: recognised for KV and state; weights by formula are not."""
+    """Attention + Mamba/linear-attention hybrids. Qwen3-Next: gated delta net layers with every
+    `full_attention_interval`-th layer gated full attention, MoE MLPs. Nemotron-H: one block per
+    `hybrid_override_pattern` character, each layer of vLLM's `make_layers` (MLP-only layers count
+    in the layer total and the PP split). Jamba: recognised for KV and state only."""
     spec = _common(cfg)
     mt = cfg["model_type"]
     n_layers = _int(cfg, "num_hidden_layers")
     if mt == "qwen3_next":
         interval = int(cfg.get("full_attention_interval", 4))
-        kinds = ["full" if (i + 1) % interval == 0 else "linear" for i in range(n_layers)]
+        types = cfg.get("layer_types")
+        if isinstance(types, list) and len(types) == n_layers:
+            kinds = ["full" if t == "full_attention" else "linear" for t in types]
+        else:
+            kinds = ["full" if (i + 1) % interval == 0 else "linear" for i in range(n_layers)]
+        dense_only = set(cfg.get("mlp_only_layers") or [])
+        step = int(cfg.get("decoder_sparse_step", 1) or 1)
+        n_experts = int(cfg.get("num_experts") or 0)
+        is_moe = [n_experts > 0 and i not in dense_only and (i + 1) % step == 0 for i in range(n_layers)]
+        layers = tuple(LayerSpec(k, mlp="moe" if m else "dense") for k, m in zip(kinds, is_moe))
+        shared = int(cfg.get("shared_expert_intermediate_size") or 0)
+        if n_experts:
+            spec["moe"] = MoESpec(
+                n_experts, _int(cfg, "num_experts_per_tok"), _int(cfg, "moe_intermediate_size"),
+                num_shared_experts=1 if shared else 0, shared_intermediate_size=shared, shared_expert_gate=bool(shared),
+            )
+        spec.update(
+            rotary_dim=int(spec["head_dim"] * float(cfg.get("partial_rotary_factor", 1.0))),
+            # the Hub checkpoint stores one MTP block (mtp.*) that vLLM loads only for speculative decoding
+            num_mtp_layers=int(cfg.get("num_nextn_predict_layers", 1) or 0),
+        )
     elif mt == "jamba":
         period, offset = int(cfg.get("attn_layer_period", 8)), int(cfg.get("attn_layer_offset", 4))
-        kinds = ["full" if i % period == offset else "mamba" for i in range(n_layers)]
+        layers = tuple(LayerSpec("full" if i % period == offset else "mamba") for i in range(n_layers))
     else:
         pattern = str(_req(cfg, "hybrid_override_pattern"))
-        kinds = ["full" if c == "*" else "mamba" if c == "M" else "mlp" for c in pattern]
-        kinds = [k for k in kinds if k != "mlp"] if len(pattern) == n_layers else kinds
-    layers = tuple(LayerSpec(k) for k in kinds if k != "mlp")
+        unknown = sorted(set(pattern) - set(_NEMOTRON_H_BLOCKS))
+        if unknown:
+            raise PlannerError(f"hybrid_override_pattern block(s) {', '.join(map(repr, unknown))} are not supported yet "
+                               "(M, * and - are): use a Nemotron-H model without MoE blocks")
+        if len(pattern) != n_layers:
+            raise PlannerError(f"hybrid_override_pattern has {len(pattern)} blocks for num_hidden_layers {n_layers}: fix the config.json")
+        layers = tuple(LayerSpec(_NEMOTRON_H_BLOCKS[c]) for c in pattern)  # type: ignore[arg-type]
+        spec.update(
+            gated_mlp=False, mlp_bias=bool(cfg.get("mlp_bias", False)), qkv_bias=bool(cfg.get("attention_bias", False)),
+            o_bias=bool(cfg.get("attention_bias", False)), norms_per_layer=1, rotary_dim=0,
+            head_dim=int(cfg.get("head_dim") or cfg.get("attention_head_dim") or spec["head_dim"]),
+        )
+        spec["v_head_dim"] = spec["head_dim"]
     spec.update(layers=layers, mamba=_mamba_state(cfg), qk_norm=mt == "qwen3_next")
     return spec
 
@@ -317,7 +370,7 @@ _FAMILIES: dict[str, Callable[[Config], dict[str, Any]]] = {
     "qwen3_next": _hybrid, "jamba": _hybrid, "nemotron_h": _hybrid,
 }
 # Families whose weights the tensor builder does not model yet (KV and state only).
-WEIGHTS_BY_FORMULA_UNSUPPORTED = frozenset({"qwen3_next", "jamba", "nemotron_h"})
+WEIGHTS_BY_FORMULA_UNSUPPORTED = frozenset({"jamba"})
 
 # Multimodal wrappers: where the text config lives, and which text model_type it defaults to.
 _WRAPPERS: dict[str, str] = {

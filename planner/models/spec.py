@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-AttentionKind = Literal["full", "sliding", "chunked", "mla", "mamba", "linear"]
+AttentionKind = Literal["full", "sliding", "chunked", "mla", "mamba", "linear", "none"]
 """How a decoder layer attends. `sliding`/`chunked` keep a bounded window; `mamba`/`linear` keep a
-fixed-size per-sequence state instead of per-token KV."""
+fixed-size per-sequence state instead of per-token KV; `none` is an MLP-only layer (Nemotron-H)."""
 
 MLPKind = Literal["dense", "moe"]
 
@@ -83,6 +83,8 @@ class MambaSpec:
     """Dimension of the conv state split by tensor parallelism."""
     tp_dim_ssm: int = 0
     """Dimension of the SSM state split by tensor parallelism."""
+    chunk_size: int = 2048
+    """Mamba chunk size (`mamba_chunk_size` / `chunk_size`); vLLM's prefix-caching mode "all" sizes blocks by it."""
 
 
 @dataclass(frozen=True)

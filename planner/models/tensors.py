@@ -189,8 +189,137 @@ def _vision(spec: ModelSpec) -> list[Tensor]:
     return out
 
 
+# ---- hybrid attention + Mamba / linear-attention models ------------------------------------------
+
+def _gdn(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
+    """Qwen3-Next gated delta net (`layers/mamba/gdn/qwen_gdn_linear_attn.py`): in_proj_qkvz and
+    in_proj_ba are column-parallel (one fused shard each, GQA-interleaved), conv1d [conv_dim, 1, k]
+    column-parallel, dt_bias / A_log split by value head, the gated RMSNorm over one head
+    replicated, out_proj row-parallel. vLLM keeps A_log in fp32 (counted here in the model dtype)."""
+    m = spec.mamba
+    assert m is not None
+    h = spec.hidden_size
+    v_heads, v_dim, k_dim = m.ssm_state_shape
+    conv_dim, kernel = m.conv_state_shape[0], m.conv_state_shape[1] + 1
+    value_dim = v_heads * v_dim
+    key_dim = (conv_dim - value_dim) // 2
+    return [
+        Tensor(f"{p}.in_proj_qkvz.weight", (2 * key_dim + 2 * value_dim, h), "mamba", "column", i, True),
+        Tensor(f"{p}.in_proj_ba.weight", (2 * v_heads, h), "mamba", "column", i, True),
+        Tensor(f"{p}.conv1d.weight", (conv_dim, 1, kernel), "mamba", "column", i),
+        Tensor(f"{p}.dt_bias", (v_heads,), "mamba", "heads", i),
+        Tensor(f"{p}.A_log", (v_heads,), "mamba", "heads", i),
+        Tensor(f"{p}.norm.weight", (v_dim,), "norms", "replicated", i),
+        Tensor(f"{p}.out_proj.weight", (h, value_dim), "mamba", "row", i, True),
+    ]
+
+
+def _mamba2(spec: ModelSpec, p: str, i: int, conv_bias: bool = True) -> list[Tensor]:
+    """Nemotron-H's MambaMixer2 (`layers/mamba/mamba_mixer2.py`) with n_groups divisible by TP:
+    in_proj [2·inner + 2·groups·d_state + heads, hidden] and conv1d (+bias) column-parallel,
+    dt_bias / A_log / D split by head, the grouped gated RMSNorm [inner] split by TP, out_proj
+    row-parallel. (n_groups = 1 with TP > 1 replicates the groups per rank: not modelled.)"""
+    m = spec.mamba
+    assert m is not None
+    h = spec.hidden_size
+    n_heads, head_dim, _ = m.ssm_state_shape
+    inner = n_heads * head_dim
+    conv_dim, kernel = m.conv_state_shape[0], m.conv_state_shape[1] + 1
+    out = [
+        Tensor(f"{p}.in_proj.weight", (inner + conv_dim + n_heads, h), "mamba", "column", i, True),
+        Tensor(f"{p}.conv1d.weight", (conv_dim, 1, kernel), "mamba", "column", i),
+    ]
+    if conv_bias:
+        out.append(Tensor(f"{p}.conv1d.bias", (conv_dim,), "mamba", "column", i))
+    out += [
+        Tensor(f"{p}.dt_bias", (n_heads,), "mamba", "heads", i),
+        Tensor(f"{p}.A_log", (n_heads,), "mamba", "heads", i),
+        Tensor(f"{p}.D", (n_heads,), "mamba", "heads", i),
+        Tensor(f"{p}.norm.weight", (inner,), "norms", "column", i),
+        Tensor(f"{p}.out_proj.weight", (h, inner), "mamba", "row", i, True),
+    ]
+    return out
+
+
+def _qwen3_next_layer(spec: ModelSpec, i: int, p: str, stage: Stage) -> list[Tensor]:
+    """One Qwen3-Next decoder layer: GDN or gated full attention (q_proj doubled for the output
+    gate, q/k norms), then the MoE block (router, experts, shared expert and its sigmoid gate)."""
+    h, hd = spec.hidden_size, spec.head_dim
+    out = [Tensor(f"{p}.input_layernorm.weight", (h,), "norms", "replicated", i),
+           Tensor(f"{p}.post_attention_layernorm.weight", (h,), "norms", "replicated", i)]
+    if spec.layers[min(i, spec.num_layers - 1)].attention == "linear" and stage != "last":
+        out += _gdn(spec, f"{p}.linear_attn", i)
+    else:
+        q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
+        a = f"{p}.self_attn"
+        out += [Tensor(f"{a}.q_proj.weight", (2 * q, h), "attention", "q_heads", i, True),
+                Tensor(f"{a}.k_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+                Tensor(f"{a}.v_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+                Tensor(f"{a}.o_proj.weight", (h, q), "attention", "row", i, True),
+                Tensor(f"{a}.q_norm.weight", (hd,), "norms", "replicated", i),
+                Tensor(f"{a}.k_norm.weight", (hd,), "norms", "replicated", i)]
+    if spec.moe is not None and (stage == "last" or spec.layers[i].mlp == "moe"):
+        out += _moe(spec, f"{p}.mlp", i)
+    else:
+        out += _ffn(spec, f"{p}.mlp", i, spec.intermediate_size, "mlp")
+    return out
+
+
+def _qwen3_next(spec: ModelSpec) -> list[Tensor]:
+    h, v = spec.hidden_size, spec.vocab_size
+    out = [Tensor("model.embed_tokens.weight", (v, h), "embeddings", "vocab", "first")]
+    for i in range(spec.num_layers):
+        out += _qwen3_next_layer(spec, i, f"model.layers.{i}", i)
+    out.append(Tensor("model.norm.weight", (h,), "norms", "replicated", "last"))
+    if not spec.tie_word_embeddings:
+        out.append(Tensor("lm_head.weight", (v, h), "lm_head", "vocab", "last"))
+    # MTP block (`qwen3_next_mtp.py`): fc [h, 2h], pre-fc norms, one full-attention MoE layer, a
+    # final norm; it shares embed_tokens and lm_head. Stored, loaded only for speculative decoding.
+    for j in range(spec.num_mtp_layers):
+        layer = _qwen3_next_layer(spec, spec.num_layers - 1, f"mtp.layers.{j}", "last")
+        out += [Tensor(t.name, t.shape, "mtp", t.shard, "last", t.linear, loaded=False) for t in layer]
+    if spec.num_mtp_layers:
+        out += [Tensor("mtp.fc.weight", (h, 2 * h), "mtp", "replicated", "last", loaded=False)]
+        out += [Tensor(f"mtp.{n}.weight", (h,), "mtp", "replicated", "last", loaded=False)
+                for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")]
+    return out
+
+
+def _nemotron_h(spec: ModelSpec) -> list[Tensor]:
+    """Nemotron-H (`models/nemotron_h.py`): each `hybrid_override_pattern` block is a pre-norm plus
+    one mixer: Mamba2 (M), attention without rotary (*, q/k/v/o), or a non-gated relu² MLP (-,
+    up_proj column-parallel, down_proj row-parallel)."""
+    h, v = spec.hidden_size, spec.vocab_size
+    out = [Tensor("backbone.embeddings.weight", (v, h), "embeddings", "vocab", "first")]
+    for i, layer in enumerate(spec.layers):
+        p = f"backbone.layers.{i}"
+        out.append(Tensor(f"{p}.norm.weight", (h,), "norms", "replicated", i))
+        if layer.attention == "mamba":
+            out += _mamba2(spec, f"{p}.mixer", i)
+        elif layer.attention == "full":
+            out += _attention(spec, f"{p}.mixer", i)
+        else:
+            inter = spec.intermediate_size
+            out += [Tensor(f"{p}.mixer.up_proj.weight", (inter, h), "mlp", "column", i, True),
+                    Tensor(f"{p}.mixer.down_proj.weight", (h, inter), "mlp", "row", i, True)]
+            if spec.mlp_bias:
+                out += [Tensor(f"{p}.mixer.up_proj.bias", (inter,), "mlp", "column", i),
+                        Tensor(f"{p}.mixer.down_proj.bias", (h,), "mlp", "replicated", i)]
+    out.append(Tensor("backbone.norm_f.weight", (h,), "norms", "replicated", "last"))
+    if not spec.tie_word_embeddings:
+        out.append(Tensor("lm_head.weight", (v, h), "lm_head", "vocab", "last"))
+    return out
+
+
+_HYBRID_BUILDERS = {"qwen3_next": _qwen3_next, "nemotron_h": _nemotron_h}
+
+
 def from_spec(spec: ModelSpec) -> list[Tensor]:
     """Every tensor of the checkpoint the spec describes, in the model's dtype, before quantization."""
+    if spec.mamba is not None:
+        if spec.model_type not in _HYBRID_BUILDERS:
+            raise ValueError(f"weights of {spec.model_type} are not modelled by formula")
+        return _HYBRID_BUILDERS[spec.model_type](spec)
     h, v = spec.hidden_size, spec.vocab_size
     out = [Tensor("model.embed_tokens.weight", (v, h), "embeddings", "vocab", "first")]
     if spec.learned_positions:
@@ -219,6 +348,13 @@ _RULES: tuple[tuple[str, str, Shard, bool], ...] = (
     (r"(embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", "embeddings", "vocab", False),
     (r"(embed_positions|wpe)\.weight$", "embeddings", "replicated", False),
     (r"lm_head\.(weight|bias)$", "lm_head", "vocab", False),
+    # hybrid Mamba / GDN mixers (Nemotron-H, Qwen3-Next): TP splits channels and heads; the Mamba2
+    # grouped norm is split too, the GDN per-head norm is not (matched by the norms rule below)
+    (r"\.mixer\.norm\.weight$", "norms", "column", False),
+    (r"\.in_proj(_qkvz|_ba)?\.", "mamba", "column", True),
+    (r"\.conv1d\.(weight|bias)$", "mamba", "column", False),
+    (r"\.(dt_bias|A_log|D)$", "mamba", "heads", False),
+    (r"^backbone\.embeddings\.weight$", "embeddings", "vocab", False),
     (r"(norm|layernorm|ln_\w+)[^.]*\.(weight|bias)$", "norms", "replicated", False),
     (r"\.(gate|router)\.(weight|bias|e_score_correction_bias)$", "router", "replicated", False),
     (r"shared_expert_gate\.weight$", "router", "replicated", False),
@@ -255,5 +391,7 @@ def classify(name: str, shape: tuple[int, ...], dtype: str, num_layers: int) -> 
     loaded = component != "buffers" and not (layer is not None and layer >= num_layers)
     if layer is not None and layer >= num_layers:
         component = "mtp"
+    if name.startswith("mtp."):  # Qwen3-Next's MTP block: stored, loaded only for speculative decoding
+        component, stage, loaded = "mtp", "last", False
     linear = linear and name.endswith("weight") or (component == "experts" and len(shape) == 3)
     return Tensor(name, shape, component, shard, stage, linear, loaded=loaded, stored_dtype=dtype)
