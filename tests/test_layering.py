@@ -1,0 +1,74 @@
+"""The data flows one way (model -> spec -> memory -> plan -> launch -> verification): a step never
+imports a later one, the accounting never does I/O, and torch, transformers and vllm stay off the
+planning path. Read from the source (every import, also those inside functions)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "planner"
+
+# module -> planner modules it must never import (prefix match)
+LATER_STEPS = ("planner.cli", "planner.verify", "planner.launch", "planner.training_cli")
+RULES = {
+    "planner.dtypes": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.models.spec": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.models.normalize": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.models.tensors": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.accounting": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.kv_layout": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.overheads": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.releases": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.hardware": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.budget": LATER_STEPS + ("planner.plan",),
+    "planner.training": LATER_STEPS + ("planner.plan", "planner.budget"),
+    # the plan's own output includes its `vllm serve` flags (planner.launch.flags); the deployment
+    # formats, the server and the CLI come after it
+    "planner.plan": ("planner.cli", "planner.verify", "planner.launch.deployment", "planner.launch.formats",
+                     "planner.launch.cli", "planner.training_cli"),
+}
+# Pure steps: numbers in, numbers out. No files, processes or network.
+NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
+PURE = ("planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
+        "planner.models.tensors", "planner.budget", "planner.plan", "planner.training", "planner.dtypes")
+HEAVY = ("torch", "transformers", "vllm")
+
+
+def imports_of(module: str) -> set[str]:
+    path = PKG.parent / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(RULES))
+def test_no_step_imports_a_later_step(module):
+    bad = {i for i in imports_of(module) for f in RULES[module] if i == f or i.startswith(f + ".")}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_accounting_steps_do_no_io(module):
+    bad = {i for i in imports_of(module) if i.split(".")[0] in NO_IO}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(RULES) + ["planner.api", "planner.cli"])
+def test_heavy_libraries_stay_off_the_planning_path(module):
+    assert not {i for i in imports_of(module) if i.split(".")[0] in HEAVY}
+
+
+def test_a_plan_imports_neither_torch_nor_transformers_nor_vllm():
+    code = ("import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
