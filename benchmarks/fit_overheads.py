@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -50,6 +51,13 @@ def lstsq(rows: list[list[float]], y: list[float]) -> list[float]:
                 a[k] = [x - f * z for x, z in zip(a[k], a[i])]
                 b[k] -= f * b[i]
     return [b[i] / a[i][i] if a[i][i] else 0.0 for i in range(n)]
+
+
+def cudagraph_estimate(r: dict) -> float | None:
+    """vLLM's "Estimated CUDA graph memory: X GiB total" (what 0.20+ subtracts). The records keep
+    the captured pool in `cudagraph_gib` and the estimate in their notes."""
+    m = re.search(r"estimated CUDA graph memory ([0-9.]+) GiB", r.get("notes") or "", re.IGNORECASE)
+    return float(m.group(1)) if m else None
 
 
 def cases(path: Path):
@@ -123,8 +131,9 @@ def main(argv=None) -> int:
         if r.get("non_torch_gib") is not None:
             key = "tp1" if r["tp"] == 1 and r["pp"] == 1 else "tp1_pp" if r["tp"] == 1 else "tp2" if r["tp"] == 2 else "extra"
             nt[key].append((r["tp"], r["non_torch_gib"]))
-        if r.get("cudagraph_gib") is not None:
-            graphs.append((model.spec.num_layers / r["pp"], r["cudagraph_gib"]))
+        estimate = cudagraph_estimate(r)
+        if estimate is not None:
+            graphs.append((model.spec.num_layers / r["pp"], estimate))
     coef = fit_activation(act_samples)
     tp2 = statistics.median(v for _, v in nt["tp2"])
     extra = statistics.median((v - tp2) / (tp - 2) for tp, v in nt["extra"]) if nt["extra"] else 0.0
