@@ -17,7 +17,13 @@ def release_for(r: dict[str, Any]) -> ReleaseFacts:
 
 
 def target_for(r: dict[str, Any]) -> Target:
-    """The recorded GPU (the calibration set is H100 80GB: 79.19 GiB where the log omits it)."""
+    """The recorded GPU: its logged torch total, else the catalogue entry the record names
+    (`gpu_catalogue`), else an H100 80GB (79.19 GiB, the calibration set's GPU)."""
+    if r.get("gpu_total_gib") is None and r.get("gpu_catalogue"):
+        from planner.hardware import load_catalogue
+
+        gpu = load_catalogue().get(r["gpu_catalogue"])
+        return Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability)
     return Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
                   memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB), compute_capability="9.0")
 
