@@ -106,7 +106,8 @@ SYNTHETIC = {
     "v0.22.0-v2-runner.log": dict(
         vllm_version="0.22.0", device_name="GPU", weights_gib=15.27, cudagraph_estimate_gib=0.71,
         cudagraph_actual_gib=0.52, available_kv_gib=56.02, kv_cache_tokens=407920, kv_cache_tokens_all=(407920,),
-        max_concurrency=24.9, max_concurrency_tokens=16384, kv_cache_memory_bytes_mode=False, phase="ready"),
+        max_concurrency=24.9, max_concurrency_tokens=16384, gpu_memory_utilization=0.92,
+        kv_cache_memory_bytes_mode=False, phase="ready"),
     "v0.22.0-kv-error.log": dict(
         vllm_version="0.22.0", weights_gib=15.27, available_kv_gib=20.41, kv_cache_memory_bytes_mode=False,
         phase="failed", error_estimated_max_model_len=148608,

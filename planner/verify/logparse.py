@@ -232,6 +232,8 @@ _RULES: tuple[_Rule, ...] = (
     _r(r"Model loading took (?P<weights_gib>NUM) GiB", "profiling"),
     # --- profiling
     _r(r"Estimated CUDA graph memory: (?P<cudagraph_estimate_gib>NUM) GiB total"),
+    # 0.21+ info line: 'The current --gpu-memory-utilization=0.9764 is equivalent to ...'
+    _r(r"The current --gpu-memory-utilization=(?P<gpu_memory_utilization>NUM) is equivalent to"),
     _r(r"Initial free memory: (?P<init_free_gib>NUM) GiB; Requested memory: (?P<gpu_memory_utilization>NUM) "
        r"\(util\), (?P<requested_gib>NUM) GiB"),
     # 0.10-0.26 end with 'non-torch forward increase memory', 0.27+ with 'total consumed (from mem_get_info)'
