@@ -32,9 +32,19 @@ def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
     return out
 
 
-def stage_of(tensor: Tensor, ranges: list[range]) -> list[int]:
-    """Pipeline stages that hold a tensor (embeddings: first; final norm and lm_head: last)."""
+# Gemma models build embed_tokens on every pipeline rank (models/gemma*.py), not only the first.
+_EMBEDDINGS_ON_EVERY_STAGE = ("gemma", "gemma2", "gemma3_text")
+
+
+def stage_of(tensor: Tensor, ranges: list[range], spec: ModelSpec | None = None) -> list[int]:
+    """Pipeline stages that hold a tensor (embeddings: first; final norm and lm_head: last). With
+    tied embeddings the last stage keeps its own copy of the embedding as lm_head."""
     if tensor.stage == "first":
+        if spec is not None and tensor.component == "embeddings" and "embed_tokens" in tensor.name:
+            if spec.model_type in _EMBEDDINGS_ON_EVERY_STAGE:
+                return list(range(len(ranges)))
+            if spec.tie_word_embeddings:
+                return sorted({0, len(ranges) - 1})
         return [0]
     if tensor.stage == "last":
         return [len(ranges) - 1]
@@ -70,9 +80,14 @@ def rank_shape(t: Tensor, spec: ModelSpec, tp: int) -> tuple[int, ...]:
         return (rows, *s[1:])
     if t.shard == "experts":
         # Without EP the intermediate dimension is split; with EP whole experts are: same bytes.
-        if len(s) == 3:
-            return (s[0], s[1], -(-s[2] // tp)) if "down" in t.name else (s[0], -(-s[1] // tp), s[2])
-        return (s[0], -(-s[1] // tp)) if "gate_up" in t.name else s
+        down = bool(re.search(r"down|w2", t.name.rsplit("experts", 1)[-1]))
+        if len(s) == 3:  # stacked [experts, out, in]
+            return (s[0], s[1], -(-s[2] // tp)) if down else (s[0], -(-s[1] // tp), s[2])
+        if re.search(r"\.experts\.\d+\.", t.name):  # one expert's own tensor (experts.N.w1, gate_proj...)
+            if len(s) == 1:
+                return s if down else (-(-s[0] // tp),)
+            return (s[0], -(-s[1] // tp)) if down else (-(-s[0] // tp), s[1])
+        return s if down else (s[0], -(-s[1] // tp))  # stacked biases [experts, out]
     raise ValueError(f"unknown shard rule {t.shard!r}")
 
 
@@ -327,7 +342,7 @@ def weight_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None
     for t in [x for x in tensors if x.loaded] + runtime_buffers(spec, ranges, quant):
         b = tensor_bytes(t, spec, quant, dtype_bytes, tp)
         key = vllm_param_key(t.name)
-        for s in stage_of(t, ranges):
+        for s in stage_of(t, ranges, spec):
             params[s][key] = params[s].get(key, 0) + b
             comp[s][t.component] = comp[s].get(t.component, 0) + b
             if t.runtime:

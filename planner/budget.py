@@ -16,6 +16,8 @@ from planner.api import Inspection, Model, kv_dtype_bytes
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
 from planner.kv_layout import KVLayout, LayoutRules, blocks_per_request, build_layout, fits, logged_tokens, max_fitting_len
+from planner.models.normalize import scaled_max_len
+from planner.models.quantization import ONLINE_SCHEMES
 from planner.releases import ReleaseFacts
 
 GIB = 2**30
@@ -123,13 +125,17 @@ class Budget:
     notes: list[str] = field(default_factory=list)
 
 
-def block_size_for(model: Model, target: Target, rel: ReleaseFacts, requested: int | None) -> int:
+def block_size_for(model: Model, target: Target, rel: ReleaseFacts, requested: int | None, kv_cache_dtype: str = "auto") -> int:
+    if target.device == "cpu":
+        # the CPU MLA backend forces its block size (0.28+), whatever was asked
+        if model.spec.mla is not None and rel.block_size_cpu_mla:
+            return rel.block_size_cpu_mla
+        return requested or rel.block_size_cpu_default
     if requested:
         return requested
-    if target.device == "cpu":
-        return rel.block_size_cpu_mla if model.spec.mla is not None and rel.block_size_cpu_mla else rel.block_size_cpu_default
     if model.spec.mla is not None:
-        return rel.mla_block_size_default[target.arch_family]
+        sizes = rel.mla_block_size_fp8_kv if kv_cache_dtype.startswith("fp8") else rel.mla_block_size_default
+        return sizes[target.arch_family]
     return rel.block_size_default
 
 
@@ -141,7 +147,7 @@ def batch_defaults(target: Target, rel: ReleaseFacts, tp: int, pp: int) -> tuple
 
 
 def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts) -> tuple[int | None, int, int]:
-    limit = model.spec.max_model_len_default
+    limit = default_max_model_len(model, rel)
     mml = s.max_model_len
     if isinstance(mml, int) and mml > limit and not s.allow_long_max_model_len:
         raise PlannerError(
@@ -161,7 +167,7 @@ def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts
     return resolved, mnbt, seqs
 
 
-def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int) -> int:
+def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int, device: str = "cuda") -> int:
     """Tokens a sliding-window layer may hold beyond its window (see kv_layout.blocks_per_request)."""
     if rel.sliding_window_inflight_tokens == "max_num_batched_tokens":
         return mnbt
@@ -169,7 +175,7 @@ def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int) -> int:
     if pp > 1:
         batches = pp + (1 if rel.v2_model_runner_default == "default" else 0)
     else:
-        batches = 2 if rel.async_scheduling_default else 1
+        batches = 2 if rel.async_scheduling_default and device != "cpu" else 1  # the CPU backend turns async scheduling off
     return batches * mnbt
 
 
@@ -225,8 +231,7 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     spec = model.spec
     weights = insp.weight_bytes_per_stage[stage]
     layout = build_layout(spec, layers, s.tp, kv_bytes, block, rules)
-    if s.kv_cache_memory_bytes is not None or target.device == "cpu":
-        # vLLM skips the measured terms: the KV pool is exactly the configured size.
+    if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
         return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
     c = oh.coefficients(rel.version)
@@ -235,11 +240,65 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     act = oh.activation_peak_bytes(oh.features(spec, shape), c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
     graphs = 0
-    if rel.cudagraph_estimate_subtracted and not s.enforce_eager:
+    if (rel.cudagraph_estimate_subtracted or s.kv_cache_memory_bytes is not None) and not s.enforce_eager:
         graphs = oh.cudagraph_estimate_bytes(len(layers), c)
-    requested = math.ceil(target.memory_bytes * util)
-    avail = requested - weights - act - non_torch - graphs
+    if s.kv_cache_memory_bytes is not None:
+        # vLLM skips the measured terms: the pool is exactly the configured size (they still use memory).
+        avail = s.kv_cache_memory_bytes
+    else:
+        avail = math.ceil(target.memory_bytes * util) - weights - act - non_torch - graphs
     return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0))
+
+
+def default_max_model_len(model: Model, rel: ReleaseFacts) -> int:
+    """The model's context limit under this release's RoPE rules (`_get_and_verify_max_len`)."""
+    spec = model.spec
+    return scaled_max_len(spec.max_len_base, spec.rope_scaling, spec.model_type, spec.original_max_position_embeddings,
+                          not_multiplied=tuple(rel.rope_scaling_types_not_multiplied),
+                          yarn_uses_original=rel.yarn_uses_original_max_position,
+                          longrope_original=rel.longrope_defaults_to_original,
+                          skipped_types=tuple(rel.rope_scaling_skipped_model_types))
+
+
+def check_release_support(insp: Inspection, rel: ReleaseFacts) -> None:
+    """Flags the targeted release does not have are errors, not silent plans."""
+    kv = insp.kv_cache_dtype
+    if kv != "auto" and kv not in rel.kv_cache_dtypes:
+        raise PlannerError(f"vLLM {rel.version} has no --kv-cache-dtype {kv}: use one of {', '.join(rel.kv_cache_dtypes)}")
+    q = insp.quantization
+    if q in rel.quantizations_removed:
+        raise PlannerError(f"vLLM {rel.version} no longer has {q} quantization: target an older release or use another checkpoint")
+    if q in ONLINE_SCHEMES and q not in ("fp8", "bitsandbytes") and q not in rel.online_quant_shorthands:
+        raise PlannerError(f"vLLM {rel.version} has no --quantization {q}: use fp8, or target vLLM 0.20 or newer")
+
+
+def _pinned_pool_error(stages: tuple[StageBudget, ...], target: Target, pool: int) -> str | None:
+    """With --kv-cache-memory-bytes vLLM checks nothing: a pool that does not fit beside the weights
+    and the (estimated) activation, non-torch and graph memory runs out of memory at allocation."""
+    for st in stages:
+        need = st.weights_bytes + pool + st.activation_bytes + st.non_torch_bytes + st.cudagraph_bytes
+        if need > target.memory_bytes:
+            return (f"weights {st.weights_bytes / GIB:.2f} GiB + KV pool {pool / GIB:.2f} GiB + estimated activation, "
+                    f"non-torch and CUDA-graph memory {(need - st.weights_bytes - pool) / GIB:.2f} GiB exceed the "
+                    f"GPU's {target.memory_bytes / GIB:.2f} GiB: vLLM would run out of memory allocating the KV cache")
+    return None
+
+
+def _estimated(s: Settings, target: Target, insp: Inspection, auto_len: bool, concurrency: int | None) -> list[str]:
+    if target.device == "cpu":
+        out = []
+    elif s.kv_cache_memory_bytes is not None:  # the KV figures are exact; the overheads only check the fit
+        out = ["activation_gib", "non_torch_gib", "cudagraph_gib"]
+    else:
+        out = ["activation_gib", "non_torch_gib", "cudagraph_gib", "kv_cache_gib", "num_blocks", "kv_cache_tokens",
+               "max_concurrency", "max_model_len_fit"]
+        if auto_len:
+            out.append("max_model_len")
+        if concurrency:
+            out.append("max_model_len_fit_concurrency")
+    if "weight_bytes_per_gpu" in insp.estimated:
+        out.append("weights_gib")
+    return out
 
 
 def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s: Settings,
@@ -247,63 +306,66 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     """The budget of one replica's binding worker, as vLLM computes it at start-up."""
     spec = model.spec
     if model.tensor_source == "none":
-        raise PlannerError(f"weights of {spec.model_type} are not modelled yet: pass --kv-cache-memory-bytes, or a checkpoint folder with safetensors")
+        raise PlannerError(f"weights of {spec.model_type} are not modelled yet: pass a checkpoint folder with safetensors "
+                           "(its tensors are read from the headers)")
     if target.device == "cpu" and not target.cpu_kvcache_bytes and s.kv_cache_memory_bytes is None:
         raise PlannerError("the CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE: pass --cpu-kvcache-gib")
     if s.kv_cache_memory_bytes is not None and not rel.kv_cache_memory_bytes_flag:
         raise PlannerError(f"--kv-cache-memory-bytes needs vLLM 0.10.2 or newer (targeting {rel.version})")
+    check_release_support(insp, rel)
     util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else rel.gpu_memory_utilization_default
+    limit = default_max_model_len(model, rel)
     mml, mnbt, seqs = resolve_lengths(model, s, target, rel)
-    kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
-    block = block_size_for(model, target, rel, s.block_size)
+    block = block_size_for(model, target, rel, s.block_size, insp.kv_cache_dtype)
     rules = LayoutRules(hybrid_group_size_max_rule=rel.hybrid_group_size_rule == "max_if_under_1.5x_min",
-                        hybrid_kv_cache_manager=target.device != "cpu",
+                        hybrid_kv_cache_manager=target.device != "cpu" or rel.cpu_hybrid_kv_cache_manager,
                         **_hybrid_rules(model, target, rel, s, torch_dtype_bytes(insp.dtype)))
-    ranges = pp_layer_ranges(spec.num_layers, s.pp)
+    kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
     stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules)
-                   for i, r in enumerate(ranges))
+                   for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
     bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
     bind = stages[bind_index]
-    num_blocks = bind.num_blocks
-    inflight = inflight_tokens(rel, mnbt, s.pp)
+    lay, num_blocks = bind.layout, bind.num_blocks
+    inflight = inflight_tokens(rel, mnbt, s.pp, target.device)
     null_block = rel.null_block_in_fit_check
-    est_len = max_fitting_len(bind.layout, bind.available_kv_bytes, spec.max_model_len_default if mml is None else max(mml, spec.max_model_len_default), inflight, null_block)
-    notes: list[str] = []
-    if mml is None:  # --max-model-len auto: the largest that fits, capped at the model's limit
-        mml = min(est_len, spec.max_model_len_default)
+    est_len = max_fitting_len(lay, bind.available_kv_bytes, limit if mml is None else max(mml, limit), inflight, null_block)
+    notes = list(dict.fromkeys(insp.warnings))
+    auto_len = mml is None
+    if auto_len:  # --max-model-len auto: the largest that fits, capped at the model's limit
+        mml = min(est_len, limit)
         notes.append(f"auto-fit max_model_len: {mml:,}")
     error = None
     ok = mml > 0 and all(fits(st.layout, st.available_kv_bytes, mml, inflight, null_block) for st in stages)
+    per_req = blocks_per_request(lay, max(mml, 1), inflight)
     if not ok:
-        needed = bind.layout.bytes_per_block * blocks_per_request(bind.layout, max(mml, 1), inflight)
-        error = rel.fit_error(mml, needed, bind.available_kv_bytes, min(est_len, mml))
-    per_req = blocks_per_request(bind.layout, max(mml, 1), inflight)
+        # vLLM's message shows the memory left after the null block (0.29+)
+        shown = bind.available_kv_bytes - (lay.bytes_per_block if null_block else 0)
+        error = rel.fit_error(mml, lay.bytes_per_block * per_req, shown, min(est_len, mml))
+    if ok and s.kv_cache_memory_bytes is not None and target.device != "cpu":
+        error = _pinned_pool_error(stages, target, s.kv_cache_memory_bytes)
+        ok = error is None
     conc = num_blocks / per_req if per_req else 0.0
-    tokens = logged_tokens(bind.layout, num_blocks, conc, mml, rel.kv_tokens_formula)
+    tokens = logged_tokens(lay, num_blocks, conc, mml, rel.kv_tokens_formula)
     fit_c = None
     if concurrency:
-        fit_c = max_fitting_len(bind.layout, bind.available_kv_bytes, max(mml, spec.max_model_len_default), inflight, null_block, concurrency)
+        fit_c = max_fitting_len(lay, bind.available_kv_bytes, max(mml, limit), inflight, null_block, concurrency)
         if ok and conc < concurrency:
             ok = False
-            error = error or f"{concurrency} concurrent requests of {mml:,} tokens need {concurrency * per_req:,} blocks; the KV cache holds {num_blocks:,} (maximum concurrency {conc:.2f}x)"
-    lay = bind.layout
+            error = f"{concurrency} concurrent requests of {mml:,} tokens need {concurrency * per_req:,} blocks; the KV cache holds {num_blocks:,} (maximum concurrency {conc:.2f}x)"
+        elif ok and seqs < concurrency:
+            ok = False
+            error = f"max_num_seqs {seqs:,} caps the requests vLLM runs at once below the requested {concurrency}: pass --max-num-seqs {concurrency}"
     if lay.mamba_state_bytes:
         mamba_groups = sum(1 for g in lay.groups if g.kind == "mamba")
         notes.append(f"hybrid: attention block size {lay.block_size} tokens (page {lay.page_bytes:,} B >= Mamba state "
                      f"{lay.mamba_state_bytes:,} B, padded by {100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes:.2f}%); "
                      f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
-    measured_terms = s.kv_cache_memory_bytes is None and target.device != "cpu"
-    if measured_terms:
+    if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version)
         if rel.version not in c.validated:
             notes.append(f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
                          f"for {rel.version} they are an extrapolation")
-    estimated = [] if not measured_terms else [
-        "activation_gib", "non_torch_gib", "cudagraph_gib", "kv_cache_gib", "num_blocks", "kv_cache_tokens",
-        "max_concurrency", "max_model_len_fit"]
-    if "weight_bytes_per_gpu" in insp.estimated:
-        estimated.append("weights_gib")
     return Budget(
         model=model.id, gpu=target.name, vllm_version=rel.version, tp=s.tp, pp=s.pp,
         total_gib=round(target.memory_bytes / GIB, 2), gpu_memory_utilization=util,
@@ -311,8 +373,9 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         weights_gib=round(bind.weights_bytes / GIB, 2), activation_gib=round(bind.activation_bytes / GIB, 2),
         non_torch_gib=round(bind.non_torch_bytes / GIB, 2), cudagraph_gib=round(bind.cudagraph_bytes / GIB, 2),
         kv_cache_gib=round(bind.available_kv_bytes / GIB, 2),
-        kv_bytes_per_token=insp.kv_bytes_per_token_per_stage[bind_index], block_size=bind.layout.block_size, num_blocks=num_blocks,
+        kv_bytes_per_token=insp.kv_bytes_per_token_per_stage[bind_index], block_size=lay.block_size, num_blocks=num_blocks,
         kv_cache_tokens=tokens, max_model_len=mml, max_num_seqs=seqs, max_num_batched_tokens=mnbt,
-        max_concurrency=round(conc, 2), max_model_len_fit=est_len, fits=ok, error=error, estimated=estimated,
+        max_concurrency=round(conc, 2), max_model_len_fit=est_len, fits=ok, error=error,
+        estimated=_estimated(s, target, insp, auto_len, concurrency),
         stages=stages, max_model_len_fit_concurrency=fit_c, concurrency=concurrency, notes=notes,
     )

@@ -130,9 +130,12 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
 
 def _positive_int(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {value}")
+    return value
 
 
 def _max_model_len(text: str) -> int | str:
@@ -176,7 +179,7 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=_positive_int, help="requests that must fit at once at the context length")
     p.add_argument("--vllm-version", help="target vLLM release (default: the newest the data describes)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: vLLM's CPU backend (KV from VLLM_CPU_KVCACHE_SPACE)")
-    p.add_argument("--cpu-kvcache-gib", type=float, help="VLLM_CPU_KVCACHE_SPACE for --device cpu")
+    p.add_argument("--cpu-kvcache-gib", type=_positive_int, help="VLLM_CPU_KVCACHE_SPACE for --device cpu (whole GiB, as vLLM parses it)")
     p.add_argument("--pin-kv-cache", action="store_true", help="add --kv-cache-memory-bytes with the plan's figure to the serve command")
     p.add_argument("--json", action="store_true", help="print one JSON object (a list with --inventory)")
 
@@ -262,6 +265,8 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
     from planner.hardware import parse_inventory
     from planner.plan import plan_inventory
 
+    if a.tp or a.pp:
+        raise PlannerError("--inventory chooses TP and PP per GPU type: drop --tp/--pp, or plan one GPU type with --gpu")
     groups = parse_inventory(a.inventory, catalogue)
     plans, misfits = plan_inventory(req, groups, a.objective)
     if a.json:
@@ -269,8 +274,12 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
         for p in plans:
             d = {k: v for k, v in dataclasses.asdict(p.budget).items() if k != "stages"}
             d.update(inventory=str(p.group), replicas=p.replicas, gpus_used=p.gpus_used, nodes_used=p.nodes_used,
-                     cost_per_hour=p.cost_per_hour)
+                     cost_per_hour=p.cost_per_hour, rejected_layouts=[dataclasses.asdict(r) for r in p.rejected])
             out.append(d)
+        for g, rej in misfits:  # GPU types where no layout fits are listed too, with why
+            out.append({"inventory": str(g), "gpu": g.gpu.name, "fits": False, "replicas": 0, "gpus_used": 0,
+                        "nodes_used": 0, "cost_per_hour": None, "rejected_layouts": [dataclasses.asdict(r) for r in rej],
+                        "error": rej[-1].reason if rej else "no layout fits this node size"})
         print(json.dumps(out, indent=2))
     else:
         rows = [[str(p.group), f"TP {p.budget.tp} x PP {p.budget.pp}", p.replicas, p.gpus_used, p.nodes_used,
@@ -396,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError, IndexError) as exc:
+        # Backstop: an input the validation above missed must still not end in a traceback.
+        print(f"vllm-planner: error: cannot use this input ({exc.__class__.__name__}: {exc}); "
+              "check the config.json or the options, and report it if they look valid", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

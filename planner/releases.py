@@ -213,6 +213,10 @@ class ReleaseFacts:
     """Default MLA backend by GPU generation: keys 'ampere', 'hopper', 'blackwell' (DeepSeek-style MLA)."""
     mla_block_size_default: FrozenMap
     """Block size forced for MLA models by GPU generation: keys 'ampere', 'hopper', 'blackwell'."""
+    mla_block_size_fp8_kv: FrozenMap
+    """MLA block size with an fp8 KV cache, by GPU family (Hopper falls back to FlashMLA, 64)."""
+    cpu_hybrid_kv_cache_manager: bool
+    """The CPU backend keeps sliding-window layers in their own KV groups (0.10.2+)."""
     sparse_mla_block_size: int | None
     """Block size for sparse MLA (DeepSeek-V3.2); None before it was supported."""
     block_size_cpu_default: int

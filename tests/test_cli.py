@@ -183,3 +183,48 @@ def test_hub_offline_or_without_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(_sys.modules, "huggingface_hub", None)  # import fails: the extra is missing
     code, _, err = run(capsys, "inspect", "someorg/not-bundled")
     assert code == 2 and "vllm-planner[hub]" in err
+
+
+def test_per_expert_checkpoint_tensors_are_split_by_tp(tmp_path):
+    """Checkpoints store each expert's matrices (experts.N.w1/w2/w3): TP splits them like the stacked ones."""
+    import struct
+
+    cfg = {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1, "vocab_size": 128,
+           "num_local_experts": 4, "num_experts_per_tok": 2, "torch_dtype": "bfloat16"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    header = {}
+    for e in range(4):
+        for w, shape in (("w1", [128, 64]), ("w3", [128, 64]), ("w2", [64, 128])):
+            header[f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight"] = {"dtype": "BF16", "shape": shape, "data_offsets": [0, 0]}
+    raw = json.dumps(header).encode()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    from planner.api import inspect
+
+    one, two = inspect(str(tmp_path), tp=1), inspect(str(tmp_path), tp=2)
+    assert two.weight_breakdown_per_gpu["experts"] * 2 == one.weight_breakdown_per_gpu["experts"] == 4 * 3 * 128 * 64 * 2
+
+
+def test_tied_embeddings_are_held_by_the_last_pipeline_stage_too():
+    from planner.api import inspect
+
+    granite = inspect("ibm-granite/granite-3.3-8b-instruct", pp=2)  # tied: the last stage keeps lm_head = embedding
+    assert abs(granite.weight_bytes_per_stage[0] - granite.weight_bytes_per_stage[1]) < 2**26
+    gemma = inspect("google/gemma-2-2b-it", pp=2)  # Gemma builds embed_tokens on every rank
+    assert gemma.weight_breakdown_per_gpu["embeddings"] > 0 and gemma.weight_bytes_per_stage[1] > 2**30
+
+
+@pytest.mark.parametrize("name,config", [
+    ("rope_str", {**LLAMA, "rope_scaling": "yes"}),
+    ("rope_factor", {**LLAMA, "rope_scaling": {"rope_type": "linear", "factor": "x"}}),
+    ("zero_heads", {**LLAMA, "num_attention_heads": 0}),
+    ("zero_layers", {**LLAMA, "num_hidden_layers": 0}),
+    ("head_dim_str", {**LLAMA, "head_dim": "x"}),
+    ("quant_str", {**LLAMA, "quantization_config": "fp8"}),
+    ("fp8_block", {**LLAMA, "quantization_config": {"quant_method": "fp8", "weight_block_size": [128]}}),
+    ("zero_context", {**LLAMA, "max_position_embeddings": 0}),
+])
+def test_malformed_config_values_are_one_line_errors(tmp_path, capsys, name, config):
+    path = _write(tmp_path, f"{name}.json", json.dumps(config))
+    code, _, err = run(capsys, "inspect", path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -110,7 +110,9 @@ def test_unpredicted_startup_crash_is_a_result(capsys, tiny, fake, monkeypatch, 
 
 
 def test_predicted_kv_failure_from_a_plan_file(capsys, tiny, fake, monkeypatch, tmp_path):
-    argv = ["plan", str(tiny), "--device", "cpu", "--cpu-kvcache-gib", "0.001", "--max-model-len", "2048", "--json"]
+    # a 1 MB KV pool (VLLM_CPU_KVCACHE_SPACE takes whole GiB, so the pool is pinned in bytes)
+    argv = ["plan", str(tiny), "--device", "cpu", "--cpu-kvcache-gib", "1", "--kv-cache-memory-bytes", "1000000",
+            "--max-model-len", "2048", "--json"]
     assert main(argv) == 1  # does not fit
     plan = json.loads(capsys.readouterr().out)
     assert plan["max_model_len_fit"] < 2048

@@ -38,7 +38,7 @@ _MAX_LEN_KEYS = (
     "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len",
 )
 # rope types whose factor vLLM does not multiply into the context limit (newest releases; the
-# per-release list lives in profiles/vllm and is passed to `derive_max_model_len`).
+# per-release lists live in profiles/vllm and are passed to `scaled_max_len` by the budget).
 _ROPE_NOT_MULTIPLIED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
 
 
@@ -56,28 +56,36 @@ def _req(cfg: Config, *names: str) -> Any:
 
 def _int(cfg: Config, *names: str) -> int:
     value = _req(cfg, *names)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise PlannerError(f"config field {names[0]!r} must be an integer, got {value!r}: fix the config.json")
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise PlannerError(f"config field {names[0]!r} must be a positive integer, got {value!r}: fix the config.json")
     return value
 
 
-def derive_max_model_len(cfg: Config, rope_not_multiplied: tuple[str, ...] = _ROPE_NOT_MULTIPLIED) -> int:
-    """vLLM's default `max_model_len` for a text config (`_get_and_verify_max_len`)."""
-    if cfg.get("model_max_length"):
-        base = int(cfg["model_max_length"])
-    else:
-        found = [int(cfg[k]) for k in _MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float))]
-        base = min(found) if found else 2048
-    rope = cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type"))
-    if rope_type and cfg.get("model_type") not in ("gemma3", "gemma3_text"):
-        if rope_type not in rope_not_multiplied and "factor" in rope:
-            if rope_type == "yarn":
-                base = int(rope.get("original_max_position_embeddings", base) * rope["factor"])
-            else:
-                base = int(base * rope["factor"])
-        elif rope_type == "longrope":
-            base = int(cfg.get("original_max_position_embeddings", base))
+def max_len_base(cfg: Config) -> int:
+    """The context limit before RoPE scaling: `model_max_length` if set, else the smallest of
+    vLLM's length keys, else 2048."""
+    if isinstance(cfg.get("model_max_length"), int) and cfg["model_max_length"] > 0:
+        return int(cfg["model_max_length"])
+    found = [int(cfg[k]) for k in _MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)]
+    if any(v <= 0 for v in found):
+        raise PlannerError(f"config has a non-positive context length ({min(found)}): fix max_position_embeddings in the config.json")
+    return min(found) if found else 2048
+
+
+def scaled_max_len(base: int, rope: dict[str, Any] | None, model_type: str, original_max: int | None, *,
+                   not_multiplied: tuple[str, ...] = _ROPE_NOT_MULTIPLIED, yarn_uses_original: bool = False,
+                   longrope_original: bool = True, skipped_types: tuple[str, ...] = ("gemma3",)) -> int:
+    """vLLM's `_get_and_verify_max_len` RoPE rule (the per-release lists come from profiles/vllm)."""
+    rope = rope or {}
+    kind = rope.get("rope_type", rope.get("type"))
+    if not kind or model_type in skipped_types or model_type.removesuffix("_text") in skipped_types:
+        return base
+    if kind not in not_multiplied and isinstance(rope.get("factor"), (int, float)):
+        if kind == "yarn" and yarn_uses_original and rope.get("original_max_position_embeddings"):
+            return int(rope["original_max_position_embeddings"] * rope["factor"])
+        return int(base * rope["factor"])
+    if kind == "longrope" and longrope_original and original_max:
+        return int(original_max)
     return base
 
 
@@ -125,6 +133,8 @@ def _common(cfg: Config) -> dict[str, Any]:
     heads = _int(cfg, "num_attention_heads", "n_head")
     kv_heads = cfg.get("num_key_value_heads") or heads
     head_dim = cfg.get("head_dim") or hidden // heads
+    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0:
+        raise PlannerError(f"head_dim must be a positive integer, got {head_dim!r}: fix the config.json")
     if hidden % heads and not cfg.get("head_dim"):
         raise PlannerError(f"hidden_size {hidden} is not divisible by num_attention_heads {heads}: fix the config.json")
     return dict(
@@ -133,9 +143,20 @@ def _common(cfg: Config) -> dict[str, Any]:
         intermediate_size=int(cfg.get("intermediate_size") or cfg.get("ffn_dim") or 4 * hidden),
         max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        rope_scaling=cfg.get("rope_scaling"), rotary_dim=int(head_dim),
-        max_model_len_default=derive_max_model_len(cfg),
+        rope_scaling=_rope(cfg), rotary_dim=int(head_dim),
+        max_len_base=max_len_base(cfg), original_max_position_embeddings=cfg.get("original_max_position_embeddings"),
+        max_model_len_default=scaled_max_len(max_len_base(cfg), _rope(cfg), cfg["model_type"],
+                                             cfg.get("original_max_position_embeddings")),
     )
+
+
+def _rope(cfg: Config) -> dict[str, Any] | None:
+    rope = cfg.get("rope_scaling")
+    if rope is not None and not isinstance(rope, dict):
+        raise PlannerError(f"rope_scaling must be a JSON object or null, got {rope!r}: fix the config.json")
+    if rope and rope.get("factor") is not None and not isinstance(rope["factor"], (int, float)):
+        raise PlannerError(f"rope_scaling.factor must be a number, got {rope['factor']!r}: fix the config.json")
+    return rope
 
 
 def _llama_like(cfg: Config) -> dict[str, Any]:
@@ -388,6 +409,8 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
     if not mt:
         raise PlannerError("config.json has no 'model_type': pass a Hugging Face config.json of a decoder model")
     if mt in _WRAPPERS:
+        if not isinstance(config.get("text_config") or {}, dict):
+            raise PlannerError("text_config must be a JSON object: pass the model's complete config.json")
         text = dict(config.get("text_config") or {})
         text.setdefault("model_type", _WRAPPERS[mt])
         for key in ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings"):

@@ -46,11 +46,22 @@ def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
     )
 
 
-def _from_quantization_config(qc: dict[str, Any]) -> QuantSpec:
+def _from_quantization_config(qc: Any) -> QuantSpec:
+    if not isinstance(qc, dict):
+        raise PlannerError(f"quantization_config must be a JSON object, got {qc!r}: fix the config.json")
+    try:
+        return _scheme(qc)
+    except (TypeError, ValueError) as exc:
+        raise PlannerError(f"quantization_config has a malformed value ({exc}): fix the config.json") from None
+
+
+def _scheme(qc: dict[str, Any]) -> QuantSpec:
     method = str(qc.get("quant_method", "")).lower()
     src = f"config.json quantization_config ({method})"
     if method == "fp8":
         block = qc.get("weight_block_size")
+        if block is not None and (not isinstance(block, list) or len(block) != 2 or not all(isinstance(b, int) and b > 0 for b in block)):
+            raise PlannerError(f"weight_block_size must be two positive integers, got {block!r}: fix the config.json")
         return QuantSpec("fp8", 8, block_shape=tuple(block) if block else None,
                          scale_granularity="block" if block else "tensor",
                          ignored_modules=tuple(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or ()),

@@ -30,8 +30,13 @@ def parse_header(raw: bytes, origin: str) -> list[HeaderTensor]:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PlannerError(f"{origin}: safetensors header is not valid JSON ({exc.__class__.__name__}): the file is damaged, download it again") from None
-    return [HeaderTensor(name, str(info["dtype"]), tuple(int(d) for d in info["shape"]))
-            for name, info in header.items() if name != "__metadata__"]
+    if not isinstance(header, dict):
+        raise PlannerError(f"{origin}: safetensors header is not a JSON object: the file is damaged, download it again")
+    try:
+        return [HeaderTensor(name, str(info["dtype"]), tuple(int(d) for d in info["shape"]))
+                for name, info in header.items() if name != "__metadata__"]
+    except (KeyError, TypeError, ValueError):
+        raise PlannerError(f"{origin}: a safetensors header entry lacks a valid dtype or shape: the file is damaged, download it again") from None
 
 
 def read_file_header(path: Path) -> list[HeaderTensor]:
@@ -52,7 +57,7 @@ def read_dir(model_dir: Path) -> list[HeaderTensor] | None:
     if index.is_file():
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError) as exc:
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
             raise PlannerError(f"{index}: not a valid safetensors index ({exc.__class__.__name__}): download it again") from None
         files = [model_dir / s for s in shards]
         missing = [f.name for f in files if not f.is_file()]

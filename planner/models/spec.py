@@ -194,7 +194,12 @@ class ModelSpec:
     vision: VisionSpec | None = None
     quant: QuantSpec | None = None
     max_model_len_default: int = 0
-    """The `max_model_len` vLLM derives from the config (section 6 of the reference)."""
+    """The `max_model_len` the newest vLLM release derives from the config (reference section 6);
+    `budget.default_max_model_len` applies a given release's RoPE rules to `max_len_base`."""
+    max_len_base: int = 0
+    """Context limit before RoPE scaling (smallest of vLLM's length keys)."""
+    original_max_position_embeddings: int | None = None
+    """Top-level `original_max_position_embeddings` (LongRoPE)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
     """Things the normalizer assumed or noticed, shown to the user as warnings."""
 
