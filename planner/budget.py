@@ -15,7 +15,8 @@ from planner.accounting import pp_layer_ranges
 from planner.api import Inspection, Model, kv_dtype_bytes
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
-from planner.kv_layout import KVLayout, LayoutRules, blocks_per_request, build_layout, fits, logged_tokens, max_fitting_len
+from planner.kv_layout import (KVLayout, LayoutRules, blocks_per_request, build_layout, fits, logged_tokens,
+                                max_fitting_len, needed_bytes)
 from planner.models.normalize import scaled_max_len
 from planner.models.quantization import ONLINE_SCHEMES
 from planner.releases import ReleaseFacts
@@ -301,6 +302,15 @@ def _estimated(s: Settings, target: Target, insp: Inspection, auto_len: bool, co
     return out
 
 
+def _fit_check_layout(model: Model, stages: tuple[StageBudget, ...], bind: StageBudget, rel: ReleaseFacts,
+                      s: Settings, kv_elem: int, block: int, rules: LayoutRules) -> KVLayout:
+    """The layout vLLM's fit check uses: the binding worker's, except where a release compared the
+    whole model's layers against one stage's memory under pipeline parallelism (vllm#34076)."""
+    if s.pp > 1 and rel.fit_check_whole_model_under_pp:
+        return build_layout(model.spec, range(model.spec.num_layers), s.tp, kv_elem, block, rules)
+    return bind.layout
+
+
 def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s: Settings,
             concurrency: int | None = None) -> Budget:
     """The budget of one replica's binding worker, as vLLM computes it at start-up."""
@@ -328,19 +338,24 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     lay, num_blocks = bind.layout, bind.num_blocks
     inflight = inflight_tokens(rel, mnbt, s.pp, target.device)
     null_block = rel.null_block_in_fit_check
-    est_len = max_fitting_len(lay, bind.available_kv_bytes, limit if mml is None else max(mml, limit), inflight, null_block)
+    rule = rel.fit_check
+    check = _fit_check_layout(model, stages, bind, rel, s, kv_elem, block, rules)
+    est_len = max_fitting_len(check, bind.available_kv_bytes, limit if mml is None else max(mml, limit), inflight, null_block, rule=rule)
     notes = list(dict.fromkeys(insp.warnings))
     auto_len = mml is None
     if auto_len:  # --max-model-len auto: the largest that fits, capped at the model's limit
         mml = min(est_len, limit)
         notes.append(f"auto-fit max_model_len: {mml:,}")
     error = None
-    ok = mml > 0 and all(fits(st.layout, st.available_kv_bytes, mml, inflight, null_block) for st in stages)
+    if check is lay:
+        ok = mml > 0 and all(fits(st.layout, st.available_kv_bytes, mml, inflight, null_block, rule) for st in stages)
+    else:
+        ok = mml > 0 and fits(check, bind.available_kv_bytes, mml, inflight, null_block, rule)
     per_req = blocks_per_request(lay, max(mml, 1), inflight)
     if not ok:
         # vLLM's message shows the memory left after the null block (0.29+)
         shown = bind.available_kv_bytes - (lay.bytes_per_block if null_block else 0)
-        error = rel.fit_error(mml, lay.bytes_per_block * per_req, shown, min(est_len, mml))
+        error = rel.fit_error(mml, needed_bytes(check, max(mml, 1), inflight, rule), shown, min(est_len, mml))
     if ok and s.kv_cache_memory_bytes is not None and target.device != "cpu":
         error = _pinned_pool_error(stages, target, s.kv_cache_memory_bytes)
         ok = error is None

@@ -237,10 +237,11 @@ def _plan_text(r: Any) -> str:
         f"KV: {b.kv_bytes_per_token:,} B/token/GPU, block {b.block_size}, {b.num_blocks:,} blocks, {b.kv_cache_tokens:,} tokens{est('kv_cache_tokens')}",
         f"max_model_len {b.max_model_len:,} | max_num_seqs {b.max_num_seqs:,} | max_num_batched_tokens {b.max_num_batched_tokens:,}",
         f"maximum concurrency at {b.max_model_len:,} tokens: {b.max_concurrency:.2f}x{est('max_concurrency')}",
-        f"largest context for one request: {b.max_model_len_fit:,}",
+        f"largest context for one request: {b.max_model_len_fit:,}{est('max_model_len_fit')}",
     ]
     if b.concurrency:
-        lines.append(f"largest context for {b.concurrency} concurrent requests: {b.max_model_len_fit_concurrency or 0:,}")
+        lines.append(f"largest context for {b.concurrency} concurrent requests: {b.max_model_len_fit_concurrency or 0:,}"
+                     f"{est('max_model_len_fit_concurrency')}")
     lines.append(f"binding: {r.binding}")
     if b.error:
         lines += ["", f"vLLM would fail to start: {b.error}"]

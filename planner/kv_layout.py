@@ -184,26 +184,34 @@ def build_layout(spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, b
     return KVLayout(block_size, page_bytes, group_size, tuple(groups), padding, **extra)
 
 
+def _group_blocks(layout: KVLayout, g: KVGroup, max_model_len: int, inflight_tokens: int) -> int:
+    bs = layout.block_size
+    if g.kind == "sliding" and g.window:
+        return cdiv(min(g.window - 1 + inflight_tokens, max_model_len), bs) + 1
+    if g.kind == "chunked" and g.window:
+        return cdiv(min(g.window + inflight_tokens, max_model_len), bs)
+    if g.kind == "mamba":
+        # MambaSpec.max_memory_usage_bytes / page: mode all keeps a state per block of tokens
+        if layout.mamba_mode == "all":
+            return cdiv(max_model_len, bs) + layout.mamba_all_extra_blocks
+        return layout.mamba_blocks
+    return cdiv(max_model_len, bs)
+
+
 def blocks_per_request(layout: KVLayout, max_model_len: int, inflight_tokens: int) -> int:
     """Σ over groups of the blocks one request of `max_model_len` tokens can hold (`max_memory_usage_bytes`).
     `inflight_tokens` bounds a window's extra tokens: max_num_batched_tokens, or from 0.26 the
     batches in flight x max_num_batched_tokens."""
-    bs = layout.block_size
-    total = 0
-    for g in layout.groups:
-        if g.kind == "sliding" and g.window:
-            total += cdiv(min(g.window - 1 + inflight_tokens, max_model_len), bs) + 1
-        elif g.kind == "chunked" and g.window:
-            total += cdiv(min(g.window + inflight_tokens, max_model_len), bs)
-        elif g.kind == "mamba":
-            # MambaSpec.max_memory_usage_bytes / page: mode all keeps a state per block of tokens
-            if layout.mamba_mode == "all":
-                total += cdiv(max_model_len, bs) + layout.mamba_all_extra_blocks
-            else:
-                total += layout.mamba_blocks
-        else:
-            total += cdiv(max_model_len, bs)
-    return total
+    return sum(_group_blocks(layout, g, max_model_len, inflight_tokens) for g in layout.groups)
+
+
+def needed_bytes(layout: KVLayout, max_model_len: int, inflight_tokens: int, rule: str = "all_groups_blocks") -> int:
+    """KV memory vLLM's start-up check asks for one request of max_model_len. 0.14-0.18 counted only
+    the first group's blocks (`group0_blocks`); other releases count every group (0.10-0.13 summed
+    the layers' own needs, the same without padding layers)."""
+    if rule == "group0_blocks":
+        return layout.bytes_per_block * _group_blocks(layout, layout.groups[0], max_model_len, inflight_tokens)
+    return layout.bytes_per_block * blocks_per_request(layout, max_model_len, inflight_tokens)
 
 
 def logged_tokens(layout: KVLayout, num_blocks: int, max_concurrency: float, max_model_len: int, formula: str) -> int:
@@ -218,22 +226,25 @@ def logged_tokens(layout: KVLayout, num_blocks: int, max_concurrency: float, max
     return num_blocks // len(layout.groups) * min_block
 
 
-def fits(layout: KVLayout, available_bytes: int, max_model_len: int, inflight_tokens: int, null_block: bool) -> bool:
+def fits(layout: KVLayout, available_bytes: int, max_model_len: int, inflight_tokens: int, null_block: bool,
+         rule: str = "all_groups_blocks") -> bool:
     """vLLM's start-up check: one request at max_model_len must fit in the available KV memory
     (0.29+: minus the null block)."""
     budget = available_bytes - (layout.bytes_per_block if null_block else 0)
-    return layout.bytes_per_block * blocks_per_request(layout, max_model_len, inflight_tokens) <= budget
+    return needed_bytes(layout, max_model_len, inflight_tokens, rule) <= budget
 
 
 def max_fitting_len(layout: KVLayout, available_bytes: int, upper: int, inflight_tokens: int, null_block: bool,
-                    concurrency: int = 1) -> int:
+                    concurrency: int = 1, rule: str = "all_groups_blocks") -> int:
     """Largest max_model_len (≤ upper) for which `concurrency` requests fit: vLLM's binary search
-    for its "estimated maximum model length" (concurrency 1) and its auto-fit. 0 if none fits."""
+    for its "estimated maximum model length" (concurrency 1, the release's check `rule`) and its
+    auto-fit. For several requests the blocks of every group count. 0 if none fits."""
     budget = available_bytes - (layout.bytes_per_block if null_block else 0)
-    per_block = layout.bytes_per_block
 
     def ok(n: int) -> bool:
-        return per_block * blocks_per_request(layout, n, inflight_tokens) * concurrency <= budget
+        if concurrency == 1:
+            return needed_bytes(layout, n, inflight_tokens, rule) <= budget
+        return layout.bytes_per_block * blocks_per_request(layout, n, inflight_tokens) * concurrency <= budget
 
     lo, hi = 0, upper
     while lo < hi:

@@ -170,6 +170,8 @@ class ReleaseFacts:
     """KV-size lines are logged per worker before the min over workers (one pair per PP stage)."""
     fit_check: Literal["sum_of_layers", "group0_blocks", "all_groups_blocks", "bytes_per_block"]
     """How 'does one max_model_len request fit' computes the bytes needed."""
+    fit_check_whole_model_under_pp: bool
+    """Under PP the fit check compares every layer's KV against one stage's memory (0.14-0.16, vllm#34076)."""
     null_block_in_fit_check: bool
     """The fit check (and auto-fit) subtracts one block for the null block first (0.29+)."""
     sliding_window_inflight_tokens: Literal["max_num_batched_tokens", "max_concurrent_batches_x_mnbt"]

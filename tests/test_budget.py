@@ -281,3 +281,16 @@ def test_cpu_backend_keeps_sliding_window_groups(tmp_path):
 def test_zero_or_negative_sizes_are_rejected(capsys, argv):
     code, _, err = run(capsys, "plan", "qwen3-8b", "--gpu", "H100", *argv)
     assert code == 2 and "at least 1" in err
+
+
+def test_fit_check_rules_by_release(capsys):
+    # 0.14-0.16 compared the whole model's KV against one PP stage (vllm#34076); 0.17 per stage
+    argv = ["plan", "llama3.1-8b", "--gpu", "L4", "--pp", "2", "--max-model-len", "131072", "--json", "--vllm-version"]
+    assert main(argv + ["0.15.0"]) == 1 and "estimated maximum model length" in json.loads(capsys.readouterr().out)["error"]
+    assert main(argv + ["0.17.0"]) == 0
+    capsys.readouterr()
+    # 0.14-0.18 counted only the first group's blocks (gemma-2: sliding window); 0.19 counts every group
+    argv = ["plan", "gemma-2-2b-it", "--gpu", "H100", "--tp", "1", "--max-model-len", "8192", "--max-num-batched-tokens",
+            "512", "--kv-cache-memory-bytes", "400000000", "--json", "--vllm-version"]
+    assert main(argv + ["0.17.0"]) == 0
+    assert main(argv + ["0.19.0"]) == 1
