@@ -352,7 +352,10 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     else:
         ok = mml > 0 and fits(check, bind.available_kv_bytes, mml, inflight, null_block, rule)
     per_req = blocks_per_request(lay, max(mml, 1), inflight)
-    if not ok:
+    if not ok and auto_len and mml <= 0:  # the same text in every release with auto-fit (0.14+)
+        error = ("Cannot auto-fit max_model_len: not enough GPU memory available to serve even a "
+                 "single token. Try increasing `gpu_memory_utilization`.")
+    elif not ok:
         # vLLM's message shows the memory left after the null block (0.29+)
         shown = bind.available_kv_bytes - (lay.bytes_per_block if null_block else 0)
         error = rel.fit_error(mml, needed_bytes(check, max(mml, 1), inflight, rule), shown, min(est_len, mml))

@@ -294,3 +294,9 @@ def test_fit_check_rules_by_release(capsys):
             "512", "--kv-cache-memory-bytes", "400000000", "--json", "--vllm-version"]
     assert main(argv + ["0.17.0"]) == 0
     assert main(argv + ["0.19.0"]) == 1
+
+
+def test_auto_fit_with_no_room_gives_vllms_auto_fit_error():
+    b = budget("meta-llama/Llama-3.1-70B-Instruct", "0.33.0", tp=1, max_model_len="auto",
+               target=Target("NVIDIA L4", round(22.04 * GIB), compute_capability="8.9"))
+    assert not b.fits and "Cannot auto-fit max_model_len" in b.error
