@@ -454,6 +454,9 @@ def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -
     archs = config.get("architectures") or [mt]
     dtype = str(config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or "float32")
     notes = []
+    if config.get("model_type") in _WRAPPERS and not (vision_cfg or {}).get("hidden_size"):
+        notes.append(f"{archs[0]} is multimodal but config.json has no vision_config: the vision tower's weights "
+                     "are not counted (pass the complete config.json)")
     if not (config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")):
         notes.append("config has no torch_dtype: assumed float32, as transformers does")
     return ModelSpec(
