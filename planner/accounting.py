@@ -352,12 +352,6 @@ def weight_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None
     return WeightBytes(per_stage, comp[worst], buffers[worst])
 
 
-def checkpoint_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str) -> int:
-    """Bytes of every tensor the checkpoint stores (loaded or not), unsharded."""
-    dtype_bytes = torch_dtype_bytes(dtype)
-    return sum(tensor_bytes(t, spec, quant, dtype_bytes, 1) for t in tensors)
-
-
 # ---- KV cache ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from planner import overheads as oh
 from planner.accounting import pp_layer_ranges
-from planner.api import Inspection, Model, kv_dtype_bytes
+from planner.inspection import Inspection, Model, kv_dtype_bytes
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
 from planner.kv_layout import (KVLayout, LayoutRules, blocks_per_request, build_layout, fits, logged_tokens,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from planner import budget as bud
-from planner.api import Inspection, Model, check_parallel, inspect
+from planner.inspection import Inspection, Model, check_parallel, inspect
 from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue, NodeGroup
 from planner.releases import ReleaseFacts

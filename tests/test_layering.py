@@ -23,16 +23,18 @@ RULES = {
     "planner.overheads": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.releases": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.hardware": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
-    "planner.budget": LATER_STEPS + ("planner.plan",),
+    "planner.inspection": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.models.sources"),
+    # the budget and the plan build on the accounting's results, never on the API's model loading
+    "planner.budget": LATER_STEPS + ("planner.plan", "planner.api"),
     "planner.training": LATER_STEPS + ("planner.plan", "planner.budget"),
     # the plan's own output includes its `vllm serve` flags (planner.launch.flags); the deployment
     # formats, the server and the CLI come after it
-    "planner.plan": ("planner.cli", "planner.verify", "planner.launch.deployment", "planner.launch.formats",
+    "planner.plan": ("planner.api", "planner.cli", "planner.verify", "planner.launch.deployment", "planner.launch.formats",
                      "planner.launch.cli", "planner.training_cli"),
 }
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
-PURE = ("planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
+PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
         "planner.models.tensors", "planner.budget", "planner.plan", "planner.training", "planner.dtypes")
 HEAVY = ("torch", "transformers", "vllm")
 

@@ -1,0 +1,172 @@
+"""The model-accounting step's result: `Model` (spec + tensors) and `Inspection` (parameters,
+weight bytes, KV bytes per token for one dtype / quantization / layout). Pure: reading a model is
+`planner.api.load_model`'s job; the budget and the plan build on this module, never on the API."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from planner import accounting as acc
+from planner.dtypes import torch_dtype_bytes
+from planner.errors import PlannerError
+from planner.models.quantization import resolve_quantization
+from planner.models.spec import ModelSpec, QuantSpec
+from planner.models.tensors import Tensor
+
+# `--dtype` values vLLM accepts, normalized.
+_DTYPES = {"auto": "auto", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "half": "float16",
+           "fp16": "float16", "float32": "float32", "float": "float32", "fp32": "float32"}
+# `--kv-cache-dtype` values whose bytes per element are plain (per-token-head and 4-bit formats pack
+# scales into pages in backend-specific ways and are refused rather than guessed).
+_KV_DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1}
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model ready for accounting: its normalized spec and the tensors of its checkpoint."""
+
+    id: str
+    source: Literal["bundled", "local", "hub"]
+    spec: ModelSpec
+    tensors: tuple[Tensor, ...]
+    tensor_source: Literal["formula", "safetensors", "none"]
+    """Where the tensor list came from: the architecture formula or the checkpoint's safetensors
+    headers; `none` for architectures whose weights are not modelled yet."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_dtype(spec: ModelSpec, dtype: str | None) -> str:
+    """vLLM's `--dtype`: `auto` takes the checkpoint's dtype, and float32 checkpoints are served in
+    bfloat16 (`_resolve_auto_dtype`)."""
+    key = (dtype or "auto").lower().replace("torch.", "")
+    if key not in _DTYPES:
+        raise PlannerError(f"unknown --dtype {dtype!r}: use one of auto, bfloat16, float16, float32")
+    if _DTYPES[key] != "auto":
+        return _DTYPES[key]
+    return "bfloat16" if spec.dtype == "float32" else _DTYPES.get(spec.dtype, "bfloat16")
+
+
+def kv_dtype_bytes(kv_cache_dtype: str | None, model_dtype: str) -> int:
+    key = (kv_cache_dtype or "auto").lower()
+    if key not in _KV_DTYPES:
+        raise PlannerError(f"--kv-cache-dtype {kv_cache_dtype!r} is not modelled: use one of {', '.join(_KV_DTYPES)}")
+    return _KV_DTYPES[key] or torch_dtype_bytes(model_dtype)
+
+
+def check_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
+    """vLLM's divisibility rules: TP divides the attention heads; KV heads divide TP or TP divides
+    them; PP at most the number of layers."""
+    if tp < 1 or pp < 1:
+        raise PlannerError(f"--tp and --pp must be at least 1 (got tp={tp}, pp={pp})")
+    valid = [t for t in range(1, spec.num_heads + 1) if spec.num_heads % t == 0
+             and (spec.mla or spec.num_kv_heads % t == 0 or t % spec.num_kv_heads == 0)]
+    if spec.num_heads % tp:
+        raise PlannerError(f"--tp {tp} does not divide the {spec.num_heads} attention heads: valid TP sizes are {', '.join(map(str, valid))}")
+    if not spec.mla and spec.num_kv_heads % tp and tp % spec.num_kv_heads:
+        raise PlannerError(f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are {', '.join(map(str, valid))}")
+    if pp > spec.num_layers:
+        raise PlannerError(f"--pp {pp} exceeds the {spec.num_layers} decoder layers: use at most {spec.num_layers}")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Model accounting for one dtype / quantization / KV dtype / TP x PP choice."""
+
+    model: str
+    source: str
+    architecture: str
+    model_type: str
+    tensor_source: str
+    dtype: str
+    """Dtype vLLM loads the unquantized tensors in."""
+    quantization: str | None
+    """vLLM's quantization method name, or None."""
+    kv_cache_dtype: str
+    tp: int
+    pp: int
+    params_total: int
+    """Parameters vLLM loads (vision tower included, MTP layers and stored buffers excluded)."""
+    params_active: int
+    """Parameters one token passes through (text model; MoE: top-k routed experts)."""
+    params_breakdown: dict[str, int]
+    params_not_loaded: dict[str, int]
+    """Parameters the checkpoint stores that vLLM does not load (MTP layers, rotary buffers)."""
+    params_checkpoint: int
+    """What the checkpoint's safetensors total counts: loaded + not loaded + quantization scales."""
+    params_published: int | None
+    weight_bytes_total: int
+    """Weights on all GPUs of one replica together (TP x PP ranks), as vLLM holds them."""
+    weight_bytes_per_gpu: int
+    """The largest GPU's weights (the budget's weights term)."""
+    weight_bytes_per_stage: tuple[int, ...]
+    weight_breakdown_per_gpu: dict[str, int]
+    runtime_buffer_bytes: int
+    kv_bytes_per_token_per_gpu: int
+    kv_bytes_per_token_by_kind: dict[str, int]
+    kv_bytes_per_token_per_stage: tuple[int, ...]
+    head_size: int
+    kv_heads_per_rank: int
+    mamba_state_bytes_per_seq: int
+    layer_types: dict[str, int]
+    max_model_len_default: int
+    estimated: list[str]
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _estimated(model: Model, quant: QuantSpec | None) -> list[str]:
+    out = []
+    if quant is not None and quant.method in ("awq", "gptq", "w4a16", "mxfp4", "nvfp4", "bitsandbytes"):
+        out.append("weight_bytes_per_gpu")  # kernels may repack (Marlin, padded MXFP4) beyond the stored size
+    if model.spec.vision is not None and model.tensor_source == "formula":
+        out.append("params_breakdown.vision")
+    if model.tensor_source == "none":
+        out += ["params_total", "weight_bytes_per_gpu"]
+    return out
+
+
+def inspect(model: Model, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
+            quantization: str | None = None, kv_cache_dtype: str | None = None,
+            kv_auto_from_checkpoint: bool = True) -> Inspection:
+    """Parameters, weight bytes per GPU and KV bytes per token per GPU under vLLM's rules.
+    `kv_auto_from_checkpoint`: `auto` takes the checkpoint's KV dtype, as vLLM does from 0.14."""
+    spec = model.spec
+    check_parallel(spec, tp, pp)
+    load_dtype = resolve_dtype(spec, dtype)
+    quant = resolve_quantization(spec.quant, quantization)
+    tensors = list(model.tensors)
+    warnings = list(spec.notes)
+    kv_cache_dtype = (kv_cache_dtype or "auto").lower()
+    if kv_cache_dtype == "auto" and kv_auto_from_checkpoint and quant is not None and quant.kv_cache_dtype:
+        kv_cache_dtype = quant.kv_cache_dtype
+        warnings.append(f"--kv-cache-dtype auto resolves to the checkpoint's {kv_cache_dtype} KV cache (vLLM 0.14+)")
+    kv_bytes = kv_dtype_bytes(kv_cache_dtype, load_dtype)
+    if model.tensor_source == "none":
+        warnings.append(f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint folder with safetensors for exact weights")
+    if quant is not None and quant.method == "bitsandbytes":
+        warnings.append("bitsandbytes was removed from vLLM in 0.28.0: target vLLM 0.27 or older, or use an AWQ/GPTQ checkpoint")
+    w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
+    kv = acc.kv_bytes_per_token(spec, kv_bytes, tp, pp)
+    loaded = acc.params_by_component(tensors)
+    every = acc.params_by_component(tensors, loaded_only=False)
+    return Inspection(
+        model=model.id, source=model.source, architecture=spec.architecture, model_type=spec.model_type,
+        tensor_source=model.tensor_source, dtype=load_dtype, quantization=quant.vllm_name if quant else None,
+        kv_cache_dtype=kv_cache_dtype, tp=tp, pp=pp,
+        params_total=sum(loaded.values()), params_active=acc.active_params(spec, tensors), params_breakdown=loaded,
+        params_not_loaded={k: v - loaded.get(k, 0) for k, v in every.items() if v != loaded.get(k, 0)},
+        params_checkpoint=acc.checkpoint_params(tensors, quant if quant is spec.quant else None),
+        params_published=model.meta.get("params_published"),
+        weight_bytes_total=sum(w.per_stage) * tp, weight_bytes_per_gpu=w.max_per_gpu,
+        weight_bytes_per_stage=w.per_stage, weight_breakdown_per_gpu=w.by_component_max_stage,
+        runtime_buffer_bytes=w.runtime_buffers,
+        kv_bytes_per_token_per_gpu=kv.max_per_gpu, kv_bytes_per_token_by_kind=kv.by_kind_max_stage,
+        kv_bytes_per_token_per_stage=kv.per_stage, head_size=kv.head_size, kv_heads_per_rank=kv.kv_heads_per_rank,
+        mamba_state_bytes_per_seq=acc.mamba_state_bytes_per_seq(spec, torch_dtype_bytes(load_dtype), tp),
+        layer_types=spec.layer_type_counts(), max_model_len_default=spec.max_model_len_default,
+        estimated=_estimated(model, quant), warnings=warnings,
+    )
