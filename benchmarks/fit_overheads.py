@@ -31,6 +31,7 @@ from planner.budget import resolve_lengths  # noqa: E402
 from planner.calibration import release_for, settings_for, target_for  # noqa: E402
 from planner.dtypes import torch_dtype_bytes  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
+from planner.releases import parse_version  # noqa: E402
 from planner.overheads import GIB, Coefficients, Features, ProfileShape, activation_peak_bytes, features  # noqa: E402
 
 DEFAULT_CALIBRATION = REPO.parent / "shared" / "calibration" / "vllm-startup-h100.jsonl"
@@ -157,10 +158,17 @@ def main(argv=None) -> int:
                             "validated": [v.lstrip("v") for v in older],
                             "source": f"sampler copies refitted on the {', '.join(older)} start-ups of {a.calibration.name}; other terms from the base set",
                             "coefficients": {"sampler_logits": round(refit, 4)}})
-    doc = {"sets": sets}
+    path = REPO / "profiles" / "vllm" / "overheads.yaml"
+    # Sets measured elsewhere (later releases, runner overlays) are kept as they are; the base set keeps
+    # the end of its range where a later set takes over.
+    kept = [x for x in yaml.safe_load(path.read_text())["sets"] if x["name"] not in ("base", "older-sampler")]
+    later = [x["from"] for x in kept if "runner" not in x]
+    if later:
+        sets[-1] = {**{k: v for k, v in sets[-1].items() if k != "coefficients"}, "until": min(later, key=parse_version),
+                    "coefficients": sets[-1]["coefficients"]}
+    doc = {"sets": [*sets[:-1], *[x for x in kept if "runner" not in x], sets[-1], *[x for x in kept if "runner" in x]]}
     print(yaml.safe_dump(doc, sort_keys=False))
     if a.write:
-        path = REPO / "profiles" / "vllm" / "overheads.yaml"
         header = "# Fitted by benchmarks/fit_overheads.py: shared coefficients of planner/overheads.py (estimates).\n"
         path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
         print(f"wrote {path}", file=sys.stderr)

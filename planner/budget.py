@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from planner import model_runner
 from planner import overheads as oh
 from planner.accounting import pp_layer_ranges
 from planner.inspection import Inspection, Model, kv_dtype_bytes
@@ -62,6 +63,8 @@ class Settings:
     enable_prefix_caching: bool | None = None
     """--enable-prefix-caching / --no-enable-prefix-caching; None = the release default. Only the
     Mamba cache mode of hybrid models depends on it here."""
+    model_runner: Literal["v1", "v2"] | None = None
+    """VLLM_USE_V2_MODEL_RUNNER (1 -> "v2", 0 -> "v1"); None = the release's default for the model."""
 
     def __post_init__(self) -> None:
         u = self.gpu_memory_utilization
@@ -86,6 +89,8 @@ class StageBudget:
     available_kv_bytes: int
     layout: KVLayout
     num_blocks: int
+    runner_buffers_bytes: int = 0
+    """V2 model runner's sampler buffers, charged from 0.27 (see overheads.v2_runner_buffer_bytes)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Budget:
     activation_gib: float
     non_torch_gib: float
     cudagraph_gib: float
+    """The CUDA-graph estimate subtracted from the budget (0 where the release or runner does not)."""
     kv_cache_gib: float
     """Available KV-cache memory ("Available KV cache memory: X GiB")."""
     kv_bytes_per_token: int
@@ -124,6 +130,10 @@ class Budget:
     """Largest max_model_len at which `concurrency` requests fit together, when asked."""
     concurrency: int | None = None
     notes: list[str] = field(default_factory=list)
+    model_runner: str = "v1"
+    """The GPU model runner vLLM starts ("v1" or "v2"; "v1" on the CPU backend)."""
+    runner_buffers_gib: float = 0.0
+    """The V2 runner's penalty / bit-mask buffers where the release charges them to the budget (0.27+)."""
 
 
 def block_size_for(model: Model, target: Target, rel: ReleaseFacts, requested: int | None, kv_cache_dtype: str = "auto") -> int:
@@ -228,27 +238,33 @@ def _hybrid_rules(model: Model, target: Target, rel: ReleaseFacts, s: Settings, 
 
 
 def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
-           s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules) -> StageBudget:
+           s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules,
+           runner: str) -> StageBudget:
     spec = model.spec
     weights = insp.weight_bytes_per_stage[stage]
     layout = build_layout(spec, layers, s.tp, kv_bytes, block, rules)
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
         return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
-    c = oh.coefficients(rel.version)
+    c = oh.coefficients(rel.version, runner)
     shape = oh.ProfileShape(tokens=mnbt, sampler_rows=min(seqs, mnbt), tp=s.tp,
                             dtype_bytes=torch_dtype_bytes(insp.dtype), has_sampler=stage == s.pp - 1)
     act = oh.activation_peak_bytes(oh.features(spec, shape), c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
     graphs = 0
-    if (rel.cudagraph_estimate_subtracted or s.kv_cache_memory_bytes is not None) and not s.enforce_eager:
+    # the V2 runner's profile_cudagraph_memory() returned 0 until 0.29
+    subtracted = rel.cudagraph_estimate_subtracted and (runner == "v1" or rel.v2_model_runner_profiles_cudagraphs)
+    if (subtracted or s.kv_cache_memory_bytes is not None) and not s.enforce_eager:
         graphs = oh.cudagraph_estimate_bytes(len(layers), c)
+    buffers = 0
+    if runner == "v2" and rel.budget_formula == "total_consumed":  # allocated before profiling, charged from 0.27
+        buffers = oh.v2_runner_buffer_bytes(seqs, spec.vocab_size)
     if s.kv_cache_memory_bytes is not None:
         # vLLM skips the measured terms: the pool is exactly the configured size (they still use memory).
         avail = s.kv_cache_memory_bytes
     else:
-        avail = math.ceil(target.memory_bytes * util) - weights - act - non_torch - graphs
-    return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0))
+        avail = math.ceil(target.memory_bytes * util) - weights - act - non_torch - graphs - buffers
+    return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0), buffers)
 
 
 def default_max_model_len(model: Model, rel: ReleaseFacts) -> int:
@@ -277,7 +293,7 @@ def _pinned_pool_error(stages: tuple[StageBudget, ...], target: Target, pool: in
     """With --kv-cache-memory-bytes vLLM checks nothing: a pool that does not fit beside the weights
     and the (estimated) activation, non-torch and graph memory runs out of memory at allocation."""
     for st in stages:
-        need = st.weights_bytes + pool + st.activation_bytes + st.non_torch_bytes + st.cudagraph_bytes
+        need = st.weights_bytes + pool + st.activation_bytes + st.non_torch_bytes + st.cudagraph_bytes + st.runner_buffers_bytes
         if need > target.memory_bytes:
             return (f"weights {st.weights_bytes / GIB:.2f} GiB + KV pool {pool / GIB:.2f} GiB + estimated activation, "
                     f"non-torch and CUDA-graph memory {(need - st.weights_bytes - pool) / GIB:.2f} GiB exceed the "
@@ -331,7 +347,8 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                         hybrid_kv_cache_manager=target.device != "cpu" or rel.cpu_hybrid_kv_cache_manager,
                         **_hybrid_rules(model, target, rel, s, torch_dtype_bytes(insp.dtype)))
     kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
-    stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules)
+    runner = model_runner.resolve(rel, model_runner.traits(spec), s.model_runner, target.device)
+    stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules, runner)
                    for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
     bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
     bind = stages[bind_index]
@@ -380,7 +397,7 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
-        c = oh.coefficients(rel.version)
+        c = oh.coefficients(rel.version, runner)
         if rel.version not in c.validated:
             notes.append(f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
                          f"for {rel.version} they are an extrapolation")
@@ -396,4 +413,5 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         max_concurrency=round(conc, 2), max_model_len_fit=est_len, fits=ok, error=error,
         estimated=_estimated(s, target, insp, auto_len, concurrency),
         stages=stages, max_model_len_fit_concurrency=fit_c, concurrency=concurrency, notes=notes,
+        model_runner=runner, runner_buffers_gib=round(bind.runner_buffers_bytes / GIB, 2),
     )

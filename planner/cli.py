@@ -184,6 +184,19 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (a list with --inventory)")
 
 
+def _runner_from_env() -> str | None:
+    """VLLM_USE_V2_MODEL_RUNNER as vLLM reads it (bool(int(value))); None when unset."""
+    import os
+
+    raw = os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "").strip()
+    if not raw:
+        return None
+    try:
+        return "v2" if int(raw) else "v1"
+    except ValueError:
+        raise PlannerError(f"VLLM_USE_V2_MODEL_RUNNER={raw!r} is not an integer: set 1 (V2 model runner) or 0 (V1)") from None
+
+
 def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(Request, GPU or None, catalogue) from the plan options: the CLI's only wiring."""
     import os
@@ -202,6 +215,7 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
         kv_cache_dtype=a.kv_cache_dtype.lower(), enforce_eager=a.enforce_eager,
         kv_cache_memory_bytes=a.kv_cache_memory_bytes, block_size=a.block_size,
         allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
+        model_runner=_runner_from_env(),
     )
     catalogue = load_catalogue(Path(a.gpu_file) if a.gpu_file else None)
     gpu = None
@@ -230,12 +244,15 @@ def _plan_text(r: Any) -> str:
             ["weights" + est("weights_gib"), f"{b.weights_gib:.2f}"],
             ["activation peak" + est("activation_gib"), f"{b.activation_gib:.2f}"],
             ["non-torch" + est("non_torch_gib"), f"{b.non_torch_gib:.2f}"],
-            ["CUDA graphs" + est("cudagraph_gib"), f"{b.cudagraph_gib:.2f}"],
-            ["KV cache" + est("kv_cache_gib"), f"{b.kv_cache_gib:.2f}"]]
+            ["CUDA graphs" + est("cudagraph_gib"), f"{b.cudagraph_gib:.2f}"]]
+    if b.runner_buffers_gib:
+        rows.append(["V2 runner sampler buffers", f"{b.runner_buffers_gib:.2f}"])
+    rows.append(["KV cache" + est("kv_cache_gib"), f"{b.kv_cache_gib:.2f}"])
     lines += [_table(rows, ["per GPU (binding stage)", "GiB"], colalign=("left", "right")), ""]
     lines += [
         f"KV: {b.kv_bytes_per_token:,} B/token/GPU, block {b.block_size}, {b.num_blocks:,} blocks, {b.kv_cache_tokens:,} tokens{est('kv_cache_tokens')}",
-        f"max_model_len {b.max_model_len:,} | max_num_seqs {b.max_num_seqs:,} | max_num_batched_tokens {b.max_num_batched_tokens:,}",
+        f"max_model_len {b.max_model_len:,} | max_num_seqs {b.max_num_seqs:,} | max_num_batched_tokens {b.max_num_batched_tokens:,}"
+        + ("" if r.gpu is None else f" | model runner {b.model_runner.upper()}"),
         f"maximum concurrency at {b.max_model_len:,} tokens: {b.max_concurrency:.2f}x{est('max_concurrency')}",
         f"largest context for one request: {b.max_model_len_fit:,}{est('max_model_len_fit')}",
     ]

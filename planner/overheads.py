@@ -107,20 +107,34 @@ def _sets() -> list[dict]:
     return load_yaml(profiles_dir() / "vllm" / "overheads.yaml")["sets"]
 
 
-@functools.cache
-def coefficients(version: str) -> Coefficients:
-    """The coefficient set whose release range holds `version` (a set may refine a base set)."""
+def _covers(x: dict, v: tuple) -> bool:
     from planner.releases import parse_version  # local: releases imports nothing from here
+
+    return parse_version(x["from"]) <= v and ("until" not in x or v < parse_version(x["until"]))
+
+
+@functools.cache
+def coefficients(version: str, runner: str = "v1") -> Coefficients:
+    """The coefficient set whose release range holds `version` (a set may refine a base set), with
+    the overlay of `runner` ("v1": vLLM's GPUModelRunner, "v2": the V2 model runner) on top.
+    Overlays (sets with a `runner` key) change only the terms that runner measures differently."""
+    from planner.releases import parse_version
 
     v = parse_version(version)
     sets = _sets()
     by_name = {x["name"]: x for x in sets}
+    main = next((x for x in sets if "runner" not in x and _covers(x, v)), None)
+    if main is None:
+        raise ValueError(f"no overhead coefficients cover vLLM {version}")
+    values = {**(by_name[main["base"]]["coefficients"] if "base" in main else {}), **main["coefficients"]}
+    validated, sources = list(main.get("validated", ())), [str(main.get("source", ""))]
     for x in sets:
-        if parse_version(x["from"]) <= v and ("until" not in x or v < parse_version(x["until"])):
-            values = {**(by_name[x["base"]]["coefficients"] if "base" in x else {}), **x["coefficients"]}
-            return Coefficients(**{k: values[k] for k in Coefficients.__dataclass_fields__ if k not in ("source", "validated")},
-                                source=str(x.get("source", "")), validated=tuple(x.get("validated", ())))
-    raise ValueError(f"no overhead coefficients cover vLLM {version}")
+        if x.get("runner") == runner and _covers(x, v):
+            values.update(x["coefficients"])
+            validated = [r for r in validated if r in x.get("validated", ())]
+            sources.append(str(x.get("source", "")))
+    return Coefficients(**{k: values[k] for k in Coefficients.__dataclass_fields__ if k not in ("source", "validated")},
+                        source="; ".join(sources), validated=tuple(validated))
 
 
 def activation_peak_bytes(f: Features, c: Coefficients) -> int:
@@ -144,6 +158,16 @@ def non_torch_bytes(tp: int, pp: int, c: Coefficients) -> int:
 
 
 def cudagraph_estimate_bytes(layers_on_worker: int, c: Coefficients) -> int:
-    """vLLM's measured CUDA-graph estimate (subtracted from the budget from 0.20): graph pools grow
-    with the number of captured pieces, i.e. with the layers on the worker."""
+    """vLLM's measured CUDA-graph estimate (subtracted from the budget from 0.20 by the V1 runner):
+    the largest first capture (FULL and PIECEWISE graphs share one pool) plus one increment per
+    further graph, which grows with the captured pieces, i.e. with the layers on the worker."""
     return int((c.cudagraph_const_gib + c.cudagraph_per_layer_gib * layers_on_worker) * GIB)
+
+
+def v2_runner_buffer_bytes(max_num_seqs: int, vocab_size: int) -> int:
+    """GPU buffers the V2 model runner allocates once for the sampler and structured output, which
+    vLLM 0.27+ charges to the budget (its free-memory drop): int32 penalty counts [seqs, vocab],
+    the prompt-token bit mask and the grammar bit mask [seqs, vocab / 32] (v1/worker/gpu/sample/
+    penalties.py, gpu/structured_outputs.py). Exact sizes; the allocator's rounding aside."""
+    words = -(-vocab_size // 32)
+    return 4 * max_num_seqs * (vocab_size + 2 * words)

@@ -182,6 +182,14 @@ class ReleaseFacts:
     """Whether Model Runner V2 is used without VLLM_USE_V2_MODEL_RUNNER."""
     v2_model_runner_default_architectures: tuple[str, ...]
     """Architectures that default to the V2 runner while v2_model_runner_default == 'allowlist'."""
+    v2_model_runner_rule: Literal["none", "listed_dense_unquantized", "listed", "listed_or_dense_no_hybrid",
+                                  "listed_or_dense", "all"]
+    """How _is_default_v2_model_runner_model decides (config/vllm.py), VLLM_USE_V2_MODEL_RUNNER unset:
+    none; an allow-listed architecture that is neither MoE nor quantized (0.22-0.23); any allow-listed
+    one (0.24); allow-listed or not MoE, never hybrid or attention-free (0.25-0.26); the same with
+    allow-listed hybrids admitted (0.27-0.28); every model the runner supports (0.29+)."""
+    v2_model_runner_profiles_cudagraphs: bool
+    """The V2 runner's profile_cudagraph_memory() measures an estimate (0.29+); before, it returns 0."""
 
     # hybrid / Mamba
     hybrid_prefix_caching_default: bool

@@ -23,6 +23,7 @@ RULES = {
     "planner.overheads": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.releases": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.hardware": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.model_runner": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.inspection": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.models.sources"),
     # the budget and the plan build on the accounting's results, never on the API's model loading
     "planner.budget": LATER_STEPS + ("planner.plan", "planner.api"),
@@ -35,7 +36,8 @@ RULES = {
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
-        "planner.models.tensors", "planner.budget", "planner.plan", "planner.training", "planner.dtypes")
+        "planner.models.tensors", "planner.budget", "planner.plan", "planner.training", "planner.dtypes",
+        "planner.model_runner")
 HEAVY = ("torch", "transformers", "vllm")
 
 

@@ -93,6 +93,8 @@ def serve_config(model_ref: str, b: Budget, s: Settings, rel: ReleaseFacts, *, d
     env: list[tuple[str, str]] = []
     if device == "cpu" and cpu_kvcache_gib is not None:
         env.append(("VLLM_CPU_KVCACHE_SPACE", f"{cpu_kvcache_gib:g}"))
+    if s.model_runner is not None:  # the plan's activation and CUDA-graph terms assume this runner
+        env.append(("VLLM_USE_V2_MODEL_RUNNER", "1" if s.model_runner == "v2" else "0"))
     return ServeConfig(model_ref, tuple(args), tuple(env))
 
 

@@ -1,0 +1,120 @@
+"""Which model runner each vLLM release starts (config/vllm.py `_is_default_v2_model_runner_model`, read
+release by release), and what the choice does to the budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from planner import overheads, releases
+from planner.api import load_model
+from planner.budget import Settings, Target, compute
+from planner.inspection import inspect
+from planner.model_runner import RunnerTraits, default_runner, resolve, traits
+
+DENSE = RunnerTraits("LlamaForCausalLM", is_moe=False, is_hybrid=False, attention_free=False, quantized=False)
+QWEN3 = RunnerTraits("Qwen3ForCausalLM", is_moe=False, is_hybrid=False, attention_free=False, quantized=False)
+QWEN3_FP8 = RunnerTraits("Qwen3ForCausalLM", is_moe=False, is_hybrid=False, attention_free=False, quantized=True)
+PHI3 = RunnerTraits("Phi3ForCausalLM", is_moe=False, is_hybrid=False, attention_free=False, quantized=False)
+QWEN3_MOE = RunnerTraits("Qwen3MoeForCausalLM", is_moe=True, is_hybrid=False, attention_free=False, quantized=False)
+DSV2 = RunnerTraits("DeepseekV2ForCausalLM", is_moe=True, is_hybrid=False, attention_free=False, quantized=False)
+NEMOTRON_H = RunnerTraits("NemotronHForCausalLM", is_moe=False, is_hybrid=True, attention_free=False, quantized=False)
+MAMBA = RunnerTraits("MambaForCausalLM", is_moe=False, is_hybrid=False, attention_free=True, quantized=False)
+
+# release -> runner for each model above, read off each release's config/vllm.py
+TABLE = {
+    #          DENSE QWEN3 QWEN3_FP8 PHI3 QWEN3_MOE DSV2 NEMOTRON_H MAMBA
+    "0.19.0": "v1 v1 v1 v1 v1 v1 v1 v1",
+    "0.21.0": "v1 v1 v1 v1 v1 v1 v1 v1",
+    "0.22.0": "v1 v2 v1 v1 v1 v1 v1 v1",  # Qwen3 only, dense, unquantized
+    "0.23.0": "v2 v2 v1 v1 v1 v1 v1 v1",  # + Llama, Mistral
+    "0.24.0": "v2 v2 v2 v1 v1 v2 v1 v1",  # the list alone decides
+    "0.25.0": "v2 v2 v2 v2 v1 v2 v1 v1",  # every dense non-hybrid model, listed MoE
+    "0.26.0": "v2 v2 v2 v2 v1 v2 v1 v1",
+    "0.27.0": "v2 v2 v2 v2 v1 v2 v1 v1",  # hybrids only when listed (none here)
+    "0.29.0": "v2 v2 v2 v2 v2 v2 v2 v2",  # everything
+    "0.33.0": "v2 v2 v2 v2 v2 v2 v2 v2",
+}
+MODELS = (DENSE, QWEN3, QWEN3_FP8, PHI3, QWEN3_MOE, DSV2, NEMOTRON_H, MAMBA)
+
+
+@pytest.mark.parametrize("version", sorted(TABLE))
+def test_default_runner_by_release(version: str) -> None:
+    rel = releases.get(version)
+    assert [default_runner(rel, t) for t in MODELS] == TABLE[version].split()
+
+
+def test_cpu_backend_and_explicit_choice() -> None:
+    rel = releases.get("0.26.0")
+    assert default_runner(rel, QWEN3, device="cpu") == "v1"
+    assert resolve(rel, QWEN3, "v1") == "v1"  # VLLM_USE_V2_MODEL_RUNNER=0 wins
+    assert resolve(rel, QWEN3_MOE, "v2") == "v2"
+    assert resolve(releases.get("0.11.0"), QWEN3, "v2") == "v1"  # the variable did not exist yet
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("Qwen/Qwen3-8B", RunnerTraits("Qwen3ForCausalLM", False, False, False, False)),
+    ("Qwen/Qwen3-30B-A3B-FP8", RunnerTraits("Qwen3MoeForCausalLM", True, False, False, True)),
+    ("nvidia/Nemotron-H-56B-Base-8K", RunnerTraits("NemotronHForCausalLM", False, True, False, False)),
+    ("Qwen/Qwen3-Next-80B-A3B-Thinking", RunnerTraits("Qwen3NextForCausalLM", True, True, False, False)),
+])
+def test_traits_from_real_configs(model: str, expected: RunnerTraits) -> None:
+    assert traits(load_model(model).spec) == expected
+
+
+H200 = Target("H200", int(139.8 * 2**30), compute_capability="9.0")
+
+
+def _budget(version: str, runner: str | None = None, **kw):
+    model = load_model("Qwen/Qwen3-8B")
+    return compute(model, inspect(model), H200, releases.get(version), Settings(model_runner=runner, **kw))
+
+
+def test_v2_runner_subtracts_no_cudagraph_estimate_before_029() -> None:
+    v2, v1 = _budget("0.26.0"), _budget("0.26.0", "v1")
+    assert (v2.model_runner, v1.model_runner) == ("v2", "v1")
+    assert v2.cudagraph_gib == 0 and v1.cudagraph_gib > 0
+    assert v2.activation_gib < v1.activation_gib  # the V2 sampler keeps fewer logits copies
+    assert _budget("0.29.0").cudagraph_gib > 0
+    assert _budget("0.26.0", enforce_eager=True).cudagraph_gib == 0
+
+
+def test_v2_runner_buffers_are_charged_from_027() -> None:
+    assert _budget("0.26.0").runner_buffers_gib == 0
+    b = _budget("0.27.0")
+    # int32 [1024, 151,936] penalty counts + two [1024, 4,748] bit masks
+    assert overheads.v2_runner_buffer_bytes(1024, 151936) == 4 * 1024 * (151936 + 2 * 4748)
+    assert b.runner_buffers_gib == round(4 * 1024 * (151936 + 2 * 4748) / 2**30, 2)
+    assert _budget("0.27.0", "v1").runner_buffers_gib == 0
+
+
+def test_overhead_overlays_by_runner() -> None:
+    assert overheads.coefficients("0.26.0", "v2").sampler_logits == 2.0
+    assert overheads.coefficients("0.25.0", "v2").sampler_logits == 3.0  # one more fp32 copy before 0.26
+    assert overheads.coefficients("0.26.0", "v1").sampler_logits == overheads.coefficients("0.19.0").sampler_logits
+    assert overheads.coefficients("0.26.0", "v1").validated == ("0.26.0",)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_env_var_reaches_plan_and_serve_command() -> None:
+    run = _cli("plan", "Qwen/Qwen3-8B", "--gpu", "H200", "--vllm-version", "0.26.0", "--json",
+               env={"VLLM_USE_V2_MODEL_RUNNER": "0"})
+    assert run.returncode == 0, run.stderr
+    plan = json.loads(run.stdout)
+    assert plan["model_runner"] == "v1"
+    assert plan["vllm_serve_command"].startswith("VLLM_USE_V2_MODEL_RUNNER=0 vllm serve ")
+
+
+def test_env_var_that_is_not_an_integer_is_a_one_line_error() -> None:
+    run = _cli("plan", "Qwen/Qwen3-8B", "--gpu", "H200", env={"VLLM_USE_V2_MODEL_RUNNER": "yes"})
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "VLLM_USE_V2_MODEL_RUNNER" in run.stderr and "Traceback" not in run.stderr
