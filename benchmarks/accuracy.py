@@ -47,6 +47,9 @@ def replay_file(path: Path, require_gpu: bool) -> tuple[list, list]:
         label = f"{r['model']} tp{r['tp']}pp{r['pp']} {r['max_model_len']} {r.get('dtype') or ''} kv={r.get('kv_cache_dtype')} q={r.get('quantization') or '-'} {r['vllm_version'].split()[0]}"
         if require_gpu:
             label += f" {r.get('gpu_catalogue') or r.get('gpu')}"
+        if r.get("max_num_seqs") and r["max_num_seqs"] != 1024:
+            label += f" seqs={r['max_num_seqs']}"
+        label += "".join(f" {k}={v}" for k, v in (r.get("env") or {}).items())
         try:
             rows.append((label, replay(r)))
         except PlannerError as exc:
@@ -86,12 +89,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calibration", type=Path, default=DEFAULT)
     ap.add_argument("--independent", type=Path, default=INDEPENDENT,
-                    help="real start-up logs of other GPUs and releases, not used in any fit")
+                    help="real start-up logs of other GPUs and releases, outside the calibration fit")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for the README)")
     a = ap.parse_args(argv)
     report(*replay_file(a.calibration, require_gpu=False), a.markdown)
     if a.independent.is_file():
-        print("\nIndependent start-up logs (benchmarks/data/public-startups.jsonl, not fitted):\n")
+        print("\nOther start-up logs (benchmarks/data/public-startups.jsonl): not in the calibration fit; the 0.26.0 H200\n"
+              "runs set the 0.26 CUDA-graph and V2-sampler terms (each record's notes says which), the others are unfitted.\n")
         report(*replay_file(a.independent, require_gpu=True), a.markdown)
     return 0
 
