@@ -267,6 +267,23 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0), buffers)
 
 
+def _headroom_notes(model: Model, target: Target, rel: ReleaseFacts, s: Settings, runner: str, util: float,
+                    seqs: int, bind: StageBudget) -> list[str]:
+    """What the release allocates outside the budget, from the 1 - utilization headroom."""
+    if target.device == "cpu" or runner != "v2" or s.kv_cache_memory_bytes is not None:
+        return []
+    headroom = target.memory_bytes - math.ceil(target.memory_bytes * util)
+    outside = []
+    if not bind.runner_buffers_bytes:  # before 0.27 the sampler buffers are not charged
+        outside.append(f"its sampler buffers ({oh.v2_runner_buffer_bytes(seqs, model.spec.vocab_size) / GIB:.2f} GiB)")
+    if not bind.cudagraph_bytes and not s.enforce_eager:
+        outside.append("its CUDA graphs (1.00 GiB measured for Qwen3-8B on an H200, vLLM 0.26)")
+    if not outside:
+        return []
+    return [f"V2 model runner: {' and '.join(outside)} are not in vLLM's budget; they come from the "
+            f"1 - gpu_memory_utilization headroom ({headroom / GIB:.2f} GiB here)"]
+
+
 def default_max_model_len(model: Model, rel: ReleaseFacts) -> int:
     """The model's context limit under this release's RoPE rules (`_get_and_verify_max_len`)."""
     spec = model.spec
@@ -390,6 +407,7 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         elif ok and seqs < concurrency:
             ok = False
             error = f"max_num_seqs {seqs:,} caps the requests vLLM runs at once below the requested {concurrency}: pass --max-num-seqs {concurrency}"
+    notes += _headroom_notes(model, target, rel, s, runner, util, seqs, bind)
     if lay.mamba_state_bytes:
         mamba_groups = sum(1 for g in lay.groups if g.kind == "mamba")
         notes.append(f"hybrid: attention block size {lay.block_size} tokens (page {lay.page_bytes:,} B >= Mamba state "

@@ -118,3 +118,13 @@ def test_env_var_that_is_not_an_integer_is_a_one_line_error() -> None:
     run = _cli("plan", "Qwen/Qwen3-8B", "--gpu", "H200", env={"VLLM_USE_V2_MODEL_RUNNER": "yes"})
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "VLLM_USE_V2_MODEL_RUNNER" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_memory_outside_the_budget_is_named() -> None:
+    def note(version: str, **kw) -> str:
+        return " ".join(n for n in _budget(version, **kw).notes if n.startswith("V2 model runner"))
+
+    assert "sampler buffers (0.62 GiB)" in note("0.26.0") and "CUDA graphs" in note("0.26.0")
+    assert "sampler buffers" not in note("0.27.0") and "CUDA graphs" in note("0.27.0")
+    assert note("0.29.0") == "" and note("0.26.0", model_runner="v1") == ""
+    assert "CUDA graphs" not in note("0.26.0", enforce_eager=True)
