@@ -78,8 +78,7 @@ def shape_for(r: dict, model) -> ProfileShape:
     """The profile run vLLM did for this case: its release's batch defaults on that GPU."""
     _, tokens, seqs = resolve_lengths(model, settings_for(r), target_for(r), release_for(r))
     dtype = resolve_dtype(model.spec, r.get("dtype"))
-    return ProfileShape(tokens=tokens, sampler_rows=min(seqs, tokens), tp=r["tp"],
-                        dtype_bytes=torch_dtype_bytes(dtype), has_sampler=r["pp"] == 1)
+    return ProfileShape.of(tokens, seqs, r["tp"], torch_dtype_bytes(dtype), last_stage=r["pp"] == 1)
 
 
 def fit_activation(samples: list[tuple[Features, float, bool]]) -> dict[str, float]:

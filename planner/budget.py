@@ -247,8 +247,7 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
         return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
     c = oh.coefficients(rel.version, runner)
-    shape = oh.ProfileShape(tokens=mnbt, sampler_rows=min(seqs, mnbt), tp=s.tp,
-                            dtype_bytes=torch_dtype_bytes(insp.dtype), has_sampler=stage == s.pp - 1)
+    shape = oh.ProfileShape.of(mnbt, seqs, s.tp, torch_dtype_bytes(insp.dtype), last_stage=stage == s.pp - 1)
     act = oh.activation_peak_bytes(oh.features(spec, shape), c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
     graphs = 0

@@ -33,6 +33,13 @@ class ProfileShape:
     has_sampler: bool
     """Only the last pipeline stage computes logits and samples."""
 
+    @classmethod
+    def of(cls, max_num_batched_tokens: int, max_num_seqs: int, tp: int, dtype_bytes: int, last_stage: bool) -> "ProfileShape":
+        """The dummy run of vLLM's profile: max_num_batched_tokens tokens, sampled as
+        min(max_num_seqs, max_num_batched_tokens) requests on the last pipeline stage."""
+        return cls(tokens=max_num_batched_tokens, sampler_rows=min(max_num_seqs, max_num_batched_tokens), tp=tp,
+                   dtype_bytes=dtype_bytes, has_sampler=last_stage)
+
 
 @dataclass(frozen=True)
 class Features:
