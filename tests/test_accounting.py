@@ -42,6 +42,19 @@ def test_checkpoint_params_equal_published(model, published):
     assert r.params_published == published
 
 
+def test_llama4_vision_tower_matches_the_published_count_and_vllm_sharding():
+    r = inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct")
+    assert r.params_total == r.params_published == 108_641_793_536
+    assert r.params_breakdown["vision"] == 871_932_416
+    # encoder blocks, patch projection, pixel-shuffle adapter and projector split across TP; class and
+    # position embeddings and the norms replicated (vLLM mllama4.py, mm_encoder_tp_mode "weights")
+    h, layers = 1408, 34
+    replicated = 577 * h + h + 2 * h + layers * 6 * h + 2 * h
+    sharded = 871_932_416 - replicated
+    assert inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4).weight_breakdown_per_gpu["vision"] == \
+        2 * (replicated + sharded // 4)
+
+
 def test_published_extras_are_shown_separately():
     r = inspect("deepseek-ai/DeepSeek-V3")
     assert r.params_total == 671_026_419_200  # the 671B main model vLLM loads

@@ -91,9 +91,7 @@ def calibration_records():
 
 
 # Cases whose bundled profile cannot describe what ran (say why; the README lists them).
-KNOWN_GAPS = {
-    "meta-llama/Llama-4-Scout-17B-16E-Instruct": "the bundled config.json lacks vision_config: the vision tower's weights are missing",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _replayable():

@@ -424,9 +424,12 @@ def _vision(vcfg: Config | None, text_hidden: int, wrapper: str, tokens_per_imag
     if not vcfg or not vcfg.get("hidden_size"):
         return None
     v_hidden = int(vcfg["hidden_size"])
+    llama4 = {}
     if wrapper == "gemma3":
         # Gemma3MultiModalProjector: mm_input_projection_weight [v_hidden, text_hidden] + RMSNorm(v_hidden)
         projector = v_hidden * text_hidden + v_hidden
+    elif wrapper == "llama4":
+        projector, tokens_per_image, llama4 = _llama4_vision(vcfg, text_hidden)
     else:
         projector = 0
     return VisionSpec(
@@ -435,7 +438,25 @@ def _vision(vcfg: Config | None, text_hidden: int, wrapper: str, tokens_per_imag
         num_layers=int(vcfg.get("num_hidden_layers", 0)), num_heads=int(vcfg.get("num_attention_heads", 1)),
         patch_size=int(vcfg.get("patch_size", 14)), image_size=int(vcfg.get("image_size", 224)),
         num_channels=int(vcfg.get("num_channels", 3)), projector_params=projector, tokens_per_image=tokens_per_image,
+        **llama4,
     )
+
+
+def _llama4_vision(vcfg: Config, text_hidden: int) -> tuple[int, int, dict]:
+    """Llama4VisionModel beyond the generic ViT (vLLM's mllama4.py): a class embedding, one more
+    position row and a pre-norm (replicated); a bias-free column-parallel patch projection; the
+    pixel-shuffle adapter (fc1 [intermediate -> projector_input_dim], fc2 [projector_output_dim^2]) and
+    the projector [vision_output_dim -> text hidden], both split across TP. 871,932,416 parameters for
+    Llama-4-Scout: the gap between its published count and the text model's.
+    Returns (projector params, text tokens per image, VisionSpec fields)."""
+    h, ratio = int(vcfg["hidden_size"]), float(vcfg.get("pixel_shuffle_ratio", 0.5))
+    p_in, p_out = int(vcfg.get("projector_input_dim", 4096)), int(vcfg.get("projector_output_dim", 4096))
+    out_dim = int(vcfg.get("vision_output_dim", p_out))
+    projector = out_dim * text_hidden + (text_hidden if vcfg.get("multi_modal_projector_bias") else 0)
+    patches = (int(vcfg.get("image_size", 336)) // int(vcfg.get("patch_size", 14))) ** 2
+    fields = dict(extra_params=h + h + 2 * h, adapter_params=int(vcfg.get("intermediate_size", 4 * h)) * p_in + p_out * p_out,
+                  patch_linear=True, projector_sharded=True)
+    return projector, int(patches * ratio * ratio), fields
 
 
 def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -> ModelSpec:

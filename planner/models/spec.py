@@ -103,8 +103,14 @@ class VisionSpec:
     """Text tokens one image becomes after the projector (`mm_tokens_per_image`); 0 = one per patch."""
     projector_params: int = 0
     """Parameters of the vision-to-text projector."""
+    projector_sharded: bool = False
+    """vLLM splits the projector across TP ranks (Llama 4's ColumnParallelLinear); else replicated."""
     extra_params: int = 0
-    """Other vision parameters the ViT formula does not cover (documented where set)."""
+    """Replicated vision parameters the ViT formula does not cover (documented where set)."""
+    adapter_params: int = 0
+    """TP-sharded parameters between encoder and projector (Llama 4's pixel-shuffle MLP)."""
+    patch_linear: bool = False
+    """Patches go through a bias-free column-parallel linear layer (Llama 4), not a replicated conv with bias."""
 
 
 @dataclass(frozen=True)

@@ -174,18 +174,26 @@ def _mtp_layers(spec: ModelSpec) -> list[Tensor]:
 
 
 def _vision(spec: ModelSpec) -> list[Tensor]:
-    """A SigLIP/CLIP-style ViT: patch conv, position table, pre-norm blocks with biases, post-norm."""
+    """A SigLIP/CLIP-style ViT: patch embedding, position table, pre-norm blocks with biases, post-norm.
+    vLLM splits each block's attention and MLP across TP ranks (QKV/column/row-parallel layers; the
+    row-parallel biases stay whole); embeddings and norms are replicated (mm_encoder_tp_mode "weights")."""
     v = spec.vision
     if v is None or v.num_layers == 0:
         return []
-    h, inter = v.hidden_size, v.intermediate_size
+    h, inter, c = v.hidden_size, v.intermediate_size, v.num_channels
     patches = (v.image_size // v.patch_size) ** 2
-    params = v.num_channels * v.patch_size ** 2 * h + h + patches * h
-    per_layer = 4 * (h * h + h) + (h * inter + inter) + (inter * h + h) + 2 * 2 * h
-    params += v.num_layers * per_layer + 2 * h  # post_layernorm
-    out = [Tensor("vision_tower", (params,), "vision", "replicated", "first")]
+    patch = c * v.patch_size ** 2 * h
+    sharded = v.num_layers * (4 * h * h + 3 * h + 2 * h * inter + inter) + v.adapter_params
+    replicated = patches * h + v.num_layers * (2 * h + 4 * h) + 2 * h + v.extra_params
+    if v.patch_linear:
+        sharded += patch
+    else:
+        replicated += patch + h
+    out = [Tensor("vision_tower.sharded", (sharded,), "vision", "column", "first"),
+           Tensor("vision_tower.replicated", (replicated,), "vision", "replicated", "first")]
     if v.projector_params:
-        out.append(Tensor("multi_modal_projector", (v.projector_params,), "vision", "replicated", "first"))
+        out.append(Tensor("multi_modal_projector", (v.projector_params,), "vision",
+                          "column" if v.projector_sharded else "replicated", "first"))
     return out
 
 
