@@ -228,3 +228,15 @@ def test_malformed_config_values_are_one_line_errors(tmp_path, capsys, name, con
     path = _write(tmp_path, f"{name}.json", json.dumps(config))
     code, _, err = run(capsys, "inspect", path)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_aliases_never_name_another_bundled_model():
+    """find_bundled resolves a bare model name without parsing meta.yaml: no alias may claim it."""
+    from planner.models.sources import _bundled_dirs, find_bundled, read_meta
+
+    dirs = _bundled_dirs()
+    bare = {key.split("/", 1)[1]: key for key in dirs}
+    for key, folder in dirs.items():
+        for alias in read_meta(folder).get("aliases") or ():
+            assert bare.get(str(alias).lower(), key) == key, (alias, key)
+            assert find_bundled(str(alias)) == folder

@@ -98,6 +98,9 @@ def find_bundled(name: str) -> Path | None:
     dirs = _bundled_dirs()
     if key in dirs:
         return dirs[key]
+    bare = [k for k in dirs if k.split("/", 1)[1] == key]
+    if len(bare) == 1:  # what the alias table says too (a test keeps aliases off other models' names), unparsed
+        return dirs[bare[0]]
     alias = _aliases().get(key)
     return dirs[alias] if alias else None
 
