@@ -240,3 +240,17 @@ def test_aliases_never_name_another_bundled_model():
         for alias in read_meta(folder).get("aliases") or ():
             assert bare.get(str(alias).lower(), key) == key, (alias, key)
             assert find_bundled(str(alias)) == folder
+
+
+def test_readme_documents_every_plan_json_key(capsys):
+    """The README's list of `plan --json` keys is the one the command prints (both directions)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    plan = text.index("### plan")
+    section = text[text.index("`--json` keys (stable):", plan):text.index("With `--inventory`", plan)]
+    documented = set(re.findall(r"`([a-z_]+)`", section))
+    code, out, _ = run(capsys, "plan", "qwen3-8b", "--gpu", "H100", "--json")
+    assert code == 0
+    assert documented == set(json.loads(out))
