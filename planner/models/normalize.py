@@ -22,9 +22,12 @@ Config = dict[str, Any]
 _DEFAULTS: dict[str, Config] = {
     "gemma": {"tie_word_embeddings": True, "head_dim": 256},
     "gemma2": {"tie_word_embeddings": True, "head_dim": 256, "sliding_window": 4096},
+    # Gemma3TextConfig (transformers/models/gemma3/configuration_gemma3.py): the 4B/12B configs on the Hub
+    # name only hidden/intermediate sizes, layers, sliding window and RoPE scaling.
     "gemma3_text": {
         "tie_word_embeddings": True, "head_dim": 256, "vocab_size": 262208, "sliding_window": 4096,
         "sliding_window_pattern": 6, "max_position_embeddings": 131072, "num_key_value_heads": 4,
+        "num_attention_heads": 8, "query_pre_attn_scalar": 256, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
     },
     "granite": {"tie_word_embeddings": True},
     "phi": {"tie_word_embeddings": False, "partial_rotary_factor": 0.5},
