@@ -256,7 +256,8 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     if (subtracted or s.kv_cache_memory_bytes is not None) and not s.enforce_eager:
         graphs = oh.cudagraph_estimate_bytes(len(layers), c)
     buffers = 0
-    if runner == "v2" and rel.budget_formula == "total_consumed":  # allocated before profiling, charged from 0.27
+    # the sampler (and its buffers) lives on the last PP stage; allocated before profiling, charged from 0.27
+    if runner == "v2" and rel.budget_formula == "total_consumed" and stage == s.pp - 1:
         buffers = oh.v2_runner_buffer_bytes(seqs, spec.vocab_size)
     if s.kv_cache_memory_bytes is not None:
         # vLLM skips the measured terms: the pool is exactly the configured size (they still use memory).
@@ -273,7 +274,7 @@ def _headroom_notes(model: Model, target: Target, rel: ReleaseFacts, s: Settings
         return []
     headroom = target.memory_bytes - math.ceil(target.memory_bytes * util)
     outside = []
-    if not bind.runner_buffers_bytes:  # before 0.27 the sampler buffers are not charged
+    if rel.budget_formula != "total_consumed":  # before 0.27 the sampler buffers are not charged
         outside.append(f"its sampler buffers ({oh.v2_runner_buffer_bytes(seqs, model.spec.vocab_size) / GIB:.2f} GiB)")
     if not bind.cudagraph_bytes and not s.enforce_eager:
         outside.append("its CUDA graphs (1.00 GiB measured for Qwen3-8B on an H200, vLLM 0.26)")

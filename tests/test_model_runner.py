@@ -128,3 +128,9 @@ def test_memory_outside_the_budget_is_named() -> None:
     assert "sampler buffers" not in note("0.27.0") and "CUDA graphs" in note("0.27.0")
     assert note("0.29.0") == "" and " ".join(_budget("0.26.0", "v1").notes).find("V2 model runner") == -1
     assert "CUDA graphs" not in note("0.26.0", enforce_eager=True)
+
+
+def test_v2_sampler_buffers_only_on_the_last_pipeline_stage():
+    model = load_model("Qwen/Qwen3-8B")
+    b = compute(model, inspect(model, pp=2), H200, releases.get("0.27.0"), Settings(pp=2))
+    assert [st.runner_buffers_bytes > 0 for st in b.stages] == [False, True]
