@@ -37,9 +37,13 @@ _EMBEDDINGS_ON_EVERY_STAGE = ("gemma", "gemma2", "gemma3_text")
 
 
 def stage_of(tensor: Tensor, ranges: list[range], spec: ModelSpec | None = None) -> list[int]:
-    """Pipeline stages that hold a tensor (embeddings: first; final norm and lm_head: last). With
-    tied embeddings the last stage keeps its own copy of the embedding as lm_head."""
+    """Pipeline stages that hold a tensor (embeddings: first; final norm and lm_head: last; a vision
+    tower: every stage). With tied embeddings the last stage keeps its own copy of the embedding as lm_head."""
     if tensor.stage == "first":
+        if tensor.component == "vision":
+            # the VLMs modelled here (gemma3_mm, mllama4, llava, mistral3, qwen2(.5)_vl, kimi_vl) build their
+            # vision tower on every PP rank: no pp_group gating in vLLM's model files
+            return list(range(len(ranges)))
         if spec is not None and tensor.component == "embeddings" and "embed_tokens" in tensor.name:
             if spec.model_type in _EMBEDDINGS_ON_EVERY_STAGE:
                 return list(range(len(ranges)))

@@ -178,15 +178,19 @@ def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts
     return resolved, mnbt, seqs
 
 
-def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int, device: str = "cuda") -> int:
+def inflight_tokens(rel: ReleaseFacts, mnbt: int, pp: int, device: str = "cuda", runner: str = "v1") -> int:
     """Tokens a sliding-window layer may hold beyond its window (see kv_layout.blocks_per_request)."""
     if rel.sliding_window_inflight_tokens == "max_num_batched_tokens":
         return mnbt
-    # VllmConfig.max_concurrent_batches: PP (PP + 1 with the V2 runner), or 2 with async scheduling
-    if pp > 1:
-        batches = pp + (1 if rel.v2_model_runner_default == "default" else 0)
+    # VllmConfig.max_concurrent_batches: with async scheduling, PP + 1 on the V2 runner, 2 on V1 without
+    # PP (V1 does not overlap PP stages); else PP. The CPU backend turns async scheduling off.
+    async_on = rel.async_scheduling_default and device != "cpu"
+    if async_on and runner == "v2":
+        batches = pp + 1
+    elif async_on and pp == 1:
+        batches = 2
     else:
-        batches = 2 if rel.async_scheduling_default and device != "cpu" else 1  # the CPU backend turns async scheduling off
+        batches = pp
     return batches * mnbt
 
 
@@ -247,7 +251,10 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
         return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
     c = oh.coefficients(rel.version, runner)
-    shape = oh.ProfileShape.of(mnbt, seqs, s.tp, torch_dtype_bytes(insp.dtype), last_stage=stage == s.pp - 1)
+    # the V2 runner's profile run skips the multimodal encoder before 0.27, and runs it on the first stage after
+    encoder = runner == "v1" or (rel.v2_model_runner_profiles_mm_encoder and stage == 0)
+    shape = oh.ProfileShape.of(mnbt, seqs, s.tp, torch_dtype_bytes(insp.dtype), last_stage=stage == s.pp - 1,
+                               encoder_profiled=encoder)
     act = oh.activation_peak_bytes(oh.features(spec, shape), c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
     graphs = 0
@@ -370,7 +377,7 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
     bind = stages[bind_index]
     lay, num_blocks = bind.layout, bind.num_blocks
-    inflight = inflight_tokens(rel, mnbt, s.pp, target.device)
+    inflight = inflight_tokens(rel, mnbt, s.pp, target.device, runner)
     null_block = rel.null_block_in_fit_check
     rule = rel.fit_check
     check = _fit_check_layout(model, stages, bind, rel, s, kv_elem, block, rules)
@@ -416,7 +423,10 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version, runner)
-        if rel.version not in c.validated:
+        if not c.validated:
+            notes.append(f"activation, non-torch and CUDA-graph terms for vLLM {rel.version} ({runner.upper()} runner) mix fitted "
+                         "coefficients with terms read from vLLM's source that no start-up has checked yet")
+        elif rel.version not in c.validated:
             notes.append(f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
                          f"for {rel.version} they are an extrapolation")
     return Budget(

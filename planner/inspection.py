@@ -68,6 +68,12 @@ def check_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
         raise PlannerError(f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are {', '.join(map(str, valid))}")
     if pp > spec.num_layers:
         raise PlannerError(f"--pp {pp} exceeds the {spec.num_layers} decoder layers: use at most {spec.num_layers}")
+    v = spec.vision
+    if v is not None and v.num_layers and (v.num_heads % tp or v.intermediate_size % tp):
+        # the ViT's QKV / column-parallel layers split heads and the MLP across TP (vLLM's divide())
+        ok = [t for t in valid if v.num_heads % t == 0 and v.intermediate_size % t == 0]
+        raise PlannerError(f"--tp {tp} does not divide the vision tower ({v.num_heads} heads, MLP {v.intermediate_size}): "
+                           f"valid TP sizes are {', '.join(map(str, ok))}")
 
 
 @dataclass(frozen=True)

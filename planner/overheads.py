@@ -32,13 +32,16 @@ class ProfileShape:
     dtype_bytes: int
     has_sampler: bool
     """Only the last pipeline stage computes logits and samples."""
+    encoder_profiled: bool = True
+    """The profile run also runs the multimodal encoder's dummy batch (the V2 runner: from 0.27, first stage only)."""
 
     @classmethod
-    def of(cls, max_num_batched_tokens: int, max_num_seqs: int, tp: int, dtype_bytes: int, last_stage: bool) -> "ProfileShape":
+    def of(cls, max_num_batched_tokens: int, max_num_seqs: int, tp: int, dtype_bytes: int, last_stage: bool,
+           encoder_profiled: bool = True) -> "ProfileShape":
         """The dummy run of vLLM's profile: max_num_batched_tokens tokens, sampled as
         min(max_num_seqs, max_num_batched_tokens) requests on the last pipeline stage."""
         return cls(tokens=max_num_batched_tokens, sampler_rows=min(max_num_seqs, max_num_batched_tokens), tp=tp,
-                   dtype_bytes=dtype_bytes, has_sampler=last_stage)
+                   dtype_bytes=dtype_bytes, has_sampler=last_stage, encoder_profiled=encoder_profiled)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
         routed = t * m.experts_per_token * (3 * n + spec.hidden_size) * b
         mlp = max(mlp, routed + t * 3 * m.shared_intermediate_size // tp * b)
     vision = 0
-    if spec.vision is not None:
+    if spec.vision is not None and shape.encoder_profiled:
         v = spec.vision
         patches = (v.image_size // v.patch_size) ** 2
         images = max(1, shape.tokens // (v.tokens_per_image or patches))

@@ -72,8 +72,9 @@ def valid_tps(model: Model, limit: int) -> list[int]:
 def why_not(b: bud.Budget) -> str:
     """One line on what binds in a layout that does not fit."""
     if b.kv_cache_gib <= 0:
+        buffers = f" + V2 runner buffers {b.runner_buffers_gib:.2f}" if b.runner_buffers_gib else ""
         return (f"weights {b.weights_gib:.2f} GiB + activation {b.activation_gib:.2f} + non-torch {b.non_torch_gib:.2f}"
-                f" + CUDA graphs {b.cudagraph_gib:.2f} leave no KV memory in the requested {b.requested_gib:.2f} GiB")
+                f" + CUDA graphs {b.cudagraph_gib:.2f}{buffers} leave no KV memory in the requested {b.requested_gib:.2f} GiB")
     if b.max_model_len_fit < b.max_model_len:
         return f"max_model_len {b.max_model_len:,} does not fit: {b.kv_cache_gib:.2f} GiB of KV holds one request of at most {b.max_model_len_fit:,} tokens"
     return f"maximum concurrency {b.max_concurrency:.2f}x at {b.max_model_len:,} tokens is below the requested {b.concurrency}"

@@ -8,6 +8,7 @@ import pytest
 
 from planner import accounting as acc
 from planner.api import inspect, load_model
+from planner.errors import PlannerError
 from planner.models.normalize import normalize
 from planner.models.tensors import from_spec
 
@@ -53,6 +54,14 @@ def test_llama4_vision_tower_matches_the_published_count_and_vllm_sharding():
     sharded = 871_932_416 - replicated
     assert inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4).weight_breakdown_per_gpu["vision"] == \
         2 * (replicated + sharded // 4)
+    # every pipeline stage builds the vision tower (no pp_group gating in mllama4.py)
+    stages = inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4, pp=2).weight_bytes_per_stage
+    assert min(stages) > 2 * (replicated + sharded // 4)
+
+
+def test_vision_tower_tp_must_divide_its_heads_and_mlp():
+    with pytest.raises(PlannerError, match="vision tower .*16 heads, MLP 4304.*valid TP sizes are 1, 2, 4, 8, 16"):
+        inspect("google/gemma-3-27b-it", tp=32)
 
 
 def test_published_extras_are_shown_separately():

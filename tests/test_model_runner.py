@@ -79,7 +79,8 @@ def test_v2_runner_subtracts_no_cudagraph_estimate_before_029() -> None:
     assert v2.cudagraph_gib == 0 and v1.cudagraph_gib > 0
     assert v2.activation_gib < v1.activation_gib  # the V2 sampler keeps fewer logits copies
     assert _budget("0.29.0").cudagraph_gib > 0
-    assert _budget("0.26.0", enforce_eager=True).cudagraph_gib == 0
+    assert _budget("0.26.0", "v1", enforce_eager=True).cudagraph_gib == 0
+    assert _budget("0.29.0", enforce_eager=True).cudagraph_gib == 0
 
 
 def test_v2_runner_buffers_are_charged_from_027() -> None:
@@ -134,3 +135,19 @@ def test_v2_sampler_buffers_only_on_the_last_pipeline_stage():
     model = load_model("Qwen/Qwen3-8B")
     b = compute(model, inspect(model, pp=2), H200, releases.get("0.27.0"), Settings(pp=2))
     assert [st.runner_buffers_bytes > 0 for st in b.stages] == [False, True]
+
+
+def test_inflight_batches_follow_the_runner():
+    """VllmConfig.max_concurrent_batches with async scheduling: PP + 1 on V2, 2 on V1 without PP, else PP."""
+    from planner.budget import inflight_tokens
+
+    rel = releases.get("0.29.0")
+    assert [inflight_tokens(rel, 100, pp, "cuda", r) for pp, r in [(1, "v1"), (1, "v2"), (2, "v1"), (2, "v2")]] == [200, 200, 200, 300]
+    assert inflight_tokens(rel, 100, 2, "cpu", "v2") == 200  # the CPU backend turns async scheduling off
+
+
+def test_v2_profile_run_skips_the_vision_encoder_before_027():
+    model = load_model("google/gemma-3-12b-it")
+    act = {v: compute(model, inspect(model), H200, releases.get(v), Settings()).activation_gib for v in ("0.26.0", "0.27.0")}
+    v1 = compute(model, inspect(model), H200, releases.get("0.26.0"), Settings(model_runner="v1")).activation_gib
+    assert act["0.26.0"] < act["0.27.0"] and act["0.26.0"] < v1

@@ -426,6 +426,7 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
 def _vision(vcfg: Config | None, text_hidden: int, wrapper: str, tokens_per_image: int = 0) -> VisionSpec | None:
     if not vcfg or not vcfg.get("hidden_size"):
         return None
+    vcfg = {k: v for k, v in vcfg.items() if v is not None}  # null means "the default", as in text configs
     v_hidden = int(vcfg["hidden_size"])
     llama4 = {}
     if wrapper == "gemma3":
@@ -448,16 +449,18 @@ def _vision(vcfg: Config | None, text_hidden: int, wrapper: str, tokens_per_imag
 def _llama4_vision(vcfg: Config, text_hidden: int) -> tuple[int, int, dict]:
     """Llama4VisionModel beyond the generic ViT (vLLM's mllama4.py): a class embedding, one more
     position row and a pre-norm (replicated); a bias-free column-parallel patch projection; the
-    pixel-shuffle adapter (fc1 [intermediate -> projector_input_dim], fc2 [projector_output_dim^2]) and
-    the projector [vision_output_dim -> text hidden], both split across TP. 871,932,416 parameters for
-    Llama-4-Scout: the gap between its published count and the text model's.
+    pixel-shuffle adapter (fc1 [intermediate -> projector_input_dim], fc2 [projector_input_dim ->
+    projector_output_dim], biased when multi_modal_projector_bias: fc1's bias split, fc2's whole) and
+    the bias-free projector [vision_output_dim -> text hidden], both split across TP. 871,932,416
+    parameters for Llama-4-Scout: the gap between its published count and the text model's.
     Returns (projector params, text tokens per image, VisionSpec fields)."""
-    h, ratio = int(vcfg["hidden_size"]), float(vcfg.get("pixel_shuffle_ratio", 0.5))
-    p_in, p_out = int(vcfg.get("projector_input_dim", 4096)), int(vcfg.get("projector_output_dim", 4096))
-    out_dim = int(vcfg.get("vision_output_dim", p_out))
-    projector = out_dim * text_hidden + (text_hidden if vcfg.get("multi_modal_projector_bias") else 0)
-    patches = (int(vcfg.get("image_size", 336)) // int(vcfg.get("patch_size", 14))) ** 2
-    fields = dict(extra_params=h + h + 2 * h, adapter_params=int(vcfg.get("intermediate_size", 4 * h)) * p_in + p_out * p_out,
+    h, ratio = int(vcfg["hidden_size"]), float(vcfg.get("pixel_shuffle_ratio") or 0.5)
+    p_in, p_out = int(vcfg.get("projector_input_dim") or 4096), int(vcfg.get("projector_output_dim") or 4096)
+    bias = bool(vcfg.get("multi_modal_projector_bias"))
+    projector = int(vcfg.get("vision_output_dim") or p_out) * text_hidden
+    patches = (int(vcfg.get("image_size") or 336) // int(vcfg.get("patch_size") or 14)) ** 2
+    adapter = int(vcfg.get("intermediate_size") or 4 * h) * p_in + p_in * p_out + (p_in if bias else 0)
+    fields = dict(extra_params=h + h + 2 * h + (p_out if bias else 0), adapter_params=adapter,
                   patch_linear=True, projector_sharded=True)
     return projector, int(patches * ratio * ratio), fields
 

@@ -72,7 +72,7 @@ class StartupFigures:
     phase: Optional[str] = None
     """The last start-up phase reached (one of PHASES)."""
     model_runner: Optional[str] = None
-    """'v2' after 'Using V2 Model Runner' (0.18+); 'v1' when the V1 runner's 'Starting to load model'
+    """'v2' after 'Using V2 Model Runner' (0.16+); 'v1' when the V1 runner's 'Starting to load model'
     (GPU or CPU runner) is printed without it."""
 
 
