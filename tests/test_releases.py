@@ -196,7 +196,7 @@ BOUNDARIES: dict[str, dict[str, object]] = {
     "v2_model_runner_default": {"0.11.2": "unavailable", "0.12.0": "opt_in", "0.21.0": "opt_in",
                                 "0.22.0": "allowlist", "0.28.0": "allowlist", "0.29.0": "default"},
     "mamba_prefix_caching_mode": {"0.14.1": "unsupported", "0.15.0": "all_if_supported_else_align",
-                                  "0.31.0": "all_if_supported_else_align", "0.32.0": "align"},
+                                  "0.27.1": "all_if_supported_else_align", "0.28.0": "align", "0.32.0": "align"},
     "mamba_blocks_align_mode": {"0.14.1": None, "0.15.0": 2, "0.33.0": 2},
     "mamba_blocks_none_mode": {"0.10.0": 1, "0.33.0": 1},
     "mamba_blocks_add_spec_tokens": {"0.14.1": False, "0.15.0": True},
