@@ -199,7 +199,7 @@ class Report:
                 out.append(f"the plan predicted a start-up failure, but the server {self.startup.outcome} "
                            f"without vLLM's error: {self.startup.error}")
         planned, seen = self.plan.get("model_runner"), self.startup.figures.model_runner
-        if planned and seen and planned != seen:
+        if planned and seen and planned != seen and self.device != "cpu":  # the CPU budget has no runner terms
             out.append(f"model runner: the plan assumed {planned}, the server ran {seen} (its activation and "
                        "CUDA-graph terms differ): set VLLM_USE_V2_MODEL_RUNNER for both, or plan for the server's release")
         if self.load is not None and not self.load.complete:
