@@ -173,3 +173,16 @@ def test_report_json_shape():
 
 def test_entry_without_prediction_is_not_judged():
     assert Entry("x", None, 3.0, "log", Tolerance()).ok is None
+
+
+def test_a_different_model_runner_on_a_gpu_is_a_problem():
+    log = CPU_LOG.replace("INFO:     Application", "(EngineCore pid=2) INFO 11-26 00:16:00 [gpu_worker.py:378] Using V2 Model Runner\nINFO:     Application")
+    st = startup(log=log)
+    assert st.figures.model_runner == "v2"
+    gpu = Report("/tmp/tiny", "cuda", {**CPU_PLAN, "model_runner": "v1"}, ["vllm"], st, [], None, "0.32.0", None)
+    assert any("model runner: the plan assumed v1, the server ran v2" in p for p in gpu.problems)
+    assert gpu.to_json()["model_runner"] == {"planned": "v1", "observed": "v2"}
+    same = Report("/tmp/tiny", "cuda", {**CPU_PLAN, "model_runner": "v2"}, ["vllm"], st, [], None, "0.32.0", None)
+    assert not any("model runner" in p for p in same.problems)
+    cpu = Report("/tmp/tiny", "cpu", {**CPU_PLAN, "model_runner": "v1"}, ["vllm"], st, [], None, "0.32.0", None)
+    assert not any("model runner" in p for p in cpu.problems)
