@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
+from planner.cliargs import int_range
 from planner.errors import PlannerError
 
 GIB = 2**30
@@ -128,14 +129,7 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
 
 # ---- plan -------------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {value}")
-    return value
+_positive_int = int_range(1)
 
 
 def _max_model_len(text: str) -> int | str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from planner.cliargs import int_range, positive_float
 from planner.errors import PlannerError
 from planner.verify import metrics
 from planner.verify.load import LoadResult, LoadSpec, run_load
@@ -356,31 +357,9 @@ def _emit(report: Report, a: argparse.Namespace) -> None:
 
 # ---- the subcommand ---------------------------------------------------------------------------
 
-def _timeout(text_: str) -> float:
-    try:
-        v = float(text_)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text_!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text_!r}")
-    return v
-
-
-def _count(text_: str) -> int:
-    try:
-        v = int(text_)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text_!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text_!r}")
-    return v
-
-
-def _port(text_: str) -> int:
-    v = _count(text_)
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text_!r}")
-    return v
+_timeout = positive_float("number of seconds")
+_count = int_range(0)
+_port = int_range(1, 65535, "a port")
 
 
 def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParser], None],
