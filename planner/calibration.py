@@ -9,6 +9,7 @@ from typing import Any
 from planner import releases
 from planner.api import inspect, load_model
 from planner.budget import GIB, Budget, Settings, Target, compute
+from planner.model_runner import from_env
 from planner.releases import ReleaseFacts
 
 
@@ -30,12 +31,11 @@ def target_for(r: dict[str, Any]) -> Target:
 
 def settings_for(r: dict[str, Any]) -> Settings:
     """The record's settings; batch limits and VLLM_USE_V2_MODEL_RUNNER where it names them."""
-    runner = (r.get("env") or {}).get("VLLM_USE_V2_MODEL_RUNNER")
     return Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
                     gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=r.get("kv_cache_dtype") or "auto",
                     max_num_seqs=r.get("max_num_seqs"), max_num_batched_tokens=r.get("max_num_batched_tokens"),
                     enforce_eager=bool(r.get("enforce_eager")),
-                    model_runner=None if runner is None else ("v2" if int(runner) else "v1"))
+                    model_runner=from_env((r.get("env") or {}).get("VLLM_USE_V2_MODEL_RUNNER")))
 
 
 def replay_budget(r: dict[str, Any]) -> Budget:

@@ -178,25 +178,12 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (a list with --inventory)")
 
 
-def _runner_from_env() -> str | None:
-    """VLLM_USE_V2_MODEL_RUNNER as vLLM reads it (bool(int(value))); None when unset."""
-    import os
-
-    raw = os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "").strip()
-    if not raw:
-        return None
-    try:
-        return "v2" if int(raw) else "v1"
-    except ValueError:
-        raise PlannerError(f"VLLM_USE_V2_MODEL_RUNNER={raw!r} is not an integer: set 1 (V2 model runner) or 0 (V1)") from None
-
-
 def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(Request, GPU or None, catalogue) from the plan options: the CLI's only wiring."""
     import os
     from pathlib import Path
 
-    from planner import releases
+    from planner import model_runner, releases
     from planner.api import load_model
     from planner.budget import Settings
     from planner.hardware import load_catalogue, with_memory
@@ -209,7 +196,7 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
         kv_cache_dtype=a.kv_cache_dtype.lower(), enforce_eager=a.enforce_eager,
         kv_cache_memory_bytes=a.kv_cache_memory_bytes, block_size=a.block_size,
         allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
-        model_runner=_runner_from_env(),
+        model_runner=model_runner.from_env(os.environ.get("VLLM_USE_V2_MODEL_RUNNER")),
     )
     catalogue = load_catalogue(Path(a.gpu_file) if a.gpu_file else None)
     gpu = None

@@ -4,7 +4,7 @@
 The choice changes two measured budget terms: the V2 runner's dummy sampler keeps fewer fp32
 copies of the logits (`profiles/vllm/overheads.yaml`, overlay `runner-v2`), and up to 0.28 its
 `profile_cudagraph_memory()` returns 0, so no CUDA-graph estimate is subtracted. The default rule of
-each release is data (`profiles/vllm/releases.yaml`: v2_model_runner_default*); like vLLM, an explicit
+each release is data (`profiles/vllm/releases.yaml`: v2_model_runner_*); like vLLM, an explicit
 VLLM_USE_V2_MODEL_RUNNER wins where the release reads it. Pure: numbers in, a name out.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from planner.errors import PlannerError
 from planner.models.spec import ModelSpec
 from planner.releases import ReleaseFacts
 
@@ -62,9 +63,20 @@ def default_runner(rel: ReleaseFacts, t: RunnerTraits, device: str = "cuda") -> 
     return "v2" if ok else "v1"
 
 
+def from_env(raw: Optional[str]) -> Optional[Runner]:
+    """VLLM_USE_V2_MODEL_RUNNER as vLLM reads it (bool(int(value))); None when unset or empty."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return "v2" if int(raw) else "v1"
+    except ValueError:
+        raise PlannerError(f"VLLM_USE_V2_MODEL_RUNNER={raw!r} is not an integer: set 1 (V2 model runner) or 0 (V1)") from None
+
+
 def resolve(rel: ReleaseFacts, t: RunnerTraits, requested: Optional[Runner], device: str = "cuda") -> Runner:
     """`requested` is VLLM_USE_V2_MODEL_RUNNER ("v2" for 1, "v1" for 0), None when unset; releases
     before the variable existed ignore it."""
-    if requested is not None and rel.v2_model_runner_default != "unavailable" and device == "cuda":
+    if requested is not None and rel.v2_model_runner_env and device == "cuda":
         return requested
     return default_runner(rel, t, device)

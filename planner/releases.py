@@ -178,10 +178,10 @@ class ReleaseFacts:
     """X in the sliding-window need cdiv(min(window - 1 + X, max_model_len), block) + 1."""
     async_scheduling_default: bool
     """Async scheduling is on by default (unless PP>1 or an incompatible option)."""
-    v2_model_runner_default: Literal["unavailable", "opt_in", "allowlist", "default"]
-    """Whether Model Runner V2 is used without VLLM_USE_V2_MODEL_RUNNER."""
+    v2_model_runner_env: bool
+    """VLLM_USE_V2_MODEL_RUNNER exists (0.12+): an explicit value picks the runner."""
     v2_model_runner_default_architectures: tuple[str, ...]
-    """Architectures that default to the V2 runner while v2_model_runner_default == 'allowlist'."""
+    """Architectures that default to the V2 runner under the allow-list rules (0.22-0.28)."""
     v2_model_runner_rule: Literal["none", "listed_dense_unquantized", "listed", "listed_or_dense_no_hybrid",
                                   "listed_or_dense", "all"]
     """How _is_default_v2_model_runner_model decides (config/vllm.py), VLLM_USE_V2_MODEL_RUNNER unset:
