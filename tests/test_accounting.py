@@ -43,6 +43,14 @@ def test_checkpoint_params_equal_published(model, published):
     assert r.params_published == published
 
 
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-30B-A3B", "Qwen/Qwen2.5-72B-Instruct",
+                                   "mistralai/Mistral-7B-Instruct-v0.3", "ibm-granite/granite-3.1-8b-instruct"])
+def test_bf16_checkpoint_bytes_equal_the_safetensors_index_total(model):
+    # meta.yaml's checkpoint_bytes is the Hub's model.safetensors.index.json total_size (source named there)
+    meta = load_model(model).meta
+    assert inspect(model).params_checkpoint * 2 == meta["checkpoint_bytes"]
+
+
 def test_llama4_vision_tower_matches_the_published_count_and_vllm_sharding():
     r = inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct")
     assert r.params_total == r.params_published == 108_641_793_536
@@ -57,6 +65,52 @@ def test_llama4_vision_tower_matches_the_published_count_and_vllm_sharding():
     # every pipeline stage builds the vision tower (no pp_group gating in mllama4.py)
     stages = inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4, pp=2).weight_bytes_per_stage
     assert min(stages) > 2 * (replicated + sharded // 4)
+
+
+def _vision_split(model: str, tp: int) -> int:
+    return inspect(model, tp=tp).weight_breakdown_per_gpu["vision"] // 2  # bf16 elements on one rank
+
+
+def test_pixtral_tower_and_mistral3_projector_as_vllm_builds_them():
+    # PixtralHFVisionModel: bias-free conv patches, RMSNorm ln_pre, 24 gated bias-free blocks (two
+    # RMSNorms each), no post-norm; Mistral3MultiModalProjector: RMSNorm, the merger's nn.Linear
+    # [1024*4 -> 1024] (both replicated), linear_1 [1024 -> 5120] column, linear_2 [5120 -> 5120] row
+    model, h, inter, th, layers = "mistralai/Mistral-Small-3.1-24B-Instruct-2503", 1024, 4096, 5120, 24
+    replicated = 3 * 14 * 14 * h + h + layers * 2 * h + h + 4 * h * h
+    sharded = layers * (4 * h * h + 3 * h * inter) + h * th + th * th
+    assert inspect(model).params_breakdown["vision"] == replicated + sharded == 438_958_080
+    assert _vision_split(model, 2) == replicated + sharded // 2
+    assert load_model(model).spec.vision.tokens_per_image == (1540 // 14 // 2) ** 2
+
+
+def test_moonvit_tower_and_kimi_vl_projector_as_vllm_builds_them():
+    # MoonViT: biased conv patches, a 64 x 64 learned position table, 27 LayerNorm blocks with biased
+    # QKV/out/fc0/fc1, a final LayerNorm; KimiVLMultiModalProjector (ReplicatedLinear, all whole):
+    # LayerNorm(1152), [4608 -> 4608] and [4608 -> 2048], biased
+    model, h, inter, th, layers, k = "moonshotai/Kimi-VL-A3B-Instruct", 1152, 4304, 2048, 27, 4 * 1152
+    replicated = (3 * 14 * 14 * h + h + 64 * 64 * h + layers * (4 * h + 2 * h) + 2 * h
+                  + 2 * h + k * k + k + k * th + th)
+    sharded = layers * (4 * h * h + 3 * h + 2 * h * inter + inter)
+    assert inspect(model).params_breakdown["vision"] == replicated + sharded
+    assert _vision_split(model, 2) == replicated + sharded // 2
+    # the profile's dummy image: 1024 px shrunk to 4096 patches (897 px), padded to 28 px: 33 x 33 tokens
+    assert load_model(model).spec.vision.tokens_per_image == 33 * 33
+
+
+@pytest.mark.parametrize("feature_layer,blocks", [(-1, 27), (-2, 26), ([-24, -20, -12, -1], 27), ([-24, -20, -12, -5], 23), (3, 3)])
+def test_llava_next_builds_the_tower_up_to_the_deepest_feature_layer(feature_layer, blocks):
+    # vLLM's llava.py _get_num_hidden_layers; LLaVA-NeXT never builds the post-norm, and the
+    # projector takes the features of every listed layer side by side
+    cfg = json.loads((REPO / "profiles/models/google/gemma-3-27b-it/config.json").read_text())
+    text = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 2, "num_attention_heads": 16,
+            "intermediate_size": 8192, "vocab_size": 1000}
+    llava = {"model_type": "llava_next", "architectures": ["LlavaNextForConditionalGeneration"],
+             "torch_dtype": "bfloat16", "text_config": text, "vision_config": cfg["vision_config"],
+             "vision_feature_layer": feature_layer}
+    v = normalize(llava).vision
+    assert (v.num_layers, v.post_norm) == (blocks, False)
+    n = len(feature_layer) if isinstance(feature_layer, list) else 1
+    assert v.projector_column_params == n * 1152 * 2048 + 2048 * 2048 + 2048
 
 
 def test_vision_tower_tp_must_divide_its_heads_and_mlp():

@@ -8,6 +8,7 @@ does not know is an error naming what is missing, never a guess.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -423,46 +424,106 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
     return config, None
 
 
-def _vision(vcfg: Config | None, text_hidden: int, wrapper: str, tokens_per_image: int = 0) -> VisionSpec | None:
+def _vision(config: Config, vcfg: Config | None, text_hidden: int) -> VisionSpec | None:
     if not vcfg or not vcfg.get("hidden_size"):
         return None
     vcfg = {k: v for k, v in vcfg.items() if v is not None}  # null means "the default", as in text configs
-    v_hidden = int(vcfg["hidden_size"])
-    llama4 = {}
-    if wrapper == "gemma3":
-        # Gemma3MultiModalProjector: mm_input_projection_weight [v_hidden, text_hidden] + RMSNorm(v_hidden)
-        projector = v_hidden * text_hidden + v_hidden
-    elif wrapper == "llama4":
-        projector, tokens_per_image, llama4 = _llama4_vision(vcfg, text_hidden)
-    else:
-        projector = 0
-    return VisionSpec(
-        model_type=str(vcfg.get("model_type", "vit")), hidden_size=v_hidden,
-        intermediate_size=int(vcfg.get("intermediate_size", 4 * v_hidden)),
-        num_layers=int(vcfg.get("num_hidden_layers", 0)), num_heads=int(vcfg.get("num_attention_heads", 1)),
-        patch_size=int(vcfg.get("patch_size", 14)), image_size=int(vcfg.get("image_size", 224)),
-        num_channels=int(vcfg.get("num_channels", 3)), projector_params=projector, tokens_per_image=tokens_per_image,
-        **llama4,
-    )
+    h = int(vcfg["hidden_size"])
+    layers = int(vcfg.get("num_hidden_layers", 0))
+    patch, image = int(vcfg.get("patch_size", 14)), int(vcfg.get("image_size", 224))
+    base = dict(model_type=str(vcfg.get("model_type", "vit")), hidden_size=h,
+                intermediate_size=int(vcfg.get("intermediate_size", 4 * h)), num_layers=layers,
+                num_heads=int(vcfg.get("num_attention_heads", 1)), patch_size=patch, image_size=image,
+                num_channels=int(vcfg.get("num_channels", 3)), position_rows=(image // patch) ** 2)
+    builder = _VISION_BUILDERS.get(config.get("model_type", ""))
+    return VisionSpec(**{**base, **(builder(config, vcfg, text_hidden, base) if builder else {})})
 
 
-def _llama4_vision(vcfg: Config, text_hidden: int) -> tuple[int, int, dict]:
+def _built_layers(config: Config, num_layers: int) -> int:
+    """Encoder blocks vLLM builds: up to the deepest `vision_feature_layer` (llava.py's
+    `_get_num_hidden_layers`; a negative index i means num_layers + i + 1)."""
+    feature = config.get("vision_feature_layer", -1)
+    index = lambda i: num_layers + int(i) + 1 if int(i) < 0 else int(i)  # noqa: E731
+    return max(map(index, feature)) if isinstance(feature, list) else index(feature)
+
+
+def _gemma3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
+    """SigLIP; Gemma3MultiModalProjector: mm_input_projection_weight [v_hidden, text_hidden] + RMSNorm(v_hidden)."""
+    h = base["hidden_size"]
+    return dict(projector_replicated_params=h * text_hidden + h,
+                tokens_per_image=int(config.get("mm_tokens_per_image") or 0))
+
+
+def _llama4_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
     """Llama4VisionModel beyond the generic ViT (vLLM's mllama4.py): a class embedding, one more
     position row and a pre-norm (replicated); a bias-free column-parallel patch projection; the
     pixel-shuffle adapter (fc1 [intermediate -> projector_input_dim], fc2 [projector_input_dim ->
     projector_output_dim], biased when multi_modal_projector_bias: fc1's bias split, fc2's whole) and
     the bias-free projector [vision_output_dim -> text hidden], both split across TP. 871,932,416
-    parameters for Llama-4-Scout: the gap between its published count and the text model's.
-    Returns (projector params, text tokens per image, VisionSpec fields)."""
-    h, ratio = int(vcfg["hidden_size"]), float(vcfg.get("pixel_shuffle_ratio") or 0.5)
+    parameters for Llama-4-Scout: the gap between its published count and the text model's."""
+    h, ratio = base["hidden_size"], float(vcfg.get("pixel_shuffle_ratio") or 0.5)
     p_in, p_out = int(vcfg.get("projector_input_dim") or 4096), int(vcfg.get("projector_output_dim") or 4096)
     bias = bool(vcfg.get("multi_modal_projector_bias"))
-    projector = int(vcfg.get("vision_output_dim") or p_out) * text_hidden
-    patches = (int(vcfg.get("image_size") or 336) // int(vcfg.get("patch_size") or 14)) ** 2
-    adapter = int(vcfg.get("intermediate_size") or 4 * h) * p_in + p_in * p_out + (p_in if bias else 0)
-    fields = dict(extra_params=h + h + 2 * h + (p_out if bias else 0), adapter_params=adapter,
-                  patch_linear=True, projector_sharded=True)
-    return projector, int(patches * ratio * ratio), fields
+    adapter = base["intermediate_size"] * p_in + p_in * p_out + (p_in if bias else 0)
+    return dict(position_rows=base["position_rows"] + 1, pre_norm=True, extra_params=h + (p_out if bias else 0),
+                adapter_params=adapter, patch_linear=True,
+                projector_column_params=int(vcfg.get("vision_output_dim") or p_out) * text_hidden,
+                tokens_per_image=int(base["position_rows"] * ratio * ratio))
+
+
+def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
+    """Pixtral (vLLM's PixtralHFVisionModel): bias-free conv patches, RMSNorm ln_pre, gated bias-free
+    blocks with 2-D rotary positions, no post-norm. Mistral3MultiModalProjector: RMSNorm and the
+    patch merger's nn.Linear [v_hidden x merge^2 -> v_hidden] replicated; linear_1 (column) and
+    linear_2 (row) [-> text hidden], biased when multimodal_projector_bias."""
+    h, merge = base["hidden_size"], int(config.get("spatial_merge_size") or 2)
+    bias = bool(config.get("multimodal_projector_bias", False))
+    return dict(num_layers=_built_layers(config, base["num_layers"]), position_rows=0, mlp_gated=True,
+                linear_bias=False, patch_bias=False, norm="rms", pre_norm=True, post_norm=False,
+                projector_column_params=h * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
+                projector_replicated_params=h + h * merge * merge * h + (text_hidden if bias else 0),
+                tokens_per_image=(base["image_size"] // base["patch_size"] // merge) ** 2)
+
+
+def _llava_next_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
+    """LLaVA-NeXT (vLLM's llava_next.py): the CLIP or SigLIP tower up to the deepest feature layer
+    and never its post-norm (require_post_norm=False); the features of every listed layer are
+    concatenated into LlavaMultiModalProjector's linear_1 (column) and linear_2 (row), biased when
+    multimodal_projector_bias (default true); plus image_newline [text hidden], replicated."""
+    h = base["hidden_size"]
+    feature = config.get("vision_feature_layer", -2)
+    v_in = h * (len(feature) if isinstance(feature, list) else 1)
+    bias = bool(config.get("multimodal_projector_bias", True))
+    out = dict(num_layers=_built_layers({"vision_feature_layer": feature}, base["num_layers"]), post_norm=False,
+               projector_column_params=v_in * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
+               projector_replicated_params=text_hidden + (text_hidden if bias else 0))
+    if base["model_type"] == "clip_vision_model":
+        # CLIP: a class embedding and its position row, a bias-free patch conv, pre_layrnorm
+        out.update(position_rows=base["position_rows"] + 1, extra_params=h, patch_bias=False, pre_norm=True)
+    return out
+
+
+def _kimi_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
+    """MoonViT (vLLM's moonvit.py): biased conv patches, a learned 2-D position table of
+    init_pos_emb_height x init_pos_emb_width rows, biased LayerNorm blocks, a final LayerNorm.
+    KimiVLMultiModalProjector, replicated: LayerNorm(v_hidden), linear_1 [v x k -> v x k] and
+    linear_2 [v x k -> text hidden], both biased, where k is the merge kernel's area."""
+    h, patch = base["hidden_size"], base["patch_size"]
+    kh, kw = (int(k) for k in vcfg.get("merge_kernel_size") or (2, 2))
+    merged = h * kh * kw
+    rows = int(vcfg.get("init_pos_emb_height") or 64) * int(vcfg.get("init_pos_emb_width") or 64)
+    # The profile's dummy image (kimi_vl.py's MaxImageTokenMeta, 1024 x 1024) is shrunk to the
+    # processor's in_token_limit (4096 patches, preprocessor_config.json) and padded to the kernel.
+    edge, limit = 1024, 4096
+    if (edge // patch) ** 2 > limit:
+        edge = int(edge * math.sqrt(limit / (edge // patch) ** 2))
+    edge = -(-edge // (kh * patch)) * kh * patch
+    return dict(position_rows=rows, image_size=edge, tokens_per_image=(edge // patch // kh) * (edge // patch // kw),
+                projector_replicated_params=2 * h + merged * merged + merged + merged * text_hidden + text_hidden)
+
+
+_VISION_BUILDERS = {"gemma3": _gemma3_vision, "llama4": _llama4_vision, "mistral3": _mistral3_vision,
+                    "llava_next": _llava_next_vision, "kimi_vl": _kimi_vl_vision}
 
 
 def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -> ModelSpec:
@@ -488,6 +549,6 @@ def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -
         notes.append("config has no torch_dtype: assumed float32, as transformers does")
     return ModelSpec(
         model_type=mt, architecture=str(archs[0]), dtype=dtype.replace("torch.", ""),
-        vision=_vision(vision_cfg, fields["hidden_size"], config.get("model_type", ""), int(config.get("mm_tokens_per_image") or 0)),
+        vision=_vision(config, vision_cfg, fields["hidden_size"]),
         quant=parse_quantization(config, quant_files or {}), notes=tuple(notes), **fields,
     )

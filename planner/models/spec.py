@@ -89,28 +89,44 @@ class MambaSpec:
 
 @dataclass(frozen=True)
 class VisionSpec:
-    """A ViT-style vision tower plus its projector, from `vision_config`."""
+    """A ViT-style vision tower plus its projector, from `vision_config`: the blocks vLLM builds
+    (up to the deepest feature layer it reads) and how each part is split across TP ranks."""
 
     model_type: str
     hidden_size: int
     intermediate_size: int
     num_layers: int
+    """Encoder blocks vLLM builds: all of them, or up to the deepest `vision_feature_layer`."""
     num_heads: int
     patch_size: int
     image_size: int
     num_channels: int = 3
     tokens_per_image: int = 0
     """Text tokens one image becomes after the projector (`mm_tokens_per_image`); 0 = one per patch."""
-    projector_params: int = 0
-    """Parameters of the vision-to-text projector."""
-    projector_sharded: bool = False
-    """vLLM splits the projector across TP ranks (Llama 4's ColumnParallelLinear); else replicated."""
+    position_rows: int = 0
+    """Rows of the learned position table (one per patch for SigLIP); 0 with rotary positions (Pixtral)."""
+    mlp_gated: bool = False
+    """Gate/up/down MLP (Pixtral) instead of fc1/fc2."""
+    linear_bias: bool = True
+    """Attention and MLP layers carry biases (SigLIP, CLIP, MoonViT); Pixtral's have none."""
+    patch_bias: bool = True
+    """The patch convolution carries a bias (SigLIP, MoonViT); CLIP's and Pixtral's do not."""
+    norm: Literal["layer", "rms"] = "layer"
+    """LayerNorm (weight and bias) or RMSNorm (weight only) in the blocks and around them."""
+    pre_norm: bool = False
+    """A norm after the patch embedding (Pixtral's ln_pre, Llama 4's layernorm_pre)."""
+    post_norm: bool = True
+    """A norm after the last block; vLLM drops it when it reads an earlier layer (LLaVA-NeXT always)."""
+    projector_column_params: int = 0
+    """Projector parameters split across TP ranks (column/row-parallel weights, column biases)."""
+    projector_replicated_params: int = 0
+    """Projector parameters every rank holds whole (norms, plain nn.Linear mergers, row-parallel biases)."""
     extra_params: int = 0
     """Replicated vision parameters the ViT formula does not cover (documented where set)."""
     adapter_params: int = 0
     """TP-sharded parameters between encoder and projector (Llama 4's pixel-shuffle MLP)."""
     patch_linear: bool = False
-    """Patches go through a bias-free column-parallel linear layer (Llama 4), not a replicated conv with bias."""
+    """Patches go through a bias-free column-parallel linear layer (Llama 4), not a replicated conv."""
 
 
 @dataclass(frozen=True)

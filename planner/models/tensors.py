@@ -174,26 +174,33 @@ def _mtp_layers(spec: ModelSpec) -> list[Tensor]:
 
 
 def _vision(spec: ModelSpec) -> list[Tensor]:
-    """A SigLIP/CLIP-style ViT: patch embedding, position table, pre-norm blocks with biases, post-norm.
-    vLLM splits each block's attention and MLP across TP ranks (QKV/column/row-parallel layers; the
-    row-parallel biases stay whole); embeddings and norms are replicated (mm_encoder_tp_mode "weights")."""
+    """A ViT (SigLIP, CLIP, Pixtral, Llama 4): patch embedding, optional position table, pre-norm
+    blocks, optional pre/post norms, then the projector. vLLM splits each block's attention and MLP
+    across TP ranks (QKV/column/row-parallel layers; the row-parallel biases stay whole); embeddings
+    and norms are replicated (mm_encoder_tp_mode "weights")."""
     v = spec.vision
     if v is None or v.num_layers == 0:
         return []
-    h, inter, c = v.hidden_size, v.intermediate_size, v.num_channels
-    patches = (v.image_size // v.patch_size) ** 2
-    patch = c * v.patch_size ** 2 * h
-    sharded = v.num_layers * (4 * h * h + 3 * h + 2 * h * inter + inter) + v.adapter_params
-    replicated = patches * h + v.num_layers * (2 * h + 4 * h) + 2 * h + v.extra_params
+    h, inter, bias = v.hidden_size, v.intermediate_size, v.linear_bias
+    norm = 2 * h if v.norm == "layer" else h
+    mlp_in = 2 * inter if v.mlp_gated else inter  # column-parallel outputs of the MLP
+    block_sharded = 4 * h * h + h * mlp_in + inter * h + ((3 * h + mlp_in) if bias else 0)
+    block_replicated = 2 * norm + (2 * h if bias else 0)  # two norms; o_proj and fc2 biases
+    sharded = v.num_layers * block_sharded + v.adapter_params
+    replicated = (v.position_rows * h + v.num_layers * block_replicated + v.extra_params
+                  + (norm if v.pre_norm else 0) + (norm if v.post_norm else 0))
+    patch = v.num_channels * v.patch_size ** 2 * h
     if v.patch_linear:
         sharded += patch
     else:
-        replicated += patch + h
+        replicated += patch + (h if v.patch_bias else 0)
     out = [Tensor("vision_tower.sharded", (sharded,), "vision", "column", "first"),
            Tensor("vision_tower.replicated", (replicated,), "vision", "replicated", "first")]
-    if v.projector_params:
-        out.append(Tensor("multi_modal_projector", (v.projector_params,), "vision",
-                          "column" if v.projector_sharded else "replicated", "first"))
+    if v.projector_column_params:
+        out.append(Tensor("multi_modal_projector.sharded", (v.projector_column_params,), "vision", "column", "first"))
+    if v.projector_replicated_params:
+        out.append(Tensor("multi_modal_projector.replicated", (v.projector_replicated_params,), "vision",
+                          "replicated", "first"))
     return out
 
 
