@@ -91,6 +91,8 @@ class StageBudget:
     num_blocks: int
     runner_buffers_bytes: int = 0
     """V2 model runner's sampler buffers, charged from 0.27 (see overheads.v2_runner_buffer_bytes)."""
+    encoder_bound: bool = False
+    """The multimodal encoder's profile pass, not the decoder's, sets the activation peak."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,8 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     encoder = runner == "v1" or (rel.v2_model_runner_profiles_mm_encoder and stage == 0)
     shape = oh.ProfileShape.of(mnbt, seqs, s.tp, torch_dtype_bytes(insp.dtype), last_stage=stage == s.pp - 1,
                                encoder_profiled=encoder)
-    act = oh.activation_peak_bytes(oh.features(spec, shape), c)
+    features = oh.features(spec, shape)
+    act = oh.activation_peak_bytes(features, c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
     graphs = 0
     # the V2 runner's profile_cudagraph_memory() returned 0 until 0.29
@@ -271,7 +274,8 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
         avail = s.kv_cache_memory_bytes
     else:
         avail = math.ceil(target.memory_bytes * util) - weights - act - non_torch - graphs - buffers
-    return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0), buffers)
+    return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0), buffers,
+                       encoder_bound=oh.encoder_binds(features, c))
 
 
 def _headroom_notes(model: Model, target: Target, rel: ReleaseFacts, s: Settings, runner: str, util: float,
@@ -421,6 +425,11 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"{lay.mamba_state_bytes:,} B, padded by {100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes:.2f}%); "
                      f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
+    if bind.encoder_bound and s.kv_cache_memory_bytes is None:
+        v = model.spec.vision
+        notes.append(f"the activation peak is the vision encoder's profile pass (vLLM's largest dummy image, "
+                     f"{v.image_size}x{v.image_size} px, {(v.image_size // v.patch_size) ** 2:,} patches), modelled from "
+                     "the ViT's hidden and MLP tensors; no start-up has checked this term yet")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version, runner)
         if not c.validated:

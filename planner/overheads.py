@@ -60,6 +60,10 @@ class Features:
     """One fp32 [rows, vocab] logits tensor (gathered whole on every TP rank); 0 off the last stage."""
     vision_bytes: int
     """The encoder's dummy batch: images that fit the token budget x patches x vision hidden; 0 for text."""
+    encoder_peak_bytes: int = 0
+    """The encoder's own transient over that batch, on one TP rank: the residual and normed hidden
+    states plus the ViT MLP's column outputs (gate/up or fc1, and the activation). It is freed
+    before the decoder's dummy pass, so it competes with that pass's peak rather than adding to it."""
 
 
 def features(spec: ModelSpec, shape: ProfileShape) -> Features:
@@ -75,16 +79,19 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
             workspace = t * m.experts_per_token * (2 * n + spec.hidden_size) * b
         routed = t * m.experts_per_token * (3 * n + spec.hidden_size) * b
         mlp = max(mlp, routed + t * 3 * m.shared_intermediate_size // tp * b)
-    vision = 0
+    vision = encoder = 0
     if spec.vision is not None and shape.encoder_profiled:
         v = spec.vision
         patches = (v.image_size // v.patch_size) ** 2
+        # vLLM's encoder budget is max(max_num_batched_tokens, one image's tokens): at least one image
         images = max(1, shape.tokens // (v.tokens_per_image or patches))
         vision = images * patches * v.hidden_size * b
+        mlp_out = (3 if v.mlp_gated else 2) * v.intermediate_size // tp
+        encoder = images * patches * (2 * v.hidden_size + mlp_out) * b
     return Features(
         hidden_bytes=t * spec.hidden_size * b, mlp_bytes=mlp, moe_workspace_bytes=workspace,
         sampler_bytes=shape.sampler_rows * spec.vocab_size * 4 if shape.has_sampler else 0,
-        vision_bytes=vision,
+        vision_bytes=vision, encoder_peak_bytes=encoder,
     )
 
 
@@ -147,14 +154,24 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
                         source="; ".join(sources), validated=tuple(validated))
 
 
-def activation_peak_bytes(f: Features, c: Coefficients) -> int:
-    """Torch peak increase of the profile run: the larger of the forward pass's transient peak and
-    the sampler's, on top of what stays allocated (MoE workspace, the encoder's dummy batch)."""
+def _decoder_peak_bytes(f: Features, c: Coefficients) -> int:
     peak = c.forward_const_gib * GIB + 2 * f.hidden_bytes + f.mlp_bytes
     if f.sampler_bytes:
         sampler = c.sampler_const_gib * GIB + c.sampler_logits * f.sampler_bytes + c.sampler_hidden * f.hidden_bytes
         peak = max(peak, sampler + c.moe_workspace * f.moe_workspace_bytes)
     return int(peak + c.vision * f.vision_bytes)
+
+
+def activation_peak_bytes(f: Features, c: Coefficients) -> int:
+    """Torch peak increase of the profile run: the larger of the forward pass's transient peak and
+    the sampler's, on top of what stays allocated (MoE workspace, the encoder's dummy batch); or
+    the multimodal encoder's own pass, when that is larger (one huge dynamic-resolution image)."""
+    return max(_decoder_peak_bytes(f, c), f.encoder_peak_bytes)
+
+
+def encoder_binds(f: Features, c: Coefficients) -> bool:
+    """Whether the multimodal encoder's pass, not the decoder's, sets the activation peak."""
+    return f.encoder_peak_bytes > _decoder_peak_bytes(f, c)
 
 
 def non_torch_bytes(tp: int, pp: int, c: Coefficients) -> int:

@@ -43,6 +43,36 @@ def test_checkpoint_params_equal_published(model, published):
     assert r.params_published == published
 
 
+def bundled_published():
+    from planner.models import sources
+    out = []
+    for model_id in sources.bundled_ids():
+        m = load_model(model_id)
+        if m.meta.get("params_published") and m.tensor_source != "none":
+            out.append((model_id, m.meta["params_published"]))
+    return out
+
+
+@pytest.mark.parametrize("model,published", bundled_published())
+def test_every_bundled_published_count_is_met(model, published):
+    # meta.yaml's params_published names its source; the formula over config.json must give it exactly
+    assert inspect(model).params_checkpoint == published
+
+
+@pytest.mark.parametrize("model,vision,not_loaded", [
+    ("Qwen/Qwen2.5-VL-7B-Instruct", 676_550_144, 0),  # RMSNorm, gated MLP, Conv3d patches, merger
+    ("Qwen/Qwen2.5-VL-3B-Instruct", 668_684_288, 0),
+    ("Qwen/Qwen2-VL-7B-Instruct", 675_759_104, 0),  # LayerNorm, fc1/fc2 of 4 x 1280
+    # CLIP ViT-L/14-336 read at layer -2: vLLM builds 23 of 24 blocks and no post-norm
+    ("llava-hf/llava-1.5-7b-hf", 311_888_896, 12_598_272),
+])
+def test_vision_towers_of_published_vlms(model, vision, not_loaded):
+    r = inspect(model)
+    assert r.params_breakdown["vision"] == vision
+    assert r.params_not_loaded.get("vision", 0) == not_loaded
+    assert r.params_checkpoint == r.params_published
+
+
 @pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-30B-A3B", "Qwen/Qwen2.5-72B-Instruct",
                                    "mistralai/Mistral-7B-Instruct-v0.3", "ibm-granite/granite-3.1-8b-instruct"])
 def test_bf16_checkpoint_bytes_equal_the_safetensors_index_total(model):

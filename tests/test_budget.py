@@ -298,3 +298,18 @@ def test_auto_fit_with_no_room_gives_vllms_auto_fit_error():
     b = budget("meta-llama/Llama-3.1-70B-Instruct", "0.33.0", tp=1, max_model_len="auto",
                target=Target("NVIDIA L4", round(22.04 * GIB), compute_capability="8.9"))
     assert not b.fits and "Cannot auto-fit max_model_len" in b.error
+
+
+def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
+    # Qwen2.5-VL's profile runs one 3584 x 3584 dummy image (65,536 patches) through the ViT: its
+    # transient (residual, normed hidden, gate/up and activation on one TP rank) outgrows the
+    # decoder's pass at a small token budget, and the plan says the term is unchecked
+    h, inter, patches = 1280, 3420, 256 * 256
+    for tp in (1, 2):
+        b = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.19.0", tp=tp, max_num_batched_tokens=2048, max_num_seqs=256,
+                   max_model_len=8192)
+        assert b.activation_gib == round(patches * (2 * h + 3 * inter // tp) * 2 / GIB, 2)
+        assert any("vision encoder's profile pass" in n for n in b.notes)
+    # at gemma-3's budget the decoder's pass (vocabulary 262k) still sets it: no note
+    g = budget("google/gemma-3-4b-it", "0.19.0", max_model_len=8192)
+    assert not any("vision encoder's profile pass" in n for n in g.notes)

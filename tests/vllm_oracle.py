@@ -66,12 +66,13 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
         # import torchvision, which this CPU venv cannot have (PyPI's builds need CUDA torch).
         # Their KV cache is the text model's, so fall back to vLLM's text-only class; the numbers
         # all come from hf_text_config either way. The output names the override.
-        # Wrappers without a ForCausalLM twin (Mistral3, LLaVA-NeXT: their processors import
-        # torchvision too) fall back to the text config's own architecture, or MistralForCausalLM.
+        # Wrappers without a ForCausalLM twin (Mistral3, LLaVA, Qwen2-VL: their processors import
+        # torchvision too) fall back to the text config's own architecture, or the text model's.
         cfg = json.loads((model_dir / "config.json").read_text())
         archs = cfg.get("architectures") or []
         text_archs = (cfg.get("text_config") or {}).get("architectures") or []
-        text = [text_archs[0] if text_archs else {"mistral3": "MistralForCausalLM"}.get(
+        text = [text_archs[0] if text_archs else {"mistral3": "MistralForCausalLM", "qwen2_vl": "Qwen2ForCausalLM",
+                                                  "qwen2_5_vl": "Qwen2ForCausalLM"}.get(
                     cfg.get("model_type"), a.replace("ForConditionalGeneration", "ForCausalLM"))
                 for a in archs[:1]]
         if "failed to be inspected" not in str(e) or not text or text[0] == archs[0] \

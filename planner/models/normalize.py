@@ -404,6 +404,16 @@ _WRAPPERS: dict[str, str] = {
 }
 
 
+# transformers saves a wrapper's text_config as a diff against the text class's defaults: a
+# LLaVA-1.5 text_config names only vocab, context and eps, the rest is LlamaConfig's 7B default.
+_NESTED_DEFAULTS: dict[str, Config] = {
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "max_position_embeddings": 2048, "tie_word_embeddings": False},
+}
+# Text model types that newer transformers write inside a wrapper's text_config, and the family they are.
+_TEXT_ALIASES = {"qwen2_vl_text": "qwen2", "qwen2_5_vl_text": "qwen2"}
+
+
 def supported_model_types() -> list[str]:
     return sorted(set(_FAMILIES) | set(_WRAPPERS))
 
@@ -413,13 +423,18 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
     if not mt:
         raise PlannerError("config.json has no 'model_type': pass a Hugging Face config.json of a decoder model")
     if mt in _WRAPPERS:
-        if not isinstance(config.get("text_config") or {}, dict):
+        nested = config.get("text_config")
+        if nested is not None and not isinstance(nested, dict):
             raise PlannerError("text_config must be a JSON object: pass the model's complete config.json")
-        text = dict(config.get("text_config") or {})
-        text.setdefault("model_type", _WRAPPERS[mt])
+        # Qwen2-VL and Qwen2.5-VL uploads keep the text model's fields at the top level
+        text = dict(nested) if nested else {k: v for k, v in config.items() if k not in ("vision_config", "model_type")}
+        text_type = text.get("model_type") or _WRAPPERS[mt]
+        text["model_type"] = _TEXT_ALIASES.get(text_type, text_type)
         for key in ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings"):
             if key in config and key not in text:
                 text[key] = config[key]
+        if nested:
+            text = {**_NESTED_DEFAULTS.get(text["model_type"], {}), **text}
         return text, config.get("vision_config")
     return config, None
 
@@ -478,7 +493,8 @@ def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict)
     linear_2 (row) [-> text hidden], biased when multimodal_projector_bias."""
     h, merge = base["hidden_size"], int(config.get("spatial_merge_size") or 2)
     bias = bool(config.get("multimodal_projector_bias", False))
-    return dict(num_layers=_built_layers(config, base["num_layers"]), position_rows=0, mlp_gated=True,
+    built = _built_layers(config, base["num_layers"])
+    return dict(num_layers=built, skipped_layers=base["num_layers"] - built, position_rows=0, mlp_gated=True,
                 linear_bias=False, patch_bias=False, norm="rms", pre_norm=True, post_norm=False,
                 projector_column_params=h * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
                 projector_replicated_params=h + h * merge * merge * h + (text_hidden if bias else 0),
@@ -486,17 +502,20 @@ def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict)
 
 
 def _llava_next_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
-    """LLaVA-NeXT (vLLM's llava_next.py): the CLIP or SigLIP tower up to the deepest feature layer
-    and never its post-norm (require_post_norm=False); the features of every listed layer are
-    concatenated into LlavaMultiModalProjector's linear_1 (column) and linear_2 (row), biased when
-    multimodal_projector_bias (default true); plus image_newline [text hidden], replicated."""
-    h = base["hidden_size"]
+    """LLaVA and LLaVA-NeXT (vLLM's llava.py, llava_next.py): the CLIP or SigLIP tower up to the
+    deepest feature layer and never its post-norm (require_post_norm=False); the features of every
+    listed layer are concatenated into LlavaMultiModalProjector's linear_1 (column) and linear_2
+    (row), biased when multimodal_projector_bias (default true); LLaVA-NeXT adds image_newline
+    [text hidden], replicated."""
+    h, next_ = base["hidden_size"], config.get("model_type") == "llava_next"
     feature = config.get("vision_feature_layer", -2)
-    v_in = h * (len(feature) if isinstance(feature, list) else 1)
+    v_in = h * (len(feature) if isinstance(feature, list) and next_ else 1)
     bias = bool(config.get("multimodal_projector_bias", True))
-    out = dict(num_layers=_built_layers({"vision_feature_layer": feature}, base["num_layers"]), post_norm=False,
+    newline = text_hidden if next_ else 0
+    built = _built_layers({"vision_feature_layer": feature}, base["num_layers"])
+    out = dict(num_layers=built, post_norm=False, skipped_layers=base["num_layers"] - built, skipped_post_norm=True,
                projector_column_params=v_in * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
-               projector_replicated_params=text_hidden + (text_hidden if bias else 0))
+               projector_replicated_params=newline + (text_hidden if bias else 0))
     if base["model_type"] == "clip_vision_model":
         # CLIP: a class embedding and its position row, a bias-free patch conv, pre_layrnorm
         out.update(position_rows=base["position_rows"] + 1, extra_params=h, patch_bias=False, pre_norm=True)
@@ -522,8 +541,34 @@ def _kimi_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
                 projector_replicated_params=2 * h + merged * merged + merged + merged * text_hidden + text_hidden)
 
 
+def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
+    """Qwen2-VL / Qwen2.5-VL (vLLM's qwen2_vl.py, qwen2_5_vl.py): bias-free Conv3d patches over
+    temporal_patch_size frames, rotary positions (no table, no pre/post norm), `depth` blocks with
+    biased QKV/proj and MLP (Qwen2-VL: LayerNorm, fc1/fc2 of embed_dim x mlp_ratio; Qwen2.5-VL:
+    RMSNorm, gated intermediate_size). The patch merger: ln_q replicated, mlp.0 [4d -> 4d] column,
+    mlp.2 [4d -> out] row, both biased, where out is the text hidden size (Qwen2-VL's vision
+    hidden_size, Qwen2.5-VL's out_hidden_size). vLLM profiles the encoder with the image of the most
+    features: the processor's max_pixels (12845056, Qwen2VLImageProcessor's default) as a square."""
+    v25 = config.get("model_type") == "qwen2_5_vl"
+    d = int(vcfg.get("hidden_size") if v25 else vcfg.get("embed_dim") or 1280)
+    inter = int(vcfg.get("intermediate_size") or 0) if v25 else int(d * float(vcfg.get("mlp_ratio") or 4))
+    out = int(vcfg.get("out_hidden_size") if v25 else vcfg.get("hidden_size") or text_hidden)
+    patch, merge = int(vcfg.get("patch_size") or 14), int(vcfg.get("spatial_merge_size") or 2)
+    edge = int(math.isqrt(12845056)) // (patch * merge) * patch * merge
+    merged = d * merge * merge
+    return dict(hidden_size=d, intermediate_size=inter, num_layers=int(vcfg.get("depth") or 0),
+                num_heads=int(vcfg.get("num_heads") or 16), patch_size=patch, image_size=edge,
+                num_channels=int(vcfg.get("in_channels") or vcfg.get("in_chans") or 3),
+                patch_frames=int(vcfg.get("temporal_patch_size") or 2), position_rows=0,
+                mlp_gated=v25, norm="rms" if v25 else "layer", patch_bias=False, post_norm=False,
+                projector_column_params=merged * merged + merged + merged * out,
+                projector_replicated_params=(d if v25 else 2 * d) + out,
+                tokens_per_image=(edge // patch // merge) ** 2)
+
+
 _VISION_BUILDERS = {"gemma3": _gemma3_vision, "llama4": _llama4_vision, "mistral3": _mistral3_vision,
-                    "llava_next": _llava_next_vision, "kimi_vl": _kimi_vl_vision}
+                    "llava_next": _llava_next_vision, "llava": _llava_next_vision, "kimi_vl": _kimi_vl_vision,
+                    "qwen2_vl": _qwen_vl_vision, "qwen2_5_vl": _qwen_vl_vision}
 
 
 def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -> ModelSpec:
@@ -545,10 +590,13 @@ def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -
     if config.get("model_type") in _WRAPPERS and not (vision_cfg or {}).get("hidden_size"):
         notes.append(f"{archs[0]} is multimodal but config.json has no vision_config: the vision tower's weights "
                      "are not counted (pass the complete config.json)")
+    vision = _vision(config, vision_cfg, fields["hidden_size"])
+    if vision is not None and vision.num_layers == 0:
+        notes.append(f"the vision_config of {archs[0]} names no encoder blocks: the vision tower's weights are not counted")
     if not (config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")):
         notes.append("config has no torch_dtype: assumed float32, as transformers does")
     return ModelSpec(
         model_type=mt, architecture=str(archs[0]), dtype=dtype.replace("torch.", ""),
-        vision=_vision(config, vision_cfg, fields["hidden_size"]),
+        vision=vision,
         quant=parse_quantization(config, quant_files or {}), notes=tuple(notes), **fields,
     )

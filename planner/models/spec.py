@@ -101,6 +101,8 @@ class VisionSpec:
     patch_size: int
     image_size: int
     num_channels: int = 3
+    patch_frames: int = 1
+    """Video frames one patch spans (Qwen2-VL's Conv3d temporal_patch_size); 1 for a 2-D patch."""
     tokens_per_image: int = 0
     """Text tokens one image becomes after the projector (`mm_tokens_per_image`); 0 = one per patch."""
     position_rows: int = 0
@@ -117,6 +119,10 @@ class VisionSpec:
     """A norm after the patch embedding (Pixtral's ln_pre, Llama 4's layernorm_pre)."""
     post_norm: bool = True
     """A norm after the last block; vLLM drops it when it reads an earlier layer (LLaVA-NeXT always)."""
+    skipped_layers: int = 0
+    """Checkpoint blocks past the deepest feature layer, which vLLM does not build or load."""
+    skipped_post_norm: bool = False
+    """The checkpoint's post-norm, which vLLM does not build or load."""
     projector_column_params: int = 0
     """Projector parameters split across TP ranks (column/row-parallel weights, column biases)."""
     projector_replicated_params: int = 0

@@ -189,13 +189,16 @@ def _vision(spec: ModelSpec) -> list[Tensor]:
     sharded = v.num_layers * block_sharded + v.adapter_params
     replicated = (v.position_rows * h + v.num_layers * block_replicated + v.extra_params
                   + (norm if v.pre_norm else 0) + (norm if v.post_norm else 0))
-    patch = v.num_channels * v.patch_size ** 2 * h
+    patch = v.num_channels * v.patch_frames * v.patch_size ** 2 * h
     if v.patch_linear:
         sharded += patch
     else:
         replicated += patch + (h if v.patch_bias else 0)
     out = [Tensor("vision_tower.sharded", (sharded,), "vision", "column", "first"),
            Tensor("vision_tower.replicated", (replicated,), "vision", "replicated", "first")]
+    skipped = v.skipped_layers * (block_sharded + block_replicated) + (norm if v.skipped_post_norm else 0)
+    if skipped:
+        out.append(Tensor("vision_tower.not_built", (skipped,), "vision", "replicated", "first", loaded=False))
     if v.projector_column_params:
         out.append(Tensor("multi_modal_projector.sharded", (v.projector_column_params,), "vision", "column", "first"))
     if v.projector_replicated_params:
