@@ -243,11 +243,19 @@ def _hybrid_rules(model: Model, target: Target, rel: ReleaseFacts, s: Settings, 
     )
 
 
+def mla_workspace_bytes(model: Model, target: Target, rel: ReleaseFacts) -> int:
+    """Workspaces that importing vLLM's MLA backend modules allocates during model loading, which
+    vLLM's "Model loading took" counts with the weights (release data: mla_import_workspace_mib)."""
+    if model.spec.mla is None or target.device != "cuda":
+        return 0
+    return rel.mla_import_workspace_mib[target.arch_family] * 2**20
+
+
 def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
            s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules,
            runner: str) -> StageBudget:
     spec = model.spec
-    weights = insp.weight_bytes_per_stage[stage]
+    weights = insp.weight_bytes_per_stage[stage] + mla_workspace_bytes(model, target, rel)
     layout = build_layout(spec, layers, s.tp, kv_bytes, block, rules)
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
@@ -425,6 +433,9 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"{lay.mamba_state_bytes:,} B, padded by {100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes:.2f}%); "
                      f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
+    if mla_workspace_bytes(model, target, rel):
+        notes.append(f"weights include the {mla_workspace_bytes(model, target, rel) // 2**20} MiB workspace(s) that vLLM "
+                     f"{rel.version} allocates when it imports its MLA attention backends ({target.arch_family})")
     if bind.encoder_bound and s.kv_cache_memory_bytes is None:
         v = model.spec.vision
         notes.append(f"the activation peak is the vision encoder's profile pass (vLLM's largest dummy image, "

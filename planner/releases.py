@@ -227,6 +227,9 @@ class ReleaseFacts:
     """Block size forced for MLA models by GPU generation: keys 'ampere', 'hopper', 'blackwell'."""
     mla_block_size_fp8_kv: FrozenMap
     """MLA block size with an fp8 KV cache, by GPU family (Hopper falls back to FlashMLA, 64)."""
+    mla_import_workspace_mib: FrozenMap
+    """MiB that importing MLA backend modules allocates on the GPU during model loading (FlashInfer-MLA,
+    CUTLASS-MLA workspaces), by GPU family: counted in vLLM's weights figure for MLA models."""
     cpu_hybrid_kv_cache_manager: bool
     """The CPU backend keeps sliding-window layers in their own KV groups (0.10.2+)."""
     sparse_mla_block_size: int | None

@@ -313,3 +313,20 @@ def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
     # at gemma-3's budget the decoder's pass (vocabulary 262k) still sets it: no note
     g = budget("google/gemma-3-4b-it", "0.19.0", max_model_len=8192)
     assert not any("vision encoder's profile pass" in n for n in g.notes)
+
+
+@pytest.mark.parametrize("version,family,mib", [
+    ("0.10.1", "hopper", 0), ("0.11.0", "blackwell", 128),   # only the chosen backend is imported
+    ("0.11.1", "hopper", 128), ("0.17.1", "ampere", 128), ("0.17.1", "blackwell", 128),
+    ("0.19.0", "hopper", 128), ("0.24.0", "blackwell", 256),  # FlashInfer-MLA and CUTLASS-MLA modules
+    ("0.25.0", "hopper", 0), ("0.33.0", "blackwell", 128),    # FlashInfer's workspace became lazy
+])
+def test_mla_backend_import_workspaces_by_release(version, family, mib):
+    cc = {"ampere": "8.0", "hopper": "9.0", "blackwell": "10.0"}[family]
+    target = Target("gpu", 80 * GIB, compute_capability=cc)
+    mla = budget("deepseek-ai/DeepSeek-V2-Lite-Chat", version, target=target, max_model_len=8192)
+    dense = budget("Qwen/Qwen3-8B", version, target=target, max_model_len=8192)
+    base = inspect("deepseek-ai/DeepSeek-V2-Lite-Chat").weight_bytes_per_gpu
+    assert round(mla.weights_gib * GIB) == pytest.approx(base + mib * 2**20, abs=0.006 * GIB)
+    assert any("MLA attention backends" in n for n in mla.notes) == bool(mib)
+    assert not any("MLA attention backends" in n for n in dense.notes)
