@@ -78,5 +78,8 @@ def resolve(rel: ReleaseFacts, t: RunnerTraits, requested: Optional[Runner], dev
     """`requested` is VLLM_USE_V2_MODEL_RUNNER ("v2" for 1, "v1" for 0), None when unset; releases
     before the variable existed ignore it."""
     if requested is not None and rel.v2_model_runner_env and device == "cuda":
+        if requested == "v2" and rel.v2_model_runner_rejects_stateful and (t.is_hybrid or t.attention_free):
+            raise PlannerError(f"vLLM {rel.version} refuses VLLM_USE_V2_MODEL_RUNNER=1 for {t.architecture} "
+                               "(\"does not yet support: hybrid/mamba models\"): unset it or set it to 0")
         return requested
     return default_runner(rel, t, device)

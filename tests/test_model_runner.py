@@ -12,6 +12,7 @@ import pytest
 from planner import overheads, releases
 from planner.api import load_model
 from planner.budget import Settings, Target, compute
+from planner.errors import PlannerError
 from planner.inspection import inspect
 from planner.model_runner import RunnerTraits, default_runner, resolve, traits
 
@@ -151,3 +152,17 @@ def test_v2_profile_run_skips_the_vision_encoder_before_027():
     act = {v: compute(model, inspect(model), H200, releases.get(v), Settings()).activation_gib for v in ("0.26.0", "0.27.0")}
     v1 = compute(model, inspect(model), H200, releases.get("0.26.0"), Settings(model_runner="v1")).activation_gib
     assert act["0.26.0"] < act["0.27.0"] and act["0.26.0"] < v1
+
+
+@pytest.mark.parametrize("version,refused", [("0.19.0", False), ("0.20.0", True), ("0.22.1", True), ("0.23.0", False)])
+def test_explicit_v2_runner_with_a_hybrid_model_is_refused_where_vllm_refuses_it(version, refused):
+    # config/vllm.py _validate_v2_model_runner, 0.20-0.22: "does not yet support: hybrid/mamba models"
+    t = traits(load_model("Qwen/Qwen3-Next-80B-A3B-Thinking").spec)
+    rel = releases.get(version)
+    if refused:
+        with pytest.raises(PlannerError, match="refuses VLLM_USE_V2_MODEL_RUNNER=1.*set it to 0"):
+            resolve(rel, t, "v2")
+    else:
+        assert resolve(rel, t, "v2") == "v2"
+    assert resolve(rel, t, "v1") == "v1"
+    assert resolve(rel, traits(load_model("Qwen/Qwen3-8B").spec), "v2") == "v2"
