@@ -440,7 +440,8 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         v = model.spec.vision
         notes.append(f"the activation peak is the vision encoder's profile pass (vLLM's largest dummy image, "
                      f"{v.image_size}x{v.image_size} px, {(v.image_size // v.patch_size) ** 2:,} patches), modelled from "
-                     "the ViT's hidden and MLP tensors; no start-up has checked this term yet")
+                     "the ViT's hidden and MLP tensors; not yet checked against a start-up of vLLM 0.13+ (a 0.11 one "
+                     "of Qwen2.5-VL-3B peaked 1.6 GiB higher: 0.10-0.12 rotate the ViT's q/k in fp32)")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version, runner)
         if not c.validated:

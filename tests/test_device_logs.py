@@ -64,3 +64,19 @@ def test_device_startup_replay(record: dict) -> None:
     assert b.kv_cache_gib == pytest.approx(figures.available_kv_gib, rel=0.005)
     assert b.kv_cache_tokens == pytest.approx(figures.kv_cache_tokens, rel=0.005)
     assert b.max_concurrency == pytest.approx(figures.max_concurrency, rel=0.005)
+
+
+PUBLIC = [r for r in map(json.loads, (REPO / "benchmarks" / "data" / "public-startups.jsonl").read_text().splitlines())
+          if "/public-logs/" in (r.get("log_file") or "")]
+
+
+@pytest.mark.parametrize("record", PUBLIC, ids=lambda r: Path(r["log_file"]).name)
+def test_public_log_records_hold_what_their_logs_print(record):
+    # each record's figures are the ones the copied log lines print (where the log prints them)
+    log = parse_file(REPO / record["log_file"])
+    pairs = [("weights_gib", log.weights_gib), ("kv_cache_gib", log.available_kv_gib),
+             ("kv_cache_tokens", log.kv_cache_tokens), ("max_concurrency", log.max_concurrency)]
+    checked = [(k, v) for k, v in pairs if v is not None]
+    assert checked
+    for key, value in checked:
+        assert record[key] == pytest.approx(value), key
