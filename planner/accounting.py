@@ -302,6 +302,11 @@ def vllm_param_key(name: str) -> str:
 def _rope_rows(spec: ModelSpec, scaled: bool) -> int:
     rope = (spec.rope_scaling or {}) if scaled else {}
     kind = rope.get("rope_type", rope.get("type"))
+    if "mrope_section" in rope:
+        # MRotaryEmbedding (Qwen2-VL family) caches 4x its positions for long videos; with YaRN its
+        # base is the original context, unscaled (rotary_embedding/mrope.py, get_rope)
+        base = rope.get("original_max_position_embeddings") if kind == "yarn" else None
+        return 4 * int(base or spec.max_position_embeddings)
     if kind == "linear":
         return int(spec.max_position_embeddings * rope.get("factor", 1))
     if kind in ("yarn", "deepseek_yarn") and rope.get("original_max_position_embeddings"):
@@ -313,7 +318,8 @@ def runtime_buffers(spec: ModelSpec, ranges: list[range], quant: QuantSpec | Non
     """Persistent tensors vLLM allocates while loading that no checkpoint holds:
     - the rotary `cos_sin_cache` [positions, rotary dim], shared by all layers of a stage
       (`get_rope` caches instances); rows are max positions, x factor for linear scaling, original
-      x factor for YaRN; Gemma 3 has a local and a scaled global one; model dtype (gpt-oss: fp32);
+      x factor for YaRN, 4 x positions for M-RoPE; Gemma 3 has a local and a scaled global one;
+      model dtype (gpt-oss: fp32);
     - MLA with a quantized kv_b_proj: its dequantized bf16 copy (W_UK_T/W_UV), per layer.
     (Unquantized MLA keeps only views of kv_b_proj.)"""
     out: list[Tensor] = []

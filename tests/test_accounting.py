@@ -81,6 +81,17 @@ def test_bf16_checkpoint_bytes_equal_the_safetensors_index_total(model):
     assert inspect(model).params_checkpoint * 2 == meta["checkpoint_bytes"]
 
 
+@pytest.mark.parametrize("model,logged_gib", [
+    ("Qwen/Qwen2.5-VL-3B-Instruct", 7.1550),  # vLLM 0.11.0, L4 (benchmarks/data/public-logs/ray-...)
+    ("Qwen/Qwen2.5-VL-7B-Instruct", 15.6271),  # vLLM 0.9.0.1, L4 (tsailiming/openshift-ai-bootstrap@535d75b)
+])
+def test_mrope_cache_holds_four_times_the_positions(model, logged_gib):
+    # MRotaryEmbedding caches 4 x 128,000 positions x 128 (bf16): 131 MB, in "Model loading took"
+    r = inspect(model)
+    assert r.runtime_buffer_bytes == 4 * 128_000 * 128 * 2
+    assert abs(r.weight_bytes_per_gpu / GIB - logged_gib) < 0.01
+
+
 def test_llama4_vision_tower_matches_the_published_count_and_vllm_sharding():
     r = inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct")
     assert r.params_total == r.params_published == 108_641_793_536
