@@ -40,8 +40,13 @@ class Target:
 
     @property
     def arch_family(self) -> str:
-        major = int((self.compute_capability or "9.0").split(".")[0])
-        return "blackwell" if major >= 10 else "hopper" if major == 9 else "ampere"
+        """The GPU family vLLM's MLA backend choice turns on: ampere, hopper, blackwell (10.x, 11.x),
+        sm120 (12.x), other (not CUDA: gfx*, tpu-*, gaudi*); see the MLA facts in releases.yaml."""
+        major = (self.compute_capability or "9.0").split(".")[0]
+        if not major.isdigit():
+            return "other"
+        n = int(major)
+        return "sm120" if n >= 12 else "blackwell" if n >= 10 else "hopper" if n == 9 else "ampere"
 
 
 @dataclass(frozen=True)
@@ -251,11 +256,24 @@ def mla_workspace_bytes(model: Model, target: Target, rel: ReleaseFacts) -> int:
     return rel.mla_import_workspace_mib[target.arch_family] * 2**20
 
 
+def unsplit_vision_bytes(model: Model, insp: Inspection, rel: ReleaseFacts, tp: int) -> int:
+    """A vision tower this release keeps whole on every TP rank (release data: vision_towers_replicated):
+    the share of it the inspection split across ranks comes back on each."""
+    v = model.spec.vision
+    if v is None or tp == 1 or v.model_type not in rel.vision_towers_replicated:
+        return 0
+    from planner.models.tensors import from_spec
+
+    split = sum(t.numel for t in from_spec(model.spec) if t.component == "vision" and t.shard == "column")
+    return (split - split // tp) * torch_dtype_bytes(insp.dtype)
+
+
 def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
            s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules,
-           runner: str) -> StageBudget:
+           runner: str, profiled_len: int) -> StageBudget:
     spec = model.spec
-    weights = insp.weight_bytes_per_stage[stage] + mla_workspace_bytes(model, target, rel)
+    weights = (insp.weight_bytes_per_stage[stage] + mla_workspace_bytes(model, target, rel)
+               + unsplit_vision_bytes(model, insp, rel, s.tp))
     layout = build_layout(spec, layers, s.tp, kv_bytes, block, rules)
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
@@ -264,7 +282,7 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     # the V2 runner's profile run skips the multimodal encoder before 0.27, and runs it on the first stage after
     encoder = runner == "v1" or (rel.v2_model_runner_profiles_mm_encoder and stage == 0)
     shape = oh.ProfileShape.of(mnbt, seqs, s.tp, torch_dtype_bytes(insp.dtype), last_stage=stage == s.pp - 1,
-                               encoder_profiled=encoder)
+                               encoder_profiled=encoder, max_model_len=profiled_len)
     features = oh.features(spec, shape)
     act = oh.activation_peak_bytes(features, c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
@@ -384,8 +402,10 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                         **_hybrid_rules(model, target, rel, s, torch_dtype_bytes(insp.dtype)))
     kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
     runner = model_runner.resolve(rel, model_runner.traits(spec), s.model_runner, target.device)
-    stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules, runner)
-                   for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
+    # the profile sizes its dummy multimodal items to the context (auto: the model's limit, fitted after)
+    profiled_len = limit if mml is None else mml
+    stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules, runner,
+                          profiled_len) for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
     bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
     bind = stages[bind_index]
     lay, num_blocks = bind.layout, bind.num_blocks
@@ -436,12 +456,18 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     if mla_workspace_bytes(model, target, rel):
         notes.append(f"weights include the {mla_workspace_bytes(model, target, rel) // 2**20} MiB workspace(s) that vLLM "
                      f"{rel.version} allocates when it imports its MLA attention backends ({target.arch_family})")
+    if unsplit_vision_bytes(model, insp, rel, s.tp):
+        notes.append(f"vLLM {rel.version} keeps the {model.spec.vision.model_type} vision tower whole on every TP rank "
+                     f"(+{unsplit_vision_bytes(model, insp, rel, s.tp) / GIB:.2f} GiB of weights per GPU)")
     if bind.encoder_bound and s.kv_cache_memory_bytes is None:
         v = model.spec.vision
-        notes.append(f"the activation peak is the vision encoder's profile pass (vLLM's largest dummy image, "
-                     f"{v.image_size}x{v.image_size} px, {(v.image_size // v.patch_size) ** 2:,} patches), modelled from "
-                     "the ViT's hidden and MLP tensors; not yet checked against a start-up of vLLM 0.13+ (a 0.11 one "
-                     "of Qwen2.5-VL-3B peaked 1.6 GiB higher: 0.10-0.12 rotate the ViT's q/k in fp32)")
+        patches, _ = oh.largest_dummy_item(v, profiled_len)
+        item = "video" if patches > (v.image_size // v.patch_size) ** 2 else "image"
+        video = (" A smaller max_model_len shrinks the dummy video; --limit-mm-per-prompt '{\"video\": 0}' "
+                 "drops it (not modelled)." if item == "video" else "")
+        notes.append(f"the activation peak is the vision encoder's profile pass over vLLM's largest dummy {item} "
+                     f"({patches:,} ViT patches), modelled from its input, hidden and MLP tensors: an estimate that "
+                     f"public start-ups of Qwen2.5-VL (0.11, 0.23) exceeded by 1.2-1.3 GiB.{video}")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version, runner)
         if not c.validated:

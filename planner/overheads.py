@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 
 from planner.datafiles import load_yaml
-from planner.models.spec import ModelSpec
+from planner.models.spec import ModelSpec, VisionSpec
 from planner.paths import profiles_dir
 
 GIB = 2**30
@@ -34,14 +34,17 @@ class ProfileShape:
     """Only the last pipeline stage computes logits and samples."""
     encoder_profiled: bool = True
     """The profile run also runs the multimodal encoder's dummy batch (the V2 runner: from 0.27, first stage only)."""
+    max_model_len: int = 0
+    """The context the dummy multimodal items must fit (a video's frames); 0 = no limit."""
 
     @classmethod
     def of(cls, max_num_batched_tokens: int, max_num_seqs: int, tp: int, dtype_bytes: int, last_stage: bool,
-           encoder_profiled: bool = True) -> "ProfileShape":
+           encoder_profiled: bool = True, max_model_len: int = 0) -> "ProfileShape":
         """The dummy run of vLLM's profile: max_num_batched_tokens tokens, sampled as
         min(max_num_seqs, max_num_batched_tokens) requests on the last pipeline stage."""
         return cls(tokens=max_num_batched_tokens, sampler_rows=min(max_num_seqs, max_num_batched_tokens), tp=tp,
-                   dtype_bytes=dtype_bytes, has_sampler=last_stage, encoder_profiled=encoder_profiled)
+                   dtype_bytes=dtype_bytes, has_sampler=last_stage, encoder_profiled=encoder_profiled,
+                   max_model_len=max_model_len)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,31 @@ class Features:
     before the decoder's dummy pass, so it competes with that pass's peak rather than adding to it."""
 
 
+def largest_dummy_item(v: VisionSpec, max_model_len: int) -> tuple[int, int]:
+    """(patches, text tokens) of the multimodal item vLLM profiles: the image of the most features,
+    or, for video models, the video of the most frames whose tokens fit max_model_len (at least one
+    frame group: qwen2_vl.py get_num_frames_with_most_features), which wins ties."""
+    patches = (v.image_size // v.patch_size) ** 2
+    tokens = v.tokens_per_image or patches
+    if v.video_frames:
+        groups = -(-v.video_frames // v.patch_frames)  # frames padded to the Conv3d's temporal patch
+        if max_model_len:
+            groups = min(groups, max(1, max_model_len // tokens))
+        return groups * patches, groups * tokens
+    return patches, tokens
+
+
+def context_steps(v: VisionSpec | None, below: int) -> list[int]:
+    """For video models, the longest max_model_len under `below` at which vLLM's dummy video has
+    each smaller number of frame groups, longest first; [] for image-only models."""
+    if v is None or not v.video_frames:
+        return []
+    tokens = v.tokens_per_image or (v.image_size // v.patch_size) ** 2
+    groups = -(-v.video_frames // v.patch_frames)
+    steps = [min((g + 1) * tokens - 1, below - 1) for g in range(groups - 1, 0, -1)]
+    return [x for x in dict.fromkeys(steps) if 0 < x < below]
+
+
 def features(spec: ModelSpec, shape: ProfileShape) -> Features:
     t, b, tp = shape.tokens, shape.dtype_bytes, shape.tp
     mlp = workspace = 0
@@ -82,12 +110,15 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
     vision = encoder = 0
     if spec.vision is not None and shape.encoder_profiled:
         v = spec.vision
-        patches = (v.image_size // v.patch_size) ** 2
-        # vLLM's encoder budget is max(max_num_batched_tokens, one image's tokens): at least one image
-        images = max(1, shape.tokens // (v.tokens_per_image or patches))
-        vision = images * patches * v.hidden_size * b
+        patches, item_tokens = largest_dummy_item(v, shape.max_model_len)
+        # vLLM's encoder budget is max(max_num_batched_tokens, one item's tokens): at least one item
+        total = max(1, shape.tokens // item_tokens) * patches
+        vision = total * v.hidden_size * b
         mlp_out = (3 if v.mlp_gated else 2) * v.intermediate_size // tp
-        encoder = images * patches * (2 * v.hidden_size + mlp_out) * b
+        # the ViT's residual and normed hidden states and MLP column outputs, plus its input: the
+        # processor's fp32 pixel patches and their model-dtype copy
+        pixels = v.num_channels * v.patch_frames * v.patch_size ** 2
+        encoder = total * ((2 * v.hidden_size + mlp_out) * b + pixels * (4 + b))
     return Features(
         hidden_bytes=t * spec.hidden_size * b, mlp_bytes=mlp, moe_workspace_bytes=workspace,
         sampler_bytes=shape.sampler_rows * spec.vocab_size * 4 if shape.has_sampler else 0,

@@ -120,6 +120,22 @@ class Fix:
     budget: bud.Budget
 
 
+def _shorter_dummy_video(req: Request, gpu: GPU, tp: int, pp: int, current_len: int) -> list[Fix]:
+    """For video models the profile's dummy video, and so the activation peak, shrinks with
+    max_model_len: try the longest context of each smaller video, then what that budget holds."""
+    from planner.overheads import context_steps
+
+    for length in context_steps(req.model.spec.vision, current_len):
+        b = evaluate(req, gpu, tp, pp, max_model_len=length)
+        fit = b.max_model_len_fit_concurrency if req.concurrency else b.max_model_len_fit
+        if not b.fits and fit and 0 < fit < length:
+            length, b = fit, evaluate(req, gpu, tp, pp, max_model_len=fit)
+        if b.fits:
+            return [Fix(f"lower max_model_len to {length:,} (a shorter dummy video in vLLM's profile)",
+                        {"max_model_len": length}, b)]
+    return []
+
+
 def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> list[Fix]:
     """The smallest changes that make this layout fit: fp8 KV cache, a shorter context, a larger TP,
     a quantized variant, a larger GPU. Each is checked by recomputing the budget."""
@@ -134,6 +150,8 @@ def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> lis
         b = evaluate(req, gpu, tp, pp, max_model_len=shorter)
         if b.fits:
             out.append(Fix(f"lower max_model_len to {shorter:,}", {"max_model_len": shorter}, b))
+    if not out or "max_model_len" not in out[-1].flags:
+        out += _shorter_dummy_video(req, gpu, tp, pp, base.max_model_len)
     gpn = gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
     for t in valid_tps(req.model, gpn):
         if t > tp:

@@ -229,6 +229,8 @@ class ReleaseFacts:
     """Block size forced for MLA models by GPU generation: keys 'ampere', 'hopper', 'blackwell'."""
     mla_block_size_fp8_kv: FrozenMap
     """MLA block size with an fp8 KV cache, by GPU family (Hopper falls back to FlashMLA, 64)."""
+    vision_towers_replicated: tuple[str, ...]
+    """Vision towers (by vision model_type) vLLM does not split across TP ranks in this release."""
     mla_import_workspace_mib: FrozenMap
     """MiB that importing MLA backend modules allocates on the GPU during model loading (FlashInfer-MLA,
     CUTLASS-MLA workspaces), by GPU family: counted in vLLM's weights figure for MLA models."""

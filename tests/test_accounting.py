@@ -154,6 +154,14 @@ def test_llava_next_builds_the_tower_up_to_the_deepest_feature_layer(feature_lay
     assert v.projector_column_params == n * 1152 * 2048 + 2048 * 2048 + 2048
 
 
+@pytest.mark.parametrize("feature_layer", [-30, 40, 0, [-1, 99], []])
+def test_a_feature_layer_outside_the_tower_is_a_one_line_error(feature_layer):
+    cfg = json.loads((REPO / "profiles/models/ibm-granite/granite-vision-3.3-2b/config.json").read_text())
+    cfg["vision_feature_layer"] = feature_layer
+    with pytest.raises(PlannerError, match="vision_feature_layer .* does not name a layer of the 27-block vision tower"):
+        normalize(cfg)
+
+
 def test_vision_tower_tp_must_divide_its_heads_and_mlp():
     with pytest.raises(PlannerError, match="vision tower .*16 heads, MLP 4304.*valid TP sizes are 1, 2, 4, 8, 16"):
         inspect("google/gemma-3-27b-it", tp=32)

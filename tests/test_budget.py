@@ -301,14 +301,14 @@ def test_auto_fit_with_no_room_gives_vllms_auto_fit_error():
 
 
 def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
-    # Qwen2.5-VL's profile runs one 3584 x 3584 dummy image (65,536 patches) through the ViT: its
-    # transient (residual, normed hidden, gate/up and activation on one TP rank) outgrows the
-    # decoder's pass at a small token budget, and the plan says the term is unchecked
-    h, inter, patches = 1280, 3420, 256 * 256
+    # Qwen2.5-VL's profile runs one 3584 x 3584 dummy image (65,536 patches of 3 x 2 x 14 x 14 pixels)
+    # through the ViT: its transient (residual, normed hidden, gate/up and activation on one TP
+    # rank, the fp32 pixels and their bf16 copy) outgrows the decoder's pass at a small token budget
+    h, inter, patches, pixels = 1280, 3420, 256 * 256, 3 * 2 * 14 * 14
     for tp in (1, 2):
         b = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.19.0", tp=tp, max_num_batched_tokens=2048, max_num_seqs=256,
                    max_model_len=8192)
-        assert b.activation_gib == round(patches * (2 * h + 3 * inter // tp) * 2 / GIB, 2)
+        assert b.activation_gib == round(patches * ((2 * h + 3 * inter // tp) * 2 + pixels * 6) / GIB, 2)
         assert any("vision encoder's profile pass" in n for n in b.notes)
     # at gemma-3's budget the decoder's pass (vocabulary 262k) still sets it: no note
     g = budget("google/gemma-3-4b-it", "0.19.0", max_model_len=8192)
@@ -320,9 +320,11 @@ def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
     ("0.11.1", "hopper", 128), ("0.17.1", "ampere", 128), ("0.17.1", "blackwell", 128),
     ("0.19.0", "hopper", 128), ("0.24.0", "blackwell", 256),  # FlashInfer-MLA and CUTLASS-MLA modules
     ("0.25.0", "hopper", 0), ("0.33.0", "blackwell", 128),    # FlashInfer's workspace became lazy
+    ("0.19.0", "sm120", 128), ("0.24.0", "sm120", 0),         # 12.x: the non-Blackwell list, then its own
+    ("0.19.0", "other", 0),                                    # ROCm: no CUDA MLA module is imported
 ])
 def test_mla_backend_import_workspaces_by_release(version, family, mib):
-    cc = {"ampere": "8.0", "hopper": "9.0", "blackwell": "10.0"}[family]
+    cc = {"ampere": "8.0", "hopper": "9.0", "blackwell": "10.0", "sm120": "12.0", "other": "gfx942"}[family]
     target = Target("gpu", 80 * GIB, compute_capability=cc)
     mla = budget("deepseek-ai/DeepSeek-V2-Lite-Chat", version, target=target, max_model_len=8192)
     dense = budget("Qwen/Qwen3-8B", version, target=target, max_model_len=8192)
@@ -330,3 +332,41 @@ def test_mla_backend_import_workspaces_by_release(version, family, mib):
     assert round(mla.weights_gib * GIB) == pytest.approx(base + mib * 2**20, abs=0.006 * GIB)
     assert any("MLA attention backends" in n for n in mla.notes) == bool(mib)
     assert not any("MLA attention backends" in n for n in dense.notes)
+    if family in ("sm120", "other"):  # Triton MLA there: vLLM's default block size
+        assert mla.block_size == 16
+
+
+def test_kimi_vl_vision_tower_is_whole_on_every_rank_before_0_14():
+    # moonvit.py: nn.Linear / ReplicatedLinear until 0.13, QKV- and row-parallel layers from 0.14
+    h, inter, layers = 1152, 4304, 27
+    split = layers * (4 * h * h + 3 * h + 2 * h * inter + inter)  # the blocks' column/row-parallel parts
+    old = budget("moonshotai/Kimi-VL-A3B-Instruct", "0.13.0", tp=2, max_model_len=8192)
+    new = budget("moonshotai/Kimi-VL-A3B-Instruct", "0.14.0", tp=2, max_model_len=8192)
+    assert old.weights_gib - new.weights_gib == pytest.approx((split - split // 2) * 2 / GIB, abs=0.011)  # 0.38 GiB
+    assert any("whole on every TP rank" in n for n in old.notes) and not any("whole on" in n for n in new.notes)
+    tp1 = budget("moonshotai/Kimi-VL-A3B-Instruct", "0.13.0", max_model_len=8192)
+    assert not any("whole on" in n for n in tp1.notes)
+
+
+@pytest.mark.parametrize("max_model_len,frame_groups", [(8192, 1), (16384, 1), (32768, 2), (128000, 7)])
+def test_qwen_vl_profiles_the_longest_dummy_video_that_fits_the_context(max_model_len, frame_groups):
+    # qwen2_vl.py: up to 14 frames (7 groups of the Conv3d's 2) of the largest image, as many as fit
+    # max_model_len; the public 0.23.0 start-up at 128,000 logs "a budget of 114688 tokens, and
+    # profiled with 1 video items" = 7 x 16,384
+    from planner import overheads as oh
+    v = load_model("Qwen/Qwen2.5-VL-7B-Instruct").spec.vision
+    assert oh.largest_dummy_item(v, max_model_len) == (frame_groups * 65_536, frame_groups * 16_384)
+
+
+def test_a_misfit_video_model_is_offered_the_context_that_shrinks_its_dummy_video(capsys):
+    # at 128,000 tokens the profile's 14-frame dummy video leaves no KV memory on an L4; the fix
+    # recomputes the budget at shorter contexts, where vLLM profiles fewer frames
+    code = main(["plan", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "L4", "--tp", "1", "--vllm-version", "0.33.0", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and not out["fits"] and out["activation_gib"] > 10
+    fix = next(f for f in out["fixes"] if "max_model_len" in f["flags"])
+    assert fix["flags"]["max_model_len"] < 2 * 16_384  # one frame group: the image-sized dummy
+    assert fix["max_concurrency"] >= 1.0
+    again = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.33.0", target=Target("L4", round(22.04 * GIB), compute_capability="8.9"),
+                   max_model_len=fix["flags"]["max_model_len"])
+    assert again.fits and again.activation_gib < 3

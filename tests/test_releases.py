@@ -289,8 +289,10 @@ def test_fact_at_boundary(fact, version, expected):
 )
 def test_mla_block_size(version, ampere, hopper, blackwell):
     f = releases.get(version)
-    assert dict(f.mla_block_size_default) == {"ampere": ampere, "hopper": hopper, "blackwell": blackwell}
-    assert set(f.mla_backend_default) == {"ampere", "hopper", "blackwell"}
+    # sm120 (RTX 50 / RTX PRO 6000) and non-CUDA GPUs get Triton MLA's 16 in every release
+    assert dict(f.mla_block_size_default) == {"ampere": ampere, "hopper": hopper, "blackwell": blackwell,
+                                              "sm120": 16, "other": 16}
+    assert set(f.mla_backend_default) == {"ampere", "hopper", "blackwell", "sm120", "other"}
 
 
 def test_mla_backends():

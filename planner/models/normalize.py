@@ -409,6 +409,10 @@ _WRAPPERS: dict[str, str] = {
 _NESTED_DEFAULTS: dict[str, Config] = {
     "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
               "num_attention_heads": 32, "max_position_embeddings": 2048, "tie_word_embeddings": False},
+    # MistralConfig (LLaVA-NeXT-Mistral); an explicit null sliding_window in the file still wins
+    "mistral": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+                "sliding_window": 4096, "tie_word_embeddings": False},
 }
 # Text model types that newer transformers write inside a wrapper's text_config, and the family they are.
 _TEXT_ALIASES = {"qwen2_vl_text": "qwen2", "qwen2_5_vl_text": "qwen2"}
@@ -458,8 +462,12 @@ def _built_layers(config: Config, num_layers: int) -> int:
     """Encoder blocks vLLM builds: up to the deepest `vision_feature_layer` (llava.py's
     `_get_num_hidden_layers`; a negative index i means num_layers + i + 1)."""
     feature = config.get("vision_feature_layer", -1)
-    index = lambda i: num_layers + int(i) + 1 if int(i) < 0 else int(i)  # noqa: E731
-    return max(map(index, feature)) if isinstance(feature, list) else index(feature)
+    layers = feature if isinstance(feature, list) else [feature]
+    bad = [i for i in layers if not isinstance(i, int) or not -num_layers <= i <= num_layers or i == 0]
+    if bad or not layers:
+        raise PlannerError(f"vision_feature_layer {feature!r} does not name a layer of the {num_layers}-block vision "
+                           f"tower: use indices 1..{num_layers} or -{num_layers}..-1 as the model's config.json has them")
+    return max(num_layers + i + 1 if i < 0 else i for i in layers)
 
 
 def _gemma3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
@@ -548,18 +556,20 @@ def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
     RMSNorm, gated intermediate_size). The patch merger: ln_q replicated, mlp.0 [4d -> 4d] column,
     mlp.2 [4d -> out] row, both biased, where out is the text hidden size (Qwen2-VL's vision
     hidden_size, Qwen2.5-VL's out_hidden_size). vLLM profiles the encoder with the image of the most
-    features: the processor's max_pixels (12845056, Qwen2VLImageProcessor's default) as a square."""
+    features: max_pixels as a square (12845056, the Qwen checkpoints' preprocessor_config.json; a
+    --mm-processor-kwargs override is not modelled), or a video of up to 14 such frames."""
     v25 = config.get("model_type") == "qwen2_5_vl"
     d = int(vcfg.get("hidden_size") if v25 else vcfg.get("embed_dim") or 1280)
-    inter = int(vcfg.get("intermediate_size") or 0) if v25 else int(d * float(vcfg.get("mlp_ratio") or 4))
-    out = int(vcfg.get("out_hidden_size") if v25 else vcfg.get("hidden_size") or text_hidden)
+    # transformers' Qwen2_5_VLVisionConfig / Qwen2VLVisionConfig defaults where the config is silent
+    inter = int(vcfg.get("intermediate_size") or 3420) if v25 else int(d * float(vcfg.get("mlp_ratio") or 4))
+    out = int((vcfg.get("out_hidden_size") if v25 else vcfg.get("hidden_size")) or text_hidden)
     patch, merge = int(vcfg.get("patch_size") or 14), int(vcfg.get("spatial_merge_size") or 2)
     edge = int(math.isqrt(12845056)) // (patch * merge) * patch * merge
     merged = d * merge * merge
     return dict(hidden_size=d, intermediate_size=inter, num_layers=int(vcfg.get("depth") or 0),
                 num_heads=int(vcfg.get("num_heads") or 16), patch_size=patch, image_size=edge,
                 num_channels=int(vcfg.get("in_channels") or vcfg.get("in_chans") or 3),
-                patch_frames=int(vcfg.get("temporal_patch_size") or 2), position_rows=0,
+                patch_frames=int(vcfg.get("temporal_patch_size") or 2), video_frames=14, position_rows=0,
                 mlp_gated=v25, norm="rms" if v25 else "layer", patch_bias=False, post_norm=False,
                 projector_column_params=merged * merged + merged + merged * out,
                 projector_replicated_params=(d if v25 else 2 * d) + out,
