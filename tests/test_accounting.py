@@ -154,6 +154,22 @@ def test_llava_next_builds_the_tower_up_to_the_deepest_feature_layer(feature_lay
     assert v.projector_column_params == n * 1152 * 2048 + 2048 * 2048 + 2048
 
 
+def test_llava_over_a_pixtral_tower_with_the_config_class_defaults():
+    # pixtral-12b's layout: LlavaForConditionalGeneration whose vision_config names no sizes
+    # (PixtralVisionConfig's defaults); vLLM's llava.py builds PixtralHFVisionModel for it
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "torch_dtype": "bfloat16",
+           "vision_feature_layer": -1,
+           "text_config": {"model_type": "mistral", "hidden_size": 5120, "head_dim": 128, "num_hidden_layers": 40,
+                           "vocab_size": 131072, "max_position_embeddings": 1024000, "sliding_window": None},
+           "vision_config": {"model_type": "pixtral", "head_dim": 64, "image_size": 1024, "patch_size": 16}}
+    spec = normalize(cfg)
+    h, inter, layers, th = 1024, 4096, 24, 5120
+    tower = layers * (4 * h * h + 3 * h * inter + 2 * h) + 3 * 16 * 16 * h + h  # no biases, RMSNorms, ln_pre
+    projector = h * th + th + th * th + th  # LlavaMultiModalProjector, biased by default
+    assert sum(t.numel for t in from_spec(spec) if t.component == "vision") == tower + projector
+    assert not spec.notes
+
+
 @pytest.mark.parametrize("feature_layer", [-30, 40, 0, [-1, 99], []])
 def test_a_feature_layer_outside_the_tower_is_a_one_line_error(feature_layer):
     cfg = json.loads((REPO / "profiles/models/ibm-granite/granite-vision-3.3-2b/config.json").read_text())

@@ -443,7 +443,19 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
     return config, None
 
 
+# Vision sub-configs are saved as a diff against the class defaults too: PixtralVisionConfig's, and
+# for LLaVA's CLIP the default LlavaConfig vision tower (ViT-L/14 at 336 px).
+_VISION_DEFAULTS: dict[str, Config] = {
+    "pixtral": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                "image_size": 1024, "patch_size": 16},
+    "clip_vision_model": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                          "num_attention_heads": 16, "image_size": 336, "patch_size": 14},
+}
+
+
 def _vision(config: Config, vcfg: Config | None, text_hidden: int) -> VisionSpec | None:
+    if vcfg:
+        vcfg = {**_VISION_DEFAULTS.get(str(vcfg.get("model_type")), {}), **vcfg}
     if not vcfg or not vcfg.get("hidden_size"):
         return None
     vcfg = {k: v for k, v in vcfg.items() if v is not None}  # null means "the default", as in text configs
@@ -494,6 +506,12 @@ def _llama4_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -
                 tokens_per_image=int(base["position_rows"] * ratio * ratio))
 
 
+# PixtralHFVisionModel: bias-free conv patches, RMSNorm ln_pre, gated bias-free blocks with 2-D
+# rotary positions (no table), no post-norm.
+_PIXTRAL_TOWER = dict(position_rows=0, mlp_gated=True, linear_bias=False, patch_bias=False, norm="rms",
+                      pre_norm=True, post_norm=False)
+
+
 def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
     """Pixtral (vLLM's PixtralHFVisionModel): bias-free conv patches, RMSNorm ln_pre, gated bias-free
     blocks with 2-D rotary positions, no post-norm. Mistral3MultiModalProjector: RMSNorm and the
@@ -502,15 +520,14 @@ def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict)
     h, merge = base["hidden_size"], int(config.get("spatial_merge_size") or 2)
     bias = bool(config.get("multimodal_projector_bias", False))
     built = _built_layers(config, base["num_layers"])
-    return dict(num_layers=built, skipped_layers=base["num_layers"] - built, position_rows=0, mlp_gated=True,
-                linear_bias=False, patch_bias=False, norm="rms", pre_norm=True, post_norm=False,
+    return dict(num_layers=built, skipped_layers=base["num_layers"] - built, **_PIXTRAL_TOWER,
                 projector_column_params=h * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
                 projector_replicated_params=h + h * merge * merge * h + (text_hidden if bias else 0),
                 tokens_per_image=(base["image_size"] // base["patch_size"] // merge) ** 2)
 
 
 def _llava_next_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
-    """LLaVA and LLaVA-NeXT (vLLM's llava.py, llava_next.py): the CLIP or SigLIP tower up to the
+    """LLaVA and LLaVA-NeXT (vLLM's llava.py, llava_next.py): the CLIP, SigLIP or Pixtral tower up to the
     deepest feature layer and never its post-norm (require_post_norm=False); the features of every
     listed layer are concatenated into LlavaMultiModalProjector's linear_1 (column) and linear_2
     (row), biased when multimodal_projector_bias (default true); LLaVA-NeXT adds image_newline
@@ -527,6 +544,8 @@ def _llava_next_vision(config: Config, vcfg: Config, text_hidden: int, base: dic
     if base["model_type"] == "clip_vision_model":
         # CLIP: a class embedding and its position row, a bias-free patch conv, pre_layrnorm
         out.update(position_rows=base["position_rows"] + 1, extra_params=h, patch_bias=False, pre_norm=True)
+    elif base["model_type"] == "pixtral":  # LLaVA over a Pixtral tower (pixtral-12b); it has no post-norm
+        out.update(_PIXTRAL_TOWER, skipped_post_norm=False)
     return out
 
 
@@ -597,10 +616,10 @@ def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -
     archs = config.get("architectures") or [mt]
     dtype = str(config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or "float32")
     notes = []
-    if config.get("model_type") in _WRAPPERS and not (vision_cfg or {}).get("hidden_size"):
+    vision = _vision(config, vision_cfg, fields["hidden_size"])
+    if config.get("model_type") in _WRAPPERS and vision is None:
         notes.append(f"{archs[0]} is multimodal but config.json has no vision_config: the vision tower's weights "
                      "are not counted (pass the complete config.json)")
-    vision = _vision(config, vision_cfg, fields["hidden_size"])
     if vision is not None and vision.num_layers == 0:
         notes.append(f"the vision_config of {archs[0]} names no encoder blocks: the vision tower's weights are not counted")
     if not (config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")):
