@@ -402,6 +402,11 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                         **_hybrid_rules(model, target, rel, s, torch_dtype_bytes(insp.dtype)))
     kv_elem = kv_dtype_bytes(insp.kv_cache_dtype, insp.dtype)
     runner = model_runner.resolve(rel, model_runner.traits(spec), s.model_runner, target.device)
+    if (s.model_runner == "v2" and runner == "v2" and rel.v2_model_runner_rejects_align_mode and spec.mamba is not None
+            and mamba_cache_mode(model, rel, s) == "align"):
+        raise PlannerError(f"vLLM {rel.version} refuses VLLM_USE_V2_MODEL_RUNNER=1 with prefix caching on {spec.architecture} "
+                           "(\"Model Runner V2 has not yet supported mamba_cache_mode='align'\"): unset it or turn "
+                           "prefix caching off")
     # the profile sizes its dummy multimodal items to the context (auto: the model's limit, fitted after)
     profiled_len = limit if mml is None else mml
     stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules, runner,
@@ -453,21 +458,23 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"{lay.mamba_state_bytes:,} B, padded by {100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes:.2f}%); "
                      f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
-    if mla_workspace_bytes(model, target, rel):
-        notes.append(f"weights include the {mla_workspace_bytes(model, target, rel) // 2**20} MiB workspace(s) that vLLM "
+    workspace = mla_workspace_bytes(model, target, rel)
+    if workspace:
+        notes.append(f"weights include the {workspace // 2**20} MiB workspace(s) that vLLM "
                      f"{rel.version} allocates when it imports its MLA attention backends ({target.arch_family})")
     if unsplit_vision_bytes(model, insp, rel, s.tp):
         notes.append(f"vLLM {rel.version} keeps the {model.spec.vision.model_type} vision tower whole on every TP rank "
                      f"(+{unsplit_vision_bytes(model, insp, rel, s.tp) / GIB:.2f} GiB of weights per GPU)")
     if bind.encoder_bound and s.kv_cache_memory_bytes is None:
         v = model.spec.vision
-        patches, _ = oh.largest_dummy_item(v, profiled_len)
-        item = "video" if patches > (v.image_size // v.patch_size) ** 2 else "image"
+        patches, item_tokens = oh.largest_dummy_item(v, profiled_len)
+        items = max(1, mnbt // item_tokens)
+        kind = "video" if patches > (v.image_size // v.patch_size) ** 2 else "image"
         video = (" A smaller max_model_len shrinks the dummy video; --limit-mm-per-prompt '{\"video\": 0}' "
-                 "drops it (not modelled)." if item == "video" else "")
-        notes.append(f"the activation peak is the vision encoder's profile pass over vLLM's largest dummy {item} "
-                     f"({patches:,} ViT patches), modelled from its input, hidden and MLP tensors: an estimate that "
-                     f"public start-ups of Qwen2.5-VL (0.11, 0.23) exceeded by 1.2-1.3 GiB.{video}")
+                 "drops it (not modelled)." if kind == "video" else "")
+        notes.append(f"the activation peak is the vision encoder's profile pass over vLLM's dummy {kind}s ({items} x "
+                     f"{patches:,} ViT patches), modelled from its input, hidden and MLP tensors: an estimate that "
+                     f"public start-ups of Qwen2.5-VL (0.11, 0.23) exceeded by 0.9-1.0 GiB.{video}")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version, runner)
         if not c.validated:

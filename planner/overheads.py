@@ -197,12 +197,17 @@ def activation_peak_bytes(f: Features, c: Coefficients) -> int:
     """Torch peak increase of the profile run: the larger of the forward pass's transient peak and
     the sampler's, on top of what stays allocated (MoE workspace, the encoder's dummy batch); or
     the multimodal encoder's own pass, when that is larger (one huge dynamic-resolution image)."""
-    return max(_decoder_peak_bytes(f, c), f.encoder_peak_bytes)
+    return max(_decoder_peak_bytes(f, c), _encoder_peak_bytes(f, c))
+
+
+def _encoder_peak_bytes(f: Features, c: Coefficients) -> int:
+    """The encoder's pass over the same persistent buffers as the decoder's (the forward constant)."""
+    return int(f.encoder_peak_bytes + c.forward_const_gib * GIB) if f.encoder_peak_bytes else 0
 
 
 def encoder_binds(f: Features, c: Coefficients) -> bool:
     """Whether the multimodal encoder's pass, not the decoder's, sets the activation peak."""
-    return f.encoder_peak_bytes > _decoder_peak_bytes(f, c)
+    return _encoder_peak_bytes(f, c) > _decoder_peak_bytes(f, c)
 
 
 def non_torch_bytes(tp: int, pp: int, c: Coefficients) -> int:

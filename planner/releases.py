@@ -190,6 +190,8 @@ class ReleaseFacts:
     allow-listed hybrids admitted (0.27-0.28); every model the runner supports (0.29+)."""
     v2_model_runner_rejects_stateful: bool
     """An explicit VLLM_USE_V2_MODEL_RUNNER=1 with a Mamba / linear-attention model is an error (0.20-0.22)."""
+    v2_model_runner_rejects_align_mode: bool
+    """An explicit VLLM_USE_V2_MODEL_RUNNER=1 with mamba_cache_mode "align" is an error (0.21-0.24)."""
     v2_model_runner_profiles_mm_encoder: bool
     """The V2 runner's profile run includes the multimodal encoder's dummy batch, on the first PP stage (0.27+)."""
     v2_model_runner_profiles_cudagraphs: bool

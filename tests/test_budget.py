@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from planner import overheads as oh
 from planner import releases
 from planner.api import inspect, load_model
 from planner.budget import GIB, Settings, Target, compute
-from planner.calibration import replay
+from planner.calibration import replay, replay_budget
 from planner.cli import main
 from planner.errors import PlannerError
 from planner.kv_layout import LayoutRules, blocks_per_request, build_layout, logged_tokens
@@ -308,8 +309,10 @@ def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
     for tp in (1, 2):
         b = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.19.0", tp=tp, max_num_batched_tokens=2048, max_num_seqs=256,
                    max_model_len=8192)
-        assert b.activation_gib == round(patches * ((2 * h + 3 * inter // tp) * 2 + pixels * 6) / GIB, 2)
+        const = oh.coefficients("0.19.0").forward_const_gib * GIB  # the buffers the decoder's pass also sees
+        assert b.activation_gib == round((patches * ((2 * h + 3 * inter // tp) * 2 + pixels * 6) + const) / GIB, 2)
         assert any("vision encoder's profile pass" in n for n in b.notes)
+        assert b.kv_cache_tokens == b.num_blocks * b.block_size  # 0.19: blocks x block size, one group
     # at gemma-3's budget the decoder's pass (vocabulary 262k) still sets it: no note
     g = budget("google/gemma-3-4b-it", "0.19.0", max_model_len=8192)
     assert not any("vision encoder's profile pass" in n for n in g.notes)
@@ -353,7 +356,6 @@ def test_qwen_vl_profiles_the_longest_dummy_video_that_fits_the_context(max_mode
     # qwen2_vl.py: up to 14 frames (7 groups of the Conv3d's 2) of the largest image, as many as fit
     # max_model_len; the public 0.23.0 start-up at 128,000 logs "a budget of 114688 tokens, and
     # profiled with 1 video items" = 7 x 16,384
-    from planner import overheads as oh
     v = load_model("Qwen/Qwen2.5-VL-7B-Instruct").spec.vision
     assert oh.largest_dummy_item(v, max_model_len) == (frame_groups * 65_536, frame_groups * 16_384)
 
@@ -370,3 +372,14 @@ def test_a_misfit_video_model_is_offered_the_context_that_shrinks_its_dummy_vide
     again = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.33.0", target=Target("L4", round(22.04 * GIB), compute_capability="8.9"),
                    max_model_len=fix["flags"]["max_model_len"])
     assert again.fits and again.activation_gib < 3
+
+
+def test_the_public_qwen_vl_start_up_that_ran_out_of_kv_memory_is_predicted_to_fail():
+    # vLLM 0.23.0, A100-80GB, utilization 0.22, default 128,000 context: the 14-frame dummy video left
+    # -14.28 GiB for the KV cache (benchmarks/data/public-logs/note-qwen2.5-vl-7b-a100-80gb-v0.23.0.log)
+    rec = next(r for r in map(json.loads, (Path(__file__).resolve().parent.parent / "benchmarks" / "data" /
+                                           "public-startups.jsonl").read_text().splitlines())
+               if r["model"] == "Qwen/Qwen2.5-VL-7B-Instruct")
+    b = replay_budget(rec)
+    assert not b.fits and b.error.startswith("No available memory for the cache blocks")
+    assert rec["kv_cache_gib"] - 1.5 < b.kv_cache_gib < rec["kv_cache_gib"] + 1.5  # -13.0 vs -14.28 logged

@@ -166,3 +166,20 @@ def test_explicit_v2_runner_with_a_hybrid_model_is_refused_where_vllm_refuses_it
         assert resolve(rel, t, "v2") == "v2"
     assert resolve(rel, t, "v1") == "v1"
     assert resolve(rel, traits(load_model("Qwen/Qwen3-8B").spec), "v2") == "v2"
+
+
+@pytest.mark.parametrize("version,refused", [("0.19.0", False), ("0.23.0", True), ("0.24.0", True), ("0.25.0", False)])
+def test_explicit_v2_runner_with_align_prefix_caching_is_refused_in_0_21_to_0_24(version, refused):
+    # config/vllm.py 0.21-0.24: assert not VLLM_USE_V2_MODEL_RUNNER for mamba_cache_mode 'align'
+    # (0.20-0.22 refuse any hybrid before that)
+    m = load_model("Qwen/Qwen3-Next-80B-A3B-Thinking")
+    insp = inspect(m, tp=4)
+    target = Target("H100", 80 * 2**30, compute_capability="9.0")
+    rel = releases.get(version)
+    run = lambda: compute(m, insp, target, rel, Settings(tp=4, model_runner="v2", enable_prefix_caching=True))  # noqa: E731
+    if refused:
+        with pytest.raises(PlannerError, match="mamba_cache_mode='align'"):
+            run()
+    else:
+        run()
+    compute(m, insp, target, rel, Settings(tp=4, model_runner="v2", enable_prefix_caching=False))

@@ -470,10 +470,9 @@ def _vision(config: Config, vcfg: Config | None, text_hidden: int) -> VisionSpec
     return VisionSpec(**{**base, **(builder(config, vcfg, text_hidden, base) if builder else {})})
 
 
-def _built_layers(config: Config, num_layers: int) -> int:
+def _built_layers(feature: Any, num_layers: int) -> int:
     """Encoder blocks vLLM builds: up to the deepest `vision_feature_layer` (llava.py's
     `_get_num_hidden_layers`; a negative index i means num_layers + i + 1)."""
-    feature = config.get("vision_feature_layer", -1)
     layers = feature if isinstance(feature, list) else [feature]
     bad = [i for i in layers if not isinstance(i, int) or not -num_layers <= i <= num_layers or i == 0]
     if bad or not layers:
@@ -519,14 +518,14 @@ def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict)
     linear_2 (row) [-> text hidden], biased when multimodal_projector_bias."""
     h, merge = base["hidden_size"], int(config.get("spatial_merge_size") or 2)
     bias = bool(config.get("multimodal_projector_bias", False))
-    built = _built_layers(config, base["num_layers"])
+    built = _built_layers(config.get("vision_feature_layer", -1), base["num_layers"])
     return dict(num_layers=built, skipped_layers=base["num_layers"] - built, **_PIXTRAL_TOWER,
                 projector_column_params=h * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
                 projector_replicated_params=h + h * merge * merge * h + (text_hidden if bias else 0),
                 tokens_per_image=(base["image_size"] // base["patch_size"] // merge) ** 2)
 
 
-def _llava_next_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
+def _llava_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
     """LLaVA and LLaVA-NeXT (vLLM's llava.py, llava_next.py): the CLIP, SigLIP or Pixtral tower up to the
     deepest feature layer and never its post-norm (require_post_norm=False); the features of every
     listed layer are concatenated into LlavaMultiModalProjector's linear_1 (column) and linear_2
@@ -537,7 +536,7 @@ def _llava_next_vision(config: Config, vcfg: Config, text_hidden: int, base: dic
     v_in = h * (len(feature) if isinstance(feature, list) and next_ else 1)
     bias = bool(config.get("multimodal_projector_bias", True))
     newline = text_hidden if next_ else 0
-    built = _built_layers({"vision_feature_layer": feature}, base["num_layers"])
+    built = _built_layers(feature, base["num_layers"])
     out = dict(num_layers=built, post_norm=False, skipped_layers=base["num_layers"] - built, skipped_post_norm=True,
                projector_column_params=v_in * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
                projector_replicated_params=newline + (text_hidden if bias else 0))
@@ -596,7 +595,7 @@ def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
 
 
 _VISION_BUILDERS = {"gemma3": _gemma3_vision, "llama4": _llama4_vision, "mistral3": _mistral3_vision,
-                    "llava_next": _llava_next_vision, "llava": _llava_next_vision, "kimi_vl": _kimi_vl_vision,
+                    "llava_next": _llava_vision, "llava": _llava_vision, "kimi_vl": _kimi_vl_vision,
                     "qwen2_vl": _qwen_vl_vision, "qwen2_5_vl": _qwen_vl_vision}
 
 

@@ -174,7 +174,7 @@ def _mtp_layers(spec: ModelSpec) -> list[Tensor]:
 
 
 def _vision(spec: ModelSpec) -> list[Tensor]:
-    """A ViT (SigLIP, CLIP, Pixtral, Llama 4): patch embedding, optional position table, pre-norm
+    """A ViT (SigLIP, CLIP, Pixtral, MoonViT, Llama 4, Qwen2-VL): patch embedding, optional position table, pre-norm
     blocks, optional pre/post norms, then the projector. vLLM splits each block's attention and MLP
     across TP ranks (QKV/column/row-parallel layers; the row-parallel biases stay whole); embeddings
     and norms are replicated (mm_encoder_tp_mode "weights")."""
