@@ -128,7 +128,7 @@ def active_params(spec: ModelSpec, tensors: list[Tensor]) -> int:
 
 # ---- quantization -----------------------------------------------------------------------------
 
-def _ignored(name: str, quant: QuantSpec) -> bool:
+def is_ignored(name: str, quant: QuantSpec) -> bool:
     module = re.sub(r"\.(weight|bias|qweight)$", "", name)
     for pat in quant.ignored_modules:
         if pat.startswith("re:"):
@@ -146,7 +146,7 @@ def is_quantized(t: Tensor, quant: QuantSpec | None) -> bool:
         return False
     if quant.method == "mxfp4" and t.component != "experts":
         return False
-    return not _ignored(t.name, quant)
+    return not is_ignored(t.name, quant)
 
 
 def quantized_bytes(quant: QuantSpec, shape: tuple[int, ...]) -> int:

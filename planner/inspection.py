@@ -135,6 +135,15 @@ def _estimated(model: Model, quant: QuantSpec | None) -> list[str]:
     return out
 
 
+def _vision_maybe_quantized(spec: ModelSpec, quant: QuantSpec) -> bool:
+    """The formula keeps vision towers in the model dtype; a scheme whose ignore list does not cover
+    the tower (checkpoint recipes usually name it; online fp8 has none) may quantize it in vLLM."""
+    if spec.vision is None or quant.method == "mxfp4":  # MXFP4 checkpoints quantize experts only
+        return False
+    names = ("vision_tower.blocks.0.mlp.fc1", "visual.blocks.0.mlp.fc1", "vision_model.encoder.layers.0.mlp.fc1")
+    return not any(acc.is_ignored(n, quant) for n in names)
+
+
 def inspect(model: Model, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
             quantization: str | None = None, kv_cache_dtype: str | None = None,
             kv_auto_from_checkpoint: bool = True) -> Inspection:
@@ -153,6 +162,9 @@ def inspect(model: Model, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
     kv_bytes = kv_dtype_bytes(kv_cache_dtype, load_dtype)
     if model.tensor_source == "none":
         warnings.append(f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint folder with safetensors for exact weights")
+    if quant is not None and model.tensor_source == "formula" and _vision_maybe_quantized(spec, quant):
+        warnings.append(f"the vision tower is counted at {load_dtype}, but vLLM may apply {quant.method} to its linear "
+                        "layers too (no ignore entry names the tower): its weights may be over-estimated")
     if quant is not None and quant.method == "bitsandbytes":
         warnings.append("bitsandbytes was removed from vLLM in 0.28.0: target vLLM 0.27 or older, or use an AWQ/GPTQ checkpoint")
     w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)

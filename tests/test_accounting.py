@@ -326,3 +326,13 @@ def test_weights_match_vllm_model_loading_took(case):
     predicted = r.weight_bytes_per_gpu / GIB
     tolerance = 0.01 if "weight_bytes_per_gpu" not in r.estimated else 0.08
     assert predicted == pytest.approx(case["weights_gib"], rel=tolerance, abs=0.006)
+
+
+@pytest.mark.parametrize("model,quantization,warned", [
+    ("RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8", None, False),  # recipe ignores re:vision_tower.*
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "fp8", True),  # online fp8: nothing excludes the ViT
+    ("Qwen/Qwen2.5-VL-7B-Instruct", None, False),
+])
+def test_a_quantization_that_may_reach_the_vision_tower_is_flagged(model, quantization, warned):
+    r = inspect(model, quantization=quantization)
+    assert any("vision tower is counted at" in w for w in r.warnings) == warned
