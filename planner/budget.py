@@ -256,6 +256,12 @@ def mla_workspace_bytes(model: Model, target: Target, rel: ReleaseFacts) -> int:
     return rel.mla_import_workspace_mib[target.arch_family] * 2**20
 
 
+def mm_dummy_length(rel: ReleaseFacts, max_model_len: int, max_num_batched_tokens: int) -> int:
+    """The length the profile's dummy multimodal items must fit (release data: mm_dummy_length); with
+    an auto max_model_len, the model's limit: vLLM profiles before it fits the context."""
+    return max_num_batched_tokens if rel.mm_dummy_length == "max_num_batched_tokens" else max_model_len
+
+
 def unsplit_vision_bytes(model: Model, insp: Inspection, rel: ReleaseFacts, tp: int) -> int:
     """A vision tower this release keeps whole on every TP rank (release data: vision_towers_replicated):
     the share of it the inspection split across ranks comes back on each."""
@@ -270,7 +276,7 @@ def unsplit_vision_bytes(model: Model, insp: Inspection, rel: ReleaseFacts, tp: 
 
 def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
            s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules,
-           runner: str, profiled_len: int) -> StageBudget:
+           runner: str, dummy_len: int) -> StageBudget:
     spec = model.spec
     weights = (insp.weight_bytes_per_stage[stage] + mla_workspace_bytes(model, target, rel)
                + unsplit_vision_bytes(model, insp, rel, s.tp))
@@ -282,7 +288,8 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
     # the V2 runner's profile run skips the multimodal encoder before 0.27, and runs it on the first stage after
     encoder = runner == "v1" or (rel.v2_model_runner_profiles_mm_encoder and stage == 0)
     shape = oh.ProfileShape.of(mnbt, seqs, s.tp, torch_dtype_bytes(insp.dtype), last_stage=stage == s.pp - 1,
-                               encoder_profiled=encoder, max_model_len=profiled_len)
+                               encoder_profiled=encoder, max_model_len=dummy_len,
+                               video_frames=rel.qwen2_vl_max_frames_per_video)
     features = oh.features(spec, shape)
     act = oh.activation_peak_bytes(features, c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
@@ -407,10 +414,9 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         raise PlannerError(f"vLLM {rel.version} refuses VLLM_USE_V2_MODEL_RUNNER=1 with prefix caching on {spec.architecture} "
                            "(\"Model Runner V2 has not yet supported mamba_cache_mode='align'\"): unset it or turn "
                            "prefix caching off")
-    # the profile sizes its dummy multimodal items to the context (auto: the model's limit, fitted after)
-    profiled_len = limit if mml is None else mml
+    dummy_len = mm_dummy_length(rel, mml if mml is not None else limit, mnbt)
     stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules, runner,
-                          profiled_len) for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
+                          dummy_len) for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
     bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
     bind = stages[bind_index]
     lay, num_blocks = bind.layout, bind.num_blocks
@@ -467,14 +473,15 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"(+{unsplit_vision_bytes(model, insp, rel, s.tp) / GIB:.2f} GiB of weights per GPU)")
     if bind.encoder_bound and s.kv_cache_memory_bytes is None:
         v = model.spec.vision
-        patches, item_tokens = oh.largest_dummy_item(v, profiled_len)
+        patches, item_tokens = oh.largest_dummy_item(v, dummy_len, rel.qwen2_vl_max_frames_per_video)
         items = max(1, mnbt // item_tokens)
         kind = "video" if patches > (v.image_size // v.patch_size) ** 2 else "image"
         video = (" A smaller max_model_len shrinks the dummy video; --limit-mm-per-prompt '{\"video\": 0}' "
                  "drops it (not modelled)." if kind == "video" else "")
+        checked = ("an estimate that public start-ups of Qwen2.5-VL (0.11, 0.23) exceeded by 0.9-1.0 GiB" if v.takes_video
+                   else "an estimate no start-up has checked for this tower")
         notes.append(f"the activation peak is the vision encoder's profile pass over vLLM's dummy {kind}s ({items} x "
-                     f"{patches:,} ViT patches), modelled from its input, hidden and MLP tensors: an estimate that "
-                     f"public start-ups of Qwen2.5-VL (0.11, 0.23) exceeded by 0.9-1.0 GiB.{video}")
+                     f"{patches:,} ViT patches), modelled from its input, hidden and MLP tensors: {checked}.{video}")
     if target.device != "cpu" and s.kv_cache_memory_bytes is None:
         c = oh.coefficients(rel.version, runner)
         if not c.validated:

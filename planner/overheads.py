@@ -35,16 +35,18 @@ class ProfileShape:
     encoder_profiled: bool = True
     """The profile run also runs the multimodal encoder's dummy batch (the V2 runner: from 0.27, first stage only)."""
     max_model_len: int = 0
-    """The context the dummy multimodal items must fit (a video's frames); 0 = no limit."""
+    """The length the dummy multimodal items must fit (a video's frames); 0 = no limit."""
+    video_frames: int = 0
+    """Frames of the largest dummy video the release builds (video models); 0 = images only."""
 
     @classmethod
     def of(cls, max_num_batched_tokens: int, max_num_seqs: int, tp: int, dtype_bytes: int, last_stage: bool,
-           encoder_profiled: bool = True, max_model_len: int = 0) -> "ProfileShape":
+           encoder_profiled: bool = True, max_model_len: int = 0, video_frames: int = 0) -> "ProfileShape":
         """The dummy run of vLLM's profile: max_num_batched_tokens tokens, sampled as
         min(max_num_seqs, max_num_batched_tokens) requests on the last pipeline stage."""
         return cls(tokens=max_num_batched_tokens, sampler_rows=min(max_num_seqs, max_num_batched_tokens), tp=tp,
                    dtype_bytes=dtype_bytes, has_sampler=last_stage, encoder_profiled=encoder_profiled,
-                   max_model_len=max_model_len)
+                   max_model_len=max_model_len, video_frames=video_frames)
 
 
 @dataclass(frozen=True)
@@ -69,29 +71,29 @@ class Features:
     before the decoder's dummy pass, so it competes with that pass's peak rather than adding to it."""
 
 
-def largest_dummy_item(v: VisionSpec, max_model_len: int) -> tuple[int, int]:
+def largest_dummy_item(v: VisionSpec, length: int, video_frames: int) -> tuple[int, int]:
     """(patches, text tokens) of the multimodal item vLLM profiles: the image of the most features,
-    or, for video models, the video of the most frames whose tokens fit max_model_len (at least one
-    frame group: qwen2_vl.py get_num_frames_with_most_features), which wins ties."""
+    or, for video models (video_frames > 0), the video of at most that many frames whose tokens fit
+    `length` (at least one frame group: qwen2_vl.py get_num_frames_with_most_features), which wins
+    ties."""
     patches = (v.image_size // v.patch_size) ** 2
     tokens = v.tokens_per_image or patches
-    if v.video_frames:
-        groups = -(-v.video_frames // v.patch_frames)  # frames padded to the Conv3d's temporal patch
-        if max_model_len:
-            groups = min(groups, max(1, max_model_len // tokens))
+    if v.takes_video and video_frames:
+        groups = -(-video_frames // v.patch_frames)  # frames padded to the Conv3d's temporal patch
+        if length:
+            groups = min(groups, max(1, length // tokens))
         return groups * patches, groups * tokens
     return patches, tokens
 
 
-def context_steps(v: VisionSpec | None, below: int) -> list[int]:
+def context_steps(v: VisionSpec | None, below: int, video_frames: int) -> list[int]:
     """For video models, the longest max_model_len under `below` at which vLLM's dummy video has
     each smaller number of frame groups, longest first; [] for image-only models."""
-    if v is None or not v.video_frames:
+    if v is None or not v.takes_video or not video_frames:
         return []
     tokens = v.tokens_per_image or (v.image_size // v.patch_size) ** 2
-    groups = -(-v.video_frames // v.patch_frames)
-    steps = [min((g + 1) * tokens - 1, below - 1) for g in range(groups - 1, 0, -1)]
-    return [x for x in dict.fromkeys(steps) if 0 < x < below]
+    now = largest_dummy_item(v, below, video_frames)[1] // tokens
+    return [(g + 1) * tokens - 1 for g in range(now - 1, 0, -1)]
 
 
 def features(spec: ModelSpec, shape: ProfileShape) -> Features:
@@ -110,7 +112,7 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
     vision = encoder = 0
     if spec.vision is not None and shape.encoder_profiled:
         v = spec.vision
-        patches, item_tokens = largest_dummy_item(v, shape.max_model_len)
+        patches, item_tokens = largest_dummy_item(v, shape.max_model_len, shape.video_frames)
         # vLLM's encoder budget is max(max_num_batched_tokens, one item's tokens): at least one item
         total = max(1, shape.tokens // item_tokens) * patches
         vision = total * v.hidden_size * b

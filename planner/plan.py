@@ -125,7 +125,9 @@ def _shorter_dummy_video(req: Request, gpu: GPU, tp: int, pp: int, current_len: 
     max_model_len: try the longest context of each smaller video, then what that budget holds."""
     from planner.overheads import context_steps
 
-    for length in context_steps(req.model.spec.vision, current_len):
+    if req.release.mm_dummy_length != "max_model_len":  # the dummy does not follow the context
+        return []
+    for length in context_steps(req.model.spec.vision, current_len, req.release.qwen2_vl_max_frames_per_video):
         b = evaluate(req, gpu, tp, pp, max_model_len=length)
         fit = b.max_model_len_fit_concurrency if req.concurrency else b.max_model_len_fit
         if not b.fits and fit and 0 < fit < length:

@@ -231,6 +231,10 @@ class ReleaseFacts:
     """Block size forced for MLA models by GPU generation: keys 'ampere', 'hopper', 'blackwell'."""
     mla_block_size_fp8_kv: FrozenMap
     """MLA block size with an fp8 KV cache, by GPU family (Hopper falls back to FlashMLA, 64)."""
+    mm_dummy_length: Literal["max_num_batched_tokens", "max_model_len"]
+    """The length the profile's dummy multimodal items (a video's frames) must fit."""
+    qwen2_vl_max_frames_per_video: int
+    """Frames of Qwen2-VL's largest dummy video (_MAX_FRAMES_PER_VIDEO)."""
     vision_towers_replicated: tuple[str, ...]
     """Vision towers (by vision model_type) vLLM does not split across TP ranks in this release."""
     mla_import_workspace_mib: FrozenMap

@@ -357,7 +357,7 @@ def test_qwen_vl_profiles_the_longest_dummy_video_that_fits_the_context(max_mode
     # max_model_len; the public 0.23.0 start-up at 128,000 logs "a budget of 114688 tokens, and
     # profiled with 1 video items" = 7 x 16,384
     v = load_model("Qwen/Qwen2.5-VL-7B-Instruct").spec.vision
-    assert oh.largest_dummy_item(v, max_model_len) == (frame_groups * 65_536, frame_groups * 16_384)
+    assert oh.largest_dummy_item(v, max_model_len, 14) == (frame_groups * 65_536, frame_groups * 16_384)
 
 
 def test_a_misfit_video_model_is_offered_the_context_that_shrinks_its_dummy_video(capsys):
@@ -383,3 +383,17 @@ def test_the_public_qwen_vl_start_up_that_ran_out_of_kv_memory_is_predicted_to_f
     b = replay_budget(rec)
     assert not b.fits and b.error.startswith("No available memory for the cache blocks")
     assert rec["kv_cache_gib"] - 1.5 < b.kv_cache_gib < rec["kv_cache_gib"] + 1.5  # -13.0 vs -14.28 logged
+
+
+@pytest.mark.parametrize("version,max_model_len,mnbt,groups", [
+    ("0.10.1", 128_000, 2048, 1),       # 0.10.x: the dummy fits max_num_batched_tokens, not the context
+    ("0.10.1", 128_000, 131_072, 8),    # ... and takes up to 16 frames (8 groups of 2)
+    ("0.11.0", 128_000, 2048, 7),       # 0.11+: up to 14 frames that fit max_model_len
+    ("0.19.0", 20_000, 2048, 1),
+])
+def test_qwen_vl_dummy_video_by_release(version, max_model_len, mnbt, groups):
+    from planner.budget import mm_dummy_length
+    rel = releases.get(version)
+    v = load_model("Qwen/Qwen2.5-VL-7B-Instruct").spec.vision
+    length = mm_dummy_length(rel, max_model_len, mnbt)
+    assert oh.largest_dummy_item(v, length, rel.qwen2_vl_max_frames_per_video) == (groups * 65_536, groups * 16_384)

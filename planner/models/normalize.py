@@ -443,22 +443,22 @@ def _text_config(config: Config) -> tuple[Config, Config | None]:
     return config, None
 
 
-# Vision sub-configs are saved as a diff against the class defaults too: PixtralVisionConfig's, and
-# for LLaVA's CLIP the default LlavaConfig vision tower (ViT-L/14 at 336 px).
+# A vision sub-config names only what differs from its class's defaults, which transformers (and so
+# vLLM) fills in: PixtralVisionConfig's and CLIPVisionConfig's.
 _VISION_DEFAULTS: dict[str, Config] = {
     "pixtral": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
                 "image_size": 1024, "patch_size": 16},
-    "clip_vision_model": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
-                          "num_attention_heads": 16, "image_size": 336, "patch_size": 14},
+    "clip_vision_model": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                          "num_attention_heads": 12, "image_size": 224, "patch_size": 32},
 }
 
 
 def _vision(config: Config, vcfg: Config | None, text_hidden: int) -> VisionSpec | None:
-    if vcfg:
+    if vcfg:  # null means "the default", as in text configs
+        vcfg = {k: v for k, v in vcfg.items() if v is not None}
         vcfg = {**_VISION_DEFAULTS.get(str(vcfg.get("model_type")), {}), **vcfg}
     if not vcfg or not vcfg.get("hidden_size"):
         return None
-    vcfg = {k: v for k, v in vcfg.items() if v is not None}  # null means "the default", as in text configs
     h = int(vcfg["hidden_size"])
     layers = int(vcfg.get("num_hidden_layers", 0))
     patch, image = int(vcfg.get("patch_size", 14)), int(vcfg.get("image_size", 224))
@@ -587,7 +587,7 @@ def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
     return dict(hidden_size=d, intermediate_size=inter, num_layers=int(vcfg.get("depth") or 0),
                 num_heads=int(vcfg.get("num_heads") or 16), patch_size=patch, image_size=edge,
                 num_channels=int(vcfg.get("in_channels") or vcfg.get("in_chans") or 3),
-                patch_frames=int(vcfg.get("temporal_patch_size") or 2), video_frames=14, position_rows=0,
+                patch_frames=int(vcfg.get("temporal_patch_size") or 2), takes_video=True, position_rows=0,
                 mlp_gated=v25, norm="rms" if v25 else "layer", patch_bias=False, post_norm=False,
                 projector_column_params=merged * merged + merged + merged * out,
                 projector_replicated_params=(d if v25 else 2 * d) + out,

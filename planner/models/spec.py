@@ -103,9 +103,8 @@ class VisionSpec:
     num_channels: int = 3
     patch_frames: int = 1
     """Video frames one patch spans (Qwen2-VL's Conv3d temporal_patch_size); 1 for a 2-D patch."""
-    video_frames: int = 0
-    """Frames of vLLM's largest dummy video (Qwen2-VL's _MAX_FRAMES_PER_VIDEO: 14 from 0.11, 16 in
-    0.10), profiled when its tokens reach the image's; 0 for image-only models."""
+    takes_video: bool = False
+    """vLLM may profile the encoder with a dummy video (Qwen2-VL family; frames per release data)."""
     tokens_per_image: int = 0
     """Text tokens one image becomes after the projector (`mm_tokens_per_image`); 0 = one per patch."""
     position_rows: int = 0
