@@ -268,18 +268,17 @@ def unsplit_vision_bytes(model: Model, insp: Inspection, rel: ReleaseFacts, tp: 
     v = model.spec.vision
     if v is None or tp == 1 or v.model_type not in rel.vision_towers_replicated:
         return 0
-    from planner.models.tensors import from_spec
-
-    split = sum(t.numel for t in from_spec(model.spec) if t.component == "vision" and t.shard == "column")
+    split = sum(t.numel for t in model.tensors if t.component == "vision" and t.shard == "column")
     return (split - split // tp) * torch_dtype_bytes(insp.dtype)
 
 
 def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Target, rel: ReleaseFacts,
            s: Settings, util: float, mnbt: int, seqs: int, kv_bytes: int, block: int, rules: LayoutRules,
-           runner: str, dummy_len: int) -> StageBudget:
+           runner: str, dummy_len: int, load_extra: int) -> StageBudget:
+    """`load_extra`: what this release allocates while loading beyond the inspected weights (MLA
+    workspaces, a vision tower it does not split), on every stage."""
     spec = model.spec
-    weights = (insp.weight_bytes_per_stage[stage] + mla_workspace_bytes(model, target, rel)
-               + unsplit_vision_bytes(model, insp, rel, s.tp))
+    weights = insp.weight_bytes_per_stage[stage] + load_extra
     layout = build_layout(spec, layers, s.tp, kv_bytes, block, rules)
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
@@ -415,8 +414,9 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                            "(\"Model Runner V2 has not yet supported mamba_cache_mode='align'\"): unset it or turn "
                            "prefix caching off")
     dummy_len = mm_dummy_length(rel, mml if mml is not None else limit, mnbt)
+    workspace, unsplit = mla_workspace_bytes(model, target, rel), unsplit_vision_bytes(model, insp, rel, s.tp)
     stages = tuple(_stage(model, insp, i, r, target, rel, s, util, mnbt, seqs, kv_elem, block, rules, runner,
-                          dummy_len) for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
+                          dummy_len, workspace + unsplit) for i, r in enumerate(pp_layer_ranges(spec.num_layers, s.pp)))
     bind_index = min(range(len(stages)), key=lambda i: stages[i].num_blocks)
     bind = stages[bind_index]
     lay, num_blocks = bind.layout, bind.num_blocks
@@ -464,13 +464,12 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
                      f"{lay.mamba_state_bytes:,} B, padded by {100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes:.2f}%); "
                      f"{len(lay.groups)} groups of {lay.group_size} layers ({mamba_groups} Mamba, "
                      f"{lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}")
-    workspace = mla_workspace_bytes(model, target, rel)
     if workspace:
         notes.append(f"weights include the {workspace // 2**20} MiB workspace(s) that vLLM "
                      f"{rel.version} allocates when it imports its MLA attention backends ({target.arch_family})")
-    if unsplit_vision_bytes(model, insp, rel, s.tp):
+    if unsplit:
         notes.append(f"vLLM {rel.version} keeps the {model.spec.vision.model_type} vision tower whole on every TP rank "
-                     f"(+{unsplit_vision_bytes(model, insp, rel, s.tp) / GIB:.2f} GiB of weights per GPU)")
+                     f"(+{unsplit / GIB:.2f} GiB of weights per GPU)")
     if bind.encoder_bound and s.kv_cache_memory_bytes is None:
         v = model.spec.vision
         patches, item_tokens = oh.largest_dummy_item(v, dummy_len, rel.qwen2_vl_max_frames_per_video)

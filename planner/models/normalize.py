@@ -505,6 +505,13 @@ def _llama4_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -
                 tokens_per_image=int(base["position_rows"] * ratio * ratio))
 
 
+def _mlp_projector(v_in: int, mid: int, out: int, bias: bool) -> dict:
+    """A two-layer projector vLLM splits across TP: linear_1 [v_in -> mid] column-parallel (its bias
+    split), linear_2 [mid -> out] row-parallel (its bias whole on every rank)."""
+    return dict(projector_column_params=v_in * mid + mid * out + (mid if bias else 0),
+                projector_replicated_params=out if bias else 0)
+
+
 # PixtralHFVisionModel: bias-free conv patches, RMSNorm ln_pre, gated bias-free blocks with 2-D
 # rotary positions (no table), no post-norm.
 _PIXTRAL_TOWER = dict(position_rows=0, mlp_gated=True, linear_bias=False, patch_bias=False, norm="rms",
@@ -512,16 +519,14 @@ _PIXTRAL_TOWER = dict(position_rows=0, mlp_gated=True, linear_bias=False, patch_
 
 
 def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
-    """Pixtral (vLLM's PixtralHFVisionModel): bias-free conv patches, RMSNorm ln_pre, gated bias-free
-    blocks with 2-D rotary positions, no post-norm. Mistral3MultiModalProjector: RMSNorm and the
-    patch merger's nn.Linear [v_hidden x merge^2 -> v_hidden] replicated; linear_1 (column) and
-    linear_2 (row) [-> text hidden], biased when multimodal_projector_bias."""
+    """The Pixtral tower; Mistral3MultiModalProjector: RMSNorm and the patch merger's nn.Linear
+    [v_hidden x merge^2 -> v_hidden], replicated, then linear_1 / linear_2 [-> text hidden], biased
+    when multimodal_projector_bias."""
     h, merge = base["hidden_size"], int(config.get("spatial_merge_size") or 2)
-    bias = bool(config.get("multimodal_projector_bias", False))
+    proj = _mlp_projector(h, text_hidden, text_hidden, bool(config.get("multimodal_projector_bias", False)))
+    proj["projector_replicated_params"] += h + h * merge * merge * h
     built = _built_layers(config.get("vision_feature_layer", -1), base["num_layers"])
-    return dict(num_layers=built, skipped_layers=base["num_layers"] - built, **_PIXTRAL_TOWER,
-                projector_column_params=h * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
-                projector_replicated_params=h + h * merge * merge * h + (text_hidden if bias else 0),
+    return dict(num_layers=built, skipped_layers=base["num_layers"] - built, **_PIXTRAL_TOWER, **proj,
                 tokens_per_image=(base["image_size"] // base["patch_size"] // merge) ** 2)
 
 
@@ -534,12 +539,11 @@ def _llava_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) ->
     h, next_ = base["hidden_size"], config.get("model_type") == "llava_next"
     feature = config.get("vision_feature_layer", -2)
     v_in = h * (len(feature) if isinstance(feature, list) and next_ else 1)
-    bias = bool(config.get("multimodal_projector_bias", True))
-    newline = text_hidden if next_ else 0
+    proj = _mlp_projector(v_in, text_hidden, text_hidden, bool(config.get("multimodal_projector_bias", True)))
+    proj["projector_replicated_params"] += text_hidden if next_ else 0  # image_newline
     built = _built_layers(feature, base["num_layers"])
     out = dict(num_layers=built, post_norm=False, skipped_layers=base["num_layers"] - built, skipped_post_norm=True,
-               projector_column_params=v_in * text_hidden + text_hidden * text_hidden + (text_hidden if bias else 0),
-               projector_replicated_params=newline + (text_hidden if bias else 0))
+               **proj)
     if base["model_type"] == "clip_vision_model":
         # CLIP: a class embedding and its position row, a bias-free patch conv, pre_layrnorm
         out.update(position_rows=base["position_rows"] + 1, extra_params=h, patch_bias=False, pre_norm=True)
@@ -577,20 +581,20 @@ def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
     features: max_pixels as a square (12845056, the Qwen checkpoints' preprocessor_config.json; a
     --mm-processor-kwargs override is not modelled), or a video of up to 14 such frames."""
     v25 = config.get("model_type") == "qwen2_5_vl"
-    d = int(vcfg.get("hidden_size") if v25 else vcfg.get("embed_dim") or 1280)
+    d = int((vcfg.get("hidden_size") if v25 else vcfg.get("embed_dim")) or 1280)
     # transformers' Qwen2_5_VLVisionConfig / Qwen2VLVisionConfig defaults where the config is silent
     inter = int(vcfg.get("intermediate_size") or 3420) if v25 else int(d * float(vcfg.get("mlp_ratio") or 4))
     out = int((vcfg.get("out_hidden_size") if v25 else vcfg.get("hidden_size")) or text_hidden)
     patch, merge = int(vcfg.get("patch_size") or 14), int(vcfg.get("spatial_merge_size") or 2)
     edge = int(math.isqrt(12845056)) // (patch * merge) * patch * merge
-    merged = d * merge * merge
+    proj = _mlp_projector(d * merge * merge, d * merge * merge, out, True)
+    proj["projector_replicated_params"] += d if v25 else 2 * d  # ln_q: RMSNorm / LayerNorm
     return dict(hidden_size=d, intermediate_size=inter, num_layers=int(vcfg.get("depth") or 0),
                 num_heads=int(vcfg.get("num_heads") or 16), patch_size=patch, image_size=edge,
                 num_channels=int(vcfg.get("in_channels") or vcfg.get("in_chans") or 3),
                 patch_frames=int(vcfg.get("temporal_patch_size") or 2), takes_video=True, position_rows=0,
                 mlp_gated=v25, norm="rms" if v25 else "layer", patch_bias=False, post_norm=False,
-                projector_column_params=merged * merged + merged + merged * out,
-                projector_replicated_params=(d if v25 else 2 * d) + out,
+                **proj,
                 tokens_per_image=(edge // patch // merge) ** 2)
 
 
