@@ -302,7 +302,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
     if a.emit:
         from planner.launch.cli import emit_all, launch_options
 
-        for name, where in emit_all(result, req, a.emit, **launch_options(a)).items():
+        for name, where in emit_all(result, req, a.emit, a.force, **launch_options(a)).items():
             print(f"{name}: {where}", file=sys.stderr)
     return 0 if result.budget.fits else 1
 

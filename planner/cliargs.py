@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable, Optional
 
 
@@ -20,14 +21,14 @@ def int_range(minimum: int, maximum: Optional[int] = None, what: str = "an integ
     return parse
 
 
-def positive_float(noun: str = "number") -> Callable[[str], float]:
-    """A float above 0, e.g. positive_float("number of seconds")."""
+def positive_float(noun: str = "number", maximum: float = 1e9) -> Callable[[str], float]:
+    """A finite float in (0, maximum], e.g. positive_float("number of seconds")."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {noun}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}")
+        if not math.isfinite(value) or value <= 0 or value > maximum:
+            raise argparse.ArgumentTypeError(f"expected a positive {noun} of at most {maximum:g}, got {text!r}")
         return value
     return parse

@@ -257,6 +257,9 @@ class Catalogue:
         return self.source_notes.get(tag, tag)
 
 
+_NAME_MAX_CHARS = 100
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
@@ -297,6 +300,10 @@ def _check_entry(raw: Any, path: Path, position: int) -> dict[str, Any]:
     for key in ("name", "vendor", "compute_capability"):
         if key in entry and entry[key] is not None and not isinstance(entry[key], str):
             entry[key] = str(entry[key])
+    for text in [entry.get("name") or "", *entry.get("aliases", ())]:
+        if len(text) > _NAME_MAX_CHARS or not text.isprintable():
+            raise PlannerError(f"{label}: the name or alias {text[:40]!r} must be printable text of at most "
+                               f"{_NAME_MAX_CHARS} characters (no control characters or line breaks); rename it")
     for key in ("memory_gb", "memory_gib", "bandwidth_tbs", "nvlink_gbs", "scaleup_gbs"):
         if isinstance(entry.get(key), int) and not isinstance(entry.get(key), bool):
             entry[key] = float(entry[key])

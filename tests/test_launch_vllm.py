@@ -89,15 +89,16 @@ def _deployment_items(d) -> list[tuple[str, dict]]:
 
 
 def helm_command(spec: dict) -> list[str]:
-    """The `vllm serve` words the production-stack chart (0.1.12 deployment-vllm-multi.yaml) writes."""
+    """The `vllm serve` words the production-stack chart (0.1.12 deployment-vllm-multi.yaml) writes into
+    the container's command, as the kubelet hands them over (`$$` becomes `$`)."""
     c = spec["vllmConfig"]
-    out = ["serve", spec["modelURL"], "--host", "0.0.0.0", "--port", "8000"]
+    out = ["serve", spec["modelURL"].replace("$$", "$"), "--host", "0.0.0.0", "--port", "8000"]
     out.append("--enable-prefix-caching" if c.get("enablePrefixCaching") else "--no-enable-prefix-caching")
     for key, flag in [("maxModelLen", "--max-model-len"), ("dtype", "--dtype"), ("tensorParallelSize", "--tensor-parallel-size"),
                       ("maxNumSeqs", "--max-num-seqs"), ("gpuMemoryUtilization", "--gpu_memory_utilization")]:
         if key in c:
             out += [flag, str(c[key])]
-    return out + list(c.get("extraArgs", []))
+    return out + [a.replace("$$", "$") for a in c.get("extraArgs", [])]
 
 
 def test_vllm_parses_every_emitted_argument_list(parsed):

@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from planner.cliargs import int_range
 from planner.errors import PlannerError
-from planner.launch.deployment import Deployment, build
+from planner.launch.deployment import MAX_REPLICAS, Deployment, build
 from planner.launch.formats import FORMATS, render
+from planner.output import OutFile, write_files
 
 
 def add_launch_options(p: argparse.ArgumentParser) -> None:
@@ -23,7 +25,8 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     options the parser already has are left as they are."""
     if "--replicas" in p._option_string_actions:
         return
-    p.add_argument("--replicas", type=int, help="replicas to deploy (default: the inventory plan's, else 1)")
+    p.add_argument("--replicas", type=int_range(1, MAX_REPLICAS, "a replica count"),
+                   help="replicas to deploy (default: the inventory plan's, else 1)")
     p.add_argument("--name", help="Kubernetes object name (default: vllm-<model>)")
     p.add_argument("--model-ref", help="the model argument written into the launch, e.g. a local path or mirror "
                                        "(default: the planned model's id)")
@@ -31,7 +34,9 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
                    help="how a replica spans nodes: mp = vLLM's --nnodes flags (0.11.1+, the default there), ray")
     p.add_argument("--expert-parallel", action=argparse.BooleanOptionalAction, default=None,
                    help="--enable-expert-parallel for MoE models (default: on when a MoE replica has TP > 1)")
-    p.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: the inventory's, else the GPU's typical 8)")
+    p.add_argument("--gpus-per-node", type=int_range(1, 1024, "a GPU count"), help="GPUs per node (default: the inventory's, else the GPU's typical 8)")
+    p.add_argument("--force", action="store_true",
+                   help="replace files that already exist in the output folder (default: refuse and list them)")
 
 
 OPTION_KEYS = ("replicas", "name", "model_ref", "multinode_backend", "expert_parallel", "gpus_per_node", "pin_kv_cache")
@@ -58,13 +63,8 @@ def _check_name(name: str | None) -> None:
                            "starting with a letter, at most 40 characters")
 
 
-def write(out_dir: Path, filename: str, text: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / filename
-    path.write_text(text, encoding="utf-8")
-    if filename.endswith(".sh"):
-        path.chmod(0o755)
-    return path
+def _out_file(filename: str, text: str) -> OutFile:
+    return OutFile(filename, text, executable=filename.endswith(".sh"))
 
 
 def plan_json(result: Any, d: Deployment) -> dict[str, Any]:
@@ -80,23 +80,28 @@ def plan_json(result: Any, d: Deployment) -> dict[str, Any]:
     return out
 
 
-def emit_all(plan_result: Any, request: Any, out_dir: str | os.PathLike[str], **options: Any) -> dict[str, str]:
-    """Write every format that can express the plan, plus plan.json, into `out_dir`.
+def emit_all(plan_result: Any, request: Any, out_dir: str | os.PathLike[str], force: bool = False,
+             **options: Any) -> dict[str, str]:
+    """Write every format that can express the plan, plus plan.json, into `out_dir`; without `force`
+    nothing is written when any of those files exists.
 
     Returns {format: written path, or "skipped: <why>"}; options as `build` takes them (replicas,
     name, model_ref, multinode_backend, expert_parallel, gpus_per_node, pin_kv_cache)."""
     out = Path(out_dir)
     d = deployment_from(plan_result, request, **options)
-    done: dict[str, str] = {}
+    files: dict[str, OutFile] = {}
+    skipped: dict[str, str] = {}
     for name, fmt in FORMATS.items():
         try:
-            done[name] = str(write(out, fmt.filename, render(name, d)))
+            files[name] = _out_file(fmt.filename, render(name, d))
         except PlannerError as e:
-            done[name] = f"skipped: {e}"
+            skipped[name] = f"skipped: {e}"
     doc = plan_json(plan_result, d)
-    doc["launch"]["formats"] = {k: Path(v).name if not v.startswith("skipped: ") else v for k, v in done.items()}
-    done["plan"] = str(write(out, "plan.json", json.dumps(doc, indent=2) + "\n"))
-    return done
+    doc["launch"]["formats"] = {k: files[k].name if k in files else skipped[k] for k in FORMATS}
+    files["plan"] = _out_file("plan.json", json.dumps(doc, indent=2) + "\n")
+    written = write_files(out, list(files.values()), force)
+    done = dict(zip(files, map(str, written)))
+    return {k: done.get(k) or skipped[k] for k in [*FORMATS, "plan"]}
 
 
 def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any]) -> tuple[Any, Any]:
@@ -118,13 +123,13 @@ def _cmd_emit(a: argparse.Namespace, build_request: Callable[[argparse.Namespace
     if a.format == "all":
         if not a.out:
             raise PlannerError("--format all writes several files: give --out DIR")
-        for name, where in emit_all(result, req, a.out, **launch_options(a)).items():
+        for name, where in emit_all(result, req, a.out, a.force, **launch_options(a)).items():
             print(f"{name}: {where}")
         return 0
     d = deployment_from(result, req, **launch_options(a))
     text = render(a.format, d)
     if a.out:
-        print(write(Path(a.out), FORMATS[a.format].filename, text))
+        print(write_files(Path(a.out), [_out_file(FORMATS[a.format].filename, text)], a.force)[0])
     else:
         print(text, end="")
     return 0

@@ -16,6 +16,7 @@ import yaml
 from planner.budget import Budget
 from planner.errors import PlannerError
 from planner.hardware import GPU
+from planner.launch.escape import check_model_ref
 from planner.launch.flags import Arg, ServeConfig, serve_config
 from planner.launch.templates import template_dir
 from planner.plan import DEFAULT_GPUS_PER_NODE, Request
@@ -23,6 +24,8 @@ from planner.releases import ReleaseFacts
 
 GIB = 2**30
 PORT = 8000
+MAX_REPLICAS = 100_000
+"""Far above any real deployment, far below Kubernetes' int32 `replicas`."""
 
 
 @dataclass(frozen=True)
@@ -169,15 +172,16 @@ def build(result: Any, req: Request, *, replicas: int | None = None, model_ref: 
     """A Deployment from a plan (`PlanResult` or `InventoryPlan`) and its request."""
     b, gpu, group_gpn, plan_replicas = _plan_parts(result)
     gpn = gpus_per_node or group_gpn or (gpu.gpus_per_node_max if gpu and gpu.gpus_per_node_max else DEFAULT_GPUS_PER_NODE)
-    reps = replicas or plan_replicas or 1
-    if reps < 1:
-        raise PlannerError(f"--replicas {reps} must be at least 1")
+    reps = replicas if replicas is not None else plan_replicas or 1
+    if not 1 <= reps <= MAX_REPLICAS:
+        raise PlannerError(f"--replicas {reps} must be between 1 and {MAX_REPLICAS:,}")
     nodes = 1 if req.device == "cpu" else nodes_for(b.tp * b.pp, b.tp, gpn)
     s = req.settings  # as asked: the flags' reasons tell chosen values from defaults
     pin = min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.stages else None
     if pin_kv_cache and not req.release.kv_cache_memory_bytes_flag:
         raise PlannerError(f"--pin-kv-cache needs --kv-cache-memory-bytes, which vLLM {req.release.version} lacks (0.10.2+)")
-    cfg = serve_config(model_ref or req.model.id, b, s, req.release, dtype=req.dtype, quantization=req.quantization,
+    ref = check_model_ref(model_ref, "--model-ref") if model_ref is not None else check_model_ref(req.model.id, "the model")
+    cfg = serve_config(ref, b, s, req.release, dtype=req.dtype, quantization=req.quantization,
                        pin_kv_cache_bytes=pin, device=req.device,
                        cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None,
                        expert_parallel=_expert_parallel(req, b, expert_parallel))

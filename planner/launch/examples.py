@@ -42,7 +42,7 @@ def render_example(argv: list[str], out: Path) -> dict[str, str]:
 
     a = _parser().parse_args(argv)
     result, req = _plan(a, build_request)
-    return emit_all(result, req, out, **launch_options(a))
+    return emit_all(result, req, out, force=True, **launch_options(a))  # the examples are rewritten in place
 
 
 def render_all(root: Path) -> None:

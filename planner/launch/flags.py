@@ -5,15 +5,16 @@ Only flags that exist in the targeted release are written.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
 
 from planner.budget import Budget, Settings
+from planner.launch.escape import comment, yaml_quoted
 from planner.releases import ReleaseFacts
 
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+# A number YAML and Python read back as the same number: no leading zeros (YAML 1.1 reads 0123 as 83).
+_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?")
 
 Arg = tuple[str, "str | None", str]
 """(flag without dashes, value or None for a switch, reason)."""
@@ -122,12 +123,12 @@ def serve_command(cfg: ServeConfig) -> str:
 # ---- vllm serve --config YAML -----------------------------------------------------------------
 
 def _yaml_scalar(value: str | None) -> str:
-    """A value as one YAML line: numbers stay numbers, text is a JSON string (valid YAML)."""
+    """A value as one YAML line: numbers stay numbers, text is a double-quoted string."""
     if value is None:
         return "true"
     if _is_number(value):
         return value
-    return json.dumps(value)
+    return yaml_quoted(value)
 
 
 def _is_number(text: str) -> bool:
@@ -140,9 +141,9 @@ def _one_line(text: str) -> str:
 
 def config_yaml(cfg: ServeConfig, header: list[str] | None = None) -> str:
     """The file for `vllm serve --config FILE`: one setting a line, each with why."""
-    lines = [f"# {_one_line(h)}" if h else "#" for h in (header or [])]
-    lines.append(f"model: {_yaml_scalar(cfg.model)}  # the model to serve")
-    lines += [f"{flag}: {_yaml_scalar(value)}  # {_one_line(why)}" for flag, value, why in cfg.args]
+    lines = [comment(_one_line(h)) for h in (header or [])]
+    lines.append(f"model: {yaml_quoted(cfg.model)}  # the model to serve")  # quoted even when it looks like a number
+    lines += [f"{flag}: {_yaml_scalar(value)}  {comment(_one_line(why))}" for flag, value, why in cfg.args]
     return "\n".join(lines) + "\n"
 
 
@@ -166,13 +167,13 @@ def llm_kwargs(cfg: ServeConfig) -> dict[str, bool | int | float | str]:
 
 def llm_source(cfg: ServeConfig, header: list[str] | None = None) -> str:
     """A Python file that builds `LLM(...)` with the plan's keyword arguments, each with why."""
-    lines = [f"# {_one_line(h)}" if h else "#" for h in (header or [])]
+    lines = [comment(_one_line(h)) for h in (header or [])]
     if cfg.env:
         lines += ["import os", ""]
         lines += [f"os.environ.setdefault({k!r}, {v!r})" for k, v in cfg.env]
     lines += ["from vllm import LLM", "", "llm = LLM("]
     kwargs = llm_kwargs(cfg)
     reasons = {"model": "the model to serve", **{f.replace("-", "_"): why for f, _, why in cfg.args}}
-    lines += [f"    {k}={v!r},  # {_one_line(reasons[k])}" for k, v in kwargs.items()]
+    lines += [f"    {k}={v!r},  {comment(_one_line(reasons[k]))}" for k, v in kwargs.items()]
     lines.append(")")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from planner.errors import PlannerError
 from planner.launch import templates as tpl
 from planner.launch.deployment import PORT, Deployment, Var, Word
+from planner.launch.escape import comment, escape
 from planner.launch.flags import ServeConfig, config_yaml, flag_argv, llm_source
 
 HF_SECRET = {"name": "hf-token", "key": "token"}
@@ -111,12 +112,12 @@ def _script(d: Deployment, launch: list[Word], file: str) -> str:
     name = f"serve/{d.backend or 'single'}.sh"
     words = [*launch, d.model, *flag_argv(d.config.args)]
     others = "1" if d.nodes == 2 else f"1 to {d.nodes - 1}"
-    values = {"title": title(d), "env_exports": _env_exports(d.config), "nodes": str(d.nodes), "port": str(PORT),
+    values = {"title": escape(title(d)), "env_exports": _env_exports(d.config), "nodes": str(d.nodes), "port": str(PORT),
               "other_ranks": others, "file": file, "command": sh_join(words, wrap=True),
               "leader_command": sh_join(words + d.node_args(0, Var("MASTER_ADDR")), wrap=True),
               "worker_command": sh_join(words + d.node_args(Var("NODE_RANK"), Var("MASTER_ADDR")), wrap=True)}
     lines = tpl.fill_text(tpl.template_text(name), values, name).split("\n")
-    notes = [f"# {line}" for line in plan_lines(d)[1:]]
+    notes = [comment(line) for line in plan_lines(d)[1:]]
     return "\n".join(lines[:2] + notes + lines[2:])
 
 
@@ -219,7 +220,7 @@ def _node_selector(d: Deployment, acc: dict[str, Any]) -> Any:
 
 def _kube_env(d: Deployment) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}}]
-    return env + [{"name": k, "value": v} for k, v in d.config.env]
+    return env + [{"name": k, "value": kube(v)} for k, v in d.config.env]  # the kubelet expands $(VAR) in values
 
 
 def render_k8s(d: Deployment) -> str:
@@ -261,8 +262,8 @@ def _helm_vllm_config(d: Deployment) -> dict[str, Any]:
             out[key] = cast(value)
         else:
             extra += flag_argv([(flag, value, "")])
-    if extra:
-        out["extraArgs"] = extra
+    if extra:  # the chart passes these to the container's args, where the kubelet expands $(VAR)
+        out["extraArgs"] = [kube(w) for w in extra]
     return out
 
 
@@ -274,9 +275,8 @@ def render_helm(d: Deployment) -> str:
     selector = _node_selector(d, acc)
     terms = tpl.OMIT if selector is tpl.OMIT else [
         {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in selector.items()]}]
-    values.update(short_name=d.name.removeprefix("vllm-"), image_repository=repo, image_tag=tag, model=d.model,
-                  node_selector_terms=terms, vllm_config=_helm_vllm_config(d),
-                  extra_env=[{"name": k, "value": v} for k, v in d.config.env] or tpl.OMIT)
+    values.update(short_name=d.name.removeprefix("vllm-"), image_repository=repo, image_tag=tag, model=kube(d.model),
+                  node_selector_terms=terms, vllm_config=_helm_vllm_config(d), extra_env=_kube_env(d)[1:] or tpl.OMIT)
     return tpl.render("helm/values.yaml", values, plan_lines(d)[1:])
 
 

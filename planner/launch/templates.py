@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from planner.errors import PlannerError
+from planner.launch.escape import comment_block, escape
 from planner.paths import deploy_dir
 
 OMIT = object()
@@ -112,7 +113,14 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in text and all(c.isprintable() or c == "\n" for c in text) and not text.endswith(" ") else None
+    # A literal block for plain multi-line text; double quotes (every unsafe character escaped) for text
+    # holding any other line break or control character, which plain and single-quoted styles would
+    # fold into a space (NEL) or write raw (ESC); PyYAML's own choice otherwise.
+    lines = text.split("\n")
+    if len(lines) > 1 and all(escape(line) == line for line in lines) and not text.endswith(" "):
+        style: str | None = "|"
+    else:
+        style = None if escape(text) == text else '"'
     return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
 
 
@@ -121,7 +129,7 @@ _Dumper.add_representer(str, _str)
 
 def dump(docs: list[Any], head: list[str]) -> str:
     """YAML text of the documents, after a comment header."""
-    comment = "".join(f"# {line}\n" if line else "#\n" for line in head)
+    comment = comment_block(head)
     body = yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16,
                          allow_unicode=True, explicit_start=len(docs) > 1)
     return comment + body

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 from planner.cliargs import int_range, positive_float
 from planner.errors import PlannerError
+from planner.output import atomic_write, open_private_new, refuse_overwrite
 from planner.verify import metrics
 from planner.verify.load import LoadResult, LoadSpec, run_load
 from planner.verify.report import Report, figure_entries, load_entries, predicts_startup_failure, text
@@ -322,17 +323,37 @@ def run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any
     plan = _plan(a, build_request, launcher, model.id, notes)
     device = check_device(plan, launcher)
     serve = parse_serve_command(plan["vllm_serve_command"])
+    report_path, log_path = output_paths(a.report, a.force)  # before the run, not after it
     with tempfile.TemporaryDirectory(prefix="vllm-planner-verify-") as tmp:
         served = _model_dir(a, serve, launcher, Path(tmp))
         port = a.port or free_port()
         extra = ["--host", "127.0.0.1", "--port", str(port)] + (["--load-format", "dummy"] if a.load_format == "dummy" else [])
         argv = launcher.argv(served, serve.args + extra)
-        log_path = Path(a.report).with_suffix(".log") if a.report else Path(tmp).parent / f"vllm-planner-verify-{os.getpid()}.log"
         print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
         spec = ServerSpec(argv, port, _env(serve, served), a.timeout, log_path)
         report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes)
-    _emit(report, a)
+    _emit(report, a, report_path)
     return 0 if report.ok else 1
+
+
+def output_paths(report: str | None, force: bool) -> tuple[Path | None, Path]:
+    """(report path, server log path), checked and the log created (0600, no symlink followed) before
+    the run. The log goes beside the report (X.json -> X.log; X.log -> X.log.server.log), else into a
+    private file with an unpredictable name in the temp folder."""
+    if report is None:
+        fd, name = tempfile.mkstemp(prefix="vllm-planner-verify-", suffix=".log")
+        os.close(fd)
+        return None, Path(name)
+    path = Path(report)
+    if path.is_dir():
+        raise PlannerError(f"--report {report} is a folder: give a file name such as {path / 'verify.json'}")
+    if not path.parent.is_dir():
+        raise PlannerError(f"--report {report}: the folder {path.parent} does not exist: create it or choose another")
+    log = path.with_suffix(".log")
+    log = log if log != path else path.with_name(path.name + ".server.log")
+    refuse_overwrite([path, log], force)
+    os.close(open_private_new(log, force))
+    return path, log
 
 
 def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], vocab: int, served: str,
@@ -348,10 +369,10 @@ def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], v
                   version or startup.figures.vllm_version, str(spec.log_path), notes)
 
 
-def _emit(report: Report, a: argparse.Namespace) -> None:
+def _emit(report: Report, a: argparse.Namespace, report_path: Path | None) -> None:
     data = report.to_json()
-    if a.report:
-        Path(a.report).write_text(json.dumps(data, indent=2) + "\n")
+    if report_path is not None:
+        atomic_write(report_path, json.dumps(data, indent=2) + "\n")
     print(json.dumps(data, indent=2) if a.json else text(report))
 
 
@@ -376,6 +397,8 @@ def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParse
     p.add_argument("--requests", type=_count, help="concurrent requests (default: the plan's --concurrency, else "
                    "min(max concurrency, max_num_seqs)); 0 skips the load")
     p.add_argument("--output-tokens", type=_count, help="output tokens per request (default: min(128, context/4))")
-    p.add_argument("--report", help="write the report as JSON here (the server log goes beside it, .log)")
+    p.add_argument("--report", help="write the report as JSON here (the server log goes beside it, .log; "
+                                    "default: no report file, the log in a private temp file)")
+    p.add_argument("--force", action="store_true", help="replace an existing report and log (default: refuse)")
     p.set_defaults(func=lambda a: run(a, build_request))
     return p

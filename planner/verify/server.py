@@ -235,7 +235,7 @@ class Server:
         return self._result(outcome, time.monotonic() - t0)
 
     def _launch(self) -> None:
-        log = open(self.spec.log_path, "wb") if self.spec.log_path else None
+        log = _open_log(self.spec.log_path) if self.spec.log_path else None
         try:
             self.proc = subprocess.Popen(
                 self.spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -367,3 +367,12 @@ class Server:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    """The server log, truncated, private (0600) and never written through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.fdopen(os.open(path, flags, 0o600), "wb")
+    except OSError as e:
+        raise PlannerError(f"cannot write the server log {path}: {e.strerror or e}") from None
