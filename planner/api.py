@@ -1,4 +1,4 @@
-"""The Python API: `load_model` and `inspect`. The CLI is a thin layer over these.
+"""The Python API: `load_model`, `inspect` and `plan`. The CLI is a thin layer over these.
 
     >>> import planner
     >>> m = planner.load_model("Qwen/Qwen3-8B")
@@ -10,15 +10,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from planner import inspection
+from planner import plan as plan_step
+from planner.budget import Settings
+from planner.errors import PlannerError
+from planner.hardware import GPU, Catalogue
 from planner.inspection import Inspection, Model, check_parallel, kv_dtype_bytes, resolve_dtype
 from planner.models import sources
 from planner.models.normalize import WEIGHTS_BY_FORMULA_UNSUPPORTED, normalize
 from planner.models.tensors import classify, from_spec
+from planner.plan import PlanResult, Request
+from planner.units import GIB
 
-__all__ = ["Inspection", "Model", "check_parallel", "inspect", "kv_dtype_bytes", "load_model", "resolve_dtype"]
+__all__ = ["Inspection", "Model", "Plan", "check_parallel", "inspect", "kv_dtype_bytes", "load_model", "make_plan", "plan",
+           "resolve_dtype", "with_serve_command"]
 
 
 def load_model(name: str) -> Model:
@@ -45,3 +53,78 @@ def inspect(model: Model | str, *, tp: int = 1, pp: int = 1, dtype: str | None =
     return inspection.inspect(load_model(model) if isinstance(model, str) else model, tp=tp, pp=pp, dtype=dtype,
                               quantization=quantization, kv_cache_dtype=kv_cache_dtype,
                               kv_auto_from_checkpoint=kv_auto_from_checkpoint)
+
+
+# ---- plans ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan (`planner.plan.PlanResult`: budget, layout, rejected layouts, fixes) with its
+    `vllm serve` command, which the launch step renders: what `vllm-planner plan` prints."""
+
+    result: PlanResult
+    serve_command: str
+
+    def __getattr__(self, name: str) -> Any:  # budget, gpu, rejected, fixes, binding, pin_kv_cache
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.result, name)
+
+    def to_json(self) -> dict[str, Any]:
+        """`plan --json`: the budget's keys, then vllm_serve_command, binding, rejected_layouts, fixes."""
+        out = self.result.to_json()
+        keys = list(out)
+        at = keys.index("binding")
+        return {**{k: out[k] for k in keys[:at]}, "vllm_serve_command": self.serve_command,
+                **{k: out[k] for k in keys[at:]}}
+
+
+def with_serve_command(result: PlanResult, req: Request) -> Plan:
+    """The plan with the `vllm serve` line that carries it (the KV pool pinned when asked and it fits)."""
+    from planner.launch.flags import plan_serve_config, serve_command
+
+    b = result.budget
+    pin = min(st.available_kv_bytes for st in b.stages) if result.pin_kv_cache and b.fits else None
+    return Plan(result, serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin)))
+
+
+def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None,
+              pp: int | None = None, pin_kv_cache: bool = False) -> Plan:
+    """`planner.plan.make_plan` with the serve command: the smallest layout that fits on one GPU type."""
+    return with_serve_command(plan_step.make_plan(req, gpu, catalogue, tp, pp, pin_kv_cache=pin_kv_cache), req)
+
+
+def plan(model: Model | str, *, gpu: str | None = None, device: Literal["cuda", "cpu"] = "cuda",
+         tp: int | None = None, pp: int | None = None, vllm_version: str | None = None,
+         gpu_memory_gib: float | None = None, gpu_file: str | None = None, cpu_kvcache_gib: float | None = None,
+         dtype: str | None = None, quantization: str | None = None, concurrency: int | None = None,
+         pin_kv_cache: bool = False, **settings: Any) -> Plan:
+    """Plan `model` on one GPU type (or the CPU backend), as `vllm-planner plan` does.
+
+    `settings` are the `Settings` fields (max_model_len, max_num_seqs, max_num_batched_tokens,
+    gpu_memory_utilization, kv_cache_dtype, enforce_eager, kv_cache_memory_bytes, block_size,
+    allow_long_max_model_len, enable_prefix_caching, model_runner), validated at construction.
+
+        >>> p = planner.api.plan("qwen3-8b", gpu="H100", vllm_version="0.19.0", max_model_len=32768)
+        >>> p.budget.kv_cache_tokens, p.serve_command
+    """
+    from pathlib import Path
+
+    from planner import releases
+    from planner.hardware import load_catalogue, with_memory
+
+    unknown = set(settings) - ({f.name for f in dataclasses.fields(Settings)} - {"tp", "pp"})
+    if unknown:
+        raise PlannerError(f"unknown plan setting(s) {', '.join(sorted(unknown))}: see planner.budget.Settings")
+    catalogue = load_catalogue(Path(gpu_file) if gpu_file else None)
+    target = None
+    if device != "cpu":
+        if gpu is None:
+            raise PlannerError("name a GPU (gpu='H100'; see `vllm-planner gpus`) or plan for device='cpu'")
+        target = catalogue.get(gpu) if gpu_memory_gib is None else with_memory(catalogue.get(gpu), gpu_memory_gib)
+    elif cpu_kvcache_gib is None or not cpu_kvcache_gib > 0:
+        raise PlannerError("device='cpu' needs cpu_kvcache_gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
+    req = Request(load_model(model) if isinstance(model, str) else model, Settings(tp=tp or 1, pp=pp or 1, **settings),
+                  releases.get(vllm_version), dtype=dtype, quantization=quantization, concurrency=concurrency,
+                  device=device, cpu_kvcache_bytes=int(cpu_kvcache_gib * GIB) if cpu_kvcache_gib else None)
+    return make_plan(req, target, catalogue, tp, pp, pin_kv_cache=pin_kv_cache)

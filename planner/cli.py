@@ -271,7 +271,7 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
     if a.json:
         out = []
         for p in plans:
-            d = {k: v for k, v in dataclasses.asdict(p.budget).items() if k != "stages"}
+            d = p.budget.to_json()
             d.update(inventory=str(p.group), replicas=p.replicas, gpus_used=p.gpus_used, nodes_used=p.nodes_used,
                      cost_per_hour=p.cost_per_hour, rejected_layouts=[dataclasses.asdict(r) for r in p.rejected])
             out.append(d)
@@ -292,7 +292,7 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
 
 
 def _cmd_plan(a: argparse.Namespace) -> int:
-    from planner.plan import make_plan
+    from planner.api import make_plan
 
     req, gpu, catalogue = build_request(a)
     if a.inventory:

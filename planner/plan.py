@@ -14,7 +14,6 @@ from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue, NodeGroup
 from planner.releases import ReleaseFacts
 
-GIB = 2**30
 DEFAULT_GPUS_PER_NODE = 8
 
 
@@ -238,20 +237,19 @@ def plan_inventory(req: Request, groups: list[NodeGroup], objective: Literal["gp
 @dataclass(frozen=True)
 class PlanResult:
     """A plan for one GPU type: the budget of the chosen layout, why smaller layouts fail, the
-    fixes for a misfit, and the `vllm serve` command."""
+    fixes for a misfit. (The `vllm serve` command is the launch step's: `planner.api.make_plan`.)"""
 
     budget: bud.Budget
     gpu: GPU | None
     rejected: list[Rejected]
     fixes: list[Fix]
-    serve_command: str
     binding: str
     """What limits the plan: the KV-cache memory, the model's context limit, or the layout."""
+    pin_kv_cache: bool = False
+    """Whether the launch pins the KV pool to the plan's figure (--kv-cache-memory-bytes)."""
 
     def to_json(self) -> dict[str, Any]:
-        b = self.budget
-        out = {k: v for k, v in dataclasses.asdict(b).items() if k != "stages"}
-        out["vllm_serve_command"] = self.serve_command
+        out = self.budget.to_json()
         out["binding"] = self.binding
         out["rejected_layouts"] = [dataclasses.asdict(r) for r in self.rejected]
         out["fixes"] = [{"change": f.change, "flags": f.flags, "kv_cache_tokens": f.budget.kv_cache_tokens,
@@ -272,8 +270,6 @@ def binding_constraint(b: bud.Budget, model: Model) -> str:
 def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None, pp: int | None = None,
               pin_kv_cache: bool = False) -> PlanResult:
     """Plan on one GPU type: the given layout, or the smallest that fits."""
-    from planner.launch.flags import serve_command, serve_config
-
     rejected: list[Rejected] = []
     if tp is None and pp is None and req.device != "cpu":
         b, rejected = choose_layout(req, gpu)
@@ -283,9 +279,4 @@ def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: in
     else:
         b = evaluate(req, gpu, tp or 1, pp or 1)
     found = fixes(req, gpu, b.tp, b.pp, catalogue) if not b.fits and gpu is not None and catalogue is not None else []
-    moe = req.model.spec.moe
-    cfg = serve_config(req.model.id, b, req.settings, req.release, dtype=req.dtype, quantization=req.quantization,
-                       expert_parallel=moe is not None and b.tp > 1 and moe.num_experts % b.tp == 0,
-                       pin_kv_cache_bytes=min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.fits else None,
-                       device=req.device, cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None)
-    return PlanResult(b, gpu, rejected, found, serve_command(cfg), binding_constraint(b, req.model))
+    return PlanResult(b, gpu, rejected, found, binding_constraint(b, req.model), pin_kv_cache)

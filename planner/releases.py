@@ -13,114 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-import yaml
-
-from planner.datafiles import load_yaml
+from planner.batch_defaults import BatchDefaults, BatchTier, CpuBatchDefaults
 from planner.errors import PlannerError
 from planner.paths import profiles_dir
+from planner.profile_data import (FrozenMap, Range, Version, data_error, format_version, load_ranges, lookup,
+                                  parse_version, read_mapping, version_field)
 
-Version = tuple[int, int, int, int]
-"""A parsed version, always four parts: 0.19 -> (0, 19, 0, 0), 0.10.1.1 -> (0, 10, 1, 1)."""
+__all__ = ["BatchDefaults", "BatchTier", "CpuBatchDefaults", "FrozenMap", "ReleaseFacts", "Version", "format_version", "get", "known_versions", "load_data", "newest",
+           "parse_version", "resolve", "supported_range"]
 
 DATA_FILE = "releases.yaml"
-
-
-class FrozenMap(Mapping[str, Any]):
-    """A read-only, hashable mapping (so `ReleaseFacts` stays hashable)."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, data: Mapping[str, Any]):
-        self._d = dict(data)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._d[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d)
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self._d.items())))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._d!r})"
-
-
-# --------------------------------------------------------------------------------------------------
-# Typed values
-
-
-@dataclass(frozen=True)
-class BatchTier:
-    """One GPU tier of the default max_num_batched_tokens / max_num_seqs table."""
-
-    label: str
-    """Human-readable name of the tier, e.g. '>=70GiB non-A100'."""
-    min_total_gib: float
-    """The tier applies when torch total device memory (GiB = 2**30 B) is at least this."""
-    exclude_name_substrings: tuple[str, ...]
-    """Lower-cased device-name substrings that rule the tier out (vLLM: 'a100')."""
-    exclude_compute_capabilities: tuple[str, ...]
-    """Compute capabilities ('12.1' = GB10) that rule the tier out."""
-    llm_max_num_batched_tokens: int
-    """Default max_num_batched_tokens for the offline `LLM` class."""
-    llm_max_num_seqs: int
-    """Default max_num_seqs for the offline `LLM` class."""
-    serve_max_num_batched_tokens: int
-    """Default max_num_batched_tokens for `vllm serve` (OpenAI server)."""
-    serve_max_num_seqs: int
-    """Default max_num_seqs for `vllm serve` (OpenAI server)."""
-
-    def matches(self, total_gib: float, device_name: str, compute_capability: str | None) -> bool:
-        """Whether a device with these properties falls in this tier."""
-        name = device_name.lower()
-        if total_gib < self.min_total_gib:
-            return False
-        if any(s in name for s in self.exclude_name_substrings):
-            return False
-        return not (compute_capability and compute_capability in self.exclude_compute_capabilities)
-
-
-@dataclass(frozen=True)
-class CpuBatchDefaults:
-    """Default batch limits on the CPU backend, per rank (multiplied by TP x PP)."""
-
-    llm_max_num_batched_tokens_per_rank: int
-    """`LLM` class max_num_batched_tokens per rank."""
-    llm_max_num_seqs_per_rank: int
-    """`LLM` class max_num_seqs per rank."""
-    serve_max_num_batched_tokens_per_rank: int
-    """`vllm serve` max_num_batched_tokens per rank."""
-    serve_max_num_seqs_per_rank: int
-    """`vllm serve` max_num_seqs per rank."""
-
-
-@dataclass(frozen=True)
-class BatchDefaults:
-    """The whole default-batch table of one release (engine/arg_utils.py)."""
-
-    tiers: tuple[BatchTier, ...]
-    """GPU tiers in the order vLLM tests them; the first match wins, the last always matches."""
-    cpu: CpuBatchDefaults
-    """CPU backend defaults."""
-    fallback_max_num_batched_tokens: int
-    """SchedulerConfig default when there is no usage context (neither LLM nor serve)."""
-    fallback_max_num_seqs: int
-    """SchedulerConfig default max_num_seqs when there is no usage context."""
 
 
 Entrypoint = Literal["serve", "llm"]
@@ -381,45 +290,7 @@ _DERIVED_FROM_DATA = {"docker_image": "docker_image_template"}
 
 
 # --------------------------------------------------------------------------------------------------
-# Versions
-
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.?post\d+)?(?:\+[0-9A-Za-z.]+)?$")
-_PRERELEASE_RE = re.compile(r"(?:rc|a|b|\.?dev)\d*", re.IGNORECASE)
-
-
-def parse_version(s: str) -> Version:
-    """Parse '0.19', '0.19.0', 'v0.19.0', '0.10.1.1' (also '0.19.0+cu128', '0.19.0.post1') into a
-    4-tuple. Pre-releases and dev builds ('0.20.0rc1') are refused: which facts they have is unknown."""
-    if not isinstance(s, str):
-        raise PlannerError(f"vLLM version must be a string like '0.19.0', got {s!r}")
-    text = s.strip()
-    m = _VERSION_RE.match(text)
-    if not m:
-        if _PRERELEASE_RE.search(text) and re.match(r"^v?\d+\.\d+", text):
-            raise PlannerError(
-                f"vLLM version {s!r} is a pre-release or dev build; pass the release it is closest to, e.g. '0.19.0'"
-            )
-        raise PlannerError(f"cannot read vLLM version {s!r}; write it like '0.19.0', 'v0.19.0' or '0.10.1.1'")
-    return tuple(int(g) if g is not None else 0 for g in m.groups())  # type: ignore[return-value]
-
-
-def format_version(v: Version) -> str:
-    """Canonical text of a parsed version: three parts, four only when the fourth is set."""
-    return ".".join(str(p) for p in (v if v[3] else v[:3]))
-
-
-# --------------------------------------------------------------------------------------------------
 # Loading and validation
-
-
-@dataclass(frozen=True)
-class _Range:
-    start: Version
-    until: Version | None
-    value: Any
-
-    def contains(self, v: Version) -> bool:
-        return self.start <= v and (self.until is None or v < self.until)
 
 
 @dataclass(frozen=True)
@@ -429,11 +300,7 @@ class _Data:
     last_minor: tuple[int, int]
     newest: Version
     releases: tuple[Version, ...]
-    facts: Mapping[str, tuple[_Range, ...]]
-
-
-def _data_error(path: Path, what: str) -> PlannerError:
-    return PlannerError(f"{path}: {what}; fix the release data file")
+    facts: Mapping[str, tuple[Range, ...]]
 
 
 def _fact_fields() -> dict[str, Any]:
@@ -448,145 +315,45 @@ def _fact_fields() -> dict[str, Any]:
     return out
 
 
-def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
-    """Check `value` (as loaded from YAML) against type `tp` and convert it to the frozen form."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where, path)
-    if origin is Literal:
-        if value not in args:
-            raise _data_error(path, f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _data_error(path, f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _data_error(path, f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _data_error(path, f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _data_error(path, f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise _data_error(path, f"{where}: expected a list, got {value!r}")
-        item_tp = args[0]
-        return tuple(_convert(v, item_tp, f"{where}[{i}]", path) for i, v in enumerate(value))
-    if tp is FrozenMap:
-        if not isinstance(value, dict) or not value:
-            raise _data_error(path, f"{where}: expected a non-empty mapping, got {value!r}")
-        for k, v in value.items():
-            if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
-                raise _data_error(path, f"{where}: mapping entries must be name: scalar, got {k!r}: {v!r}")
-        return FrozenMap(value)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        missing = [n for n in names if n not in value]
-        extra = [k for k in value if k not in names]
-        if missing or extra:
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
-            raise _data_error(path, f"{where}: {tp.__name__} {'; '.join(parts)}")
-        return tp(**{n: _convert(value[n], hints[n], f"{where}.{n}", path) for n in names})
-    raise TypeError(f"releases: no converter for type {tp!r}")  # a bug in this module, not in the data
-
-
-def _version_field(raw: Any, where: str, path: Path) -> Version:
-    if not isinstance(raw, str):
-        raise _data_error(path, f"{where}: versions must be quoted strings, got {raw!r}")
-    try:
-        return parse_version(raw)
-    except PlannerError as e:
-        raise _data_error(path, f"{where}: {e}") from None
-
-
-def _load_ranges(name: str, raw: Any, tp: Any, first: Version, path: Path) -> tuple[_Range, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise _data_error(path, f"fact {name!r} must be a non-empty list of {{from, until, value}} ranges")
-    ranges: list[_Range] = []
-    for i, r in enumerate(raw):
-        where = f"fact {name!r} range {i + 1}"
-        if not isinstance(r, dict) or "from" not in r or "value" not in r or set(r) - {"from", "until", "value"}:
-            raise _data_error(path, f"{where}: needs exactly 'from', 'value' and optionally 'until'")
-        start = _version_field(r["from"], where, path)
-        until = _version_field(r["until"], where, path) if "until" in r else None
-        if until is not None and until <= start:
-            raise _data_error(path, f"{where}: 'until' {format_version(until)} is not after 'from' {format_version(start)}")
-        ranges.append(_Range(start, until, _convert(r["value"], tp, where, path)))
-    if ranges[0].start != first:
-        raise _data_error(path, f"fact {name!r} starts at {format_version(ranges[0].start)}, not at {format_version(first)}")
-    for a, b in zip(ranges, ranges[1:]):
-        if a.until is None:
-            raise _data_error(path, f"fact {name!r}: a range from {format_version(a.start)} is open but is not the last")
-        if b.start < a.until:
-            raise _data_error(path, f"fact {name!r}: ranges overlap at {format_version(b.start)}")
-        if b.start > a.until:
-            raise _data_error(
-                path, f"fact {name!r}: gap between {format_version(a.until)} and {format_version(b.start)}"
-            )
-    if ranges[-1].until is not None:
-        raise _data_error(path, f"fact {name!r}: the last range must have no 'until' (covers the newest release)")
-    if tp is FrozenMap:
-        keys = {frozenset(r.value) for r in ranges}
-        if len(keys) > 1:
-            raise _data_error(path, f"fact {name!r}: every range must have the same keys")
-    return tuple(ranges)
+def _window(doc: dict[str, Any], path: Path) -> tuple[Version, tuple[int, int], Version, tuple[Version, ...]]:
+    """(first, last minor, newest, releases) of the supported window, checked against each other."""
+    sup = doc["supported"]
+    if not isinstance(sup, dict) or "first" not in sup or "last_minor" not in sup:
+        raise data_error(path, "'supported' needs 'first' and 'last_minor'")
+    first = version_field(sup["first"], "supported.first", path)
+    last = version_field(sup["last_minor"], "supported.last_minor", path)
+    newest = version_field(doc["newest"], "newest", path)
+    if not isinstance(doc["releases"], list) or not doc["releases"]:
+        raise data_error(path, "'releases' must be a non-empty list")
+    releases = tuple(version_field(r, "releases", path) for r in doc["releases"])
+    if list(releases) != sorted(set(releases)):
+        raise data_error(path, "'releases' must be sorted and without duplicates")
+    if releases[0] != first or releases[-1] != newest:
+        raise data_error(path, "'releases' must run from supported.first to newest")
+    if (newest[0], newest[1]) != (last[0], last[1]):
+        raise data_error(path, "newest must be a release of supported.last_minor")
+    return first, (last[0], last[1]), newest, releases
 
 
 def load_data(path: Path | None = None) -> _Data:
     """Read and validate the release data (the default file when `path` is None)."""
     path = path or profiles_dir() / "vllm" / DATA_FILE
-    try:
-        doc = load_yaml(path)
-    except FileNotFoundError:
-        raise PlannerError(f"release data {path} is missing; reinstall vllm-planner") from None
-    except yaml.YAMLError as e:
-        raise _data_error(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise _data_error(path, "top level must be a mapping")
+    doc = read_mapping(path, "release data")
     for key in ("supported", "newest", "releases", "facts"):
         if key not in doc:
-            raise _data_error(path, f"missing top-level key {key!r}")
-    sup = doc["supported"]
-    if not isinstance(sup, dict) or "first" not in sup or "last_minor" not in sup:
-        raise _data_error(path, "'supported' needs 'first' and 'last_minor'")
-    first = _version_field(sup["first"], "supported.first", path)
-    last = _version_field(sup["last_minor"], "supported.last_minor", path)
-    last_minor = (last[0], last[1])
-    newest = _version_field(doc["newest"], "newest", path)
-    if not isinstance(doc["releases"], list) or not doc["releases"]:
-        raise _data_error(path, "'releases' must be a non-empty list")
-    releases = tuple(_version_field(r, "releases", path) for r in doc["releases"])
-    if list(releases) != sorted(set(releases)):
-        raise _data_error(path, "'releases' must be sorted and without duplicates")
-    if releases[0] != first or releases[-1] != newest:
-        raise _data_error(path, "'releases' must run from supported.first to newest")
-    if (newest[0], newest[1]) != last_minor:
-        raise _data_error(path, "newest must be a release of supported.last_minor")
-
+            raise data_error(path, f"missing top-level key {key!r}")
+    first, last_minor, newest, releases = _window(doc, path)
     facts_raw = doc["facts"]
     if not isinstance(facts_raw, dict):
-        raise _data_error(path, "'facts' must be a mapping of fact name -> ranges")
+        raise data_error(path, "'facts' must be a mapping of fact name -> ranges")
     expected = _fact_fields()
     missing = sorted(set(expected) - set(facts_raw))
     unknown = sorted(set(facts_raw) - set(expected))
     if missing:
-        raise _data_error(path, f"facts missing: {', '.join(missing)}")
+        raise data_error(path, f"facts missing: {', '.join(missing)}")
     if unknown:
-        raise _data_error(path, f"unknown facts (no ReleaseFacts field): {', '.join(unknown)}")
-    facts = {name: _load_ranges(name, facts_raw[name], tp, first, path) for name, tp in expected.items()}
+        raise data_error(path, f"unknown facts (no ReleaseFacts field): {', '.join(unknown)}")
+    facts = {name: load_ranges(name, facts_raw[name], tp, first, path) for name, tp in expected.items()}
     return _Data(path, first, last_minor, newest, releases, types.MappingProxyType(facts))
 
 
@@ -635,7 +402,7 @@ def facts_for(version: str | None, data: _Data) -> ReleaseFacts:
     canonical = format_version(v)
     values: dict[str, Any] = {}
     for name, ranges in data.facts.items():
-        values[name] = next(r.value for r in ranges if r.contains(v))
+        values[name] = lookup(ranges, v)
     template = values.pop("docker_image_template")
     return ReleaseFacts(
         version=canonical,

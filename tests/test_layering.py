@@ -27,16 +27,22 @@ RULES = {
     "planner.inspection": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.models.sources"),
     # the budget and the plan build on the accounting's results, never on the API's model loading
     "planner.budget": LATER_STEPS + ("planner.plan", "planner.api"),
+    "planner.budget_rules": LATER_STEPS + ("planner.plan", "planner.api", "planner.budget"),
+    "planner.budget_notes": LATER_STEPS + ("planner.plan", "planner.api"),
+    "planner.target": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.units": ("planner",),
+    "planner.batch_defaults": ("planner",),
+    "planner.profile_data": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.releases",
+                                           "planner.models", "planner.hardware", "planner.overheads"),
     "planner.training": LATER_STEPS + ("planner.plan", "planner.budget"),
-    # the plan's own output includes its `vllm serve` flags (planner.launch.flags); the deployment
-    # formats, the server and the CLI come after it
-    "planner.plan": ("planner.api", "planner.cli", "planner.verify", "planner.launch.deployment", "planner.launch.formats",
-                     "planner.launch.cli", "planner.training_cli"),
+    # the plan builds no serve command: the launch step renders it (planner.api joins the two)
+    "planner.plan": LATER_STEPS + ("planner.api",),
 }
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
-        "planner.models.tensors", "planner.budget", "planner.plan", "planner.training", "planner.dtypes",
+        "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
+        "planner.units", "planner.plan", "planner.training", "planner.dtypes",
         "planner.model_runner")
 HEAVY = ("torch", "transformers", "vllm")
 

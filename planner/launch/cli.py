@@ -71,7 +71,7 @@ def plan_json(result: Any, d: Deployment) -> dict[str, Any]:
     if hasattr(result, "to_json"):
         out = result.to_json()
     else:
-        out = {k: v for k, v in dataclasses.asdict(result.budget).items() if k != "stages"}
+        out = result.budget.to_json()
     out["launch"] = {"model": d.model, "vllm_version": d.release.version, "image": d.release.docker_image,
                      "replicas": d.replicas, "nodes_per_replica": d.nodes, "gpus_per_node": d.gpus_per_node,
                      "multinode_backend": d.backend, "shm_gib": d.shm_gib, "cpu": d.cpu, "memory_gib": d.memory_gib,
@@ -105,7 +105,8 @@ def emit_all(plan_result: Any, request: Any, out_dir: str | os.PathLike[str], fo
 
 
 def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any]) -> tuple[Any, Any]:
-    from planner.plan import make_plan, plan_inventory
+    from planner.api import make_plan
+    from planner.plan import plan_inventory
 
     req, gpu, catalogue = build_request(a)
     if not a.inventory:

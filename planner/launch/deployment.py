@@ -17,12 +17,12 @@ from planner.budget import Budget
 from planner.errors import PlannerError
 from planner.hardware import GPU
 from planner.launch.escape import check_model_ref
-from planner.launch.flags import Arg, ServeConfig, serve_config
+from planner.launch.flags import Arg, ServeConfig, plan_serve_config
 from planner.launch.templates import template_dir
 from planner.plan import DEFAULT_GPUS_PER_NODE, Request
 from planner.releases import ReleaseFacts
+from planner.units import GIB
 
-GIB = 2**30
 PORT = 8000
 MAX_REPLICAS = 100_000
 """Far above any real deployment, far below Kubernetes' int32 `replicas`."""
@@ -157,15 +157,6 @@ def _plan_parts(result: Any) -> tuple[Budget, GPU | None, int | None, int | None
     return result.budget, gpu, gpn, getattr(result, "replicas", None)
 
 
-def _expert_parallel(req: Request, b: Budget, asked: bool | None) -> bool:
-    moe = req.model.spec.moe is not None
-    if asked and not moe:
-        raise PlannerError(f"{req.model.id} is not a mixture-of-experts model: expert parallelism does not apply")
-    if asked is None:
-        return moe and b.tp > 1 and req.model.spec.moe.num_experts % b.tp == 0  # type: ignore[union-attr]
-    return asked and b.tp > 1
-
-
 def build(result: Any, req: Request, *, replicas: int | None = None, model_ref: str | None = None,
           name: str | None = None, pin_kv_cache: bool = False, multinode_backend: str | None = None,
           expert_parallel: bool | None = None, gpus_per_node: int | None = None) -> Deployment:
@@ -176,15 +167,11 @@ def build(result: Any, req: Request, *, replicas: int | None = None, model_ref: 
     if not 1 <= reps <= MAX_REPLICAS:
         raise PlannerError(f"--replicas {reps} must be between 1 and {MAX_REPLICAS:,}")
     nodes = 1 if req.device == "cpu" else nodes_for(b.tp * b.pp, b.tp, gpn)
-    s = req.settings  # as asked: the flags' reasons tell chosen values from defaults
     pin = min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.stages else None
     if pin_kv_cache and not req.release.kv_cache_memory_bytes_flag:
         raise PlannerError(f"--pin-kv-cache needs --kv-cache-memory-bytes, which vLLM {req.release.version} lacks (0.10.2+)")
     ref = check_model_ref(model_ref, "--model-ref") if model_ref is not None else check_model_ref(req.model.id, "the model")
-    cfg = serve_config(ref, b, s, req.release, dtype=req.dtype, quantization=req.quantization,
-                       pin_kv_cache_bytes=pin, device=req.device,
-                       cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None,
-                       expert_parallel=_expert_parallel(req, b, expert_parallel))
+    cfg = plan_serve_config(b, req, model_ref=ref, pin_kv_cache_bytes=pin, expert_parallel=expert_parallel)
     backend = _backend(req.release, multinode_backend) if nodes > 1 else None
     if backend:
         cfg = cfg.with_args(_multinode_args(nodes, backend))

@@ -8,10 +8,13 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from planner.budget import Budget, Settings
+from planner.errors import PlannerError
 from planner.launch.escape import comment, yaml_quoted
 from planner.releases import ReleaseFacts
+from planner.units import GIB
 
 # A number YAML and Python read back as the same number: no leading zeros (YAML 1.1 reads 0123 as 83).
 _NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?")
@@ -94,9 +97,31 @@ def serve_config(model_ref: str, b: Budget, s: Settings, rel: ReleaseFacts, *, d
     env: list[tuple[str, str]] = []
     if device == "cpu" and cpu_kvcache_gib is not None:
         env.append(("VLLM_CPU_KVCACHE_SPACE", f"{cpu_kvcache_gib:g}"))
+    if s.allow_long_max_model_len and isinstance(s.max_model_len, int):  # the plan accepted a context above the limit
+        env.append(("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1"))
     if s.model_runner is not None:  # the plan's activation and CUDA-graph terms assume this runner
         env.append(("VLLM_USE_V2_MODEL_RUNNER", "1" if s.model_runner == "v2" else "0"))
     return ServeConfig(model_ref, tuple(args), tuple(env))
+
+
+def expert_parallel_for(model: Any, b: Budget, asked: bool | None = None) -> bool:
+    """--enable-expert-parallel: on by default when a MoE replica has TP > 1 and whole experts split
+    evenly over the TP group; asked for a dense model, an error."""
+    moe = model.spec.moe
+    if asked and moe is None:
+        raise PlannerError(f"{model.id} is not a mixture-of-experts model: expert parallelism does not apply")
+    if asked is None:
+        return moe is not None and b.tp > 1 and moe.num_experts % b.tp == 0
+    return asked and b.tp > 1
+
+
+def plan_serve_config(b: Budget, req: Any, *, model_ref: str | None = None, pin_kv_cache_bytes: int | None = None,
+                      expert_parallel: bool | None = None) -> ServeConfig:
+    """The serve settings of a plan's budget for its request (`planner.plan.Request`)."""
+    return serve_config(model_ref or req.model.id, b, req.settings, req.release, dtype=req.dtype,
+                        quantization=req.quantization, pin_kv_cache_bytes=pin_kv_cache_bytes, device=req.device,
+                        cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None,
+                        expert_parallel=expert_parallel_for(req.model, b, expert_parallel))
 
 
 def flag_argv(args: tuple[Arg, ...] | list[Arg]) -> list[str]:

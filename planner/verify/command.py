@@ -295,7 +295,7 @@ def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], A
         plan = load_plan_file(a.plan, model_id)
     else:
         from planner import releases
-        from planner.plan import make_plan
+        from planner.api import make_plan
 
         if a.vllm_version is None and launcher.version:
             try:  # plan for the release that will run, when the data describes it

@@ -1,0 +1,221 @@
+"""One checked loader for the data under `profiles/`: versions, typed values and range-keyed tables.
+
+Every table is read into frozen, typed values (a dataclass schema, checked field by field with
+one-line errors that name the file and the entry), and a fact that changes by release is a list of
+`{from, until, value}` ranges that must start at the first supported release, leave no gap, never
+overlap and stay open at the end. `releases.py` (release facts), `overheads.py` (fitted coefficients)
+and every newer table (interconnects, start state, performance coefficients) use this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from planner.datafiles import load_yaml
+from planner.errors import PlannerError
+
+Version = tuple[int, int, int, int]
+"""A parsed version, always four parts: 0.19 -> (0, 19, 0, 0), 0.10.1.1 -> (0, 10, 1, 1)."""
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, hashable mapping (so `ReleaseFacts` stays hashable)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, data: Mapping[str, Any]):
+        self._d = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._d.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+
+
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.?post\d+)?(?:\+[0-9A-Za-z.]+)?$")
+_PRERELEASE_RE = re.compile(r"(?:rc|a|b|\.?dev)\d*", re.IGNORECASE)
+
+
+def parse_version(s: str) -> Version:
+    """Parse '0.19', '0.19.0', 'v0.19.0', '0.10.1.1' (also '0.19.0+cu128', '0.19.0.post1') into a
+    4-tuple. Pre-releases and dev builds ('0.20.0rc1') are refused: which facts they have is unknown."""
+    if not isinstance(s, str):
+        raise PlannerError(f"vLLM version must be a string like '0.19.0', got {s!r}")
+    text = s.strip()
+    m = _VERSION_RE.match(text)
+    if not m:
+        if _PRERELEASE_RE.search(text) and re.match(r"^v?\d+\.\d+", text):
+            raise PlannerError(
+                f"vLLM version {s!r} is a pre-release or dev build; pass the release it is closest to, e.g. '0.19.0'"
+            )
+        raise PlannerError(f"cannot read vLLM version {s!r}; write it like '0.19.0', 'v0.19.0' or '0.10.1.1'")
+    return tuple(int(g) if g is not None else 0 for g in m.groups())  # type: ignore[return-value]
+
+
+def format_version(v: Version) -> str:
+    """Canonical text of a parsed version: three parts, four only when the fourth is set."""
+    return ".".join(str(p) for p in (v if v[3] else v[:3]))
+
+
+@dataclass(frozen=True)
+class Range:
+    """One `{from, until, value}` entry: `value` holds for start <= version < until."""
+
+    start: Version
+    until: Version | None
+    value: Any
+
+    def contains(self, v: Version) -> bool:
+        return self.start <= v and (self.until is None or v < self.until)
+
+
+
+def data_error(path: Path, what: str) -> PlannerError:
+    return PlannerError(f"{path}: {what}; fix the data file")
+
+
+def lookup(ranges: tuple[Range, ...], v: Version) -> Any:
+    """The value of the range that holds `v` (the ranges were checked to cover every version)."""
+    return next(r.value for r in ranges if r.contains(v))
+
+
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; missing, unreadable or invalid files are one line."""
+    try:
+        doc = load_yaml(path)
+    except FileNotFoundError:
+        raise PlannerError(f"{what} {path} is missing; reinstall vllm-planner") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise data_error(path, f"cannot read it ({e})") from None
+    except yaml.YAMLError as e:
+        raise data_error(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise data_error(path, "top level must be a mapping")
+    return doc
+
+
+def load_table(path: Path, key: str, schema: Any, what: str) -> Any:
+    """`doc[key]` of a YAML mapping file converted to `schema` (e.g. `tuple[Row, ...]` for a list of
+    rows, `FrozenMap` for a flat mapping), every field checked."""
+    doc = read_mapping(path, what)
+    if key not in doc:
+        raise data_error(path, f"missing top-level key {key!r}")
+    return convert(doc[key], schema, key, path)
+
+
+def version_field(raw: Any, where: str, path: Path) -> Version:
+    if not isinstance(raw, str):
+        raise data_error(path, f"{where}: versions must be quoted strings, got {raw!r}")
+    try:
+        return parse_version(raw)
+    except PlannerError as e:
+        raise data_error(path, f"{where}: {e}") from None
+
+
+def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
+    """Check `value` (as loaded from YAML) against type `tp` and convert it to the frozen form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(value, inner[0], where, path)
+    if origin is Literal:
+        if value not in args:
+            raise data_error(path, f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise data_error(path, f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise data_error(path, f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise data_error(path, f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise data_error(path, f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise data_error(path, f"{where}: expected a list, got {value!r}")
+        item_tp = args[0]
+        return tuple(convert(v, item_tp, f"{where}[{i}]", path) for i, v in enumerate(value))
+    if tp is FrozenMap:
+        if not isinstance(value, dict) or not value:
+            raise data_error(path, f"{where}: expected a non-empty mapping, got {value!r}")
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
+                raise data_error(path, f"{where}: mapping entries must be name: scalar, got {k!r}: {v!r}")
+        return FrozenMap(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        missing = [n for n in names if n not in value]
+        extra = [k for k in value if k not in names]
+        if missing or extra:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+            raise data_error(path, f"{where}: {tp.__name__} {'; '.join(parts)}")
+        return tp(**{n: convert(value[n], hints[n], f"{where}.{n}", path) for n in names})
+    raise TypeError(f"profile data: no converter for type {tp!r}")  # a bug in this module, not in the data
+
+
+def load_ranges(name: str, raw: Any, tp: Any, first: Version, path: Path) -> tuple[Range, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise data_error(path, f"fact {name!r} must be a non-empty list of {{from, until, value}} ranges")
+    ranges: list[Range] = []
+    for i, r in enumerate(raw):
+        where = f"fact {name!r} range {i + 1}"
+        if not isinstance(r, dict) or "from" not in r or "value" not in r or set(r) - {"from", "until", "value"}:
+            raise data_error(path, f"{where}: needs exactly 'from', 'value' and optionally 'until'")
+        start = version_field(r["from"], where, path)
+        until = version_field(r["until"], where, path) if "until" in r else None
+        if until is not None and until <= start:
+            raise data_error(path, f"{where}: 'until' {format_version(until)} is not after 'from' {format_version(start)}")
+        ranges.append(Range(start, until, convert(r["value"], tp, where, path)))
+    if ranges[0].start != first:
+        raise data_error(path, f"fact {name!r} starts at {format_version(ranges[0].start)}, not at {format_version(first)}")
+    for a, b in zip(ranges, ranges[1:]):
+        if a.until is None:
+            raise data_error(path, f"fact {name!r}: a range from {format_version(a.start)} is open but is not the last")
+        if b.start < a.until:
+            raise data_error(path, f"fact {name!r}: ranges overlap at {format_version(b.start)}")
+        if b.start > a.until:
+            raise data_error(path, f"fact {name!r}: gap between {format_version(a.until)} and {format_version(b.start)}")
+    if ranges[-1].until is not None:
+        raise data_error(path, f"fact {name!r}: the last range must have no 'until' (covers the newest release)")
+    if tp is FrozenMap:
+        keys = {frozenset(r.value) for r in ranges}
+        if len(keys) > 1:
+            raise data_error(path, f"fact {name!r}: every range must have the same keys")
+    return tuple(ranges)

@@ -1,0 +1,100 @@
+"""What a memory budget is computed for: the target device (`Target`) and the `vllm serve` knobs
+that change the budget (`Settings`), validated at construction.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+from planner.errors import PlannerError
+from planner.paths import profiles_dir
+from planner.profile_data import convert, data_error, read_mapping
+
+
+@dataclass(frozen=True)
+class Family:
+    """One GPU family: compute capabilities from `min_major` up to the next family's."""
+
+    name: str
+    min_major: int
+
+
+@dataclass(frozen=True)
+class Families:
+    """`profiles/gpu_families.yaml`."""
+
+    families: tuple[Family, ...]
+    non_cuda: str
+    default_compute_capability: str
+
+    def of(self, compute_capability: str | None) -> str:
+        major = (compute_capability or self.default_compute_capability).split(".")[0]
+        if not major.isdigit():
+            return self.non_cuda
+        return [f.name for f in self.families if int(major) >= f.min_major][-1]
+
+
+@functools.cache
+def gpu_families() -> Families:
+    path = profiles_dir() / "gpu_families.yaml"
+    table = convert(read_mapping(path, "GPU family table"), Families, "gpu_families", path)
+    mins = [f.min_major for f in table.families]
+    if not mins or mins[0] != 0 or mins != sorted(set(mins)):
+        raise data_error(path, "families must start at min_major 0 and rise strictly")
+    return table
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the model runs: a GPU (name and the total memory torch reports) or vLLM's CPU backend."""
+
+    name: str
+    memory_bytes: int
+    """Total device memory as torch reports it (the base of gpu_memory_utilization)."""
+    device: Literal["cuda", "cpu"] = "cuda"
+    cpu_kvcache_bytes: int | None = None
+    """CPU backend: VLLM_CPU_KVCACHE_SPACE in bytes (the whole KV pool)."""
+    compute_capability: str | None = None
+    """e.g. "9.0": picks the attention backend (MLA block size) and batch-default tier."""
+
+    @property
+    def arch_family(self) -> str:
+        """The GPU family vLLM's MLA backend choice turns on: ampere, hopper, blackwell (10.x, 11.x),
+        sm120 (12.x), other (not CUDA: gfx*, tpu-*, gaudi*); profiles/gpu_families.yaml."""
+        return gpu_families().of(self.compute_capability)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `vllm serve` knobs that change the budget. None means vLLM's default for the release."""
+
+    tp: int = 1
+    pp: int = 1
+    max_model_len: int | Literal["auto"] | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    kv_cache_dtype: str = "auto"
+    enforce_eager: bool = False
+    kv_cache_memory_bytes: int | None = None
+    block_size: int | None = None
+    allow_long_max_model_len: bool = False
+    """VLLM_ALLOW_LONG_MAX_MODEL_LEN=1: a max_model_len above the model's limit is accepted."""
+    enable_prefix_caching: bool | None = None
+    """--enable-prefix-caching / --no-enable-prefix-caching; None = the release default. Only the
+    Mamba cache mode of hybrid models depends on it here."""
+    model_runner: Literal["v1", "v2"] | None = None
+    """VLLM_USE_V2_MODEL_RUNNER (1 -> "v2", 0 -> "v1"); None = the release's default for the model."""
+
+    def __post_init__(self) -> None:
+        u = self.gpu_memory_utilization
+        if u is not None and not (0 < u <= 1):
+            raise PlannerError(f"--gpu-memory-utilization {u} is outside (0, 1]: pass a fraction such as 0.9")
+        if isinstance(self.max_model_len, int) and self.max_model_len <= 0:
+            raise PlannerError(f"--max-model-len {self.max_model_len} must be positive (or 'auto' to fit the memory)")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes", "block_size"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise PlannerError(f"--{name.replace('_', '-')} {v} must be positive")
