@@ -31,6 +31,7 @@ RULES = {
     "planner.budget_notes": LATER_STEPS + ("planner.plan", "planner.api"),
     "planner.target": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.units": ("planner",),
+    "planner.estimate": ("planner.budget", "planner.plan", "planner.api", "planner.cli", "planner.launch", "planner.verify"),
     "planner.batch_defaults": ("planner",),
     "planner.profile_data": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.releases",
                                            "planner.models", "planner.hardware", "planner.overheads"),
