@@ -398,9 +398,8 @@ def fit(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: Resolve
     if concurrency:
         fit_c = max_fitting_len(bind.layout, bind.available_kv_bytes, max(mml, r.limit), inflight,
                                 rel.null_block_in_fit_check, concurrency)
-        if ok:
-            error = _concurrency_error(concurrency, conc, per_req, bind.num_blocks, mml, r.seqs)
-            ok = error is None
+        if ok:  # vLLM starts (at a lower concurrency): no start-up error; plan.why_not says what binds
+            ok = _concurrency_error(concurrency, conc, per_req, bind.num_blocks, mml, r.seqs) is None
     return Fit(bind_index, mml, ok, error, est_len, per_req, conc, fit_c)
 
 

@@ -53,6 +53,9 @@ def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts
         mnbt = mnbt_d
         if rel.mnbt_capped_by_seqs_x_len and isinstance(mml if mml != "auto" else limit, int):
             mnbt = min(seqs * (limit if mml in (None, "auto") else mml), mnbt)
+    if s.max_num_seqs and s.max_num_seqs > mnbt:  # vLLM caps only its own default (SchedulerConfig._verify_args)
+        raise PlannerError(f"max_num_batched_tokens ({mnbt}) must be greater than or equal to max_num_seqs "
+                           f"({s.max_num_seqs}), as vLLM requires: raise --max-num-batched-tokens or lower --max-num-seqs")
     seqs = min(seqs, mnbt)
     resolved = limit if mml is None else None if mml == "auto" else mml
     return resolved, mnbt, seqs

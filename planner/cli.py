@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
-from planner.cliargs import int_range
+from planner.cliargs import finite_float, fraction, human_int, int_range, word
 from planner.errors import PlannerError
 
 GIB = 2**30
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (its default prints the whole usage first)."""
+    """argparse with one-line errors (its default prints the whole usage first) and no silent
+    prefix abbreviations (`--max-num` must not quietly mean one of two flags)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise PlannerError(f"{message} (see `{self.prog} --help`)")
@@ -41,14 +47,39 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], **kw: Any) -> 
 
 # ---- inspect ----------------------------------------------------------------------------------
 
+MODEL_HELP = "bundled id or alias (see `vllm-planner models`), a config.json / checkpoint folder, or a Hugging Face id"
+MAX_PARALLEL = 4096
+_positive_int = int_range(1)
+_gpu_count = int_range(1, MAX_PARALLEL, "a GPU count")
+
+
+def _add_format_options(p: argparse.ArgumentParser, kv_default: str | None) -> None:
+    """The number formats, shared by inspect and plan."""
+    p.add_argument("--dtype", type=word("a dtype"),
+                   help="weight and activation dtype, as vLLM's --dtype: auto, bfloat16, float16, float32 "
+                        "(default: auto, the checkpoint's; float32 checkpoints run in bfloat16)")
+    p.add_argument("--quantization", "-q", type=word("a quantization method"),
+                   help="vLLM's --quantization: fp8 (online), or the checkpoint's own scheme to confirm it "
+                        "(default: the checkpoint's scheme, else none)")
+    p.add_argument("--kv-cache-dtype", type=word("a KV-cache dtype"), default=kv_default,
+                   help="KV-cache element type: auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2 "
+                        "(default: auto, the model dtype or the checkpoint's KV scheme)")
+
+
+def _add_parallel_options(p: argparse.ArgumentParser, default: int | None) -> None:
+    """--tp/--pp with vLLM's own spellings, which the planner's serve commands print."""
+    when = "1" if default else "the smallest that fits"
+    p.add_argument("--tp", "--tensor-parallel-size", "-tp", dest="tp", type=_gpu_count, default=default,
+                   help=f"tensor-parallel size, GPUs per pipeline stage (default: {when})")
+    p.add_argument("--pp", "--pipeline-parallel-size", "-pp", dest="pp", type=_gpu_count, default=default,
+                   help=f"pipeline-parallel size, stages of whole layers (default: {'1' if default else '1, more when TP fills a node'})")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
-    p.add_argument("--dtype", help="weight dtype as vLLM's --dtype (auto, bfloat16, float16, float32)")
-    p.add_argument("--quantization", "-q", help="vLLM's --quantization (fp8 online, or the checkpoint's scheme)")
-    p.add_argument("--kv-cache-dtype", help="auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
-    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("model", help=MODEL_HELP)
+    _add_format_options(p, None)
+    _add_parallel_options(p, 1)
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
 
 
 def _inspect_text(r: Any) -> str:
@@ -117,8 +148,8 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
     from planner.dtypes import formats_table
 
     rows = formats_table()
-    if a.json:
-        print(json.dumps(rows, indent=2))
+    if a.json:  # snake-case keys: "bytes per parameter" -> bytes_per_parameter
+        print(json.dumps([{k.replace(" ", "_"): v for k, v in r.items()} for r in rows], indent=2))
         return 0
     g = lambda x: "-" if x is None else f"{x:g}"  # noqa: E731
     print(_table([[r["format"], r["bits"], g(r["exponent bits"]), g(r["mantissa bits"]), g(r["largest value"]),
@@ -129,53 +160,98 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
 
 # ---- plan -------------------------------------------------------------------------------------
 
-_positive_int = int_range(1)
+# Sanity bounds on the number flags (far above any real deployment): a typo must not become a
+# plan with 10**308 tokens or a search over 100,000,000 GPUs.
+MAX_TOKENS = 2**31 - 1  # vLLM indexes positions with int32
+MAX_SEQS = 2**20
+MAX_KV_POOL_BYTES = 2**50  # 1 PiB per GPU
+MAX_GPU_GIB = 65536
+_tokens = human_int(1, MAX_TOKENS)
+_seqs = int_range(1, MAX_SEQS, "a request count")
 
 
 def _max_model_len(text: str) -> int | str:
     if text.lower() in ("auto", "-1"):
         return "auto"
-    return _human_int(text)
+    return _tokens(text)
 
 
-def _human_int(text: str) -> int:
-    """vLLM's human-readable ints: 1k = 1000, 1K = 1024, also m/M, g/G."""
-    units = {"k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
-    t = text.strip()
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer such as 8192 or 32k, got {text!r}") from None
+def _add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> None:
+    """The options of plan, emit and verify; `inventory=False` (verify checks one deployment) leaves
+    out --inventory and --objective."""
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--gpu", type=word("a GPU name"), help="GPU type from `vllm-planner gpus`, name or alias "
+                   "(required unless --inventory or --device cpu)")
+    if inventory:
+        p.add_argument("--inventory", type=word("an inventory"), help="plan over an inventory instead of --gpu: "
+                       "NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4 (default: none)")
+        p.add_argument("--objective", choices=("gpus", "cost"), default="gpus",
+                       help="how --inventory ranks the GPU types: fewest GPUs per replica, or lowest $/h per replica (default: gpus)")
+    else:
+        p.set_defaults(inventory=None, objective="gpus")
+    _add_parallel_options(p, None)
+    p.add_argument("--max-model-len", "--context", dest="max_model_len", type=_max_model_len, metavar="TOKENS",
+                   help="context per request in tokens (8192, 32k = 32,000, 32K = 32,768), or 'auto' for the longest "
+                        "that fits (default: the model's limit)")
+    p.add_argument("--max-num-seqs", type=_seqs, metavar="N",
+                   help="requests vLLM schedules at once (default: the release's default for the GPU)")
+    p.add_argument("--max-num-batched-tokens", type=_tokens, metavar="TOKENS",
+                   help="tokens per scheduler step, the profile run's size (default: the release's default for the GPU)")
+    p.add_argument("--gpu-memory-utilization", type=fraction, metavar="FRACTION",
+                   help="share of the GPU's total memory vLLM may use, above 0 and at most 1 (default: the release's, 0.9)")
+    _add_format_options(p, "auto")
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no graph memory (default: off)")
+    p.add_argument("--kv-cache-memory-bytes", type=human_int(1, MAX_KV_POOL_BYTES, "a byte count"), metavar="BYTES",
+                   help="pin the KV pool per GPU in bytes (8G = 8 GiB); skips the measured terms, as vLLM does "
+                        "(default: sized from --gpu-memory-utilization)")
+    p.add_argument("--block-size", type=int_range(1, 2**16, "a block size"), metavar="TOKENS",
+                   help="tokens per KV-cache block (default: the attention backend's, 16 for most models)")
+    p.add_argument("--gpu-memory-gib", type=finite_float(0.001, MAX_GPU_GIB, "number of GiB"), metavar="GIB",
+                   help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)")
+    p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
+                   help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)")
+    p.add_argument("--concurrency", type=_seqs, metavar="N",
+                   help="requests that must fit at once at the full context (default: none, one request)")
+    p.add_argument("--vllm-version", type=word("a vLLM version"), metavar="VERSION",
+                   help="target vLLM release, e.g. 0.19.0 (default: the newest the data describes)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cuda: a GPU; cpu: vLLM's CPU backend, KV from VLLM_CPU_KVCACHE_SPACE (default: cuda)")
+    p.add_argument("--cpu-kvcache-gib", type=int_range(1, MAX_GPU_GIB, "a whole number of GiB"), metavar="GIB",
+                   help="VLLM_CPU_KVCACHE_SPACE for --device cpu, whole GiB as vLLM parses it (required there)")
+    p.add_argument("--pin-kv-cache", action="store_true",
+                   help="add --kv-cache-memory-bytes with the plan's figure to the serve command (default: off)")
+    p.add_argument("--json", action="store_true", help="print one JSON object, a list with --inventory (default: text)")
 
 
-def _add_plan_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
-    p.add_argument("--gpu", help="GPU type from `vllm-planner gpus` (name or alias)")
-    p.add_argument("--inventory", help="plan over an inventory: NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4")
-    p.add_argument("--objective", choices=("gpus", "cost"), default="gpus", help="ranking for --inventory")
-    p.add_argument("--tp", type=_positive_int, help="tensor-parallel size (default: the smallest that fits)")
-    p.add_argument("--pp", type=_positive_int, help="pipeline-parallel size")
-    p.add_argument("--max-model-len", "--context", dest="max_model_len", type=_max_model_len,
-                   help="context per request (tokens, or 'auto' to fit the memory); default: the model's limit")
-    p.add_argument("--max-num-seqs", type=_positive_int)
-    p.add_argument("--max-num-batched-tokens", type=_human_int)
-    p.add_argument("--gpu-memory-utilization", type=float)
-    p.add_argument("--kv-cache-dtype", default="auto")
-    p.add_argument("--quantization", "-q")
-    p.add_argument("--dtype")
-    p.add_argument("--enforce-eager", action="store_true")
-    p.add_argument("--kv-cache-memory-bytes", type=_human_int, help="pin the KV pool per GPU (skips the measured terms, as vLLM does)")
-    p.add_argument("--block-size", type=_positive_int)
-    p.add_argument("--gpu-memory-gib", type=float, help="override the GPU's total memory (GiB, as torch reports it)")
-    p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs (same shape as profiles/gpus.yaml)")
-    p.add_argument("--concurrency", type=_positive_int, help="requests that must fit at once at the context length")
-    p.add_argument("--vllm-version", help="target vLLM release (default: the newest the data describes)")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: vLLM's CPU backend (KV from VLLM_CPU_KVCACHE_SPACE)")
-    p.add_argument("--cpu-kvcache-gib", type=_positive_int, help="VLLM_CPU_KVCACHE_SPACE for --device cpu (whole GiB, as vLLM parses it)")
-    p.add_argument("--pin-kv-cache", action="store_true", help="add --kv-cache-memory-bytes with the plan's figure to the serve command")
-    p.add_argument("--json", action="store_true", help="print one JSON object (a list with --inventory)")
+def _add_verify_plan_options(p: argparse.ArgumentParser) -> None:
+    _add_plan_options(p, inventory=False)
+
+
+def _check_combination(a: argparse.Namespace) -> None:
+    """Options that would be silently ignored together are errors: the plan must be what was asked."""
+    target = "--device cpu" if a.device == "cpu" else "--inventory" if a.inventory else None
+    if target and a.gpu:
+        raise PlannerError(f"--gpu {a.gpu} has no effect with {target}: drop one of them")
+    if target and a.gpu_memory_gib is not None:
+        raise PlannerError(f"--gpu-memory-gib has no effect with {target}: drop it, or plan one GPU type with --gpu")
+    if a.device == "cpu" and a.cpu_kvcache_gib is None:
+        raise PlannerError("--device cpu needs --cpu-kvcache-gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
+    if a.device != "cpu" and a.cpu_kvcache_gib is not None:
+        raise PlannerError("--cpu-kvcache-gib applies to --device cpu only: drop it, or add --device cpu")
+    if target is None and not a.gpu:
+        raise PlannerError("name a GPU with --gpu (see `vllm-planner gpus`) or an inventory with --inventory")
+
+
+def _check_tp_in_node(a: argparse.Namespace, gpu: Any) -> None:
+    """A TP group stays inside one node (vLLM's practice, and what `emit` writes): `plan --tp 16` on
+    8-GPU nodes is refused here as `emit` refuses it, not planned as if it could launch."""
+    from planner.plan import DEFAULT_GPUS_PER_NODE
+
+    per_node = getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
+    if a.tp and a.tp > per_node:
+        stages = f"--tp {per_node} --pp {(a.pp or 1) * -(-a.tp // per_node)}"
+        raise PlannerError(f"--tp {a.tp} does not fit in a node of {per_node} {gpu.name} GPUs (TP stays inside a node): "
+                           f"use {stages}, or give a larger node with --gpus-per-node")
 
 
 def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -198,29 +274,51 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
         allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
         model_runner=model_runner.from_env(os.environ.get("VLLM_USE_V2_MODEL_RUNNER")),
     )
+    _check_combination(a)
     catalogue = load_catalogue(Path(a.gpu_file) if a.gpu_file else None)
     gpu = None
-    if a.device == "cpu":
-        if a.cpu_kvcache_gib is None or a.cpu_kvcache_gib <= 0:
-            raise PlannerError("--device cpu needs --cpu-kvcache-gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
-    elif not a.inventory:
-        if not a.gpu:
-            raise PlannerError("name a GPU with --gpu (see `vllm-planner gpus`) or an inventory with --inventory")
+    if a.device != "cpu" and not a.inventory:
         gpu = catalogue.get(a.gpu)
         if a.gpu_memory_gib is not None:
             gpu = with_memory(gpu, a.gpu_memory_gib)
+        _check_tp_in_node(a, gpu)
     cpu_bytes = int(a.cpu_kvcache_gib * GIB) if a.cpu_kvcache_gib else None
     req = Request(load_model(a.model), settings, rel, dtype=a.dtype, quantization=a.quantization,
                   concurrency=a.concurrency, device=a.device, cpu_kvcache_bytes=cpu_bytes)
     return req, gpu, catalogue
 
 
-def _plan_text(r: Any) -> str:
+def nodes_of(tp: int, pp: int, per_node: int) -> int:
+    """Nodes one replica spans: whole TP groups per node, its PP stages over as many nodes as needed."""
+    return -(-pp // max(1, per_node // tp))
+
+
+def _gpu_line(b: Any, per_node: int | None) -> list[str]:
+    """How many GPUs (and nodes) one replica takes, when that is more than one GPU."""
+    gpus = b.tp * b.pp
+    if gpus == 1 or per_node is None:
+        return []
+    nodes = nodes_of(b.tp, b.pp, per_node)
+    where = f"on {nodes} nodes of {per_node} GPUs" if nodes > 1 else "in one node"
+    return [f"one replica: {gpus} GPUs {where}"]
+
+
+def fix_command(f: Any, req: Any) -> str:
+    """The `vllm serve` line of one fix: the request with the fix's flags, on the fix's budget."""
+    from planner.launch.flags import plan_serve_config, serve_command
+
+    flags = {k: v for k, v in f.flags.items() if k in ("kv_cache_dtype", "max_model_len")}
+    fixed = dataclasses.replace(req, settings=dataclasses.replace(req.settings, **flags),
+                                quantization=f.flags.get("quantization", req.quantization))
+    return serve_command(plan_serve_config(f.budget, fixed))
+
+
+def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     b = r.budget
     est = lambda k: " (est.)" if k in b.estimated else ""  # noqa: E731
     where = f"{b.gpu} ({b.total_gib:.2f} GiB)" if r.gpu else "vLLM CPU backend"
     lines = [f"{b.model} on {where}, vLLM {b.vllm_version}, TP {b.tp} x PP {b.pp}: "
-             + ("FITS" if b.fits else "DOES NOT FIT"), ""]
+             + ("FITS" if b.fits else "DOES NOT FIT"), *_gpu_line(b, per_node), ""]
     rows = [["requested (total x %.2f)" % b.gpu_memory_utilization, f"{b.requested_gib:.2f}"],
             ["weights" + est("weights_gib"), f"{b.weights_gib:.2f}"],
             ["activation peak" + est("activation_gib"), f"{b.activation_gib:.2f}"],
@@ -251,13 +349,36 @@ def _plan_text(r: Any) -> str:
             fb = f.budget
             lines.append(f"  - {f.change}: TP {fb.tp} on {fb.gpu}, {fb.kv_cache_tokens:,} KV tokens, "
                          f"{fb.max_concurrency:.2f}x at {fb.max_model_len:,}")
+            lines.append(f"    {fix_command(f, req)}")
     elif not b.fits:
         lines += ["", "no single change in the catalogue makes it fit: consider more GPUs (--inventory) or a smaller model"]
     lines += [f"note: {n}" for n in b.notes]
     if b.estimated:
         lines.append("estimated (modelled, not measured): " + ", ".join(b.estimated))
-    lines += ["", r.serve_command]
+    label = "" if b.fits else "the command as asked, which does NOT fit (see the changes above):\n"
+    lines += ["", label + r.serve_command]
     return "\n".join(lines)
+
+
+def plan_json(r: Any, req: Any) -> dict[str, Any]:
+    """`plan --json`: the plan's keys, each fix with its serve command."""
+    out = r.to_json()
+    for entry, f in zip(out.get("fixes", []), r.fixes):
+        entry["vllm_serve_command"] = fix_command(f, req)
+    return out
+
+
+def _inventory_entry(req: Any, catalogue: Any, group: Any, tp: int, pp: int, rejected: list, placed: Any) -> dict[str, Any]:
+    """One `plan --inventory --json` entry: the plan's keys (budget, serve command, binding, fixes) for
+    the chosen layout, or for the largest layout tried where none fits, plus the inventory's keys."""
+    from planner.api import make_plan
+
+    r = make_plan(req, group.gpu, catalogue, tp, pp)
+    d = plan_json(r, req)
+    d.update(inventory=str(group), replicas=placed.replicas if placed else 0, gpus_used=placed.gpus_used if placed else 0,
+             nodes_used=placed.nodes_used if placed else 0, cost_per_hour=placed.cost_per_hour if placed else None,
+             rejected_layouts=[dataclasses.asdict(x) for x in rejected])
+    return d
 
 
 def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
@@ -269,16 +390,10 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
     groups = parse_inventory(a.inventory, catalogue)
     plans, misfits = plan_inventory(req, groups, a.objective)
     if a.json:
-        out = []
-        for p in plans:
-            d = p.budget.to_json()
-            d.update(inventory=str(p.group), replicas=p.replicas, gpus_used=p.gpus_used, nodes_used=p.nodes_used,
-                     cost_per_hour=p.cost_per_hour, rejected_layouts=[dataclasses.asdict(r) for r in p.rejected])
-            out.append(d)
-        for g, rej in misfits:  # GPU types where no layout fits are listed too, with why
-            out.append({"inventory": str(g), "gpu": g.gpu.name, "fits": False, "replicas": 0, "gpus_used": 0,
-                        "nodes_used": 0, "cost_per_hour": None, "rejected_layouts": [dataclasses.asdict(r) for r in rej],
-                        "error": rej[-1].reason if rej else "no layout fits this node size"})
+        out = [_inventory_entry(req, catalogue, p.group, p.budget.tp, p.budget.pp, p.rejected, p) for p in plans]
+        for g, rej in misfits:  # GPU types where no layout fits: the largest layout tried, with why and its fixes
+            last = rej[-1] if rej else None
+            out.append(_inventory_entry(req, catalogue, g, last.tp if last else 1, last.pp if last else 1, rej, None))
         print(json.dumps(out, indent=2))
     else:
         rows = [[str(p.group), f"TP {p.budget.tp} x PP {p.budget.pp}", p.replicas, p.gpus_used, p.nodes_used,
@@ -293,12 +408,14 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
 
 def _cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import make_plan
+    from planner.plan import DEFAULT_GPUS_PER_NODE
 
     req, gpu, catalogue = build_request(a)
     if a.inventory:
         return _inventory(a, req, catalogue)
     result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache)
-    print(json.dumps(result.to_json(), indent=2) if a.json else _plan_text(result))
+    per_node = None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
+    print(json.dumps(plan_json(result, req), indent=2) if a.json else _plan_text(result, req, per_node))
     if a.emit:
         from planner.launch.cli import emit_all, launch_options
 
@@ -310,7 +427,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
 def _cmd_gpus(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from planner.hardware import gpus_table, load_catalogue
+    from planner.hardware import GPU_TABLE_HEADERS, gpus_table, load_catalogue
 
     rows = gpus_table(load_catalogue(Path(a.gpu_file) if a.gpu_file else None))
     if a.json:
@@ -318,7 +435,8 @@ def _cmd_gpus(a: argparse.Namespace) -> int:
         return 0
     from tabulate import tabulate
 
-    print(tabulate(rows, headers="keys", missingval="-", disable_numparse=True))
+    print(tabulate([{GPU_TABLE_HEADERS[k]: v for k, v in r.items()} for r in rows], headers="keys", missingval="-",
+                   disable_numparse=True))
     return 0
 
 
@@ -331,6 +449,7 @@ _HEAVY = {
     "emit": "write launch configs: serve, yaml, python, docker, compose, k8s, lws, helm, kserve",
     "verify": "start the real vLLM server with the plan, load it, report predicted vs observed",
     "train": "training and fine-tuning memory: full, LoRA, QLoRA",
+    "perf": "throughput and latency (TTFT, TPOT/ITL, tokens/s) of a plan at a load, with ranges",
 }
 
 
@@ -342,6 +461,10 @@ def _register_heavy(sub: Any, name: str) -> None:
     elif name == "verify":
         from planner.verify.command import register
 
+        register(sub, _add_verify_plan_options, build_request)
+    elif name == "perf":
+        from planner.perf.cli import register
+
         register(sub, _add_plan_options, build_request)
     else:
         from planner.training_cli import register
@@ -351,28 +474,34 @@ def _register_heavy(sub: Any, name: str) -> None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with `command`, the other heavy subcommands are stubs (see _HEAVY)."""
-    parser = _Parser(prog="vllm-planner", description="Capacity planning for serving LLMs with vLLM.")
+    from planner import __version__
+
+    parser = _Parser(prog="vllm-planner", description="Capacity planning for serving LLMs with vLLM. Exit status: "
+                     "0 success (plan: it fits), 1 a plan that does not fit, 2 bad input.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("inspect", help="parameters, weight bytes and KV bytes per token per GPU")
     _add_model_options(p)
     p.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("models", help="list the bundled models")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list (default: a table)")
     p.set_defaults(func=_cmd_models)
     p = sub.add_parser("dtypes", help="the number formats: range, precision, bytes per parameter")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list, snake-case keys (default: a table)")
     p.set_defaults(func=_cmd_dtypes)
     p = sub.add_parser("plan", help="vLLM's per-GPU memory budget, KV tokens, concurrency and layout")
     _add_plan_options(p)
-    p.add_argument("--emit", metavar="DIR", help="also write every launch format that can express the plan, plus plan.json, into DIR")
+    p.add_argument("--emit", metavar="DIR", type=word("a folder"),
+                   help="also write every launch format that can express the plan, plus plan.json, into DIR (default: none)")
     if command in (None, "plan"):
         from planner.launch.cli import add_launch_options
 
         add_launch_options(p)
     p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("gpus", help="list the GPU catalogue")
-    p.add_argument("--gpu-file", help="YAML file adding or overriding GPUs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
+                   help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, snake-case keys with units (default: a table)")
     p.set_defaults(func=_cmd_gpus)
     for name, text in _HEAVY.items():
         if command in (None, name):
@@ -390,7 +519,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run(argv: Sequence[str] | None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser(_command_of(argv)).parse_args(argv)
@@ -402,13 +531,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vllm-planner: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
-    except (ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError, IndexError) as exc:
-        # Backstop: an input the validation above missed must still not end in a traceback.
-        print(f"vllm-planner: error: cannot use this input ({exc.__class__.__name__}: {exc}); "
-              "check the config.json or the options, and report it if they look valid", file=sys.stderr)
+    except SystemExit as exc:  # --help and --version (argparse's errors are PlannerErrors, see _Parser)
+        return exc.code if isinstance(exc.code, int) else 0
+
+
+def _drop_stdout(stream: Any) -> None:
+    """Point the process's stdout at /dev/null, so that Python's flush at exit does not fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
+
+
+def _write_out(stream: Any, text: str, code: int) -> int:
+    """Write the command's output; the exit status survives a reader that stopped early."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:  # `| head`: the verdict (fits 0, misfit 1) still stands
+        _drop_stdout(stream)
+        return code
+    except OSError as exc:  # `> /dev/full`, a closed stdout
+        _drop_stdout(stream)
+        print(f"vllm-planner: error: cannot write the output ({exc.strerror or exc}): "
+              "check where stdout goes (a full disk?)", file=sys.stderr)
         return 2
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 success (plan: it fits), 1 a plan that does not fit, 2 bad input or unwritable
+    output. Internal errors are not caught: they are bugs, and a traceback shows where."""
+    real, buffer = sys.stdout, io.StringIO()
+    sys.stdout = buffer  # written at the end, so that a write error cannot hide the exit status
+    try:
+        code = _run(argv)
+    finally:
+        sys.stdout = real
+    return _write_out(real, buffer.getvalue(), code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from planner.errors import PlannerError
+from planner.input_files import read_text
 from planner.paths import profiles_dir
 
 __all__ = [
@@ -31,9 +32,12 @@ __all__ = [
     "with_memory",
     "parse_inventory",
     "gpus_table",
+    "GPU_TABLE_HEADERS",
     "INVENTORY_FORM",
 ]
 
+MAX_MEMORY_GIB = 65536
+"""A sanity bound on one device's memory (the largest today have 288 GB)."""
 INVENTORY_FORM = "NODESxGPUSxTYPE[,...] (e.g. 2x8xH100,4x1xL4; 8xH100 means one node)"
 
 
@@ -109,6 +113,8 @@ class GPU:
         if not isinstance(self.vendor, str) or not self.vendor.strip():
             raise PlannerError(f"{where} has no vendor; add `vendor:` (nvidia, amd, ...)")
         _check_positive(where, "memory_gib", self.memory_gib)
+        if self.memory_gib > MAX_MEMORY_GIB:
+            raise PlannerError(f"{where}: memory_gib {self.memory_gib:g} is above {MAX_MEMORY_GIB:,} GiB; give the total torch reports")
         _check_positive(where, "bandwidth_tbs", self.bandwidth_tbs)
         for field in ("memory_gb", "bf16_tflops", "fp16_tflops", "fp8_tflops", "fp4_tflops", "int8_tops",
                       "tdp_w", "price_per_gpu_hour_usd"):
@@ -260,13 +266,26 @@ class Catalogue:
 _NAME_MAX_CHARS = 100
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+GPU_FILE_LIMIT = 4 * 2**20
+"""The bundled catalogue is about 60 KiB."""
+
+
+def _no_aliases(text: str, path: Path) -> None:
+    """Refuse YAML anchors and aliases: nested aliases expand exponentially (a "billion laughs"
+    file) when the entries are walked, and a GPU list has no use for them."""
+    for event in yaml.parse(text, Loader=_YamlLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise PlannerError(f"GPU file {path} uses YAML anchors or aliases (& / *): write each entry out in full")
+
+
+def _read_yaml(path: Path, user: bool = True) -> dict[str, Any]:
+    text = read_text(path, GPU_FILE_LIMIT, "GPU file")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
-    except FileNotFoundError:
-        raise PlannerError(f"GPU file {path} not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlannerError(f"cannot read GPU file {path}: {exc}; check the file") from None
+        if user:  # the bundled file is ours, and parsing it twice would slow every plan
+            _no_aliases(text, path)
+        data = yaml.load(text, Loader=_YamlLoader)
+    except RecursionError:
+        raise PlannerError(f"GPU file {path} nests too deeply; write a flat `gpus:` list like profiles/gpus.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -323,8 +342,8 @@ def _build(entry: dict[str, Any], path: Path) -> GPU:
         raise PlannerError(f"GPU file {path}: entry {entry.get('name', '?')!r}: {exc}") from None
 
 
-def _load_file(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    data = _read_yaml(path)
+def _load_file(path: Path, user: bool = True) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    data = _read_yaml(path, user)
     entries = [_check_entry(raw, path, i + 1) for i, raw in enumerate(data["gpus"])]
     seen: dict[str, str] = {}
     for entry in entries:
@@ -352,7 +371,7 @@ def _check_aliases(gpus: list[GPU], path: Path) -> None:
 @functools.cache
 def _bundled() -> Catalogue:
     path = profiles_dir() / "gpus.yaml"
-    entries, notes = _load_file(path)
+    entries, notes = _load_file(path, user=False)
     gpus = [_build(entry, path) for entry in entries]
     _check_aliases(gpus, path)
     return Catalogue(tuple(gpus), notes)
@@ -419,9 +438,9 @@ def load_catalogue(extra_yaml: Path | None = None) -> Catalogue:
 
 def with_memory(gpu: GPU, memory_gib: float) -> GPU:
     """`gpu` with its total memory replaced (the `--gpu-memory-gib` override), marked as user-supplied."""
-    if not _is_number(memory_gib) or memory_gib <= 0:
+    if not _is_number(memory_gib) or not 0 < memory_gib <= MAX_MEMORY_GIB:
         raise PlannerError(
-            f"--gpu-memory-gib must be a number > 0, got {memory_gib!r}; give the total torch reports, "
+            f"--gpu-memory-gib must be a number > 0 and at most {MAX_MEMORY_GIB:,}, got {memory_gib!r}; give the total torch reports, "
             f"e.g. {gpu.memory_gib:g} for {gpu.name}"
         )
     return dataclasses.replace(
@@ -456,7 +475,12 @@ class NodeGroup:
 
 
 _X = r"\s*[x×*]\s*"
-_GROUP = re.compile(rf"^\s*(\d+){_X}(?:(\d+){_X})?(\S.*?)\s*$", re.IGNORECASE)
+_GROUP = re.compile(rf"^\s*(\d{{1,9}}){_X}(?:(\d{{1,9}}){_X})?(\S.*?)\s*$", re.IGNORECASE)
+
+
+# Sanity bounds: the largest scale-up domains are 72-576 GPUs (NVL72 racks), clusters 100,000 nodes.
+MAX_GPUS_PER_NODE = 1024
+MAX_NODES = 100_000
 
 
 def parse_inventory(text: str, catalogue: Catalogue | None = None) -> list[NodeGroup]:
@@ -473,9 +497,10 @@ def parse_inventory(text: str, catalogue: Catalogue | None = None) -> list[NodeG
         if re.match(rf"\d+{_X}", gpu_name, re.IGNORECASE):  # "2x8x" or "2x8x4xH100"
             raise PlannerError(f"cannot read GPU inventory part {part.strip()!r}; write it as {INVENTORY_FORM}")
         nodes, per_node = (int(first), int(second)) if second is not None else (1, int(first))
-        if nodes < 1 or per_node < 1:
+        if not (1 <= nodes <= MAX_NODES and 1 <= per_node <= MAX_GPUS_PER_NODE):
             raise PlannerError(
-                f"GPU inventory part {part.strip()!r} has a zero count; counts must be >= 1, as in {INVENTORY_FORM}"
+                f"GPU inventory part {part.strip()!r}: counts must be 1-{MAX_NODES:,} nodes of 1-{MAX_GPUS_PER_NODE} "
+                f"GPUs, as in {INVENTORY_FORM}"
             )
         groups.append(NodeGroup(nodes, per_node, catalogue.get(gpu_name)))
     return groups
@@ -490,20 +515,28 @@ def _fp8_support(gpu: GPU) -> str:
     return "no"
 
 
+# gpus_table keys (snake case, with their units) -> the text table's column headers
+GPU_TABLE_HEADERS = {
+    "gpu": "GPU", "memory_gib": "Memory GiB", "memory_source": "Memory", "bandwidth_tbs": "BW TB/s",
+    "bf16_tflops": "BF16 TFLOPS", "fp8_tflops": "FP8 TFLOPS", "tflops_source": "TFLOPS", "fp8_support": "FP8",
+    "interconnect": "Interconnect", "price_per_gpu_hour_usd": "$/GPU-h",
+}
+
+
 def gpus_table(catalogue: Catalogue) -> list[dict[str, Any]]:
-    """One row per GPU for `vllm-planner gpus` (keys are column headers; None = unknown)."""
+    """One row per GPU for `vllm-planner gpus` (None = unknown); `GPU_TABLE_HEADERS` names the columns."""
     rows = []
     for gpu in catalogue:
         rows.append({
-            "GPU": gpu.name,
-            "Memory GiB": gpu.memory_gib,
-            "Memory": "measured" if gpu.memory_gib_measured else "estimated",
-            "BW TB/s": gpu.bandwidth_tbs,
-            "BF16 TFLOPS": gpu.bf16_tflops,
-            "FP8 TFLOPS": gpu.fp8_tflops,
-            "TFLOPS": "estimated" if gpu.tflops_estimated else "datasheet",
-            "FP8": _fp8_support(gpu),
-            "Interconnect": (gpu.interconnect or "").split(";")[0].strip() or None,
-            "$/GPU-h": gpu.price_per_gpu_hour_usd,
+            "gpu": gpu.name,
+            "memory_gib": gpu.memory_gib,
+            "memory_source": "measured" if gpu.memory_gib_measured else "estimated",
+            "bandwidth_tbs": gpu.bandwidth_tbs,
+            "bf16_tflops": gpu.bf16_tflops,
+            "fp8_tflops": gpu.fp8_tflops,
+            "tflops_source": "estimated" if gpu.tflops_estimated else "datasheet",
+            "fp8_support": _fp8_support(gpu),
+            "interconnect": (gpu.interconnect or "").split(";")[0].strip() or None,
+            "price_per_gpu_hour_usd": gpu.price_per_gpu_hour_usd,
         })
     return rows

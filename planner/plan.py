@@ -76,6 +76,9 @@ def why_not(b: bud.Budget) -> str:
                 f" + CUDA graphs {b.cudagraph_gib:.2f}{buffers} leave no KV memory in the requested {b.requested_gib:.2f} GiB")
     if b.max_model_len_fit < b.max_model_len:
         return f"max_model_len {b.max_model_len:,} does not fit: {b.kv_cache_gib:.2f} GiB of KV holds one request of at most {b.max_model_len_fit:,} tokens"
+    if b.concurrency and b.max_num_seqs < b.concurrency <= b.max_concurrency:
+        return (f"max_num_seqs {b.max_num_seqs:,} caps the requests vLLM runs at once below the requested {b.concurrency}: "
+                f"pass --max-num-seqs {b.concurrency}")
     return f"maximum concurrency {b.max_concurrency:.2f}x at {b.max_model_len:,} tokens is below the requested {b.concurrency}"
 
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from planner import training as tr
+from planner.cliargs import finite_float, human_int, int_range
 
 GIB = 2**30
 
@@ -28,19 +29,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
     p.add_argument("--method", choices=tr.METHODS, required=True, help="full fine-tuning, LoRA, or QLoRA (NF4 base)")
     p.add_argument("--gpu", help="GPU type from `vllm-planner gpus`: adds the fit and the largest batch and sequence")
-    p.add_argument("--gpus", type=int, default=1, help="data-parallel GPUs (ZeRO shards over them)")
+    p.add_argument("--gpus", type=int_range(1, 2**20, "a GPU count"), default=1, help="data-parallel GPUs (ZeRO shards over them)")
     p.add_argument("--precision", choices=tr.PRECISIONS_CHOICES, default="bf16-mixed")
     p.add_argument("--optimizer", choices=tr.OPTIMIZERS, default="adamw")
-    p.add_argument("--micro-batch-size", type=int, default=1, help="sequences per GPU per forward/backward pass")
-    p.add_argument("--seq-len", type=int,
+    p.add_argument("--micro-batch-size", type=int_range(1, 2**20, "a sequence count"), default=1, help="sequences per GPU per forward/backward pass")
+    p.add_argument("--seq-len", type=human_int(1, 2**31 - 1),
                    help=f"tokens per sequence (default {tr.DEFAULT_SEQ_LEN_TOKENS}, capped at the model's context)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--grad-accum", type=int_range(1, 2**20, "a micro-batch count"), default=1, help="micro-batches per optimizer step")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="keep each layer's input only; recompute one layer at a time")
     p.add_argument("--attention", choices=tr.ATTENTIONS, default="flash",
                    help="flash (linear in s) or eager (s^2 score matrices)")
-    p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 16)")
-    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (default 2 x rank; does not change memory)")
+    p.add_argument("--lora-rank", type=int_range(1, 2**16, "a LoRA rank"), help="LoRA rank r (default 16)")
+    p.add_argument("--lora-alpha", type=finite_float(-1e6, 1e6, "LoRA alpha"), help="LoRA alpha (default 2 x rank; does not change memory)")
     p.add_argument("--lora-targets", type=_targets,
                    help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)")
     p.add_argument("--zero", type=int, choices=tr.ZERO_STAGES, default=0,

@@ -76,7 +76,7 @@ LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "nu
     ("malformed json", ["inspect", "{bad}"], "malformed JSON"),
     ("missing fields", ["inspect", "{nofields}"], "has no 'num_hidden_layers'"),
     ("unknown model_type", ["inspect", "{unknown}"], "unknown model_type 'frobnicator'"),
-    ("tp zero", ["inspect", "{llama}", "--tp", "0"], "at least 1"),
+    ("tp zero", ["inspect", "{llama}", "--tp", "0"], "expected a GPU count 1-4096"),
     ("tp not dividing heads", ["inspect", "{llama}", "--tp", "3"], "does not divide the 4 attention heads"),
     ("unknown dtype", ["inspect", "{llama}", "--dtype", "float12"], "unknown --dtype"),
     ("unknown quantization", ["inspect", "{llama}", "--quantization", "magic"], "quantization 'magic'"),
@@ -133,12 +133,12 @@ def test_local_checkpoint_folder_reads_safetensors_headers(tmp_path):
 # module that behaves like the real one offline or with a repo that exists.
 
 class _FakeHub:
-    def __init__(self, root, fail=None):
-        self.root, self.fail, self.calls = root, fail, []
+    def __init__(self, root, fail=None, cached=False):
+        self.root, self.fail, self.calls, self.cached = root, fail, [], cached
 
-    def hf_hub_download(self, repo_id, filename, token=None):
+    def hf_hub_download(self, repo_id, filename, token=None, local_files_only=False):
         self.calls.append((repo_id, filename, token))
-        if self.fail:
+        if self.fail or local_files_only and not self.cached:
             raise self.fail
         path = self.root / filename
         if not path.is_file():
@@ -149,6 +149,12 @@ class _FakeHub:
         raise FileNotFoundError("no safetensors")
 
 
+@pytest.fixture
+def hub_reachable(monkeypatch):
+    monkeypatch.setattr("planner.models.sources._hub_reachable", lambda: True)
+
+
+@pytest.mark.usefixtures("hub_reachable")
 def test_hub_model_is_fetched_and_token_never_printed(tmp_path, monkeypatch, capsys):
     import sys as _sys
 
@@ -163,6 +169,7 @@ def test_hub_model_is_fetched_and_token_never_printed(tmp_path, monkeypatch, cap
     assert "hf_secret_value" not in out + err
 
 
+@pytest.mark.usefixtures("hub_reachable")
 def test_hub_failure_is_one_line_naming_the_alternatives(tmp_path, monkeypatch, capsys):
     import sys as _sys
 

@@ -157,6 +157,6 @@ def test_gpu_validates_at_construction():
 def test_gpus_table(cat):
     rows = gpus_table(cat)
     assert len(rows) == len(cat)
-    h100 = next(r for r in rows if r["GPU"] == "H100-SXM-80GB")
-    assert h100["Memory GiB"] == 79.19 and h100["Memory"] == "measured" and h100["FP8"] == "native"
-    assert next(r for r in rows if r["GPU"] == "A100-80GB-SXM")["FP8"] == "weight-only"
+    h100 = next(r for r in rows if r["gpu"] == "H100-SXM-80GB")
+    assert h100["memory_gib"] == 79.19 and h100["memory_source"] == "measured" and h100["fp8_support"] == "native"
+    assert next(r for r in rows if r["gpu"] == "A100-80GB-SXM")["fp8_support"] == "weight-only"

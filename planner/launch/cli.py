@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,14 +28,16 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
         return
     p.add_argument("--replicas", type=int_range(1, MAX_REPLICAS, "a replica count"),
                    help="replicas to deploy (default: the inventory plan's, else 1)")
-    p.add_argument("--name", help="Kubernetes object name (default: vllm-<model>)")
-    p.add_argument("--model-ref", help="the model argument written into the launch, e.g. a local path or mirror "
-                                       "(default: the planned model's id)")
+    p.add_argument("--name", metavar="NAME", help="Kubernetes object name, a DNS label (default: vllm-<model>)")
+    p.add_argument("--model-ref", metavar="REF", help="the model argument written into the launch, e.g. a local path "
+                                                      "or mirror (default: the planned model's id)")
     p.add_argument("--multinode-backend", choices=("mp", "ray"),
-                   help="how a replica spans nodes: mp = vLLM's --nnodes flags (0.11.1+, the default there), ray")
+                   help="how a replica spans nodes: mp = vLLM's --nnodes flags, ray = a Ray cluster "
+                        "(default: mp from vLLM 0.11.1, ray before)")
     p.add_argument("--expert-parallel", action=argparse.BooleanOptionalAction, default=None,
                    help="--enable-expert-parallel for MoE models (default: on when a MoE replica has TP > 1)")
-    p.add_argument("--gpus-per-node", type=int_range(1, 1024, "a GPU count"), help="GPUs per node (default: the inventory's, else the GPU's typical 8)")
+    p.add_argument("--gpus-per-node", type=int_range(1, 1024, "a GPU count"), metavar="N",
+                   help="GPUs per node (default: the inventory's, else the GPU's typical count, 8 for most)")
     p.add_argument("--force", action="store_true",
                    help="replace files that already exist in the output folder (default: refuse and list them)")
 
@@ -120,13 +123,18 @@ def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], A
 
 
 def _cmd_emit(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any]) -> int:
+    if a.format == "all" and not a.out:
+        raise PlannerError("--format all writes several files: give --out DIR")
     result, req = _plan(a, build_request)
+    fits = result.budget.fits  # a misfit is a result, exit 1 as for `plan`; 2 is bad input
     if a.format == "all":
-        if not a.out:
-            raise PlannerError("--format all writes several files: give --out DIR")
         for name, where in emit_all(result, req, a.out, a.force, **launch_options(a)).items():
             print(f"{name}: {where}")
-        return 0
+        return 0 if fits else 1
+    if not fits:
+        print(f"vllm-planner: error: the plan does not fit ({result.budget.error or result.binding}): vLLM would not "
+              "serve it as asked; apply one of the changes `vllm-planner plan` lists, then emit", file=sys.stderr)
+        return 1
     d = deployment_from(result, req, **launch_options(a))
     text = render(a.format, d)
     if a.out:
@@ -144,7 +152,7 @@ def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParse
     add_plan_options(p)
     p.add_argument("--format", "-f", required=True, choices=(*FORMATS, "all"),
                    help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()) + "; all: every format that fits (needs --out)")
-    p.add_argument("--out", "-o", help="write the file into this folder (default: print it)")
+    p.add_argument("--out", "-o", metavar="DIR", help="write the file into this folder (default: print it)")
     add_launch_options(p)
     p.set_defaults(func=lambda a: _cmd_emit(a, build_request))
     return p

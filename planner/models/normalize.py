@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from planner.errors import PlannerError
+from planner.models.checks import check_config, check_spec
 from planner.models.quantization import parse_quantization
 from planner.models.spec import LayerSpec, MambaSpec, MLASpec, ModelSpec, MoESpec, VisionSpec
 
@@ -605,8 +606,7 @@ _VISION_BUILDERS = {"gemma3": _gemma3_vision, "llama4": _llama4_vision, "mistral
 
 def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -> ModelSpec:
     """Build the `ModelSpec` of a Hugging Face config (plus quantization sidecar files, if any)."""
-    if not isinstance(config, dict):
-        raise PlannerError("config.json must hold a JSON object: pass a Hugging Face config.json")
+    check_config(config)
     text, vision_cfg = _text_config(config)
     mt = text.get("model_type")
     if mt not in _FAMILIES:
@@ -627,8 +627,10 @@ def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -
         notes.append(f"the vision_config of {archs[0]} names no encoder blocks: the vision tower's weights are not counted")
     if not (config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")):
         notes.append("config has no torch_dtype: assumed float32, as transformers does")
-    return ModelSpec(
+    spec = ModelSpec(
         model_type=mt, architecture=str(archs[0]), dtype=dtype.replace("torch.", ""),
         vision=vision,
         quant=parse_quantization(config, quant_files or {}), notes=tuple(notes), **fields,
     )
+    check_spec(spec)
+    return spec

@@ -23,27 +23,73 @@ ONLINE_SCHEMES: dict[str, QuantSpec] = {
 CHECKPOINT_SCHEMES = ("awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors", "mxfp4", "modelopt", "modelopt_fp4", "fp8")
 
 
+_FIX = "fix the config.json"
+# Weight bits vLLM's kernels take: AWQ only 4 (AWQConfig), GPTQ 2/3/4/8 (GPTQConfig), compressed-tensors
+# integers 4/8 (WNA16, W8A8) and floats 4/8 (NVFP4, FP8).
+_BITS = {"awq": (4,), "gptq": (2, 3, 4, 8), "int": (4, 8), "float": (4, 8)}
+
+
+def _bits(value: Any, kind: str, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value not in _BITS[kind]:
+        raise PlannerError(f"quantization_config {field} must be one of {', '.join(map(str, _BITS[kind]))} for {kind}, "
+                           f"got {value!r}: {_FIX}")
+    return value
+
+
+def _group_size(value: Any) -> int | None:
+    """Elements per scale along the input; -1 (GPTQ, AWQ) means one group per row: a per-channel
+    scale, so None here."""
+    if value == -1 and not isinstance(value, bool):
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 2**20:
+        raise PlannerError(f"quantization_config group_size must be a positive integer or -1 (one group per row), "
+                           f"got {value!r}: {_FIX}")
+    return value
+
+
+def _names(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlannerError(f"quantization_config {field} must be a list of module names, got {value!r}: {_FIX}")
+    return tuple(value)
+
+
 def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
     groups = qc.get("config_groups") or {}
-    if not groups:
+    if not isinstance(groups, dict) or not groups:
         raise PlannerError("compressed-tensors quantization_config has no config_groups: pass the checkpoint's full config.json")
-    weights = next(iter(groups.values())).get("weights") or {}
-    bits = int(weights.get("num_bits", 8))
-    strategy = weights.get("strategy", "tensor")
+    first = next(iter(groups.values()))
+    weights = (first.get("weights") if isinstance(first, dict) else None) or {}
+    if not isinstance(weights, dict):
+        raise PlannerError(f"compressed-tensors config_groups entries need a weights object: {_FIX}")
     wtype = weights.get("type", "int")
+    if wtype not in ("int", "float"):
+        raise PlannerError(f"compressed-tensors weights type must be int or float, got {wtype!r}: {_FIX}")
+    bits = _bits(weights.get("num_bits", 8), wtype, "num_bits")
+    strategy = weights.get("strategy", "tensor")
+    group = weights.get("group_size")
     method = "fp8" if wtype == "float" and bits == 8 else "int8" if bits == 8 else "w4a16"
     if wtype == "float" and bits == 4:
         method = "nvfp4"
     block = weights.get("block_structure")
     return QuantSpec(
-        method=method, weight_bits=bits, group_size=weights.get("group_size"),
-        block_shape=tuple(block) if block else None,
+        method=method, weight_bits=bits, group_size=None if group is None else _group_size(group),
+        block_shape=_block(block, "block_structure"),
         scale_granularity={"tensor": "tensor", "channel": "channel", "group": "group", "block": "block",
                            "tensor_group": "group"}.get(strategy, "tensor"),
         zero_points=not weights.get("symmetric", True), desc_act=weights.get("actorder") == "group",
-        ignored_modules=tuple(qc.get("ignore") or ()), vllm_name="compressed-tensors",
+        ignored_modules=_names(qc.get("ignore"), "ignore"), vllm_name="compressed-tensors",
         source="config.json quantization_config (compressed-tensors)",
     )
+
+
+def _block(block: Any, field: str) -> tuple[int, int] | None:
+    if block is None:
+        return None
+    if not isinstance(block, list) or len(block) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 2**20 for b in block):
+        raise PlannerError(f"{field} must be two positive integers, got {block!r}: {_FIX}")
+    return (block[0], block[1])
 
 
 def _from_quantization_config(qc: Any) -> QuantSpec:
@@ -59,23 +105,22 @@ def _scheme(qc: dict[str, Any]) -> QuantSpec:
     method = str(qc.get("quant_method", "")).lower()
     src = f"config.json quantization_config ({method})"
     if method == "fp8":
-        block = qc.get("weight_block_size")
-        if block is not None and (not isinstance(block, list) or len(block) != 2 or not all(isinstance(b, int) and b > 0 for b in block)):
-            raise PlannerError(f"weight_block_size must be two positive integers, got {block!r}: fix the config.json")
-        return QuantSpec("fp8", 8, block_shape=tuple(block) if block else None,
-                         scale_granularity="block" if block else "tensor",
-                         ignored_modules=tuple(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or ()),
+        block = _block(qc.get("weight_block_size"), "weight_block_size")
+        return QuantSpec("fp8", 8, block_shape=block, scale_granularity="block" if block else "tensor",
+                         ignored_modules=_names(qc.get("modules_to_not_convert") or qc.get("ignored_layers"), "modules_to_not_convert"),
                          vllm_name="fp8", source=src)
     if method in ("awq", "gptq"):
-        return QuantSpec(method, int(qc.get("bits", 4)), group_size=int(qc.get("group_size", 128)),
-                         scale_granularity="group",
+        group = _group_size(qc.get("group_size", 128))
+        return QuantSpec(method, _bits(qc.get("bits", 4), method, "bits"), group_size=group,
+                         scale_granularity="group" if group else "channel",
                          zero_points=bool(qc.get("zero_point", True)) if method == "awq" else not qc.get("sym", True),
                          desc_act=bool(qc.get("desc_act", False)),
-                         ignored_modules=tuple(qc.get("modules_to_not_convert") or ()),
+                         ignored_modules=_names(qc.get("modules_to_not_convert"), "modules_to_not_convert"),
                          vllm_name=f"{method}_marlin", source=src)
     if method == "mxfp4":
         return QuantSpec("mxfp4", 4, group_size=32, scale_granularity="group",
-                         ignored_modules=tuple(qc.get("modules_to_not_convert") or ()), vllm_name="mxfp4", source=src)
+                         ignored_modules=_names(qc.get("modules_to_not_convert"), "modules_to_not_convert"),
+                         vllm_name="mxfp4", source=src)
     if method == "compressed-tensors":
         return _compressed_tensors(qc)
     if method == "bitsandbytes":
@@ -89,8 +134,10 @@ def _scheme(qc: dict[str, Any]) -> QuantSpec:
 
 
 def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
+    if not isinstance(q, dict):
+        raise PlannerError(f"the ModelOpt quantization block must be a JSON object, got {q!r}: fix hf_quant_config.json")
     algo = str(q.get("quant_algo", "")).upper()
-    excluded = tuple(q.get("exclude_modules") or q.get("ignore") or ())
+    excluded = _names(q.get("exclude_modules") or q.get("ignore"), "exclude_modules")
     kv_algo = q.get("kv_cache_scheme") or q.get("kv_cache_quant_algo")
     kv = "fp8" if isinstance(kv_algo, str) and "FP8" in kv_algo.upper() else None
     if algo == "FP8":
@@ -104,7 +151,8 @@ def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
 
 def parse_quantization(config: dict[str, Any], quant_files: dict[str, dict[str, Any]]) -> QuantSpec | None:
     """The checkpoint's own scheme, or None for an unquantized checkpoint."""
-    qc = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    text = config.get("text_config")
+    qc = config.get("quantization_config") or (text.get("quantization_config") if isinstance(text, dict) else None)
     if qc:
         return _from_quantization_config(qc)
     hf_quant = quant_files.get("hf_quant_config.json")

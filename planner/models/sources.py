@@ -6,19 +6,28 @@ and hands back plain data. Everything after it is pure.
 
 from __future__ import annotations
 
+import difflib
+import errno
 import functools
 import json
 import os
+import re
+import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from planner.datafiles import load_yaml
 from planner.errors import PlannerError
-from planner.models.safetensors import HeaderTensor, parse_header, read_dir
+from planner.input_files import MIB, read_bytes, read_text
+from planner.models.safetensors import HEADER_LIMIT, HeaderTensor, parse_header, read_dir
 from planner.paths import profiles_dir
 
 QUANT_SIDECARS = ("hf_quant_config.json", "quant_config.json")
+# The Hub's repo id rule: org and name of letters, digits, '-', '_', '.', at most 96 characters each.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 
 
 @dataclass(frozen=True)
@@ -39,20 +48,26 @@ class ModelSource:
     """Folder holding config.json (bundled or local)."""
 
 
+JSON_LIMIT = 64 * MIB
+"""config.json, sidecars and safetensors indexes: DeepSeek-V3's index, the largest seen, is 9 MiB."""
+NAME_LIMIT = 1024
+
+
 def _load_json(path: Path) -> dict[str, Any]:
+    text = read_text(path, JSON_LIMIT, "JSON file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlannerError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: fix or re-download the file") from None
-    except OSError as exc:
-        raise PlannerError(f"{path}: cannot read ({exc.strerror}): check the path and its permissions") from None
+    except RecursionError:
+        raise PlannerError(f"{path}: JSON nested too deeply to be a model config: pass a Hugging Face config.json") from None
     if not isinstance(data, dict):
         raise PlannerError(f"{path}: expected a JSON object: pass a Hugging Face config.json")
     return data
 
 
 def _sidecars(folder: Path) -> dict[str, dict[str, Any]]:
-    return {name: _load_json(folder / name) for name in QUANT_SIDECARS if (folder / name).is_file()}
+    return {name: _load_json(folder / name) for name in QUANT_SIDECARS if _existing(str(folder / name)) is not None}
 
 
 # ---- bundled ----------------------------------------------------------------------------------
@@ -119,61 +134,113 @@ def _tuple(x: list[HeaderTensor] | None) -> tuple[HeaderTensor, ...] | None:
 
 # ---- local ------------------------------------------------------------------------------------
 
+def _existing(name: str) -> Path | None:
+    """The path `name` names when something is there; None when nothing is (or the name cannot be a
+    path); a one-line error when it is there but unreadable (permission problems are not "absent")."""
+    try:
+        path = Path(name).expanduser()
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, RuntimeError, ValueError):  # RuntimeError: ~nosuchuser
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return None
+        raise PlannerError(f"{name}: cannot read ({exc.strerror}): check the path and its permissions") from None
+    return path
+
+
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.endswith(".json") or os.sep in name and Path(name).exists()
+    return name.startswith((".", "/", "~")) or name.endswith(".json") or os.sep in name and _existing(name) is not None
 
 
 def _local(name: str) -> ModelSource:
-    path = Path(name).expanduser()
-    if not path.exists():
+    path = _existing(name)
+    if path is None:
         raise PlannerError(f"{name}: no such file or directory: pass a config.json, a model folder, or a bundled id (see `vllm-planner models`)")
-    if path.is_file():
+    if not path.is_dir():
         return ModelSource(model_id=str(path), source="local", config=_load_json(path),
                            quant_files=_sidecars(path.parent), path=path.parent)
-    if not (path / "config.json").is_file():
+    if _existing(str(path / "config.json")) is None:
         raise PlannerError(f"{name}: folder has no config.json: pass the folder of a Hugging Face checkpoint")
     return _from_folder(path, str(path), "local")
 
 
+def did_you_mean(name: str) -> str:
+    """" (did you mean X?)" for the bundled ids and aliases nearest a typo, or ""."""
+    key = name.strip().lower()
+    names = {**{k: str(read_meta(p).get("id") or k) for k, p in _bundled_dirs().items()},
+             **{a: str(read_meta(_bundled_dirs()[k]).get("id") or k) for a, k in _aliases().items()}}
+    near = difflib.get_close_matches(key, list(names), n=3, cutoff=0.75)
+    found = list(dict.fromkeys(names[n] for n in near))
+    return f" (did you mean {' or '.join(found)}?)" if found else ""
+
+
 # ---- hub --------------------------------------------------------------------------------------
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether a TCP connection to the Hub (HF_ENDPOINT) opens within `timeout` seconds. Offline,
+    huggingface_hub retries for over 20 s with a warning per try; this answers first. The probe runs
+    in a thread because name resolution ignores socket timeouts."""
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    address = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443))
+    opened = threading.Event()
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=probe, daemon=True).start()
+    return opened.wait(timeout)
+
 
 def _hub(repo_id: str) -> ModelSource:
     alternatives = "use a bundled id (`vllm-planner models`) or a local config.json / checkpoint folder"
+    near = did_you_mean(repo_id)
     try:
         import huggingface_hub as hf  # lazy: an optional extra, off the planning path
     except ImportError:
-        raise PlannerError(f"{repo_id} is not bundled and Hub access needs the extra: pip install 'vllm-planner[hub]', or {alternatives}") from None
+        raise PlannerError(f"{repo_id} is not bundled{near} and Hub access needs the extra: pip install 'vllm-planner[hub]', or {alternatives}") from None
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise PlannerError(f"{repo_id} is not bundled and HF_HUB_OFFLINE=1: {alternatives}")
+        raise PlannerError(f"{repo_id} is not bundled{near} and HF_HUB_OFFLINE=1: {alternatives}")
     token = os.environ.get("HF_TOKEN") or None
+    offline = not _hub_reachable()  # then only what huggingface_hub has cached
     try:
-        config_path = Path(hf.hf_hub_download(repo_id, "config.json", token=token))
+        config_path = Path(hf.hf_hub_download(repo_id, "config.json", token=token, local_files_only=offline))
         quant: dict[str, dict[str, Any]] = {}
         for name in QUANT_SIDECARS:
             try:
-                quant[name] = _load_json(Path(hf.hf_hub_download(repo_id, name, token=token)))
+                quant[name] = _load_json(Path(hf.hf_hub_download(repo_id, name, token=token, local_files_only=offline)))
             except Exception:  # most repos have no sidecar; any failure here just means none
                 pass
-        headers = _hub_headers(hf, repo_id, token)
+        headers = _hub_headers(hf, repo_id, token, offline)
     except PlannerError:
         raise
     except Exception as exc:  # network, auth, 404: one line, never the token
         kind = exc.__class__.__name__
+        if offline:
+            raise PlannerError(f"{repo_id} is not bundled{near}, the Hugging Face Hub is not reachable and its config.json "
+                               f"is not in the local Hub cache: check your network, or {alternatives}") from None
         hint = "the repo may be gated: set HF_TOKEN" if "401" in str(exc) or "403" in str(exc) or "Gated" in kind else "check the id and your network"
-        raise PlannerError(f"{repo_id}: could not fetch from the Hugging Face Hub ({kind}); {hint}, or {alternatives}") from None
+        raise PlannerError(f"{repo_id}: could not fetch from the Hugging Face Hub ({kind}){near}; {hint}, or {alternatives}") from None
     return ModelSource(model_id=repo_id, source="hub", config=_load_json(config_path),
                        quant_files=quant, header_tensors=headers, path=config_path.parent)
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("VLLM_PLANNER_CACHE", Path.home() / ".cache" / "vllm-planner"))
+    # PLANNER_CACHE; the old VLLM_PLANNER_CACHE still works (vLLM warns about unknown VLLM_* variables)
+    return Path(os.environ.get("PLANNER_CACHE") or os.environ.get("VLLM_PLANNER_CACHE") or Path.home() / ".cache" / "vllm-planner")
 
 
-def _hub_headers(hf: Any, repo_id: str, token: str | None) -> tuple[HeaderTensor, ...] | None:
+def _hub_headers(hf: Any, repo_id: str, token: str | None, offline: bool = False) -> tuple[HeaderTensor, ...] | None:
     """Safetensors headers by HTTP range requests (huggingface_hub does the ranges), cached."""
     cache = _cache_dir() / "hub" / repo_id.replace("/", "--") / "safetensors-headers.json"
     if cache.is_file():
-        return tuple(parse_header(cache.read_bytes(), str(cache)))
+        return tuple(parse_header(read_bytes(cache, HEADER_LIMIT, "cached header file"), str(cache)))
+    if offline:
+        return None  # the formula, as for a repo without safetensors
     try:
         meta = hf.get_safetensors_metadata(repo_id, token=token)
     except Exception:
@@ -193,12 +260,17 @@ def resolve(name: str) -> ModelSource:
     """A bundled id or alias, then a local path, then a Hub id (`org/name`)."""
     if not name or not name.strip():
         raise PlannerError("no model given: pass a bundled id (see `vllm-planner models`), a config.json path or a model folder")
-    if _looks_like_path(name) or Path(name).expanduser().exists() and not find_bundled(name):
+    if len(name) > NAME_LIMIT or not name.isprintable():
+        raise PlannerError(f"model name {name[:40]!r}... is not a model id or path (over {NAME_LIMIT} characters or "
+                           "with control characters): pass a bundled id, a config.json path or a model folder")
+    if _looks_like_path(name) or _existing(name) is not None and not find_bundled(name):
         return _local(name)
     folder = find_bundled(name)
     if folder is not None:
         meta_id = read_meta(folder).get("id") or f"{folder.parent.name}/{folder.name}"
         return _from_folder(folder, str(meta_id), "bundled")
-    if name.count("/") == 1 and not name.startswith("/"):
+    if name.count("/") == 1 and not name.startswith("/") and _HUB_ID.fullmatch(name):
         return _hub(name)
-    raise PlannerError(f"unknown model {name!r}: not a bundled id or alias (see `vllm-planner models`), not an existing path, not an org/name Hub id")
+    shown = name if len(name) <= 100 else name[:100] + "..."
+    raise PlannerError(f"unknown model {shown!r}{did_you_mean(name)}: not a bundled id or alias (see `vllm-planner models`), "
+                       "not an existing path, not an org/name Hub id")
