@@ -38,13 +38,19 @@ RULES = {
     "planner.training": LATER_STEPS + ("planner.plan", "planner.budget"),
     # the plan builds no serve command: the launch step renders it (planner.api joins the two)
     "planner.plan": LATER_STEPS + ("planner.api",),
+    # performance comes after the plan and before the launch configs and the verification
+    "planner.perf.shape": LATER_STEPS, "planner.perf.step": LATER_STEPS, "planner.perf.service": LATER_STEPS,
+    "planner.perf.capacity": LATER_STEPS, "planner.perf.fitting": LATER_STEPS, "planner.perf.calibration": LATER_STEPS,
+    "planner.perf.coefficients": LATER_STEPS, "planner.perf.result": LATER_STEPS, "planner.perf.api": LATER_STEPS,
+    "planner.perf.cli": LATER_STEPS,
 }
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
         "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
         "planner.units", "planner.plan", "planner.training", "planner.dtypes",
-        "planner.model_runner")
+        "planner.model_runner", "planner.perf.shape", "planner.perf.step", "planner.perf.service",
+        "planner.perf.capacity", "planner.perf.fitting", "planner.perf.result")
 HEAVY = ("torch", "transformers", "vllm")
 
 

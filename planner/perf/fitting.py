@@ -1,0 +1,86 @@
+"""Fitting the step model's coefficients to measured cases: Nelder-Mead on the mean absolute log
+error (each measured metric of each row counts once), in a space where the fractions stay in
+(0, 1) and the times positive. Small and dependency-free; used by benchmarks/fit_perf.py and the
+leave-one-out runs of benchmarks/perf_accuracy.py. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+from planner.perf.calibration import Case, predict
+from planner.perf.step import Coefficients
+
+FITTED = ("bandwidth_fraction", "compute_fraction", "step_floor_ms", "layer_floor_us", "allreduce_us",
+          "request_overhead_ms")
+_START = (0.7, 0.5, 2.0, 20.0, 10.0, 10.0)
+
+
+def _to_coef(x: Sequence[float]) -> Coefficients:
+    frac = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
+    return Coefficients(frac(x[0]), frac(x[1]), math.exp(x[2]), math.exp(x[3]), math.exp(x[4]), math.exp(x[5]))
+
+
+def _from_coef(values: Sequence[float]) -> list[float]:
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    return [logit(values[0]), logit(values[1])] + [math.log(v) for v in values[2:]]
+
+
+def loss(cases: Sequence[Case], c: Coefficients) -> float:
+    total, n = 0.0, 0
+    for case in cases:
+        pred = predict(case, c)
+        for metric, measured in case.measured.items():
+            total += abs(math.log(pred[metric] / measured))
+            n += 1
+    return total / max(n, 1)
+
+
+def fit(cases: Sequence[Case], used: Sequence[str] = FITTED, iterations: int = 600) -> Coefficients:
+    """The coefficients minimizing `loss` on `cases` (KV-limited rows are left out by the caller).
+    Coefficients not in `used` stay at their start values (too few rows to pin them)."""
+    mask = [name in used for name in FITTED]
+    x0 = _from_coef(_START)
+
+    def f(free: Sequence[float]) -> float:
+        return loss(cases, _to_coef(_merge(x0, free, mask)))
+
+    best = _nelder_mead(f, [v for v, m in zip(x0, mask) if m], iterations)
+    return _to_coef(_merge(x0, best, mask))
+
+
+def _merge(x0: Sequence[float], free: Sequence[float], mask: Sequence[bool]) -> list[float]:
+    it = iter(free)
+    return [next(it) if m else v for v, m in zip(x0, mask)]
+
+
+def _nelder_mead(f: Callable[[Sequence[float]], float], x0: Sequence[float], iterations: int) -> list[float]:
+    n = len(x0)
+    simplex = [list(x0)] + [[v + (0.7 if i == j else 0.0) for j, v in enumerate(x0)] for i in range(n)]
+    values = [f(p) for p in simplex]
+    for _ in range(iterations):
+        order = sorted(range(n + 1), key=values.__getitem__)
+        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
+        if values[-1] - values[0] < 1e-7:
+            break
+        centroid = [sum(p[j] for p in simplex[:-1]) / n for j in range(n)]
+        point = lambda t: [c + t * (w - c) for c, w in zip(centroid, simplex[-1])]  # noqa: E731
+        refl = point(-1.0)
+        fr = f(refl)
+        if fr < values[0]:
+            exp = point(-2.0)
+            fe = f(exp)
+            simplex[-1], values[-1] = (exp, fe) if fe < fr else (refl, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = refl, fr
+        else:
+            con = point(0.5)
+            fc = f(con)
+            if fc < values[-1]:
+                simplex[-1], values[-1] = con, fc
+            else:
+                best = simplex[0]
+                simplex = [best] + [[b + 0.5 * (v - b) for b, v in zip(best, p)] for p in simplex[1:]]
+                values = [values[0]] + [f(p) for p in simplex[1:]]
+    return simplex[min(range(n + 1), key=values.__getitem__)]

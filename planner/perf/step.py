@@ -1,0 +1,124 @@
+"""The step-time model: how long one vLLM engine step takes on one GPU.
+
+A step runs `decode` tokens (one per running request, each over its context) and `prefill` tokens
+(a chunk of a prompt under chunked prefill, at most `max_num_batched_tokens` together). Its time is
+
+    max(bytes / achievable bandwidth, FLOPs / achievable compute) + TP all-reduces + per-step floor
+
+- bytes: the always-read weights, the routed experts the step's tokens touch (with E experts and
+  top-k routing, t tokens touch E x (1 - (1 - k/E)^t) of them in expectation), and the KV of every
+  context token read (sliding-window layers at most their window);
+- FLOPs: two per active parameter per token, plus attention's QK^T and PV over each token's context;
+- all-reduces: two per layer under TP, each a fixed latency plus a ring's 2(tp-1)/tp x bytes over
+  the link;
+- floor: a fixed time per step plus a time per layer (scheduling, launches, sampling), which is
+  what dominates small batches at large TP.
+
+The coefficients (achievable fractions, floor, all-reduce latency) are fitted per vLLM release
+family and GPU family (`profiles/perf/coefficients.yaml`). Pure: numbers in, seconds out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.perf.shape import StepShape
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """The fitted constants of one release family x GPU family."""
+
+    bandwidth_fraction: float
+    """Achievable fraction of the datasheet HBM bandwidth (0, 1]."""
+    compute_fraction: float
+    """Achievable fraction of the datasheet dense tensor throughput (0, 1]."""
+    step_floor_ms: float
+    """Fixed time per engine step (scheduler, launch, sampling), ms."""
+    layer_floor_us: float
+    """Time per decoder layer per step that neither bytes nor FLOPs explain, microseconds."""
+    allreduce_us: float
+    """Latency of one TP all-reduce, microseconds."""
+    request_overhead_ms: float
+    """Time added to each request's first token outside the engine steps (API, tokenizer), ms."""
+    link_fraction: float = 0.8
+    """Achievable fraction of the scale-up link's one-way bandwidth in an all-reduce."""
+
+
+@dataclass(frozen=True)
+class StepLoad:
+    """The tokens of one step."""
+
+    decode: float
+    """Decode tokens (running requests), possibly a mean."""
+    decode_context: float
+    """Mean context length (tokens) of the decoding requests."""
+    prefill: float = 0.0
+    """Prefill tokens in this step (chunks of one or more prompts)."""
+    prefill_attended: float = 0.0
+    """Mean number of tokens each prefill token attends to (causal: prefix + half the chunk)."""
+    prefill_prefix: float = 0.0
+    """KV tokens of earlier chunks read from the cache for this step's chunks."""
+
+
+def experts_touched_fraction(shape: StepShape, tokens: float) -> float:
+    """Expected share of the routed experts at least one of `tokens` tokens is sent to."""
+    if not shape.num_experts:
+        return 0.0
+    miss = max(0.0, 1.0 - shape.experts_per_token / shape.num_experts)
+    return 1.0 - miss ** max(tokens, 0.0)
+
+
+def _context_pairs(shape: StepShape, load: StepLoad) -> tuple[float, float]:
+    """(KV bytes read, attention FLOPs) of the step, over every attention layer."""
+    kv_bytes = flops = 0.0
+    for k in shape.kv_kinds:
+        w = k.window or float("inf")
+        dec = load.decode * min(load.decode_context, w)
+        chunk = load.prefill * min(load.prefill_attended, w)
+        kv_bytes += k.bytes_per_token * (dec + min(load.prefill_prefix, w))
+        flops += shape.attn_flops_per_pair * k.layers * (dec + chunk)
+    return kv_bytes, flops
+
+
+def memory_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
+    tokens = load.decode + load.prefill
+    weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
+    kv_bytes, _ = _context_pairs(shape, load)
+    return (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
+
+
+def compute_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
+    _, attn = _context_pairs(shape, load)
+    gemm = shape.gemm_flops_per_token * (load.decode + load.prefill)
+    return (gemm / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / c.compute_fraction
+
+
+def allreduce_s(shape: StepShape, c: Coefficients, tokens: float) -> float:
+    if shape.tp <= 1:
+        return 0.0
+    ring = 2.0 * (shape.tp - 1) / shape.tp * tokens * shape.hidden_size * shape.act_bytes
+    link = shape.link_bytes_per_s * c.link_fraction
+    per = c.allreduce_us * 1e-6 + (ring / link if link > 0 else 0.0)
+    return 2 * shape.layers * per
+
+
+def floor_s(shape: StepShape, c: Coefficients) -> float:
+    return c.step_floor_ms * 1e-3 + c.layer_floor_us * 1e-6 * shape.layers
+
+
+def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
+    """Seconds for one engine step of one pipeline stage."""
+    return (max(memory_s(shape, c, load), compute_s(shape, c, load))
+            + allreduce_s(shape, c, load.decode + load.prefill) + floor_s(shape, c))
+
+
+def token_step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
+    """Seconds between two tokens of a running request. Under PP the requests are split into `pp`
+    micro-batches in flight, and a token passes every stage once: pp x the stage time of 1/pp of
+    the load (stages hold equal layer counts, up to one). Without PP: one step."""
+    if shape.pp == 1:
+        return step_s(shape, c, load)
+    part = StepLoad(load.decode / shape.pp, load.decode_context, load.prefill / shape.pp, load.prefill_attended,
+                    load.prefill_prefix)
+    return shape.pp * step_s(shape, c, part)
