@@ -11,7 +11,7 @@ from planner.verify.load import LoadResult
 from planner.verify.logparse import StartupFigures, parse_log
 from planner.verify.metrics import CacheConfig
 from planner.verify.report import (Entry, Report, Tolerance, TOLERANCES, figure_entries, load_entries,
-                                   predicts_startup_failure, text)
+                                   predicts_startup_failure, text, usable_concurrency)
 from planner.verify.server import Startup
 
 CPU_PLAN = {
@@ -107,6 +107,29 @@ def test_load_results():
     assert not bad.ok and any("3 of 4 requests completed (HTTP 500: boom)" in p for p in bad.problems)
     preempted = report(ld=load(preempt=2.0))
     assert any(p.startswith("load_preemptions") for p in preempted.problems)
+
+
+# TinyLlama-1.1B on the CPU build (issue 14): 47,616 KV tokens = 372 blocks of 128, a 512-token request
+# holds 4; vLLM prints 93.00x, but its block pool keeps the null block back: 371 blocks, 92 requests.
+TINYLLAMA_CPU = {**CPU_PLAN, "num_blocks": 372, "kv_cache_tokens": 47616, "max_concurrency": 93.0, "max_num_seqs": 256}
+
+
+def test_usable_concurrency_leaves_out_the_null_block():
+    assert usable_concurrency(TINYLLAMA_CPU) == 92
+    assert usable_concurrency(CPU_PLAN) == 2047  # 8191 blocks // 4
+    # the plan's JSON rounds to 2 decimals: 1,000 blocks of 3 print 333.33x; 999 // 3 = 333 still fit
+    assert usable_concurrency({"max_concurrency": 333.33, "num_blocks": 1000}) == 333
+    assert usable_concurrency({"max_concurrency": 1.0, "num_blocks": 4}) == 0  # 3 blocks left of the 4 needed
+    assert usable_concurrency({"max_concurrency": 3.7}) == 3  # no block count: vLLM's figure, floored
+    assert usable_concurrency({"max_concurrency": 0.0, "num_blocks": 0}) == 0
+
+
+def test_preemption_is_judged_up_to_what_the_null_block_leaves():
+    def verdict(n):
+        return next(e for e in load_entries(TINYLLAMA_CPU, load(n=n, preempt=1.0)) if e.name == "load_preemptions")
+
+    assert verdict(93).tolerance is None and verdict(93).ok is None  # 93 x 4 > 371: one must wait, as seen
+    assert verdict(92).ok is False  # 92 x 4 <= 371: a preemption means the plan's blocks are not there
 
 
 def test_preemptions_beyond_the_planned_concurrency_are_information():

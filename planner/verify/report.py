@@ -6,7 +6,8 @@ Default tolerances (`TOLERANCES`): KV tokens, maximum concurrency, blocks and av
 3% (the KV figures also allow the log's 2-decimal rounding); weights within 5% or 0.05 GiB; activation
 peak, non-torch memory and CUDA-graph estimate within 25% or 0.25 GiB (modelled terms); block size,
 max_model_len and gpu_memory_utilization exactly; the load: every request completes, and no preemption
-when the requests fit the planned concurrency.
+when the requests fit the KV cache at once (`usable_concurrency`: vLLM's maximum concurrency less the
+null block it never hands out).
 """
 
 from __future__ import annotations
@@ -136,11 +137,32 @@ def blocks_per_request(plan: dict[str, Any]) -> Optional[int]:
     return math.ceil(mml / block) if block and mml else None
 
 
+def usable_concurrency(plan: dict[str, Any]) -> int:
+    """Requests of max_model_len the KV cache holds at once. vLLM's maximum concurrency (what its log
+    prints and the plan predicts) is num_blocks / P, P the blocks one request needs, but its block
+    pool keeps one block back, the null block, and hands out only num_blocks - 1: 372 blocks of 4
+    per request print 93.00x and hold 92."""
+    conc, blocks = plan.get("max_concurrency") or 0.0, plan.get("num_blocks")
+    if conc <= 0 or not blocks or blocks < 2:
+        return max(0, math.floor(conc))
+    per_request = _blocks_per_request(conc, blocks)
+    if per_request is None:
+        return math.floor(conc * (blocks - 1) / blocks)
+    return (blocks - 1) // per_request
+
+
+def _blocks_per_request(conc: float, blocks: int) -> Optional[int]:
+    """The integer P with blocks / P = conc, conc being rounded to 2 decimals (the plan's JSON): the
+    largest that matches (fewer requests when two would), None when none does."""
+    most = math.floor(blocks / max(conc - 0.005, 1e-12) + 1e-9)
+    least = math.ceil(blocks / (conc + 0.005) - 1e-9)
+    return most if most >= max(least, 1) else None
+
+
 def load_entries(plan: dict[str, Any], load: LoadResult) -> list[Entry]:
     out = [Entry("load_completed", load.requests, load.completed, "load", TOLERANCES["load_completed"])]
-    conc = plan.get("max_concurrency") or 0
-    # Within the planned concurrency the KV cache holds every request: a preemption means it did not.
-    judged = load.requests <= math.floor(conc) and load.requests <= (plan.get("max_num_seqs") or load.requests)
+    # Within what the KV cache holds at once every request runs unpreempted: a preemption means it did not.
+    judged = load.requests <= usable_concurrency(plan) and load.requests <= (plan.get("max_num_seqs") or load.requests)
     out.append(Entry("load_preemptions", 0, load.preemptions, "/metrics",
                      TOLERANCES["load_preemptions"] if judged else None))
     per_req, blocks = blocks_per_request(plan), plan.get("num_blocks")
