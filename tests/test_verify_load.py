@@ -11,13 +11,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from planner.errors import PlannerError
+from planner.verify import load as load_mod
 from planner.verify.load import LoadSpec, prompt_ids, run_load
 
 
 class Fake:
-    def __init__(self, cut: int = 0, status: int = 200, preempt: int = 0) -> None:
+    def __init__(self, cut: int = 0, status: int = 200, preempt: int = 0, delays: tuple[float, ...] = (),
+                 counters: bool = False) -> None:
         self.cut, self.status, self.preempt = cut, status, preempt
-        self.running = self.peak = self.preemptions = 0
+        self.delays = list(delays)  # seconds per request, in arrival order; then 1.2
+        self.counters = counters  # export vLLM's token counters
+        self.running = self.peak = self.preemptions = self.tokens = 0
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
 
@@ -38,6 +42,9 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
             with fake.lock:
                 lines = [f"vllm:num_requests_running {fake.running}", "vllm:num_requests_waiting 0",
                          f"vllm:num_preemptions_total {fake.preemptions}", f"vllm:kv_cache_usage_perc {fake.running / 10}"]
+                if fake.counters:
+                    lines += [f'vllm:prompt_tokens_total{{engine="0"}} {fake.tokens * 3 / 4}',
+                              f'vllm:generation_tokens_total{{engine="0"}} {fake.tokens / 4}']
             self.send(200, "\n".join(lines))
 
         def do_POST(self):
@@ -46,10 +53,12 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
                 fake.bodies.append(body)
                 fake.running += 1
                 fake.peak = max(fake.peak, fake.running)
-            time.sleep(1.2)  # long enough for the watcher (0.5 s) to see every request running
+                delay = fake.delays.pop(0) if fake.delays else 1.2
+            time.sleep(delay)  # 1.2: long enough for the watcher (0.5 s) to see every request running
             with fake.lock:
                 fake.running -= 1
                 fake.preemptions += fake.preempt
+                fake.tokens += len(body["prompt"]) + body["max_tokens"]
             if fake.status != 200:
                 return self.send(fake.status, '{"error": "boom"}')
             usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"] - fake.cut}
@@ -128,3 +137,22 @@ def test_split_and_prompts():
     assert spec("u", ctx=2).split == (1, 1)
     assert spec("u", ctx=512, output_tokens=600).split == (1, 511)
     assert prompt_ids(1, 10, 1024) == prompt_ids(1, 10, 1024) != prompt_ids(2, 10, 1024)
+
+
+@pytest.mark.parametrize("counters", [True, False], ids=["vLLM's token counters", "answered requests"])
+def test_progress_while_the_load_runs(server, monkeypatch, counters):
+    monkeypatch.setattr(load_mod, "PROGRESS_S", 0.5)
+    _, url = server(delays=(0.2, 3.0), counters=counters)  # one request answers at once, one runs 3 s
+    seen = []
+    r = run_load(spec(url, n=2), seen.append)
+    assert r.complete and seen and all(p.requests == 2 for p in seen)
+    assert seen[0].seconds >= 0.5 and seen[0].done == 1  # the first report after PROGRESS_S: the quick one is done
+    assert [p.seconds for p in seen] == sorted(p.seconds for p in seen)
+    assert [p.done for p in seen] == sorted(p.done for p in seen)
+    waiting_on_the_slow_one = [p for p in seen if p.done == 1 and p.running == 1]
+    assert len(waiting_on_the_slow_one) >= 2
+    if counters:  # the rate since the last report: 512 tokens in the first interval, then none
+        assert seen[0].tokens_per_s > 0 and waiting_on_the_slow_one[-1].tokens_per_s == 0
+    else:  # no counters: the answered tokens over the whole load
+        last = waiting_on_the_slow_one[-1]
+        assert last.tokens_per_s == pytest.approx(512 / last.seconds, rel=0.2)

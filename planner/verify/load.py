@@ -5,7 +5,8 @@ and preempted requests and KV-cache usage.
 Prompts are lists of token ids, so their length is exact whatever the tokenizer; `min_tokens` and
 `ignore_eos` make each request produce exactly its output length (vLLM silently shortens
 `max_tokens` when prompt + output exceeds max_model_len, so the usage counts are checked).
-Bounded on purpose: local addresses only, at most MAX_REQUESTS threads, one request each.
+Bounded on purpose: local addresses only, at most MAX_REQUESTS threads, one request each. While it
+runs, `progress` hears every PROGRESS_S seconds how many requests are done and the tokens/s.
 Standard library only (threads + urllib).
 """
 
@@ -16,7 +17,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from planner.errors import PlannerError
@@ -29,6 +30,7 @@ DEFAULT_OUTPUT_TOKENS = 128
 cache holds prompt and output alike, so the context length is what loads it."""
 FIRST_TOKEN_ID = 3
 """Prompt ids start above the usual special ids (0-2)."""
+PROGRESS_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,21 @@ class LoadResult:
         return self.requests > 0 and self.completed == self.requests
 
 
+@dataclass(frozen=True)
+class LoadProgress:
+    """What the load has done so far (told every PROGRESS_S seconds)."""
+
+    seconds: float
+    requests: int
+    done: int
+    """Requests answered (well or not)."""
+    running: Optional[float]
+    waiting: Optional[float]
+    tokens_per_s: Optional[float]
+    """Prompt plus generated tokens per second since the last report (vLLM's counters), else the
+    tokens of the answered requests over the whole load; None before any is known."""
+
+
 def check_local(base_url: str) -> None:
     host = urlsplit(base_url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -119,6 +136,7 @@ class _Watcher(threading.Thread):
         self.spec = spec
         self.stop_event = threading.Event()
         self.readings: list[metrics.LoadGauges] = []
+        self.latest: Optional[tuple[float, metrics.LoadGauges]] = None
 
     def read(self) -> Optional[metrics.LoadGauges]:
         status, raw = http(self.spec.base_url + "/metrics", timeout=5.0)
@@ -129,6 +147,7 @@ class _Watcher(threading.Thread):
             g = self.read()
             if g:
                 self.readings.append(g)
+                self.latest = (time.monotonic(), g)  # one assignment: the reporter never sees half of it
 
 
 def _peak(values: list[Optional[float]]) -> Optional[float]:
@@ -136,7 +155,7 @@ def _peak(values: list[Optional[float]]) -> Optional[float]:
     return max(known) if known else None
 
 
-def run_load(spec: LoadSpec) -> LoadResult:
+def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] = None) -> LoadResult:
     check_local(spec.base_url)
     if not 1 <= spec.requests <= MAX_REQUESTS:
         raise PlannerError(f"--requests {spec.requests}: give 1 to {MAX_REQUESTS}")
@@ -163,12 +182,49 @@ def run_load(spec: LoadSpec) -> LoadResult:
         start.wait()
     except threading.BrokenBarrierError:
         pass  # some thread failed before sending: its result says why
-    for t in threads:
-        t.join(timeout=max(0.0, spec.timeout_s + 5 - (time.monotonic() - t0)))
+    _wait(threads, t0 + spec.timeout_s + 5, _Reporter(spec, results, watcher, t0, before, progress))
     seconds = time.monotonic() - t0
     watcher.stop_event.set()
     watcher.join(timeout=10)
     return _summarize(spec, results, seconds, before, watcher.readings + [g for g in [watcher.read()] if g])
+
+
+class _Reporter:
+    """Tells `progress` about the load every PROGRESS_S seconds."""
+
+    def __init__(self, spec: LoadSpec, results: list[Optional[RequestResult]], watcher: _Watcher, t0: float,
+                 before: Optional[metrics.LoadGauges], progress: Optional[Callable[[LoadProgress], None]]) -> None:
+        self.spec, self.results, self.watcher, self.t0, self.progress = spec, results, watcher, t0, progress
+        self.next = t0 + PROGRESS_S
+        # (time, token counter) at the last report, first the reading taken before the load
+        self.mark = (t0, before.tokens) if before is not None and before.tokens is not None else None
+
+    def __call__(self, now: float) -> None:
+        if self.progress is None or now < self.next:
+            return
+        self.next = now + PROGRESS_S
+        done = [r for r in list(self.results) if r is not None]
+        latest = self.watcher.latest
+        last = latest[1] if latest else metrics.LoadGauges(None, None, None, None)
+        self.progress(LoadProgress(now - self.t0, self.spec.requests, len(done), last.running, last.waiting,
+                                   self._rate(now, done, latest)))
+
+    def _rate(self, now: float, done: list[RequestResult], latest: Optional[tuple[float, metrics.LoadGauges]]
+              ) -> Optional[float]:
+        if latest is not None and latest[1].tokens is not None:
+            at, tokens = latest[0], latest[1].tokens
+            mark, self.mark = self.mark, (at, tokens)
+            return (tokens - mark[1]) / (at - mark[0]) if mark is not None and at > mark[0] else None
+        tokens = sum(r.prompt_tokens + r.completion_tokens for r in done)
+        return tokens / (now - self.t0) if done else None
+
+
+def _wait(threads: list[threading.Thread], deadline: float, tick: Callable[[float], None]) -> None:
+    """Join the request threads until the deadline, ticking about once a second."""
+    for t in threads:
+        while t.is_alive() and time.monotonic() < deadline:
+            t.join(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            tick(time.monotonic())
 
 
 def _summarize(spec: LoadSpec, results: list[Optional[RequestResult]], seconds: float,

@@ -1,6 +1,7 @@
 """Read vLLM's Prometheus `/metrics` text: the KV-cache configuration (`vllm:cache_config_info`) and
 the load gauges (`vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`,
-`vllm:num_preemptions_total`). Pure standard library; the text format is simple enough to parse here.
+`vllm:num_preemptions_total`, and the token counters `vllm:prompt_tokens_total`,
+`vllm:generation_tokens_total`). Pure standard library; the text format is simple enough to parse here.
 """
 
 from __future__ import annotations
@@ -104,11 +105,15 @@ class LoadGauges:
     """Counter since start-up (vLLM exports it as `vllm:num_preemptions_total`)."""
     kv_cache_usage: Optional[float]
     """Fraction of KV blocks in use, 0..1 (`vllm:kv_cache_usage_perc`, despite the name)."""
+    tokens: Optional[float] = None
+    """Prompt plus generated tokens processed since start-up (counters), for the load's tokens/s."""
 
 
 def load_gauges(samples: list[Sample]) -> LoadGauges:
+    counters = [total(samples, n) for n in ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")]
     return LoadGauges(
         running=total(samples, "vllm:num_requests_running"), waiting=total(samples, "vllm:num_requests_waiting"),
         preemptions=total(samples, "vllm:num_preemptions_total"),
         kv_cache_usage=peak(samples, "vllm:kv_cache_usage_perc"),
+        tokens=None if all(c is None for c in counters) else sum(c or 0.0 for c in counters),
     )
