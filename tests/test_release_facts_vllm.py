@@ -209,8 +209,6 @@ def test_removed_quantizations_are_gone(wheel):
     assert set(REL.online_quant_shorthands) <= set(wheel["quantizations"])
 
 
-@pytest.mark.xfail(strict=True, reason="releases.yaml's online_quant_shorthands lacks mxfp4, which vLLM 0.32.0's "
-                                       "config/quantization.py _ONLINE_SHORTHANDS has (reported; releases is another's)")
 def test_online_quantization_shorthands(wheel):
     assert sorted(REL.online_quant_shorthands) == sorted(wheel["online_shorthands"])
 
