@@ -19,14 +19,17 @@ def release_for(r: dict[str, Any]) -> ReleaseFacts:
 
 def target_for(r: dict[str, Any]) -> Target:
     """The recorded GPU: its logged torch total, else the catalogue entry the record names
-    (`gpu_catalogue`), else an H100 80GB (79.19 GiB, the calibration set's GPU)."""
+    (`gpu_catalogue`), else an H100 80GB (79.19 GiB, the calibration set's GPU). A record may name
+    its `compute_capability` and `interconnect` class (the H100 set's default: 9.0, NVSwitch)."""
     if r.get("gpu_total_gib") is None and r.get("gpu_catalogue"):
         from planner.hardware import load_catalogue
 
         gpu = load_catalogue().get(r["gpu_catalogue"])
-        return Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability)
+        return Target(gpu.name, gpu.memory_bytes, compute_capability=r.get("compute_capability") or gpu.compute_capability,
+                      interconnect=r.get("interconnect") or gpu.interconnect_class)
     return Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
-                  memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB), compute_capability="9.0")
+                  memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB),
+                  compute_capability=r.get("compute_capability") or "9.0", interconnect=r.get("interconnect"))
 
 
 def settings_for(r: dict[str, Any]) -> Settings:

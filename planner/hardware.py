@@ -36,6 +36,8 @@ __all__ = [
     "INVENTORY_FORM",
 ]
 
+INTERCONNECT_CLASSES = ("nvls", "nvlink", "pcie_p2p", "pcie")
+"""How TP ranks talk (see GPU.interconnect_class); the non-torch sets of profiles/vllm/overheads.yaml price each."""
 MAX_MEMORY_GIB = 65536
 """A sanity bound on one device's memory (the largest today have 288 GB)."""
 INVENTORY_FORM = "NODESxGPUSxTYPE[,...] (e.g. 2x8xH100,4x1xL4; 8xH100 means one node)"
@@ -89,6 +91,10 @@ class GPU:
     """Scale-up and host links in words."""
     nvlink_gbs: float = 0.0
     """NVLink bandwidth per GPU, bidirectional, GB/s; 0 for none."""
+    interconnect_class: str | None = None
+    """How vLLM's TP ranks talk on this part, which sets the communication buffers outside torch:
+    `nvls` (NVSwitch of Hopper or later: NCCL NVLS), `nvlink` (NVLink without NVLS: A100 HGX, bridged
+    pairs), `pcie_p2p` (PCIe with peer-to-peer), `pcie` (PCIe without P2P). None: not known."""
     scaleup_gbs: float = 0.0
     """Any scale-up fabric (NVLink, Infinity Fabric, ICI, RoCE) per device, bidirectional, GB/s; 0 for none."""
     gpus_per_node_max: int | None = None
@@ -136,6 +142,9 @@ class GPU:
                 raise PlannerError(f"{where}: {field} must be true or false, got {getattr(self, field)!r}")
         if self.fp4_native is not None and not isinstance(self.fp4_native, bool):
             raise PlannerError(f"{where}: fp4_native must be true, false or null")
+        if self.interconnect_class is not None and self.interconnect_class not in INTERCONNECT_CLASSES:
+            raise PlannerError(f"{where}: interconnect_class {self.interconnect_class!r} is not one of "
+                               f"{', '.join(INTERCONNECT_CLASSES)}")
         if self.price_per_gpu_hour_usd is not None and not self.price_source:
             raise PlannerError(f"{where}: a price needs a price_source; add `price_source:` or drop the price")
         if not all(isinstance(a, str) and _canon(a) for a in self.aliases):

@@ -14,10 +14,16 @@ import functools
 from dataclasses import dataclass
 
 from planner.datafiles import load_yaml
+from planner.errors import PlannerError
 from planner.models.spec import ModelSpec, VisionSpec
 from planner.paths import profiles_dir
 
 GIB = 2**30
+
+REFERENCE_CAPTURE_TOKENS = 10503
+"""Sum of the default capture sizes up to 512 ([1, 2, 4] + 8..248 step 8 + 256..512 step 16, 51
+graphs): what every start-up of the H100 calibration set captured in each mode. The CUDA-graph
+estimate's graph work is measured relative to it."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class Features:
     """The encoder's own transient over that batch, on one TP rank: the residual and normed hidden
     states plus the ViT MLP's column outputs (gate/up or fc1, and the activation). It is freed
     before the decoder's dummy pass, so it competes with that pass's peak rather than adding to it."""
+    tokens: int = 0
+    """The profile run's tokens (max_num_batched_tokens)."""
 
 
 def largest_dummy_item(v: VisionSpec, length: int, video_frames: int) -> tuple[int, int]:
@@ -124,7 +132,7 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
     return Features(
         hidden_bytes=t * spec.hidden_size * b, mlp_bytes=mlp, moe_workspace_bytes=workspace,
         sampler_bytes=shape.sampler_rows * spec.vocab_size * 4 if shape.has_sampler else 0,
-        vision_bytes=vision, encoder_peak_bytes=encoder,
+        vision_bytes=vision, encoder_peak_bytes=encoder, tokens=t,
     )
 
 
@@ -150,11 +158,40 @@ class Coefficients:
     """The calibration set and date the fit came from."""
     validated: tuple[str, ...] = ()
     """Releases whose real start-ups the set was fitted or checked on; others are extrapolations."""
+    forward_per_token_bytes: float = 0.0
+    """Forward peak beyond the physics that grows with the profile run's tokens (compile and
+    allocator workspaces; under the 0.27+ formula partly persistent, charged as consumed memory)."""
+    cudagraph_full_share: float = 0.0
+    """Share of the CUDA-graph estimate that follows the FULL graphs' captured tokens (the rest
+    follows the PIECEWISE graphs'); both relative to REFERENCE_CAPTURE_TOKENS."""
+    cudagraph_hidden_exponent: float = 0.0
+    """The per-layer graph cost scales with (hidden / 4096) ** this (0: not at all)."""
+    cold_const_gib: float = 0.0
+    """First start on an empty torch.compile cache: extra profile peak, constant part."""
+    cold_per_token_bytes: float = 0.0
+    """... and the part that grows with max_num_batched_tokens (compile-time autotuning buffers)."""
+    non_torch_comm_gib: tuple[tuple[str, float, float], ...] = ()
+    """(interconnect class, GiB at TP 2, GiB per rank beyond 2): communication buffers by interconnect."""
 
 
 @functools.cache
+def _doc() -> dict:
+    return load_yaml(profiles_dir() / "vllm" / "overheads.yaml")
+
+
 def _sets() -> list[dict]:
-    return load_yaml(profiles_dir() / "vllm" / "overheads.yaml")["sets"]
+    return _doc()["sets"]
+
+
+@functools.cache
+def capture_max_size(version: str, family: str) -> int:
+    """The largest default CUDA-graph capture size of the release on this GPU family (the last entry
+    of `capture_max_size` in overheads.yaml that covers both)."""
+    from planner.releases import parse_version
+
+    v = parse_version(version)
+    rows = [x for x in _doc()["capture_max_size"] if _covers(x, v) and x.get("family", family) == family]
+    return int(rows[-1]["value"]) if rows else 512
 
 
 def _covers(x: dict, v: tuple) -> bool:
@@ -183,12 +220,19 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
             values.update(x["coefficients"])
             validated = [r for r in validated if r in x.get("validated", ())]
             sources.append(str(x.get("source", "")))
-    return Coefficients(**{k: values[k] for k in Coefficients.__dataclass_fields__ if k not in ("source", "validated")},
-                        source="; ".join(sources), validated=tuple(validated))
+    fields = {k: values[k] for k in Coefficients.__dataclass_fields__
+              if k in values and k not in ("source", "validated", "non_torch_comm_gib")}
+    comm = values.get("non_torch_comm_gib") or {}
+    return Coefficients(**fields, source="; ".join(sources), validated=tuple(validated),
+                        non_torch_comm_gib=tuple((k, float(v["tp2"]), float(v["per_extra_tp"])) for k, v in comm.items()))
+
+
+def _forward_const_bytes(f: Features, c: Coefficients) -> float:
+    return c.forward_const_gib * GIB + c.forward_per_token_bytes * f.tokens
 
 
 def _decoder_peak_bytes(f: Features, c: Coefficients) -> int:
-    peak = c.forward_const_gib * GIB + 2 * f.hidden_bytes + f.mlp_bytes
+    peak = _forward_const_bytes(f, c) + 2 * f.hidden_bytes + f.mlp_bytes
     if f.sampler_bytes:
         sampler = c.sampler_const_gib * GIB + c.sampler_logits * f.sampler_bytes + c.sampler_hidden * f.hidden_bytes
         peak = max(peak, sampler + c.moe_workspace * f.moe_workspace_bytes)
@@ -204,7 +248,7 @@ def activation_peak_bytes(f: Features, c: Coefficients) -> int:
 
 def _encoder_peak_bytes(f: Features, c: Coefficients) -> int:
     """The encoder's pass over the same persistent buffers as the decoder's (the forward constant)."""
-    return int(f.encoder_peak_bytes + c.forward_const_gib * GIB) if f.encoder_peak_bytes else 0
+    return int(f.encoder_peak_bytes + _forward_const_bytes(f, c)) if f.encoder_peak_bytes else 0
 
 
 def encoder_binds(f: Features, c: Coefficients) -> bool:
@@ -212,21 +256,76 @@ def encoder_binds(f: Features, c: Coefficients) -> bool:
     return _encoder_peak_bytes(f, c) > _decoder_peak_bytes(f, c)
 
 
-def non_torch_bytes(tp: int, pp: int, c: Coefficients) -> int:
-    """cuBLAS workspaces and, with TP, NCCL / custom all-reduce buffers created after the snapshot."""
+def interconnects(c: Coefficients) -> tuple[str, ...]:
+    """The interconnect classes the set prices (`non_torch_comm_gib` in profiles/vllm/overheads.yaml)."""
+    return tuple(k for k, _, _ in c.non_torch_comm_gib)
+
+
+def non_torch_bytes(tp: int, pp: int, c: Coefficients, interconnect: str | None = None) -> int:
+    """Memory outside torch that grows between vLLM's start-up snapshot and the end of profiling:
+    the CUDA context's cuBLAS/kernel workspaces (`tp1`, `tp1_pp`), plus with TP the communication
+    buffers, which follow the interconnect: NCCL's channel buffers over PCIe (custom all-reduce only
+    where P2P works), custom all-reduce over NVLink, and on NVSwitch systems of Hopper and later
+    NCCL's NVLS (NVLink SHARP) buffers, the largest. `interconnect` None: the set's first class
+    (NVSwitch with NVLS, the calibration envelope)."""
     nt = c.non_torch_gib
     if tp == 1:
-        gib = nt["tp1"] if pp == 1 else nt["tp1_pp"]
-    else:
-        gib = nt["tp2"] + nt["per_extra_tp"] * (tp - 2)
-    return int(gib * GIB)
+        return int((nt["tp1"] if pp == 1 else nt["tp1_pp"]) * GIB)
+    if not c.non_torch_comm_gib:  # a set without interconnect classes: the legacy TP line
+        return int((nt["tp2"] + nt["per_extra_tp"] * (tp - 2)) * GIB)
+    comm = {k: (a, b) for k, a, b in c.non_torch_comm_gib}
+    key = interconnect or c.non_torch_comm_gib[0][0]
+    if key not in comm:
+        raise PlannerError(f"unknown interconnect {key!r}: one of {', '.join(comm)}")
+    at2, extra = comm[key]
+    return int((nt["tp1"] + at2 + extra * (tp - 2)) * GIB)
 
 
-def cudagraph_estimate_bytes(layers_on_worker: int, c: Coefficients) -> int:
-    """vLLM's measured CUDA-graph estimate (subtracted from the budget from 0.20 by the V1 runner):
-    the largest first capture (FULL and PIECEWISE graphs share one pool) plus one increment per
-    further graph, which grows with the captured pieces, i.e. with the layers on the worker."""
-    return int((c.cudagraph_const_gib + c.cudagraph_per_layer_gib * layers_on_worker) * GIB)
+@dataclass(frozen=True)
+class GraphShape:
+    """The CUDA graphs vLLM captures (compilation config defaults): PIECEWISE graphs for every capture
+    size, FULL graphs for the uniform-decode sizes up to max_num_seqs (FULL_AND_PIECEWISE mode)."""
+
+    piecewise_sizes: tuple[int, ...]
+    full_sizes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, max_num_seqs: int, max_num_batched_tokens: int, max_size: int = 512,
+           decode_query_len: int = 1) -> "GraphShape":
+        """vLLM's default capture sizes (config/vllm.py _set_cudagraph_sizes): [1, 2, 4] + 8..248
+        step 8 + 256.. step 16 up to min(2 x max_num_seqs x decode_query_len, max_size), capped by
+        max_num_batched_tokens; FULL decode graphs up to max_num_seqs x decode_query_len."""
+        top = min(2 * max_num_seqs * decode_query_len, max_size, max_num_batched_tokens)
+        sizes = tuple(s for s in [1, 2, 4, *range(8, 256, 8), *range(256, top + 1, 16)] if s <= top)
+        return cls(sizes, tuple(s for s in sizes if s <= max_num_seqs * decode_query_len))
+
+    @property
+    def work(self) -> tuple[float, float]:
+        """(FULL, PIECEWISE) captured tokens relative to the calibration envelope's 51 + 51 graphs."""
+        return sum(self.full_sizes) / REFERENCE_CAPTURE_TOKENS, sum(self.piecewise_sizes) / REFERENCE_CAPTURE_TOKENS
+
+
+def cudagraph_estimate_bytes(layers_on_worker: int, c: Coefficients, graphs: GraphShape | None = None,
+                             hidden_size: int = 4096) -> int:
+    """vLLM's measured CUDA-graph estimate (subtracted from 0.20 by the V1 runner, from 0.29 by the
+    V2 runner). The V1 runner captures the two largest graphs of each mode and extrapolates: first
+    capture + (graphs - 1) x the second's increment (v1/worker/gpu_model_runner.py
+    profile_cudagraph_memory); the V2 runner from 0.29 captures every PIECEWISE graph and
+    extrapolates the FULL ones the same way (v1/worker/gpu/cudagraph_utils.py). Both grow with the
+    captured pieces (the layers on the worker) and with the graphs' token sizes, which follow
+    max_num_seqs: a 24 GB card's 256 sequences capture 35 FULL graphs up to 256 tokens where the
+    calibration H100's 1,024 captured 51 up to 512. `graphs` None: the calibration envelope."""
+    full, piecewise = graphs.work if graphs is not None else (1.0, 1.0)
+    mix = c.cudagraph_full_share * full + (1 - c.cudagraph_full_share) * piecewise
+    width = (hidden_size / 4096) ** c.cudagraph_hidden_exponent
+    return int((c.cudagraph_const_gib + c.cudagraph_per_layer_gib * layers_on_worker * width) * mix * GIB)
+
+
+def cold_start_extra_bytes(tokens: int, c: Coefficients) -> int:
+    """A first start on an empty torch.compile cache compiles (and autotunes) inside the profile run,
+    whose peak then holds compile-time buffers the warm start does not: a constant plus a part that
+    grows with the profile run's tokens. 0 when the set has no cold-start measurement."""
+    return int(c.cold_const_gib * GIB + c.cold_per_token_bytes * tokens)
 
 
 def v2_runner_buffer_bytes(max_num_seqs: int, vocab_size: int) -> int:

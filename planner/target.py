@@ -58,6 +58,9 @@ class Target:
     """CPU backend: VLLM_CPU_KVCACHE_SPACE in bytes (the whole KV pool)."""
     compute_capability: str | None = None
     """e.g. "9.0": picks the attention backend (MLA block size) and batch-default tier."""
+    interconnect: str | None = None
+    """Interconnect class between the TP ranks (profiles/gpus.yaml `interconnect_class`, or
+    --interconnect): sets the communication buffers of non-torch memory. None: the set's default."""
 
     @property
     def arch_family(self) -> str:

@@ -1,0 +1,99 @@
+"""The measured budget terms as mechanisms (issue #11): CUDA-graph capture sizes as vLLM builds
+them, the graph estimate's dependence on them, non-torch memory by interconnect class, the
+per-token forward term and the cold-start extra. Figures checked against the start-up logs that
+print them (benchmarks/data/calibration/vllm-startup-recent.jsonl and the public logs)."""
+
+from __future__ import annotations
+
+import pytest
+
+import planner.overheads as oh
+from planner.errors import PlannerError
+from planner.hardware import INTERCONNECT_CLASSES, load_catalogue
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("seqs, mnbt, pw, full, largest", [
+    (256, 2048, 51, 35, 512),    # "PIECEWISE=51 (largest=512), FULL=35 (largest=256)": A5000 0.21, A100-40GB 0.19.1
+    (1024, 8192, 51, 51, 512),   # the H100 calibration set: 51 and 51 in every row of its results table
+    (4, 8192, 4, 3, 8),          # max_num_seqs 4: sizes up to 2 x 4
+    (6, 8192, 4, 3, 8),
+])
+def test_capture_sizes_match_the_logs(seqs, mnbt, pw, full, largest) -> None:
+    g = oh.GraphShape.of(seqs, mnbt)
+    assert (len(g.piecewise_sizes), len(g.full_sizes), max(g.piecewise_sizes)) == (pw, full, largest)
+    assert max(g.full_sizes) <= seqs
+
+
+def test_capture_sizes_capped_by_batched_tokens() -> None:
+    g = oh.GraphShape.of(1024, 256)
+    assert max(g.piecewise_sizes) == 256
+
+
+def test_capture_max_size_by_release_and_family() -> None:
+    assert oh.capture_max_size("0.21.0", "blackwell") == 512
+    assert oh.capture_max_size("0.30.0", "blackwell") == 1024
+    assert oh.capture_max_size("0.30.0", "hopper") == 512
+
+
+def test_graph_estimate_is_unchanged_on_the_calibration_envelope() -> None:
+    c = oh.coefficients("0.19.0")
+    env = oh.GraphShape.of(1024, 8192)
+    assert oh.cudagraph_estimate_bytes(36, c, env) == oh.cudagraph_estimate_bytes(36, c)
+
+
+def test_graph_estimate_shrinks_with_fewer_full_graphs() -> None:
+    # 0.21.0, RTX A5000, Qwen3-8B (36 layers), 256 sequences: 0.52 GiB printed; the envelope line says 0.89
+    c = oh.coefficients("0.21.0")
+    est = oh.cudagraph_estimate_bytes(36, c, oh.GraphShape.of(256, 2048)) / GIB
+    assert est < oh.cudagraph_estimate_bytes(36, c) / GIB - 0.2
+    assert abs(est - 0.52) < 0.1
+
+
+def test_v2_graph_estimate_from_029_follows_the_0_30_logs() -> None:
+    c = oh.coefficients("0.30.0", "v2")
+    gh200 = oh.cudagraph_estimate_bytes(36, c, oh.GraphShape.of(1024, 8192)) / GIB  # printed 0.93
+    a10 = oh.cudagraph_estimate_bytes(36, c, oh.GraphShape.of(256, 2048)) / GIB     # printed 0.43
+    assert abs(gh200 - 0.93) < 0.15 and abs(a10 - 0.43) < 0.15
+
+
+def test_non_torch_by_interconnect() -> None:
+    c = oh.coefficients("0.19.0")
+    nvls = oh.non_torch_bytes(2, 1, c, "nvls") / GIB
+    pcie = oh.non_torch_bytes(2, 1, c, "pcie") / GIB
+    assert nvls == pytest.approx(2.07, abs=0.01)  # the H100 set's TP 2 figure
+    assert pcie < 0.6 < nvls                      # NCCL buffers only: no NVLS
+    assert oh.non_torch_bytes(2, 1, c) == oh.non_torch_bytes(2, 1, c, "nvls")  # default: the envelope's class
+    assert oh.non_torch_bytes(1, 1, c, "pcie") == oh.non_torch_bytes(1, 1, c, "nvls")  # TP 1: no communicator
+
+
+def test_every_interconnect_class_is_priced_and_unknown_is_an_error() -> None:
+    for version in ("0.10.0", "0.19.0", "0.26.0", "0.30.0", "0.33.0"):
+        assert set(oh.interconnects(oh.coefficients(version))) == set(INTERCONNECT_CLASSES)
+    with pytest.raises(PlannerError, match="unknown interconnect 'infiniband'"):
+        oh.non_torch_bytes(2, 1, oh.coefficients("0.19.0"), "infiniband")
+
+
+def test_catalogue_interconnect_classes() -> None:
+    cat = load_catalogue()
+    assert cat.get("H100-SXM-80GB").interconnect_class == "nvls"
+    assert cat.get("A100-80GB-SXM").interconnect_class == "nvlink"  # NVSwitch gen 2: no NVLS
+    assert cat.get("RTX-4090").interconnect_class == "pcie"
+    assert cat.get("L4").interconnect_class == "pcie"
+
+
+def test_forward_term_grows_with_batched_tokens() -> None:
+    c = oh.coefficients("0.19.0")
+    f8 = oh.Features(0, 0, 0, 0, 0, tokens=8192)
+    f2 = oh.Features(0, 0, 0, 0, 0, tokens=2048)
+    # the 0.19 H100 fit (0.2938 GiB at 8192 tokens) is kept exactly at 8192
+    assert oh.activation_peak_bytes(f8, c) / GIB == pytest.approx(0.2938, abs=1e-3)
+    assert oh.activation_peak_bytes(f2, c) == pytest.approx(oh.activation_peak_bytes(f8, c) / 4, rel=1e-3)
+
+
+def test_cold_start_extra_about_one_gib_on_small_cards() -> None:
+    c = oh.coefficients("0.30.0", "v2")
+    small = oh.cold_start_extra_bytes(2048, c) / GIB   # L4/A10: 0.8-1.0 GiB less KV cold
+    large = oh.cold_start_extra_bytes(8192, c) / GIB   # GH200: 1.5-1.6 GiB
+    assert 0.6 < small < 1.2 and 1.2 < large < 2.0
