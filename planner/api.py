@@ -38,6 +38,9 @@ def load_model(name: str) -> Model:
         spec = dataclasses.replace(spec, checkpoint_rotary_buffers=True)
     if src.header_tensors:
         tensors = tuple(classify(t.name, t.shape, t.dtype, spec.num_layers) for t in src.header_tensors)
+        if not any(t.loaded and t.numel for t in tensors):  # e.g. only an MTP layer, or empty shapes
+            raise PlannerError(f"{src.model_id}: its safetensors files hold no tensor vLLM loads for {spec.architecture}: "
+                               "pass the folder of the complete checkpoint")
         tensor_source: Literal["formula", "safetensors", "none"] = "safetensors"
     elif spec.model_type in WEIGHTS_BY_FORMULA_UNSUPPORTED:
         tensors, tensor_source = (), "none"

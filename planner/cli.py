@@ -355,7 +355,7 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     lines += [f"note: {n}" for n in b.notes]
     if b.estimated:
         lines.append("estimated (modelled, not measured): " + ", ".join(b.estimated))
-    label = "" if b.fits else "the command as asked, which does NOT fit (see the changes above):\n"
+    label = "" if b.fits else f"the command as asked, which does NOT fit{' (the changes above fit)' if r.fixes else ''}:\n"
     lines += ["", label + r.serve_command]
     return "\n".join(lines)
 

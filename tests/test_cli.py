@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,32 @@ def test_hub_failure_is_one_line_naming_the_alternatives(tmp_path, monkeypatch, 
     code, _, err = run(capsys, "inspect", "someorg/not-bundled")
     assert code == 2 and "bundled id" in err and "local config.json" in err
     assert "hf_secret_value" not in err and len(err.strip().splitlines()) == 1
+
+
+class _SlowHub(_FakeHub):
+    """huggingface_hub offline: every network call retries for about 20 s before it gives up."""
+
+    def hf_hub_download(self, repo_id, filename, token=None, local_files_only=False):
+        if not local_files_only:
+            time.sleep(20)
+        return super().hf_hub_download(repo_id, filename, token, local_files_only)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_unreachable_hub_fails_fast_or_uses_the_cache(tmp_path, monkeypatch, capsys, cached):
+    import sys as _sys
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA))
+    monkeypatch.setitem(_sys.modules, "huggingface_hub", _SlowHub(tmp_path, cached=cached))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    code, out, err = run(capsys, "inspect", "someorg/tiny-llama", "--json")
+    assert time.monotonic() - start < 2
+    if cached:
+        assert code == 0 and json.loads(out)["tensor_source"] == "formula"
+    else:
+        assert code == 2 and "not reachable" in err and len(err.strip().splitlines()) == 1
 
 
 def test_hub_offline_or_without_the_extra(monkeypatch, capsys):

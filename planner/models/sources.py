@@ -183,17 +183,19 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
     in a thread because name resolution ignores socket timeouts."""
     url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     address = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443))
-    opened = threading.Event()
+    done, opened = threading.Event(), []
 
     def probe() -> None:
         try:
             socket.create_connection(address, timeout=timeout).close()
-            opened.set()
+            opened.append(True)
         except OSError:
             pass
+        done.set()
 
     threading.Thread(target=probe, daemon=True).start()
-    return opened.wait(timeout)
+    done.wait(timeout)  # an unresolvable name fails at once; a black-holed address waits out the timeout
+    return bool(opened)
 
 
 def _hub(repo_id: str) -> ModelSource:

@@ -1,0 +1,115 @@
+"""A CLI that explains itself (issue #14, section 4): help for every flag with its default, vLLM's
+own flag spellings, no silent abbreviations, --version, snake-case JSON, and plans that say what
+they take and what does not fit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from planner.cli import build_parser, main
+
+# Subcommands whose options the CLI defines (verify's own and train's live with those steps).
+OWN = ("inspect", "models", "dtypes", "plan", "gpus", "emit")
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _options(name: str) -> list[argparse.Action]:
+    return [a for a in _subparsers()[name]._actions
+            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_every_option_has_help_with_its_default(name):
+    missing = [a.option_strings[0] for a in _options(name)
+               if not a.help or not ("default" in a.help or "required" in a.help or a.required)]
+    assert not missing, f"{name}: {missing}"
+
+
+@pytest.mark.parametrize("flag,unit", [("--max-model-len", "tokens"), ("--max-num-batched-tokens", "tokens"),
+                                       ("--gpu-memory-gib", "GiB"), ("--kv-cache-memory-bytes", "bytes"),
+                                       ("--cpu-kvcache-gib", "GiB"), ("--block-size", "tokens"),
+                                       ("--gpu-memory-utilization", "share")])
+def test_number_options_name_their_unit(flag, unit):
+    action = next(a for a in _options("plan") if flag in a.option_strings)
+    assert unit in action.help
+
+
+def test_verify_lists_only_what_it_accepts():
+    flags = {s for a in _options("verify") for s in a.option_strings}
+    assert not {"--inventory", "--objective", "--emit"} & flags
+    assert {"--gpu", "--max-model-len", "--report", "--timeout"} <= flags
+
+
+@pytest.mark.parametrize("spelling", [["--tp", "2"], ["--tensor-parallel-size", "2"], ["-tp", "2"]])
+def test_vllm_spellings_of_the_parallel_sizes(capsys, spelling):
+    pp = {"--tp": "--pp", "--tensor-parallel-size": "--pipeline-parallel-size", "-tp": "-pp"}[spelling[0]]
+    code = main(["plan", "qwen3-8b", "--gpu", "H100", *spelling, pp, "1", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and (data["tp"], data["pp"]) == (2, 1)
+
+
+def test_version(capsys):
+    from planner import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"vllm-planner {__version__}"
+
+
+@pytest.mark.parametrize("command,keys", [
+    ("gpus", {"gpu", "memory_gib", "bandwidth_tbs", "bf16_tflops", "fp8_support", "price_per_gpu_hour_usd"}),
+    ("dtypes", {"format", "bits", "exponent_bits", "mantissa_bits", "bytes_per_parameter"}),
+])
+def test_json_lists_use_snake_case_keys(capsys, command, keys):
+    assert main([command, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert keys <= set(rows[0]) and all(k == k.lower() and " " not in k for r in rows for k in r)
+
+
+PLAN_KEYS = {"vllm_serve_command", "binding", "fixes", "kv_cache_gib", "kv_cache_tokens", "max_concurrency",
+             "requested_gib", "weights_gib", "fits", "error"}
+
+
+def test_inventory_entries_carry_the_plan_keys_fit_or_not(capsys):
+    code = main(["plan", "llama3.1-70b", "--inventory", "2x8xH100,4x1xL4", "--context", "32768", "--json"])
+    entries = {e["inventory"]: e for e in json.loads(capsys.readouterr().out)}
+    assert code == 0 and all(PLAN_KEYS <= set(e) for e in entries.values())
+    l4 = entries["4x1xL4"]
+    assert l4["fits"] is False and l4["replicas"] == 0 and l4["vllm_serve_command"].startswith("vllm serve")
+    assert entries["2x8xH100-SXM-80GB"]["fits"] is True
+
+
+def test_concurrency_misfit_is_not_a_start_up_failure(capsys):
+    code = main(["plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072", "--concurrency", "5"])
+    out = capsys.readouterr().out
+    assert code == 1 and "would fail to start" not in out and "below the requested 5" in out
+
+
+def test_a_misfit_labels_its_command_and_every_fix_carries_one(capsys):
+    code = main(["plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072", "--concurrency", "5",
+                 "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and data["fixes"]
+    assert all(f["vllm_serve_command"].startswith("vllm serve") for f in data["fixes"])
+    fp8 = next(f for f in data["fixes"] if f["flags"] == {"kv_cache_dtype": "fp8"})
+    assert "--kv-cache-dtype fp8" in fp8["vllm_serve_command"]
+    main(["plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072", "--concurrency", "5"])
+    text = capsys.readouterr().out.splitlines()
+    assert "does NOT fit" in text[-2] and text[-1].startswith("vllm serve")
+
+
+@pytest.mark.parametrize("layout,line", [
+    (["--tp", "8", "--pp", "2"], "one replica: 16 GPUs on 2 nodes of 8 GPUs"),
+    (["--tp", "4", "--pp", "3"], "one replica: 12 GPUs on 2 nodes of 8 GPUs"),
+    (["--tp", "2", "--pp", "2"], "one replica: 4 GPUs in one node"),
+])
+def test_a_plan_over_several_gpus_says_how_many_and_nodes(capsys, layout, line):
+    main(["plan", "meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "8192", *layout])
+    assert capsys.readouterr().out.splitlines()[1] == line
