@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,25 +23,7 @@ from test_verify_server import FAKE_SERVER, processes_with
 CPU = ["--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager"]
 
 
-def main(argv: list[str]) -> int:
-    """cli.main with `verify` registered (until cli.py registers it itself)."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "verify" in sub.choices:
-        return cli.main(argv)
-    original = cli.build_parser
-
-    def build() -> argparse.ArgumentParser:
-        p = original()
-        s = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-        command.register(s, cli._add_plan_options, cli.build_request)
-        return p
-
-    cli.build_parser = build
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original
+main = cli.main
 
 
 @pytest.fixture
@@ -57,10 +41,21 @@ def fake(tmp_path: Path) -> str:
     return f"{sys.executable} {path}"
 
 
+@pytest.fixture(autouse=True)
+def temp_root(tmp_path: Path, monkeypatch) -> Path:
+    """A temp folder of the test's own, so `verify` can be seen to leave none behind."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
 def verify(capsys, tiny: Path, fake: str, *extra: str) -> tuple[int, str, str]:
     code = main(["verify", str(tiny), *CPU, "--vllm-command", fake, "--timeout", "30", *extra])
     out, err = capsys.readouterr()
     assert processes_with(fake.split()[-1]) == []  # the fake's path: its processes and children
+    left = list(Path(tempfile.gettempdir()).iterdir())
+    assert [p for p in left if p.is_dir() or p.stat().st_size == 0] == []  # at most the server's log
     return code, out, err
 
 
@@ -80,6 +75,17 @@ def test_verified_on_the_fake(capsys, tiny, fake, tmp_path):
     assert argv[argv.index("--model") + 1] == str(tiny) and "--load-format" not in argv
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert report.with_suffix(".log").read_text().count("KV cache size") == 1
+
+
+def test_load_progress_on_stderr(capsys, tiny, fake, monkeypatch):
+    from planner.verify import load
+
+    monkeypatch.setattr(load, "PROGRESS_S", 0.4)
+    monkeypatch.setenv("FAKE_REQUEST_S", "2")
+    code, out, err = verify(capsys, tiny, fake, "--requests", "2")
+    assert code == 0, out + err
+    lines = [ln for ln in err.splitlines() if "] load: " in ln]
+    assert lines and re.search(r"load: 0/2 requests done after [12] s, 2 running, 0 waiting, - tokens/s$", lines[0]), err
 
 
 def test_json_output(capsys, tiny, fake):
@@ -187,10 +193,13 @@ def test_no_gpu_where_the_plan_needs_one(capsys, tiny, fake, monkeypatch):
 
 
 def test_other_bad_options(capsys, tiny, fake):
-    assert "not --inventory" in bad(capsys, ["verify", str(tiny), "--inventory", "1x8xH100", "--vllm-command", fake])
+    # verify checks one deployment: its parser has no --inventory
+    assert "unrecognized arguments: --inventory" in bad(capsys, ["verify", str(tiny), "--inventory", "1x8xH100",
+                                                                 "--vllm-command", fake])
     assert "is not an executable" in bad(capsys, ["verify", str(tiny), *CPU, "--vllm-command", "/no/such/vllm serve"])
     assert "expected a port" in bad(capsys, ["verify", str(tiny), *CPU, "--port", "70000"])
     assert "positive number of seconds" in bad(capsys, ["verify", str(tiny), *CPU, "--timeout", "0"])
+    assert "expected a request count 0-4096" in bad(capsys, ["verify", str(tiny), *CPU, "--requests", "5000"])
 
 
 # ---- pieces -----------------------------------------------------------------------------------
@@ -222,6 +231,13 @@ def test_planned_requests():
     assert command.planned_requests(a, {"max_concurrency": 3.7, "max_num_seqs": 128}) == 3
     assert command.planned_requests(a, {"max_concurrency": 9.0, "concurrency": 5}) == 5
     assert command.planned_requests(argparse.Namespace(requests=0), {"max_concurrency": 9.0}) == 0
+    # TinyLlama on the CPU build: 372 blocks of 4 per request print 93.00x; the null block leaves 92
+    tinyllama = {"max_concurrency": 93.0, "num_blocks": 372, "max_num_seqs": 256, "max_model_len": 512}
+    assert command.planned_requests(a, tinyllama) == 92
+    assert command._null_block_note(tinyllama, 92) is None
+    note = command._null_block_note(tinyllama, 93)
+    assert "null block" in note and "92 requests of 512 tokens fit at once, not the 93" in note
+    assert command._null_block_note(tinyllama, 94) is None  # beyond vLLM's own figure: nothing to explain
 
 
 def test_ctrl_c_during_startup_exits_130_and_leaves_nothing(capsys, tiny, fake, monkeypatch):

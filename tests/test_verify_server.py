@@ -22,8 +22,10 @@ from planner.verify import server as srv_mod
 from planner.verify.server import Server, ServerSpec, alive_in_group, descendants, free_port, port_in_use
 
 FAKE_SERVER = r'''
-"""A stand-in for vLLM's API server. FAKE_MODE: ok | exit | hang | kvfail. Takes vLLM's flags."""
-import json, os, signal, subprocess, sys, threading, time
+"""A stand-in for vLLM's API server. FAKE_MODE: ok | exit | hang | kvfail. Takes vLLM's flags.
+FAKE_TERM_DELAY: on SIGTERM, take that long to shut down (as vLLM does); FAKE_REQUEST_S: seconds per request;
+FAKE_TEMP_FILE: leave a file in the temp folder, as vLLM leaves its vllm_dist_* files and sockets."""
+import json, os, signal, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 mode = os.environ.get("FAKE_MODE", "ok")
@@ -41,6 +43,14 @@ def child(extra=""):
     return subprocess.Popen([sys.executable, "-c", code, marker])
 
 log(f"(APIServer pid={pid}) INFO 11-26 00:15:40 [api_utils.py:347]  version 0.32.0")
+if os.environ.get("FAKE_TERM_DELAY"):
+    def slow_exit(signum, frame):
+        log("fake: SIGTERM, shutting down slowly")
+        time.sleep(float(os.environ["FAKE_TERM_DELAY"]))
+        os._exit(0)
+    signal.signal(signal.SIGTERM, slow_exit)
+if os.environ.get("FAKE_TEMP_FILE"):
+    open(os.path.join(tempfile.gettempdir(), f"vllm_dist_{pid}"), "w").close()
 children = [child()]
 if os.environ.get("FAKE_ESCAPE"):
     children.append(child("import os; os.setsid()\n"))
@@ -116,7 +126,7 @@ class H(BaseHTTPRequestHandler):
             return self.reply(404, json.dumps({"error": "no such model"}))
         with lock:
             state["running"] += 1
-        time.sleep(0.6)
+        time.sleep(float(os.environ.get("FAKE_REQUEST_S", "0.6")))
         with lock:
             state["running"] -= 1
         out = req["max_tokens"] - completion_cut
@@ -167,7 +177,9 @@ def run_fake(fake: Path, tmp_path: Path, monkeypatch, timeout_s: float = 30.0, *
         result = s.start()
         during = processes_with(marker)
         pgid = s.proc.pid
-    return result, phases, marker, pgid, during, spec
+        started = list(phases)
+    assert phases == started + ["stopping the server"]  # the stop is announced, once
+    return result, started, marker, pgid, during, spec
 
 
 def assert_nothing_left(marker: str, pgid: int, port: int) -> None:
@@ -280,6 +292,27 @@ def test_sigterm_to_verify_becomes_an_interrupt(fake, tmp_path, monkeypatch):
             s.start()
     assert signal.getsignal(signal.SIGTERM) == before
     assert_nothing_left(marker, s.proc.pid, spec.port)
+
+
+def test_a_signal_during_a_normal_stop_waits_for_the_stop(fake, tmp_path, monkeypatch):
+    # SIGTERM (or the terminal closing) while the server is being stopped after a good run: the stop
+    # finishes, then the interrupt comes.
+    marker = f"fake-{uuid.uuid4().hex}"
+    monkeypatch.setenv("FAKE_TERM_DELAY", "1")
+    spec = spec_for(fake, tmp_path, marker)
+
+    def hang_up(phase, elapsed, changed):
+        if phase == "stopping the server":
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    before = signal.getsignal(signal.SIGHUP)
+    with pytest.raises(KeyboardInterrupt, match="SIGHUP"):
+        with Server(spec, hang_up) as s:
+            assert s.start().outcome == "ready"
+    assert signal.getsignal(signal.SIGHUP) == before
+    assert_nothing_left(marker, s.proc.pid, spec.port)
+    assert "shutting down slowly" in spec.log_path.read_text()  # it was stopped, not abandoned
+    assert s.stop() == [] and s.stop() is s.stop()  # once: later calls signal nothing
 
 
 def test_missing_launcher_is_bad_input(tmp_path):

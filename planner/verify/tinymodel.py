@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.verify.interrupts import run_child
 
 # 4 layers, hidden 256, 8 query heads sharing 2 KV heads of 32: 1,024 KV bytes per token in bf16
 # (2 x 4 x 2 x 32 x 2), a few MiB of weights, start-up dominated by vLLM itself.
@@ -39,6 +40,7 @@ TINY_LLAMA_CONFIG: dict[str, Any] = {
     "eos_token_id": 2,
 }
 
+TOKENIZER_TIMEOUT_S = 300.0
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 QUANT_SIDECARS = ("hf_quant_config.json", "quant_config.json", "generation_config.json")
 
@@ -91,8 +93,13 @@ def write_tokenizer(folder: Path, python: str, config: dict[str, Any] | None = N
     size = vocab_size(config)
     if max(bos, eos) >= size:
         raise PlannerError(f"config.json: bos/eos ids ({bos}, {eos}) are outside the vocabulary of {size}")
-    run = subprocess.run([python, "-c", _TOKENIZER_SCRIPT, str(folder / "tokenizer.json"), str(size), str(bos),
-                          str(eos), str(unk)], capture_output=True, text=True, timeout=300)
+    argv = [python, "-c", _TOKENIZER_SCRIPT, str(folder / "tokenizer.json"), str(size), str(bos), str(eos), str(unk)]
+    try:  # killed and reaped on an interrupt, never orphaned
+        run = run_child(argv, timeout=TOKENIZER_TIMEOUT_S)
+    except OSError as e:
+        raise PlannerError(f"cannot run {python} to generate a tokenizer: {e.strerror or e}") from None
+    except subprocess.TimeoutExpired:
+        raise PlannerError(f"generating a tokenizer with {python} took over {TOKENIZER_TIMEOUT_S:g} s") from None
     if run.returncode != 0:
         last = (run.stderr.strip().splitlines() or ["no output"])[-1]
         raise PlannerError(f"generating a tokenizer with {python} failed: {last} (vLLM's environment provides `tokenizers`)")
