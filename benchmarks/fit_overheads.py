@@ -120,7 +120,11 @@ def main(argv=None) -> int:
     ap.add_argument("--version", default="v0.19.0", help="fit the base set on this release's start-ups (the profile run changed across releases)")
     ap.add_argument("--base-from", default="0.17.0", help="first release the base set covers (checked on 0.17-0.19 start-ups)")
     ap.add_argument("--older", default="v0.15.0,v0.16.0", help="releases before --base-from whose sampler is refitted")
+    ap.add_argument("--measured", action="store_true",
+                    help="refit the terms measured off the H100 set (fit_measured_terms) on every replayable start-up")
     a = ap.parse_args(argv)
+    if a.measured:
+        return write_measured(a.write)
     act_samples, nt, graphs = [], {"tp1": [], "tp1_pp": [], "tp2": [], "extra": []}, []
     for r, model in cases(a.calibration):
         if r["vllm_version"].split()[0] != a.version:
@@ -145,6 +149,11 @@ def main(argv=None) -> int:
                           "tp2": round(tp2, 3), "per_extra_tp": round(extra, 4)},
         "cudagraph_const_gib": round(g[0], 4), "cudagraph_per_layer_gib": round(g[1], 5),
     }
+    # terms the H100 set does not measure (interconnects, graph shapes, cold start) are fitted by
+    # --measured on the other start-ups and kept here as they are
+    current = yaml.safe_load((REPO / "profiles" / "vllm" / "overheads.yaml").read_text())
+    old_base = next(x for x in current["sets"] if x["name"] == "base")["coefficients"]
+    out = {**{k: v for k, v in old_base.items() if k not in out}, **out}
     base_versions = sorted({r["vllm_version"].split()[0] for r, _ in cases(a.calibration)})
     older = [v for v in a.older.split(",") if v]
     sets = [{"name": "base", "from": a.base_from, "validated": [v.lstrip("v") for v in base_versions if v not in older],
@@ -165,12 +174,219 @@ def main(argv=None) -> int:
     if later:
         sets[-1] = {**{k: v for k, v in sets[-1].items() if k != "coefficients"}, "until": min(later, key=parse_version),
                     "coefficients": sets[-1]["coefficients"]}
-    doc = {"sets": [*sets[:-1], *[x for x in kept if "runner" not in x], sets[-1], *[x for x in kept if "runner" in x]]}
+    doc = {"sets": [*sets[:-1], *[x for x in kept if "runner" not in x], sets[-1], *[x for x in kept if "runner" in x]],
+           "capture_max_size": current["capture_max_size"]}
     print(yaml.safe_dump(doc, sort_keys=False))
     if a.write:
         header = "# Fitted by benchmarks/fit_overheads.py: shared coefficients of planner/overheads.py (estimates).\n"
         path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+
+# ---- the terms measured on the other GPUs and releases (vllm-startup-recent.jsonl and the public logs) ----
+
+NVLINK_CUSTOM_ALLREDUCE_GIB = 0.15
+"""Assumed, not measured: custom all-reduce's buffers on NVLink without NVLS, above NCCL's."""
+HIDDEN_EXPONENTS = (0.0, 0.5, 1.0)
+"""Candidate powers of hidden / 4096 for the per-layer graph cost, chosen by the fit where the
+training cases have more than one hidden size."""
+UNINFORMED_FULL_SHARE = 0.5
+"""Share of the CUDA-graph estimate that follows the FULL graphs, where no training case varies the
+graph shape (a fold without one): the midpoint, not a value seen in the held-out case."""
+
+
+def _set(sets: list[dict], name: str) -> dict:
+    return next(x for x in sets if x["name"] == name)["coefficients"]
+
+
+def _case_terms(r: dict) -> dict:
+    """What one replayed start-up says about the measured terms: the budget identity's parts with the
+    current coefficients, and the physics-only activation (no forward constant)."""
+    import dataclasses
+    import math
+
+    from accuracy import replay_budget  # the same replay as the benchmark
+    from planner import overheads as oh
+
+    b = replay_budget(r)
+    st = b.stages[0]
+    model = load_model(r["model"])
+    shape = shape_for(r, model)
+    c = oh.coefficients(b.vllm_version if hasattr(b, "vllm_version") else r["vllm_version"], b.model_runner)
+    phys = oh.activation_peak_bytes(oh.features(model.spec, shape),
+                                    dataclasses.replace(c, forward_const_gib=0.0, forward_per_token_bytes=0.0))
+    requested = st.available_kv_bytes + st.weights_bytes + st.activation_bytes + st.non_torch_bytes + st.cudagraph_bytes \
+        + st.runner_buffers_bytes
+    printed = r.get("cudagraph_estimate_gib")
+    graphs_used = printed * GIB if printed is not None and st.cudagraph_bytes else st.cudagraph_bytes
+    return {"b": b, "st": st, "tokens": b.max_num_batched_tokens, "seqs": b.max_num_seqs, "phys": phys,
+            "requested": requested, "graphs_used": graphs_used, "layers": math.ceil(model.spec.num_layers / r["pp"]),
+            "hidden": model.spec.hidden_size, "runner": b.model_runner}
+
+
+def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict], list[str]]:
+    """Refit, on the `train` start-ups only, the terms that the H100 set cannot fix: the 0.27+
+    consumed memory (non-torch at TP 1 and the per-token forward term), the V2 runner's CUDA-graph
+    estimate (0.29+), the FULL-graph share of the V1 estimate, the cold-start extra and the PCIe
+    communication buffers. Returns new sets (the others unchanged) and notes on terms that the
+    training cases do not determine (and what stands in)."""
+    import copy
+
+    from planner import overheads as oh
+    from planner.hardware import INTERCONNECT_CLASSES  # noqa: F401  (the classes priced below)
+
+    sets = copy.deepcopy(sets)
+    notes: list[str] = []
+    terms = []
+    for r in train:
+        if r["set"] == "h100":
+            continue  # the base set's own fit
+        try:
+            terms.append((r, _case_terms(r)))
+        except PlannerError:
+            continue
+    v = lambda r: parse_version(r["vllm_version"])  # noqa: E731
+    base = _set(sets, "base")
+    consumed = _set(sets, "consumed-0.27")
+    # (B) V2 graph estimate from 0.29: k x layers x mix(full share)
+    pts = [(t, r["cudagraph_estimate_gib"]) for r, t in terms if v(r) >= (0, 29, 0) and t["runner"] == "v2"
+           and r.get("cudagraph_estimate_gib") is not None and r["start"] == "warm"]
+    g2 = _set(sets, "runner-v2-graph-estimate")
+    if pts:
+        works = [oh.GraphShape.of(t["seqs"], t["tokens"]).work for t, _ in pts]
+        shares = [i / 20 for i in range(21)] if len({w[0] for w in works}) > 1 else [UNINFORMED_FULL_SHARE]
+        if len(shares) == 1:
+            notes.append("V2 graph estimate: one graph shape, FULL share uninformed (0.5)")
+        widths = HIDDEN_EXPONENTS if len({t["hidden"] for t, _ in pts}) > 1 else (0.0,)
+        best = None
+        for e in widths:
+            for s in shares:
+                x = [t["layers"] * (t["hidden"] / 4096) ** e * (s * w[0] + (1 - s) * w[1]) for (t, _), w in zip(pts, works)]
+                k = sum(xi * y for xi, (_, y) in zip(x, pts)) / sum(xi * xi for xi in x)
+                sse = sum((k * xi - y) ** 2 for xi, (_, y) in zip(x, pts))
+                if best is None or sse < best[0] - 1e-12:
+                    best = (sse, k, s, e)
+        g2.update(cudagraph_const_gib=0.0, cudagraph_per_layer_gib=round(best[1], 5), cudagraph_full_share=best[2],
+                  cudagraph_hidden_exponent=best[3])
+    else:
+        # what the planner knew before any 0.29+ start-up: the 0.26 V1 line
+        older = _set(sets, "h200-0.26")
+        g2.update(cudagraph_const_gib=older["cudagraph_const_gib"], cudagraph_per_layer_gib=older["cudagraph_per_layer_gib"],
+                  cudagraph_full_share=UNINFORMED_FULL_SHARE, cudagraph_hidden_exponent=0.0)
+        notes.append("V2 graph estimate: no 0.29+ case, the 0.26 V1 line stands in")
+    # (C) V1 estimate's FULL share: V1 cases with a printed estimate and a graph shape off the envelope
+    ws = []
+    for r, t in terms:
+        full, pw = oh.GraphShape.of(t["seqs"], t["tokens"]).work
+        if t["runner"] == "v1" and r.get("cudagraph_estimate_gib") and abs(full - pw) > 1e-6 and (0, 20, 0) <= v(r):
+            c = oh.coefficients(r["vllm_version"], "v1")
+            ref = c.cudagraph_const_gib + c.cudagraph_per_layer_gib * t["layers"]
+            ws.append(((r["cudagraph_estimate_gib"] / ref) - pw) / (full - pw))
+    if ws:
+        base["cudagraph_full_share"] = round(min(1.0, max(0.0, statistics.mean(ws))), 3)
+    else:
+        base["cudagraph_full_share"] = UNINFORMED_FULL_SHARE
+        notes.append("V1 graph estimate: no case off the 51+51 envelope, FULL share uninformed (0.5)")
+    # (A) 0.27+ consumed memory at TP 1: extra = non-torch + per-token x tokens
+    pts = []
+    for r, t in terms:
+        if v(r) >= (0, 27, 0) and r["tp"] == 1 and r["start"] == "warm" and r.get("kv_cache_gib") is not None:
+            st = t["st"]
+            extra = t["requested"] - st.weights_bytes - st.runner_buffers_bytes - t["graphs_used"] - t["phys"] \
+                - r["kv_cache_gib"] * GIB
+            pts.append((t["tokens"], extra / GIB))
+    if len({p[0] for p in pts}) > 1:
+        c0, c1 = lstsq([[1.0, tok] for tok, _ in pts], [y for _, y in pts])
+        if c0 < 0:  # memory is not negative: the line through the origin
+            c0, c1 = 0.0, sum(tok * y for tok, y in pts) / sum(tok * tok for tok, _ in pts)
+        consumed["non_torch_gib"] = {"tp1": round(c0, 4), "tp1_pp": round(c0, 4)}
+        consumed["forward_per_token_bytes"] = round(c1 * GIB)
+        consumed["forward_const_gib"] = 0.0
+    elif pts:
+        per = base["forward_const_gib"] * GIB / 8192  # the H100 set's forward term, read per token
+        c0 = statistics.mean(y - per * tok / GIB for tok, y in pts)
+        consumed["non_torch_gib"] = {"tp1": round(c0, 4), "tp1_pp": round(c0, 4)}
+        consumed["forward_per_token_bytes"] = round(per)
+        consumed["forward_const_gib"] = 0.0
+        notes.append("0.27+ consumed: one batch size, per-token term from the H100 set")
+    else:
+        consumed["non_torch_gib"] = {k: base["non_torch_gib"][k] for k in ("tp1", "tp1_pp")}
+        consumed["forward_per_token_bytes"] = 0
+        consumed["forward_const_gib"] = base["forward_const_gib"]
+        notes.append("0.27+ consumed: no case, the H100 (0.19) terms stand in")
+    # (E) PCIe communication buffers at TP >= 2 (0.27+ cases, where consumed memory is printed whole)
+    comm = []
+    for r, t in terms:
+        if r["tp"] >= 2 and r.get("interconnect", "").startswith("pcie") and v(r) >= (0, 27, 0) and r["start"] == "warm" \
+                and r.get("kv_cache_gib") is not None:
+            st = t["st"]
+            extra = t["requested"] - st.weights_bytes - st.runner_buffers_bytes - t["graphs_used"] - t["phys"] \
+                - r["kv_cache_gib"] * GIB
+            tp1 = consumed["non_torch_gib"]["tp1"] + consumed["forward_per_token_bytes"] * t["tokens"] / GIB
+            comm.append(extra / GIB - tp1 - base["non_torch_comm_gib"]["pcie"]["per_extra_tp"] * (r["tp"] - 2))
+    if comm:
+        for k in ("pcie", "pcie_p2p"):
+            base["non_torch_comm_gib"][k]["tp2"] = round(statistics.mean(comm), 3)
+        # NVLink without NVLS (A100 HGX, bridged pairs) is not measured: NCCL's buffers plus custom
+        # all-reduce's (an assumption, stated in the set's source)
+        base["non_torch_comm_gib"]["nvlink"]["tp2"] = round(statistics.mean(comm) + NVLINK_CUSTOM_ALLREDUCE_GIB, 3)
+    else:
+        for k in ("pcie", "pcie_p2p"):
+            base["non_torch_comm_gib"][k]["tp2"] = base["non_torch_comm_gib"]["nvls"]["tp2"]
+        notes.append("PCIe buffers: no PCIe TP case, the NVSwitch figure stands in")
+    # (D) cold start: the warm - cold KV difference of the same job
+    pairs = []
+    for r, t in terms:
+        if r["start"] != "cold":
+            continue
+        warm = next((w for w, _ in terms if w["start"] == "warm" and w["model"] == r["model"] and w["gpu_class"] == r["gpu_class"]
+                     and w["vllm_version"] == r["vllm_version"] and w["tp"] == r["tp"]), None)
+        if warm is None:
+            continue
+        per_token = t["b"].kv_bytes_per_token
+        if r.get("kv_cache_gib") is not None and warm.get("kv_cache_gib") is not None:
+            delta = warm["kv_cache_gib"] - r["kv_cache_gib"]
+        else:
+            delta = (warm["kv_cache_tokens"] - r["kv_cache_tokens"]) * per_token / GIB
+        pairs.append((t["tokens"], delta))
+    if len({p[0] for p in pairs}) > 1:
+        c0, c1 = lstsq([[1.0, tok] for tok, _ in pairs], [y for _, y in pairs])
+        base["cold_const_gib"], base["cold_per_token_bytes"] = round(c0, 4), round(c1 * GIB)
+    elif pairs:
+        base["cold_const_gib"], base["cold_per_token_bytes"] = round(statistics.mean(y for _, y in pairs), 4), 0
+        notes.append("cold start: one batch size, constant only")
+    else:
+        base["cold_const_gib"], base["cold_per_token_bytes"] = 0.0, 0
+        notes.append("cold start: no pair, none predicted")
+    return sets, notes
+
+
+def write_measured(write: bool) -> int:
+    """fit_measured_terms on every start-up benchmarks/accuracy.py replays (twice: the second pass
+    sees the first's graph estimates), into profiles/vllm/overheads.yaml."""
+    import copy
+
+    from accuracy import coefficient_sets, load_cases
+    from planner import overheads as oh
+
+    path = REPO / "profiles" / "vllm" / "overheads.yaml"
+    doc = yaml.safe_load(path.read_text())
+    cases_all, _ = load_cases()
+    sets = copy.deepcopy(doc["sets"])
+    for _ in range(2):
+        with coefficient_sets(sets):
+            sets, notes = fit_measured_terms(cases_all, sets)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    doc["sets"] = sets
+    text = yaml.safe_dump(doc, sort_keys=False)
+    print(text)
+    if write:
+        path.write_text("# Fitted by benchmarks/fit_overheads.py: shared coefficients of planner/overheads.py (estimates).\n" + text)
+        print(f"wrote {path}", file=sys.stderr)
+        oh.coefficients.cache_clear()
     return 0
 
 

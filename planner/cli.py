@@ -179,6 +179,8 @@ def _max_model_len(text: str) -> int | str:
 def _add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> None:
     """The options of plan, emit and verify; `inventory=False` (verify checks one deployment) leaves
     out --inventory and --objective."""
+    from planner.hardware import INTERCONNECT_CLASSES
+
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--gpu", type=word("a GPU name"), help="GPU type from `vllm-planner gpus`, name or alias "
                    "(required unless --inventory or --device cpu)")
@@ -213,7 +215,11 @@ def _add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> Non
     p.add_argument("--concurrency", type=_seqs, metavar="N",
                    help="requests that must fit at once at the full context (default: none, one request)")
     p.add_argument("--vllm-version", type=word("a vLLM version"), metavar="VERSION",
-                   help="target vLLM release, e.g. 0.19.0 (default: the newest the data describes)")
+                   help="target vLLM release, e.g. 0.19.0 (default: the installed vllm distribution's, read from "
+                        "its metadata, else the newest the data describes)")
+    p.add_argument("--interconnect", choices=INTERCONNECT_CLASSES, metavar="CLASS",
+                   help="how the TP ranks talk, for vLLM's communication buffers: " + ", ".join(INTERCONNECT_CLASSES)
+                        + " (default: the GPU catalogue's interconnect_class)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cuda: a GPU; cpu: vLLM's CPU backend, KV from VLLM_CPU_KVCACHE_SPACE (default: cuda)")
     p.add_argument("--cpu-kvcache-gib", type=int_range(1, MAX_GPU_GIB, "a whole number of GiB"), metavar="GIB",
@@ -265,7 +271,14 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     from planner.hardware import load_catalogue, with_memory
     from planner.plan import Request
 
-    rel = releases.get(a.vllm_version)
+    version = a.vllm_version
+    if version is None:
+        from planner.installed import default_release
+
+        version, note = default_release(releases.supported_range())
+        if note:  # the installed release, or why it is not used
+            print(f"note: {note}", file=sys.stderr)
+    rel = releases.get(version)
     settings = Settings(
         tp=a.tp or 1, pp=a.pp or 1, max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs,
         max_num_batched_tokens=a.max_num_batched_tokens, gpu_memory_utilization=a.gpu_memory_utilization,
@@ -281,6 +294,8 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
         gpu = catalogue.get(a.gpu)
         if a.gpu_memory_gib is not None:
             gpu = with_memory(gpu, a.gpu_memory_gib)
+        if getattr(a, "interconnect", None):
+            gpu = dataclasses.replace(gpu, interconnect_class=a.interconnect)
         _check_tp_in_node(a, gpu)
     cpu_bytes = int(a.cpu_kvcache_gib * GIB) if a.cpu_kvcache_gib else None
     req = Request(load_model(a.model), settings, rel, dtype=a.dtype, quantization=a.quantization,

@@ -26,14 +26,15 @@ def installed_vllm() -> tuple[str, str] | None:
     return None
 
 
-def default_release(known: tuple[str, str]) -> tuple[str | None, str]:
+def default_release(known: tuple[str, str]) -> tuple[str | None, str | None]:
     """The release a plan targets when none is given: the installed vLLM's when the data describes it
-    (`known` = (first, newest) release of the data), else None (the newest), and a note saying which."""
+    (`known` = (first, newest) release of the data), else None (the newest); and a note saying which
+    (None when no vLLM is installed: the plan's own notes give the newest release's validation)."""
     from planner.releases import parse_version  # local: the CLI's edge only
 
     found = installed_vllm()
     if found is None:
-        return None, f"no vllm distribution installed: planning for the newest release the data describes ({known[1]})"
+        return None, None
     release, full = found
     if parse_version(known[0]) <= parse_version(release) <= parse_version(known[1]) or \
             parse_version(release)[:2] == parse_version(known[1])[:2]:

@@ -83,13 +83,18 @@ def test_catalogue_interconnect_classes() -> None:
     assert cat.get("L4").interconnect_class == "pcie"
 
 
-def test_forward_term_grows_with_batched_tokens() -> None:
-    c = oh.coefficients("0.19.0")
+def test_forward_term_per_release_family() -> None:
     f8 = oh.Features(0, 0, 0, 0, 0, tokens=8192)
     f2 = oh.Features(0, 0, 0, 0, 0, tokens=2048)
-    # the 0.19 H100 fit (0.2938 GiB at 8192 tokens) is kept exactly at 8192
+    # to 0.26 a constant (the 0.19 H100 fit, all at 8192 tokens; the 2048-token start-ups of 0.11 and
+    # 0.23 on L4 and A100 do not show it shrinking)
+    c = oh.coefficients("0.19.0")
+    assert oh.activation_peak_bytes(f8, c) == oh.activation_peak_bytes(f2, c)
     assert oh.activation_peak_bytes(f8, c) / GIB == pytest.approx(0.2938, abs=1e-3)
-    assert oh.activation_peak_bytes(f2, c) == pytest.approx(oh.activation_peak_bytes(f8, c) / 4, rel=1e-3)
+    # from 0.27 (everything allocated during profiling is charged) it grows with the batched tokens:
+    # the 0.30 start-ups at 2048 (L4, A10) and 8192 (GH200) tokens
+    c = oh.coefficients("0.30.0", "v2")
+    assert oh.activation_peak_bytes(f2, c) == pytest.approx(oh.activation_peak_bytes(f8, c) / 4, rel=0.01)
 
 
 def test_cold_start_extra_about_one_gib_on_small_cards() -> None:
