@@ -34,7 +34,10 @@ from planner.errors import PlannerError  # noqa: E402
 from planner.releases import parse_version  # noqa: E402
 from planner.overheads import GIB, Coefficients, Features, ProfileShape, activation_peak_bytes, features  # noqa: E402
 
-DEFAULT_CALIBRATION = REPO.parent / "shared" / "calibration" / "vllm-startup-h100.jsonl"
+OLDER_SAMPLER_FROM = "0.12.0"
+"""First release whose dummy sampler sorts the logits by default (FlashInfer's sampler opt-in from 0.12;
+0.10-0.11 use it wherever it is installed: the `flashinfer-sampler` set)."""
+DEFAULT_CALIBRATION = REPO / "benchmarks" / "data" / "calibration" / "vllm-startup-h100.jsonl"
 
 
 def lstsq(rows: list[list[float]], y: list[float]) -> list[float]:
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     if older:
         refit = refit_sampler(a.calibration, older, out)
         if refit is not None:
-            sets.insert(0, {"name": "older-sampler", "from": "0.10.0", "until": a.base_from, "base": "base",
+            sets.insert(0, {"name": "older-sampler", "from": OLDER_SAMPLER_FROM, "until": a.base_from, "base": "base",
                             "validated": [v.lstrip("v") for v in older],
                             "source": f"sampler copies refitted on the {', '.join(older)} start-ups of {a.calibration.name}; other terms from the base set",
                             "coefficients": {"sampler_logits": round(refit, 4)}})
@@ -170,6 +173,8 @@ def main(argv=None) -> int:
     # Sets measured elsewhere (later releases, runner overlays) are kept as they are; the base set keeps
     # the end of its range where a later set takes over.
     kept = [x for x in yaml.safe_load(path.read_text())["sets"] if x["name"] not in ("base", "older-sampler")]
+    sets[:0] = [x for x in kept if x["name"] == "flashinfer-sampler"]  # before the sets it precedes in time
+    kept = [x for x in kept if x["name"] != "flashinfer-sampler"]
     later = [x["from"] for x in kept if "runner" not in x]
     if later:
         sets[-1] = {**{k: v for k, v in sets[-1].items() if k != "coefficients"}, "until": min(later, key=parse_version),
