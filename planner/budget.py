@@ -367,9 +367,12 @@ def _start_error(bind: StageBudget, check: KVLayout, mml: int, est_len: int, inf
 
 
 def _concurrency_error(concurrency: int, conc: float, per_req: int, num_blocks: int, mml: int, seqs: int) -> str | None:
-    if conc < concurrency:
+    # vLLM's block pool keeps one block back (the null block) in every release: the requests that run
+    # at once are (blocks - 1) // blocks per request, a little below the "maximum concurrency" it logs.
+    if per_req * concurrency > num_blocks - 1:
         return (f"{concurrency} concurrent requests of {mml:,} tokens need {concurrency * per_req:,} blocks; the KV "
-                f"cache holds {num_blocks:,} (maximum concurrency {conc:.2f}x)")
+                f"cache holds {num_blocks:,}, one of them vLLM's null block (maximum concurrency {conc:.2f}x, "
+                f"{max(num_blocks - 1, 0) // max(per_req, 1)} requests at once)")
     if seqs < concurrency:
         return (f"max_num_seqs {seqs:,} caps the requests vLLM runs at once below the requested {concurrency}: "
                 f"pass --max-num-seqs {concurrency}")
@@ -396,8 +399,7 @@ def fit(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: Resolve
     conc = bind.num_blocks / per_req if per_req else 0.0
     fit_c = None
     if concurrency:
-        fit_c = max_fitting_len(bind.layout, bind.available_kv_bytes, max(mml, r.limit), inflight,
-                                rel.null_block_in_fit_check, concurrency)
+        fit_c = max_fitting_len(bind.layout, bind.available_kv_bytes, max(mml, r.limit), inflight, True, concurrency)
         if ok:  # vLLM starts (at a lower concurrency): no start-up error; plan.why_not says what binds
             ok = _concurrency_error(concurrency, conc, per_req, bind.num_blocks, mml, r.seqs) is None
     return Fit(bind_index, mml, ok, error, est_len, per_req, conc, fit_c)

@@ -384,3 +384,16 @@ def test_qwen_vl_dummy_video_by_release(version, max_model_len, mnbt, groups):
     v = load_model("Qwen/Qwen2.5-VL-7B-Instruct").spec.vision
     length = mm_dummy_length(rel, max_model_len, mnbt)
     assert oh.largest_dummy_item(v, length, rel.qwen2_vl_max_frames_per_video) == (groups * 65_536, groups * 16_384)
+
+
+@pytest.mark.parametrize("concurrency,fits", [(92, True), (93, False)])
+def test_a_concurrency_counts_the_null_block(concurrency, fits):
+    """TinyLlama on the CPU backend with 1 GiB: 372 blocks of 128 tokens (vLLM 0.32 logs 47,616 tokens);
+    a 512-token request takes 4, and vLLM's pool keeps one block back, so 92 run at once, not 93."""
+    from planner import api
+
+    p = api.plan("TinyLlama/TinyLlama-1.1B-Chat-v1.0", device="cpu", cpu_kvcache_gib=1, max_model_len=512,
+                 concurrency=concurrency, vllm_version="0.32.0")
+    assert (p.budget.num_blocks, p.budget.block_size, p.budget.kv_cache_tokens) == (372, 128, 47_616)
+    assert p.budget.fits is fits
+    assert (p.budget.max_model_len_fit_concurrency >= 512) is fits
