@@ -215,11 +215,14 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
         raise ValueError(f"no overhead coefficients cover vLLM {version}")
     values = {**(by_name[main["base"]]["coefficients"] if "base" in main else {}), **main["coefficients"]}
     validated, sources = list(main.get("validated", ())), [str(main.get("source", ""))]
-    for x in sets:
-        if x.get("runner") == runner and _covers(x, v):
-            values.update(x["coefficients"])
-            validated = [r for r in validated if r in x.get("validated", ())]
-            sources.append(str(x.get("source", "")))
+    overlays = [x for x in sets if x.get("runner") == runner and _covers(x, v)]
+    for i, x in enumerate(overlays):
+        values.update(x["coefficients"])
+        later = {k for y in overlays[i + 1:] for k in y["coefficients"]}
+        if set(x["coefficients"]) <= later:
+            continue  # every term it sets is replaced by a later overlay: it does not apply here
+        validated = [r for r in validated if r in x.get("validated", ())]
+        sources.append(str(x.get("source", "")))
     fields = {k: values[k] for k in Coefficients.__dataclass_fields__
               if k in values and k not in ("source", "validated", "non_torch_comm_gib")}
     comm = values.get("non_torch_comm_gib") or {}
