@@ -11,12 +11,13 @@ import json
 from typing import Any
 
 from planner import training as tr
-from planner.cliargs import finite_float, human_int, int_range
+from planner.cliargs import finite_float, human_int, int_range, word
+from planner.units import GIB
 
-GIB = 2**30
-
-_OPTIMIZER_LABELS = {"adamw": "AdamW", "adamw-8bit": "8-bit AdamW (bitsandbytes)",
+_OPTIMIZER_LABELS = {"adamw": "AdamW", "adamw-8bit": "8-bit AdamW (bitsandbytes)", "paged-adamw": "paged AdamW (bitsandbytes)",
+                     "paged-adamw-8bit": "paged 8-bit AdamW (bitsandbytes)",
                      "sgd-momentum": "SGD with momentum", "adafactor": "Adafactor"}
+MAX_GIB = 1 << 20
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -46,8 +47,29 @@ def register(subparsers: Any) -> None:
                    help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)")
     p.add_argument("--zero", type=int, choices=tr.ZERO_STAGES, default=0,
                    help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters")
+    _add_levers(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_train)
+
+
+def _add_levers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu-memory-gib", type=finite_float(0.001, MAX_GIB, "number of GiB"), metavar="GIB",
+                   help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)")
+    p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
+                   help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)")
+    p.add_argument("--framework", default="hf", type=word("a framework"),
+                   help="hf (Trainer / TRL + PEFT), torchtune, axolotl, pytorch: picks base dtype, loss, adapter dtype (default: hf)")
+    p.add_argument("--base-dtype", choices=tr.BASE_DTYPES,
+                   help="frozen base dtype for lora/qlora (qlora: embeddings, norms, lm_head) (default: the framework's)")
+    p.add_argument("--loss", choices=tr.LOSSES, help="cross-entropy: full, chunked (torchtune), fused (Liger/CCE) (default: the framework's)")
+    p.add_argument("--lora-dropout", type=finite_float(0, 0.999, "a dropout probability"), default=0.0,
+                   help="LoRA dropout; above 0 each adapted module keeps a dropout output and mask (default: 0)")
+    p.add_argument("--offload", choices=tr.OFFLOADS, default="none",
+                   help="CPU offload: optimizer (ZeRO-Offload), optimizer+params (ZeRO-3 / FSDP) (default: none)")
+    p.add_argument("--host-memory-gib", type=finite_float(0.001, MAX_GIB, "number of GiB"), metavar="GIB",
+                   help="host RAM for --offload, checked (default: not checked)")
+    p.add_argument("--checkpoint-layers", type=int_range(1, 1 << 16, "a layer count"), metavar="N",
+                   help="selective checkpointing: checkpoint N decoder layers, keep the rest whole (default: all)")
 
 
 def config_from_args(a: argparse.Namespace) -> tr.TrainingConfig:
@@ -55,15 +77,32 @@ def config_from_args(a: argparse.Namespace) -> tr.TrainingConfig:
         method=a.method, precision=a.precision, optimizer=a.optimizer, micro_batch_size=a.micro_batch_size,
         seq_len=a.seq_len, grad_accum=a.grad_accum, gpus=a.gpus, zero=a.zero,
         gradient_checkpointing=a.gradient_checkpointing, attention=a.attention,
-        lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, lora_targets=a.lora_targets,
+        lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, lora_targets=a.lora_targets, lora_dropout=a.lora_dropout,
+        framework=a.framework, base_dtype=a.base_dtype, loss=a.loss, offload=a.offload,
+        host_memory_bytes=None if a.host_memory_gib is None else int(a.host_memory_gib * GIB),
+        checkpointed_layers=a.checkpoint_layers,
     )
+
+
+def _gpu(a: argparse.Namespace) -> Any:
+    """The GPU as `plan` takes it: the catalogue (with --gpu-file), --gpu-memory-gib on top."""
+    from pathlib import Path
+
+    from planner.errors import PlannerError
+    from planner.hardware import load_catalogue, with_memory
+
+    if a.gpu is None:
+        if a.gpu_memory_gib is not None or a.gpu_file:
+            raise PlannerError("--gpu-memory-gib and --gpu-file need --gpu: name the GPU type (see `vllm-planner gpus`)")
+        return None
+    gpu = load_catalogue(Path(a.gpu_file) if a.gpu_file else None).get(a.gpu)
+    return with_memory(gpu, a.gpu_memory_gib) if a.gpu_memory_gib is not None else gpu
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from planner.api import load_model
-    from planner.hardware import load_catalogue
 
-    gpu = load_catalogue().get(a.gpu) if a.gpu else None
+    gpu = _gpu(a)
     model = load_model(a.model)
     est = tr.estimate_training(model.spec, model.tensors, config_from_args(a),
                                gpu_memory_bytes=gpu.memory_bytes if gpu else None,
@@ -103,7 +142,8 @@ def _state_rows(e: tr.TrainingEstimate) -> list[list[str]]:
         rows = [(f"weights ({w})", s.weights), ("master weights (fp32)", s.master_weights),
                 (f"gradients ({_dtype(e.precision, rule.grad_bytes)})", s.gradients), (f"optimizer states ({opt})", s.optimizer)]
         return [[k, _g(v), f"{v:,}"] for k, v in rows if v or k.startswith(("weights", "gradients", "optimizer"))]
-    a = _dtype(e.precision, rule.adapter_bytes)
+    a = "fp32" if s.adapter_weights and s.adapter_weights == 4 * e.params_trainable else _dtype(e.precision, 2)
+    w = e.base_dtype or w
     rows = [(f"frozen base weights ({w}{', outside the NF4 linears' if e.method == 'qlora' else ''})", s.weights)]
     if e.method == "qlora":
         rows.append(("quantized base (NF4, double quantization)", s.quantized_base))
@@ -118,18 +158,25 @@ def _budget_table(e: tr.TrainingEstimate) -> str:
     rows = _state_rows(e)
     rows += [["activations (est.)", _g(e.activation_bytes), f"{e.activation_bytes:,}"],
              ["temporary buffers (est.)", _g(e.temporary_bytes), f"{e.temporary_bytes:,}"],
-             ["total per GPU (est.)", _g(e.total_bytes), f"{e.total_bytes:,}"]]
+             ["allocated peak per GPU (est., max_memory_allocated)", _g(e.total_bytes), f"{e.total_bytes:,}"],
+             ["reserved per GPU (est., what the card must hold)", _g(e.reserved_bytes), f"{e.reserved_bytes:,}"]]
     return tabulate(rows, headers=["per GPU", "GiB", "bytes"], colalign=("left", "right", "right"), disable_numparse=True)
 
 
 def _fit_lines(e: tr.TrainingEstimate) -> list[str]:
     if e.gpu_memory_bytes is None:
         return ["no --gpu given: add one for the fit, the largest micro-batch and the longest sequence"]
-    free = e.gpu_memory_bytes - e.total_bytes
+    free = e.gpu_memory_bytes - (e.reserved_bytes - e.paged_optimizer_bytes)
     verdict = f"FITS, {free / GIB:,.2f} GiB to spare" if e.fits else f"DOES NOT FIT, {-free / GIB:,.2f} GiB short"
-    return [f"on {e.gpu} ({_g(e.gpu_memory_bytes)} GiB): {verdict} (est.)",
+    lo, hi = e.reserved_range_bytes
+    out = [f"on {e.gpu} ({_g(e.gpu_memory_bytes)} GiB): {verdict} (est., judged on reserved {_g(e.reserved_bytes)} GiB, "
+           f"range {_g(lo)}-{_g(hi)})",
             f"largest micro-batch at {e.seq_len:,} tokens: {e.max_micro_batch_size:,}; "
             f"longest sequence at micro-batch {e.micro_batch_size}: {e.max_seq_len:,} tokens (context {e.context_tokens:,})"]
+    out += [f"fix: {f['change']} ({f['flags']}): reserved {f['reserved_gib']:,.2f} GiB" for f in e.fixes]
+    if e.fits is False and not e.fixes:
+        out.append("no single change fits: see the largest micro-batch and sequence above")
+    return out
 
 
 def _batch_lines(e: tr.TrainingEstimate) -> list[str]:
@@ -153,5 +200,6 @@ def train_text(e: tr.TrainingEstimate) -> str:
               f"{_g(e.optimizer_step_bytes)} GiB"]
     lines += _fit_lines(e) + _batch_lines(e)
     lines.append("estimated (modelled, not measured): " + ", ".join(e.estimated))
+    lines += [f"assumed: {x}" for x in e.assumptions]
     lines += [f"note: {n}" for n in e.notes]
     return "\n".join(lines)

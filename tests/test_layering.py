@@ -11,6 +11,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "planner"
 
+TRAINING_PURE = ("states", "lora", "activations", "framework", "reserved", "config", "resolve", "estimate", "fixes")
+"""planner/training/: every module but `profile` (which reads the framework data) is pure."""
+
 # module -> planner modules it must never import (prefix match)
 LATER_STEPS = ("planner.cli", "planner.verify", "planner.launch", "planner.training_cli")
 RULES = {
@@ -35,7 +38,10 @@ RULES = {
     "planner.batch_defaults": ("planner",),
     "planner.profile_data": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.releases",
                                            "planner.models", "planner.hardware", "planner.overheads"),
-    "planner.training": LATER_STEPS + ("planner.plan", "planner.budget"),
+    **{f"planner.training.{m}": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.training.profile")
+       for m in TRAINING_PURE},
+    "planner.training.__init__": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.training.profile": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     # the plan builds no serve command: the launch step renders it (planner.api joins the two)
     "planner.plan": LATER_STEPS + ("planner.api",),
     # performance comes after the plan and before the launch configs and the verification
@@ -48,7 +54,7 @@ RULES = {
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
         "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
-        "planner.units", "planner.plan", "planner.training", "planner.dtypes",
+        "planner.units", "planner.plan", *(f"planner.training.{m}" for m in TRAINING_PURE), "planner.dtypes",
         "planner.model_runner", "planner.perf.shape", "planner.perf.step", "planner.perf.service",
         "planner.perf.capacity", "planner.perf.fitting", "planner.perf.result")
 HEAVY = ("torch", "transformers", "vllm")

@@ -1,0 +1,110 @@
+"""Runs in the vLLM CPU venv (real torch, transformers and PEFT), never on the planning path.
+
+Reads a JSON list of cases on stdin; for each, builds the model from its config (random weights),
+runs one training forward and backward pass and prints one JSON line with what autograd kept:
+
+- `layer_saved_bytes`: per decoder layer, the bytes of the distinct storages packed by
+  `torch.autograd.graph.saved_tensors_hooks` while that layer ran (parameters excluded: they are
+  model states, not activations). A storage saved by several operations counts once, in the first
+  layer that saved it (RoPE's shared cos/sin land in layer 0; compare a later layer).
+- `head_saved_bytes`: what was saved outside the decoder layers (final norm, lm_head, loss).
+- `last_layer_tensors`: shape, dtype and bytes of what the last layer kept (to read a mismatch).
+
+A case: {"config": {...config.json...}, "method": "full"|"lora", "dtype": "bfloat16"|"float32",
+"attn": "sdpa"|"eager", "checkpointing": bool, "batch": B, "seq": S,
+"lora": {"r": 8, "alpha": 16, "targets": [...], "dropout": 0.0}}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+
+def _tagged(layer: torch.nn.Module, index: int, state: dict) -> None:
+    """Tag what autograd saves while decoder layer `index` runs, checkpoint wrapper included (a
+    module hook would fire inside the checkpoint, after its inputs were saved)."""
+    base = type(layer)
+
+    def __call__(self, *args, **kwargs):  # noqa: N807
+        state["tag"] = index
+        try:
+            return base.__call__(self, *args, **kwargs)
+        finally:
+            state["tag"] = "head"
+
+    layer.__class__ = type(f"Tagged{base.__name__}", (base,), {"__call__": __call__})
+
+
+def _build(case: dict) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    raw = dict(case["config"])
+    cfg = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    dtype = getattr(torch, case["dtype"])
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=case["attn"], dtype=dtype)
+    if case["method"] == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lo = case["lora"]
+        model = get_peft_model(model, LoraConfig(r=lo["r"], lora_alpha=lo["alpha"], target_modules=lo["targets"],
+                                                 lora_dropout=lo["dropout"], task_type="CAUSAL_LM"))
+    if case["checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model
+
+
+def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    for m in model.modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and type(m[0]).__name__.endswith("DecoderLayer"):
+            return m
+    raise SystemExit("no decoder layers found")
+
+
+def probe(case: dict) -> dict:
+    model = _build(case)
+    layers = _decoder_layers(model)
+    state: dict = {"tag": "head", "seen": {}}
+    for i, layer in enumerate(layers):
+        _tagged(layer, i, state)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if st.nbytes() and key not in params and key not in state["seen"]:
+            state["seen"][key] = (state["tag"], st.nbytes(), list(t.shape), str(t.dtype).replace("torch.", ""))
+        return t
+
+    torch.manual_seed(1)
+    vocab = case["config"]["vocab_size"]
+    ids = torch.randint(0, vocab, (case["batch"], case["seq"]))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    per_layer = [0] * len(layers)
+    head = 0
+    last: list = []
+    for tag, nbytes, shape, dtype in state["seen"].values():
+        if tag == "head":
+            head += nbytes
+        else:
+            per_layer[tag] += nbytes
+            if tag == len(layers) - 1:
+                last.append([shape, dtype, nbytes])
+    return {"name": case.get("name", ""), "layer_saved_bytes": per_layer, "head_saved_bytes": head,
+            "last_layer_tensors": last}
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    for case in json.load(sys.stdin):
+        print(json.dumps(probe(case)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
