@@ -67,6 +67,8 @@ class Plan:
 
     result: PlanResult
     serve_command: str
+    fix_commands: tuple[str, ...] = ()
+    """The `vllm serve` line of each fix in `result.fixes`, in order."""
 
     def __getattr__(self, name: str) -> Any:  # budget, gpu, rejected, fixes, binding, pin_kv_cache
         if name.startswith("__"):
@@ -76,10 +78,22 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         """`plan --json`: the budget's keys, then vllm_serve_command, binding, rejected_layouts, fixes."""
         out = self.result.to_json()
+        for entry, command in zip(out["fixes"], self.fix_commands):
+            entry["vllm_serve_command"] = command
         keys = list(out)
         at = keys.index("binding")
         return {**{k: out[k] for k in keys[:at]}, "vllm_serve_command": self.serve_command,
                 **{k: out[k] for k in keys[at:]}}
+
+
+def _fix_command(f: Any, req: Request) -> str:
+    """The `vllm serve` line of one fix: the request with the fix's flags, on the fix's budget."""
+    from planner.launch.flags import plan_serve_config, serve_command
+
+    flags = {k: v for k, v in f.flags.items() if k in ("kv_cache_dtype", "max_model_len")}
+    fixed = dataclasses.replace(req, settings=dataclasses.replace(req.settings, **flags),
+                                quantization=f.flags.get("quantization", req.quantization))
+    return serve_command(plan_serve_config(f.budget, fixed))
 
 
 def with_serve_command(result: PlanResult, req: Request) -> Plan:
@@ -88,7 +102,8 @@ def with_serve_command(result: PlanResult, req: Request) -> Plan:
 
     b = result.budget
     pin = min(st.available_kv_bytes for st in b.stages) if result.pin_kv_cache and b.fits else None
-    return Plan(result, serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin)))
+    return Plan(result, serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin)),
+                tuple(_fix_command(f, req) for f in result.fixes))
 
 
 def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None,

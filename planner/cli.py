@@ -318,16 +318,6 @@ def _gpu_line(b: Any, per_node: int | None) -> list[str]:
     return [f"one replica: {gpus} GPUs {where}"]
 
 
-def fix_command(f: Any, req: Any) -> str:
-    """The `vllm serve` line of one fix: the request with the fix's flags, on the fix's budget."""
-    from planner.launch.flags import plan_serve_config, serve_command
-
-    flags = {k: v for k, v in f.flags.items() if k in ("kv_cache_dtype", "max_model_len")}
-    fixed = dataclasses.replace(req, settings=dataclasses.replace(req.settings, **flags),
-                                quantization=f.flags.get("quantization", req.quantization))
-    return serve_command(plan_serve_config(f.budget, fixed))
-
-
 def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     b = r.budget
     est = lambda k: " (est.)" if k in b.estimated else ""  # noqa: E731
@@ -360,11 +350,11 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
         lines.append(f"not TP {rej.tp} x PP {rej.pp}: {rej.reason}")
     if r.fixes:
         lines += ["", "smallest changes that fit:"]
-        for f in r.fixes:
+        for f, command in zip(r.fixes, r.fix_commands):
             fb = f.budget
             lines.append(f"  - {f.change}: TP {fb.tp} on {fb.gpu}, {fb.kv_cache_tokens:,} KV tokens, "
                          f"{fb.max_concurrency:.2f}x at {fb.max_model_len:,}")
-            lines.append(f"    {fix_command(f, req)}")
+            lines.append(f"    {command}")
     elif not b.fits:
         lines += ["", "no single change in the catalogue makes it fit: consider more GPUs (--inventory) or a smaller model"]
     lines += [f"note: {n}" for n in b.notes]
@@ -375,21 +365,13 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def plan_json(r: Any, req: Any) -> dict[str, Any]:
-    """`plan --json`: the plan's keys, each fix with its serve command."""
-    out = r.to_json()
-    for entry, f in zip(out.get("fixes", []), r.fixes):
-        entry["vllm_serve_command"] = fix_command(f, req)
-    return out
-
-
 def _inventory_entry(req: Any, catalogue: Any, group: Any, tp: int, pp: int, rejected: list, placed: Any) -> dict[str, Any]:
     """One `plan --inventory --json` entry: the plan's keys (budget, serve command, binding, fixes) for
     the chosen layout, or for the largest layout tried where none fits, plus the inventory's keys."""
     from planner.api import make_plan
 
     r = make_plan(req, group.gpu, catalogue, tp, pp)
-    d = plan_json(r, req)
+    d = r.to_json()
     d.update(inventory=str(group), replicas=placed.replicas if placed else 0, gpus_used=placed.gpus_used if placed else 0,
              nodes_used=placed.nodes_used if placed else 0, cost_per_hour=placed.cost_per_hour if placed else None,
              rejected_layouts=[dataclasses.asdict(x) for x in rejected])
@@ -430,7 +412,7 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         return _inventory(a, req, catalogue)
     result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache)
     per_node = None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
-    print(json.dumps(plan_json(result, req), indent=2) if a.json else _plan_text(result, req, per_node))
+    print(json.dumps(result.to_json(), indent=2) if a.json else _plan_text(result, req, per_node))
     if a.emit:
         from planner.launch.cli import emit_all, launch_options
 
