@@ -443,6 +443,8 @@ def mamba_layer_state_bytes(spec: ModelSpec, conv_dtype_bytes: int, ssm_dtype_by
         return 0
     conv, ssm = mamba_layer_state_shapes(spec, tp, num_spec)
     ssm_bytes = conv_dtype_bytes if ssm_dtype_bytes is None else ssm_dtype_bytes
+    if spec.mamba.ssm_dtype:  # the checkpoint's mamba_ssm_dtype wins over --mamba-ssm-cache-dtype auto
+        ssm_bytes = torch_dtype_bytes(spec.mamba.ssm_dtype)
     return math.prod(conv) * conv_dtype_bytes + math.prod(ssm) * ssm_bytes
 
 

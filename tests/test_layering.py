@@ -58,6 +58,10 @@ PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planne
         "planner.model_runner", "planner.perf.shape", "planner.perf.step", "planner.perf.service",
         "planner.perf.capacity", "planner.perf.fitting", "planner.perf.result")
 HEAVY = ("torch", "transformers", "vllm")
+# The model families, one module each (planner/models/families/): the rules of planner.models.normalize.
+FAMILIES = tuple(f"planner.models.families.{p.stem}" for p in sorted((PKG / "models" / "families").glob("*.py")))
+RULES.update({m: RULES["planner.models.normalize"] for m in FAMILIES})
+PURE += FAMILIES
 
 
 def imports_of(module: str) -> set[str]:

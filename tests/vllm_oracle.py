@@ -11,6 +11,15 @@ CONFIG is a model directory holding config.json, or a config file of any name (i
 temporary directory as config.json; a sibling `<stem>.hf_quant_config.json` travels along as
 hf_quant_config.json). No GPU, no network (HF_HUB_OFFLINE=1), no tokenizer needed.
 
+Where torchvision is absent (this CPU venv: PyPI's builds need CUDA torch), every torchvision name
+becomes an inert placeholder so that vLLM can import multimodal model files whose processors import
+it (Qwen3.5's text class too), and vLLM inspects the model class in-process instead of in a
+subprocess (the placeholder lives only here). Only class attributes and config hooks are read, never
+a processor: the wrappers' figures come out as with the text-class fallback below.
+For a hybrid (Mamba / linear-attention) model the line adds the model class's own
+`get_mamba_state_shape_from_config` / `..._dtype_from_config` answers under the VllmConfig vLLM
+builds (its config hooks applied) and `MambaSpec.page_size_bytes` of one layer's state.
+
 Prints one JSON object per config, one per line, on stdout (vLLM's own logging goes to stderr).
 Several configs in one call share the ~15 s import of vLLM. A config vLLM rejects gives the line
 {"config": ..., "error": "..."}, the message on stderr too, and exit status 1.
@@ -18,6 +27,7 @@ Several configs in one call share the ~15 s import of vLLM. A config vLLM reject
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -99,7 +109,12 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
 
     text = mc.hf_text_config
     arch = mc.model_arch_config
+    try:
+        mamba = _mamba_state(mc, pc) if mc.is_hybrid else None
+    except Exception as e:  # noqa: BLE001 - the KV figures stand without it
+        mamba = {"error": f"{type(e).__name__}: {e}"}
     return {
+        "mamba": mamba,
         "vllm_version": vllm.__version__,
         "architecture": mc.architecture,
         "architecture_override": override,
@@ -126,6 +141,67 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
     }
 
 
+def _mamba_state(mc, pc) -> dict:
+    """The hybrid model class's state shapes and dtypes (after vLLM's config hooks) and one layer's page."""
+    from vllm.config import CacheConfig, VllmConfig
+    from vllm.model_executor.models import ModelRegistry
+    from vllm.v1.kv_cache_interface import MambaSpec
+
+    vc = VllmConfig(model_config=mc, parallel_config=pc, cache_config=CacheConfig())
+    cls, _ = ModelRegistry.resolve_model_cls(mc.architectures, mc)
+    shapes = cls.get_mamba_state_shape_from_config(vc)
+    dtypes = cls.get_mamba_state_dtype_from_config(vc)
+    page = MambaSpec(block_size=16, shapes=tuple(shapes), dtypes=tuple(dtypes)).page_size_bytes
+    # the model's own config hook alone (the CPU platform then forces float32 for its GDN backend)
+    from types import SimpleNamespace
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+    hooked = SimpleNamespace(model_config=mc, cache_config=CacheConfig())
+    if mc.architecture in MODELS_CONFIG_MAP:
+        MODELS_CONFIG_MAP[mc.architecture].verify_and_update_config(hooked)
+    return {"class": cls.__name__, "shapes": [list(x) for x in shapes], "dtypes": [_dtype_name(d) for d in dtypes],
+            "ssm_cache_dtype": vc.cache_config.mamba_ssm_cache_dtype,
+            "model_hook_ssm_cache_dtype": hooked.cache_config.mamba_ssm_cache_dtype, "page_size_bytes": page}
+
+
+def _stub_torchvision() -> None:
+    import importlib.abc
+    import importlib.machinery
+    import types
+
+    def placeholder(name):
+        return _Placeholder(name, (), {"__init__": lambda self, *a, **k: None, "__call__": lambda self, *a, **k: None})
+
+    class _Placeholder(type):
+        def __getattr__(cls, attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return placeholder(attr)
+
+    class _Module(types.ModuleType):
+        def __getattr__(self, attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return placeholder(attr)
+
+    class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            if name == "torchvision" or name.startswith("torchvision."):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            module = _Module(spec.name)
+            module.__path__, module.__version__ = [], "0.0.0"
+            return module
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, _Finder())
+    import vllm.model_executor.models.registry as registry
+    registry._run_in_subprocess = lambda fn: fn()  # the placeholder exists in this process only
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("configs", type=Path, nargs="+", metavar="CONFIG",
@@ -135,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--block-size", type=int, default=16)
     args = ap.parse_args(argv)
+    if importlib.util.find_spec("torchvision") is None:
+        _stub_torchvision()
 
     # vLLM and transformers print to stdout; keep it for our JSON alone.
     out = os.fdopen(os.dup(1), "w")

@@ -420,7 +420,8 @@ _TEXT_ALIASES = {"qwen2_vl_text": "qwen2", "qwen2_5_vl_text": "qwen2"}
 
 
 def supported_model_types() -> list[str]:
-    return sorted(set(_FAMILIES) | set(_WRAPPERS))
+    from planner.models import families
+    return sorted(set(_FAMILIES) | set(_WRAPPERS) | set(families.model_types()))
 
 
 def _text_config(config: Config) -> tuple[Config, Config | None]:
@@ -607,6 +608,10 @@ _VISION_BUILDERS = {"gemma3": _gemma3_vision, "llama4": _llama4_vision, "mistral
 def normalize(config: Config, *, quant_files: dict[str, Config] | None = None) -> ModelSpec:
     """Build the `ModelSpec` of a Hugging Face config (plus quantization sidecar files, if any)."""
     check_config(config)
+    from planner.models import families  # one module per newer family; they build on this module's helpers
+    family = families.find(str(config.get("model_type") or ""))
+    if family is not None:
+        return family.normalize(config, quant_files or {})
     text, vision_cfg = _text_config(config)
     mt = text.get("model_type")
     if mt not in _FAMILIES:

@@ -85,6 +85,9 @@ class MambaSpec:
     """Dimension of the SSM state split by tensor parallelism."""
     chunk_size: int = 2048
     """Mamba chunk size (`mamba_chunk_size` / `chunk_size`); vLLM's prefix-caching mode "all" sizes blocks by it."""
+    ssm_dtype: str | None = None
+    """The checkpoint's own SSM-state dtype (Qwen3.5's `mamba_ssm_dtype`), which vLLM uses for the
+    recurrent state while `--mamba-ssm-cache-dtype` is auto; None = the release's rule."""
 
 
 @dataclass(frozen=True)

@@ -334,6 +334,10 @@ _HYBRID_BUILDERS = {"qwen3_next": _qwen3_next, "nemotron_h": _nemotron_h}
 
 def from_spec(spec: ModelSpec) -> list[Tensor]:
     """Every tensor of the checkpoint the spec describes, in the model's dtype, before quantization."""
+    from planner.models.families import tensor_builder  # families registered one module each
+    builder = tensor_builder(spec.model_type)
+    if builder is not None:
+        return builder(spec)
     if spec.mamba is not None:
         if spec.model_type not in _HYBRID_BUILDERS:
             raise ValueError(f"weights of {spec.model_type} are not modelled by formula")
