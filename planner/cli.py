@@ -187,8 +187,9 @@ def _add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> Non
     if inventory:
         p.add_argument("--inventory", type=word("an inventory"), help="plan over an inventory instead of --gpu: "
                        "NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4 (default: none)")
-        p.add_argument("--objective", choices=("gpus", "cost"), default="gpus",
-                       help="how --inventory ranks the GPU types: fewest GPUs per replica, or lowest $/h per replica (default: gpus)")
+        p.add_argument("--objective", choices=("gpus", "cost"),
+                       help="how --inventory ranks the GPU types: fewest GPUs per replica, or lowest $/h per replica; "
+                            "with --request-rate: fewest GPUs or lowest $/h in all (default: gpus; with --request-rate: cost)")
     else:
         p.set_defaults(inventory=None, objective="gpus")
     _add_parallel_options(p, None)
@@ -385,7 +386,7 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
     if a.tp or a.pp:
         raise PlannerError("--inventory chooses TP and PP per GPU type: drop --tp/--pp, or plan one GPU type with --gpu")
     groups = parse_inventory(a.inventory, catalogue)
-    plans, misfits = plan_inventory(req, groups, a.objective)
+    plans, misfits = plan_inventory(req, groups, a.objective or "gpus")
     if a.json:
         out = [_inventory_entry(req, catalogue, p.group, p.budget.tp, p.budget.pp, p.rejected, p) for p in plans]
         for g, rej in misfits:  # GPU types where no layout fits: the largest layout tried, with why and its fixes
@@ -403,10 +404,34 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
     return 0 if plans else 1
 
 
+def _add_sizing_options(p: argparse.ArgumentParser) -> None:
+    """plan's SLO sizing flags (planner/perf/sizing_cli.py runs it; a plain plan never imports planner.perf)."""
+    from planner.cliargs import positive_float
+
+    p.add_argument("--request-rate", type=positive_float("request rate (requests/s)"), metavar="RPS",
+                   help="size for this Poisson request rate, requests/s over all replicas: replicas, layout, GPUs, "
+                        "$/h per GPU type instead of the memory plan (default: none, the memory plan)")
+    p.add_argument("--input-len", type=int_range(1, MAX_TOKENS, "a token count"), metavar="TOKENS",
+                   help="with --request-rate: prompt tokens per request (required there)")
+    p.add_argument("--output-len", type=int_range(1, MAX_TOKENS, "a token count"), metavar="TOKENS",
+                   help="with --request-rate: output tokens per request (required there)")
+    p.add_argument("--ttft-ms", type=positive_float("number of milliseconds"), metavar="MS",
+                   help="with --request-rate: mean time-to-first-token target, ms (default: none)")
+    p.add_argument("--tpot-ms", type=positive_float("number of milliseconds"), metavar="MS",
+                   help="with --request-rate: mean time-per-output-token target, ms (default: none)")
+
+
 def _cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import make_plan
     from planner.plan import DEFAULT_GPUS_PER_NODE
 
+    if a.request_rate is not None:
+        from planner.perf.sizing_cli import run
+
+        return run(a, build_request)
+    given = [f for f in ("input_len", "output_len", "ttft_ms", "tpot_ms") if getattr(a, f) is not None]
+    if given:
+        raise PlannerError(f"--{given[0].replace('_', '-')} applies to SLO sizing only: add --request-rate R, or drop it")
     req, gpu, catalogue = build_request(a)
     if a.inventory:
         return _inventory(a, req, catalogue)
@@ -494,6 +519,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from planner.launch.cli import add_launch_options
 
         add_launch_options(p)
+    _add_sizing_options(p)
     p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("gpus", help="list the GPU catalogue")
     p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
