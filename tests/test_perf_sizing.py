@@ -116,6 +116,7 @@ def test_a_gpu_type_that_meets_no_target_beside_one_that_does_gets_suggestions()
     assert r.best.gpu == "H100-SXM-80GB" and r.unreachable() is None
     l4 = next(o for o in r.options if o.gpu == "L4")
     assert l4.chosen is None and l4.below_floor
+    assert any(s.startswith("a looser target: --tpot-ms above") for s in l4.suggestions)
 
 
 def test_capacity_and_fewest_replicas_on_a_known_threshold():
@@ -206,7 +207,7 @@ def test_plan_json_with_a_rate_is_the_api_result():
 def test_plan_text_with_a_rate_names_the_best_and_says_estimated():
     p = _cli(*BASE, "--request-rate", "20", *LOAD, "--tpot-ms", "30")
     assert p.returncode == 0, p.stderr
-    assert "best: 1 replica(s) of TP 1 x PP 1 on H100-SXM-80GB" in p.stdout and "TPOT (estimated)" in p.stdout
+    assert "best: 1 replica(s) of TP 1 x PP 1 on H100-SXM-80GB: 1 GPU(s)" in p.stdout and "TPOT (estimated)" in p.stdout
 
 
 def test_plan_without_a_rate_is_unchanged_and_loads_no_perf_module():

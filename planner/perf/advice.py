@@ -25,9 +25,9 @@ def _looser(o: GpuSizing, targets: Targets) -> list[str]:
         return []
     out = []
     if targets.ttft_ms is not None and targets.ttft_ms <= f.ttft_ms:
-        out.append(f"--ttft-ms above {f.ttft_ms:.1f} (a lone request's TTFT on {o.gpu}, the floor there)")
+        out.append(f"--ttft-ms above {f.ttft_ms:.1f} (a lone request's TTFT on {o.gpu} {f.ttft_at}, the floor there)")
     if targets.tpot_ms is not None and f.tpot_ms is not None and targets.tpot_ms <= f.tpot_ms:
-        out.append(f"--tpot-ms above {f.tpot_ms:.2f} (a lone request's TPOT on {o.gpu}, the floor there)")
+        out.append(f"--tpot-ms above {f.tpot_ms:.2f} (a lone request's TPOT on {o.gpu} {f.tpot_at}, the floor there)")
     return out
 
 
@@ -59,14 +59,15 @@ def _another_gpu(req: Request, o: GpuSizing, traffic: Traffic, targets: Targets,
 
 
 def suggestions(req: Request, where: Where, o: GpuSizing, traffic: Traffic, targets: Targets,
-                catalogue: Catalogue | None, objective: Any = "cost") -> list[str]:
-    """What would meet the targets where no layout of this GPU type does, each sized again."""
+                catalogue: Catalogue | None, objective: Any = "cost", quick: bool = False) -> list[str]:
+    """What would meet the targets where no layout of this GPU type does, each sized again (`quick`:
+    only the looser target and more nodes, where another GPU type of the request meets them)."""
     out = []
-    for change, r, w in _variants(req, where):
+    for change, r, w in [] if quick else _variants(req, where):
         x = size_gpu(r, w, traffic, targets, objective).chosen
         if x is not None:
             out.append(f"{change}: {describe(x)}")
-    if catalogue is not None:
+    if catalogue is not None and not quick:
         out += _another_gpu(req, o, traffic, targets, catalogue, objective)
     out += [f"a looser target: {t}" for t in _looser(o, targets)]
     if where.group is not None and not o.below_floor and o.floor is not None:
@@ -81,11 +82,12 @@ def unreachable_text(r: SizingResult) -> str:
     parts = []
     if t.tpot_ms is not None and f.tpot_ms is not None and t.tpot_ms <= f.tpot_ms:
         parts.append(f"--tpot-ms {t.tpot_ms:g} is unreachable on {_where(r)}, because a lone request's decode step "
-                     f"already takes {f.tpot_ms:.2f} ms there (the weights and KV read at the achievable bandwidth, "
-                     "plus the per-step floor, at any replica count)")
+                     f"already takes {f.tpot_ms:.2f} ms at its fastest layout ({f.tpot_at}: the weights and KV read at "
+                     "the achievable bandwidth, plus the per-step floor, whatever the replica count)")
     if t.ttft_ms is not None and t.ttft_ms <= f.ttft_ms:
         parts.append(f"--ttft-ms {t.ttft_ms:g} is unreachable on {_where(r)}, because a lone request's "
-                     f"{r.traffic.input_len:,}-token prefill already takes {f.ttft_ms:.1f} ms there (no queue)")
+                     f"{r.traffic.input_len:,}-token prefill already takes {f.ttft_ms:.1f} ms at its fastest layout "
+                     f"({f.ttft_at}, with no queue)")
     fixes = [s for o in r.options for s in o.suggestions]
     what = "; what would: " + "; ".join(dict.fromkeys(fixes)) if fixes else ""
     return "; ".join(parts) + what

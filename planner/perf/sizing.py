@@ -76,6 +76,10 @@ class Floor:
 
     ttft_ms: float
     tpot_ms: float | None
+    ttft_at: str = ""
+    """The layout with that TTFT floor ("TP 8 x PP 1")."""
+    tpot_at: str = ""
+    """The layout with that TPOT floor."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,8 @@ def _layout(req: Request, gpu: GPU, b: Any, traffic: Traffic) -> _Layout:
     work = Workload(traffic.input_len, traffic.output_len, b.max_num_batched_tokens)
     c = choice.set.coefficients
     lone = open_loop(shape, c, work, _LONE_RATE)
-    floor = Floor(lone.ttft_s * 1e3, lone.tpot_s * 1e3 if traffic.output_len > 1 else None)
+    at = f"TP {b.tp} x PP {b.pp}"
+    floor = Floor(lone.ttft_s * 1e3, lone.tpot_s * 1e3 if traffic.output_len > 1 else None, at, at)
     adm = admission(b.num_blocks, b.block_size, b.max_num_seqs, traffic.input_len, traffic.output_len)
     return _Layout(lambda rate: open_loop(shape, c, work, rate), adm, floor, choice)
 
@@ -387,8 +392,9 @@ def size_gpu(req: Request, where: Where, traffic: Traffic, targets: Targets, obj
 def _lowest(floors: list[Floor]) -> Floor | None:
     if not floors:
         return None
-    tpots = [f.tpot_ms for f in floors if f.tpot_ms is not None]
-    return Floor(min(f.ttft_ms for f in floors), min(tpots) if tpots else None)
+    ttft = min(floors, key=lambda f: f.ttft_ms)
+    tpot = min(floors, key=lambda f: math.inf if f.tpot_ms is None else f.tpot_ms)
+    return Floor(ttft.ttft_ms, tpot.tpot_ms, ttft.ttft_at, tpot.tpot_at)
 
 
 def _rank(objective: Objective) -> Callable[[GpuSizing], tuple]:
@@ -404,9 +410,9 @@ def size(req: Request, wheres: list[Where], traffic: Traffic, targets: Targets, 
 
     check_inputs(traffic, targets)
     options = [size_gpu(req, w, traffic, targets, objective) for w in wheres]
-    if not any(o.chosen for o in options):
-        options = [dataclasses.replace(o, suggestions=tuple(suggestions(req, w, o, traffic, targets, catalogue, objective)))
-                   for w, o in zip(wheres, options)]
+    quick = any(o.chosen for o in options)  # another GPU type meets the targets: no re-sizing of changes
+    options = [o if o.chosen else dataclasses.replace(o, suggestions=tuple(
+        suggestions(req, w, o, traffic, targets, catalogue, objective, quick))) for w, o in zip(wheres, options)]
     options.sort(key=_rank(objective))
     notes = ["every figure is estimated by the performance model (see `vllm-planner perf`); replicas are the fewest "
              "whose per-replica rate the model serves within the targets, and the KV pool holds"]

@@ -59,7 +59,8 @@ def _usd(v: float | None, digits: int = 2) -> str:
 def _row(o: GpuSizing) -> list[str]:
     x = o.chosen
     if x is None:
-        return [o.inventory or o.gpu, "no layout meets the targets"] + [""] * 8
+        why = o.unmet[-1].split(": ", 1)[-1] if o.unmet else "no layout fits"
+        return [o.inventory or o.gpu, "-", "-", "-", "-", "-", "-", "-", "-", f"none: {why[:60]}"]
     f = x.figures
     pct = x.ttft_percentiles_ms
     tail = "" if pct is None else f" (p99 {pct['p99']:,.0f})"
@@ -71,7 +72,7 @@ def _row(o: GpuSizing) -> list[str]:
 def _detail(x: LayoutSizing, r: SizingResult) -> list[str]:
     f, j = x.figures, x.to_json()
     pct = x.ttft_percentiles_ms
-    lines = [f"best: {x.replicas} replica(s) of TP {x.tp} x PP {x.pp} on {x.gpu}: {x.gpus} GPUs on {x.nodes} node(s)"
+    lines = [f"best: {x.replicas} replica(s) of TP {x.tp} x PP {x.pp} on {x.gpu}: {x.gpus} GPU(s) on {x.nodes} node(s)"
              + ("" if x.cost_per_hour_usd is None else f", {_usd(x.cost_per_hour_usd)}/h (catalogue price), "
                 f"{_usd(x.cost_per_million_output_tokens_usd, 3)} per million output tokens"),
              f"each replica at {x.request_rate_per_replica:,.3g} requests/s of a capacity of {x.capacity_rps:,.3g} "
