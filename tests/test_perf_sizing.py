@@ -16,8 +16,20 @@ from planner.api import load_model
 from planner.budget import Settings
 from planner.hardware import load_catalogue, parse_inventory
 from planner.perf.api import estimate
-from planner.perf.sizing import Targets, Traffic, Where, capacity, fewest_replicas, nodes_for, size
-from planner.perf.ttft_percentiles import md1_wait_cdf, md1_wait_quantile, ttft_percentiles_ms
+from planner.perf.sizing import (
+    Targets,
+    Traffic,
+    Where,
+    capacity,
+    fewest_replicas,
+    nodes_for,
+    size,
+)
+from planner.perf.ttft_percentiles import (
+    md1_wait_cdf,
+    md1_wait_quantile,
+    ttft_percentiles_ms,
+)
 from planner.plan import Request
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,16 @@ import dataclasses
 from typing import Any
 
 from planner.hardware import Catalogue
-from planner.perf.sizing import (GpuSizing, LayoutSizing, SizingResult, Targets, Traffic, Where, _key, size_gpu)
+from planner.perf.sizing import (
+    GpuSizing,
+    LayoutSizing,
+    SizingResult,
+    Targets,
+    Traffic,
+    Where,
+    _key,
+    size_gpu,
+)
 from planner.plan import DEFAULT_GPUS_PER_NODE, Request
 
 

@@ -29,7 +29,15 @@ from planner.perf.result import Figures
 from planner.perf.service import Service, Workload, open_loop
 from planner.perf.shape import step_shape
 from planner.perf.ttft_percentiles import ttft_percentiles_ms
-from planner.plan import DEFAULT_GPUS_PER_NODE, Request, _inspect, candidate_layouts, evaluate, replicas_in, why_not
+from planner.plan import (
+    DEFAULT_GPUS_PER_NODE,
+    Request,
+    _inspect,
+    candidate_layouts,
+    evaluate,
+    replicas_in,
+    why_not,
+)
 
 MAX_REPLICAS = 100_000
 """Beyond this many replicas a target is treated as out of reach (it sits just above the floor)."""

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from typing import Callable
 
 from planner.errors import PlannerError
-from planner.perf.sizing import GpuSizing, LayoutSizing, SizingResult, Targets, Traffic, Where, size
+from planner.perf.sizing import (
+    GpuSizing,
+    LayoutSizing,
+    SizingResult,
+    Targets,
+    Traffic,
+    Where,
+    size,
+)
 
 
 def _check(a: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ def md1_wait_cdf(u: float, rho: float) -> float:
         r, uu = Decimal(repr(rho)), Decimal(repr(u))
         grow, step = (r * uu).exp(), (-r).exp()
         total, fact = grow, Decimal(1)  # the k = 0 term
-        for k in range(1, int(math.floor(u)) + 1):
+        for k in range(1, math.floor(u) + 1):
             fact *= k
             grow *= step  # e^{rho (u - k)}
             total += grow * (r * (k - uu)) ** k / fact
