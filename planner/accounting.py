@@ -205,7 +205,8 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
     total = sum(t.numel for t in tensors if not t.runtime)
     # The Hub's total for MXFP4 checkpoints (gpt-oss) counts each packed 4-bit value as one
     # parameter and leaves the e8m0 scales out: BF16 1,804,459,584 + U8 19,110,297,600 for 20b.
-    if quant is not None and quant.method != "mxfp4" and quant.source.startswith(("config.json", "hf_quant")):
+    if (quant is not None and quant.method != "mxfp4" and quant.scale_dtype != "ue8m0"
+            and quant.source.startswith(("config.json", "hf_quant"))):
         total += sum(scale_elements(quant, t.shape) for t in tensors if is_quantized(t, quant))
     return total
 
@@ -384,6 +385,20 @@ class KVBytes:
         return max(self.per_stage)
 
 
+INDEXER_QUANT_BLOCK = 128  # vLLM's Indexer.quant_block_size: one fp32 scale per 128 fp8 key values
+
+
+def indexer_bytes_per_token(spec: ModelSpec) -> int:
+    """The lightning indexer's key cache of one MLA layer (DeepSeek-V3.2, GLM-5): vLLM's
+    `DeepseekV32IndexerCache`, an MLAAttentionSpec of `index_head_dim + index_head_dim // 128 * 4`
+    uint8 per token whatever the KV dtype, whole on every rank. It shares the latent's block ids
+    (one uniform-type KV-cache group), so it adds to the layer's bytes per token; 0 without an indexer."""
+    m = spec.mla
+    if m is None or not m.index_head_dim:
+        return 0
+    return m.index_head_dim + m.index_head_dim // INDEXER_QUANT_BLOCK * 4
+
+
 def kv_layer_bytes_per_token(spec: ModelSpec, kind: str, tp: int, kv_dtype_bytes: int) -> int:
     """Page size / block size of one attention layer on one rank (`kv_cache_interface.py`)."""
     if kind == "mla":
@@ -403,6 +418,8 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype_bytes: int, tp: int = 1, pp: in
         for i in r:
             k = spec.layers[i].attention
             kinds[k] = kinds.get(k, 0) + per_layer[k]
+            if k == "mla" and indexer_bytes_per_token(spec):
+                kinds["indexer"] = kinds.get("indexer", 0) + indexer_bytes_per_token(spec)
         per_stage.append(sum(kinds.values()))
         by_kind.append(kinds)
     worst = max(range(pp), key=lambda s: per_stage[s])

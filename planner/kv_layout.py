@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.accounting import kv_layer_bytes_per_token, mamba_layer_state_bytes
+from planner.accounting import indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
 from planner.models.spec import ModelSpec
 
 MAMBA_KINDS = ("mamba", "linear")
@@ -164,7 +164,9 @@ def build_layout(spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, b
         counts[k] = counts.get(k, 0) + 1
     if not counts:
         raise ValueError("no attention layer on this worker")
-    page = {k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes))
+    # a DSA layer's indexer cache shares the latent's block ids (one uniform-type group): its page adds on
+    page = {k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes)
+                             + (indexer_bytes_per_token(spec) if k[0] == "mla" else 0))
             for k in counts}
     if len(set(page.values())) != 1:
         raise ValueError("attention kinds with different page sizes are not modelled")

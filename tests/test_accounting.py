@@ -205,7 +205,9 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
     text = cfg.get("text_config") or cfg
     layers = text["num_hidden_layers"]
     if "kv_lora_rank" in text:
-        return layers * (text["kv_lora_rank"] + text["qk_rope_head_dim"]) * dtype_bytes
+        # DSA (DeepSeek-V3.2, GLM-5): the indexer's uint8 key cache, index_head_dim + one fp32 scale per 128
+        indexer = text["index_head_dim"] + text["index_head_dim"] // 128 * 4 if "index_topk" in text else 0
+        return layers * ((text["kv_lora_rank"] + text["qk_rope_head_dim"]) * dtype_bytes + indexer)
     heads = text["num_attention_heads"]
     kv_heads = text.get("num_key_value_heads") or heads
     head_dim = text.get("head_dim") or text["hidden_size"] // heads

@@ -29,7 +29,12 @@ REPO = Path(__file__).resolve().parent.parent
 # family -> its bundled profiles
 NEW_PROFILES = {
     "qwen3_5": ["Qwen/Qwen3.5-27B", "Qwen/Qwen3.5-35B-A3B", "Qwen/Qwen3.5-122B-A10B", "Qwen/Qwen3.5-397B-A17B"],
+    "deepseek_v32": ["deepseek-ai/DeepSeek-V3.2", "zai-org/GLM-5", "zai-org/GLM-5-FP8", "zai-org/GLM-5.1",
+                     "zai-org/GLM-5.1-FP8"],
 }
+# New profiles of families normalize.py already had (test_accounting checks their published totals)
+EXISTING_FAMILIES = ["Qwen/Qwen3-Coder-480B-A35B-Instruct", "mistralai/Mixtral-8x22B-v0.1", "Qwen/Qwen3-235B-A22B-FP8",
+                     "meta-llama/Llama-4-Maverick-17B-128E-Instruct"]
 ALL_NEW = [m for ms in NEW_PROFILES.values() for m in ms]
 
 
@@ -44,7 +49,7 @@ def test_every_new_profile_is_registered_and_bundled():
             assert load_model(model_id).meta["params_published"], f"{model_id}: no published count"
 
 
-@pytest.mark.parametrize("model_id", ALL_NEW)
+@pytest.mark.parametrize("model_id", ALL_NEW + EXISTING_FAMILIES)
 @pytest.mark.parametrize("tp", [1, 8])
 def test_inspect_and_plan_at_tp(model_id, tp):
     m = load_model(model_id)
@@ -79,9 +84,31 @@ def test_qwen3_5_397b_parts_match_the_checkpoint_audit():
     assert r.params_total - r.params_breakdown["vision"] == 396_346_350_336
 
 
+def test_dsa_published_totals_split_as_the_checkpoints_store_them():
+    # DeepSeek-V3.2's Hub total leaves out its F8_E8M0 block scales; V3.2-Exp's upload (F32 scales,
+    # same shapes) counts them: 685,396,921,376 (search-index file id 69468411049)
+    r = inspect("deepseek-ai/DeepSeek-V3.2")
+    scales = 685_396_921_376 - r.params_published
+    assert r.params_checkpoint == r.params_published and scales == 41_591_584
+    # GLM-5-FP8's F32 block scales are the whole difference to the bf16 upload; vLLM upcasts the
+    # indexer's fp8 wk and drops its scale (1 x 48 blocks in each of 78 layers)
+    fp8, bf16 = inspect("zai-org/GLM-5-FP8"), inspect("zai-org/GLM-5")
+    assert fp8.params_not_loaded["attention"] == 78 * 48
+    assert fp8.params_total == bf16.params_total
+
+
 # ---- recurrent state against vLLM's classes --------------------------------------------------------
 
 QWEN3_5_TPS = (1, 2, 4)
+
+
+def oracle_rows(py: str, models: list[str], tp: int) -> dict:
+    """tests/vllm_oracle.py's line for each bundled model at this TP (one vLLM process)."""
+    dirs = {m: sources.find_bundled(m) for m in models}
+    proc = subprocess.run([py, str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
+                          capture_output=True, text=True, timeout=900)
+    rows = {str(Path(json.loads(l)["config"])): json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
+    return {m: rows.get(str(d)) for m, d in dirs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +116,9 @@ def vllm_state():
     py = vllm_python()
     if py is None:
         pytest.skip(VLLM_ABSENT)
-    dirs = {m: sources.find_bundled(m) for m in NEW_PROFILES["qwen3_5"]}
     out = {}
     for tp in QWEN3_5_TPS:
-        proc = subprocess.run([py, str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
-                              capture_output=True, text=True, timeout=900)
-        rows = {str(Path(json.loads(l)["config"])): json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
-        for m, d in dirs.items():
-            out[(m, tp)] = rows.get(str(d))
+        out.update({(m, tp): row for m, row in oracle_rows(py, NEW_PROFILES["qwen3_5"], tp).items()})
     return out
 
 
@@ -151,3 +173,45 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "layer_types" in err and len(err.splitlines()) == 1
+
+
+# ---- DSA caches against vLLM's classes --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vllm_dsa():
+    py = vllm_python()
+    if py is None:
+        pytest.skip(VLLM_ABSENT)
+    return oracle_rows(py, NEW_PROFILES["deepseek_v32"], 8)
+
+
+@pytest.mark.parametrize("model_id", NEW_PROFILES["deepseek_v32"])
+def test_dsa_latent_and_indexer_pages_match_vllm(vllm_dsa, model_id):
+    row = vllm_dsa[model_id]
+    assert row is not None and "error" not in row, row
+    m = load_model(model_id)
+    r = inspect(m, tp=8)
+    layers = m.spec.num_layers
+    assert row["use_mla"] and row["num_layers"] == layers
+    # one uniform-type group: every layer's latent page and its indexer page share the block ids
+    assert r.kv_bytes_per_token_by_kind == {"mla": row["page_size_bytes_per_layer"] // 16 * layers,
+                                            "indexer": row["indexer_page_size_bytes_per_layer"] // 16 * layers}
+    from planner.kv_layout import build_layout
+    lay = build_layout(m.spec, range(layers), 8, 2, 16)
+    assert lay.bytes_per_block == layers * (row["page_size_bytes_per_layer"] + row["indexer_page_size_bytes_per_layer"])
+    assert m.spec.max_model_len_default == row["max_model_len"]
+
+
+@pytest.mark.parametrize("model_id, edit, field", [
+    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_head_dim"), "index_head_dim"),
+    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_n_heads"), "index_n_heads"),
+    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.__setitem__("index_head_dim", 100), "index_head_dim"),
+    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_topk"), "index_topk"),
+    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("q_lora_rank"), "q_lora_rank"),
+    ("zai-org/GLM-5", lambda c: c.__setitem__("index_topk_freq", 4), "index_topk_freq"),
+    ("zai-org/GLM-5", lambda c: c.__setitem__("num_experts_per_tok", 300), "num_experts_per_tok"),
+])
+def test_dsa_bad_input_is_a_one_line_error_naming_the_field(model_id, edit, field):
+    with pytest.raises(PlannerError) as err:
+        normalize(_broken(model_id, edit))
+    assert field in str(err.value) and "\n" not in str(err.value)

@@ -109,6 +109,13 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
 
     text = mc.hf_text_config
     arch = mc.model_arch_config
+    indexer = None
+    if getattr(text, "index_topk", None) is not None:  # DSA: DeepseekV32IndexerCache.get_kv_cache_spec
+        import torch
+        from vllm.v1.kv_cache_interface import SparseCacheRole
+        head = text.index_head_dim + text.index_head_dim // 128 * 4  # deepseek_v2.py Indexer (quant_block_size 128)
+        indexer = MLAAttentionSpec(block_size=block_size, num_kv_heads=1, max_tp_shards=1, head_size=head,
+                                   dtype=torch.uint8, cache_role=SparseCacheRole.INDEXER).page_size_bytes
     try:
         mamba = _mamba_state(mc, pc) if mc.is_hybrid else None
     except Exception as e:  # noqa: BLE001 - the KV figures stand without it
@@ -138,6 +145,7 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
         "block_size": block_size,
         "spec": type(spec).__name__,
         "page_size_bytes_per_layer": spec.page_size_bytes,
+        "indexer_page_size_bytes_per_layer": indexer,
     }
 
 

@@ -67,6 +67,11 @@ class MLASpec:
     """Per-head rotary width; the key's rope part is shared by all heads and cached."""
     v_head_dim: int
     """Per-head value width."""
+    index_n_heads: int = 0
+    """DeepSeek sparse attention (V3.2, GLM-5): heads of the lightning indexer; 0 without one."""
+    index_head_dim: int = 0
+    """Width of the indexer's key, which vLLM caches per token beside the latent (fp8 values plus one
+    fp32 scale per 128)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,9 @@ class QuantSpec:
     """The `--quantization` value vLLM reports for this checkpoint."""
     source: str = ""
     """Where the scheme was read: config quantization_config, hf_quant_config.json, or --quantization."""
+    scale_dtype: str | None = None
+    """The scales' stored dtype when the checkpoint says (`scale_fmt` ue8m0: F8_E8M0, which the Hub's
+    safetensors total leaves out, as it does for MXFP4); None = float32."""
 
 
 @dataclass(frozen=True)

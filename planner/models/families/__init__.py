@@ -64,4 +64,4 @@ def model_types() -> list[str]:
     return sorted(_BY_CONFIG_TYPE)
 
 
-from planner.models.families import qwen3_5  # noqa: E402,F401  (registers on import)
+from planner.models.families import deepseek_v32, qwen3_5  # noqa: E402,F401  (register on import)
