@@ -64,6 +64,8 @@ def _add_levers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=tr.LOSSES, help="cross-entropy: full, chunked (torchtune), fused (Liger/CCE) (default: the framework's)")
     p.add_argument("--lora-dropout", type=finite_float(0, 0.999, "a dropout probability"), default=0.0,
                    help="LoRA dropout; above 0 each adapted module keeps a dropout output and mask (default: 0)")
+    p.add_argument("--sharding", choices=("deepspeed", "fsdp"),
+                   help="what --zero runs on: DeepSpeed ZeRO or FSDP (3 = FULL_SHARD) (default: the framework's)")
     p.add_argument("--offload", choices=tr.OFFLOADS, default="none",
                    help="CPU offload: optimizer (ZeRO-Offload), optimizer+params (ZeRO-3 / FSDP) (default: none)")
     p.add_argument("--host-memory-gib", type=finite_float(0.001, MAX_GIB, "number of GiB"), metavar="GIB",
@@ -78,7 +80,7 @@ def config_from_args(a: argparse.Namespace) -> tr.TrainingConfig:
         seq_len=a.seq_len, grad_accum=a.grad_accum, gpus=a.gpus, zero=a.zero,
         gradient_checkpointing=a.gradient_checkpointing, attention=a.attention,
         lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, lora_targets=a.lora_targets, lora_dropout=a.lora_dropout,
-        framework=a.framework, base_dtype=a.base_dtype, loss=a.loss, offload=a.offload,
+        framework=a.framework, base_dtype=a.base_dtype, loss=a.loss, sharding=a.sharding, offload=a.offload,
         host_memory_bytes=None if a.host_memory_gib is None else int(a.host_memory_gib * GIB),
         checkpointed_layers=a.checkpoint_layers,
     )

@@ -50,6 +50,8 @@ class TrainingConfig:
     """Frozen base dtype for LoRA (QLoRA: the parts left out of NF4); None: the framework's."""
     loss: str | None = None
     """Cross-entropy implementation: full, chunked, fused; None: the framework's."""
+    sharding: str | None = None
+    """What --zero means: deepspeed or fsdp; None: the framework's."""
     offload: str = "none"
     """CPU offload: none, optimizer (ZeRO-Offload / FSDP), optimizer+params (ZeRO-3 / FSDP)."""
     host_memory_bytes: int | None = None
@@ -173,7 +175,7 @@ def check_choices(c: TrainingConfig) -> None:
     if c.zero == 3 and c.gpus == 1:
         raise PlannerError("--zero 3 shards the parameters across data-parallel GPUs: give --gpus 2 or more, or use --zero 0")
     for name, value, allowed in (("--offload", c.offload, OFFLOADS), ("--loss", c.loss, LOSSES),
-                                 ("--base-dtype", c.base_dtype, BASE_DTYPES)):
+                                 ("--base-dtype", c.base_dtype, BASE_DTYPES), ("--sharding", c.sharding, ("deepspeed", "fsdp"))):
         if value is not None and value not in allowed:
             raise PlannerError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
     _check_levers(c)

@@ -150,6 +150,8 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
     cfg.check_choices(c)
     cfg.check_model(spec, tensors, c.method)
     fw = profile.framework(c.framework)
+    if c.sharding is not None:
+        fw = dataclasses.replace(fw, sharding=c.sharding)
     check_framework_choice(fw, c.loss, c.base_dtype)
     context = cfg.model_context_tokens(spec)
     seq = cfg.check_counts(c, context)

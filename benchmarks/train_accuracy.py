@@ -1,0 +1,98 @@
+"""Predicted vs measured training memory on published runs (benchmarks/data/training/).
+
+    python benchmarks/train_accuracy.py [--json]
+
+For a measured peak: the planner's reserved footprint per GPU against the measured figure (the
+middle of a published range; inside the range counts as 0%). For a longest context: the
+planner's `max_seq_len` against the one reached. For an OOM: whether the planner says it fits.
+Prints every record, the median and worst absolute error, and every "fits" the measurement
+contradicts (a run that used more than the card, or an OOM). None of these records was used to
+set a constant: all are held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from planner.api import load_model  # noqa: E402
+from planner.hardware import load_catalogue  # noqa: E402
+from planner.training import TrainingConfig, estimate_training  # noqa: E402
+from planner.units import GIB  # noqa: E402
+
+DATA = REPO / "benchmarks" / "data" / "training" / "published-runs.jsonl"
+
+
+def records() -> list[dict]:
+    return [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+
+
+def _model(ref: str):
+    path = REPO / ref
+    return load_model(str(path) if path.exists() else ref)
+
+
+def replay(rec: dict) -> dict:
+    model = _model(rec["model"])
+    gpu = load_catalogue().get(rec["gpu"]) if rec.get("gpu") else None
+    mem = gpu.memory_bytes if gpu else None
+    settings = dict(rec["settings"])
+    if rec["kind"] == "oom":
+        settings["seq_len"] = rec["seq_len"]
+    e = estimate_training(model.spec, model.tensors, TrainingConfig(**settings), gpu_memory_bytes=mem, with_fixes=False)
+    out = {"id": rec["id"], "kind": rec["kind"], "gpu": rec.get("gpu")}
+    if rec["kind"] == "peak":
+        lo, hi = rec["measured_gib"]
+        pred = e.reserved_bytes / GIB
+        ref = (lo + hi) / 2
+        err = 0.0 if lo <= pred <= hi else (pred - ref) / ref
+        out |= {"predicted_gib": round(pred, 2), "measured_gib": rec["measured_gib"], "error": err,
+                "allocated_gib": round(e.total_bytes / GIB, 2),
+                "bad_fit": bool(mem and e.fits and hi * GIB > mem)}
+    elif rec["kind"] == "max_seq_len":
+        pred = e.max_seq_len or 0
+        out |= {"predicted_tokens": pred, "measured_tokens": rec["measured_tokens"],
+                "error": (pred - rec["measured_tokens"]) / rec["measured_tokens"],
+                "bad_fit": pred > rec["measured_tokens"] * 1.0}
+    else:
+        out |= {"predicted_fits": e.fits, "error": None, "bad_fit": bool(e.fits)}
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    errs = [abs(r["error"]) for r in rows if r["error"] is not None]
+    return {"records": len(rows), "median_abs_error": statistics.median(errs), "worst_abs_error": max(errs),
+            "fits_contradicted_by_measurement": [r["id"] for r in rows if r["bad_fit"]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    rows = [replay(r) for r in records()]
+    s = summary(rows)
+    if a.json:
+        print(json.dumps({"rows": rows, "summary": s}, indent=2))
+        return 0
+    for r in rows:
+        if r["kind"] == "peak":
+            what = f"reserved {r['predicted_gib']:7.2f} GiB vs measured {r['measured_gib']}"
+        elif r["kind"] == "max_seq_len":
+            what = f"max seq {r['predicted_tokens']:>7,} vs measured {r['measured_tokens']:,}"
+        else:
+            what = f"planner says fits={r['predicted_fits']} where the run OOMed"
+        err = "" if r["error"] is None else f"{100 * r['error']:+6.1f}%"
+        print(f"{r['id']:40s} {what:52s} {err}{'  FITS-BUT-OOM' if r['bad_fit'] else ''}")
+    print(f"median |error| {100 * s['median_abs_error']:.1f}%, worst {100 * s['worst_abs_error']:.1f}% over "
+          f"{s['records']} records; fits the measurement contradicts: {s['fits_contradicted_by_measurement'] or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
