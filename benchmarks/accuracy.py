@@ -190,16 +190,20 @@ def write_ranges(ok: list, errors_gib: dict[int, float]) -> None:
         inside = lambda r: parse_version(lo) <= parse_version(_version(r["vllm_version"])) and (  # noqa: E731
             hi is None or parse_version(_version(r["vllm_version"])) < parse_version(hi))
         idx = [k for k, (_, r, _) in enumerate(ok) if inside(r) and k in errors_gib]
-        warm = sorted(abs(errors_gib[k]) for k in idx if ok[k][1]["start"] == "warm")
+        warm = sorted(abs(errors_gib[k]) for k in idx if ok[k][1]["start"] == "warm" and ok[k][1]["tp"] == 1)
+        warm_tp = sorted(abs(errors_gib[k]) for k in idx if ok[k][1]["start"] == "warm" and ok[k][1]["tp"] > 1)
         cold = sorted(abs(errors_gib[k]) for k in idx if ok[k][1]["start"] == "cold")
         bound = lambda e: max(0.05, e[-1] if len(e) < 10 else e[int(0.9 * (len(e) - 1))]) if e else None  # noqa: E731
         err = bound(warm) or 0.5
+        tp_err = max(bound(warm_tp) or err, err)
         cold_err = bound(cold) or round(err + 0.5, 3)
         gpus = sorted({n for k in idx for n in CATALOGUE.get(ok[k][1]["gpu_class"], [ok[k][1]["gpu_class"]])})
         links = sorted({ok[k][1].get("interconnect") or "nvls" for k in idx if ok[k][1]["tp"] > 1})
-        fam = {"from": lo, **({"until": hi} if hi else {}), "error_gib": round(err, 3), "cold_error_gib": round(cold_err, 3),
-               "cases": len(warm), "cold_cases": len(cold), "gpus": gpus, "interconnects": links,
-               "source": f"leave-one-GPU-class-out KV error of {len(warm)} warm and {len(cold)} cold start-ups "
+        fam = {"from": lo, **({"until": hi} if hi else {}), "error_gib": round(err, 3), "tp_error_gib": round(tp_err, 3),
+               "cold_error_gib": round(cold_err, 3), "cases": len(warm), "tp_cases": len(warm_tp), "cold_cases": len(cold),
+               "gpus": gpus, "interconnects": links,
+               "source": f"leave-one-GPU-class-out KV error of {len(warm)} warm TP 1, {len(warm_tp)} warm TP > 1 "
+                         f"(tp_error_gib, at least error_gib) and {len(cold)} cold start-ups "
                          f"({'max' if len(warm) < 10 else '90th percentile'}, at least 0.05 GiB); "
                          + ("no cold start-up: warm error + 0.5 GiB" if not cold else "cold: the same on the cold rows")}
         fams.append(fam)
@@ -273,7 +277,7 @@ def main(argv=None) -> int:
             if key in cv:
                 row.append(_stats([cv[key][0][k] for k in idx if k in cv[key][0]]))
         rows.append(row)
-    headers = ["KV-cache |error|", "in-sample"] + (["leave one GPU class out", "leave one source out"] if cv else [])
+    headers = ["KV-cache error (absolute)", "in-sample"] + (["leave one GPU class out", "leave one source out"] if cv else [])
     print(tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True))
     w = [abs(pct(*res["weights"])) for _, _, res in ok if res["weights"][1]]
     print(f"\nweights |error|: median {statistics.median(w):.2f}%, max {max(w):.2f}% (n={len(w)})")
@@ -288,6 +292,11 @@ def main(argv=None) -> int:
                 if k in cv[key][0]:
                     line += f"   [{key} out: {cv[key][0][k]:+.2f}%]"
             print(line)
+    if "gpu_class" in cv:
+        errs = cv["gpu_class"][0]
+        print("\nlargest leave-one-GPU-class-out KV errors:")
+        for k in sorted(errs, key=lambda k: -abs(errs[k]))[:6]:
+            print(f"  {errs[k]:+6.2f}%  {label(ok[k][1])}  [in-sample {insample[ok[k][0]]:+.2f}%]")
     for key, (_, notes) in cv.items():
         print(f"\nfolds by {key}:")
         for n in notes:

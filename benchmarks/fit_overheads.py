@@ -194,9 +194,11 @@ def main(argv=None) -> int:
 
 NVLINK_CUSTOM_ALLREDUCE_GIB = 0.15
 """Assumed, not measured: custom all-reduce's buffers on NVLink without NVLS, above NCCL's."""
-HIDDEN_EXPONENTS = (0.0, 0.5, 1.0)
+HIDDEN_EXPONENTS = (0.0,)
 """Candidate powers of hidden / 4096 for the per-layer graph cost, chosen by the fit where the
-training cases have more than one hidden size."""
+training cases have more than one hidden size. Only 0: the H100 set's V1 estimates (hidden 2,304 to
+8,192) grow with the layers, not the hidden size, and the one 0.30 case that suggests a power
+(Qwen3-32B on a GH200, 0.5 would fit it) would move every 70B plan by more than a GiB."""
 UNINFORMED_FULL_SHARE = 0.5
 """Share of the CUDA-graph estimate that follows the FULL graphs, where no training case varies the
 graph shape (a fold without one): the midpoint, not a value seen in the held-out case."""

@@ -112,12 +112,22 @@ def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: in
     return with_serve_command(plan_step.make_plan(req, gpu, catalogue, tp, pp, pin_kv_cache=pin_kv_cache), req)
 
 
+def _installed_release() -> str | None:
+    from planner import releases
+    from planner.installed import default_release
+
+    return default_release(releases.supported_range())[0]
+
+
 def plan(model: Model | str, *, gpu: str | None = None, device: Literal["cuda", "cpu"] = "cuda",
          tp: int | None = None, pp: int | None = None, vllm_version: str | None = None,
          gpu_memory_gib: float | None = None, gpu_file: str | None = None, cpu_kvcache_gib: float | None = None,
          dtype: str | None = None, quantization: str | None = None, concurrency: int | None = None,
-         pin_kv_cache: bool = False, **settings: Any) -> Plan:
+         pin_kv_cache: bool = False, interconnect: str | None = None, **settings: Any) -> Plan:
     """Plan `model` on one GPU type (or the CPU backend), as `vllm-planner plan` does.
+
+    `vllm_version` None: the installed vllm distribution's release (package metadata), else the
+    newest. `interconnect` overrides the catalogue's interconnect class (nvls, nvlink, pcie_p2p, pcie).
 
     `settings` are the `Settings` fields (max_model_len, max_num_seqs, max_num_batched_tokens,
     gpu_memory_utilization, kv_cache_dtype, enforce_eager, kv_cache_memory_bytes, block_size,
@@ -140,9 +150,15 @@ def plan(model: Model | str, *, gpu: str | None = None, device: Literal["cuda", 
         if gpu is None:
             raise PlannerError("name a GPU (gpu='H100'; see `vllm-planner gpus`) or plan for device='cpu'")
         target = catalogue.get(gpu) if gpu_memory_gib is None else with_memory(catalogue.get(gpu), gpu_memory_gib)
+        if interconnect is not None:
+            from planner.hardware import INTERCONNECT_CLASSES
+
+            if interconnect not in INTERCONNECT_CLASSES:
+                raise PlannerError(f"unknown interconnect {interconnect!r}: one of {', '.join(INTERCONNECT_CLASSES)}")
+            target = dataclasses.replace(target, interconnect_class=interconnect)
     elif cpu_kvcache_gib is None or not cpu_kvcache_gib > 0:
         raise PlannerError("device='cpu' needs cpu_kvcache_gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
     req = Request(load_model(model) if isinstance(model, str) else model, Settings(tp=tp or 1, pp=pp or 1, **settings),
-                  releases.get(vllm_version), dtype=dtype, quantization=quantization, concurrency=concurrency,
+                  releases.get(vllm_version if vllm_version is not None else _installed_release()), dtype=dtype, quantization=quantization, concurrency=concurrency,
                   device=device, cpu_kvcache_bytes=int(cpu_kvcache_gib * GIB) if cpu_kvcache_gib else None)
     return make_plan(req, target, catalogue, tp, pp, pin_kv_cache=pin_kv_cache)

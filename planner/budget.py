@@ -29,6 +29,7 @@ from planner.kv_layout import (KVLayout, LayoutRules, blocks_per_request, build_
                                 max_fitting_len, needed_bytes)
 from planner.releases import ReleaseFacts
 from planner.target import Settings, Target
+from planner import uncertainty
 from planner.units import GIB, gib
 
 __all__ = ["GIB", "Budget", "KVCapacity", "MemoryTerms", "Provenance", "ServeLimits", "Settings", "StageBudget",
@@ -53,6 +54,8 @@ class StageBudget:
     """V2 model runner's sampler buffers, charged from 0.27 (see overheads.v2_runner_buffer_bytes)."""
     encoder_bound: bool = False
     """The multimodal encoder's profile pass, not the decoder's, sets the activation peak."""
+    cold_extra_bytes: int = 0
+    """What a first start on an empty torch.compile cache adds to the profile peak (estimated; 0 eager)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,22 @@ class KVCapacity:
     """Largest max_model_len for which one request fits (vLLM's "estimated maximum model length")."""
     max_model_len_fit_concurrency: int | None = None
     """Largest max_model_len at which the asked concurrency fits together; None when not asked."""
+
+
+@dataclass(frozen=True)
+class KVSpread:
+    """How far the KV figures can be off, and the first boot's (issue #11): the range of the KV memory
+    from cross-validated error on real start-ups (planner/uncertainty.py), with the tokens and the
+    concurrency it implies, and the figures of a start on an empty torch.compile cache."""
+
+    kv_bytes_range: tuple[int, int]
+    tokens_range: tuple[int, int]
+    concurrency_range: tuple[float, float]
+    cold_kv_bytes: int
+    cold_tokens: int
+    cold_fits: bool
+    extrapolated: bool
+    """The plan lies outside what the start-ups cover (the range is widened)."""
 
 
 @dataclass(frozen=True)
@@ -143,13 +162,16 @@ class Budget:
     verdict: Verdict
     provenance: Provenance
     stages: tuple[StageBudget, ...] = field(repr=False, default=())
+    spread: KVSpread | None = None
+    """None where the KV figures are exact (a pinned pool, the CPU backend)."""
 
     # the --json keys, in their documented order
     JSON_KEYS = ("model", "gpu", "vllm_version", "tp", "pp", "total_gib", "gpu_memory_utilization", "requested_gib",
                  "weights_gib", "activation_gib", "non_torch_gib", "cudagraph_gib", "kv_cache_gib", "kv_bytes_per_token",
                  "block_size", "num_blocks", "kv_cache_tokens", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
                  "max_concurrency", "max_model_len_fit", "fits", "error", "estimated", "max_model_len_fit_concurrency",
-                 "concurrency", "notes", "model_runner", "runner_buffers_gib")
+                 "concurrency", "notes", "model_runner", "runner_buffers_gib", "kv_cache_gib_cold", "kv_cache_tokens_cold",
+                 "kv_cache_gib_range", "kv_cache_tokens_range", "max_concurrency_range")
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.JSON_KEYS}
@@ -184,6 +206,14 @@ class Budget:
     max_model_len_fit_concurrency = property(lambda self: self.kv.max_model_len_fit_concurrency)
     fits = property(lambda self: self.verdict.fits)
     error = property(lambda self: self.verdict.error)
+    # exact figures (a pinned pool, the CPU backend): the cold figure is the warm one, the range a point
+    kv_cache_gib_cold = property(lambda self: gib(self.spread.cold_kv_bytes) if self.spread else self.kv_cache_gib)
+    kv_cache_tokens_cold = property(lambda self: self.spread.cold_tokens if self.spread else self.kv_cache_tokens)
+    kv_cache_gib_range = property(lambda self: [gib(x) for x in self.spread.kv_bytes_range] if self.spread
+                                  else [self.kv_cache_gib] * 2)
+    kv_cache_tokens_range = property(lambda self: list(self.spread.tokens_range) if self.spread else [self.kv_cache_tokens] * 2)
+    max_concurrency_range = property(lambda self: [round(x, 2) for x in self.spread.concurrency_range] if self.spread
+                                     else [self.max_concurrency] * 2)
 
 
 # ---- step 1: resolve ------------------------------------------------------------------------------
@@ -267,12 +297,13 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
                                video_frames=rel.qwen2_vl_max_frames_per_video)
     features = oh.features(spec, shape)
     act = oh.activation_peak_bytes(features, c)
-    non_torch = oh.non_torch_bytes(s.tp, s.pp, c)
+    non_torch = oh.non_torch_bytes(s.tp, s.pp, c, target.interconnect)
     graphs = 0
     # the V2 runner's profile_cudagraph_memory() returned 0 until 0.29
     subtracted = rel.cudagraph_estimate_subtracted and (runner == "v1" or rel.v2_model_runner_profiles_cudagraphs)
     if (subtracted or s.kv_cache_memory_bytes is not None) and not s.enforce_eager:
-        graphs = oh.cudagraph_estimate_bytes(len(layers), c)
+        captured = oh.GraphShape.of(seqs, mnbt, oh.capture_max_size(rel.version, target.arch_family))
+        graphs = oh.cudagraph_estimate_bytes(len(layers), c, captured, spec.hidden_size)
     buffers = 0
     # the sampler (and its buffers) lives on the last PP stage; allocated before profiling, charged from 0.27
     if runner == "v2" and rel.budget_formula == "total_consumed" and stage == s.pp - 1:
@@ -282,8 +313,9 @@ def _stage(model: Model, insp: Inspection, stage: int, layers: range, target: Ta
         avail = s.kv_cache_memory_bytes
     else:
         avail = math.ceil(target.memory_bytes * util) - weights - act - non_torch - graphs - buffers
+    cold = 0 if s.enforce_eager else oh.cold_start_extra_bytes(mnbt, c)
     return StageBudget(weights, act, non_torch, graphs, avail, layout, max(avail // layout.bytes_per_block, 0), buffers,
-                       encoder_bound=oh.encoder_binds(features, c))
+                       encoder_bound=oh.encoder_binds(features, c), cold_extra_bytes=cold)
 
 
 def stages(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s: Settings,
@@ -407,6 +439,39 @@ def fit(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: Resolve
 
 # ---- the budget -----------------------------------------------------------------------------------
 
+def _capacity(bind: StageBudget, kv_bytes: int, per_req: int, mml: int, rel: ReleaseFacts) -> tuple[int, float]:
+    """(tokens, concurrency) that `kv_bytes` of KV memory on the binding stage would give."""
+    blocks = max(kv_bytes, 0) // bind.layout.bytes_per_block
+    conc = blocks / per_req if per_req else 0.0
+    return logged_tokens(bind.layout, blocks, conc, mml, rel.kv_tokens_formula), conc
+
+
+def _spread(bind: StageBudget, target: Target, rel: ReleaseFacts, s: Settings, r: Resolved, f: Fit) -> KVSpread:
+    """The KV range from cross-validated error, and the first boot's figures (the cold extra comes out
+    of the KV memory; the cold fit is vLLM's check on that memory)."""
+    c = oh.coefficients(rel.version, r.runner)
+    rng = uncertainty.kv_range(bind.available_kv_bytes, rel.version, target.name, target.interconnect, s.tp,
+                               validated=rel.version in c.validated)
+    lo, hi = (_capacity(bind, x, f.per_request_blocks, f.mml, rel) for x in (rng.low_bytes, rng.high_bytes))
+    cold_bytes = bind.available_kv_bytes - bind.cold_extra_bytes
+    cold_tokens, _ = _capacity(bind, cold_bytes, f.per_request_blocks, f.mml, rel)
+    inflight = inflight_tokens(rel, r.mnbt, s.pp, target.device, r.runner)
+    cold_fits = f.mml > 0 and fits(bind.layout, cold_bytes, f.mml, inflight, rel.null_block_in_fit_check, rel.fit_check)
+    return KVSpread((rng.low_bytes, rng.high_bytes), (lo[0], hi[0]), (lo[1], hi[1]), cold_bytes, cold_tokens,
+                    cold_fits, rng.extrapolated)
+
+
+def _spread_notes(sp: KVSpread, warm_fits: bool) -> list[str]:
+    notes = []
+    if sp.extrapolated:
+        notes.append("KV range widened: no real start-up covers this plan's release, GPU or interconnect")
+    if sp.cold_kv_bytes != sp.kv_bytes_range[0] and warm_fits:
+        verdict = "fits too" if sp.cold_fits else "does NOT fit: keep the torch.compile cache (VLLM_CACHE_ROOT) on a volume"
+        notes.append(f"first start on an empty torch.compile cache: KV {gib(sp.cold_kv_bytes):.2f} GiB, "
+                     f"{sp.cold_tokens:,} tokens ({verdict}); the fit verdict is the warm start's")
+    return notes
+
+
 def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s: Settings,
             concurrency: int | None = None) -> Budget:
     """The budget of one replica's binding worker, as vLLM computes it at start-up."""
@@ -423,6 +488,10 @@ def compute(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
     kv = KVCapacity(insp.kv_bytes_per_token_per_stage[f.bind_index], bind.layout.block_size, bind.num_blocks, tokens,
                     f.concurrency, f.est_len, f.fit_len_concurrency)
     limits = ServeLimits(s.tp, s.pp, r.util, f.mml, r.seqs, r.mnbt, r.runner, concurrency)
+    spread = None
+    if s.kv_cache_memory_bytes is None and target.device != "cpu":
+        spread = _spread(bind, target, rel, s, r, f)
+        notes += _spread_notes(spread, f.ok)
     provenance = Provenance(model.id, target.name, rel.version,
                             tuple(_estimated(s, target, insp, r.mml is None, concurrency)), tuple(notes))
-    return Budget(memory, kv, limits, Verdict(f.ok, f.error), provenance, sts)
+    return Budget(memory, kv, limits, Verdict(f.ok, f.error), provenance, sts, spread)

@@ -333,12 +333,20 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     if b.runner_buffers_gib:
         rows.append(["V2 runner sampler buffers", f"{b.runner_buffers_gib:.2f}"])
     rows.append(["KV cache" + est("kv_cache_gib"), f"{b.kv_cache_gib:.2f}"])
+    if "kv_cache_gib" in b.estimated and b.kv_cache_gib_range[0] != b.kv_cache_gib_range[1]:
+        lo, hi = b.kv_cache_gib_range
+        rows.append(["  range (cross-validated)", f"{lo:.2f}-{hi:.2f}"])
+        rows.append(["  first start, empty compile cache", f"{b.kv_cache_gib_cold:.2f}"])
     lines += [_table(rows, ["per GPU (binding stage)", "GiB"], colalign=("left", "right")), ""]
     lines += [
-        f"KV: {b.kv_bytes_per_token:,} B/token/GPU, block {b.block_size}, {b.num_blocks:,} blocks, {b.kv_cache_tokens:,} tokens{est('kv_cache_tokens')}",
+        f"KV: {b.kv_bytes_per_token:,} B/token/GPU, block {b.block_size}, {b.num_blocks:,} blocks, {b.kv_cache_tokens:,} tokens{est('kv_cache_tokens')}"
+        + (f" (range {b.kv_cache_tokens_range[0]:,}-{b.kv_cache_tokens_range[1]:,}; first start {b.kv_cache_tokens_cold:,})"
+           if "kv_cache_tokens" in b.estimated and b.kv_cache_tokens_range[0] != b.kv_cache_tokens_range[1] else ""),
         f"max_model_len {b.max_model_len:,} | max_num_seqs {b.max_num_seqs:,} | max_num_batched_tokens {b.max_num_batched_tokens:,}"
         + ("" if r.gpu is None else f" | model runner {b.model_runner.upper()}"),
-        f"maximum concurrency at {b.max_model_len:,} tokens: {b.max_concurrency:.2f}x{est('max_concurrency')}",
+        f"maximum concurrency at {b.max_model_len:,} tokens: {b.max_concurrency:.2f}x{est('max_concurrency')}"
+        + (f" (range {b.max_concurrency_range[0]:.2f}-{b.max_concurrency_range[1]:.2f}x)"
+           if "max_concurrency" in b.estimated and b.max_concurrency_range[0] != b.max_concurrency_range[1] else ""),
         f"largest context for one request: {b.max_model_len_fit:,}{est('max_model_len_fit')}",
     ]
     if b.concurrency:

@@ -35,7 +35,8 @@ def target_for(gpu: GPU | None, req: Request) -> bud.Target:
     if req.device == "cpu":
         return bud.Target("cpu", memory_bytes=0, device="cpu", cpu_kvcache_bytes=req.cpu_kvcache_bytes)
     assert gpu is not None
-    return bud.Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability)
+    return bud.Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability,
+                      interconnect=gpu.interconnect_class)
 
 
 _INSPECTIONS: dict[tuple, Inspection] = {}

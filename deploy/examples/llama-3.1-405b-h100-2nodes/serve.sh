@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vllm-planner: meta-llama/Llama-3.1-405B on H100-SXM-80GB, vLLM 0.33.0, TP 8 x PP 2 over 2 nodes
-# Plan per GPU: 47.28 GiB weights, 19.84 GiB KV cache = 660,320 tokens, 20.15 requests of 32,768 tokens at once; replicas: 1.
+# Plan per GPU: 47.28 GiB weights, 19.22 GiB KV cache = 639,632 tokens, 19.52 requests of 32,768 tokens at once; replicas: 1.
 # One replica spans 2 nodes (vLLM's --nnodes/--node-rank/--master-addr, no Ray).  Run this
 # script on each of them, node 0 first; node 0 serves HTTP on port 8000, the others run headless:
 #   NODE_RANK=0 MASTER_ADDR=<node 0 address> bash serve.sh       # on node 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vllm-planner: meta-llama/Llama-3.1-70B-Instruct on H100-SXM-80GB, vLLM 0.33.0, TP 4 x PP 1
-# Plan per GPU: 32.89 GiB weights, 34.29 GiB KV cache = 449,408 tokens, 13.71 requests of 32,768 tokens at once; replicas: 2.
+# Plan per GPU: 32.89 GiB weights, 33.33 GiB KV cache = 436,832 tokens, 13.33 requests of 32,768 tokens at once; replicas: 2.
 # Every value is shell-quoted.  HF_TOKEN, when the model needs one, is read from your environment.
 set -euo pipefail
 exec docker run \
