@@ -239,6 +239,8 @@ def _check_combination(a: argparse.Namespace) -> None:
     target = "--device cpu" if a.device == "cpu" else "--inventory" if a.inventory else None
     if target and a.gpu:
         raise PlannerError(f"--gpu {a.gpu} has no effect with {target}: drop one of them")
+    if target and getattr(a, "interconnect", None):
+        raise PlannerError(f"--interconnect has no effect with {target}: drop it, or plan one GPU type with --gpu")
     if target and a.gpu_memory_gib is not None:
         raise PlannerError(f"--gpu-memory-gib has no effect with {target}: drop it, or plan one GPU type with --gpu")
     if a.device == "cpu" and a.cpu_kvcache_gib is None:

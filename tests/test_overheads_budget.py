@@ -70,3 +70,31 @@ def test_outside_the_envelope_widens_the_range() -> None:
     assert w(unseen) > 1.5 * w(seen)
     assert any("KV range widened" in n for n in unseen.notes)
     assert not any("KV range widened" in n for n in seen.notes)
+
+
+def test_cli_interconnect(capsys) -> None:
+    import json
+
+    from planner.cli import main
+
+    code = main(["plan", "qwen3-8b", "--gpu", "H100", "--tp", "2", "--vllm-version", "0.19.0", "--interconnect", "pcie", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["non_torch_gib"] < 0.5
+    assert main(["plan", "qwen3-8b", "--inventory", "1x8xH100", "--interconnect", "pcie"]) == 2
+    assert "--interconnect has no effect with --inventory" in capsys.readouterr().err
+    assert main(["plan", "qwen3-8b", "--gpu", "H100", "--interconnect", "infiniband"]) == 2
+
+
+def test_cli_default_release_follows_the_installed_vllm(monkeypatch, capsys) -> None:
+    import importlib.metadata
+    import json
+
+    from planner.cli import main
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.30.0+cu130" if name == "vllm" else real(name))
+    assert main(["plan", "qwen3-8b", "--gpu", "L4", "--max-model-len", "4096", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["vllm_version"] == "0.30.0"
+    assert "installed vLLM 0.30.0+cu130" in err
