@@ -10,7 +10,7 @@ from __future__ import annotations
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
 from planner.inspection import Inspection, Model
-from planner.models.normalize import scaled_max_len
+from planner.models.fields import scaled_max_len
 from planner.models.quantization import ONLINE_SCHEMES
 from planner.releases import ReleaseFacts
 from planner.target import Settings, Target

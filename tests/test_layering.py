@@ -20,6 +20,9 @@ RULES = {
     "planner.dtypes": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.models.spec": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.models.normalize": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.models.fields": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.models.hybrids": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
+    "planner.models.vision": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.models.tensors": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.accounting": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.kv_layout": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
@@ -53,7 +56,7 @@ RULES = {
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
-        "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
+        "planner.models.fields", "planner.models.hybrids", "planner.models.vision", "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
         "planner.units", "planner.plan", *(f"planner.training.{m}" for m in TRAINING_PURE), "planner.dtypes",
         "planner.model_runner", "planner.perf.shape", "planner.perf.step", "planner.perf.service",
         "planner.perf.capacity", "planner.perf.fitting", "planner.perf.result")
