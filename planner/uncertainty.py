@@ -14,11 +14,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from planner.datafiles import load_yaml
-from planner.errors import PlannerError
-from planner.paths import profiles_dir
+from planner.units import GIB
 
-GIB = 2**30
+from planner.paths import profiles_dir
+from planner.profile_data import Range, convert, data_error, load_ranges, lookup, read_mapping
+
 
 
 @dataclass(frozen=True)
@@ -31,22 +31,56 @@ class KVRange:
     source: str
 
 
+@dataclass(frozen=True)
+class Family:
+    """One release family's cross-validated KV error (a range entry of uncertainty.yaml)."""
+
+    error_gib: float
+    """90th-percentile |error| of warm TP 1 start-ups with their GPU class held out."""
+    tp_error_gib: float
+    """The same for TP > 1 (at least error_gib)."""
+    cold_error_gib: float
+    """The same for first boots on an empty compile cache."""
+    cases: int
+    tp_cases: int
+    cold_cases: int
+    gpus: tuple[str, ...]
+    """GPU classes with a measured start-up in the family."""
+    interconnects: tuple[str, ...]
+    """Interconnect classes with a measured TP > 1 start-up in the family."""
+    source: str
+
+
+@dataclass(frozen=True)
+class Table:
+    outside_factor: float
+    """How much wider the range is outside the measured envelope."""
+    families: tuple[Range, ...]
+
+
 @functools.cache
-def _table() -> dict:
-    doc = load_yaml(profiles_dir() / "vllm" / "uncertainty.yaml")
-    if not isinstance(doc, dict) or not isinstance(doc.get("families"), list) or not doc["families"]:
-        raise PlannerError("profiles/vllm/uncertainty.yaml: expected a non-empty `families` list")
-    return doc
+def _table() -> Table:
+    """uncertainty.yaml through the checked loader: families as release ranges (no gap, no overlap)."""
+    from planner import releases  # local: releases imports nothing from here
+
+    path = profiles_dir() / "vllm" / "uncertainty.yaml"
+    doc = read_mapping(path, "uncertainty table")
+    fams = doc.get("families")
+    if not isinstance(fams, list) or not all(isinstance(f, dict) for f in fams):
+        raise data_error(path, "'families' must be a list of {from, until, error_gib, ...} entries")
+    raw = [{**{k: f[k] for k in ("from", "until") if k in f},
+            "value": {k: v for k, v in f.items() if k not in ("from", "until")}} for f in fams]
+    first = releases.parse_version(releases.supported_range()[0])
+    factor = convert(doc.get("outside_factor"), float, "outside_factor", path)
+    if factor < 1:
+        raise data_error(path, f"outside_factor {factor} must be at least 1")
+    return Table(factor, load_ranges("families", raw, Family, first, path))
 
 
-def _family(version: str) -> dict:
+def _family(version: str) -> Family:
     from planner.releases import parse_version  # local: releases imports nothing from here
 
-    v = parse_version(version)
-    for f in _table()["families"]:
-        if parse_version(f["from"]) <= v and ("until" not in f or v < parse_version(f["until"])):
-            return f
-    raise PlannerError(f"no uncertainty family covers vLLM {version}")
+    return lookup(_table().families, parse_version(version))
 
 
 def kv_range(kv_bytes: int, version: str, gpu: str, interconnect: str | None, tp: int, validated: bool,
@@ -54,14 +88,14 @@ def kv_range(kv_bytes: int, version: str, gpu: str, interconnect: str | None, tp
     """[low, high] bytes of KV memory per GPU around `kv_bytes`. `validated`: whether the release's
     coefficient sets were fitted or checked on real start-ups of that release."""
     f = _family(version)
-    err = float(f["cold_error_gib"] if cold else f.get("tp_error_gib", f["error_gib"]) if tp > 1 else f["error_gib"]) * GIB
+    err = (f.cold_error_gib if cold else f.tp_error_gib if tp > 1 else f.error_gib) * GIB
     why = []
     if not validated:
         why.append(f"vLLM {version} (no start-up of this release was measured)")
-    if gpu not in f.get("gpus", ()):
+    if gpu not in f.gpus:
         why.append(f"the {gpu} (no start-up on it in this release family)")
-    if tp > 1 and (interconnect or "nvls") not in f.get("interconnects", ()):
+    if tp > 1 and (interconnect or "nvls") not in f.interconnects:
         why.append(f"TP over {interconnect or 'the default interconnect'} (not measured in this release family)")
     if why:
-        err *= float(_table()["outside_factor"])
-    return KVRange(int(kv_bytes - err), int(kv_bytes + err), bool(why), tuple(why), str(f["source"]))
+        err *= _table().outside_factor
+    return KVRange(int(kv_bytes - err), int(kv_bytes + err), bool(why), tuple(why), f.source)

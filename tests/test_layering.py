@@ -37,6 +37,10 @@ RULES = {
     "planner.budget_notes": LATER_STEPS + ("planner.plan", "planner.api"),
     "planner.target": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.units": ("planner",),
+    "planner.uncertainty": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.installed": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.input_files": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.models"),
+    "planner.models.checks": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.estimate": ("planner.budget", "planner.plan", "planner.api", "planner.cli", "planner.launch", "planner.verify"),
     "planner.batch_defaults": ("planner",),
     "planner.profile_data": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.releases",
@@ -57,7 +61,7 @@ RULES = {
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
         "planner.models.fields", "planner.models.hybrids", "planner.models.vision", "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
-        "planner.units", "planner.plan", *(f"planner.training.{m}" for m in TRAINING_PURE), "planner.dtypes",
+        "planner.units", "planner.uncertainty", "planner.models.checks", "planner.plan", *(f"planner.training.{m}" for m in TRAINING_PURE), "planner.dtypes",
         "planner.model_runner", "planner.perf.shape", "planner.perf.step", "planner.perf.service",
         "planner.perf.capacity", "planner.perf.fitting", "planner.perf.result")
 HEAVY = ("torch", "transformers", "vllm")

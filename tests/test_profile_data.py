@@ -92,3 +92,19 @@ def test_the_observations_the_notes_quote_are_data():
     assert obs["v2_runner_cudagraphs_outside_budget"].text() == "1.00 GiB measured for Qwen3-8B on an H200, vLLM 0.26"
     assert all(o.source.startswith("benchmarks/data/") for o in obs.values())
     assert all((Path(__file__).parent.parent / o.source.split()[0]).is_file() for o in obs.values())
+
+
+def test_the_uncertainty_table_is_a_checked_range_table(tmp_path, monkeypatch):
+    from planner import uncertainty
+
+    doc = yaml.safe_load((Path(uncertainty.__file__).parent.parent / "profiles/vllm/uncertainty.yaml").read_text())
+    doc["families"][1]["from"] = "0.21.0"  # a gap after the first family's `until`
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "uncertainty.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(uncertainty, "profiles_dir", lambda: tmp_path)
+    uncertainty._table.cache_clear()
+    try:
+        with pytest.raises(PlannerError, match="gap between"):
+            uncertainty._table()
+    finally:
+        uncertainty._table.cache_clear()
