@@ -280,3 +280,12 @@ def test_without_a_report_the_log_is_private_and_unpredictable():
     finally:
         first.unlink()
         second.unlink()
+
+
+@pytest.mark.parametrize("fmt", ["k8s", "compose", "docker"])
+def test_the_compile_cache_lives_on_the_persistent_model_cache(fmt):
+    """A fresh pod or container is a first boot unless vLLM's cache root is on the mounted volume."""
+    text = render(fmt, deployment(*ONE_NODE))
+    root = "/root/.cache/huggingface/vllm"
+    assert f"VLLM_CACHE_ROOT={root}" in text or f"value: {root}" in text
+    assert ":/root/.cache/huggingface" in text or "mountPath: /root/.cache/huggingface" in text

@@ -156,7 +156,8 @@ def _docker_options(d: Deployment) -> list[Word]:
     doc = tpl.documents("docker/run.yaml")[0]
     rows = doc["multi_node" if d.multinode else "single_node"]
     values = {"docker_gpus": str(d.gpus_per_node), "port": PORT}
-    return [str(tpl.fill_text(str(w), values, "docker/run.yaml")) for row in rows for w in row]
+    opts = [str(tpl.fill_text(str(w), values, "docker/run.yaml")) for row in rows for w in row]
+    return opts[:-2] + [w for k, v in _cache_env(d) for w in ("--env", f"{k}={v}")] + opts[-2:]  # before --entrypoint
 
 
 def render_docker(d: Deployment) -> str:
@@ -198,7 +199,7 @@ def render_compose(d: Deployment) -> str:
     require_single_node(d, "compose", "lws (Kubernetes) or --format docker (one `docker run` per node)")
     values = _common_values(d, acc)
     values.update(serve_args=[compose_word(w) for w in [d.model, *flag_argv(d.config.args)]],
-                  compose_env=["HF_TOKEN"] + [f"{k}={compose_word(v)}" for k, v in d.config.env],
+                  compose_env=["HF_TOKEN"] + [f"{k}={compose_word(v)}" for k, v in [*d.config.env, *_cache_env(d)]],
                   host_cache="${HOME}/.cache/huggingface")
     return tpl.render("compose/compose.yaml", values, plan_lines(d)[1:])
 
@@ -218,9 +219,16 @@ def _node_selector(d: Deployment, acc: dict[str, Any]) -> Any:
     return {acc["product_label"]: device.replace(" ", "-")}
 
 
-def _kube_env(d: Deployment) -> list[dict[str, Any]]:
+def _cache_env(d: Deployment) -> list[tuple[str, str]]:
+    """VLLM_CACHE_ROOT on the persistent model-cache mount of the k8s, lws, docker and compose files:
+    the compile cache survives a restart, so only the very first start is a cold one."""
+    return [("VLLM_CACHE_ROOT", d.sizing["cache"]["vllm_cache_root"])]
+
+
+def _kube_env(d: Deployment, cache: bool = True) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {**HF_SECRET, "optional": True}}}]
-    return env + [{"name": k, "value": kube(v)} for k, v in d.config.env]  # the kubelet expands $(VAR) in values
+    pairs = [*d.config.env, *(_cache_env(d) if cache else [])]
+    return env + [{"name": k, "value": kube(v)} for k, v in pairs]  # the kubelet expands $(VAR) in values
 
 
 def render_k8s(d: Deployment) -> str:
@@ -276,7 +284,7 @@ def render_helm(d: Deployment) -> str:
     terms = tpl.OMIT if selector is tpl.OMIT else [
         {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in selector.items()]}]
     values.update(short_name=d.name.removeprefix("vllm-"), image_repository=repo, image_tag=tag, model=kube(d.model),
-                  node_selector_terms=terms, vllm_config=_helm_vllm_config(d), extra_env=_kube_env(d)[1:] or tpl.OMIT)
+                  node_selector_terms=terms, vllm_config=_helm_vllm_config(d), extra_env=_kube_env(d, cache=False)[1:] or tpl.OMIT)
     return tpl.render("helm/values.yaml", values, plan_lines(d)[1:])
 
 
@@ -284,6 +292,7 @@ def render_kserve(d: Deployment) -> str:
     acc = require_gpu(d, "kserve")
     require_single_node(d, "kserve", "lws (the InferenceService here runs one node per replica)")
     values = _common_values(d, acc)
+    values["env"] = _kube_env(d, cache=False)  # the runtime mounts no model cache of ours
     args = [f"--model_name={d.name}", f"--model_id={d.model}"]
     flags = d.config.args
     if not any(f == "dtype" for f, _, _ in flags):

@@ -18,6 +18,7 @@ if [ "$NODE_RANK" = 0 ]; then
     --network host \
     -v "$HOME"/.cache/huggingface:/root/.cache/huggingface \
     --env HF_TOKEN \
+    --env VLLM_CACHE_ROOT=/root/.cache/huggingface/vllm \
     --entrypoint vllm vllm/vllm-openai:v0.33.0 serve meta-llama/Llama-3.1-405B \
     --tensor-parallel-size 8 \
     --pipeline-parallel-size 2 \
@@ -38,6 +39,7 @@ else
     --network host \
     -v "$HOME"/.cache/huggingface:/root/.cache/huggingface \
     --env HF_TOKEN \
+    --env VLLM_CACHE_ROOT=/root/.cache/huggingface/vllm \
     --entrypoint vllm vllm/vllm-openai:v0.33.0 serve meta-llama/Llama-3.1-405B \
     --tensor-parallel-size 8 \
     --pipeline-parallel-size 2 \

@@ -11,6 +11,7 @@ exec docker run \
     -p 8000:8000 \
     -v "$HOME"/.cache/huggingface:/root/.cache/huggingface \
     --env HF_TOKEN \
+    --env VLLM_CACHE_ROOT=/root/.cache/huggingface/vllm \
     --entrypoint vllm vllm/vllm-openai:v0.33.0 serve meta-llama/Llama-3.1-70B-Instruct \
     --tensor-parallel-size 4 \
     --max-model-len 32768 \

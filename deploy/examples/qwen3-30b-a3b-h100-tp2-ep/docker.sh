@@ -12,6 +12,7 @@ exec docker run \
     -p 8000:8000 \
     -v "$HOME"/.cache/huggingface:/root/.cache/huggingface \
     --env HF_TOKEN \
+    --env VLLM_CACHE_ROOT=/root/.cache/huggingface/vllm \
     --entrypoint vllm vllm/vllm-openai:v0.33.0 serve Qwen/Qwen3-30B-A3B \
     --tensor-parallel-size 2 \
     --enable-expert-parallel \
