@@ -65,8 +65,17 @@ def load_cases() -> tuple[list[dict], list[tuple[str, str]]]:
         r = json.loads(line)
         if r.get("kv_cache_gib") is None:
             continue  # a failed start-up
-        cases.append({**r, "set": "h100", "gpu_class": "H100", "source": "llm-d-sweep", "start": "warm",
-                      "compute_capability": "9.0", "interconnect": "nvls"})
+        cases.append(
+            {
+                **r,
+                "set": "h100",
+                "gpu_class": "H100",
+                "source": "llm-d-sweep",
+                "start": "warm",
+                "compute_capability": "9.0",
+                "interconnect": "nvls",
+            }
+        )
     overlay = yaml.safe_load((DATA / "public-replay.yaml").read_text())["rows"]
     for line in PUBLIC.read_text().splitlines():
         r = json.loads(line)
@@ -83,8 +92,13 @@ def load_cases() -> tuple[list[dict], list[tuple[str, str]]]:
         if "skip" in o:
             skipped.append((f"recent line {i} {r['model'][:40]}", o["skip"]))
             continue
-        rec = {**r, **recent["defaults"], **{k: v for k, v in o.items() if k != "why"}, "set": "recent",
-               "vllm_version": _version(r["vllm_version"])}
+        rec = {
+            **r,
+            **recent["defaults"],
+            **{k: v for k, v in o.items() if k != "why"},
+            "set": "recent",
+            "vllm_version": _version(r["vllm_version"]),
+        }
         rec["pp"] = rec.get("pp") or 1
         rec["kv_cache_dtype"] = r.get("kv_cache_dtype") or "auto"
         cases.append(rec)
@@ -92,8 +106,10 @@ def load_cases() -> tuple[list[dict], list[tuple[str, str]]]:
 
 
 def label(r: dict) -> str:
-    text = f"{r['model']} tp{r['tp']}pp{r['pp']} {r['max_model_len']} {r.get('dtype') or ''} kv={r.get('kv_cache_dtype')} " \
-           f"q={r.get('quantization') or '-'} v{_version(r['vllm_version'])}"
+    text = (
+        f"{r['model']} tp{r['tp']}pp{r['pp']} {r['max_model_len']} {r.get('dtype') or ''} kv={r.get('kv_cache_dtype')} "
+        f"q={r.get('quantization') or '-'} v{_version(r['vllm_version'])}"
+    )
     if r["set"] != "h100":
         text += f" {r['gpu_class']}"
     if r.get("max_num_seqs") and r["max_num_seqs"] != 1024:
@@ -116,15 +132,23 @@ def replay(r: dict) -> dict:
     out = {
         "weights": (round(st.weights_bytes / GIB, 2), r.get("weights_gib")),
         # from 0.27 the printed "peak activation" holds the CUDA-graph estimate too
-        "activation": (round((st.activation_bytes + (st.cudagraph_bytes if release_for(r).budget_formula == "total_consumed"
-                                                     else 0)) / GIB, 2), r.get("activation_peak_gib")),
+        "activation": (
+            round(
+                (st.activation_bytes + (st.cudagraph_bytes if release_for(r).budget_formula == "total_consumed" else 0))
+                / GIB,
+                2,
+            ),
+            r.get("activation_peak_gib"),
+        ),
         "kv_gib": (round(kv_bytes / GIB, 2), r.get("kv_cache_gib")),
         "kv_tokens": (tokens, r.get("kv_cache_tokens")),
         "budget": b,
     }
     kv_obs = r.get("kv_cache_gib")
     out["kv_err"] = pct(kv_bytes / GIB, kv_obs) if kv_obs else pct(tokens, r["kv_cache_tokens"])
-    out["kv_err_gib"] = (kv_bytes / GIB - kv_obs) if kv_obs else (tokens - r["kv_cache_tokens"]) * b.kv_bytes_per_token / GIB
+    out["kv_err_gib"] = (
+        (kv_bytes / GIB - kv_obs) if kv_obs else (tokens - r["kv_cache_tokens"]) * b.kv_bytes_per_token / GIB
+    )
     return out
 
 
@@ -175,8 +199,16 @@ def cross_validate(cases: list[dict], key: str) -> tuple[dict[int, float], list[
     return errors, notes
 
 
-CATALOGUE = {"H100": ["H100-SXM-80GB"], "H200": ["H200"], "A100": ["A100-40GB-SXM", "A100-80GB-SXM"], "L4": ["L4"],
-             "A10": ["A10"], "GH200": ["GH200"], "RTX-A6000": ["RTX-A6000"], "RTX-A5000": ["RTX-A5000"]}
+CATALOGUE = {
+    "H100": ["H100-SXM-80GB"],
+    "H200": ["H200"],
+    "A100": ["A100-40GB-SXM", "A100-80GB-SXM"],
+    "L4": ["L4"],
+    "A10": ["A10"],
+    "GH200": ["GH200"],
+    "RTX-A6000": ["RTX-A6000"],
+    "RTX-A5000": ["RTX-A5000"],
+}
 """The catalogue names (profiles/gpus.yaml) each GPU class of the start-ups stands for."""
 FAMILIES = [("0.10.0", "0.20.0"), ("0.20.0", "0.27.0"), ("0.27.0", None)]
 """Release families of the ranges: the estimate-free budget (to 0.19), the V1 graph estimate
@@ -187,8 +219,12 @@ def write_ranges(ok: list, errors_gib: dict[int, float]) -> None:
     """profiles/vllm/uncertainty.yaml from the leave-one-GPU-class-out errors in GiB, per family."""
     fams = []
     for lo, hi in FAMILIES:
-        inside = lambda r: parse_version(lo) <= parse_version(_version(r["vllm_version"])) and (  # noqa: E731
-            hi is None or parse_version(_version(r["vllm_version"])) < parse_version(hi))
+        inside = lambda r: (
+            parse_version(lo) <= parse_version(_version(r["vllm_version"]))
+            and (  # noqa: E731
+                hi is None or parse_version(_version(r["vllm_version"])) < parse_version(hi)
+            )
+        )
         idx = [k for k, (_, r, _) in enumerate(ok) if inside(r) and k in errors_gib]
         warm = sorted(abs(errors_gib[k]) for k in idx if ok[k][1]["start"] == "warm" and ok[k][1]["tp"] == 1)
         warm_tp = sorted(abs(errors_gib[k]) for k in idx if ok[k][1]["start"] == "warm" and ok[k][1]["tp"] > 1)
@@ -199,18 +235,29 @@ def write_ranges(ok: list, errors_gib: dict[int, float]) -> None:
         cold_err = bound(cold) or round(err + 0.5, 3)
         gpus = sorted({n for k in idx for n in CATALOGUE.get(ok[k][1]["gpu_class"], [ok[k][1]["gpu_class"]])})
         links = sorted({ok[k][1].get("interconnect") or "nvls" for k in idx if ok[k][1]["tp"] > 1})
-        fam = {"from": lo, **({"until": hi} if hi else {}), "error_gib": round(err, 3), "tp_error_gib": round(tp_err, 3),
-               "cold_error_gib": round(cold_err, 3), "cases": len(warm), "tp_cases": len(warm_tp), "cold_cases": len(cold),
-               "gpus": gpus, "interconnects": links,
-               "source": f"leave-one-GPU-class-out KV error of {len(warm)} warm TP 1, {len(warm_tp)} warm TP > 1 "
-                         f"(tp_error_gib, at least error_gib) and {len(cold)} cold start-ups "
-                         f"({'max' if len(warm) < 10 else '90th percentile'}, at least 0.05 GiB); "
-                         + ("no cold start-up: warm error + 0.5 GiB" if not cold else "cold: the same on the cold rows")}
+        fam = {
+            "from": lo,
+            **({"until": hi} if hi else {}),
+            "error_gib": round(err, 3),
+            "tp_error_gib": round(tp_err, 3),
+            "cold_error_gib": round(cold_err, 3),
+            "cases": len(warm),
+            "tp_cases": len(warm_tp),
+            "cold_cases": len(cold),
+            "gpus": gpus,
+            "interconnects": links,
+            "source": f"leave-one-GPU-class-out KV error of {len(warm)} warm TP 1, {len(warm_tp)} warm TP > 1 "
+            f"(tp_error_gib, at least error_gib) and {len(cold)} cold start-ups "
+            f"({'max' if len(warm) < 10 else '90th percentile'}, at least 0.05 GiB); "
+            + ("no cold start-up: warm error + 0.5 GiB" if not cold else "cold: the same on the cold rows"),
+        }
         fams.append(fam)
     path = REPO / "profiles" / "vllm" / "uncertainty.yaml"
-    header = ("# Written by benchmarks/accuracy.py --write-ranges: the KV-cache range of a plan, +- error_gib per GPU,\n"
-              "# from cross-validated error on real start-ups (planner/uncertainty.py). outside_factor widens it where\n"
-              "# the plan's release, GPU or TP interconnect has no start-up in the family.\n")
+    header = (
+        "# Written by benchmarks/accuracy.py --write-ranges: the KV-cache range of a plan, +- error_gib per GPU,\n"
+        "# from cross-validated error on real start-ups (planner/uncertainty.py). outside_factor widens it where\n"
+        "# the plan's release, GPU or TP interconnect has no start-up in the family.\n"
+    )
     path.write_text(header + yaml.safe_dump({"outside_factor": 2.0, "families": fams}, sort_keys=False))
     print(f"wrote {path}")
 
@@ -237,7 +284,9 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for the README)")
     ap.add_argument("--cases", action="store_true", help="print the per-case table (in-sample)")
     ap.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
-    ap.add_argument("--write-ranges", action="store_true", help="write profiles/vllm/uncertainty.yaml from the CV errors")
+    ap.add_argument(
+        "--write-ranges", action="store_true", help="write profiles/vllm/uncertainty.yaml from the CV errors"
+    )
     a = ap.parse_args(argv)
     fmt = "github" if a.markdown else "simple"
     cases, skipped = load_cases()
@@ -253,8 +302,23 @@ def main(argv=None) -> int:
             kv, kve = _fmt(res["kv_gib"])
             tok, toke = _fmt(res["kv_tokens"], thousands=True)
             table.append([label(r), w, we, act, kv, kve, tok, toke])
-        print(tabulate(table, headers=["case", "weights GiB pred/obs", "err", "activation GiB", "KV GiB pred/obs", "err",
-                                       "KV tokens pred/obs", "err"], tablefmt=fmt, disable_numparse=True))
+        print(
+            tabulate(
+                table,
+                headers=[
+                    "case",
+                    "weights GiB pred/obs",
+                    "err",
+                    "activation GiB",
+                    "KV GiB pred/obs",
+                    "err",
+                    "KV tokens pred/obs",
+                    "err",
+                ],
+                tablefmt=fmt,
+                disable_numparse=True,
+            )
+        )
         print()
     ok = [(i, r, res) for i, (r, res, _) in enumerate(results) if res is not None]
     insample = {i: res["kv_err"] for i, r, res in ok}
@@ -265,10 +329,13 @@ def main(argv=None) -> int:
             if key == "gpu_class" and a.write_ranges:
                 write_ranges(ok, dict(cross_validate.gib))  # type: ignore[attr-defined]
     new = lambda r: parse_version(_version(r["vllm_version"])) >= (0, 27, 0)  # noqa: E731
-    groups = [("all", lambda r: True), ("H100 set (0.15-0.19)", lambda r: r["set"] == "h100"),
-              ("other GPUs, <= 0.26", lambda r: r["set"] != "h100" and not new(r)),
-              ("0.27-0.30, warm", lambda r: new(r) and r["start"] == "warm"),
-              ("0.27-0.30, cold", lambda r: new(r) and r["start"] == "cold")]
+    groups = [
+        ("all", lambda r: True),
+        ("H100 set (0.15-0.19)", lambda r: r["set"] == "h100"),
+        ("other GPUs, <= 0.26", lambda r: r["set"] != "h100" and not new(r)),
+        ("0.27-0.30, warm", lambda r: new(r) and r["start"] == "warm"),
+        ("0.27-0.30, cold", lambda r: new(r) and r["start"] == "cold"),
+    ]
     rows = []
     for name, pick in groups:
         idx = [k for k, (i, r, _) in enumerate(ok) if pick(r)]
@@ -277,7 +344,9 @@ def main(argv=None) -> int:
             if key in cv:
                 row.append(_stats([cv[key][0][k] for k in idx if k in cv[key][0]]))
         rows.append(row)
-    headers = ["KV-cache error (absolute)", "in-sample"] + (["leave one GPU class out", "leave one source out"] if cv else [])
+    headers = ["KV-cache error (absolute)", "in-sample"] + (
+        ["leave one GPU class out", "leave one source out"] if cv else []
+    )
     print(tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True))
     w = [abs(pct(*res["weights"])) for _, _, res in ok if res["weights"][1]]
     print(f"\nweights |error|: median {statistics.median(w):.2f}%, max {max(w):.2f}% (n={len(w)})")

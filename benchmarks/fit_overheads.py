@@ -31,8 +31,8 @@ from planner.budget import resolve_lengths  # noqa: E402
 from planner.calibration import release_for, settings_for, target_for  # noqa: E402
 from planner.dtypes import torch_dtype_bytes  # noqa: E402
 from planner.errors import PlannerError  # noqa: E402
-from planner.releases import parse_version  # noqa: E402
 from planner.overheads import GIB, Coefficients, Features, ProfileShape, activation_peak_bytes, features  # noqa: E402
+from planner.releases import parse_version  # noqa: E402
 
 OLDER_SAMPLER_FROM = "0.12.0"
 """First release whose dummy sampler sorts the logits by default (FlashInfer's sampler opt-in from 0.12;
@@ -89,14 +89,27 @@ def fit_activation(samples: list[tuple[Features, float, bool]]) -> dict[str, flo
     1. sampler: dense models whose last stage samples, 16-bit: act = s0 + s1*logits + s2*hidden;
     2. forward: stages without a sampler: act - (2*hidden + mlp) = const;
     3. MoE workspace: MoE models, (act - dense prediction) / workspace."""
-    dense_sampler = [(f, y) for f, y, b16 in samples if f.sampler_bytes and not f.moe_workspace_bytes and b16 and not f.vision_bytes]
-    c = lstsq([[1.0, f.sampler_bytes / GIB, f.hidden_bytes / GIB] for f, _ in dense_sampler], [y for _, y in dense_sampler])
+    dense_sampler = [
+        (f, y) for f, y, b16 in samples if f.sampler_bytes and not f.moe_workspace_bytes and b16 and not f.vision_bytes
+    ]
+    c = lstsq(
+        [[1.0, f.sampler_bytes / GIB, f.hidden_bytes / GIB] for f, _ in dense_sampler], [y for _, y in dense_sampler]
+    )
     coef = {"sampler_const_gib": c[0], "sampler_logits": c[1], "sampler_hidden": c[2]}
     forward = [y - (2 * f.hidden_bytes + f.mlp_bytes) / GIB for f, y, _ in samples if not f.sampler_bytes]
     coef["forward_const_gib"] = statistics.median(forward) if forward else 0.0
-    probe = Coefficients(**{**coef, "moe_workspace": 0.0, "vision": 0.0}, non_torch_gib={}, cudagraph_const_gib=0,
-                         cudagraph_per_layer_gib=0, source="")
-    moe = [(y * GIB - activation_peak_bytes(f, probe)) / f.moe_workspace_bytes for f, y, _ in samples if f.moe_workspace_bytes and f.sampler_bytes]
+    probe = Coefficients(
+        **{**coef, "moe_workspace": 0.0, "vision": 0.0},
+        non_torch_gib={},
+        cudagraph_const_gib=0,
+        cudagraph_per_layer_gib=0,
+        source="",
+    )
+    moe = [
+        (y * GIB - activation_peak_bytes(f, probe)) / f.moe_workspace_bytes
+        for f, y, _ in samples
+        if f.moe_workspace_bytes and f.sampler_bytes
+    ]
     coef["moe_workspace"] = max(0.0, statistics.median(moe)) if moe else 0.0
     # One vision case is too few to fit: the encoder batch counts once, as the physics says.
     coef["vision"] = 1.0
@@ -120,11 +133,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION)
     ap.add_argument("--write", action="store_true", help="write profiles/vllm/overheads.yaml")
-    ap.add_argument("--version", default="v0.19.0", help="fit the base set on this release's start-ups (the profile run changed across releases)")
-    ap.add_argument("--base-from", default="0.17.0", help="first release the base set covers (checked on 0.17-0.19 start-ups)")
+    ap.add_argument(
+        "--version",
+        default="v0.19.0",
+        help="fit the base set on this release's start-ups (the profile run changed across releases)",
+    )
+    ap.add_argument(
+        "--base-from", default="0.17.0", help="first release the base set covers (checked on 0.17-0.19 start-ups)"
+    )
     ap.add_argument("--older", default="v0.15.0,v0.16.0", help="releases before --base-from whose sampler is refitted")
-    ap.add_argument("--measured", action="store_true",
-                    help="refit the terms measured off the H100 set (fit_measured_terms) on every replayable start-up")
+    ap.add_argument(
+        "--measured",
+        action="store_true",
+        help="refit the terms measured off the H100 set (fit_measured_terms) on every replayable start-up",
+    )
     a = ap.parse_args(argv)
     if a.measured:
         return write_measured(a.write)
@@ -136,7 +158,15 @@ def main(argv=None) -> int:
         f = features(model.spec, shape)
         act_samples.append((f, r["activation_peak_gib"], shape.dtype_bytes == 2))
         if r.get("non_torch_gib") is not None:
-            key = "tp1" if r["tp"] == 1 and r["pp"] == 1 else "tp1_pp" if r["tp"] == 1 else "tp2" if r["tp"] == 2 else "extra"
+            key = (
+                "tp1"
+                if r["tp"] == 1 and r["pp"] == 1
+                else "tp1_pp"
+                if r["tp"] == 1
+                else "tp2"
+                if r["tp"] == 2
+                else "extra"
+            )
             nt[key].append((r["tp"], r["non_torch_gib"]))
         estimate = cudagraph_estimate(r)
         if estimate is not None:
@@ -147,10 +177,14 @@ def main(argv=None) -> int:
     g = lstsq([[1.0, n] for n, _ in graphs], [y for _, y in graphs])
     out = {
         **{k: round(v, 4) for k, v in coef.items()},
-        "non_torch_gib": {"tp1": round(statistics.median(v for _, v in nt["tp1"]), 3),
-                          "tp1_pp": round(statistics.median(v for _, v in nt["tp1_pp"]), 3) if nt["tp1_pp"] else 0.0,
-                          "tp2": round(tp2, 3), "per_extra_tp": round(extra, 4)},
-        "cudagraph_const_gib": round(g[0], 4), "cudagraph_per_layer_gib": round(g[1], 5),
+        "non_torch_gib": {
+            "tp1": round(statistics.median(v for _, v in nt["tp1"]), 3),
+            "tp1_pp": round(statistics.median(v for _, v in nt["tp1_pp"]), 3) if nt["tp1_pp"] else 0.0,
+            "tp2": round(tp2, 3),
+            "per_extra_tp": round(extra, 4),
+        },
+        "cudagraph_const_gib": round(g[0], 4),
+        "cudagraph_per_layer_gib": round(g[1], 5),
     }
     # terms the H100 set does not measure (interconnects, graph shapes, cold start) are fitted by
     # --measured on the other start-ups and kept here as they are
@@ -159,16 +193,30 @@ def main(argv=None) -> int:
     out = {**{k: v for k, v in old_base.items() if k not in out}, **out}
     base_versions = sorted({r["vllm_version"].split()[0] for r, _ in cases(a.calibration)})
     older = [v for v in a.older.split(",") if v]
-    sets = [{"name": "base", "from": a.base_from, "validated": [v.lstrip("v") for v in base_versions if v not in older],
-             "source": f"fit on {a.calibration.name}: {len(act_samples)} text-model start-ups of vLLM {a.version} on H100, {datetime.date.today()}",
-             "coefficients": out}]
+    sets = [
+        {
+            "name": "base",
+            "from": a.base_from,
+            "validated": [v.lstrip("v") for v in base_versions if v not in older],
+            "source": f"fit on {a.calibration.name}: {len(act_samples)} text-model start-ups of vLLM {a.version} on H100, {datetime.date.today()}",
+            "coefficients": out,
+        }
+    ]
     if older:
         refit = refit_sampler(a.calibration, older, out)
         if refit is not None:
-            sets.insert(0, {"name": "older-sampler", "from": OLDER_SAMPLER_FROM, "until": a.base_from, "base": "base",
-                            "validated": [v.lstrip("v") for v in older],
-                            "source": f"sampler copies refitted on the {', '.join(older)} start-ups of {a.calibration.name}; other terms from the base set",
-                            "coefficients": {"sampler_logits": round(refit, 4)}})
+            sets.insert(
+                0,
+                {
+                    "name": "older-sampler",
+                    "from": OLDER_SAMPLER_FROM,
+                    "until": a.base_from,
+                    "base": "base",
+                    "validated": [v.lstrip("v") for v in older],
+                    "source": f"sampler copies refitted on the {', '.join(older)} start-ups of {a.calibration.name}; other terms from the base set",
+                    "coefficients": {"sampler_logits": round(refit, 4)},
+                },
+            )
     path = REPO / "profiles" / "vllm" / "overheads.yaml"
     # Sets measured elsewhere (later releases, runner overlays) are kept as they are; the base set keeps
     # the end of its range where a later set takes over.
@@ -177,17 +225,21 @@ def main(argv=None) -> int:
     kept = [x for x in kept if x["name"] != "flashinfer-sampler"]
     later = [x["from"] for x in kept if "runner" not in x]
     if later:
-        sets[-1] = {**{k: v for k, v in sets[-1].items() if k != "coefficients"}, "until": min(later, key=parse_version),
-                    "coefficients": sets[-1]["coefficients"]}
-    doc = {"sets": [*sets[:-1], *[x for x in kept if "runner" not in x], sets[-1], *[x for x in kept if "runner" in x]],
-           "capture_max_size": current["capture_max_size"]}
+        sets[-1] = {
+            **{k: v for k, v in sets[-1].items() if k != "coefficients"},
+            "until": min(later, key=parse_version),
+            "coefficients": sets[-1]["coefficients"],
+        }
+    doc = {
+        "sets": [*sets[:-1], *[x for x in kept if "runner" not in x], sets[-1], *[x for x in kept if "runner" in x]],
+        "capture_max_size": current["capture_max_size"],
+    }
     print(yaml.safe_dump(doc, sort_keys=False))
     if a.write:
         header = "# Fitted by benchmarks/fit_overheads.py: shared coefficients of planner/overheads.py (estimates).\n"
         path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
         print(f"wrote {path}", file=sys.stderr)
     return 0
-
 
 
 # ---- the terms measured on the other GPUs and releases (vllm-startup-recent.jsonl and the public logs) ----
@@ -215,6 +267,7 @@ def _case_terms(r: dict) -> dict:
     import math
 
     from accuracy import replay_budget  # the same replay as the benchmark
+
     from planner import overheads as oh
 
     b = replay_budget(r)
@@ -222,15 +275,31 @@ def _case_terms(r: dict) -> dict:
     model = load_model(r["model"])
     shape = shape_for(r, model)
     c = oh.coefficients(b.vllm_version if hasattr(b, "vllm_version") else r["vllm_version"], b.model_runner)
-    phys = oh.activation_peak_bytes(oh.features(model.spec, shape),
-                                    dataclasses.replace(c, forward_const_gib=0.0, forward_per_token_bytes=0.0))
-    requested = st.available_kv_bytes + st.weights_bytes + st.activation_bytes + st.non_torch_bytes + st.cudagraph_bytes \
+    phys = oh.activation_peak_bytes(
+        oh.features(model.spec, shape), dataclasses.replace(c, forward_const_gib=0.0, forward_per_token_bytes=0.0)
+    )
+    requested = (
+        st.available_kv_bytes
+        + st.weights_bytes
+        + st.activation_bytes
+        + st.non_torch_bytes
+        + st.cudagraph_bytes
         + st.runner_buffers_bytes
+    )
     printed = r.get("cudagraph_estimate_gib")
     graphs_used = printed * GIB if printed is not None and st.cudagraph_bytes else st.cudagraph_bytes
-    return {"b": b, "st": st, "tokens": b.max_num_batched_tokens, "seqs": b.max_num_seqs, "phys": phys,
-            "requested": requested, "graphs_used": graphs_used, "layers": math.ceil(model.spec.num_layers / r["pp"]),
-            "hidden": model.spec.hidden_size, "runner": b.model_runner}
+    return {
+        "b": b,
+        "st": st,
+        "tokens": b.max_num_batched_tokens,
+        "seqs": b.max_num_seqs,
+        "phys": phys,
+        "requested": requested,
+        "graphs_used": graphs_used,
+        "layers": math.ceil(model.spec.num_layers / r["pp"]),
+        "hidden": model.spec.hidden_size,
+        "runner": b.model_runner,
+    }
 
 
 def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict], list[str]]:
@@ -258,8 +327,14 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
     base = _set(sets, "base")
     consumed = _set(sets, "consumed-0.27")
     # (B) V2 graph estimate from 0.29: k x layers x mix(full share)
-    pts = [(t, r["cudagraph_estimate_gib"]) for r, t in terms if v(r) >= (0, 29, 0) and t["runner"] == "v2"
-           and r.get("cudagraph_estimate_gib") is not None and r["start"] == "warm"]
+    pts = [
+        (t, r["cudagraph_estimate_gib"])
+        for r, t in terms
+        if v(r) >= (0, 29, 0)
+        and t["runner"] == "v2"
+        and r.get("cudagraph_estimate_gib") is not None
+        and r["start"] == "warm"
+    ]
     g2 = _set(sets, "runner-v2-graph-estimate")
     if pts:
         works = [oh.GraphShape.of(t["seqs"], t["tokens"]).work for t, _ in pts]
@@ -270,18 +345,29 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
         best = None
         for e in widths:
             for s in shares:
-                x = [t["layers"] * (t["hidden"] / 4096) ** e * (s * w[0] + (1 - s) * w[1]) for (t, _), w in zip(pts, works)]
+                x = [
+                    t["layers"] * (t["hidden"] / 4096) ** e * (s * w[0] + (1 - s) * w[1])
+                    for (t, _), w in zip(pts, works)
+                ]
                 k = sum(xi * y for xi, (_, y) in zip(x, pts)) / sum(xi * xi for xi in x)
                 sse = sum((k * xi - y) ** 2 for xi, (_, y) in zip(x, pts))
                 if best is None or sse < best[0] - 1e-12:
                     best = (sse, k, s, e)
-        g2.update(cudagraph_const_gib=0.0, cudagraph_per_layer_gib=round(best[1], 5), cudagraph_full_share=best[2],
-                  cudagraph_hidden_exponent=best[3])
+        g2.update(
+            cudagraph_const_gib=0.0,
+            cudagraph_per_layer_gib=round(best[1], 5),
+            cudagraph_full_share=best[2],
+            cudagraph_hidden_exponent=best[3],
+        )
     else:
         # what the planner knew before any 0.29+ start-up: the 0.26 V1 line
         older = _set(sets, "h200-0.26")
-        g2.update(cudagraph_const_gib=older["cudagraph_const_gib"], cudagraph_per_layer_gib=older["cudagraph_per_layer_gib"],
-                  cudagraph_full_share=UNINFORMED_FULL_SHARE, cudagraph_hidden_exponent=0.0)
+        g2.update(
+            cudagraph_const_gib=older["cudagraph_const_gib"],
+            cudagraph_per_layer_gib=older["cudagraph_per_layer_gib"],
+            cudagraph_full_share=UNINFORMED_FULL_SHARE,
+            cudagraph_hidden_exponent=0.0,
+        )
         notes.append("V2 graph estimate: no 0.29+ case, the 0.26 V1 line stands in")
     # (C) V1 estimate's FULL share: V1 cases with a printed estimate and a graph shape off the envelope
     ws = []
@@ -301,8 +387,14 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
     for r, t in terms:
         if v(r) >= (0, 27, 0) and r["tp"] == 1 and r["start"] == "warm" and r.get("kv_cache_gib") is not None:
             st = t["st"]
-            extra = t["requested"] - st.weights_bytes - st.runner_buffers_bytes - t["graphs_used"] - t["phys"] \
+            extra = (
+                t["requested"]
+                - st.weights_bytes
+                - st.runner_buffers_bytes
+                - t["graphs_used"]
+                - t["phys"]
                 - r["kv_cache_gib"] * GIB
+            )
             pts.append((t["tokens"], extra / GIB))
     if len({p[0] for p in pts}) > 1:
         c0, c1 = lstsq([[1.0, tok] for tok, _ in pts], [y for _, y in pts])
@@ -326,11 +418,22 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
     # (E) PCIe communication buffers at TP >= 2 (0.27+ cases, where consumed memory is printed whole)
     comm = []
     for r, t in terms:
-        if r["tp"] >= 2 and r.get("interconnect", "").startswith("pcie") and v(r) >= (0, 27, 0) and r["start"] == "warm" \
-                and r.get("kv_cache_gib") is not None:
+        if (
+            r["tp"] >= 2
+            and r.get("interconnect", "").startswith("pcie")
+            and v(r) >= (0, 27, 0)
+            and r["start"] == "warm"
+            and r.get("kv_cache_gib") is not None
+        ):
             st = t["st"]
-            extra = t["requested"] - st.weights_bytes - st.runner_buffers_bytes - t["graphs_used"] - t["phys"] \
+            extra = (
+                t["requested"]
+                - st.weights_bytes
+                - st.runner_buffers_bytes
+                - t["graphs_used"]
+                - t["phys"]
                 - r["kv_cache_gib"] * GIB
+            )
             tp1 = consumed["non_torch_gib"]["tp1"] + consumed["forward_per_token_bytes"] * t["tokens"] / GIB
             comm.append(extra / GIB - tp1 - base["non_torch_comm_gib"]["pcie"]["per_extra_tp"] * (r["tp"] - 2))
     if comm:
@@ -348,8 +451,18 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
     for r, t in terms:
         if r["start"] != "cold":
             continue
-        warm = next((w for w, _ in terms if w["start"] == "warm" and w["model"] == r["model"] and w["gpu_class"] == r["gpu_class"]
-                     and w["vllm_version"] == r["vllm_version"] and w["tp"] == r["tp"]), None)
+        warm = next(
+            (
+                w
+                for w, _ in terms
+                if w["start"] == "warm"
+                and w["model"] == r["model"]
+                and w["gpu_class"] == r["gpu_class"]
+                and w["vllm_version"] == r["vllm_version"]
+                and w["tp"] == r["tp"]
+            ),
+            None,
+        )
         if warm is None:
             continue
         per_token = t["b"].kv_bytes_per_token
@@ -376,6 +489,7 @@ def write_measured(write: bool) -> int:
     import copy
 
     from accuracy import coefficient_sets, load_cases
+
     from planner import overheads as oh
 
     path = REPO / "profiles" / "vllm" / "overheads.yaml"
@@ -391,7 +505,9 @@ def write_measured(write: bool) -> int:
     text = yaml.safe_dump(doc, sort_keys=False)
     print(text)
     if write:
-        path.write_text("# Fitted by benchmarks/fit_overheads.py: shared coefficients of planner/overheads.py (estimates).\n" + text)
+        path.write_text(
+            "# Fitted by benchmarks/fit_overheads.py: shared coefficients of planner/overheads.py (estimates).\n" + text
+        )
         print(f"wrote {path}", file=sys.stderr)
         oh.coefficients.cache_clear()
     return 0

@@ -61,8 +61,11 @@ def errors(case: cal.Case, coef: Coefficients) -> dict[str, float]:
         return {"throughput": p["latency_s"] / case.measured["latency_s"] - 1}
     m, o = case.measured, case.output_len
     e2e_m, e2e_p = m["ttft_ms"] + (o - 1) * m["tpot_ms"], p["ttft_ms"] + (o - 1) * p["tpot_ms"]
-    return {"ttft": m["ttft_ms"] / p["ttft_ms"] - 1, "tpot": m["tpot_ms"] / p["tpot_ms"] - 1,
-            "throughput": e2e_p / e2e_m - 1}
+    return {
+        "ttft": m["ttft_ms"] / p["ttft_ms"] - 1,
+        "tpot": m["tpot_ms"] / p["tpot_ms"] - 1,
+        "throughput": e2e_p / e2e_m - 1,
+    }
 
 
 def held_out(cases: list[cal.Case], family: str, key: str = "model") -> list[tuple[cal.Case, dict[str, float]]]:
@@ -84,8 +87,12 @@ def bands(results: list[tuple[cal.Case, dict[str, float]]]) -> dict[str, Any]:
         if len(e) < 5:
             continue
         q = statistics.quantiles(e, n=10)
-        out[metric] = {"median_abs": round(statistics.median(abs(x) for x in e), 4), "p10": round(q[0], 4),
-                       "p90": round(q[-1], 4), "rows": len(e)}
+        out[metric] = {
+            "median_abs": round(statistics.median(abs(x) for x in e), 4),
+            "p10": round(q[0], 4),
+            "p90": round(q[-1], 4),
+            "rows": len(e),
+        }
     return out
 
 
@@ -93,8 +100,10 @@ def describe(cases: list[cal.Case]) -> str:
     models = sorted({c.model for c in cases})
     subsets = sorted({c.subset for c in cases})
     fitted = sum(not c.kv_limited for c in cases)
-    return (f"{fitted} rows of {', '.join(subsets)} ({len(cases) - fitted} over KV capacity not fitted); "
-            f"models: {', '.join(models)}")
+    return (
+        f"{fitted} rows of {', '.join(subsets)} ({len(cases) - fitted} over KV capacity not fitted); "
+        f"models: {', '.join(models)}"
+    )
 
 
 def coefficient_sets(cases: list[cal.Case], mapping_families: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,16 +111,22 @@ def coefficient_sets(cases: list[cal.Case], mapping_families: dict[str, Any]) ->
     for (family, gfam), g in sorted(groups(cases).items()):
         coef = fit_group(g, family)
         fam = mapping_families[family]
-        sets.append({
-            "name": f"{family}-{gfam}", "release_family": family,
-            "releases": {"first": fam["first"], "last": fam.get("last")},
-            "engine": fam["engine"], "gpu_family": gfam,
-            "fitted_releases": sorted({c.version for c in g}), "fitted_gpus": sorted({c.gpu for c in g}),
-            "fitted_on": describe(g),
-            "coefficients": {k: round(getattr(coef, k), 6) for k in fitting.FITTED} | {"link_fraction": coef.link_fraction},
-            "fitted": list(USED[family]),
-            "held_out_error": bands(held_out(g, family)),
-        })
+        sets.append(
+            {
+                "name": f"{family}-{gfam}",
+                "release_family": family,
+                "releases": {"first": fam["first"], "last": fam.get("last")},
+                "engine": fam["engine"],
+                "gpu_family": gfam,
+                "fitted_releases": sorted({c.version for c in g}),
+                "fitted_gpus": sorted({c.gpu for c in g}),
+                "fitted_on": describe(g),
+                "coefficients": {k: round(getattr(coef, k), 6) for k in fitting.FITTED}
+                | {"link_fraction": coef.link_fraction},
+                "fitted": list(USED[family]),
+                "held_out_error": bands(held_out(g, family)),
+            }
+        )
     return sets
 
 
@@ -132,8 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cases, skipped = load_cases()
     mapping = yaml.safe_load((DATA / "rows.yaml").read_text())
-    doc = {"schema_version": 1, "data": "benchmarks/data/perf/vllm-measured.jsonl",
-           "rows_used": len(cases), "rows_not_used": skipped, "sets": coefficient_sets(cases, mapping["families"])}
+    doc = {
+        "schema_version": 1,
+        "data": "benchmarks/data/perf/vllm-measured.jsonl",
+        "rows_used": len(cases),
+        "rows_not_used": skipped,
+        "sets": coefficient_sets(cases, mapping["families"]),
+    }
     text = HEADER + yaml.safe_dump(doc, sort_keys=False, width=110)
     if a.check:
         print(text)

@@ -36,15 +36,21 @@ def measure(config_path: Path, method: str, ckpt: bool, batch: int, seq: int, st
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
-        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     model = AutoModelForCausalLM.from_config(cfg, **kw).cuda() if method != "qlora" else _quantized(cfg, kw)
     if method != "full":
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         if method == "qlora":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+        )
     if ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if method != "full":
@@ -59,8 +65,12 @@ def measure(config_path: Path, method: str, ckpt: bool, batch: int, seq: int, st
         opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     free, total = torch.cuda.mem_get_info()
-    out = {"allocated_gib": torch.cuda.max_memory_allocated() / GIB, "reserved_gib": torch.cuda.max_memory_reserved() / GIB,
-           "device_used_gib": (total - free) / GIB, "device_total_gib": total / GIB}
+    out = {
+        "allocated_gib": torch.cuda.max_memory_allocated() / GIB,
+        "reserved_gib": torch.cuda.max_memory_reserved() / GIB,
+        "device_used_gib": (total - free) / GIB,
+        "device_total_gib": total / GIB,
+    }
     del model, opt
     return out
 
@@ -82,16 +92,25 @@ def predict(model_ref: str, method: str, ckpt: bool, batch: int, seq: int, total
     from planner.training import TrainingConfig, estimate_training
 
     m = load_model(model_ref)
-    c = TrainingConfig(method=method, micro_batch_size=batch, seq_len=seq, gradient_checkpointing=ckpt, framework="pytorch",
-                       precision="bf16" if method == "full" else "bf16-mixed", lora_rank=None if method == "full" else 16,
-                       base_dtype=None if method == "full" else "bf16")
+    c = TrainingConfig(
+        method=method,
+        micro_batch_size=batch,
+        seq_len=seq,
+        gradient_checkpointing=ckpt,
+        framework="pytorch",
+        precision="bf16" if method == "full" else "bf16-mixed",
+        lora_rank=None if method == "full" else 16,
+        base_dtype=None if method == "full" else "bf16",
+    )
     e = estimate_training(m.spec, m.tensors, c, gpu_memory_bytes=int(total_gib * GIB), with_fixes=False)
     return {"planned_allocated_gib": e.total_bytes / GIB, "planned_reserved_gib": e.reserved_bytes / GIB}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="TinyLlama/TinyLlama-1.1B-Chat-v1.0", help="a bundled model id (its config.json is used)")
+    p.add_argument(
+        "--model", default="TinyLlama/TinyLlama-1.1B-Chat-v1.0", help="a bundled model id (its config.json is used)"
+    )
     p.add_argument("--seq", type=int, default=1024)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
@@ -119,8 +138,16 @@ def main() -> int:
             got = measure(config_path, method, ckpt, a.batch, a.seq, a.steps)
         except Exception as exc:  # an OOM or a missing bitsandbytes is reported, not fatal
             got = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-        row = {"model": a.model, "method": method, "checkpointing": ckpt, "batch": a.batch, "seq": a.seq,
-               "device": torch.cuda.get_device_name(), **got, "seconds": round(time.time() - t0, 1)}
+        row = {
+            "model": a.model,
+            "method": method,
+            "checkpointing": ckpt,
+            "batch": a.batch,
+            "seq": a.seq,
+            "device": torch.cuda.get_device_name(),
+            **got,
+            "seconds": round(time.time() - t0, 1),
+        }
         if "device_total_gib" in got:
             row |= predict(a.model, method, ckpt, a.batch, a.seq, got["device_total_gib"])
         rows.append(row)

@@ -25,7 +25,7 @@ METRICS = ("ttft", "tpot", "throughput")
 
 def _median(results, metric, caveated=None):
     e = [abs(err[metric]) for c, err in results if metric in err and (caveated is None or bool(c.caveats) == caveated)]
-    return (f"{100 * statistics.median(e):.1f}% ({len(e)})" if e else "-")
+    return f"{100 * statistics.median(e):.1f}% ({len(e)})" if e else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,30 +34,47 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cases, skipped = fit_perf.load_cases()
     sets = {s.name: s for s in co.bundled()}
-    print("| set | validation | TTFT | TPOT/ITL | throughput | TTFT, rows without caveats | TPOT, rows without caveats |")
+    print(
+        "| set | validation | TTFT | TPOT/ITL | throughput | TTFT, rows without caveats | TPOT, rows without caveats |"
+    )
     print("|---|---|---|---|---|---|---|")
     every = []
     for (family, gfam), g in sorted(fit_perf.groups(cases).items()):
         coef = sets[f"{family}-{gfam}"].coefficients
-        runs = {"in-sample": [(c, fit_perf.errors(c, coef)) for c in g if not c.kv_limited],
-                "leave-one-model-out": fit_perf.held_out(g, family, "model")}
+        runs = {
+            "in-sample": [(c, fit_perf.errors(c, coef)) for c in g if not c.kv_limited],
+            "leave-one-model-out": fit_perf.held_out(g, family, "model"),
+        }
         if len({c.gpu for c in g}) > 1:
             runs["leave-one-GPU-out"] = fit_perf.held_out(g, family, "gpu")
         for name, res in runs.items():
-            print(f"| {family}-{gfam} | {name} | " + " | ".join(_median(res, m) for m in METRICS)
-                  + f" | {_median(res, 'ttft', False)} | {_median(res, 'tpot', False)} |")
+            print(
+                f"| {family}-{gfam} | {name} | "
+                + " | ".join(_median(res, m) for m in METRICS)
+                + f" | {_median(res, 'ttft', False)} | {_median(res, 'tpot', False)} |"
+            )
         every += [(name, c, e) for name, res in runs.items() for c, e in res]
     _cross_family(cases, sets)
     limited = [c for c in cases if c.kv_limited]
-    print(f"\nrows used: {len(cases)} ({sum(not c.kv_limited for c in cases)} predicted as latencies, "
-          f"{len(limited)} over KV capacity: reported as such, no latency)")
+    print(
+        f"\nrows used: {len(cases)} ({sum(not c.kv_limited for c in cases)} predicted as latencies, "
+        f"{len(limited)} over KV capacity: reported as such, no latency)"
+    )
     for reason, n in sorted(skipped.items()):
         print(f"rows not used: {n}: {reason}")
     _limited_table(limited)
     if a.rows:
         for name, c, e in every:
-            print(name, c.id, c.gpu, f"tp{c.tp}", c.input_len, c.output_len, c.load,
-                  {k: round(v, 3) for k, v in e.items()})
+            print(
+                name,
+                c.id,
+                c.gpu,
+                f"tp{c.tp}",
+                c.input_len,
+                c.output_len,
+                c.load,
+                {k: round(v, 3) for k, v in e.items()},
+            )
     return 0
 
 
@@ -69,7 +86,9 @@ def _cross_family(cases, sets):
         rows = [c for c in v0 if c.gpu_family == dst]
         if coef and rows:
             res = [(c, fit_perf.errors(c, coef.coefficients)) for c in rows]
-            print(f"| v0-{src} applied to {dst} | other GPU family (datasheet figures) | - | - | {_median(res, 'throughput')} | - | - |")
+            print(
+                f"| v0-{src} applied to {dst} | other GPU family (datasheet figures) | - | - | {_median(res, 'throughput')} | - | - |"
+            )
 
 
 def _limited_table(limited):
@@ -78,7 +97,9 @@ def _limited_table(limited):
     print("\nover KV capacity (measured TTFT shows the queue):")
     for c in limited:
         m = ", ".join(f"{k} {v:g}" for k, v in c.measured.items())
-        print(f"  {c.model} {c.gpu} TP{c.tp} {c.input_len}x{c.output_len} load {c.load}: admissible {c.admissible}; measured {m}")
+        print(
+            f"  {c.model} {c.gpu} TP{c.tp} {c.input_len}x{c.output_len} load {c.load}: admissible {c.admissible}; measured {m}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,14 +42,24 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     a = ap.parse_args(argv)
     cmds = dict(COMMANDS)
-    cmds["plan --inventory (every catalogue GPU, 8 per node)"] = ["-m", "planner", "plan", "llama3.1-70b", "--inventory",
-                                                                  inventory_of_every_gpu(), "--context", "32768"]
+    cmds["plan --inventory (every catalogue GPU, 8 per node)"] = [
+        "-m",
+        "planner",
+        "plan",
+        "llama3.1-70b",
+        "--inventory",
+        inventory_of_every_gpu(),
+        "--context",
+        "32768",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for name, args in cmds.items():
         times = []
         for i in range(a.runs + 1):
             t = time.perf_counter()
-            subprocess.run([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             if i:  # the first run writes the bytecode cache
                 times.append(time.perf_counter() - t)
         print(f"{statistics.median(times):6.3f} s  (min {min(times):.3f})  {name}")

@@ -52,14 +52,21 @@ def replay(rec: dict) -> dict:
         pred = e.reserved_bytes / GIB
         ref = (lo + hi) / 2
         err = 0.0 if lo <= pred <= hi else (pred - ref) / ref
-        out |= {"predicted_gib": round(pred, 2), "measured_gib": rec["measured_gib"], "error": err,
-                "allocated_gib": round(e.total_bytes / GIB, 2),
-                "bad_fit": bool(mem and e.fits and hi * GIB > mem)}
+        out |= {
+            "predicted_gib": round(pred, 2),
+            "measured_gib": rec["measured_gib"],
+            "error": err,
+            "allocated_gib": round(e.total_bytes / GIB, 2),
+            "bad_fit": bool(mem and e.fits and hi * GIB > mem),
+        }
     elif rec["kind"] == "max_seq_len":
         pred = e.max_seq_len or 0
-        out |= {"predicted_tokens": pred, "measured_tokens": rec["measured_tokens"],
-                "error": (pred - rec["measured_tokens"]) / rec["measured_tokens"],
-                "bad_fit": pred > rec["measured_tokens"] * 1.0}
+        out |= {
+            "predicted_tokens": pred,
+            "measured_tokens": rec["measured_tokens"],
+            "error": (pred - rec["measured_tokens"]) / rec["measured_tokens"],
+            "bad_fit": pred > rec["measured_tokens"] * 1.0,
+        }
     else:
         out |= {"predicted_fits": e.fits, "error": None, "bad_fit": bool(e.fits)}
     return out
@@ -67,8 +74,12 @@ def replay(rec: dict) -> dict:
 
 def summary(rows: list[dict]) -> dict:
     errs = [abs(r["error"]) for r in rows if r["error"] is not None]
-    return {"records": len(rows), "median_abs_error": statistics.median(errs), "worst_abs_error": max(errs),
-            "fits_contradicted_by_measurement": [r["id"] for r in rows if r["bad_fit"]]}
+    return {
+        "records": len(rows),
+        "median_abs_error": statistics.median(errs),
+        "worst_abs_error": max(errs),
+        "fits_contradicted_by_measurement": [r["id"] for r in rows if r["bad_fit"]],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             what = f"planner says fits={r['predicted_fits']} where the run OOMed"
         err = "" if r["error"] is None else f"{100 * r['error']:+6.1f}%"
         print(f"{r['id']:40s} {what:52s} {err}{'  FITS-BUT-OOM' if r['bad_fit'] else ''}")
-    print(f"median |error| {100 * s['median_abs_error']:.1f}%, worst {100 * s['worst_abs_error']:.1f}% over "
-          f"{s['records']} records; fits the measurement contradicts: {s['fits_contradicted_by_measurement'] or 'none'}")
+    print(
+        f"median |error| {100 * s['median_abs_error']:.1f}%, worst {100 * s['worst_abs_error']:.1f}% over "
+        f"{s['records']} records; fits the measurement contradicts: {s['fits_contradicted_by_measurement'] or 'none'}"
+    )
     return 0
 
 

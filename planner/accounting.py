@@ -101,6 +101,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 # ---- parameters -------------------------------------------------------------------------------
 
+
 def params_by_component(tensors: list[Tensor], *, loaded_only: bool = True) -> dict[str, int]:
     """Parameter count per component; runtime buffers are never parameters."""
     out: dict[str, int] = {}
@@ -128,13 +129,19 @@ def active_params(spec: ModelSpec, tensors: list[Tensor]) -> int:
 
 # ---- quantization -----------------------------------------------------------------------------
 
+
 def is_ignored(name: str, quant: QuantSpec) -> bool:
     module = re.sub(r"\.(weight|bias|qweight)$", "", name)
     for pat in quant.ignored_modules:
         if pat.startswith("re:"):
             if re.search(pat[3:], module):
                 return True
-        elif fnmatch.fnmatch(module, pat) or fnmatch.fnmatch(module, pat + ".*") or module.endswith("." + pat) or module == pat:
+        elif (
+            fnmatch.fnmatch(module, pat)
+            or fnmatch.fnmatch(module, pat + ".*")
+            or module.endswith("." + pat)
+            or module == pat
+        ):
             return True
     return False
 
@@ -205,13 +212,18 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
     total = sum(t.numel for t in tensors if not t.runtime)
     # The Hub's total for MXFP4 checkpoints (gpt-oss) counts each packed 4-bit value as one
     # parameter and leaves the e8m0 scales out: BF16 1,804,459,584 + U8 19,110,297,600 for 20b.
-    if (quant is not None and quant.method != "mxfp4" and quant.scale_dtype != "ue8m0"
-            and quant.source.startswith(("config.json", "hf_quant"))):
+    if (
+        quant is not None
+        and quant.method != "mxfp4"
+        and quant.scale_dtype != "ue8m0"
+        and quant.source.startswith(("config.json", "hf_quant"))
+    ):
         total += sum(scale_elements(quant, t.shape) for t in tensors if is_quantized(t, quant))
     return total
 
 
 # ---- weights ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WeightBytes:
@@ -331,18 +343,36 @@ def runtime_buffers(spec: ModelSpec, ranges: list[range], quant: QuantSpec | Non
         dtype = "float32" if spec.model_type == "gpt_oss" else None
         for r in ranges:
             for k, rows in enumerate(ropes):
-                out.append(Tensor(f"rope_cache.{r.start}.{k}", (rows, spec.rotary_dim), "buffers", "replicated",
-                                  r.start, runtime=True, stored_dtype=dtype))
+                out.append(
+                    Tensor(
+                        f"rope_cache.{r.start}.{k}",
+                        (rows, spec.rotary_dim),
+                        "buffers",
+                        "replicated",
+                        r.start,
+                        runtime=True,
+                        stored_dtype=dtype,
+                    )
+                )
     if spec.mla and quant is not None and quant.method in ("fp8", "int8"):
         m = spec.mla
         for i in range(spec.num_layers):
-            out.append(Tensor(f"model.layers.{i}.self_attn.kv_b_proj.dequantized",
-                              (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
-                              "buffers", "column", i, runtime=True))
+            out.append(
+                Tensor(
+                    f"model.layers.{i}.self_attn.kv_b_proj.dequantized",
+                    (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
+                    "buffers",
+                    "column",
+                    i,
+                    runtime=True,
+                )
+            )
     return out
 
 
-def weight_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str, tp: int = 1, pp: int = 1) -> WeightBytes:
+def weight_bytes(
+    spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str, tp: int = 1, pp: int = 1
+) -> WeightBytes:
     """Bytes of every loaded tensor on one GPU of each pipeline stage, plus vLLM's runtime buffers,
     as the allocator counts them (merged parameters, rounded blocks)."""
     dtype_bytes = torch_dtype_bytes(dtype)
@@ -364,6 +394,7 @@ def weight_bytes(spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None
 
 
 # ---- KV cache ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class KVBytes:
@@ -430,7 +461,9 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype_bytes: int, tp: int = 1, pp: in
     return KVBytes(tuple(per_stage), by_kind[worst], per_layer, head, heads)
 
 
-def mamba_layer_state_shapes(spec: ModelSpec, tp: int = 1, num_spec: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def mamba_layer_state_shapes(
+    spec: ModelSpec, tp: int = 1, num_spec: int = 0
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(conv, ssm) state shapes of one Mamba/linear layer on one TP rank, as
     `MambaStateShapeCalculator` returns them: the conv state keeps `kernel − 1 + num_spec` columns;
     Mamba2 with n_groups not divisible by TP first pads the groups to TP
@@ -450,8 +483,9 @@ def mamba_layer_state_shapes(spec: ModelSpec, tp: int = 1, num_spec: int = 0) ->
     return tuple(conv), tuple(ssm)
 
 
-def mamba_layer_state_bytes(spec: ModelSpec, conv_dtype_bytes: int, ssm_dtype_bytes: int | None = None, tp: int = 1,
-                            num_spec: int = 0) -> int:
+def mamba_layer_state_bytes(
+    spec: ModelSpec, conv_dtype_bytes: int, ssm_dtype_bytes: int | None = None, tp: int = 1, num_spec: int = 0
+) -> int:
     """One Mamba/linear layer's state for one sequence on one rank: vLLM's unpadded
     `MambaSpec.page_size_bytes` (Σ prod(shape) x dtype). The conv state uses the model dtype
     (`--mamba-cache-dtype auto`); the SSM state may differ (`--mamba-ssm-cache-dtype`; Nemotron-H
@@ -465,8 +499,13 @@ def mamba_layer_state_bytes(spec: ModelSpec, conv_dtype_bytes: int, ssm_dtype_by
     return math.prod(conv) * conv_dtype_bytes + math.prod(ssm) * ssm_bytes
 
 
-def mamba_state_bytes_per_seq(spec: ModelSpec, state_dtype_bytes: int, tp: int = 1, ssm_dtype_bytes: int | None = None,
-                              layers: range | None = None) -> int:
+def mamba_state_bytes_per_seq(
+    spec: ModelSpec,
+    state_dtype_bytes: int,
+    tp: int = 1,
+    ssm_dtype_bytes: int | None = None,
+    layers: range | None = None,
+) -> int:
     """Recurrent state of all Mamba/linear layers of one sequence on one rank (of the given
     layers, default all), before vLLM pads each layer's page to the attention page."""
     if spec.mamba is None:

@@ -1,10 +1,10 @@
 """The Python API: `load_model`, `inspect` and `plan`. The CLI is a thin layer over these.
 
-    >>> import planner
-    >>> m = planner.load_model("Qwen/Qwen3-8B")
-    >>> r = planner.inspect(m, tp=2, kv_cache_dtype="fp8")
-    >>> r.kv_bytes_per_token_per_gpu
-    36864
+>>> import planner
+>>> m = planner.load_model("Qwen/Qwen3-8B")
+>>> r = planner.inspect(m, tp=2, kv_cache_dtype="fp8")
+>>> r.kv_bytes_per_token_per_gpu
+36864
 """
 
 from __future__ import annotations
@@ -25,8 +25,19 @@ from planner.models.tensors import classify, from_spec
 from planner.plan import PlanResult, Request
 from planner.units import GIB
 
-__all__ = ["Inspection", "Model", "Plan", "check_parallel", "inspect", "kv_dtype_bytes", "load_model", "make_plan", "plan",
-           "resolve_dtype", "with_serve_command"]
+__all__ = [
+    "Inspection",
+    "Model",
+    "Plan",
+    "check_parallel",
+    "inspect",
+    "kv_dtype_bytes",
+    "load_model",
+    "make_plan",
+    "plan",
+    "resolve_dtype",
+    "with_serve_command",
+]
 
 
 def load_model(name: str) -> Model:
@@ -39,8 +50,10 @@ def load_model(name: str) -> Model:
     if src.header_tensors:
         tensors = tuple(classify(t.name, t.shape, t.dtype, spec.num_layers) for t in src.header_tensors)
         if not any(t.loaded and t.numel for t in tensors):  # e.g. only an MTP layer, or empty shapes
-            raise PlannerError(f"{src.model_id}: its safetensors files hold no tensor vLLM loads for {spec.architecture}: "
-                               "pass the folder of the complete checkpoint")
+            raise PlannerError(
+                f"{src.model_id}: its safetensors files hold no tensor vLLM loads for {spec.architecture}: "
+                "pass the folder of the complete checkpoint"
+            )
         tensor_source: Literal["formula", "safetensors", "none"] = "safetensors"
     elif spec.model_type in WEIGHTS_BY_FORMULA_UNSUPPORTED:
         tensors, tensor_source = (), "none"
@@ -49,16 +62,30 @@ def load_model(name: str) -> Model:
     return Model(src.model_id, src.source, spec, tensors, tensor_source, dict(src.meta))
 
 
-def inspect(model: Model | str, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
-            quantization: str | None = None, kv_cache_dtype: str | None = None,
-            kv_auto_from_checkpoint: bool = True) -> Inspection:
+def inspect(
+    model: Model | str,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dtype: str | None = None,
+    quantization: str | None = None,
+    kv_cache_dtype: str | None = None,
+    kv_auto_from_checkpoint: bool = True,
+) -> Inspection:
     """`planner.inspection.inspect` for a loaded `Model` or a name `load_model` resolves."""
-    return inspection.inspect(load_model(model) if isinstance(model, str) else model, tp=tp, pp=pp, dtype=dtype,
-                              quantization=quantization, kv_cache_dtype=kv_cache_dtype,
-                              kv_auto_from_checkpoint=kv_auto_from_checkpoint)
+    return inspection.inspect(
+        load_model(model) if isinstance(model, str) else model,
+        tp=tp,
+        pp=pp,
+        dtype=dtype,
+        quantization=quantization,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_auto_from_checkpoint=kv_auto_from_checkpoint,
+    )
 
 
 # ---- plans ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -82,8 +109,11 @@ class Plan:
             entry["vllm_serve_command"] = command
         keys = list(out)
         at = keys.index("binding")
-        return {**{k: out[k] for k in keys[:at]}, "vllm_serve_command": self.serve_command,
-                **{k: out[k] for k in keys[at:]}}
+        return {
+            **{k: out[k] for k in keys[:at]},
+            "vllm_serve_command": self.serve_command,
+            **{k: out[k] for k in keys[at:]},
+        }
 
 
 def _fix_command(f: Any, req: Request) -> str:
@@ -91,8 +121,11 @@ def _fix_command(f: Any, req: Request) -> str:
     from planner.launch.flags import plan_serve_config, serve_command
 
     flags = {k: v for k, v in f.flags.items() if k in ("kv_cache_dtype", "max_model_len")}
-    fixed = dataclasses.replace(req, settings=dataclasses.replace(req.settings, **flags),
-                                quantization=f.flags.get("quantization", req.quantization))
+    fixed = dataclasses.replace(
+        req,
+        settings=dataclasses.replace(req.settings, **flags),
+        quantization=f.flags.get("quantization", req.quantization),
+    )
     return serve_command(plan_serve_config(f.budget, fixed))
 
 
@@ -102,12 +135,21 @@ def with_serve_command(result: PlanResult, req: Request) -> Plan:
 
     b = result.budget
     pin = min(st.available_kv_bytes for st in b.stages) if result.pin_kv_cache and b.fits else None
-    return Plan(result, serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin)),
-                tuple(_fix_command(f, req) for f in result.fixes))
+    return Plan(
+        result,
+        serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin)),
+        tuple(_fix_command(f, req) for f in result.fixes),
+    )
 
 
-def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None,
-              pp: int | None = None, pin_kv_cache: bool = False) -> Plan:
+def make_plan(
+    req: Request,
+    gpu: GPU | None,
+    catalogue: Catalogue | None,
+    tp: int | None = None,
+    pp: int | None = None,
+    pin_kv_cache: bool = False,
+) -> Plan:
     """`planner.plan.make_plan` with the serve command: the smallest layout that fits on one GPU type."""
     return with_serve_command(plan_step.make_plan(req, gpu, catalogue, tp, pp, pin_kv_cache=pin_kv_cache), req)
 
@@ -119,11 +161,24 @@ def _installed_release() -> str | None:
     return default_release(releases.supported_range())[0]
 
 
-def plan(model: Model | str, *, gpu: str | None = None, device: Literal["cuda", "cpu"] = "cuda",
-         tp: int | None = None, pp: int | None = None, vllm_version: str | None = None,
-         gpu_memory_gib: float | None = None, gpu_file: str | None = None, cpu_kvcache_gib: float | None = None,
-         dtype: str | None = None, quantization: str | None = None, concurrency: int | None = None,
-         pin_kv_cache: bool = False, interconnect: str | None = None, **settings: Any) -> Plan:
+def plan(
+    model: Model | str,
+    *,
+    gpu: str | None = None,
+    device: Literal["cuda", "cpu"] = "cuda",
+    tp: int | None = None,
+    pp: int | None = None,
+    vllm_version: str | None = None,
+    gpu_memory_gib: float | None = None,
+    gpu_file: str | None = None,
+    cpu_kvcache_gib: float | None = None,
+    dtype: str | None = None,
+    quantization: str | None = None,
+    concurrency: int | None = None,
+    pin_kv_cache: bool = False,
+    interconnect: str | None = None,
+    **settings: Any,
+) -> Plan:
     """Plan `model` on one GPU type (or the CPU backend), as `vllm-planner plan` does.
 
     `vllm_version` None: the installed vllm distribution's release (package metadata), else the
@@ -158,7 +213,14 @@ def plan(model: Model | str, *, gpu: str | None = None, device: Literal["cuda", 
             target = dataclasses.replace(target, interconnect_class=interconnect)
     elif cpu_kvcache_gib is None or not cpu_kvcache_gib > 0:
         raise PlannerError("device='cpu' needs cpu_kvcache_gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
-    req = Request(load_model(model) if isinstance(model, str) else model, Settings(tp=tp or 1, pp=pp or 1, **settings),
-                  releases.get(vllm_version if vllm_version is not None else _installed_release()), dtype=dtype, quantization=quantization, concurrency=concurrency,
-                  device=device, cpu_kvcache_bytes=int(cpu_kvcache_gib * GIB) if cpu_kvcache_gib else None)
+    req = Request(
+        load_model(model) if isinstance(model, str) else model,
+        Settings(tp=tp or 1, pp=pp or 1, **settings),
+        releases.get(vllm_version if vllm_version is not None else _installed_release()),
+        dtype=dtype,
+        quantization=quantization,
+        concurrency=concurrency,
+        device=device,
+        cpu_kvcache_bytes=int(cpu_kvcache_gib * GIB) if cpu_kvcache_gib else None,
+    )
     return make_plan(req, target, catalogue, tp, pp, pin_kv_cache=pin_kv_cache)

@@ -33,7 +33,11 @@ class Observation:
     source: str
 
     def text(self) -> str:
-        span = f"{self.low_gib:.2f} GiB" if self.low_gib == self.high_gib else f"{self.low_gib:.1f}-{self.high_gib:.1f} GiB"
+        span = (
+            f"{self.low_gib:.2f} GiB"
+            if self.low_gib == self.high_gib
+            else f"{self.low_gib:.1f}-{self.high_gib:.1f} GiB"
+        )
         return f"{span} measured for {self.measured_on}"
 
 
@@ -50,21 +54,26 @@ def observations() -> dict[str, Observation]:
     return out
 
 
-def headroom_notes(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved",
-                   bind: "StageBudget") -> list[str]:
+def headroom_notes(
+    model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved", bind: "StageBudget"
+) -> list[str]:
     """What the release allocates outside the budget, from the 1 - utilization headroom."""
     if target.device == "cpu" or r.runner != "v2" or s.kv_cache_memory_bytes is not None:
         return []
     headroom = target.memory_bytes - math.ceil(target.memory_bytes * r.util)
     outside = []
     if rel.budget_formula != "total_consumed":  # before 0.27 the sampler buffers are not charged
-        outside.append(f"its sampler buffers ({oh.v2_runner_buffer_bytes(r.seqs, model.spec.vocab_size) / GIB:.2f} GiB)")
+        outside.append(
+            f"its sampler buffers ({oh.v2_runner_buffer_bytes(r.seqs, model.spec.vocab_size) / GIB:.2f} GiB)"
+        )
     if not bind.cudagraph_bytes and not s.enforce_eager:
         outside.append(f"its CUDA graphs ({observations()['v2_runner_cudagraphs_outside_budget'].text()})")
     if not outside:
         return []
-    return [f"V2 model runner: {' and '.join(outside)} are not in vLLM's budget; they come from the "
-            f"1 - gpu_memory_utilization headroom ({headroom / GIB:.2f} GiB here)"]
+    return [
+        f"V2 model runner: {' and '.join(outside)} are not in vLLM's budget; they come from the "
+        f"1 - gpu_memory_utilization headroom ({headroom / GIB:.2f} GiB here)"
+    ]
 
 
 def hybrid_note(bind: "StageBudget") -> list[str]:
@@ -73,19 +82,25 @@ def hybrid_note(bind: "StageBudget") -> list[str]:
         return []
     mamba_groups = sum(1 for g in lay.groups if g.kind == "mamba")
     padded = 100 * (lay.page_bytes - lay.mamba_state_bytes) / lay.mamba_state_bytes
-    return [f"hybrid: attention block size {lay.block_size} tokens (page {lay.page_bytes:,} B >= Mamba state "
-            f"{lay.mamba_state_bytes:,} B, padded by {padded:.2f}%); {len(lay.groups)} groups of {lay.group_size} layers "
-            f"({mamba_groups} Mamba, {lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}"]
+    return [
+        f"hybrid: attention block size {lay.block_size} tokens (page {lay.page_bytes:,} B >= Mamba state "
+        f"{lay.mamba_state_bytes:,} B, padded by {padded:.2f}%); {len(lay.groups)} groups of {lay.group_size} layers "
+        f"({mamba_groups} Mamba, {lay.padding_layers} padding layers); mamba_cache_mode {lay.mamba_mode}"
+    ]
 
 
 def load_extra_notes(model: Model, target: Target, rel: ReleaseFacts, r: "Resolved") -> list[str]:
     out = []
     if r.mla_workspace_bytes:
-        out.append(f"weights include the {r.mla_workspace_bytes // MIB} MiB workspace(s) that vLLM "
-                   f"{rel.version} allocates when it imports its MLA attention backends ({target.arch_family})")
+        out.append(
+            f"weights include the {r.mla_workspace_bytes // MIB} MiB workspace(s) that vLLM "
+            f"{rel.version} allocates when it imports its MLA attention backends ({target.arch_family})"
+        )
     if r.unsplit_vision_bytes:
-        out.append(f"vLLM {rel.version} keeps the {model.spec.vision.model_type} vision tower whole on every TP rank "  # type: ignore[union-attr]
-                   f"(+{r.unsplit_vision_bytes / GIB:.2f} GiB of weights per GPU)")
+        out.append(
+            f"vLLM {rel.version} keeps the {model.spec.vision.model_type} vision tower whole on every TP rank "  # type: ignore[union-attr]
+            f"(+{r.unsplit_vision_bytes / GIB:.2f} GiB of weights per GPU)"
+        )
     return out
 
 
@@ -97,13 +112,22 @@ def encoder_note(model: Model, rel: ReleaseFacts, s: Settings, r: "Resolved", bi
     patches, item_tokens = oh.largest_dummy_item(v, r.dummy_len, rel.qwen2_vl_max_frames_per_video)
     items = max(1, r.mnbt // item_tokens)
     kind = "video" if patches > (v.image_size // v.patch_size) ** 2 else "image"
-    video = (" A smaller max_model_len shrinks the dummy video; --limit-mm-per-prompt '{\"video\": 0}' "
-             "drops it (not modelled)." if kind == "video" else "")
+    video = (
+        " A smaller max_model_len shrinks the dummy video; --limit-mm-per-prompt '{\"video\": 0}' "
+        "drops it (not modelled)."
+        if kind == "video"
+        else ""
+    )
     excess = observations()["qwen_vl_encoder_peak_excess"]
-    checked = (f"an estimate that {excess.measured_on} exceeded by {excess.low_gib:.1f}-{excess.high_gib:.1f} GiB"
-               if v.takes_video else "an estimate no start-up has checked for this tower")
-    return [f"the activation peak is the vision encoder's profile pass over vLLM's dummy {kind}s ({items} x "
-            f"{patches:,} ViT patches), modelled from its input, hidden and MLP tensors: {checked}.{video}"]
+    checked = (
+        f"an estimate that {excess.measured_on} exceeded by {excess.low_gib:.1f}-{excess.high_gib:.1f} GiB"
+        if v.takes_video
+        else "an estimate no start-up has checked for this tower"
+    )
+    return [
+        f"the activation peak is the vision encoder's profile pass over vLLM's dummy {kind}s ({items} x "
+        f"{patches:,} ViT patches), modelled from its input, hidden and MLP tensors: {checked}.{video}"
+    ]
 
 
 def validation_note(target: Target, rel: ReleaseFacts, s: Settings, runner: str) -> list[str]:
@@ -112,15 +136,26 @@ def validation_note(target: Target, rel: ReleaseFacts, s: Settings, runner: str)
         return []
     c = oh.coefficients(rel.version, runner)
     if not c.validated:
-        return [f"activation, non-torch and CUDA-graph terms for vLLM {rel.version} ({runner.upper()} runner) mix fitted "
-                "coefficients with terms read from vLLM's source that no start-up has checked yet"]
+        return [
+            f"activation, non-torch and CUDA-graph terms for vLLM {rel.version} ({runner.upper()} runner) mix fitted "
+            "coefficients with terms read from vLLM's source that no start-up has checked yet"
+        ]
     if rel.version not in c.validated:
-        return [f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
-                f"for {rel.version} they are an extrapolation"]
+        return [
+            f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
+            f"for {rel.version} they are an extrapolation"
+        ]
     return []
 
 
-def notes(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved", bind: "StageBudget") -> list[str]:
+def notes(
+    model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved", bind: "StageBudget"
+) -> list[str]:
     """Every note after the inspection's warnings and the auto-fit line, in the order users read them."""
-    return (headroom_notes(model, target, rel, s, r, bind) + hybrid_note(bind) + load_extra_notes(model, target, rel, r)
-            + encoder_note(model, rel, s, r, bind) + validation_note(target, rel, s, r.runner))
+    return (
+        headroom_notes(model, target, rel, s, r, bind)
+        + hybrid_note(bind)
+        + load_extra_notes(model, target, rel, r)
+        + encoder_note(model, rel, s, r, bind)
+        + validation_note(target, rel, s, r.runner)
+    )

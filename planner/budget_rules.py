@@ -16,7 +16,10 @@ from planner.releases import ReleaseFacts
 from planner.target import Settings, Target
 from planner.units import GIB
 
-def block_size_for(model: Model, target: Target, rel: ReleaseFacts, requested: int | None, kv_cache_dtype: str = "auto") -> int:
+
+def block_size_for(
+    model: Model, target: Target, rel: ReleaseFacts, requested: int | None, kv_cache_dtype: str = "auto"
+) -> int:
     if target.device == "cpu":
         # the CPU MLA backend forces its block size (0.28+), whatever was asked
         if model.spec.mla is not None and rel.block_size_cpu_mla:
@@ -32,9 +35,14 @@ def block_size_for(model: Model, target: Target, rel: ReleaseFacts, requested: i
 
 def batch_defaults(target: Target, rel: ReleaseFacts, tp: int, pp: int) -> tuple[int, int]:
     """`vllm serve` defaults for (max_num_batched_tokens, max_num_seqs) by device memory and name."""
-    return rel.default_batch("serve", total_gib=target.memory_bytes / GIB, device_name=target.name,
-                             compute_capability=target.compute_capability, cpu=target.device == "cpu",
-                             world_size=tp * pp)
+    return rel.default_batch(
+        "serve",
+        total_gib=target.memory_bytes / GIB,
+        device_name=target.name,
+        compute_capability=target.compute_capability,
+        cpu=target.device == "cpu",
+        world_size=tp * pp,
+    )
 
 
 def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts) -> tuple[int | None, int, int]:
@@ -54,8 +62,10 @@ def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts
         if rel.mnbt_capped_by_seqs_x_len and isinstance(mml if mml != "auto" else limit, int):
             mnbt = min(seqs * (limit if mml in (None, "auto") else mml), mnbt)
     if s.max_num_seqs and s.max_num_seqs > mnbt:  # vLLM caps only its own default (SchedulerConfig._verify_args)
-        raise PlannerError(f"max_num_batched_tokens ({mnbt}) must be greater than or equal to max_num_seqs "
-                           f"({s.max_num_seqs}), as vLLM requires: raise --max-num-batched-tokens or lower --max-num-seqs")
+        raise PlannerError(
+            f"max_num_batched_tokens ({mnbt}) must be greater than or equal to max_num_seqs "
+            f"({s.max_num_seqs}), as vLLM requires: raise --max-num-batched-tokens or lower --max-num-seqs"
+        )
     seqs = min(seqs, mnbt)
     resolved = limit if mml is None else None if mml == "auto" else mml
     return resolved, mnbt, seqs
@@ -90,7 +100,10 @@ def mamba_cache_mode(model: Model, rel: ReleaseFacts, s: Settings) -> str:
     prefix = rel.hybrid_prefix_caching_default if s.enable_prefix_caching is None else s.enable_prefix_caching
     if not prefix or rel.mamba_prefix_caching_mode == "unsupported" or rel.mamba_blocks_align_mode is None:
         return "none"
-    if rel.mamba_prefix_caching_mode == "all_if_supported_else_align" and model.spec.architecture in rel.mamba_all_mode_architectures:
+    if (
+        rel.mamba_prefix_caching_mode == "all_if_supported_else_align"
+        and model.spec.architecture in rel.mamba_all_mode_architectures
+    ):
         return "all"
     return "align"
 
@@ -117,9 +130,13 @@ def hybrid_rules(model: Model, target: Target, rel: ReleaseFacts, s: Settings, m
     else:
         blocks = rel.mamba_blocks_none_mode + spec_blocks
     return dict(
-        mamba_dtype_bytes=(model_dtype_bytes, ssm), mamba_block_align=rel.hybrid_mamba_block_align, mamba_mode=mode,
-        mamba_blocks=blocks, mamba_all_extra_blocks=num_spec if rel.mamba_all_mode_adds_spec_blocks else 0,
-        mamba_checkpoint_alignment=alignment, mamba_chunk_size=spec.mamba.chunk_size,
+        mamba_dtype_bytes=(model_dtype_bytes, ssm),
+        mamba_block_align=rel.hybrid_mamba_block_align,
+        mamba_mode=mode,
+        mamba_blocks=blocks,
+        mamba_all_extra_blocks=num_spec if rel.mamba_all_mode_adds_spec_blocks else 0,
+        mamba_checkpoint_alignment=alignment,
+        mamba_chunk_size=spec.mamba.chunk_size,
         num_spec_tokens=num_spec if rel.mamba_blocks_add_spec_tokens else 0,
     )
 
@@ -151,22 +168,29 @@ def unsplit_vision_bytes(model: Model, insp: Inspection, rel: ReleaseFacts, tp: 
 def default_max_model_len(model: Model, rel: ReleaseFacts) -> int:
     """The model's context limit under this release's RoPE rules (`_get_and_verify_max_len`)."""
     spec = model.spec
-    return scaled_max_len(spec.max_len_base, spec.rope_scaling, spec.model_type, spec.original_max_position_embeddings,
-                          not_multiplied=tuple(rel.rope_scaling_types_not_multiplied),
-                          yarn_uses_original=rel.yarn_uses_original_max_position,
-                          longrope_original=rel.longrope_defaults_to_original,
-                          skipped_types=tuple(rel.rope_scaling_skipped_model_types))
+    return scaled_max_len(
+        spec.max_len_base,
+        spec.rope_scaling,
+        spec.model_type,
+        spec.original_max_position_embeddings,
+        not_multiplied=tuple(rel.rope_scaling_types_not_multiplied),
+        yarn_uses_original=rel.yarn_uses_original_max_position,
+        longrope_original=rel.longrope_defaults_to_original,
+        skipped_types=tuple(rel.rope_scaling_skipped_model_types),
+    )
 
 
 def check_release_support(insp: Inspection, rel: ReleaseFacts) -> None:
     """Flags the targeted release does not have are errors, not silent plans."""
     kv = insp.kv_cache_dtype
     if kv != "auto" and kv not in rel.kv_cache_dtypes:
-        raise PlannerError(f"vLLM {rel.version} has no --kv-cache-dtype {kv}: use one of {', '.join(rel.kv_cache_dtypes)}")
+        raise PlannerError(
+            f"vLLM {rel.version} has no --kv-cache-dtype {kv}: use one of {', '.join(rel.kv_cache_dtypes)}"
+        )
     q = insp.quantization
     if q in rel.quantizations_removed:
-        raise PlannerError(f"vLLM {rel.version} no longer has {q} quantization: target an older release or use another checkpoint")
+        raise PlannerError(
+            f"vLLM {rel.version} no longer has {q} quantization: target an older release or use another checkpoint"
+        )
     if q in ONLINE_SCHEMES and q not in ("fp8", "bitsandbytes") and q not in rel.online_quant_shorthands:
         raise PlannerError(f"vLLM {rel.version} has no --quantization {q}: use fp8, or target vLLM 0.20 or newer")
-
-

@@ -25,20 +25,33 @@ def target_for(r: dict[str, Any]) -> Target:
         from planner.hardware import load_catalogue
 
         gpu = load_catalogue().get(r["gpu_catalogue"])
-        return Target(gpu.name, gpu.memory_bytes, compute_capability=r.get("compute_capability") or gpu.compute_capability,
-                      interconnect=r.get("interconnect") or gpu.interconnect_class)
-    return Target(name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
-                  memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB),
-                  compute_capability=r.get("compute_capability") or "9.0", interconnect=r.get("interconnect"))
+        return Target(
+            gpu.name,
+            gpu.memory_bytes,
+            compute_capability=r.get("compute_capability") or gpu.compute_capability,
+            interconnect=r.get("interconnect") or gpu.interconnect_class,
+        )
+    return Target(
+        name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
+        memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB),
+        compute_capability=r.get("compute_capability") or "9.0",
+        interconnect=r.get("interconnect"),
+    )
 
 
 def settings_for(r: dict[str, Any]) -> Settings:
     """The record's settings; batch limits and VLLM_USE_V2_MODEL_RUNNER where it names them."""
-    return Settings(tp=r["tp"], pp=r["pp"], max_model_len=r["max_model_len"],
-                    gpu_memory_utilization=r["gpu_memory_utilization"], kv_cache_dtype=r.get("kv_cache_dtype") or "auto",
-                    max_num_seqs=r.get("max_num_seqs"), max_num_batched_tokens=r.get("max_num_batched_tokens"),
-                    enforce_eager=bool(r.get("enforce_eager")),
-                    model_runner=from_env((r.get("env") or {}).get("VLLM_USE_V2_MODEL_RUNNER")))
+    return Settings(
+        tp=r["tp"],
+        pp=r["pp"],
+        max_model_len=r["max_model_len"],
+        gpu_memory_utilization=r["gpu_memory_utilization"],
+        kv_cache_dtype=r.get("kv_cache_dtype") or "auto",
+        max_num_seqs=r.get("max_num_seqs"),
+        max_num_batched_tokens=r.get("max_num_batched_tokens"),
+        enforce_eager=bool(r.get("enforce_eager")),
+        model_runner=from_env((r.get("env") or {}).get("VLLM_USE_V2_MODEL_RUNNER")),
+    )
 
 
 def replay_budget(r: dict[str, Any]) -> Budget:
@@ -46,8 +59,15 @@ def replay_budget(r: dict[str, Any]) -> Budget:
     quant = r.get("quantization")
     online = quant if quant == "fp8" and model.spec.quant is None else None
     rel, s = release_for(r), settings_for(r)
-    insp = inspect(model, tp=r["tp"], pp=r["pp"], dtype=r.get("dtype"), quantization=online, kv_cache_dtype=s.kv_cache_dtype,
-                   kv_auto_from_checkpoint=rel.kv_cache_dtype_auto_from_checkpoint)
+    insp = inspect(
+        model,
+        tp=r["tp"],
+        pp=r["pp"],
+        dtype=r.get("dtype"),
+        quantization=online,
+        kv_cache_dtype=s.kv_cache_dtype,
+        kv_auto_from_checkpoint=rel.kv_cache_dtype_auto_from_checkpoint,
+    )
     return compute(model, insp, target_for(r), rel, s)
 
 

@@ -55,24 +55,49 @@ _gpu_count = int_range(1, MAX_PARALLEL, "a GPU count")
 
 def _add_format_options(p: argparse.ArgumentParser, kv_default: str | None) -> None:
     """The number formats, shared by inspect and plan."""
-    p.add_argument("--dtype", type=word("a dtype"),
-                   help="weight and activation dtype, as vLLM's --dtype: auto, bfloat16, float16, float32 "
-                        "(default: auto, the checkpoint's; float32 checkpoints run in bfloat16)")
-    p.add_argument("--quantization", "-q", type=word("a quantization method"),
-                   help="vLLM's --quantization: fp8 (online), or the checkpoint's own scheme to confirm it "
-                        "(default: the checkpoint's scheme, else none)")
-    p.add_argument("--kv-cache-dtype", type=word("a KV-cache dtype"), default=kv_default,
-                   help="KV-cache element type: auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2 "
-                        "(default: auto, the model dtype or the checkpoint's KV scheme)")
+    p.add_argument(
+        "--dtype",
+        type=word("a dtype"),
+        help="weight and activation dtype, as vLLM's --dtype: auto, bfloat16, float16, float32 "
+        "(default: auto, the checkpoint's; float32 checkpoints run in bfloat16)",
+    )
+    p.add_argument(
+        "--quantization",
+        "-q",
+        type=word("a quantization method"),
+        help="vLLM's --quantization: fp8 (online), or the checkpoint's own scheme to confirm it "
+        "(default: the checkpoint's scheme, else none)",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        type=word("a KV-cache dtype"),
+        default=kv_default,
+        help="KV-cache element type: auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2 "
+        "(default: auto, the model dtype or the checkpoint's KV scheme)",
+    )
 
 
 def _add_parallel_options(p: argparse.ArgumentParser, default: int | None) -> None:
     """--tp/--pp with vLLM's own spellings, which the planner's serve commands print."""
     when = "1" if default else "the smallest that fits"
-    p.add_argument("--tp", "--tensor-parallel-size", "-tp", dest="tp", type=_gpu_count, default=default,
-                   help=f"tensor-parallel size, GPUs per pipeline stage (default: {when})")
-    p.add_argument("--pp", "--pipeline-parallel-size", "-pp", dest="pp", type=_gpu_count, default=default,
-                   help=f"pipeline-parallel size, stages of whole layers (default: {'1' if default else '1, more when TP fills a node'})")
+    p.add_argument(
+        "--tp",
+        "--tensor-parallel-size",
+        "-tp",
+        dest="tp",
+        type=_gpu_count,
+        default=default,
+        help=f"tensor-parallel size, GPUs per pipeline stage (default: {when})",
+    )
+    p.add_argument(
+        "--pp",
+        "--pipeline-parallel-size",
+        "-pp",
+        dest="pp",
+        type=_gpu_count,
+        default=default,
+        help=f"pipeline-parallel size, stages of whole layers (default: {'1' if default else '1, more when TP fills a node'})",
+    )
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -91,7 +116,10 @@ def _inspect_text(r: Any) -> str:
         "",
     ]
     total = r.params_total or 1
-    rows = [[k, _fmt_int(v), f"{100 * v / total:.1f}%"] for k, v in sorted(r.params_breakdown.items(), key=lambda kv: -kv[1])]
+    rows = [
+        [k, _fmt_int(v), f"{100 * v / total:.1f}%"]
+        for k, v in sorted(r.params_breakdown.items(), key=lambda kv: -kv[1])
+    ]
     rows.append(["total (loaded by vLLM)", _fmt_int(r.params_total), ""])
     if r.params_active != r.params_total:
         rows.append(["active per token", _fmt_int(r.params_active), ""])
@@ -99,11 +127,21 @@ def _inspect_text(r: Any) -> str:
         rows.append([f"not loaded: {k}", _fmt_int(v), ""])
     rows.append(["checkpoint total", _fmt_int(r.params_checkpoint), ""])
     if r.params_published is not None:
-        same = "matches" if r.params_published == r.params_checkpoint else f"differs by {r.params_checkpoint - r.params_published:+,}"
+        same = (
+            "matches"
+            if r.params_published == r.params_checkpoint
+            else f"differs by {r.params_checkpoint - r.params_published:+,}"
+        )
         rows.append(["published", _fmt_int(r.params_published), same])
     out = head + [_table(rows, ["parameters", "count", "share"], colalign=("left", "right", "right")), ""]
     wrows = [[k, _gib(v), _fmt_int(v)] for k, v in sorted(r.weight_breakdown_per_gpu.items(), key=lambda kv: -kv[1])]
-    wrows.append([f"weights per GPU{mark('weight_bytes_per_gpu')}", _gib(r.weight_bytes_per_gpu), _fmt_int(r.weight_bytes_per_gpu)])
+    wrows.append(
+        [
+            f"weights per GPU{mark('weight_bytes_per_gpu')}",
+            _gib(r.weight_bytes_per_gpu),
+            _fmt_int(r.weight_bytes_per_gpu),
+        ]
+    )
     wrows.append(["weights, all GPUs of a replica", _gib(r.weight_bytes_total), _fmt_int(r.weight_bytes_total)])
     out += [_table(wrows, ["per GPU", "GiB", "bytes"], colalign=("left", "right", "right")), ""]
     kinds = ", ".join(f"{k} {v:,} B" for k, v in r.kv_bytes_per_token_by_kind.items())
@@ -131,6 +169,7 @@ def _cmd_inspect(a: argparse.Namespace) -> int:
 
 # ---- models, dtypes ---------------------------------------------------------------------------
 
+
 def _cmd_models(a: argparse.Namespace) -> int:
     from planner.catalog import models_table
 
@@ -138,9 +177,22 @@ def _cmd_models(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(_table([[r["id"], r["architecture"], _fmt_int(r["params_total"]), _fmt_int(r["max_model_len"]),
-                   ", ".join(r["aliases"])] for r in rows],
-                 ["model", "architecture", "parameters", "context", "aliases"], colalign=("left", "left", "right", "right", "left")))
+    print(
+        _table(
+            [
+                [
+                    r["id"],
+                    r["architecture"],
+                    _fmt_int(r["params_total"]),
+                    _fmt_int(r["max_model_len"]),
+                    ", ".join(r["aliases"]),
+                ]
+                for r in rows
+            ],
+            ["model", "architecture", "parameters", "context", "aliases"],
+            colalign=("left", "left", "right", "right", "left"),
+        )
+    )
     return 0
 
 
@@ -152,9 +204,25 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
         print(json.dumps([{k.replace(" ", "_"): v for k, v in r.items()} for r in rows], indent=2))
         return 0
     g = lambda x: "-" if x is None else f"{x:g}"  # noqa: E731
-    print(_table([[r["format"], r["bits"], g(r["exponent bits"]), g(r["mantissa bits"]), g(r["largest value"]),
-                   g(r["smallest normal"]), g(r["decimal digits"]), g(r["bytes per parameter"]), r["note"]] for r in rows],
-                 ["format", "bits", "exp", "mant", "largest", "smallest normal", "digits", "bytes/param", "note"]))
+    print(
+        _table(
+            [
+                [
+                    r["format"],
+                    r["bits"],
+                    g(r["exponent bits"]),
+                    g(r["mantissa bits"]),
+                    g(r["largest value"]),
+                    g(r["smallest normal"]),
+                    g(r["decimal digits"]),
+                    g(r["bytes per parameter"]),
+                    r["note"],
+                ]
+                for r in rows
+            ],
+            ["format", "bits", "exp", "mant", "largest", "smallest normal", "digits", "bytes/param", "note"],
+        )
+    )
     return 0
 
 
@@ -182,51 +250,118 @@ def _add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> Non
     from planner.hardware import INTERCONNECT_CLASSES
 
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--gpu", type=word("a GPU name"), help="GPU type from `vllm-planner gpus`, name or alias "
-                   "(required unless --inventory or --device cpu)")
+    p.add_argument(
+        "--gpu",
+        type=word("a GPU name"),
+        help="GPU type from `vllm-planner gpus`, name or alias (required unless --inventory or --device cpu)",
+    )
     if inventory:
-        p.add_argument("--inventory", type=word("an inventory"), help="plan over an inventory instead of --gpu: "
-                       "NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4 (default: none)")
-        p.add_argument("--objective", choices=("gpus", "cost"),
-                       help="how --inventory ranks the GPU types: fewest GPUs per replica, or lowest $/h per replica; "
-                            "with --request-rate: fewest GPUs or lowest $/h in all (default: gpus; with --request-rate: cost)")
+        p.add_argument(
+            "--inventory",
+            type=word("an inventory"),
+            help="plan over an inventory instead of --gpu: NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4 (default: none)",
+        )
+        p.add_argument(
+            "--objective",
+            choices=("gpus", "cost"),
+            help="how --inventory ranks the GPU types: fewest GPUs per replica, or lowest $/h per replica; "
+            "with --request-rate: fewest GPUs or lowest $/h in all (default: gpus; with --request-rate: cost)",
+        )
     else:
         p.set_defaults(inventory=None, objective="gpus")
     _add_parallel_options(p, None)
-    p.add_argument("--max-model-len", "--context", dest="max_model_len", type=_max_model_len, metavar="TOKENS",
-                   help="context per request in tokens (8192, 32k = 32,000, 32K = 32,768), or 'auto' for the longest "
-                        "that fits (default: the model's limit)")
-    p.add_argument("--max-num-seqs", type=_seqs, metavar="N",
-                   help="requests vLLM schedules at once (default: the release's default for the GPU)")
-    p.add_argument("--max-num-batched-tokens", type=_tokens, metavar="TOKENS",
-                   help="tokens per scheduler step, the profile run's size (default: the release's default for the GPU)")
-    p.add_argument("--gpu-memory-utilization", type=fraction, metavar="FRACTION",
-                   help="share of the GPU's total memory vLLM may use, above 0 and at most 1 (default: the release's, 0.9)")
+    p.add_argument(
+        "--max-model-len",
+        "--context",
+        dest="max_model_len",
+        type=_max_model_len,
+        metavar="TOKENS",
+        help="context per request in tokens (8192, 32k = 32,000, 32K = 32,768), or 'auto' for the longest "
+        "that fits (default: the model's limit)",
+    )
+    p.add_argument(
+        "--max-num-seqs",
+        type=_seqs,
+        metavar="N",
+        help="requests vLLM schedules at once (default: the release's default for the GPU)",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=_tokens,
+        metavar="TOKENS",
+        help="tokens per scheduler step, the profile run's size (default: the release's default for the GPU)",
+    )
+    p.add_argument(
+        "--gpu-memory-utilization",
+        type=fraction,
+        metavar="FRACTION",
+        help="share of the GPU's total memory vLLM may use, above 0 and at most 1 (default: the release's, 0.9)",
+    )
     _add_format_options(p, "auto")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no graph memory (default: off)")
-    p.add_argument("--kv-cache-memory-bytes", type=human_int(1, MAX_KV_POOL_BYTES, "a byte count"), metavar="BYTES",
-                   help="pin the KV pool per GPU in bytes (8G = 8 GiB); skips the measured terms, as vLLM does "
-                        "(default: sized from --gpu-memory-utilization)")
-    p.add_argument("--block-size", type=int_range(1, 2**16, "a block size"), metavar="TOKENS",
-                   help="tokens per KV-cache block (default: the attention backend's, 16 for most models)")
-    p.add_argument("--gpu-memory-gib", type=finite_float(0.001, MAX_GPU_GIB, "number of GiB"), metavar="GIB",
-                   help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)")
-    p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
-                   help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)")
-    p.add_argument("--concurrency", type=_seqs, metavar="N",
-                   help="requests that must fit at once at the full context (default: none, one request)")
-    p.add_argument("--vllm-version", type=word("a vLLM version"), metavar="VERSION",
-                   help="target vLLM release, e.g. 0.19.0 (default: the installed vllm distribution's, read from "
-                        "its metadata, else the newest the data describes)")
-    p.add_argument("--interconnect", choices=INTERCONNECT_CLASSES, metavar="CLASS",
-                   help="how the TP ranks talk, for vLLM's communication buffers: " + ", ".join(INTERCONNECT_CLASSES)
-                        + " (default: the GPU catalogue's interconnect_class)")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="cuda: a GPU; cpu: vLLM's CPU backend, KV from VLLM_CPU_KVCACHE_SPACE (default: cuda)")
-    p.add_argument("--cpu-kvcache-gib", type=int_range(1, MAX_GPU_GIB, "a whole number of GiB"), metavar="GIB",
-                   help="VLLM_CPU_KVCACHE_SPACE for --device cpu, whole GiB as vLLM parses it (required there)")
-    p.add_argument("--pin-kv-cache", action="store_true",
-                   help="add --kv-cache-memory-bytes with the plan's figure to the serve command (default: off)")
+    p.add_argument(
+        "--kv-cache-memory-bytes",
+        type=human_int(1, MAX_KV_POOL_BYTES, "a byte count"),
+        metavar="BYTES",
+        help="pin the KV pool per GPU in bytes (8G = 8 GiB); skips the measured terms, as vLLM does "
+        "(default: sized from --gpu-memory-utilization)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int_range(1, 2**16, "a block size"),
+        metavar="TOKENS",
+        help="tokens per KV-cache block (default: the attention backend's, 16 for most models)",
+    )
+    p.add_argument(
+        "--gpu-memory-gib",
+        type=finite_float(0.001, MAX_GPU_GIB, "number of GiB"),
+        metavar="GIB",
+        help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)",
+    )
+    p.add_argument(
+        "--gpu-file",
+        type=word("a file path"),
+        metavar="YAML",
+        help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_seqs,
+        metavar="N",
+        help="requests that must fit at once at the full context (default: none, one request)",
+    )
+    p.add_argument(
+        "--vllm-version",
+        type=word("a vLLM version"),
+        metavar="VERSION",
+        help="target vLLM release, e.g. 0.19.0 (default: the installed vllm distribution's, read from "
+        "its metadata, else the newest the data describes)",
+    )
+    p.add_argument(
+        "--interconnect",
+        choices=INTERCONNECT_CLASSES,
+        metavar="CLASS",
+        help="how the TP ranks talk, for vLLM's communication buffers: "
+        + ", ".join(INTERCONNECT_CLASSES)
+        + " (default: the GPU catalogue's interconnect_class)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cuda: a GPU; cpu: vLLM's CPU backend, KV from VLLM_CPU_KVCACHE_SPACE (default: cuda)",
+    )
+    p.add_argument(
+        "--cpu-kvcache-gib",
+        type=int_range(1, MAX_GPU_GIB, "a whole number of GiB"),
+        metavar="GIB",
+        help="VLLM_CPU_KVCACHE_SPACE for --device cpu, whole GiB as vLLM parses it (required there)",
+    )
+    p.add_argument(
+        "--pin-kv-cache",
+        action="store_true",
+        help="add --kv-cache-memory-bytes with the plan's figure to the serve command (default: off)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object, a list with --inventory (default: text)")
 
 
@@ -259,8 +394,10 @@ def _check_tp_in_node(a: argparse.Namespace, gpu: Any) -> None:
     per_node = getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
     if a.tp and a.tp > per_node:
         stages = f"--tp {per_node} --pp {(a.pp or 1) * -(-a.tp // per_node)}"
-        raise PlannerError(f"--tp {a.tp} does not fit in a node of {per_node} {gpu.name} GPUs (TP stays inside a node): "
-                           f"use {stages}, or give a larger node with --gpus-per-node")
+        raise PlannerError(
+            f"--tp {a.tp} does not fit in a node of {per_node} {gpu.name} GPUs (TP stays inside a node): "
+            f"use {stages}, or give a larger node with --gpus-per-node"
+        )
 
 
 def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -283,10 +420,16 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
             print(f"note: {note}", file=sys.stderr)
     rel = releases.get(version)
     settings = Settings(
-        tp=a.tp or 1, pp=a.pp or 1, max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs,
-        max_num_batched_tokens=a.max_num_batched_tokens, gpu_memory_utilization=a.gpu_memory_utilization,
-        kv_cache_dtype=a.kv_cache_dtype.lower(), enforce_eager=a.enforce_eager,
-        kv_cache_memory_bytes=a.kv_cache_memory_bytes, block_size=a.block_size,
+        tp=a.tp or 1,
+        pp=a.pp or 1,
+        max_model_len=a.max_model_len,
+        max_num_seqs=a.max_num_seqs,
+        max_num_batched_tokens=a.max_num_batched_tokens,
+        gpu_memory_utilization=a.gpu_memory_utilization,
+        kv_cache_dtype=a.kv_cache_dtype.lower(),
+        enforce_eager=a.enforce_eager,
+        kv_cache_memory_bytes=a.kv_cache_memory_bytes,
+        block_size=a.block_size,
         allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
         model_runner=model_runner.from_env(os.environ.get("VLLM_USE_V2_MODEL_RUNNER")),
     )
@@ -301,8 +444,16 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
             gpu = dataclasses.replace(gpu, interconnect_class=a.interconnect)
         _check_tp_in_node(a, gpu)
     cpu_bytes = int(a.cpu_kvcache_gib * GIB) if a.cpu_kvcache_gib else None
-    req = Request(load_model(a.model), settings, rel, dtype=a.dtype, quantization=a.quantization,
-                  concurrency=a.concurrency, device=a.device, cpu_kvcache_bytes=cpu_bytes)
+    req = Request(
+        load_model(a.model),
+        settings,
+        rel,
+        dtype=a.dtype,
+        quantization=a.quantization,
+        concurrency=a.concurrency,
+        device=a.device,
+        cpu_kvcache_bytes=cpu_bytes,
+    )
     return req, gpu, catalogue
 
 
@@ -325,13 +476,19 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     b = r.budget
     est = lambda k: " (est.)" if k in b.estimated else ""  # noqa: E731
     where = f"{b.gpu} ({b.total_gib:.2f} GiB)" if r.gpu else "vLLM CPU backend"
-    lines = [f"{b.model} on {where}, vLLM {b.vllm_version}, TP {b.tp} x PP {b.pp}: "
-             + ("FITS" if b.fits else "DOES NOT FIT"), *_gpu_line(b, per_node), ""]
-    rows = [["requested (total x %.2f)" % b.gpu_memory_utilization, f"{b.requested_gib:.2f}"],
-            ["weights" + est("weights_gib"), f"{b.weights_gib:.2f}"],
-            ["activation peak" + est("activation_gib"), f"{b.activation_gib:.2f}"],
-            ["non-torch" + est("non_torch_gib"), f"{b.non_torch_gib:.2f}"],
-            ["CUDA graphs" + est("cudagraph_gib"), f"{b.cudagraph_gib:.2f}"]]
+    lines = [
+        f"{b.model} on {where}, vLLM {b.vllm_version}, TP {b.tp} x PP {b.pp}: "
+        + ("FITS" if b.fits else "DOES NOT FIT"),
+        *_gpu_line(b, per_node),
+        "",
+    ]
+    rows = [
+        ["requested (total x %.2f)" % b.gpu_memory_utilization, f"{b.requested_gib:.2f}"],
+        ["weights" + est("weights_gib"), f"{b.weights_gib:.2f}"],
+        ["activation peak" + est("activation_gib"), f"{b.activation_gib:.2f}"],
+        ["non-torch" + est("non_torch_gib"), f"{b.non_torch_gib:.2f}"],
+        ["CUDA graphs" + est("cudagraph_gib"), f"{b.cudagraph_gib:.2f}"],
+    ]
     if b.runner_buffers_gib:
         rows.append(["V2 runner sampler buffers", f"{b.runner_buffers_gib:.2f}"])
     rows.append(["KV cache" + est("kv_cache_gib"), f"{b.kv_cache_gib:.2f}"])
@@ -342,18 +499,26 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
     lines += [_table(rows, ["per GPU (binding stage)", "GiB"], colalign=("left", "right")), ""]
     lines += [
         f"KV: {b.kv_bytes_per_token:,} B/token/GPU, block {b.block_size}, {b.num_blocks:,} blocks, {b.kv_cache_tokens:,} tokens{est('kv_cache_tokens')}"
-        + (f" (range {b.kv_cache_tokens_range[0]:,}-{b.kv_cache_tokens_range[1]:,}; first start {b.kv_cache_tokens_cold:,})"
-           if "kv_cache_tokens" in b.estimated and b.kv_cache_tokens_range[0] != b.kv_cache_tokens_range[1] else ""),
+        + (
+            f" (range {b.kv_cache_tokens_range[0]:,}-{b.kv_cache_tokens_range[1]:,}; first start {b.kv_cache_tokens_cold:,})"
+            if "kv_cache_tokens" in b.estimated and b.kv_cache_tokens_range[0] != b.kv_cache_tokens_range[1]
+            else ""
+        ),
         f"max_model_len {b.max_model_len:,} | max_num_seqs {b.max_num_seqs:,} | max_num_batched_tokens {b.max_num_batched_tokens:,}"
         + ("" if r.gpu is None else f" | model runner {b.model_runner.upper()}"),
         f"maximum concurrency at {b.max_model_len:,} tokens: {b.max_concurrency:.2f}x{est('max_concurrency')}"
-        + (f" (range {b.max_concurrency_range[0]:.2f}-{b.max_concurrency_range[1]:.2f}x)"
-           if "max_concurrency" in b.estimated and b.max_concurrency_range[0] != b.max_concurrency_range[1] else ""),
+        + (
+            f" (range {b.max_concurrency_range[0]:.2f}-{b.max_concurrency_range[1]:.2f}x)"
+            if "max_concurrency" in b.estimated and b.max_concurrency_range[0] != b.max_concurrency_range[1]
+            else ""
+        ),
         f"largest context for one request: {b.max_model_len_fit:,}{est('max_model_len_fit')}",
     ]
     if b.concurrency:
-        lines.append(f"largest context for {b.concurrency} concurrent requests: {b.max_model_len_fit_concurrency or 0:,}"
-                     f"{est('max_model_len_fit_concurrency')}")
+        lines.append(
+            f"largest context for {b.concurrency} concurrent requests: {b.max_model_len_fit_concurrency or 0:,}"
+            f"{est('max_model_len_fit_concurrency')}"
+        )
     lines.append(f"binding: {r.binding}")
     if b.error:
         lines += ["", f"vLLM would fail to start: {b.error}"]
@@ -363,29 +528,43 @@ def _plan_text(r: Any, req: Any, per_node: int | None = None) -> str:
         lines += ["", "smallest changes that fit:"]
         for f, command in zip(r.fixes, r.fix_commands):
             fb = f.budget
-            lines.append(f"  - {f.change}: TP {fb.tp} on {fb.gpu}, {fb.kv_cache_tokens:,} KV tokens, "
-                         f"{fb.max_concurrency:.2f}x at {fb.max_model_len:,}")
+            lines.append(
+                f"  - {f.change}: TP {fb.tp} on {fb.gpu}, {fb.kv_cache_tokens:,} KV tokens, "
+                f"{fb.max_concurrency:.2f}x at {fb.max_model_len:,}"
+            )
             lines.append(f"    {command}")
     elif not b.fits:
-        lines += ["", "no single change in the catalogue makes it fit: consider more GPUs (--inventory) or a smaller model"]
+        lines += [
+            "",
+            "no single change in the catalogue makes it fit: consider more GPUs (--inventory) or a smaller model",
+        ]
     lines += [f"note: {n}" for n in b.notes]
     if b.estimated:
         lines.append("estimated (modelled, not measured): " + ", ".join(b.estimated))
-    label = "" if b.fits else f"the command as asked, which does NOT fit{' (the changes above fit)' if r.fixes else ''}:\n"
+    label = (
+        "" if b.fits else f"the command as asked, which does NOT fit{' (the changes above fit)' if r.fixes else ''}:\n"
+    )
     lines += ["", label + r.serve_command]
     return "\n".join(lines)
 
 
-def _inventory_entry(req: Any, catalogue: Any, group: Any, tp: int, pp: int, rejected: list, placed: Any) -> dict[str, Any]:
+def _inventory_entry(
+    req: Any, catalogue: Any, group: Any, tp: int, pp: int, rejected: list, placed: Any
+) -> dict[str, Any]:
     """One `plan --inventory --json` entry: the plan's keys (budget, serve command, binding, fixes) for
     the chosen layout, or for the largest layout tried where none fits, plus the inventory's keys."""
     from planner.api import make_plan
 
     r = make_plan(req, group.gpu, catalogue, tp, pp)
     d = r.to_json()
-    d.update(inventory=str(group), replicas=placed.replicas if placed else 0, gpus_used=placed.gpus_used if placed else 0,
-             nodes_used=placed.nodes_used if placed else 0, cost_per_hour=placed.cost_per_hour if placed else None,
-             rejected_layouts=[dataclasses.asdict(x) for x in rejected])
+    d.update(
+        inventory=str(group),
+        replicas=placed.replicas if placed else 0,
+        gpus_used=placed.gpus_used if placed else 0,
+        nodes_used=placed.nodes_used if placed else 0,
+        cost_per_hour=placed.cost_per_hour if placed else None,
+        rejected_layouts=[dataclasses.asdict(x) for x in rejected],
+    )
     return d
 
 
@@ -394,7 +573,9 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
     from planner.plan import plan_inventory
 
     if a.tp or a.pp:
-        raise PlannerError("--inventory chooses TP and PP per GPU type: drop --tp/--pp, or plan one GPU type with --gpu")
+        raise PlannerError(
+            "--inventory chooses TP and PP per GPU type: drop --tp/--pp, or plan one GPU type with --gpu"
+        )
     groups = parse_inventory(a.inventory, catalogue)
     plans, misfits = plan_inventory(req, groups, a.objective or "gpus")
     if a.json:
@@ -404,13 +585,32 @@ def _inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
             out.append(_inventory_entry(req, catalogue, g, last.tp if last else 1, last.pp if last else 1, rej, None))
         print(json.dumps(out, indent=2))
     else:
-        rows = [[str(p.group), f"TP {p.budget.tp} x PP {p.budget.pp}", p.replicas, p.gpus_used, p.nodes_used,
-                 f"{p.budget.kv_cache_tokens:,}", f"{p.budget.max_concurrency:.2f}x",
-                 "-" if p.cost_per_hour is None else f"${p.cost_per_hour:,.2f}"] for p in plans]
-        print(_table(rows, ["inventory", "layout", "replicas", "GPUs", "nodes", "KV tokens/replica", "concurrency", "$/h"]))
+        rows = [
+            [
+                str(p.group),
+                f"TP {p.budget.tp} x PP {p.budget.pp}",
+                p.replicas,
+                p.gpus_used,
+                p.nodes_used,
+                f"{p.budget.kv_cache_tokens:,}",
+                f"{p.budget.max_concurrency:.2f}x",
+                "-" if p.cost_per_hour is None else f"${p.cost_per_hour:,.2f}",
+            ]
+            for p in plans
+        ]
+        print(
+            _table(
+                rows, ["inventory", "layout", "replicas", "GPUs", "nodes", "KV tokens/replica", "concurrency", "$/h"]
+            )
+        )
         for g, rej in misfits:
-            print(f"{g}: no layout fits" + (f" (largest tried TP {rej[-1].tp} x PP {rej[-1].pp}: {rej[-1].reason})" if rej else ""))
-        print("estimated: KV memory, tokens and concurrency use the modelled activation, non-torch and CUDA-graph terms")
+            print(
+                f"{g}: no layout fits"
+                + (f" (largest tried TP {rej[-1].tp} x PP {rej[-1].pp}: {rej[-1].reason})" if rej else "")
+            )
+        print(
+            "estimated: KV memory, tokens and concurrency use the modelled activation, non-torch and CUDA-graph terms"
+        )
     return 0 if plans else 1
 
 
@@ -418,17 +618,37 @@ def _add_sizing_options(p: argparse.ArgumentParser) -> None:
     """plan's SLO sizing flags (planner/perf/sizing_cli.py runs it; a plain plan never imports planner.perf)."""
     from planner.cliargs import positive_float
 
-    p.add_argument("--request-rate", type=positive_float("request rate (requests/s)"), metavar="RPS",
-                   help="size for this Poisson request rate, requests/s over all replicas: replicas, layout, GPUs, "
-                        "$/h per GPU type instead of the memory plan (default: none, the memory plan)")
-    p.add_argument("--input-len", type=int_range(1, MAX_TOKENS, "a token count"), metavar="TOKENS",
-                   help="with --request-rate: prompt tokens per request (required there)")
-    p.add_argument("--output-len", type=int_range(1, MAX_TOKENS, "a token count"), metavar="TOKENS",
-                   help="with --request-rate: output tokens per request (required there)")
-    p.add_argument("--ttft-ms", type=positive_float("number of milliseconds"), metavar="MS",
-                   help="with --request-rate: mean time-to-first-token target, ms (default: none)")
-    p.add_argument("--tpot-ms", type=positive_float("number of milliseconds"), metavar="MS",
-                   help="with --request-rate: mean time-per-output-token target, ms (default: none)")
+    p.add_argument(
+        "--request-rate",
+        type=positive_float("request rate (requests/s)"),
+        metavar="RPS",
+        help="size for this Poisson request rate, requests/s over all replicas: replicas, layout, GPUs, "
+        "$/h per GPU type instead of the memory plan (default: none, the memory plan)",
+    )
+    p.add_argument(
+        "--input-len",
+        type=int_range(1, MAX_TOKENS, "a token count"),
+        metavar="TOKENS",
+        help="with --request-rate: prompt tokens per request (required there)",
+    )
+    p.add_argument(
+        "--output-len",
+        type=int_range(1, MAX_TOKENS, "a token count"),
+        metavar="TOKENS",
+        help="with --request-rate: output tokens per request (required there)",
+    )
+    p.add_argument(
+        "--ttft-ms",
+        type=positive_float("number of milliseconds"),
+        metavar="MS",
+        help="with --request-rate: mean time-to-first-token target, ms (default: none)",
+    )
+    p.add_argument(
+        "--tpot-ms",
+        type=positive_float("number of milliseconds"),
+        metavar="MS",
+        help="with --request-rate: mean time-per-output-token target, ms (default: none)",
+    )
 
 
 def _cmd_plan(a: argparse.Namespace) -> int:
@@ -441,12 +661,16 @@ def _cmd_plan(a: argparse.Namespace) -> int:
         return run(a, build_request)
     given = [f for f in ("input_len", "output_len", "ttft_ms", "tpot_ms") if getattr(a, f) is not None]
     if given:
-        raise PlannerError(f"--{given[0].replace('_', '-')} applies to SLO sizing only: add --request-rate R, or drop it")
+        raise PlannerError(
+            f"--{given[0].replace('_', '-')} applies to SLO sizing only: add --request-rate R, or drop it"
+        )
     req, gpu, catalogue = build_request(a)
     if a.inventory:
         return _inventory(a, req, catalogue)
     result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache)
-    per_node = None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
+    per_node = (
+        None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
+    )
     print(json.dumps(result.to_json(), indent=2) if a.json else _plan_text(result, req, per_node))
     if a.emit:
         from planner.launch.cli import emit_all, launch_options
@@ -467,8 +691,14 @@ def _cmd_gpus(a: argparse.Namespace) -> int:
         return 0
     from tabulate import tabulate
 
-    print(tabulate([{GPU_TABLE_HEADERS[k]: v for k, v in r.items()} for r in rows], headers="keys", missingval="-",
-                   disable_numparse=True))
+    print(
+        tabulate(
+            [{GPU_TABLE_HEADERS[k]: v for k, v in r.items()} for r in rows],
+            headers="keys",
+            missingval="-",
+            disable_numparse=True,
+        )
+    )
     return 0
 
 
@@ -508,8 +738,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with `command`, the other heavy subcommands are stubs (see _HEAVY)."""
     from planner import __version__
 
-    parser = _Parser(prog="vllm-planner", description="Capacity planning for serving LLMs with vLLM. Exit status: "
-                     "0 success (plan: it fits), 1 a plan that does not fit, 2 bad input.")
+    parser = _Parser(
+        prog="vllm-planner",
+        description="Capacity planning for serving LLMs with vLLM. Exit status: "
+        "0 success (plan: it fits), 1 a plan that does not fit, 2 bad input.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("inspect", help="parameters, weight bytes and KV bytes per token per GPU")
@@ -523,8 +756,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_dtypes)
     p = sub.add_parser("plan", help="vLLM's per-GPU memory budget, KV tokens, concurrency and layout")
     _add_plan_options(p)
-    p.add_argument("--emit", metavar="DIR", type=word("a folder"),
-                   help="also write every launch format that can express the plan, plus plan.json, into DIR (default: none)")
+    p.add_argument(
+        "--emit",
+        metavar="DIR",
+        type=word("a folder"),
+        help="also write every launch format that can express the plan, plus plan.json, into DIR (default: none)",
+    )
     if command in (None, "plan"):
         from planner.launch.cli import add_launch_options
 
@@ -532,9 +769,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_sizing_options(p)
     p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("gpus", help="list the GPU catalogue")
-    p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
-                   help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)")
-    p.add_argument("--json", action="store_true", help="print a JSON list, snake-case keys with units (default: a table)")
+    p.add_argument(
+        "--gpu-file",
+        type=word("a file path"),
+        metavar="YAML",
+        help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON list, snake-case keys with units (default: a table)"
+    )
     p.set_defaults(func=_cmd_gpus)
     for name, text in _HEAVY.items():
         if command in (None, name):
@@ -546,9 +789,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _command_of(argv: Sequence[str]) -> str | None:
     """The subcommand named on the command line (the first word that is not an option)."""
-    for word in argv:
-        if not word.startswith("-"):
-            return word
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
     return None
 
 
@@ -588,8 +831,11 @@ def _write_out(stream: Any, text: str, code: int) -> int:
         return code
     except OSError as exc:  # `> /dev/full`, a closed stdout
         _drop_stdout(stream)
-        print(f"vllm-planner: error: cannot write the output ({exc.strerror or exc}): "
-              "check where stdout goes (a full disk?)", file=sys.stderr)
+        print(
+            f"vllm-planner: error: cannot write the output ({exc.strerror or exc}): "
+            "check where stdout goes (a full disk?)",
+            file=sys.stderr,
+        )
         return 2
     return code
 

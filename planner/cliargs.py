@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 def int_range(minimum: int, maximum: Optional[int] = None, what: str = "an integer") -> Callable[[str], int]:
     """An int in [minimum, maximum]; argparse turns the error into a one-line usage message."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -18,11 +19,13 @@ def int_range(minimum: int, maximum: Optional[int] = None, what: str = "an integ
             bound = f"{minimum}-{maximum}" if maximum is not None else f"of at least {minimum}"
             raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}")
         return value
+
     return parse
 
 
 def positive_float(noun: str = "number", maximum: float = 1e9) -> Callable[[str], float]:
     """A finite float in (0, maximum], e.g. positive_float("number of seconds")."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -31,6 +34,7 @@ def positive_float(noun: str = "number", maximum: float = 1e9) -> Callable[[str]
         if not math.isfinite(value) or value <= 0 or value > maximum:
             raise argparse.ArgumentTypeError(f"expected a positive {noun} of at most {maximum:g}, got {text!r}")
         return value
+
     return parse
 
 
@@ -41,6 +45,7 @@ _UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30
 def human_int(minimum: int, maximum: int, what: str = "a token count") -> Callable[[str], int]:
     """An int such as 8192, 32k (32,000) or 32K (32,768) in [minimum, maximum]; `infk`, `nank` and
     `1e308K` are refused, not turned into an overflow."""
+
     def parse(text: str) -> int:
         t = text.strip()
         try:
@@ -56,6 +61,7 @@ def human_int(minimum: int, maximum: int, what: str = "a token count") -> Callab
         if not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"expected {what} from {minimum:,} to {maximum:,}, got {text!r}")
         return value
+
     return parse
 
 
@@ -72,6 +78,7 @@ def fraction(text: str) -> float:
 
 def finite_float(minimum: float, maximum: float, noun: str = "number") -> Callable[[str], float]:
     """A finite float in [minimum, maximum] (`nan` and `inf` are refused)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -80,13 +87,16 @@ def finite_float(minimum: float, maximum: float, noun: str = "number") -> Callab
         if not (math.isfinite(value) and minimum <= value <= maximum):
             raise argparse.ArgumentTypeError(f"expected a finite {noun} from {minimum:g} to {maximum:g}, got {text!r}")
         return value
+
     return parse
 
 
 def word(what: str) -> Callable[[str], str]:
     """A non-empty printable value: `--kv-cache-dtype ''` must not quietly mean the default."""
+
     def parse(text: str) -> str:
         if not text.strip() or not text.isprintable() or len(text) > 256:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         return text.strip()
+
     return parse

@@ -85,7 +85,9 @@ class NumberFormat:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise PlannerError(f"number format {self.name!r} has unknown kind {self.kind!r}; use one of {', '.join(_KINDS)}")
+            raise PlannerError(
+                f"number format {self.name!r} has unknown kind {self.kind!r}; use one of {', '.join(_KINDS)}"
+            )
         if self.is_float:
             if self.exponent_bits is None or self.mantissa_bits is None or self.exponent_bias is None:
                 raise PlannerError(f"float format {self.name!r} needs exponent_bits, mantissa_bits and exponent_bias")
@@ -239,8 +241,15 @@ class NumberFormat:
 
 def _float(name, bits, e, m, *, has_inf, has_nan, kind=KIND_FLOAT, **blocks) -> NumberFormat:
     return NumberFormat(
-        name=name, kind=kind, bits=bits, exponent_bits=e, mantissa_bits=m,
-        exponent_bias=(1 << (e - 1)) - 1, has_inf=has_inf, has_nan=has_nan, **blocks,
+        name=name,
+        kind=kind,
+        bits=bits,
+        exponent_bits=e,
+        mantissa_bits=m,
+        exponent_bias=(1 << (e - 1)) - 1,
+        has_inf=has_inf,
+        has_nan=has_nan,
+        **blocks,
     )
 
 
@@ -258,8 +267,9 @@ FORMATS: dict[str, NumberFormat] = {
         NumberFormat(name="int4", kind=KIND_INT, bits=4),
         NumberFormat(name="nf4", kind=KIND_LOOKUP, bits=4, block_size=64, scale_format="fp32"),
         _float("mxfp4", **_E2M1, kind=KIND_BLOCK_FLOAT, block_size=32, scale_format="e8m0"),
-        _float("nvfp4", **_E2M1, kind=KIND_BLOCK_FLOAT, block_size=16, scale_format="fp8_e4m3",
-               tensor_scale_format="fp32"),
+        _float(
+            "nvfp4", **_E2M1, kind=KIND_BLOCK_FLOAT, block_size=16, scale_format="fp8_e4m3", tensor_scale_format="fp32"
+        ),
     )
 }
 """The element formats the planner knows, by canonical name."""
@@ -273,16 +283,36 @@ SCALE_FORMATS: dict[str, NumberFormat] = {
 """Formats that appear only as block scales; block scales may also use any FORMATS entry."""
 
 ALIASES: dict[str, str] = {
-    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32", "torch.float32": "fp32",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16", "torch.float16": "fp16",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "float": "fp32",
+    "f32": "fp32",
+    "torch.float32": "fp32",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+    "f16": "fp16",
+    "torch.float16": "fp16",
     "torch.half": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16",
-    "fp8_e4m3": "fp8_e4m3", "fp8": "fp8_e4m3", "e4m3": "fp8_e4m3", "fp8_e4m3fn": "fp8_e4m3",
-    "e4m3fn": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3", "torch.float8_e4m3fn": "fp8_e4m3",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "torch.bfloat16": "bf16",
+    "fp8_e4m3": "fp8_e4m3",
+    "fp8": "fp8_e4m3",
+    "e4m3": "fp8_e4m3",
+    "fp8_e4m3fn": "fp8_e4m3",
+    "e4m3fn": "fp8_e4m3",
+    "float8_e4m3fn": "fp8_e4m3",
+    "torch.float8_e4m3fn": "fp8_e4m3",
     "f8_e4m3": "fp8_e4m3",
-    "fp8_e5m2": "fp8_e5m2", "e5m2": "fp8_e5m2", "float8_e5m2": "fp8_e5m2",
-    "torch.float8_e5m2": "fp8_e5m2", "f8_e5m2": "fp8_e5m2",
-    "int8": "int8", "i8": "int8", "torch.int8": "int8",
+    "fp8_e5m2": "fp8_e5m2",
+    "e5m2": "fp8_e5m2",
+    "float8_e5m2": "fp8_e5m2",
+    "torch.float8_e5m2": "fp8_e5m2",
+    "f8_e5m2": "fp8_e5m2",
+    "int8": "int8",
+    "i8": "int8",
+    "torch.int8": "int8",
     "int4": "int4",
     "nf4": "nf4",
     "mxfp4": "mxfp4",
@@ -349,13 +379,25 @@ def _nf4_levels() -> tuple[float, ...]:
 
 # Storage dtypes that are not element formats above, by bit width.
 _OTHER_STORAGE_BITS: dict[str, int] = {
-    "float64": 64, "double": 64, "f64": 64,
-    "int64": 64, "long": 64, "i64": 64,
-    "int32": 32, "int": 32, "i32": 32,
-    "int16": 16, "short": 16, "i16": 16,
-    "uint8": 8, "u8": 8,
+    "float64": 64,
+    "double": 64,
+    "f64": 64,
+    "int64": 64,
+    "long": 64,
+    "i64": 64,
+    "int32": 32,
+    "int": 32,
+    "i32": 32,
+    "int16": 16,
+    "short": 16,
+    "i16": 16,
+    "uint8": 8,
+    "u8": 8,
     "bool": 8,
-    "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8, "f8_e4m3fnuz": 8, "f8_e5m2fnuz": 8,
+    "float8_e4m3fnuz": 8,
+    "float8_e5m2fnuz": 8,
+    "f8_e4m3fnuz": 8,
+    "f8_e5m2fnuz": 8,
 }
 _STORAGE_FORMATS = ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8")
 
@@ -378,8 +420,7 @@ def torch_dtype_bytes(name: str) -> int:
         return FORMATS[canonical].bits // 8
     if canonical is not None:
         raise PlannerError(
-            f"{name!r} is a packed/quantized format, not a tensor dtype; "
-            f"use get_format({canonical!r}).bytes_per_param"
+            f"{name!r} is a packed/quantized format, not a tensor dtype; use get_format({canonical!r}).bytes_per_param"
         )
     raise PlannerError(
         f"unknown dtype {name!r}; use one of float32, bfloat16, float16, float8_e4m3fn, float8_e5m2, "
@@ -402,7 +443,9 @@ def _note(f: NumberFormat) -> str:
         return f"fp16 overflows above {_g(f.max_value)}; keep activations in range or use bf16"
     if f.name == "bf16":
         same = f.exponent_bits == fp32.exponent_bits
-        return ("bf16 keeps fp32's " if same else "bf16 has ") + f"{f.exponent_bits} exponent bits: same range, fewer digits"
+        return (
+            "bf16 keeps fp32's " if same else "bf16 has "
+        ) + f"{f.exponent_bits} exponent bits: same range, fewer digits"
     if f.name == "fp8_e4m3":
         return f"OCP e4m3fn: no inf, only S.1111.111 is NaN, so the top is {_g(f.max_value)}; needs scales"
     if f.name == "fp8_e5m2":
@@ -412,13 +455,17 @@ def _note(f: NumberFormat) -> str:
         return f"integer codes {lo}..{int(f.max_value)}; the quantization method's scales are extra"
     if f.name == "nf4":
         dq = f.with_double_quant().bytes_per_param
-        return (f"16 normal-quantile levels in [-1, 1]; {f.block_size} share an {f.scale_format} absmax "
-                f"({dq:g} B/param with double quant)")
+        return (
+            f"16 normal-quantile levels in [-1, 1]; {f.block_size} share an {f.scale_format} absmax "
+            f"({dq:g} B/param with double quant)"
+        )
     if f.name == "mxfp4":
         return f"fp4 e2m1 (max {_g(f.max_value)}); {f.block_size} share one {f.scale_format.upper()} power-of-two scale"
     if f.name == "nvfp4":
-        return (f"fp4 e2m1 (max {_g(f.max_value)}); {f.block_size} share one {f.scale_format} scale, "
-                f"plus one {f.tensor_scale_format} scale per tensor")
+        return (
+            f"fp4 e2m1 (max {_g(f.max_value)}); {f.block_size} share one {f.scale_format} scale, "
+            f"plus one {f.tensor_scale_format} scale per tensor"
+        )
     return ""
 
 

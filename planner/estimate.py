@@ -32,17 +32,22 @@ class Estimate:
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(x) for x in (self.value, self.low, self.high)):
-            raise PlannerError(f"estimate of {self.value!r} {self.unit} has a non-finite range [{self.low}, {self.high}]")
+            raise PlannerError(
+                f"estimate of {self.value!r} {self.unit} has a non-finite range [{self.low}, {self.high}]"
+            )
         if not self.low <= self.value <= self.high:
-            raise PlannerError(f"estimate {self.value:g} {self.unit} lies outside its range [{self.low:g}, {self.high:g}]")
+            raise PlannerError(
+                f"estimate {self.value:g} {self.unit} lies outside its range [{self.low:g}, {self.high:g}]"
+            )
 
     @classmethod
     def exact(cls, value: float, unit: str) -> "Estimate":
         return cls(value, value, value, unit, "exact")
 
     @classmethod
-    def relative(cls, value: float, unit: str, under: float, over: float, source: str,
-                 extrapolated: bool = False) -> "Estimate":
+    def relative(
+        cls, value: float, unit: str, under: float, over: float, source: str, extrapolated: bool = False
+    ) -> "Estimate":
         """`value` whose truth may lie `under` (fraction) below it to `over` above it, e.g. 0.02 / 0.05."""
         if under < 0 or over < 0:
             raise PlannerError(f"relative error bounds must be >= 0, got -{under} / +{over}")

@@ -120,10 +120,20 @@ class GPU:
             raise PlannerError(f"{where} has no vendor; add `vendor:` (nvidia, amd, ...)")
         _check_positive(where, "memory_gib", self.memory_gib)
         if self.memory_gib > MAX_MEMORY_GIB:
-            raise PlannerError(f"{where}: memory_gib {self.memory_gib:g} is above {MAX_MEMORY_GIB:,} GiB; give the total torch reports")
+            raise PlannerError(
+                f"{where}: memory_gib {self.memory_gib:g} is above {MAX_MEMORY_GIB:,} GiB; give the total torch reports"
+            )
         _check_positive(where, "bandwidth_tbs", self.bandwidth_tbs)
-        for field in ("memory_gb", "bf16_tflops", "fp16_tflops", "fp8_tflops", "fp4_tflops", "int8_tops",
-                      "tdp_w", "price_per_gpu_hour_usd"):
+        for field in (
+            "memory_gb",
+            "bf16_tflops",
+            "fp16_tflops",
+            "fp8_tflops",
+            "fp4_tflops",
+            "int8_tops",
+            "tdp_w",
+            "price_per_gpu_hour_usd",
+        ):
             value = getattr(self, field)
             if value is not None:
                 _check_positive(where, field, value)
@@ -143,8 +153,10 @@ class GPU:
         if self.fp4_native is not None and not isinstance(self.fp4_native, bool):
             raise PlannerError(f"{where}: fp4_native must be true, false or null")
         if self.interconnect_class is not None and self.interconnect_class not in INTERCONNECT_CLASSES:
-            raise PlannerError(f"{where}: interconnect_class {self.interconnect_class!r} is not one of "
-                               f"{', '.join(INTERCONNECT_CLASSES)}")
+            raise PlannerError(
+                f"{where}: interconnect_class {self.interconnect_class!r} is not one of "
+                f"{', '.join(INTERCONNECT_CLASSES)}"
+            )
         if self.price_per_gpu_hour_usd is not None and not self.price_source:
             raise PlannerError(f"{where}: a price needs a price_source; add `price_source:` or drop the price")
         if not all(isinstance(a, str) and _canon(a) for a in self.aliases):
@@ -165,6 +177,7 @@ class GPU:
 
 
 from planner.datafiles import LOADER as _YamlLoader  # noqa: E402
+
 _FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
 _REQUIRED = ("name", "vendor", "memory_gib", "bandwidth_tbs")
 _TUPLE_FIELDS = ("aliases", "sources")
@@ -192,7 +205,7 @@ def _canon(text: str) -> str:
         stripped = False
         for prefix in _PREFIXES:
             if key.startswith(prefix) and len(key) > len(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 stripped = True
     return key
 
@@ -294,7 +307,9 @@ def _read_yaml(path: Path, user: bool = True) -> dict[str, Any]:
             _no_aliases(text, path)
         data = yaml.load(text, Loader=_YamlLoader)
     except RecursionError:
-        raise PlannerError(f"GPU file {path} nests too deeply; write a flat `gpus:` list like profiles/gpus.yaml") from None
+        raise PlannerError(
+            f"GPU file {path} nests too deeply; write a flat `gpus:` list like profiles/gpus.yaml"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -323,15 +338,17 @@ def _check_entry(raw: Any, path: Path, position: int) -> dict[str, Any]:
             if value is None:
                 value = []
             if isinstance(value, str) or not isinstance(value, list):
-                raise PlannerError(f"{label}: {key} must be a list, e.g. {key}: [\"...\"]")
+                raise PlannerError(f'{label}: {key} must be a list, e.g. {key}: ["..."]')
             entry[key] = tuple(str(v) for v in value)
     for key in ("name", "vendor", "compute_capability"):
         if key in entry and entry[key] is not None and not isinstance(entry[key], str):
             entry[key] = str(entry[key])
     for text in [entry.get("name") or "", *entry.get("aliases", ())]:
         if len(text) > _NAME_MAX_CHARS or not text.isprintable():
-            raise PlannerError(f"{label}: the name or alias {text[:40]!r} must be printable text of at most "
-                               f"{_NAME_MAX_CHARS} characters (no control characters or line breaks); rename it")
+            raise PlannerError(
+                f"{label}: the name or alias {text[:40]!r} must be printable text of at most "
+                f"{_NAME_MAX_CHARS} characters (no control characters or line breaks); rename it"
+            )
     for key in ("memory_gb", "memory_gib", "bandwidth_tbs", "nvlink_gbs", "scaleup_gbs"):
         if isinstance(entry.get(key), int) and not isinstance(entry.get(key), bool):
             entry[key] = float(entry[key])
@@ -440,7 +457,9 @@ def load_catalogue(extra_yaml: Path | None = None) -> Catalogue:
     owners: dict[str, str] = {}
     for text, name in [*((g.name, g.name) for g in added), *preferred]:
         if owners.setdefault(_canon(text), name) != name:
-            raise PlannerError(f"GPU file {path}: {text!r} names both {owners[_canon(text)]} and {name}; make it unique")
+            raise PlannerError(
+                f"GPU file {path}: {text!r} names both {owners[_canon(text)]} and {name}; make it unique"
+            )
     gpus = tuple(updated.get(g.name, g) for g in bundled) + tuple(added)
     return Catalogue(gpus, {**bundled.source_notes, **notes}, dict(preferred))
 
@@ -526,9 +545,16 @@ def _fp8_support(gpu: GPU) -> str:
 
 # gpus_table keys (snake case, with their units) -> the text table's column headers
 GPU_TABLE_HEADERS = {
-    "gpu": "GPU", "memory_gib": "Memory GiB", "memory_source": "Memory", "bandwidth_tbs": "BW TB/s",
-    "bf16_tflops": "BF16 TFLOPS", "fp8_tflops": "FP8 TFLOPS", "tflops_source": "TFLOPS", "fp8_support": "FP8",
-    "interconnect": "Interconnect", "price_per_gpu_hour_usd": "$/GPU-h",
+    "gpu": "GPU",
+    "memory_gib": "Memory GiB",
+    "memory_source": "Memory",
+    "bandwidth_tbs": "BW TB/s",
+    "bf16_tflops": "BF16 TFLOPS",
+    "fp8_tflops": "FP8 TFLOPS",
+    "tflops_source": "TFLOPS",
+    "fp8_support": "FP8",
+    "interconnect": "Interconnect",
+    "price_per_gpu_hour_usd": "$/GPU-h",
 }
 
 
@@ -536,16 +562,18 @@ def gpus_table(catalogue: Catalogue) -> list[dict[str, Any]]:
     """One row per GPU for `vllm-planner gpus` (None = unknown); `GPU_TABLE_HEADERS` names the columns."""
     rows = []
     for gpu in catalogue:
-        rows.append({
-            "gpu": gpu.name,
-            "memory_gib": gpu.memory_gib,
-            "memory_source": "measured" if gpu.memory_gib_measured else "estimated",
-            "bandwidth_tbs": gpu.bandwidth_tbs,
-            "bf16_tflops": gpu.bf16_tflops,
-            "fp8_tflops": gpu.fp8_tflops,
-            "tflops_source": "estimated" if gpu.tflops_estimated else "datasheet",
-            "fp8_support": _fp8_support(gpu),
-            "interconnect": (gpu.interconnect or "").split(";")[0].strip() or None,
-            "price_per_gpu_hour_usd": gpu.price_per_gpu_hour_usd,
-        })
+        rows.append(
+            {
+                "gpu": gpu.name,
+                "memory_gib": gpu.memory_gib,
+                "memory_source": "measured" if gpu.memory_gib_measured else "estimated",
+                "bandwidth_tbs": gpu.bandwidth_tbs,
+                "bf16_tflops": gpu.bf16_tflops,
+                "fp8_tflops": gpu.fp8_tflops,
+                "tflops_source": "estimated" if gpu.tflops_estimated else "datasheet",
+                "fp8_support": _fp8_support(gpu),
+                "interconnect": (gpu.interconnect or "").split(";")[0].strip() or None,
+                "price_per_gpu_hour_usd": gpu.price_per_gpu_hour_usd,
+            }
+        )
     return rows

@@ -29,15 +29,19 @@ def read_bytes(path: Path, limit: int, what: str) -> bytes:
     """The whole file, refused above `limit` bytes."""
     size = check_regular(path, what)
     if size > limit:
-        raise PlannerError(f"{what} {path} is {size / MIB:,.1f} MiB, above the {limit / MIB:g} MiB such a file can "
-                           "plausibly have: pass the right file")
+        raise PlannerError(
+            f"{what} {path} is {size / MIB:,.1f} MiB, above the {limit / MIB:g} MiB such a file can "
+            "plausibly have: pass the right file"
+        )
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)  # the file may have grown since the stat
     except OSError as exc:
         raise PlannerError(f"{what} {path}: cannot read ({exc.strerror}): check the path and its permissions") from None
     if len(data) > limit:
-        raise PlannerError(f"{what} {path} is above the {limit / MIB:g} MiB such a file can plausibly have: pass the right file")
+        raise PlannerError(
+            f"{what} {path} is above the {limit / MIB:g} MiB such a file can plausibly have: pass the right file"
+        )
     return data
 
 

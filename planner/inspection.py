@@ -16,8 +16,17 @@ from planner.models.spec import ModelSpec, QuantSpec
 from planner.models.tensors import Tensor
 
 # `--dtype` values vLLM accepts, normalized.
-_DTYPES = {"auto": "auto", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "half": "float16",
-           "fp16": "float16", "float32": "float32", "float": "float32", "fp32": "float32"}
+_DTYPES = {
+    "auto": "auto",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "half": "float16",
+    "fp16": "float16",
+    "float32": "float32",
+    "float": "float32",
+    "fp32": "float32",
+}
 # `--kv-cache-dtype` values whose bytes per element are plain (per-token-head and 4-bit formats pack
 # scales into pages in backend-specific ways and are refused rather than guessed).
 _KV_DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1}
@@ -60,20 +69,29 @@ def check_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
     them; PP at most the number of layers."""
     if tp < 1 or pp < 1:
         raise PlannerError(f"--tp and --pp must be at least 1 (got tp={tp}, pp={pp})")
-    valid = [t for t in range(1, spec.num_heads + 1) if spec.num_heads % t == 0
-             and (spec.mla or spec.num_kv_heads % t == 0 or t % spec.num_kv_heads == 0)]
+    valid = [
+        t
+        for t in range(1, spec.num_heads + 1)
+        if spec.num_heads % t == 0 and (spec.mla or spec.num_kv_heads % t == 0 or t % spec.num_kv_heads == 0)
+    ]
     if spec.num_heads % tp:
-        raise PlannerError(f"--tp {tp} does not divide the {spec.num_heads} attention heads: valid TP sizes are {', '.join(map(str, valid))}")
+        raise PlannerError(
+            f"--tp {tp} does not divide the {spec.num_heads} attention heads: valid TP sizes are {', '.join(map(str, valid))}"
+        )
     if not spec.mla and spec.num_kv_heads % tp and tp % spec.num_kv_heads:
-        raise PlannerError(f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are {', '.join(map(str, valid))}")
+        raise PlannerError(
+            f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are {', '.join(map(str, valid))}"
+        )
     if pp > spec.num_layers:
         raise PlannerError(f"--pp {pp} exceeds the {spec.num_layers} decoder layers: use at most {spec.num_layers}")
     v = spec.vision
     if v is not None and v.num_layers and (v.num_heads % tp or v.intermediate_size % tp):
         # the ViT's QKV / column-parallel layers split heads and the MLP across TP (vLLM's divide())
         ok = [t for t in valid if v.num_heads % t == 0 and v.intermediate_size % t == 0]
-        raise PlannerError(f"--tp {tp} does not divide the vision tower ({v.num_heads} heads, MLP {v.intermediate_size}): "
-                           f"valid TP sizes are {', '.join(map(str, ok))}")
+        raise PlannerError(
+            f"--tp {tp} does not divide the vision tower ({v.num_heads} heads, MLP {v.intermediate_size}): "
+            f"valid TP sizes are {', '.join(map(str, ok))}"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,9 +162,16 @@ def _vision_maybe_quantized(spec: ModelSpec, quant: QuantSpec) -> bool:
     return not any(acc.is_ignored(n, quant) for n in names)
 
 
-def inspect(model: Model, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
-            quantization: str | None = None, kv_cache_dtype: str | None = None,
-            kv_auto_from_checkpoint: bool = True) -> Inspection:
+def inspect(
+    model: Model,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dtype: str | None = None,
+    quantization: str | None = None,
+    kv_cache_dtype: str | None = None,
+    kv_auto_from_checkpoint: bool = True,
+) -> Inspection:
     """Parameters, weight bytes per GPU and KV bytes per token per GPU under vLLM's rules.
     `kv_auto_from_checkpoint`: `auto` takes the checkpoint's KV dtype, as vLLM does from 0.14."""
     spec = model.spec
@@ -161,30 +186,52 @@ def inspect(model: Model, *, tp: int = 1, pp: int = 1, dtype: str | None = None,
         warnings.append(f"--kv-cache-dtype auto resolves to the checkpoint's {kv_cache_dtype} KV cache (vLLM 0.14+)")
     kv_bytes = kv_dtype_bytes(kv_cache_dtype, load_dtype)
     if model.tensor_source == "none":
-        warnings.append(f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint folder with safetensors for exact weights")
+        warnings.append(
+            f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint folder with safetensors for exact weights"
+        )
     if quant is not None and model.tensor_source == "formula" and _vision_maybe_quantized(spec, quant):
-        warnings.append(f"the vision tower is counted at {load_dtype}, but vLLM may apply {quant.method} to its linear "
-                        "layers too (no ignore entry names the tower): its weights may be over-estimated")
+        warnings.append(
+            f"the vision tower is counted at {load_dtype}, but vLLM may apply {quant.method} to its linear "
+            "layers too (no ignore entry names the tower): its weights may be over-estimated"
+        )
     if quant is not None and quant.method == "bitsandbytes":
-        warnings.append("bitsandbytes was removed from vLLM in 0.28.0: target vLLM 0.27 or older, or use an AWQ/GPTQ checkpoint")
+        warnings.append(
+            "bitsandbytes was removed from vLLM in 0.28.0: target vLLM 0.27 or older, or use an AWQ/GPTQ checkpoint"
+        )
     w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
     kv = acc.kv_bytes_per_token(spec, kv_bytes, tp, pp)
     loaded = acc.params_by_component(tensors)
     every = acc.params_by_component(tensors, loaded_only=False)
     return Inspection(
-        model=model.id, source=model.source, architecture=spec.architecture, model_type=spec.model_type,
-        tensor_source=model.tensor_source, dtype=load_dtype, quantization=quant.vllm_name if quant else None,
-        kv_cache_dtype=kv_cache_dtype, tp=tp, pp=pp,
-        params_total=sum(loaded.values()), params_active=acc.active_params(spec, tensors), params_breakdown=loaded,
+        model=model.id,
+        source=model.source,
+        architecture=spec.architecture,
+        model_type=spec.model_type,
+        tensor_source=model.tensor_source,
+        dtype=load_dtype,
+        quantization=quant.vllm_name if quant else None,
+        kv_cache_dtype=kv_cache_dtype,
+        tp=tp,
+        pp=pp,
+        params_total=sum(loaded.values()),
+        params_active=acc.active_params(spec, tensors),
+        params_breakdown=loaded,
         params_not_loaded={k: v - loaded.get(k, 0) for k, v in every.items() if v != loaded.get(k, 0)},
         params_checkpoint=acc.checkpoint_params(tensors, quant if quant is spec.quant else None),
         params_published=model.meta.get("params_published"),
-        weight_bytes_total=sum(w.per_stage) * tp, weight_bytes_per_gpu=w.max_per_gpu,
-        weight_bytes_per_stage=w.per_stage, weight_breakdown_per_gpu=w.by_component_max_stage,
+        weight_bytes_total=sum(w.per_stage) * tp,
+        weight_bytes_per_gpu=w.max_per_gpu,
+        weight_bytes_per_stage=w.per_stage,
+        weight_breakdown_per_gpu=w.by_component_max_stage,
         runtime_buffer_bytes=w.runtime_buffers,
-        kv_bytes_per_token_per_gpu=kv.max_per_gpu, kv_bytes_per_token_by_kind=kv.by_kind_max_stage,
-        kv_bytes_per_token_per_stage=kv.per_stage, head_size=kv.head_size, kv_heads_per_rank=kv.kv_heads_per_rank,
+        kv_bytes_per_token_per_gpu=kv.max_per_gpu,
+        kv_bytes_per_token_by_kind=kv.by_kind_max_stage,
+        kv_bytes_per_token_per_stage=kv.per_stage,
+        head_size=kv.head_size,
+        kv_heads_per_rank=kv.kv_heads_per_rank,
         mamba_state_bytes_per_seq=acc.mamba_state_bytes_per_seq(spec, torch_dtype_bytes(load_dtype), tp),
-        layer_types=spec.layer_type_counts(), max_model_len_default=spec.max_model_len_default,
-        estimated=_estimated(model, quant), warnings=warnings,
+        layer_types=spec.layer_type_counts(),
+        max_model_len_default=spec.max_model_len_default,
+        estimated=_estimated(model, quant),
+        warnings=warnings,
     )

@@ -56,8 +56,12 @@ def default_release(known: tuple[str, str]) -> tuple[str | None, str | None]:
     if found is None:
         return None, None
     release, full = found
-    if parse_version(known[0]) <= parse_version(release) <= parse_version(known[1]) or \
-            parse_version(release)[:2] == parse_version(known[1])[:2]:
+    if (
+        parse_version(known[0]) <= parse_version(release) <= parse_version(known[1])
+        or parse_version(release)[:2] == parse_version(known[1])[:2]
+    ):
         return release, f"planning for the installed vLLM {full} (importlib.metadata; pass --vllm-version to change)"
-    return None, (f"the installed vLLM {full} is outside the releases the data describes ({known[0]}-{known[1]}): "
-                  f"planning for {known[1]}")
+    return None, (
+        f"the installed vLLM {full} is outside the releases the data describes ({known[0]}-{known[1]}): "
+        f"planning for {known[1]}"
+    )

@@ -109,8 +109,9 @@ def attention_page_per_token(spec: ModelSpec, tp: int, kv_dtype_bytes: int) -> i
     return kv_layer_bytes_per_token(spec, "mla" if spec.mla is not None else "full", tp, kv_dtype_bytes)
 
 
-def hybrid_block_size(attn_page_1_token: int, mamba_page: int, block_size: int, rules: LayoutRules,
-                      mla: bool = False) -> int:
+def hybrid_block_size(
+    attn_page_1_token: int, mamba_page: int, block_size: int, rules: LayoutRules, mla: bool = False
+) -> int:
     """The attention block size vLLM settles on so an attention page holds one Mamba state
     (`HybridAttentionMambaModelConfig`, 0.20+ `Platform._align_hybrid_block_size`): the smallest
     multiple of the alignment whose page is >= the Mamba page (mode all: of lcm(chunk, alignment));
@@ -133,8 +134,9 @@ def hybrid_block_size(attn_page_1_token: int, mamba_page: int, block_size: int, 
     return max(block_size, attn_block)
 
 
-def build_layout(spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, block_size: int,
-                 rules: LayoutRules = LayoutRules()) -> KVLayout:
+def build_layout(
+    spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, block_size: int, rules: LayoutRules = LayoutRules()
+) -> KVLayout:
     """Group the cache layers of one worker (`_get_kv_cache_groups_uniform_page_size`).
 
     Hybrid attention + Mamba models: each Mamba/linear layer has one state page; the attention
@@ -165,16 +167,31 @@ def build_layout(spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, b
     if not counts:
         raise ValueError("no attention layer on this worker")
     # a DSA layer's indexer cache shares the latent's block ids (one uniform-type group): its page adds on
-    page = {k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes)
-                             + (indexer_bytes_per_token(spec) if k[0] == "mla" else 0))
-            for k in counts}
+    page = {
+        k: block_size
+        * (
+            attn_1
+            if k[0] == "mamba"
+            else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes)
+            + (indexer_bytes_per_token(spec) if k[0] == "mla" else 0)
+        )
+        for k in counts
+    }
     if len(set(page.values())) != 1:
         raise ValueError("attention kinds with different page sizes are not modelled")
     page_bytes = next(iter(page.values()))
-    extra = dict(mamba_state_bytes=mamba_state, mamba_mode=rules.mamba_mode, mamba_blocks=rules.mamba_blocks,
-                 mamba_all_extra_blocks=rules.mamba_all_extra_blocks) if hybrid else {}
+    extra = (
+        dict(
+            mamba_state_bytes=mamba_state,
+            mamba_mode=rules.mamba_mode,
+            mamba_blocks=rules.mamba_blocks,
+            mamba_all_extra_blocks=rules.mamba_all_extra_blocks,
+        )
+        if hybrid
+        else {}
+    )
     if len(counts) == 1:
-        (kind, n), = counts.items()
+        ((kind, n),) = counts.items()
         return KVLayout(block_size, page_bytes, n, (KVGroup(*kind),), 0, **extra)
     lo, hi = min(counts.values()), max(counts.values())
     group_size = hi if rules.hybrid_group_size_max_rule and hi < 1.5 * lo else lo
@@ -228,16 +245,29 @@ def logged_tokens(layout: KVLayout, num_blocks: int, max_concurrency: float, max
     return num_blocks // len(layout.groups) * min_block
 
 
-def fits(layout: KVLayout, available_bytes: int, max_model_len: int, inflight_tokens: int, null_block: bool,
-         rule: str = "all_groups_blocks") -> bool:
+def fits(
+    layout: KVLayout,
+    available_bytes: int,
+    max_model_len: int,
+    inflight_tokens: int,
+    null_block: bool,
+    rule: str = "all_groups_blocks",
+) -> bool:
     """vLLM's start-up check: one request at max_model_len must fit in the available KV memory
     (0.29+: minus the null block)."""
     budget = available_bytes - (layout.bytes_per_block if null_block else 0)
     return needed_bytes(layout, max_model_len, inflight_tokens, rule) <= budget
 
 
-def max_fitting_len(layout: KVLayout, available_bytes: int, upper: int, inflight_tokens: int, null_block: bool,
-                    concurrency: int = 1, rule: str = "all_groups_blocks") -> int:
+def max_fitting_len(
+    layout: KVLayout,
+    available_bytes: int,
+    upper: int,
+    inflight_tokens: int,
+    null_block: bool,
+    concurrency: int = 1,
+    rule: str = "all_groups_blocks",
+) -> int:
     """Largest max_model_len (≤ upper) for which `concurrency` requests fit: vLLM's binary search
     for its "estimated maximum model length" (concurrency 1, the release's check `rule`) and its
     auto-fit. For several requests the blocks of every group count. 0 if none fits."""

@@ -39,10 +39,13 @@ class RunnerTraits:
 def traits(spec: ModelSpec) -> RunnerTraits:
     kinds = {layer.attention for layer in spec.layers}
     stateful = bool(kinds & {"mamba", "linear"})
-    return RunnerTraits(architecture=spec.architecture, is_moe=spec.moe is not None,
-                        is_hybrid=stateful and bool(kinds - {"mamba", "linear", "none"}),
-                        attention_free=stateful and not (kinds - {"mamba", "linear", "none"}),
-                        quantized=spec.quant is not None)
+    return RunnerTraits(
+        architecture=spec.architecture,
+        is_moe=spec.moe is not None,
+        is_hybrid=stateful and bool(kinds - {"mamba", "linear", "none"}),
+        attention_free=stateful and not (kinds - {"mamba", "linear", "none"}),
+        quantized=spec.quant is not None,
+    )
 
 
 def default_runner(rel: ReleaseFacts, t: RunnerTraits, device: str = "cuda") -> Runner:
@@ -71,7 +74,9 @@ def from_env(raw: Optional[str]) -> Optional[Runner]:
     try:
         return "v2" if int(raw) else "v1"
     except ValueError:
-        raise PlannerError(f"VLLM_USE_V2_MODEL_RUNNER={raw!r} is not an integer: set 1 (V2 model runner) or 0 (V1)") from None
+        raise PlannerError(
+            f"VLLM_USE_V2_MODEL_RUNNER={raw!r} is not an integer: set 1 (V2 model runner) or 0 (V1)"
+        ) from None
 
 
 def resolve(rel: ReleaseFacts, t: RunnerTraits, requested: Optional[Runner], device: str = "cuda") -> Runner:
@@ -79,7 +84,9 @@ def resolve(rel: ReleaseFacts, t: RunnerTraits, requested: Optional[Runner], dev
     before the variable existed ignore it."""
     if requested is not None and rel.v2_model_runner_env and device == "cuda":
         if requested == "v2" and rel.v2_model_runner_rejects_stateful and (t.is_hybrid or t.attention_free):
-            raise PlannerError(f"vLLM {rel.version} refuses VLLM_USE_V2_MODEL_RUNNER=1 for {t.architecture} "
-                               "(\"does not yet support: hybrid/mamba models\"): unset it or set it to 0")
+            raise PlannerError(
+                f"vLLM {rel.version} refuses VLLM_USE_V2_MODEL_RUNNER=1 for {t.architecture} "
+                '("does not yet support: hybrid/mamba models"): unset it or set it to 0'
+            )
         return requested
     return default_runner(rel, t, device)

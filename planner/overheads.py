@@ -46,13 +46,29 @@ class ProfileShape:
     """Frames of the largest dummy video the release builds (video models); 0 = images only."""
 
     @classmethod
-    def of(cls, max_num_batched_tokens: int, max_num_seqs: int, tp: int, dtype_bytes: int, last_stage: bool,
-           encoder_profiled: bool = True, max_model_len: int = 0, video_frames: int = 0) -> "ProfileShape":
+    def of(
+        cls,
+        max_num_batched_tokens: int,
+        max_num_seqs: int,
+        tp: int,
+        dtype_bytes: int,
+        last_stage: bool,
+        encoder_profiled: bool = True,
+        max_model_len: int = 0,
+        video_frames: int = 0,
+    ) -> "ProfileShape":
         """The dummy run of vLLM's profile: max_num_batched_tokens tokens, sampled as
         min(max_num_seqs, max_num_batched_tokens) requests on the last pipeline stage."""
-        return cls(tokens=max_num_batched_tokens, sampler_rows=min(max_num_seqs, max_num_batched_tokens), tp=tp,
-                   dtype_bytes=dtype_bytes, has_sampler=last_stage, encoder_profiled=encoder_profiled,
-                   max_model_len=max_model_len, video_frames=video_frames)
+        return cls(
+            tokens=max_num_batched_tokens,
+            sampler_rows=min(max_num_seqs, max_num_batched_tokens),
+            tp=tp,
+            dtype_bytes=dtype_bytes,
+            has_sampler=last_stage,
+            encoder_profiled=encoder_profiled,
+            max_model_len=max_model_len,
+            video_frames=video_frames,
+        )
 
 
 @dataclass(frozen=True)
@@ -127,12 +143,16 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
         mlp_out = (3 if v.mlp_gated else 2) * v.intermediate_size // tp
         # the ViT's residual and normed hidden states and MLP column outputs, plus its input: the
         # processor's fp32 pixel patches and their model-dtype copy
-        pixels = v.num_channels * v.patch_frames * v.patch_size ** 2
+        pixels = v.num_channels * v.patch_frames * v.patch_size**2
         encoder = total * ((2 * v.hidden_size + mlp_out) * b + pixels * (4 + b))
     return Features(
-        hidden_bytes=t * spec.hidden_size * b, mlp_bytes=mlp, moe_workspace_bytes=workspace,
+        hidden_bytes=t * spec.hidden_size * b,
+        mlp_bytes=mlp,
+        moe_workspace_bytes=workspace,
         sampler_bytes=shape.sampler_rows * spec.vocab_size * 4 if shape.has_sampler else 0,
-        vision_bytes=vision, encoder_peak_bytes=encoder, tokens=t,
+        vision_bytes=vision,
+        encoder_peak_bytes=encoder,
+        tokens=t,
     )
 
 
@@ -218,16 +238,23 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
     overlays = [x for x in sets if x.get("runner") == runner and _covers(x, v)]
     for i, x in enumerate(overlays):
         values.update(x["coefficients"])
-        later = {k for y in overlays[i + 1:] for k in y["coefficients"]}
+        later = {k for y in overlays[i + 1 :] for k in y["coefficients"]}
         if set(x["coefficients"]) <= later:
             continue  # every term it sets is replaced by a later overlay: it does not apply here
         validated = [r for r in validated if r in x.get("validated", ())]
         sources.append(str(x.get("source", "")))
-    fields = {k: values[k] for k in Coefficients.__dataclass_fields__
-              if k in values and k not in ("source", "validated", "non_torch_comm_gib")}
+    fields = {
+        k: values[k]
+        for k in Coefficients.__dataclass_fields__
+        if k in values and k not in ("source", "validated", "non_torch_comm_gib")
+    }
     comm = values.get("non_torch_comm_gib") or {}
-    return Coefficients(**fields, source="; ".join(sources), validated=tuple(validated),
-                        non_torch_comm_gib=tuple((k, float(v["tp2"]), float(v["per_extra_tp"])) for k, v in comm.items()))
+    return Coefficients(
+        **fields,
+        source="; ".join(sources),
+        validated=tuple(validated),
+        non_torch_comm_gib=tuple((k, float(v["tp2"]), float(v["per_extra_tp"])) for k, v in comm.items()),
+    )
 
 
 def _forward_const_bytes(f: Features, c: Coefficients) -> float:
@@ -293,8 +320,9 @@ class GraphShape:
     full_sizes: tuple[int, ...]
 
     @classmethod
-    def of(cls, max_num_seqs: int, max_num_batched_tokens: int, max_size: int = 512,
-           decode_query_len: int = 1) -> "GraphShape":
+    def of(
+        cls, max_num_seqs: int, max_num_batched_tokens: int, max_size: int = 512, decode_query_len: int = 1
+    ) -> "GraphShape":
         """vLLM's default capture sizes (config/vllm.py _set_cudagraph_sizes): [1, 2, 4] + 8..248
         step 8 + 256.. step 16 up to min(2 x max_num_seqs x decode_query_len, max_size), capped by
         max_num_batched_tokens; FULL decode graphs up to max_num_seqs x decode_query_len."""
@@ -308,8 +336,9 @@ class GraphShape:
         return sum(self.full_sizes) / REFERENCE_CAPTURE_TOKENS, sum(self.piecewise_sizes) / REFERENCE_CAPTURE_TOKENS
 
 
-def cudagraph_estimate_bytes(layers_on_worker: int, c: Coefficients, graphs: GraphShape | None = None,
-                             hidden_size: int = 4096) -> int:
+def cudagraph_estimate_bytes(
+    layers_on_worker: int, c: Coefficients, graphs: GraphShape | None = None, hidden_size: int = 4096
+) -> int:
     """vLLM's measured CUDA-graph estimate (subtracted from 0.20 by the V1 runner, from 0.29 by the
     V2 runner). The V1 runner captures the two largest graphs of each mode and extrapolates: first
     capture + (graphs - 1) x the second's increment (v1/worker/gpu_model_runner.py

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from planner import budget as bud
-from planner.inspection import Inspection, Model, check_parallel, inspect
 from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue, NodeGroup
+from planner.inspection import Inspection, Model, check_parallel, inspect
 from planner.releases import ReleaseFacts
 
 DEFAULT_GPUS_PER_NODE = 8
@@ -35,8 +35,9 @@ def target_for(gpu: GPU | None, req: Request) -> bud.Target:
     if req.device == "cpu":
         return bud.Target("cpu", memory_bytes=0, device="cpu", cpu_kvcache_bytes=req.cpu_kvcache_bytes)
     assert gpu is not None
-    return bud.Target(gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability,
-                      interconnect=gpu.interconnect_class)
+    return bud.Target(
+        gpu.name, gpu.memory_bytes, compute_capability=gpu.compute_capability, interconnect=gpu.interconnect_class
+    )
 
 
 _INSPECTIONS: dict[tuple, Inspection] = {}
@@ -44,10 +45,26 @@ _INSPECTIONS: dict[tuple, Inspection] = {}
 
 def _inspect(req: Request, tp: int, pp: int, quant: str | None, kv: str) -> Inspection:
     """`inspect` does not depend on the GPU: a search over many GPUs and layouts reuses it."""
-    key = (req.model.id, req.model.source, tp, pp, req.dtype, quant, kv, req.release.kv_cache_dtype_auto_from_checkpoint)
+    key = (
+        req.model.id,
+        req.model.source,
+        tp,
+        pp,
+        req.dtype,
+        quant,
+        kv,
+        req.release.kv_cache_dtype_auto_from_checkpoint,
+    )
     if key not in _INSPECTIONS:
-        _INSPECTIONS[key] = inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=quant, kv_cache_dtype=kv,
-                                    kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint)
+        _INSPECTIONS[key] = inspect(
+            req.model,
+            tp=tp,
+            pp=pp,
+            dtype=req.dtype,
+            quantization=quant,
+            kv_cache_dtype=kv,
+            kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint,
+        )
     return _INSPECTIONS[key]
 
 
@@ -73,13 +90,17 @@ def why_not(b: bud.Budget) -> str:
     """One line on what binds in a layout that does not fit."""
     if b.kv_cache_gib <= 0:
         buffers = f" + V2 runner buffers {b.runner_buffers_gib:.2f}" if b.runner_buffers_gib else ""
-        return (f"weights {b.weights_gib:.2f} GiB + activation {b.activation_gib:.2f} + non-torch {b.non_torch_gib:.2f}"
-                f" + CUDA graphs {b.cudagraph_gib:.2f}{buffers} leave no KV memory in the requested {b.requested_gib:.2f} GiB")
+        return (
+            f"weights {b.weights_gib:.2f} GiB + activation {b.activation_gib:.2f} + non-torch {b.non_torch_gib:.2f}"
+            f" + CUDA graphs {b.cudagraph_gib:.2f}{buffers} leave no KV memory in the requested {b.requested_gib:.2f} GiB"
+        )
     if b.max_model_len_fit < b.max_model_len:
         return f"max_model_len {b.max_model_len:,} does not fit: {b.kv_cache_gib:.2f} GiB of KV holds one request of at most {b.max_model_len_fit:,} tokens"
     if b.concurrency and b.max_num_seqs < b.concurrency <= b.max_concurrency:
-        return (f"max_num_seqs {b.max_num_seqs:,} caps the requests vLLM runs at once below the requested {b.concurrency}: "
-                f"pass --max-num-seqs {b.concurrency}")
+        return (
+            f"max_num_seqs {b.max_num_seqs:,} caps the requests vLLM runs at once below the requested {b.concurrency}: "
+            f"pass --max-num-seqs {b.concurrency}"
+        )
     return f"maximum concurrency {b.max_concurrency:.2f}x at {b.max_model_len:,} tokens is below the requested {b.concurrency}"
 
 
@@ -102,9 +123,11 @@ def candidate_layouts(model: Model, gpus_per_node: int, max_nodes: int | None = 
     return out
 
 
-def choose_layout(req: Request, gpu: GPU | None, max_nodes: int | None = None) -> tuple[bud.Budget | None, list[Rejected]]:
+def choose_layout(
+    req: Request, gpu: GPU | None, max_nodes: int | None = None
+) -> tuple[bud.Budget | None, list[Rejected]]:
     """The smallest layout that fits, and why each smaller one does not."""
-    gpn = (gpu.gpus_per_node_max if gpu and gpu.gpus_per_node_max else DEFAULT_GPUS_PER_NODE)
+    gpn = gpu.gpus_per_node_max if gpu and gpu.gpus_per_node_max else DEFAULT_GPUS_PER_NODE
     rejected: list[Rejected] = []
     for tp, pp in candidate_layouts(req.model, gpn, max_nodes):
         b = evaluate(req, gpu, tp, pp)
@@ -136,8 +159,13 @@ def _shorter_dummy_video(req: Request, gpu: GPU, tp: int, pp: int, current_len: 
         if not b.fits and fit and 0 < fit < length:
             length, b = fit, evaluate(req, gpu, tp, pp, max_model_len=fit)
         if b.fits:
-            return [Fix(f"lower max_model_len to {length:,} (a shorter dummy video in vLLM's profile)",
-                        {"max_model_len": length}, b)]
+            return [
+                Fix(
+                    f"lower max_model_len to {length:,} (a shorter dummy video in vLLM's profile)",
+                    {"max_model_len": length},
+                    b,
+                )
+            ]
     return []
 
 
@@ -179,6 +207,7 @@ def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> lis
 
 # ---- inventory --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class InventoryPlan:
     group: NodeGroup
@@ -206,7 +235,9 @@ def replicas_in(group: NodeGroup, tp: int, pp: int) -> tuple[int, int]:
     return replicas, replicas * nodes_per_replica
 
 
-def plan_inventory(req: Request, groups: list[NodeGroup], objective: Literal["gpus", "cost"] = "gpus") -> tuple[list[InventoryPlan], list[tuple[NodeGroup, list[Rejected]]]]:
+def plan_inventory(
+    req: Request, groups: list[NodeGroup], objective: Literal["gpus", "cost"] = "gpus"
+) -> tuple[list[InventoryPlan], list[tuple[NodeGroup, list[Rejected]]]]:
     """For each GPU type of the inventory: the smallest fitting layout and how many replicas fit."""
     plans, misfits = [], []
     for g in groups:
@@ -228,7 +259,9 @@ def plan_inventory(req: Request, groups: list[NodeGroup], objective: Literal["gp
         replicas, nodes = replicas_in(g, chosen.tp, chosen.pp)
         gpus = replicas * chosen.tp * chosen.pp
         price = g.gpu.price_per_gpu_hour_usd
-        plans.append(InventoryPlan(g, chosen, replicas, gpus, nodes, round(price * gpus, 2) if price else None, rejected))
+        plans.append(
+            InventoryPlan(g, chosen, replicas, gpus, nodes, round(price * gpus, 2) if price else None, rejected)
+        )
     if objective == "cost":
         key = lambda p: (p.cost_per_hour / p.replicas if p.cost_per_hour else float("inf"), -p.replicas)  # noqa: E731
     else:
@@ -237,6 +270,7 @@ def plan_inventory(req: Request, groups: list[NodeGroup], objective: Literal["gp
 
 
 # ---- one plan, end to end ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PlanResult:
@@ -256,9 +290,18 @@ class PlanResult:
         out = self.budget.to_json()
         out["binding"] = self.binding
         out["rejected_layouts"] = [dataclasses.asdict(r) for r in self.rejected]
-        out["fixes"] = [{"change": f.change, "flags": f.flags, "kv_cache_tokens": f.budget.kv_cache_tokens,
-                         "max_concurrency": f.budget.max_concurrency, "max_model_len": f.budget.max_model_len,
-                         "tp": f.budget.tp, "gpu": f.budget.gpu} for f in self.fixes]
+        out["fixes"] = [
+            {
+                "change": f.change,
+                "flags": f.flags,
+                "kv_cache_tokens": f.budget.kv_cache_tokens,
+                "max_concurrency": f.budget.max_concurrency,
+                "max_model_len": f.budget.max_model_len,
+                "tp": f.budget.tp,
+                "gpu": f.budget.gpu,
+            }
+            for f in self.fixes
+        ]
         return out
 
 
@@ -271,8 +314,14 @@ def binding_constraint(b: bud.Budget, model: Model) -> str:
     return text
 
 
-def make_plan(req: Request, gpu: GPU | None, catalogue: Catalogue | None, tp: int | None = None, pp: int | None = None,
-              pin_kv_cache: bool = False) -> PlanResult:
+def make_plan(
+    req: Request,
+    gpu: GPU | None,
+    catalogue: Catalogue | None,
+    tp: int | None = None,
+    pp: int | None = None,
+    pin_kv_cache: bool = False,
+) -> PlanResult:
     """Plan on one GPU type: the given layout, or the smallest that fits."""
     rejected: list[Rejected] = []
     if tp is None and pp is None and req.device != "cpu":

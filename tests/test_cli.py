@@ -13,9 +13,18 @@ from planner.cli import main
 REPO = Path(__file__).resolve().parent.parent
 
 INSPECT_KEYS = {
-    "model", "source", "architecture", "params_total", "params_active", "params_breakdown",
-    "weight_bytes_total", "weight_bytes_per_gpu", "kv_bytes_per_token_per_gpu", "layer_types",
-    "estimated", "warnings",
+    "model",
+    "source",
+    "architecture",
+    "params_total",
+    "params_active",
+    "params_breakdown",
+    "weight_bytes_total",
+    "weight_bytes_per_gpu",
+    "kv_bytes_per_token_per_gpu",
+    "layer_types",
+    "estimated",
+    "warnings",
 }
 
 
@@ -68,24 +77,35 @@ def _write(tmp_path, name, text):
     return str(p)
 
 
-LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100, "torch_dtype": "bfloat16"}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+    "torch_dtype": "bfloat16",
+}
 
 
-@pytest.mark.parametrize("case,argv,needle", [
-    ("missing path", ["inspect", "/no/such/config.json"], "no such file"),
-    ("malformed json", ["inspect", "{bad}"], "malformed JSON"),
-    ("missing fields", ["inspect", "{nofields}"], "has no 'num_hidden_layers'"),
-    ("unknown model_type", ["inspect", "{unknown}"], "unknown model_type 'frobnicator'"),
-    ("tp zero", ["inspect", "{llama}", "--tp", "0"], "expected a GPU count 1-4096"),
-    ("tp not dividing heads", ["inspect", "{llama}", "--tp", "3"], "does not divide the 4 attention heads"),
-    ("unknown dtype", ["inspect", "{llama}", "--dtype", "float12"], "unknown --dtype"),
-    ("unknown quantization", ["inspect", "{llama}", "--quantization", "magic"], "quantization 'magic'"),
-    ("unknown kv dtype", ["inspect", "{llama}", "--kv-cache-dtype", "fp3"], "--kv-cache-dtype"),
-    ("unknown model", ["inspect", "not-a-model"], "unknown model"),
-    ("folder without config", ["inspect", "{emptydir}"], "has no config.json"),
-    ("bad option", ["inspect", "{llama}", "--frobnicate"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "case,argv,needle",
+    [
+        ("missing path", ["inspect", "/no/such/config.json"], "no such file"),
+        ("malformed json", ["inspect", "{bad}"], "malformed JSON"),
+        ("missing fields", ["inspect", "{nofields}"], "has no 'num_hidden_layers'"),
+        ("unknown model_type", ["inspect", "{unknown}"], "unknown model_type 'frobnicator'"),
+        ("tp zero", ["inspect", "{llama}", "--tp", "0"], "expected a GPU count 1-4096"),
+        ("tp not dividing heads", ["inspect", "{llama}", "--tp", "3"], "does not divide the 4 attention heads"),
+        ("unknown dtype", ["inspect", "{llama}", "--dtype", "float12"], "unknown --dtype"),
+        ("unknown quantization", ["inspect", "{llama}", "--quantization", "magic"], "quantization 'magic'"),
+        ("unknown kv dtype", ["inspect", "{llama}", "--kv-cache-dtype", "fp3"], "--kv-cache-dtype"),
+        ("unknown model", ["inspect", "not-a-model"], "unknown model"),
+        ("folder without config", ["inspect", "{emptydir}"], "has no config.json"),
+        ("bad option", ["inspect", "{llama}", "--frobnicate"], "unrecognized arguments"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, argv, needle):
     files = {
         "{bad}": _write(tmp_path, "bad.json", "{not json"),
@@ -132,6 +152,7 @@ def test_local_checkpoint_folder_reads_safetensors_headers(tmp_path):
 
 # ---- the Hub path: the network cannot be reached here, so huggingface_hub is replaced by a fake
 # module that behaves like the real one offline or with a repo that exists.
+
 
 class _FakeHub:
     def __init__(self, root, fail=None, cached=False):
@@ -223,20 +244,36 @@ def test_per_expert_checkpoint_tensors_are_split_by_tp(tmp_path):
     """Checkpoints store each expert's matrices (experts.N.w1/w2/w3): TP splits them like the stacked ones."""
     import struct
 
-    cfg = {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1, "vocab_size": 128,
-           "num_local_experts": 4, "num_experts_per_tok": 2, "torch_dtype": "bfloat16"}
+    cfg = {
+        "model_type": "mixtral",
+        "architectures": ["MixtralForCausalLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 1,
+        "vocab_size": 128,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "torch_dtype": "bfloat16",
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     header = {}
     for e in range(4):
         for w, shape in (("w1", [128, 64]), ("w3", [128, 64]), ("w2", [64, 128])):
-            header[f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight"] = {"dtype": "BF16", "shape": shape, "data_offsets": [0, 0]}
+            header[f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight"] = {
+                "dtype": "BF16",
+                "shape": shape,
+                "data_offsets": [0, 0],
+            }
     raw = json.dumps(header).encode()
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
     from planner.api import inspect
 
     one, two = inspect(str(tmp_path), tp=1), inspect(str(tmp_path), tp=2)
-    assert two.weight_breakdown_per_gpu["experts"] * 2 == one.weight_breakdown_per_gpu["experts"] == 4 * 3 * 128 * 64 * 2
+    assert (
+        two.weight_breakdown_per_gpu["experts"] * 2 == one.weight_breakdown_per_gpu["experts"] == 4 * 3 * 128 * 64 * 2
+    )
 
 
 def test_tied_embeddings_are_held_by_the_last_pipeline_stage_too():
@@ -248,16 +285,19 @@ def test_tied_embeddings_are_held_by_the_last_pipeline_stage_too():
     assert gemma.weight_breakdown_per_gpu["embeddings"] > 0 and gemma.weight_bytes_per_stage[1] > 2**30
 
 
-@pytest.mark.parametrize("name,config", [
-    ("rope_str", {**LLAMA, "rope_scaling": "yes"}),
-    ("rope_factor", {**LLAMA, "rope_scaling": {"rope_type": "linear", "factor": "x"}}),
-    ("zero_heads", {**LLAMA, "num_attention_heads": 0}),
-    ("zero_layers", {**LLAMA, "num_hidden_layers": 0}),
-    ("head_dim_str", {**LLAMA, "head_dim": "x"}),
-    ("quant_str", {**LLAMA, "quantization_config": "fp8"}),
-    ("fp8_block", {**LLAMA, "quantization_config": {"quant_method": "fp8", "weight_block_size": [128]}}),
-    ("zero_context", {**LLAMA, "max_position_embeddings": 0}),
-])
+@pytest.mark.parametrize(
+    "name,config",
+    [
+        ("rope_str", {**LLAMA, "rope_scaling": "yes"}),
+        ("rope_factor", {**LLAMA, "rope_scaling": {"rope_type": "linear", "factor": "x"}}),
+        ("zero_heads", {**LLAMA, "num_attention_heads": 0}),
+        ("zero_layers", {**LLAMA, "num_hidden_layers": 0}),
+        ("head_dim_str", {**LLAMA, "head_dim": "x"}),
+        ("quant_str", {**LLAMA, "quantization_config": "fp8"}),
+        ("fp8_block", {**LLAMA, "quantization_config": {"quant_method": "fp8", "weight_block_size": [128]}}),
+        ("zero_context", {**LLAMA, "max_position_embeddings": 0}),
+    ],
+)
 def test_malformed_config_values_are_one_line_errors(tmp_path, capsys, name, config):
     path = _write(tmp_path, f"{name}.json", json.dumps(config))
     code, _, err = run(capsys, "inspect", path)
@@ -283,7 +323,7 @@ def test_readme_documents_every_plan_json_key(capsys):
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     plan = text.index("### plan")
-    section = text[text.index("`--json` keys (stable):", plan):text.index("With `--inventory`", plan)]
+    section = text[text.index("`--json` keys (stable):", plan) : text.index("With `--inventory`", plan)]
     documented = set(re.findall(r"`([a-z_]+)`", section))
     code, out, _ = run(capsys, "plan", "qwen3-8b", "--gpu", "H100", "--json")
     assert code == 0

@@ -22,21 +22,35 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _options(name: str) -> list[argparse.Action]:
-    return [a for a in _subparsers()[name]._actions
-            if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+    return [
+        a
+        for a in _subparsers()[name]._actions
+        if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+    ]
 
 
 @pytest.mark.parametrize("name", OWN)
 def test_every_option_has_help_with_its_default(name):
-    missing = [a.option_strings[0] for a in _options(name)
-               if not a.help or not ("default" in a.help or "required" in a.help or a.required)]
+    missing = [
+        a.option_strings[0]
+        for a in _options(name)
+        if not a.help or not ("default" in a.help or "required" in a.help or a.required)
+    ]
     assert not missing, f"{name}: {missing}"
 
 
-@pytest.mark.parametrize("flag,unit", [("--max-model-len", "tokens"), ("--max-num-batched-tokens", "tokens"),
-                                       ("--gpu-memory-gib", "GiB"), ("--kv-cache-memory-bytes", "bytes"),
-                                       ("--cpu-kvcache-gib", "GiB"), ("--block-size", "tokens"),
-                                       ("--gpu-memory-utilization", "share")])
+@pytest.mark.parametrize(
+    "flag,unit",
+    [
+        ("--max-model-len", "tokens"),
+        ("--max-num-batched-tokens", "tokens"),
+        ("--gpu-memory-gib", "GiB"),
+        ("--kv-cache-memory-bytes", "bytes"),
+        ("--cpu-kvcache-gib", "GiB"),
+        ("--block-size", "tokens"),
+        ("--gpu-memory-utilization", "share"),
+    ],
+)
 def test_number_options_name_their_unit(flag, unit):
     action = next(a for a in _options("plan") if flag in a.option_strings)
     assert unit in action.help
@@ -63,18 +77,31 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"vllm-planner {__version__}"
 
 
-@pytest.mark.parametrize("command,keys", [
-    ("gpus", {"gpu", "memory_gib", "bandwidth_tbs", "bf16_tflops", "fp8_support", "price_per_gpu_hour_usd"}),
-    ("dtypes", {"format", "bits", "exponent_bits", "mantissa_bits", "bytes_per_parameter"}),
-])
+@pytest.mark.parametrize(
+    "command,keys",
+    [
+        ("gpus", {"gpu", "memory_gib", "bandwidth_tbs", "bf16_tflops", "fp8_support", "price_per_gpu_hour_usd"}),
+        ("dtypes", {"format", "bits", "exponent_bits", "mantissa_bits", "bytes_per_parameter"}),
+    ],
+)
 def test_json_lists_use_snake_case_keys(capsys, command, keys):
     assert main([command, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert keys <= set(rows[0]) and all(k == k.lower() and " " not in k for r in rows for k in r)
 
 
-PLAN_KEYS = {"vllm_serve_command", "binding", "fixes", "kv_cache_gib", "kv_cache_tokens", "max_concurrency",
-             "requested_gib", "weights_gib", "fits", "error"}
+PLAN_KEYS = {
+    "vllm_serve_command",
+    "binding",
+    "fixes",
+    "kv_cache_gib",
+    "kv_cache_tokens",
+    "max_concurrency",
+    "requested_gib",
+    "weights_gib",
+    "fits",
+    "error",
+}
 
 
 def test_inventory_entries_carry_the_plan_keys_fit_or_not(capsys):
@@ -87,14 +114,29 @@ def test_inventory_entries_carry_the_plan_keys_fit_or_not(capsys):
 
 
 def test_concurrency_misfit_is_not_a_start_up_failure(capsys):
-    code = main(["plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072", "--concurrency", "5"])
+    code = main(
+        ["plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072", "--concurrency", "5"]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "would fail to start" not in out and "below the requested 5" in out
 
 
 def test_a_misfit_labels_its_command_and_every_fix_carries_one(capsys):
-    code = main(["plan", "llama3.1-70b", "--gpu", "H100", "--tp", "4", "--max-model-len", "131072", "--concurrency", "5",
-                 "--json"])
+    code = main(
+        [
+            "plan",
+            "llama3.1-70b",
+            "--gpu",
+            "H100",
+            "--tp",
+            "4",
+            "--max-model-len",
+            "131072",
+            "--concurrency",
+            "5",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 1 and data["fixes"]
     assert all(f["vllm_serve_command"].startswith("vllm serve") for f in data["fixes"])
@@ -105,11 +147,14 @@ def test_a_misfit_labels_its_command_and_every_fix_carries_one(capsys):
     assert "does NOT fit" in text[-2] and text[-1].startswith("vllm serve")
 
 
-@pytest.mark.parametrize("layout,line", [
-    (["--tp", "8", "--pp", "2"], "one replica: 16 GPUs on 2 nodes of 8 GPUs"),
-    (["--tp", "4", "--pp", "3"], "one replica: 12 GPUs on 2 nodes of 8 GPUs"),
-    (["--tp", "2", "--pp", "2"], "one replica: 4 GPUs in one node"),
-])
+@pytest.mark.parametrize(
+    "layout,line",
+    [
+        (["--tp", "8", "--pp", "2"], "one replica: 16 GPUs on 2 nodes of 8 GPUs"),
+        (["--tp", "4", "--pp", "3"], "one replica: 12 GPUs on 2 nodes of 8 GPUs"),
+        (["--tp", "2", "--pp", "2"], "one replica: 4 GPUs in one node"),
+    ],
+)
 def test_a_plan_over_several_gpus_says_how_many_and_nodes(capsys, layout, line):
     main(["plan", "meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "8192", *layout])
     assert capsys.readouterr().out.splitlines()[1] == line

@@ -22,9 +22,16 @@ def test_canonical_names_and_kinds():
     assert list(FORMATS) == CANONICAL
     kinds = {n: f.kind for n, f in FORMATS.items()}
     assert kinds == {
-        "fp32": "float", "fp16": "float", "bf16": "float", "fp8_e4m3": "float", "fp8_e5m2": "float",
-        "int8": "int", "int4": "int", "nf4": "lookup",
-        "mxfp4": "block-scaled float", "nvfp4": "block-scaled float",
+        "fp32": "float",
+        "fp16": "float",
+        "bf16": "float",
+        "fp8_e4m3": "float",
+        "fp8_e5m2": "float",
+        "int8": "int",
+        "int4": "int",
+        "nf4": "lookup",
+        "mxfp4": "block-scaled float",
+        "nvfp4": "block-scaled float",
     }
 
 
@@ -128,11 +135,21 @@ def test_with_scales_models_group_quantization():
         get_format("int4").with_scales(128, "fp7")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("fp32", 4.0), ("fp16", 2.0), ("bf16", 2.0), ("fp8_e4m3", 1.0), ("fp8_e5m2", 1.0), ("int8", 1.0),
-    ("int4", 0.5),
-    ("nf4", 0.5), ("mxfp4", 0.5), ("nvfp4", 0.5),  # 4-bit codes; their block scales are not counted here
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("fp32", 4.0),
+        ("fp16", 2.0),
+        ("bf16", 2.0),
+        ("fp8_e4m3", 1.0),
+        ("fp8_e5m2", 1.0),
+        ("int8", 1.0),
+        ("int4", 0.5),
+        ("nf4", 0.5),
+        ("mxfp4", 0.5),
+        ("nvfp4", 0.5),  # 4-bit codes; their block scales are not counted here
+    ],
+)
 def test_element_bytes_leave_out_the_block_scales(name, expected):
     assert get_format(name).element_bytes == expected
 
@@ -193,10 +210,22 @@ def test_bf16_is_truncated_fp32():
 def test_nf4_levels_match_bitsandbytes():
     # bitsandbytes' NF4 code book (float32), from create_normal_map(0.9677083)
     ref = [
-        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
     ]
     levels = get_format("nf4").levels
     assert len(levels) == 2 ** get_format("nf4").bits
@@ -207,12 +236,27 @@ def test_nf4_levels_match_bitsandbytes():
 @pytest.mark.parametrize(
     "alias, canonical",
     [
-        ("float32", "fp32"), ("float", "fp32"), ("torch.float32", "fp32"), ("FP32", "fp32"),
-        ("float16", "fp16"), ("half", "fp16"), ("torch.float16", "fp16"),
-        ("bfloat16", "bf16"), ("torch.bfloat16", "bf16"), ("BF16", "bf16"),
-        ("fp8", "fp8_e4m3"), ("e4m3", "fp8_e4m3"), ("float8_e4m3fn", "fp8_e4m3"), ("FP8-E4M3", "fp8_e4m3"),
-        ("e5m2", "fp8_e5m2"), ("float8_e5m2", "fp8_e5m2"),
-        ("int4", "int4"), ("INT8", "int8"), ("mxfp4", "mxfp4"), ("NVFP4", "nvfp4"), ("nf4", "nf4"),
+        ("float32", "fp32"),
+        ("float", "fp32"),
+        ("torch.float32", "fp32"),
+        ("FP32", "fp32"),
+        ("float16", "fp16"),
+        ("half", "fp16"),
+        ("torch.float16", "fp16"),
+        ("bfloat16", "bf16"),
+        ("torch.bfloat16", "bf16"),
+        ("BF16", "bf16"),
+        ("fp8", "fp8_e4m3"),
+        ("e4m3", "fp8_e4m3"),
+        ("float8_e4m3fn", "fp8_e4m3"),
+        ("FP8-E4M3", "fp8_e4m3"),
+        ("e5m2", "fp8_e5m2"),
+        ("float8_e5m2", "fp8_e5m2"),
+        ("int4", "int4"),
+        ("INT8", "int8"),
+        ("mxfp4", "mxfp4"),
+        ("NVFP4", "nvfp4"),
+        ("nf4", "nf4"),
         (" bf16 ", "bf16"),
     ],
 )
@@ -238,12 +282,30 @@ def test_unknown_format_raises_with_valid_names(bad):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("float32", 4), ("torch.float32", 4), ("fp32", 4), ("F32", 4),
-        ("bfloat16", 2), ("torch.bfloat16", 2), ("BF16", 2),
-        ("float16", 2), ("torch.float16", 2), ("half", 2), ("F16", 2),
-        ("fp8", 1), ("float8_e4m3fn", 1), ("torch.float8_e5m2", 1), ("F8_E4M3", 1), ("float8_e4m3fnuz", 1),
-        ("int8", 1), ("uint8", 1), ("torch.uint8", 1), ("U8", 1),
-        ("int32", 4), ("I32", 4), ("int64", 8), ("float64", 8),
+        ("float32", 4),
+        ("torch.float32", 4),
+        ("fp32", 4),
+        ("F32", 4),
+        ("bfloat16", 2),
+        ("torch.bfloat16", 2),
+        ("BF16", 2),
+        ("float16", 2),
+        ("torch.float16", 2),
+        ("half", 2),
+        ("F16", 2),
+        ("fp8", 1),
+        ("float8_e4m3fn", 1),
+        ("torch.float8_e5m2", 1),
+        ("F8_E4M3", 1),
+        ("float8_e4m3fnuz", 1),
+        ("int8", 1),
+        ("uint8", 1),
+        ("torch.uint8", 1),
+        ("U8", 1),
+        ("int32", 4),
+        ("I32", 4),
+        ("int64", 8),
+        ("float64", 8),
     ],
 )
 def test_torch_dtype_bytes(name, expected):
@@ -251,8 +313,17 @@ def test_torch_dtype_bytes(name, expected):
     assert isinstance(torch_dtype_bytes(name), int)
 
 
-@pytest.mark.parametrize("name, hint", [("auto", "config"), ("nf4", "bytes_per_param"), ("int4", "bytes_per_param"),
-                                        ("mxfp4", "bytes_per_param"), ("float7", "unknown"), ("", "non-empty")])
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("auto", "config"),
+        ("nf4", "bytes_per_param"),
+        ("int4", "bytes_per_param"),
+        ("mxfp4", "bytes_per_param"),
+        ("float7", "unknown"),
+        ("", "non-empty"),
+    ],
+)
 def test_torch_dtype_bytes_rejects(name, hint):
     with pytest.raises(PlannerError, match=hint) as err:
         torch_dtype_bytes(name)
@@ -262,8 +333,17 @@ def test_torch_dtype_bytes_rejects(name, hint):
 def test_formats_table():
     rows = formats_table()
     assert [r["format"] for r in rows] == CANONICAL
-    cols = ["format", "bits", "exponent bits", "mantissa bits", "largest value", "smallest normal",
-            "decimal digits", "bytes per parameter", "note"]
+    cols = [
+        "format",
+        "bits",
+        "exponent bits",
+        "mantissa bits",
+        "largest value",
+        "smallest normal",
+        "decimal digits",
+        "bytes per parameter",
+        "note",
+    ]
     for r in rows:
         assert list(r) == cols
         assert r["note"]

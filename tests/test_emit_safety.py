@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from launch_helpers import deployment
+
 from planner import cli, output
 from planner.errors import PlannerError
 from planner.launch import FORMATS, render
@@ -29,19 +29,53 @@ TWO_NODES = ("meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "3
 # Printable model references that every format must carry through as one unchanged argument; each
 # would run `touch PWNED` or change type if pasted unquoted somewhere.
 ACCEPTED = [
-    "/m/$(touch PWNED)", "/m/`touch PWNED`", "/m/a;touch PWNED;b", "/m/it's \"q\"", "/m/${HOME}$$x",
-    "0123", "true", "null", "~", "1e3", "/m/#not a comment", "/m/key: value", "/m/[a, b]", "/m/{a: b}",
-    "/m/émoji 🚀 中文", "/m/back\\slash\\n", "/m/$(VAR) $$(VAR)", "/m/%s %(x)s {x}", "/m/ends with space ",
+    "/m/$(touch PWNED)",
+    "/m/`touch PWNED`",
+    "/m/a;touch PWNED;b",
+    '/m/it\'s "q"',
+    "/m/${HOME}$$x",
+    "0123",
+    "true",
+    "null",
+    "~",
+    "1e3",
+    "/m/#not a comment",
+    "/m/key: value",
+    "/m/[a, b]",
+    "/m/{a: b}",
+    "/m/émoji 🚀 中文",
+    "/m/back\\slash\\n",
+    "/m/$(VAR) $$(VAR)",
+    "/m/%s %(x)s {x}",
+    "/m/ends with space ",
 ]
 # Not printable, or an option to vLLM: refused with one line.
-REFUSED = ["x\ntouch PWNED", "x\rtouch PWNED", "x\x85y", "x\u2028y", "x\u2029y", "x\x1b[31my", "x\x00y", "x\ty",
-           "x\udcffy", "x\ufeffy", "x\u200by", "-x", "--help", "", "   ", "a" * 5000]
+REFUSED = [
+    "x\ntouch PWNED",
+    "x\rtouch PWNED",
+    "x\x85y",
+    "x\u2028y",
+    "x\u2029y",
+    "x\x1b[31my",
+    "x\x00y",
+    "x\ty",
+    "x\udcffy",
+    "x\ufeffy",
+    "x\u200by",
+    "-x",
+    "--help",
+    "",
+    "   ",
+    "a" * 5000,
+]
 
 
 def _stub(bin_dir: Path, name: str, body: str = "") -> None:
     path = bin_dir / name
-    path.write_text(f"#!{sys.executable}\nimport json, os, sys\n" + (body or
-                    "open(os.environ['ARGV_OUT'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"))
+    path.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        + (body or "open(os.environ['ARGV_OUT'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    )
     path.chmod(0o755)
 
 
@@ -69,13 +103,17 @@ def _model_in(fmt: str, text: str, tmp_path: Path) -> list[str]:
     """The model argument(s) the launcher of `fmt` would pass to vLLM."""
     if fmt == "serve":
         runs = _run_script(text, tmp_path, {"NODE_RANK": "0", "MASTER_ADDR": "10.0.0.1"})
-        runs += _run_script(text, tmp_path, {"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}) if "NODE_RANK" in text else []
+        runs += (
+            _run_script(text, tmp_path, {"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}) if "NODE_RANK" in text else []
+        )
         return [argv[argv.index("serve") + 1] for argv in runs if "serve" in argv]
     if fmt == "docker":
         runs = _run_script(text, tmp_path, {"NODE_RANK": "0", "MASTER_ADDR": "10.0.0.1"})
         return [argv[argv.index("serve") + 1] for argv in runs]
     if fmt == "python":
-        call = next(n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "LLM")
+        call = next(
+            n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "LLM"
+        )
         return [ast.literal_eval(next(k.value for k in call.keywords if k.arg == "model"))]
     docs = [d for d in yaml.safe_load_all(text) if d]
     if fmt == "yaml":
@@ -97,8 +135,10 @@ def _model_in(fmt: str, text: str, tmp_path: Path) -> list[str]:
 
 
 def _cases():
-    for plan, formats in [(ONE_NODE, ("serve", "yaml", "python", "docker", "compose", "k8s", "helm", "kserve")),
-                          (TWO_NODES, ("serve", "yaml", "python", "docker", "lws"))]:
+    for plan, formats in [
+        (ONE_NODE, ("serve", "yaml", "python", "docker", "compose", "k8s", "helm", "kserve")),
+        (TWO_NODES, ("serve", "yaml", "python", "docker", "lws")),
+    ]:
         for fmt in formats:
             yield pytest.param(plan, fmt, id=f"{plan[0].split('/')[1]}-{fmt}")
 
@@ -128,15 +168,20 @@ def test_an_unsafe_model_reference_is_refused_in_one_line(ref, capsys):
 def test_a_local_folder_with_a_newline_in_its_name_is_refused(tmp_path):
     folder = tmp_path / "evil\ntouch PWNED"
     folder.mkdir()
-    (folder / "config.json").write_text((Path(cli.__file__).parent.parent / "profiles/models/Qwen/Qwen3-8B/config.json").read_text())
+    (folder / "config.json").write_text(
+        (Path(cli.__file__).parent.parent / "profiles/models/Qwen/Qwen3-8B/config.json").read_text()
+    )
     code = cli.main(["emit", str(folder), "--gpu", "H100", "-f", "serve"])
     assert code == 2 and not (tmp_path / "PWNED").exists()
 
 
 def test_a_gpu_name_with_a_line_break_is_refused(tmp_path, capsys):
     gpu_file = tmp_path / "gpus.yaml"
-    gpu_file.write_text(yaml.safe_dump({"gpus": [{"name": "X\ntouch PWNED", "vendor": "nvidia", "memory_gib": 79.2,
-                                                   "bandwidth_tbs": 3.35}]}))
+    gpu_file.write_text(
+        yaml.safe_dump(
+            {"gpus": [{"name": "X\ntouch PWNED", "vendor": "nvidia", "memory_gib": 79.2, "bandwidth_tbs": 3.35}]}
+        )
+    )
     code = cli.main(["plan", "Qwen/Qwen3-8B", "--gpu-file", str(gpu_file), "--gpu", "X"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "printable" in err and len(err.splitlines()) == 1
@@ -150,7 +195,7 @@ def test_a_comment_stays_one_comment_line(text):
     assert ast.parse(f"{line}\nk = 1").body[0].targets[0].id == "k"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("text", ACCEPTED + ["a\x85b", "a\u2028b", "\x1b", "tab\t", "\x00", "q\"uote\\", "\U0001f680"])
+@pytest.mark.parametrize("text", ACCEPTED + ["a\x85b", "a\u2028b", "\x1b", "tab\t", "\x00", 'q"uote\\', "\U0001f680"])
 def test_a_yaml_quoted_string_parses_back_to_itself(text):
     assert yaml.safe_load(f"k: {yaml_quoted(text)}") == {"k": text}
 
@@ -160,6 +205,7 @@ def test_check_model_ref_keeps_a_good_reference():
 
 
 # ---- writing files --------------------------------------------------------------------------------
+
 
 def _emit(out: Path, *extra: str) -> int:
     return cli.main(["emit", *ONE_NODE, "-f", "all", "--out", str(out), *extra])
@@ -237,6 +283,7 @@ def test_plan_emit_refuses_to_overwrite_too(tmp_path, capsys):
 
 
 # ---- verify's report and log ----------------------------------------------------------------------
+
 
 def test_the_report_and_its_log_are_two_files(tmp_path):
     for i, (name, log_name) in enumerate([("r.json", "r.log"), ("r.log", "r.log.server.log"), ("r", "r.log")]):

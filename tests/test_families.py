@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from launch_helpers import VLLM_ABSENT, vllm_python
+
 from planner import accounting as acc
 from planner.api import check_parallel, inspect, load_model, plan
 from planner.cli import main
@@ -29,12 +29,21 @@ REPO = Path(__file__).resolve().parent.parent
 # family -> its bundled profiles
 NEW_PROFILES = {
     "qwen3_5": ["Qwen/Qwen3.5-27B", "Qwen/Qwen3.5-35B-A3B", "Qwen/Qwen3.5-122B-A10B", "Qwen/Qwen3.5-397B-A17B"],
-    "deepseek_v32": ["deepseek-ai/DeepSeek-V3.2", "zai-org/GLM-5", "zai-org/GLM-5-FP8", "zai-org/GLM-5.1",
-                     "zai-org/GLM-5.1-FP8"],
+    "deepseek_v32": [
+        "deepseek-ai/DeepSeek-V3.2",
+        "zai-org/GLM-5",
+        "zai-org/GLM-5-FP8",
+        "zai-org/GLM-5.1",
+        "zai-org/GLM-5.1-FP8",
+    ],
 }
 # New profiles of families normalize.py already had (test_accounting checks their published totals)
-EXISTING_FAMILIES = ["Qwen/Qwen3-Coder-480B-A35B-Instruct", "mistralai/Mixtral-8x22B-v0.1", "Qwen/Qwen3-235B-A22B-FP8",
-                     "meta-llama/Llama-4-Maverick-17B-128E-Instruct"]
+EXISTING_FAMILIES = [
+    "Qwen/Qwen3-Coder-480B-A35B-Instruct",
+    "mistralai/Mixtral-8x22B-v0.1",
+    "Qwen/Qwen3-235B-A22B-FP8",
+    "meta-llama/Llama-4-Maverick-17B-128E-Instruct",
+]
 ALL_NEW = [m for ms in NEW_PROFILES.values() for m in ms]
 
 
@@ -75,6 +84,7 @@ def test_inventory_plan_and_emit(model_id, tmp_path, capsys):
 
 # ---- published breakdowns ------------------------------------------------------------------------
 
+
 def test_qwen3_5_397b_parts_match_the_checkpoint_audit():
     # A public audit of the Hub files (search-index file id 69814713714): vision 456,010,480,
     # MTP 6,595,568,128, text 396,346,350,336 (embedding and head included).
@@ -105,8 +115,12 @@ QWEN3_5_TPS = (1, 2, 4)
 def oracle_rows(py: str, models: list[str], tp: int) -> dict:
     """tests/vllm_oracle.py's line for each bundled model at this TP (one vLLM process)."""
     dirs = {m: sources.find_bundled(m) for m in models}
-    proc = subprocess.run([py, str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [py, str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     rows = {str(Path(json.loads(l)["config"])): json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
     return {m: rows.get(str(d)) for m, d in dirs.items()}
 
@@ -146,21 +160,32 @@ def test_qwen3_5_state_matches_vllm(vllm_state, model_id, tp):
 
 # ---- bad input -----------------------------------------------------------------------------------
 
+
 def _broken(model_id: str, edit) -> dict:
     cfg = copy.deepcopy(config_of(model_id))
     edit(cfg)
     return cfg
 
 
-@pytest.mark.parametrize("model_id, edit, field", [
-    ("Qwen/Qwen3.5-27B", lambda c: c["text_config"]["layer_types"].pop(), "layer_types"),
-    ("Qwen/Qwen3.5-27B", lambda c: c["text_config"]["layer_types"].__setitem__(3, "sliding_attention"), "layer_types"),
-    ("Qwen/Qwen3.5-35B-A3B", lambda c: c["text_config"].pop("num_experts"), "num_experts"),
-    ("Qwen/Qwen3.5-35B-A3B", lambda c: c["text_config"].__setitem__("mamba_ssm_dtype", "fp4"), "mamba_ssm_dtype"),
-    ("Qwen/Qwen3.5-35B-A3B", lambda c: c.pop("text_config"), "text_config"),
-    ("Qwen/Qwen3.5-35B-A3B", lambda c: c["vision_config"].__setitem__("deepstack_visual_indexes", [99]),
-     "deepstack_visual_indexes"),
-])
+@pytest.mark.parametrize(
+    "model_id, edit, field",
+    [
+        ("Qwen/Qwen3.5-27B", lambda c: c["text_config"]["layer_types"].pop(), "layer_types"),
+        (
+            "Qwen/Qwen3.5-27B",
+            lambda c: c["text_config"]["layer_types"].__setitem__(3, "sliding_attention"),
+            "layer_types",
+        ),
+        ("Qwen/Qwen3.5-35B-A3B", lambda c: c["text_config"].pop("num_experts"), "num_experts"),
+        ("Qwen/Qwen3.5-35B-A3B", lambda c: c["text_config"].__setitem__("mamba_ssm_dtype", "fp4"), "mamba_ssm_dtype"),
+        ("Qwen/Qwen3.5-35B-A3B", lambda c: c.pop("text_config"), "text_config"),
+        (
+            "Qwen/Qwen3.5-35B-A3B",
+            lambda c: c["vision_config"].__setitem__("deepstack_visual_indexes", [99]),
+            "deepstack_visual_indexes",
+        ),
+    ],
+)
 def test_bad_input_is_a_one_line_error_naming_the_field(model_id, edit, field):
     with pytest.raises(PlannerError) as err:
         normalize(_broken(model_id, edit))
@@ -176,6 +201,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
 
 
 # ---- DSA caches against vLLM's classes --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vllm_dsa():
@@ -194,23 +220,29 @@ def test_dsa_latent_and_indexer_pages_match_vllm(vllm_dsa, model_id):
     layers = m.spec.num_layers
     assert row["use_mla"] and row["num_layers"] == layers
     # one uniform-type group: every layer's latent page and its indexer page share the block ids
-    assert r.kv_bytes_per_token_by_kind == {"mla": row["page_size_bytes_per_layer"] // 16 * layers,
-                                            "indexer": row["indexer_page_size_bytes_per_layer"] // 16 * layers}
+    assert r.kv_bytes_per_token_by_kind == {
+        "mla": row["page_size_bytes_per_layer"] // 16 * layers,
+        "indexer": row["indexer_page_size_bytes_per_layer"] // 16 * layers,
+    }
     from planner.kv_layout import build_layout
+
     lay = build_layout(m.spec, range(layers), 8, 2, 16)
     assert lay.bytes_per_block == layers * (row["page_size_bytes_per_layer"] + row["indexer_page_size_bytes_per_layer"])
     assert m.spec.max_model_len_default == row["max_model_len"]
 
 
-@pytest.mark.parametrize("model_id, edit, field", [
-    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_head_dim"), "index_head_dim"),
-    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_n_heads"), "index_n_heads"),
-    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.__setitem__("index_head_dim", 100), "index_head_dim"),
-    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_topk"), "index_topk"),
-    ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("q_lora_rank"), "q_lora_rank"),
-    ("zai-org/GLM-5", lambda c: c.__setitem__("index_topk_freq", 4), "index_topk_freq"),
-    ("zai-org/GLM-5", lambda c: c.__setitem__("num_experts_per_tok", 300), "num_experts_per_tok"),
-])
+@pytest.mark.parametrize(
+    "model_id, edit, field",
+    [
+        ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_head_dim"), "index_head_dim"),
+        ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_n_heads"), "index_n_heads"),
+        ("deepseek-ai/DeepSeek-V3.2", lambda c: c.__setitem__("index_head_dim", 100), "index_head_dim"),
+        ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("index_topk"), "index_topk"),
+        ("deepseek-ai/DeepSeek-V3.2", lambda c: c.pop("q_lora_rank"), "q_lora_rank"),
+        ("zai-org/GLM-5", lambda c: c.__setitem__("index_topk_freq", 4), "index_topk_freq"),
+        ("zai-org/GLM-5", lambda c: c.__setitem__("num_experts_per_tok", 300), "num_experts_per_tok"),
+    ],
+)
 def test_dsa_bad_input_is_a_one_line_error_naming_the_field(model_id, edit, field):
     with pytest.raises(PlannerError) as err:
         normalize(_broken(model_id, edit))

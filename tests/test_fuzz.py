@@ -21,21 +21,52 @@ from planner.cli import main
 from planner.models.checks import INT_FIELDS
 
 FUZZ = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100, "torch_dtype": "bfloat16",
-         "max_position_embeddings": 4096}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+    "torch_dtype": "bfloat16",
+    "max_position_embeddings": 4096,
+}
 MIXTRAL = {**LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
 
-nasty_numbers = st.one_of(st.integers(-3, 300), st.sampled_from([0, -1, 2**31, 10**12, 2**64]),
-                          st.floats(allow_nan=True, allow_infinity=True), st.booleans())
-nasty = st.one_of(nasty_numbers, st.none(), st.text(max_size=6), st.lists(st.integers(-2, 9), max_size=3),
-                  st.dictionaries(st.sampled_from(["factor", "rope_type", "type", "bits"]), nasty_numbers, max_size=2))
-config_keys = st.sampled_from(sorted(INT_FIELDS) + [
-    "rope_scaling", "quantization_config", "tie_word_embeddings", "head_dim", "layer_types", "model_type",
-    "architectures", "partial_rotary_factor", "mlp_only_layers", "torch_dtype", "text_config"])
-quant_configs = st.fixed_dictionaries({"quant_method": st.sampled_from(["awq", "gptq", "fp8", "compressed-tensors", "x"])},
-                                      optional={"bits": nasty_numbers, "group_size": nasty_numbers,
-                                                "weight_block_size": nasty, "config_groups": nasty})
+nasty_numbers = st.one_of(
+    st.integers(-3, 300),
+    st.sampled_from([0, -1, 2**31, 10**12, 2**64]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+)
+nasty = st.one_of(
+    nasty_numbers,
+    st.none(),
+    st.text(max_size=6),
+    st.lists(st.integers(-2, 9), max_size=3),
+    st.dictionaries(st.sampled_from(["factor", "rope_type", "type", "bits"]), nasty_numbers, max_size=2),
+)
+config_keys = st.sampled_from(
+    sorted(INT_FIELDS)
+    + [
+        "rope_scaling",
+        "quantization_config",
+        "tie_word_embeddings",
+        "head_dim",
+        "layer_types",
+        "model_type",
+        "architectures",
+        "partial_rotary_factor",
+        "mlp_only_layers",
+        "torch_dtype",
+        "text_config",
+    ]
+)
+quant_configs = st.fixed_dictionaries(
+    {"quant_method": st.sampled_from(["awq", "gptq", "fp8", "compressed-tensors", "x"])},
+    optional={"bits": nasty_numbers, "group_size": nasty_numbers, "weight_block_size": nasty, "config_groups": nasty},
+)
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -80,8 +111,11 @@ def _check_model(path: str) -> None:
 
 
 @FUZZ
-@given(base=st.sampled_from([LLAMA, MIXTRAL]), changes=st.dictionaries(config_keys, nasty, max_size=3),
-       quant=st.none() | quant_configs)
+@given(
+    base=st.sampled_from([LLAMA, MIXTRAL]),
+    changes=st.dictionaries(config_keys, nasty, max_size=3),
+    quant=st.none() | quant_configs,
+)
 def test_fuzzed_configs(base, changes, quant):
     config = {**base, **changes, **({"quantization_config": quant} if quant else {})}
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,12 +125,27 @@ def test_fuzzed_configs(base, changes, quant):
 
 
 shapes = st.one_of(st.lists(st.integers(-4, 300), max_size=4), st.lists(nasty, max_size=3), nasty)
-tensor_names = st.sampled_from(["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-                                "model.layers.1.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight",
-                                "model.layers.9.mlp.up_proj.weight", "x"])
-headers = st.dictionaries(tensor_names, st.one_of(st.fixed_dictionaries(
-    {"dtype": st.sampled_from(["BF16", "F32", "I32", "U8", "F8_E4M3", "", "Q9"]) | nasty, "shape": shapes}), nasty),
-    max_size=5)
+tensor_names = st.sampled_from(
+    [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.9.mlp.up_proj.weight",
+        "x",
+    ]
+)
+headers = st.dictionaries(
+    tensor_names,
+    st.one_of(
+        st.fixed_dictionaries(
+            {"dtype": st.sampled_from(["BF16", "F32", "I32", "U8", "F8_E4M3", "", "Q9"]) | nasty, "shape": shapes}
+        ),
+        nasty,
+    ),
+    max_size=5,
+)
 
 
 @FUZZ
@@ -111,10 +160,18 @@ def test_fuzzed_safetensors_headers(header):
 
 gpu_fields = st.fixed_dictionaries(
     {"name": st.just("Fuzz")},
-    optional={"vendor": st.sampled_from(["nvidia", "amd"]) | nasty, "memory_gib": nasty_numbers,
-              "bandwidth_tbs": nasty_numbers, "gpus_per_node_max": nasty_numbers, "aliases": nasty,
-              "sources": st.just(["me"]) | nasty, "compute_capability": st.sampled_from(["9.0", "8.0", "x"]) | nasty,
-              "fp8_native": nasty, "price_per_gpu_hour_usd": nasty_numbers})
+    optional={
+        "vendor": st.sampled_from(["nvidia", "amd"]) | nasty,
+        "memory_gib": nasty_numbers,
+        "bandwidth_tbs": nasty_numbers,
+        "gpus_per_node_max": nasty_numbers,
+        "aliases": nasty,
+        "sources": st.just(["me"]) | nasty,
+        "compute_capability": st.sampled_from(["9.0", "8.0", "x"]) | nasty,
+        "fp8_native": nasty,
+        "price_per_gpu_hour_usd": nasty_numbers,
+    },
+)
 
 
 @FUZZ
@@ -123,17 +180,54 @@ def test_fuzzed_gpu_files(entry):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gpus.yaml"
         path.write_text(yaml.safe_dump({"gpus": [entry]}, allow_unicode=True))
-        code, out = _check_outcome(["plan", "qwen3-8b", "--gpu", "Fuzz", "--gpu-file", str(path),
-                                    "--max-model-len", "4096", "--json"])
+        code, out = _check_outcome(
+            ["plan", "qwen3-8b", "--gpu", "Fuzz", "--gpu-file", str(path), "--max-model-len", "4096", "--json"]
+        )
         if code != 2:
             _check_plan(json.loads(out))
 
 
-values = st.sampled_from(["0", "-1", "1", "2", "8", "32k", "1K", "1e308K", "infk", "nan", "inf", "", " ", "abc",
-                          "0.5", "1.5", "4096", "99999999999", "auto"]) | st.text(max_size=6)
-FLAGS = ["--tp", "--pp", "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens", "--gpu-memory-utilization",
-         "--kv-cache-dtype", "--dtype", "--quantization", "--block-size", "--gpu-memory-gib", "--concurrency",
-         "--kv-cache-memory-bytes", "--vllm-version", "--cpu-kvcache-gib", "--inventory"]
+values = st.sampled_from(
+    [
+        "0",
+        "-1",
+        "1",
+        "2",
+        "8",
+        "32k",
+        "1K",
+        "1e308K",
+        "infk",
+        "nan",
+        "inf",
+        "",
+        " ",
+        "abc",
+        "0.5",
+        "1.5",
+        "4096",
+        "99999999999",
+        "auto",
+    ]
+) | st.text(max_size=6)
+FLAGS = [
+    "--tp",
+    "--pp",
+    "--max-model-len",
+    "--max-num-seqs",
+    "--max-num-batched-tokens",
+    "--gpu-memory-utilization",
+    "--kv-cache-dtype",
+    "--dtype",
+    "--quantization",
+    "--block-size",
+    "--gpu-memory-gib",
+    "--concurrency",
+    "--kv-cache-memory-bytes",
+    "--vllm-version",
+    "--cpu-kvcache-gib",
+    "--inventory",
+]
 
 
 @FUZZ

@@ -72,7 +72,7 @@ def test_user_yaml_adds_and_overrides(tmp_path, cat):
     extra = tmp_path / "my-gpus.yaml"
     extra.write_text(
         "gpus:\n"
-        "  - name: H100\n"                     # an alias: updates H100-SXM-80GB
+        "  - name: H100\n"  # an alias: updates H100-SXM-80GB
         "    memory_gib: 79.0\n"
         "    price_per_gpu_hour_usd: 2.5\n"
         "  - name: RTX-A6000\n"

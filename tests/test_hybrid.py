@@ -14,8 +14,8 @@ import json
 import math
 
 import pytest
-
 from launch_helpers import run_in_vllm
+
 from planner import accounting as acc
 from planner import releases
 from planner.api import inspect, load_model
@@ -40,6 +40,7 @@ def nemo():
 
 
 # ---- weights by formula -----------------------------------------------------------------------
+
 
 def _qwen_next_params_by_hand() -> tuple[int, int]:
     """(loaded, MTP) parameters of Qwen3-Next-80B-A3B from its config, written out independently."""
@@ -85,11 +86,14 @@ def test_nemotron_h_parameter_counts(nemo):
     assert 56.0e9 < r.params_total < 56.5e9  # published: "56B model parameters"
 
 
-@pytest.mark.parametrize("model_id, tp, per_gpu_params", [
-    # column/row splits by TP; norms, router and shared-expert gate replicated; vocab padded to 64
-    (QWEN_NEXT, 4, None),
-    (NEMOTRON, 8, None),
-])
+@pytest.mark.parametrize(
+    "model_id, tp, per_gpu_params",
+    [
+        # column/row splits by TP; norms, router and shared-expert gate replicated; vocab padded to 64
+        (QWEN_NEXT, 4, None),
+        (NEMOTRON, 8, None),
+    ],
+)
 def test_tp_sharding_sums(model_id, tp, per_gpu_params):
     m = load_model(model_id)
     one = inspect(m, tp=1).weight_bytes_per_gpu
@@ -99,6 +103,7 @@ def test_tp_sharding_sums(model_id, tp, per_gpu_params):
 
 def test_gdn_and_mamba2_shards(qwen, nemo):
     from planner.accounting import rank_shape
+
     t = {x.name: x for x in qwen.tensors}
     p = "model.layers.0.linear_attn"
     assert rank_shape(t[f"{p}.in_proj_qkvz.weight"], qwen.spec, 4) == (3072, 2048)
@@ -144,27 +149,39 @@ def test_state_bytes_match_vllm_calculator(vllm_shapes, qwen, nemo, tp):
     assert inspect(qwen, tp=tp).mamba_state_bytes_per_seq == 36 * _prod_sum(vllm_shapes[f"gdn{tp}"], (2, 2))
     # n_groups = 1 with TP > 1: vLLM pads the groups to TP (extra_groups_for_head_shards)
     import dataclasses
+
     from planner.models.spec import MambaSpec
+
     g1 = dataclasses.replace(nemo.spec, mamba=MambaSpec("mamba2", (128 * 64 + 2 * 128, 3), (128, 64, 128)))
     assert acc.mamba_layer_state_bytes(g1, 2, 2, tp) == _prod_sum(vllm_shapes[f"m2g1_{tp}"], (2, 2))
 
 
-@pytest.mark.parametrize("tp, conv, ssm", [
-    # gated_delta_net_state_shape: conv (kernel-1, (2*16*128 + 32*128)/tp), ssm (32/tp, 128, 128)
-    (1, (8192, 3), (32, 128, 128)),
-    (4, (2048, 3), (8, 128, 128)),
-])
+@pytest.mark.parametrize(
+    "tp, conv, ssm",
+    [
+        # gated_delta_net_state_shape: conv (kernel-1, (2*16*128 + 32*128)/tp), ssm (32/tp, 128, 128)
+        (1, (8192, 3), (32, 128, 128)),
+        (4, (2048, 3), (8, 128, 128)),
+    ],
+)
 def test_gdn_shapes_by_hand(qwen, tp, conv, ssm):
     assert acc.mamba_layer_state_shapes(qwen.spec, tp) == (conv, ssm)
 
 
 # ---- block size, groups, blocks per request -----------------------------------------------------
 
+
 def _rules(version: str, mode: str, blocks: int, checkpoint_alignment: int = 1, chunk: int = 2048, ssm: int = 2):
     rel = releases.get(version)
-    return LayoutRules(hybrid_group_size_max_rule=rel.hybrid_group_size_rule == "max_if_under_1.5x_min",
-                       mamba_dtype_bytes=(2, ssm), mamba_block_align=rel.hybrid_mamba_block_align, mamba_mode=mode,
-                       mamba_blocks=blocks, mamba_checkpoint_alignment=checkpoint_alignment, mamba_chunk_size=chunk)
+    return LayoutRules(
+        hybrid_group_size_max_rule=rel.hybrid_group_size_rule == "max_if_under_1.5x_min",
+        mamba_dtype_bytes=(2, ssm),
+        mamba_block_align=rel.hybrid_mamba_block_align,
+        mamba_mode=mode,
+        mamba_blocks=blocks,
+        mamba_checkpoint_alignment=checkpoint_alignment,
+        mamba_chunk_size=chunk,
+    )
 
 
 # Hand-computed (TP 4, bf16):
@@ -175,14 +192,59 @@ def _rules(version: str, mode: str, blocks: int, checkpoint_alignment: int = 1, 
 #   0.19 (ssm fp16): 2,127,872 B -> 16*130 = 2080.  0.33 (ssm fp32): 4,225,024 B -> 16*258 = 4128.
 #   0.26 mode all (chunk_size 128): 128 * cdiv(cdiv(4225024, 1024), 128) = 128*33 = 4224.
 #   54 Mamba + 10 attention: group size 10 -> 6 Mamba groups (6 padding layers) + 1 attention group.
-@pytest.mark.parametrize("model_id, version, mode, blocks, align, chunk, ssm, block, page, groups, padding, per_req, mml", [
-    (QWEN_NEXT, "0.19.0", "none", 1, 1, 2048, 2, 272, 272 * 1024, ("mamba",) * 3 + ("full",), 0, 964 + 3 * 1, 262144),
-    (QWEN_NEXT, "0.33.0", "align", 3, 64, 2048, 2, 320, 320 * 1024, ("mamba",) * 3 + ("full",), 0, 820 + 3 * 3, 262144),
-    (QWEN_NEXT, "0.33.0", "align", 2, 1, 2048, 2, 272, 272 * 1024, ("mamba",) * 3 + ("full",), 0, 964 + 3 * 2, 262144),
-    (NEMOTRON, "0.19.0", "none", 1, 1, 128, 2, 2080, 2080 * 1024, ("mamba",) * 6 + ("full",), 6, 4 + 6 * 1, 8192),
-    (NEMOTRON, "0.33.0", "align", 3, 1, 128, 4, 4128, 4128 * 1024, ("mamba",) * 6 + ("full",), 6, 2 + 6 * 3, 8192),
-    (NEMOTRON, "0.26.0", "all", 1, 1, 128, 4, 4224, 4224 * 1024, ("mamba",) * 6 + ("full",), 6, 2 + 6 * 2, 8192),
-])
+@pytest.mark.parametrize(
+    "model_id, version, mode, blocks, align, chunk, ssm, block, page, groups, padding, per_req, mml",
+    [
+        (
+            QWEN_NEXT,
+            "0.19.0",
+            "none",
+            1,
+            1,
+            2048,
+            2,
+            272,
+            272 * 1024,
+            ("mamba",) * 3 + ("full",),
+            0,
+            964 + 3 * 1,
+            262144,
+        ),
+        (
+            QWEN_NEXT,
+            "0.33.0",
+            "align",
+            3,
+            64,
+            2048,
+            2,
+            320,
+            320 * 1024,
+            ("mamba",) * 3 + ("full",),
+            0,
+            820 + 3 * 3,
+            262144,
+        ),
+        (
+            QWEN_NEXT,
+            "0.33.0",
+            "align",
+            2,
+            1,
+            2048,
+            2,
+            272,
+            272 * 1024,
+            ("mamba",) * 3 + ("full",),
+            0,
+            964 + 3 * 2,
+            262144,
+        ),
+        (NEMOTRON, "0.19.0", "none", 1, 1, 128, 2, 2080, 2080 * 1024, ("mamba",) * 6 + ("full",), 6, 4 + 6 * 1, 8192),
+        (NEMOTRON, "0.33.0", "align", 3, 1, 128, 4, 4128, 4128 * 1024, ("mamba",) * 6 + ("full",), 6, 2 + 6 * 3, 8192),
+        (NEMOTRON, "0.26.0", "all", 1, 1, 128, 4, 4224, 4224 * 1024, ("mamba",) * 6 + ("full",), 6, 2 + 6 * 2, 8192),
+    ],
+)
 def test_hybrid_layout(model_id, version, mode, blocks, align, chunk, ssm, block, page, groups, padding, per_req, mml):
     m = load_model(model_id)
     lay = build_layout(m.spec, range(m.spec.num_layers), 4, 2, 16, _rules(version, mode, blocks, align, chunk, ssm))
@@ -205,29 +267,35 @@ def test_block_size_rules():
     assert hybrid_block_size(576 * 2, 274432, 16, LayoutRules(mamba_block_align="16_or_mla_64"), mla=True) == 256
 
 
-@pytest.mark.parametrize("version, prefix, arch, mode", [
-    ("0.14.1", True, "NemotronHForCausalLM", "none"),        # Mamba prefix caching unsupported
-    ("0.19.0", None, "NemotronHForCausalLM", "none"),        # prefix caching off by default for hybrids
-    ("0.19.0", True, "NemotronHForCausalLM", "all"),         # SupportsMambaPrefixCaching
-    ("0.19.0", True, "Qwen3NextForCausalLM", "align"),
-    ("0.26.0", None, "NemotronHForCausalLM", "all"),         # on by default from 0.26
-    ("0.26.0", None, "Qwen3NextForCausalLM", "align"),
-    ("0.26.0", False, "Qwen3NextForCausalLM", "none"),
-    ("0.32.0", None, "NemotronHForCausalLM", "align"),       # "all" removed in 0.32
-])
+@pytest.mark.parametrize(
+    "version, prefix, arch, mode",
+    [
+        ("0.14.1", True, "NemotronHForCausalLM", "none"),  # Mamba prefix caching unsupported
+        ("0.19.0", None, "NemotronHForCausalLM", "none"),  # prefix caching off by default for hybrids
+        ("0.19.0", True, "NemotronHForCausalLM", "all"),  # SupportsMambaPrefixCaching
+        ("0.19.0", True, "Qwen3NextForCausalLM", "align"),
+        ("0.26.0", None, "NemotronHForCausalLM", "all"),  # on by default from 0.26
+        ("0.26.0", None, "Qwen3NextForCausalLM", "align"),
+        ("0.26.0", False, "Qwen3NextForCausalLM", "none"),
+        ("0.32.0", None, "NemotronHForCausalLM", "align"),  # "all" removed in 0.32
+    ],
+)
 def test_mamba_cache_mode(nemo, qwen, version, prefix, arch, mode):
     m = nemo if arch.startswith("Nemotron") else qwen
     assert mamba_cache_mode(m, releases.get(version), Settings(enable_prefix_caching=prefix)) == mode
 
 
-@pytest.mark.parametrize("mode, blocks, mml, expected", [
-    ("none", 1, 262144, 964 + 3),
-    ("align", 2, 262144, 964 + 6),
-    ("align", 3, 262144, 964 + 9),
-    # mode all: block = lcm(chunk 2048, 16) * cdiv(cdiv(274432, 1024), 2048) = 2048; a state per block
-    ("all", 1, 262144, 128 + 3 * 128),
-    ("all", 1, 1000, 1 + 3 * 1),
-])
+@pytest.mark.parametrize(
+    "mode, blocks, mml, expected",
+    [
+        ("none", 1, 262144, 964 + 3),
+        ("align", 2, 262144, 964 + 6),
+        ("align", 3, 262144, 964 + 9),
+        # mode all: block = lcm(chunk 2048, 16) * cdiv(cdiv(274432, 1024), 2048) = 2048; a state per block
+        ("all", 1, 262144, 128 + 3 * 128),
+        ("all", 1, 1000, 1 + 3 * 1),
+    ],
+)
 def test_blocks_per_request_by_mode(qwen, mode, blocks, mml, expected):
     lay = build_layout(qwen.spec, range(48), 4, 2, 16, _rules("0.33.0", mode, blocks))
     assert lay.block_size == (2048 if mode == "all" else 272)
@@ -244,12 +312,16 @@ def test_logged_tokens_hybrid(qwen):
 
 # ---- budget wiring ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("version, target, block, per_req", [
-    ("0.33.0", H200, 320, 820 + 9),   # align mode, FlashInfer GDN checkpoints on Hopper
-    ("0.32.0", H200, 272, 964 + 6),   # align mode, no checkpoint block for GDN yet
-    ("0.33.0", A100, 272, 964 + 6),   # Triton GDN prefill: no checkpoint
-    ("0.19.0", H200, 272, 964 + 3),   # mode none
-])
+
+@pytest.mark.parametrize(
+    "version, target, block, per_req",
+    [
+        ("0.33.0", H200, 320, 820 + 9),  # align mode, FlashInfer GDN checkpoints on Hopper
+        ("0.32.0", H200, 272, 964 + 6),  # align mode, no checkpoint block for GDN yet
+        ("0.33.0", A100, 272, 964 + 6),  # Triton GDN prefill: no checkpoint
+        ("0.19.0", H200, 272, 964 + 3),  # mode none
+    ],
+)
 def test_budget_qwen3_next(qwen, version, target, block, per_req):
     rel = releases.get(version)
     insp = inspect(qwen, tp=4)
@@ -275,6 +347,7 @@ def test_budget_nemotron_pp_stage_without_attention(nemo):
 
 def test_cli_plan_headline(capsys):
     from planner.cli import main
+
     assert main(["plan", QWEN_NEXT, "--gpu", "H200", "--tp", "4"]) == 0  # it fits: exit 0
     out = capsys.readouterr().out
     assert "block 320" in out and "(est.)" in out

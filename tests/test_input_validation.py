@@ -18,9 +18,17 @@ from planner.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles" / "models"
-LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100, "torch_dtype": "bfloat16",
-         "max_position_embeddings": 4096}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+    "torch_dtype": "bfloat16",
+    "max_position_embeddings": 4096,
+}
 
 
 def _profile(name: str) -> dict:
@@ -43,33 +51,71 @@ CONFIG_CASES = [
     ("vocab zero", {**LLAMA, "vocab_size": 0}, "'vocab_size'"),
     ("layers absurd", {**LLAMA, "num_hidden_layers": 10**7}, "'num_hidden_layers'"),
     ("rope factor negative", {**LLAMA, "rope_scaling": {"rope_type": "linear", "factor": -2}}, "rope_scaling.factor"),
-    ("rope factor NaN", json.dumps(LLAMA)[:-1] + ', "rope_scaling": {"rope_type": "linear", "factor": NaN}}',
-     "rope_scaling.factor"),
-    ("context Infinity", json.dumps(LLAMA)[:-1] + ', "max_position_embeddings": Infinity}', "'max_position_embeddings'"),
-    ("context above int32", {**LLAMA, "rope_scaling": {"rope_type": "linear", "factor": 1000},
-                             "max_position_embeddings": 2**30}, "context comes out as"),
+    (
+        "rope factor NaN",
+        json.dumps(LLAMA)[:-1] + ', "rope_scaling": {"rope_type": "linear", "factor": NaN}}',
+        "rope_scaling.factor",
+    ),
+    (
+        "context Infinity",
+        json.dumps(LLAMA)[:-1] + ', "max_position_embeddings": Infinity}',
+        "'max_position_embeddings'",
+    ),
+    (
+        "context above int32",
+        {**LLAMA, "rope_scaling": {"rope_type": "linear", "factor": 1000}, "max_position_embeddings": 2**30},
+        "context comes out as",
+    ),
     ("top-k above experts", {**MIXTRAL, "num_experts_per_tok": 64}, "num_experts_per_tok 64"),
     ("top-k zero", {**MIXTRAL, "num_experts_per_tok": 0}, "'num_experts_per_tok'"),
-    ("more KV heads than heads", {**LLAMA, "num_attention_heads": 8, "num_key_value_heads": 16},
-     "does not divide num_attention_heads"),
-    ("KV heads not dividing", {**LLAMA, "num_attention_heads": 4, "num_key_value_heads": 3},
-     "does not divide num_attention_heads"),
-    ("MoE without expert size", {k: v for k, v in DEEPSEEK.items() if k != "moe_intermediate_size"},
-     "moe_intermediate_size"),
+    (
+        "more KV heads than heads",
+        {**LLAMA, "num_attention_heads": 8, "num_key_value_heads": 16},
+        "does not divide num_attention_heads",
+    ),
+    (
+        "KV heads not dividing",
+        {**LLAMA, "num_attention_heads": 4, "num_key_value_heads": 3},
+        "does not divide num_attention_heads",
+    ),
+    (
+        "MoE without expert size",
+        {k: v for k, v in DEEPSEEK.items() if k != "moe_intermediate_size"},
+        "moe_intermediate_size",
+    ),
     ("sliding window negative", {**_profile("mistralai/Mistral-7B-v0.1"), "sliding_window": -5}, "'sliding_window'"),
     ("mlp_only_layers not a list", {**QWEN_MOE, "mlp_only_layers": 5}, "'mlp_only_layers'"),
-    ("interleave step zero", {**LLAMA4, "text_config": {**LLAMA4["text_config"], "interleave_moe_layer_step": 0}},
-     "interleave_moe_layer_step"),
+    (
+        "interleave step zero",
+        {**LLAMA4, "text_config": {**LLAMA4["text_config"], "interleave_moe_layer_step": 0}},
+        "interleave_moe_layer_step",
+    ),
     ("bool as a string", {**LLAMA, "tie_word_embeddings": "false"}, "true or false"),
     ("model_type a list", {**LLAMA, "model_type": ["llama"]}, "'model_type' must be a string"),
     ("architectures an object", {**LLAMA, "architectures": {"a": 1}}, "'architectures'"),
     ("text_config a number", {**LLAVA, "text_config": 5}, "'text_config'"),
     ("AWQ bits 0", {**LLAMA, "quantization_config": {"quant_method": "awq", "bits": 0}}, "bits must be one of 4"),
-    ("GPTQ bits 5", {**LLAMA, "quantization_config": {"quant_method": "gptq", "bits": 5}}, "bits must be one of 2, 3, 4, 8"),
-    ("GPTQ group 0", {**LLAMA, "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 0}}, "group_size"),
+    (
+        "GPTQ bits 5",
+        {**LLAMA, "quantization_config": {"quant_method": "gptq", "bits": 5}},
+        "bits must be one of 2, 3, 4, 8",
+    ),
+    (
+        "GPTQ group 0",
+        {**LLAMA, "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 0}},
+        "group_size",
+    ),
     ("compressed-tensors bits -4", {**LLAMA, "quantization_config": _CT}, "num_bits"),
-    ("compressed-tensors groups a string", {**LLAMA, "quantization_config": {**_CT, "config_groups": "x"}}, "config_groups"),
-    ("ignore list a number", {**LLAMA, "quantization_config": {"quant_method": "fp8", "ignored_layers": 3}}, "module names"),
+    (
+        "compressed-tensors groups a string",
+        {**LLAMA, "quantization_config": {**_CT, "config_groups": "x"}},
+        "config_groups",
+    ),
+    (
+        "ignore list a number",
+        {**LLAMA, "quantization_config": {"quant_method": "fp8", "ignored_layers": 3}},
+        "module names",
+    ),
     ("nested 50 deep", {**LLAMA, "extra": json.loads("[" * 50 + "]" * 50)}, "nests deeper than"),
     ("nested 200,000 deep", "[" * 200_000 + "]" * 200_000, "nested too deeply"),
     ("a JSON list", "[1, 2]", "expected a JSON object"),
@@ -160,15 +206,26 @@ def test_unreadable_config_names_the_permission_problem(tmp_path, capsys):
     _assert_one_line(capsys, ["inspect", str(path)], "Permission denied")
 
 
-_BOMB = "a: &a ['x','x','x','x','x','x','x','x','x']\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
-    for i in range(9)) + "gpus:\n  - name: Bomb\n    vendor: acme\n    memory_gib: 80\n    bandwidth_tbs: 1\n    aliases: *j\n"
+_BOMB = (
+    "a: &a ['x','x','x','x','x','x','x','x','x']\n"
+    + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
+        for i in range(9)
+    )
+    + "gpus:\n  - name: Bomb\n    vendor: acme\n    memory_gib: 80\n    bandwidth_tbs: 1\n    aliases: *j\n"
+)
 GPU_FILE_CASES = [
     ("anchor bomb", _BOMB, "anchors or aliases"),
-    ("memory 1e300", "gpus:\n  - {name: Big, vendor: acme, memory_gib: 1.0e+300, bandwidth_tbs: 1, sources: [me]}\n",
-     "above 65,536 GiB"),
-    ("memory .nan", "gpus:\n  - {name: Big, vendor: acme, memory_gib: .nan, bandwidth_tbs: 1, sources: [me]}\n",
-     "memory_gib must be a number > 0"),
+    (
+        "memory 1e300",
+        "gpus:\n  - {name: Big, vendor: acme, memory_gib: 1.0e+300, bandwidth_tbs: 1, sources: [me]}\n",
+        "above 65,536 GiB",
+    ),
+    (
+        "memory .nan",
+        "gpus:\n  - {name: Big, vendor: acme, memory_gib: .nan, bandwidth_tbs: 1, sources: [me]}\n",
+        "memory_gib must be a number > 0",
+    ),
     ("5 MiB of comments", "#" * (5 * 2**20), "MiB"),
     ("nested 10,000 deep", "gpus: " + "[" * 10_000 + "]" * 10_000, "not a mapping"),
 ]
@@ -198,7 +255,10 @@ FLAG_CASES = [
     (PLAN + ["--kv-cache-dtype", ""], "--kv-cache-dtype"),
     (PLAN + ["--dtype", ""], "--dtype"),
     (PLAN + ["--quantization", " "], "--quantization"),
-    (PLAN + ["--max-num-seqs", "4096", "--max-num-batched-tokens", "1024"], "must be greater than or equal to max_num_seqs"),
+    (
+        PLAN + ["--max-num-seqs", "4096", "--max-num-batched-tokens", "1024"],
+        "must be greater than or equal to max_num_seqs",
+    ),
     (PLAN + ["--max-num-seqs", "100000"], "max_num_seqs (100000)"),
     (PLAN + ["--inventory", "1x8xL4"], "--gpu H100 has no effect with --inventory"),
     (PLAN + ["--device", "cpu", "--cpu-kvcache-gib", "8"], "--gpu H100 has no effect with --device cpu"),
@@ -270,4 +330,6 @@ def test_a_full_disk_is_one_line_exit_2():
 
 
 def test_emit_of_a_misfit_exits_1(capsys):
-    _assert_one_line(capsys, ["emit", "llama3.1-70b", "--gpu", "L4", "--tp", "1", "-f", "serve"], "does not fit", code=1)
+    _assert_one_line(
+        capsys, ["emit", "llama3.1-70b", "--gpu", "L4", "--tp", "1", "-f", "serve"], "does not fit", code=1
+    )

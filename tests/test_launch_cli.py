@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from launch_helpers import planned
+
 from planner import cli
 from planner.launch import FORMATS
 from planner.launch.cli import emit_all
@@ -23,6 +23,7 @@ def run(capsys):
         code = cli.main(["emit", *argv])
         out = capsys.readouterr()
         return code, out.out, out.err
+
     return go
 
 
@@ -76,4 +77,3 @@ def test_emit_all_for_a_misfit_writes_only_plan_json(tmp_path):
     done = emit_all(result, req, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"plan.json"}
     assert all(v.startswith("skipped: the plan does not fit") for k, v in done.items() if k != "plan")
-

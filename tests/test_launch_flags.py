@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from launch_helpers import WEIRD, deployment
+
 from planner import releases
 from planner.errors import PlannerError
 from planner.launch import FORMATS, config_yaml, llm_kwargs, render, serve_argv, serve_command
@@ -88,7 +88,9 @@ def test_every_yaml_line_says_why():
     assert len(settings) == 1 + len(d.config.args)
     assert all("  # " in line and line.split("  # ", 1)[1].strip() for line in settings)
     loaded = yaml.safe_load(text)
-    assert loaded["model"] == d.model and loaded["tensor-parallel-size"] == 2 and loaded["enable-expert-parallel"] is True
+    assert (
+        loaded["model"] == d.model and loaded["tensor-parallel-size"] == 2 and loaded["enable-expert-parallel"] is True
+    )
 
 
 @pytest.mark.parametrize("path", WEIRD)
@@ -145,7 +147,7 @@ def test_docker_script_passes_token_by_name_and_pins_the_image(path, tmp_path):
     image = d.release.docker_image
     assert image.endswith(":v" + d.release.version)
     i = call.index(image)
-    assert call[i + 1:] == serve_argv(d.config)
+    assert call[i + 1 :] == serve_argv(d.config)
     opts = call[:i]
     assert opts[opts.index("--env") + 1] == "HF_TOKEN" and "--ipc" in opts
     assert opts[opts.index("-v") + 1] == "/home/u/.cache/huggingface:/root/.cache/huggingface"
@@ -159,7 +161,7 @@ def test_multinode_scripts_give_each_node_its_rank(fmt, tmp_path):
     base = serve_argv(d.config)
     (leader,) = run_script(text, tmp_path, NODE_RANK="0", MASTER_ADDR="10.0.0.1")
     (worker,) = run_script(text, tmp_path, NODE_RANK="1", MASTER_ADDR="10.0.0.1")
-    leader, worker = leader[leader.index("serve"):], worker[worker.index("serve"):]
+    leader, worker = leader[leader.index("serve") :], worker[worker.index("serve") :]
     assert leader == base + ["--node-rank", "0", "--master-addr", "10.0.0.1"]
     assert worker == base + ["--node-rank", "1", "--master-addr", "10.0.0.1", "--headless"]
 
@@ -174,8 +176,9 @@ def test_ray_script_starts_the_cluster_then_vllm(tmp_path):
 
 
 def test_cpu_plans_only_get_the_plain_formats(tmp_path):
-    d = deployment("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "--device", "cpu", "--cpu-kvcache-gib", "2",
-                   "--max-model-len", "1024")
+    d = deployment(
+        "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "--device", "cpu", "--cpu-kvcache-gib", "2", "--max-model-len", "1024"
+    )
     assert "VLLM_CPU_KVCACHE_SPACE=2" in render("serve", d) and "gpu-memory-utilization" not in flags(d)
     (call,) = run_script(render("serve", d), tmp_path)
     assert call == ["vllm", *serve_argv(d.config)]
@@ -192,7 +195,11 @@ def test_a_plan_that_does_not_fit_is_not_emitted():
 
 
 def test_flag_argv_switches_have_no_value():
-    assert flag_argv([("enforce-eager", None, ""), ("max-num-seqs", "4", "")]) == ["--enforce-eager", "--max-num-seqs", "4"]
+    assert flag_argv([("enforce-eager", None, ""), ("max-num-seqs", "4", "")]) == [
+        "--enforce-eager",
+        "--max-num-seqs",
+        "4",
+    ]
 
 
 def test_sizes_grow_with_the_plan():

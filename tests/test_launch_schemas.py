@@ -12,8 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from launch_helpers import WEIRD, deployment
+
 from planner.launch import render
 
 K8S_VERSION = "1.31.0"
@@ -37,7 +37,11 @@ def _strict(node):
     """Unknown fields fail, as under `kubectl apply --validate=strict` (the API server's field validation)."""
     if isinstance(node, dict):
         out = {k: _strict(v) for k, v in node.items()}
-        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in node:
+        if (
+            "properties" in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+            and "additionalProperties" not in node
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(node, list):
@@ -60,7 +64,9 @@ def validate_crd(obj: dict, filename: str) -> None:
 
 
 def validate_k8s(obj: dict) -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is a test dependency (pip install '.[test]')")
+    kv = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is a test dependency (pip install '.[test]')"
+    )
     try:
         kv.validate(obj, K8S_VERSION, strict=True)
     except kv.ValidationError as e:

@@ -5,22 +5,47 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from launch_helpers import VLLM_VERSION, WEIRD, deployment, vllm_parse
+
 from planner.launch import config_yaml, llm_kwargs, render, serve_argv
 from planner.launch.deployment import Var
 
 V = ("--vllm-version", VLLM_VERSION)
 PLANS = {
     "8b": ("meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--max-model-len", "32768", *V),
-    "70b-tp4-fp8kv": ("meta-llama/Llama-3.1-70B-Instruct", "--gpu", "H100", "--tp", "4", "--kv-cache-dtype", "fp8",
-                      "--enforce-eager", *V),
+    "70b-tp4-fp8kv": (
+        "meta-llama/Llama-3.1-70B-Instruct",
+        "--gpu",
+        "H100",
+        "--tp",
+        "4",
+        "--kv-cache-dtype",
+        "fp8",
+        "--enforce-eager",
+        *V,
+    ),
     "405b-2nodes": ("meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "32768", *V),
-    "405b-ray": ("meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "32768", "--multinode-backend",
-                 "ray", *V),
+    "405b-ray": (
+        "meta-llama/Llama-3.1-405B",
+        "--gpu",
+        "H100",
+        "--max-model-len",
+        "32768",
+        "--multinode-backend",
+        "ray",
+        *V,
+    ),
     "moe-ep-pinned": ("Qwen/Qwen3-30B-A3B", "--gpu", "H100", "--tp", "2", "--pin-kv-cache", *V),
-    "cpu": ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "--device", "cpu", "--cpu-kvcache-gib", "2", "--max-model-len",
-            "1024", *V),
+    "cpu": (
+        "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        "--device",
+        "cpu",
+        "--cpu-kvcache-gib",
+        "2",
+        "--max-model-len",
+        "1024",
+        *V,
+    ),
     "weird-path": ("Qwen/Qwen3-30B-A3B", "--gpu", "H100", "--tp", "2", "--model-ref", WEIRD[3], *V),
 }
 
@@ -48,13 +73,21 @@ def node_words(d, rank):
 def items_for(d) -> list[tuple[str, dict, dict]]:
     """(what, request to vllm_serve_check, extra expected values)."""
     argv = serve_argv(d.config)
-    out = [("argv", {"argv": argv, "llm_kwargs": llm_kwargs(d.config)}, {}),
-           ("config", {"argv": ["serve"], "config": config_yaml(d.config, ["header"])}, {})]
+    out = [
+        ("argv", {"argv": argv, "llm_kwargs": llm_kwargs(d.config)}, {}),
+        ("config", {"argv": ["serve"], "config": config_yaml(d.config, ["header"])}, {}),
+    ]
     if d.backend == "mp":
-        out.append(("worker", {"argv": argv + node_words(d, 1)},
-                    {"node_rank": 1, "master_addr": "10.0.0.1", "headless": True}))
-        out.append(("leader+config", {"argv": ["serve", *node_words(d, 0)], "config": render("yaml", d)},
-                    {"node_rank": 0, "headless": False}))
+        out.append(
+            ("worker", {"argv": argv + node_words(d, 1)}, {"node_rank": 1, "master_addr": "10.0.0.1", "headless": True})
+        )
+        out.append(
+            (
+                "leader+config",
+                {"argv": ["serve", *node_words(d, 0)], "config": render("yaml", d)},
+                {"node_rank": 0, "headless": False},
+            )
+        )
     return out
 
 
@@ -83,9 +116,11 @@ def _deployment_items(d) -> list[tuple[str, dict]]:
     model = next(a.split("=", 1)[1] for a in ks if a.startswith("--model_id="))
     ks_engine = [a for a in ks if not a.startswith(("--model_id=", "--model_name="))]
     spec = yaml.safe_load(render("helm", d))["servingEngineSpec"]["modelSpec"][0]
-    return [("k8s", {"argv": [*c["command"][1:], *kubelet]}),
-            ("kserve", {"argv": ["serve", model, *ks_engine]}),
-            ("helm", {"argv": helm_command(spec)})]
+    return [
+        ("k8s", {"argv": [*c["command"][1:], *kubelet]}),
+        ("kserve", {"argv": ["serve", model, *ks_engine]}),
+        ("helm", {"argv": helm_command(spec)}),
+    ]
 
 
 def helm_command(spec: dict) -> list[str]:
@@ -94,8 +129,13 @@ def helm_command(spec: dict) -> list[str]:
     c = spec["vllmConfig"]
     out = ["serve", spec["modelURL"].replace("$$", "$"), "--host", "0.0.0.0", "--port", "8000"]
     out.append("--enable-prefix-caching" if c.get("enablePrefixCaching") else "--no-enable-prefix-caching")
-    for key, flag in [("maxModelLen", "--max-model-len"), ("dtype", "--dtype"), ("tensorParallelSize", "--tensor-parallel-size"),
-                      ("maxNumSeqs", "--max-num-seqs"), ("gpuMemoryUtilization", "--gpu_memory_utilization")]:
+    for key, flag in [
+        ("maxModelLen", "--max-model-len"),
+        ("dtype", "--dtype"),
+        ("tensorParallelSize", "--tensor-parallel-size"),
+        ("maxNumSeqs", "--max-num-seqs"),
+        ("gpuMemoryUtilization", "--gpu_memory_utilization"),
+    ]:
         if key in c:
             out += [flag, str(c[key])]
     return out + [a.replace("$$", "$") for a in c.get("extraArgs", [])]

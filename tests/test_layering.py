@@ -41,29 +41,76 @@ RULES = {
     "planner.installed": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.input_files": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.models"),
     "planner.models.checks": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
-    "planner.estimate": ("planner.budget", "planner.plan", "planner.api", "planner.cli", "planner.launch", "planner.verify"),
+    "planner.estimate": (
+        "planner.budget",
+        "planner.plan",
+        "planner.api",
+        "planner.cli",
+        "planner.launch",
+        "planner.verify",
+    ),
     "planner.batch_defaults": ("planner",),
-    "planner.profile_data": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.releases",
-                                           "planner.models", "planner.hardware", "planner.overheads"),
-    **{f"planner.training.{m}": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.training.profile")
-       for m in TRAINING_PURE},
+    "planner.profile_data": LATER_STEPS
+    + (
+        "planner.plan",
+        "planner.budget",
+        "planner.api",
+        "planner.releases",
+        "planner.models",
+        "planner.hardware",
+        "planner.overheads",
+    ),
+    **{
+        f"planner.training.{m}": LATER_STEPS
+        + ("planner.plan", "planner.budget", "planner.api", "planner.training.profile")
+        for m in TRAINING_PURE
+    },
     "planner.training.__init__": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.training.profile": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     # the plan builds no serve command: the launch step renders it (planner.api joins the two)
     "planner.plan": LATER_STEPS + ("planner.api",),
     # performance comes after the plan and before the launch configs and the verification
-    "planner.perf.shape": LATER_STEPS, "planner.perf.step": LATER_STEPS, "planner.perf.service": LATER_STEPS,
-    "planner.perf.capacity": LATER_STEPS, "planner.perf.fitting": LATER_STEPS, "planner.perf.calibration": LATER_STEPS,
-    "planner.perf.coefficients": LATER_STEPS, "planner.perf.result": LATER_STEPS, "planner.perf.api": LATER_STEPS,
+    "planner.perf.shape": LATER_STEPS,
+    "planner.perf.step": LATER_STEPS,
+    "planner.perf.service": LATER_STEPS,
+    "planner.perf.capacity": LATER_STEPS,
+    "planner.perf.fitting": LATER_STEPS,
+    "planner.perf.calibration": LATER_STEPS,
+    "planner.perf.coefficients": LATER_STEPS,
+    "planner.perf.result": LATER_STEPS,
+    "planner.perf.api": LATER_STEPS,
     "planner.perf.cli": LATER_STEPS,
 }
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
-PURE = ("planner.inspection", "planner.accounting", "planner.kv_layout", "planner.models.spec", "planner.models.normalize",
-        "planner.models.fields", "planner.models.hybrids", "planner.models.vision", "planner.models.tensors", "planner.budget", "planner.budget_rules", "planner.budget_notes", "planner.target",
-        "planner.units", "planner.uncertainty", "planner.models.checks", "planner.plan", *(f"planner.training.{m}" for m in TRAINING_PURE), "planner.dtypes",
-        "planner.model_runner", "planner.perf.shape", "planner.perf.step", "planner.perf.service",
-        "planner.perf.capacity", "planner.perf.fitting", "planner.perf.result")
+PURE = (
+    "planner.inspection",
+    "planner.accounting",
+    "planner.kv_layout",
+    "planner.models.spec",
+    "planner.models.normalize",
+    "planner.models.fields",
+    "planner.models.hybrids",
+    "planner.models.vision",
+    "planner.models.tensors",
+    "planner.budget",
+    "planner.budget_rules",
+    "planner.budget_notes",
+    "planner.target",
+    "planner.units",
+    "planner.uncertainty",
+    "planner.models.checks",
+    "planner.plan",
+    *(f"planner.training.{m}" for m in TRAINING_PURE),
+    "planner.dtypes",
+    "planner.model_runner",
+    "planner.perf.shape",
+    "planner.perf.step",
+    "planner.perf.service",
+    "planner.perf.capacity",
+    "planner.perf.fitting",
+    "planner.perf.result",
+)
 HEAVY = ("torch", "transformers", "vllm")
 # The model families, one module each (planner/models/families/): the rules of planner.models.normalize.
 FAMILIES = tuple(f"planner.models.families.{p.stem}" for p in sorted((PKG / "models" / "families").glob("*.py")))
@@ -102,7 +149,9 @@ def test_heavy_libraries_stay_off_the_planning_path(module):
 
 
 def test_a_plan_imports_neither_torch_nor_transformers_nor_vllm():
-    code = ("import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
-            "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules), file=sys.stderr)")
+    code = (
+        "import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules), file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
     assert proc.stderr.strip().splitlines()[-1] == "[]"

@@ -56,12 +56,15 @@ def test_cpu_backend_and_explicit_choice() -> None:
     assert resolve(releases.get("0.11.0"), QWEN3, "v2") == "v1"  # the variable did not exist yet
 
 
-@pytest.mark.parametrize("model, expected", [
-    ("Qwen/Qwen3-8B", RunnerTraits("Qwen3ForCausalLM", False, False, False, False)),
-    ("Qwen/Qwen3-30B-A3B-FP8", RunnerTraits("Qwen3MoeForCausalLM", True, False, False, True)),
-    ("nvidia/Nemotron-H-56B-Base-8K", RunnerTraits("NemotronHForCausalLM", False, True, False, False)),
-    ("Qwen/Qwen3-Next-80B-A3B-Thinking", RunnerTraits("Qwen3NextForCausalLM", True, True, False, False)),
-])
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("Qwen/Qwen3-8B", RunnerTraits("Qwen3ForCausalLM", False, False, False, False)),
+        ("Qwen/Qwen3-30B-A3B-FP8", RunnerTraits("Qwen3MoeForCausalLM", True, False, False, True)),
+        ("nvidia/Nemotron-H-56B-Base-8K", RunnerTraits("NemotronHForCausalLM", False, True, False, False)),
+        ("Qwen/Qwen3-Next-80B-A3B-Thinking", RunnerTraits("Qwen3NextForCausalLM", True, True, False, False)),
+    ],
+)
 def test_traits_from_real_configs(model: str, expected: RunnerTraits) -> None:
     assert traits(load_model(model).spec) == expected
 
@@ -105,13 +108,22 @@ def test_overhead_overlays_by_runner() -> None:
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "planner", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
 
 
 def test_env_var_reaches_plan_and_serve_command() -> None:
-    run = _cli("plan", "Qwen/Qwen3-8B", "--gpu", "H200", "--vllm-version", "0.26.0", "--json",
-               env={"VLLM_USE_V2_MODEL_RUNNER": "0"})
+    run = _cli(
+        "plan",
+        "Qwen/Qwen3-8B",
+        "--gpu",
+        "H200",
+        "--vllm-version",
+        "0.26.0",
+        "--json",
+        env={"VLLM_USE_V2_MODEL_RUNNER": "0"},
+    )
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)
     assert plan["model_runner"] == "v1"
@@ -145,13 +157,21 @@ def test_inflight_batches_follow_the_runner():
     from planner.budget import inflight_tokens
 
     rel = releases.get("0.29.0")
-    assert [inflight_tokens(rel, 100, pp, "cuda", r) for pp, r in [(1, "v1"), (1, "v2"), (2, "v1"), (2, "v2")]] == [200, 200, 200, 300]
+    assert [inflight_tokens(rel, 100, pp, "cuda", r) for pp, r in [(1, "v1"), (1, "v2"), (2, "v1"), (2, "v2")]] == [
+        200,
+        200,
+        200,
+        300,
+    ]
     assert inflight_tokens(rel, 100, 2, "cpu", "v2") == 200  # the CPU backend turns async scheduling off
 
 
 def test_v2_profile_run_skips_the_vision_encoder_before_027():
     model = load_model("google/gemma-3-12b-it")
-    act = {v: compute(model, inspect(model), H200, releases.get(v), Settings()).activation_gib for v in ("0.26.0", "0.27.0")}
+    act = {
+        v: compute(model, inspect(model), H200, releases.get(v), Settings()).activation_gib
+        for v in ("0.26.0", "0.27.0")
+    }
     v1 = compute(model, inspect(model), H200, releases.get("0.26.0"), Settings(model_runner="v1")).activation_gib
     assert act["0.26.0"] < act["0.27.0"] and act["0.26.0"] < v1
 

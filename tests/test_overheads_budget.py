@@ -10,14 +10,20 @@ from planner.errors import PlannerError
 
 
 def _b(gpu: str, version: str = "0.30.0", **kw):
-    return api.plan("Qwen/Qwen3-8B", gpu=gpu, vllm_version=version, max_model_len=4096,
-                    gpu_memory_utilization=0.9, **kw).budget
+    return api.plan(
+        "Qwen/Qwen3-8B", gpu=gpu, vllm_version=version, max_model_len=4096, gpu_memory_utilization=0.9, **kw
+    ).budget
 
 
 def test_json_has_cold_and_ranges() -> None:
     j = _b("L4").to_json()
-    for key in ("kv_cache_gib_cold", "kv_cache_tokens_cold", "kv_cache_gib_range", "kv_cache_tokens_range",
-                "max_concurrency_range"):
+    for key in (
+        "kv_cache_gib_cold",
+        "kv_cache_tokens_cold",
+        "kv_cache_gib_range",
+        "kv_cache_tokens_range",
+        "max_concurrency_range",
+    ):
         assert key in j
     lo, hi = j["kv_cache_gib_range"]
     assert lo < j["kv_cache_gib"] < hi
@@ -51,7 +57,7 @@ def test_eager_has_no_cold_penalty() -> None:
 def test_interconnect_sets_the_tp_buffers() -> None:
     h100 = api.plan("Qwen/Qwen3-8B", gpu="H100", vllm_version="0.19.0", tp=2).budget
     pcie = api.plan("Qwen/Qwen3-8B", gpu="H100", vllm_version="0.19.0", tp=2, interconnect="pcie").budget
-    assert h100.non_torch_gib == pytest.approx(2.07, abs=0.01)   # the H100 set's TP 2 figure (NVSwitch: NVLS)
+    assert h100.non_torch_gib == pytest.approx(2.07, abs=0.01)  # the H100 set's TP 2 figure (NVSwitch: NVLS)
     assert pcie.non_torch_gib < 0.5 and pcie.kv_cache_gib > h100.kv_cache_gib
     with pytest.raises(PlannerError, match="unknown interconnect"):
         api.plan("Qwen/Qwen3-8B", gpu="H100", vllm_version="0.19.0", tp=2, interconnect="ethernet")
@@ -77,7 +83,21 @@ def test_cli_interconnect(capsys) -> None:
 
     from planner.cli import main
 
-    code = main(["plan", "qwen3-8b", "--gpu", "H100", "--tp", "2", "--vllm-version", "0.19.0", "--interconnect", "pcie", "--json"])
+    code = main(
+        [
+            "plan",
+            "qwen3-8b",
+            "--gpu",
+            "H100",
+            "--tp",
+            "2",
+            "--vllm-version",
+            "0.19.0",
+            "--interconnect",
+            "pcie",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["non_torch_gib"] < 0.5
     assert main(["plan", "qwen3-8b", "--inventory", "1x8xH100", "--interconnect", "pcie"]) == 2
@@ -92,8 +112,7 @@ def test_cli_default_release_follows_the_installed_vllm(monkeypatch, capsys) -> 
     from planner.cli import main
 
     real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "0.30.0+cu130" if name == "vllm" else real(name))
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.30.0+cu130" if name == "vllm" else real(name))
     assert main(["plan", "qwen3-8b", "--gpu", "L4", "--max-model-len", "4096", "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["vllm_version"] == "0.30.0"

@@ -16,11 +16,14 @@ def _fake(monkeypatch, versions: dict[str, str]) -> None:
         if name in versions:
             return versions[name]
         raise importlib.metadata.PackageNotFoundError(name)
+
     monkeypatch.setattr(importlib.metadata, "version", version)
 
 
-@pytest.mark.parametrize("full, release", [("0.30.0", "0.30.0"), ("0.30.0+cu130", "0.30.0"),
-                                           ("0.29.1rc1.dev339+gda9888462", "0.29.1"), ("0.32", "0.32.0")])
+@pytest.mark.parametrize(
+    "full, release",
+    [("0.30.0", "0.30.0"), ("0.30.0+cu130", "0.30.0"), ("0.29.1rc1.dev339+gda9888462", "0.29.1"), ("0.32", "0.32.0")],
+)
 def test_installed_release_from_metadata(monkeypatch, full, release) -> None:
     _fake(monkeypatch, {"vllm": full})
     assert installed.installed_vllm() == (release, full)

@@ -14,12 +14,15 @@ from planner.hardware import INTERCONNECT_CLASSES, load_catalogue
 GIB = 2**30
 
 
-@pytest.mark.parametrize("seqs, mnbt, pw, full, largest", [
-    (256, 2048, 51, 35, 512),    # "PIECEWISE=51 (largest=512), FULL=35 (largest=256)": A5000 0.21, A100-40GB 0.19.1
-    (1024, 8192, 51, 51, 512),   # the H100 calibration set: 51 and 51 in every row of its results table
-    (4, 8192, 4, 3, 8),          # max_num_seqs 4: sizes up to 2 x 4
-    (6, 8192, 4, 3, 8),
-])
+@pytest.mark.parametrize(
+    "seqs, mnbt, pw, full, largest",
+    [
+        (256, 2048, 51, 35, 512),  # "PIECEWISE=51 (largest=512), FULL=35 (largest=256)": A5000 0.21, A100-40GB 0.19.1
+        (1024, 8192, 51, 51, 512),  # the H100 calibration set: 51 and 51 in every row of its results table
+        (4, 8192, 4, 3, 8),  # max_num_seqs 4: sizes up to 2 x 4
+        (6, 8192, 4, 3, 8),
+    ],
+)
 def test_capture_sizes_match_the_logs(seqs, mnbt, pw, full, largest) -> None:
     g = oh.GraphShape.of(seqs, mnbt)
     assert (len(g.piecewise_sizes), len(g.full_sizes), max(g.piecewise_sizes)) == (pw, full, largest)
@@ -51,12 +54,15 @@ def test_graph_estimate_shrinks_with_fewer_full_graphs() -> None:
     assert abs(est - 0.52) < 0.1
 
 
-@pytest.mark.parametrize("layers, seqs, mnbt, printed", [
-    (36, 1024, 8192, 0.93),  # GH200, Qwen3-8B
-    (64, 1024, 8192, 2.19),  # GH200, Qwen3-32B
-    (36, 256, 2048, 0.43),   # A10, Qwen3-8B
-    (48, 256, 2048, 0.61),   # 2x RTX A6000, Qwen3-30B-A3B at TP 2
-])
+@pytest.mark.parametrize(
+    "layers, seqs, mnbt, printed",
+    [
+        (36, 1024, 8192, 0.93),  # GH200, Qwen3-8B
+        (64, 1024, 8192, 2.19),  # GH200, Qwen3-32B
+        (36, 256, 2048, 0.43),  # A10, Qwen3-8B
+        (48, 256, 2048, 0.61),  # 2x RTX A6000, Qwen3-30B-A3B at TP 2
+    ],
+)
 def test_v2_graph_estimate_from_029_follows_the_0_30_logs(layers, seqs, mnbt, printed) -> None:
     c = oh.coefficients("0.30.0", "v2")
     est = oh.cudagraph_estimate_bytes(layers, c, oh.GraphShape.of(seqs, mnbt)) / GIB
@@ -68,7 +74,7 @@ def test_non_torch_by_interconnect() -> None:
     nvls = oh.non_torch_bytes(2, 1, c, "nvls") / GIB
     pcie = oh.non_torch_bytes(2, 1, c, "pcie") / GIB
     assert nvls == pytest.approx(2.07, abs=0.01)  # the H100 set's TP 2 figure
-    assert pcie < 0.6 < nvls                      # NCCL buffers only: no NVLS
+    assert pcie < 0.6 < nvls  # NCCL buffers only: no NVLS
     assert oh.non_torch_bytes(2, 1, c) == oh.non_torch_bytes(2, 1, c, "nvls")  # default: the envelope's class
     assert oh.non_torch_bytes(1, 1, c, "pcie") == oh.non_torch_bytes(1, 1, c, "nvls")  # TP 1: no communicator
 
@@ -104,6 +110,6 @@ def test_forward_term_per_release_family() -> None:
 
 def test_cold_start_extra_about_one_gib_on_small_cards() -> None:
     c = oh.coefficients("0.30.0", "v2")
-    small = oh.cold_start_extra_bytes(2048, c) / GIB   # L4/A10: 0.8-1.0 GiB less KV cold
-    large = oh.cold_start_extra_bytes(8192, c) / GIB   # GH200: 1.5-1.6 GiB
+    small = oh.cold_start_extra_bytes(2048, c) / GIB  # L4/A10: 0.8-1.0 GiB less KV cold
+    large = oh.cold_start_extra_bytes(8192, c) / GIB  # GH200: 1.5-1.6 GiB
     assert 0.6 < small < 1.2 and 1.2 < large < 2.0

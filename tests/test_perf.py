@@ -23,8 +23,14 @@ from planner.plan import Request
 
 REPO = Path(__file__).resolve().parent.parent
 CAT = load_catalogue()
-C = Coefficients(bandwidth_fraction=0.8, compute_fraction=0.5, step_floor_ms=1.0, layer_floor_us=0.0,
-                 allreduce_us=10.0, request_overhead_ms=0.0)
+C = Coefficients(
+    bandwidth_fraction=0.8,
+    compute_fraction=0.5,
+    step_floor_ms=1.0,
+    layer_floor_us=0.0,
+    allreduce_us=10.0,
+    request_overhead_ms=0.0,
+)
 
 
 def _req(model: str, **kw) -> Request:
@@ -114,12 +120,18 @@ def test_another_gpu_family_or_release_is_marked_extrapolated():
     assert not co.choose(sets, "0.12.0", CAT.get("H200")).extrapolated
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.pop("sets"), "non-empty `sets:`"),
-    (lambda d: d["sets"][0]["coefficients"].update(bandwidth_fraction=1.5), "bandwidth_fraction must be a number in"),
-    (lambda d: d["sets"][0]["coefficients"].pop("step_floor_ms"), "missing ['step_floor_ms']"),
-    (lambda d: d["sets"][0]["releases"].update(first="next"), "sets[0]"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("sets"), "non-empty `sets:`"),
+        (
+            lambda d: d["sets"][0]["coefficients"].update(bandwidth_fraction=1.5),
+            "bandwidth_fraction must be a number in",
+        ),
+        (lambda d: d["sets"][0]["coefficients"].pop("step_floor_ms"), "missing ['step_floor_ms']"),
+        (lambda d: d["sets"][0]["releases"].update(first="next"), "sets[0]"),
+    ],
+)
 def test_a_bad_coefficient_file_is_one_line(tmp_path, edit, message):
     doc = yaml.safe_load((REPO / "profiles" / "perf" / "coefficients.yaml").read_text())
     edit(doc)
@@ -146,16 +158,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 BASE = ("perf", "llama3.1-8b", "--gpu", "H100", "--max-model-len", "8192")
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--input-len", "0", "--output-len", "10", "--concurrency", "4"), "--input-len"),
-    (("--input-len", "10", "--output-len", "-5", "--concurrency", "4"), "--output-len"),
-    (("--input-len", "10", "--output-len", "10", "--request-rate", "0"), "--request-rate"),
-    (("--input-len", "10", "--output-len", "10", "--request-rate", "-1"), "--request-rate"),
-    (("--input-len", "10", "--output-len", "10", "--concurrency", "0"), "--concurrency"),
-    (("--input-len", "10", "--output-len", "10", "--concurrency", "4", "--request-rate", "2"), "exactly one load"),
-    (("--input-len", "10", "--output-len", "10"), "exactly one load"),
-    (("--input-len", "8000", "--output-len", "1000", "--concurrency", "4"), "exceeds max_model_len 8,192"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--input-len", "0", "--output-len", "10", "--concurrency", "4"), "--input-len"),
+        (("--input-len", "10", "--output-len", "-5", "--concurrency", "4"), "--output-len"),
+        (("--input-len", "10", "--output-len", "10", "--request-rate", "0"), "--request-rate"),
+        (("--input-len", "10", "--output-len", "10", "--request-rate", "-1"), "--request-rate"),
+        (("--input-len", "10", "--output-len", "10", "--concurrency", "0"), "--concurrency"),
+        (("--input-len", "10", "--output-len", "10", "--concurrency", "4", "--request-rate", "2"), "exactly one load"),
+        (("--input-len", "10", "--output-len", "10"), "exactly one load"),
+        (("--input-len", "8000", "--output-len", "1000", "--concurrency", "4"), "exceeds max_model_len 8,192"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message):
     p = _cli(*BASE, *args)
     assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -167,8 +182,20 @@ def test_perf_json_is_the_api_result_and_over_capacity_exits_1():
     assert p.returncode == 0
     out, want = json.loads(p.stdout), api.to_json()
     assert out["vllm_version"] != want["vllm_version"] or out == want  # the CLI targets the newest release
-    for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_latency_s", "output_tokens_per_s", "requests_per_s",
-                "ttft_ms_range", "tpot_ms_range", "kv_limited", "max_concurrency_kv", "calibration", "estimated"):
+    for key in (
+        "ttft_ms",
+        "tpot_ms",
+        "itl_ms",
+        "e2e_latency_s",
+        "output_tokens_per_s",
+        "requests_per_s",
+        "ttft_ms_range",
+        "tpot_ms_range",
+        "kv_limited",
+        "max_concurrency_kv",
+        "calibration",
+        "estimated",
+    ):
         assert key in out
     q = _cli(*BASE, "--input-len", "4096", "--output-len", "4000", "--concurrency", "900")
     assert q.returncode == 1 and "OVER CAPACITY" in q.stdout
@@ -182,7 +209,9 @@ def test_the_curve_lists_concurrency_up_to_the_kv_limit():
 
 
 def test_plan_does_not_import_the_perf_step():
-    code = ("import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
-            "print('planner.perf' in sys.modules, file=sys.stderr)")
+    code = (
+        "import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
+        "print('planner.perf' in sys.modules, file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.stderr.strip().splitlines()[-1] == "False"

@@ -42,15 +42,22 @@ def _req(model: str, max_model_len: int = 8192) -> Request:
 
 
 def _size(model, gpus, rate, i, o, ttft=None, tpot=None, objective="cost", inventory=None):
-    wheres = ([Where.of_group(g) for g in parse_inventory(inventory, CAT)] if inventory
-              else [Where.of_gpu(CAT.get(g)) for g in gpus])
+    wheres = (
+        [Where.of_group(g) for g in parse_inventory(inventory, CAT)]
+        if inventory
+        else [Where.of_gpu(CAT.get(g)) for g in gpus]
+    )
     return size(_req(model), wheres, Traffic(rate, i, o), Targets(ttft, tpot), objective, CAT)
 
 
 def _meets(p, ttft, tpot) -> bool:
     f = p.figures
-    return (not p.kv_limited and not p.saturated and (ttft is None or f.ttft_ms <= ttft)
-            and (tpot is None or f.tpot_ms <= tpot))
+    return (
+        not p.kv_limited
+        and not p.saturated
+        and (ttft is None or f.ttft_ms <= ttft)
+        and (tpot is None or f.tpot_ms <= tpot)
+    )
 
 
 CASES = [  # model, GPU, rate (req/s), input, output, TTFT ms, TPOT ms
@@ -140,6 +147,7 @@ def test_capacity_and_fewest_replicas_on_a_known_threshold():
 
 # ---- TTFT percentiles: M/D/1 waiting time --------------------------------------------------------
 
+
 def _lindley(rho: float, n: int = 200_000, seed: int = 7) -> list[float]:
     """Waits of a simulated M/D/1 queue (service 1, Poisson arrivals at rate rho)."""
     rnd, w, out = random.Random(seed), 0.0, []
@@ -174,6 +182,7 @@ def test_ttft_percentiles_keep_the_models_mean_and_are_ordered():
 
 # ---- the command ---------------------------------------------------------------------------------
 
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=REPO)
 
@@ -182,20 +191,29 @@ BASE = ("plan", "llama3.1-8b", "--gpu", "H100", "--max-model-len", "8192", "--vl
 LOAD = ("--input-len", "1024", "--output-len", "256")
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--request-rate", "0", *LOAD), "--request-rate"),
-    (("--request-rate", "-2", *LOAD), "--request-rate"),
-    (("--request-rate", "5", *LOAD, "--ttft-ms", "0"), "--ttft-ms"),
-    (("--request-rate", "5", *LOAD, "--tpot-ms", "-1"), "--tpot-ms"),
-    (("--request-rate", "5", *LOAD, "--concurrency", "8"), "drop one of them"),
-    (("--request-rate", "5", "--input-len", "1024"), "--output-len"),
-    (("--request-rate", "5", "--input-len", "1024", "--output-len", "1", "--tpot-ms", "20"), "--output-len 2"),
-    (("--request-rate", "5", "--input-len", "8000", "--output-len", "1000"), "exceeds max_model_len 8,192"),
-    (("--request-rate", "5", *LOAD, "--tpot-ms", "1"), "unreachable on H100-SXM-80GB, because"),
-    (("--request-rate", "5", *LOAD, "--ttft-ms", "5"), "unreachable on H100-SXM-80GB, because"),
-    (("--request-rate", "5", *LOAD, "--tp", "2"), "drop --tp/--pp"),
-    (("--ttft-ms", "500",), "add --request-rate"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--request-rate", "0", *LOAD), "--request-rate"),
+        (("--request-rate", "-2", *LOAD), "--request-rate"),
+        (("--request-rate", "5", *LOAD, "--ttft-ms", "0"), "--ttft-ms"),
+        (("--request-rate", "5", *LOAD, "--tpot-ms", "-1"), "--tpot-ms"),
+        (("--request-rate", "5", *LOAD, "--concurrency", "8"), "drop one of them"),
+        (("--request-rate", "5", "--input-len", "1024"), "--output-len"),
+        (("--request-rate", "5", "--input-len", "1024", "--output-len", "1", "--tpot-ms", "20"), "--output-len 2"),
+        (("--request-rate", "5", "--input-len", "8000", "--output-len", "1000"), "exceeds max_model_len 8,192"),
+        (("--request-rate", "5", *LOAD, "--tpot-ms", "1"), "unreachable on H100-SXM-80GB, because"),
+        (("--request-rate", "5", *LOAD, "--ttft-ms", "5"), "unreachable on H100-SXM-80GB, because"),
+        (("--request-rate", "5", *LOAD, "--tp", "2"), "drop --tp/--pp"),
+        (
+            (
+                "--ttft-ms",
+                "500",
+            ),
+            "add --request-rate",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message):
     p = _cli(*BASE, *args)
     assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -209,9 +227,22 @@ def test_plan_json_with_a_rate_is_the_api_result():
     want = _size("llama3.1-8b", ["H100"], 20.0, 1024, 256, 500.0, 30.0).to_json()
     assert out == json.loads(json.dumps(want))
     best = out["gpus"][0]["chosen"]
-    for key in ("tp", "pp", "replicas", "gpus_used", "nodes_used", "cost_per_hour_usd",
-                "cost_per_million_output_tokens_usd", "binding", "ttft_ms", "ttft_ms_range", "tpot_ms",
-                "tpot_ms_range", "ttft_percentiles_ms", "floor_tpot_ms"):
+    for key in (
+        "tp",
+        "pp",
+        "replicas",
+        "gpus_used",
+        "nodes_used",
+        "cost_per_hour_usd",
+        "cost_per_million_output_tokens_usd",
+        "binding",
+        "ttft_ms",
+        "ttft_ms_range",
+        "tpot_ms",
+        "tpot_ms_range",
+        "ttft_percentiles_ms",
+        "floor_tpot_ms",
+    ):
         assert key in best
     assert set(best["ttft_percentiles_ms"]) == {"p50", "p90", "p99"} and "replicas" in out["estimated"]
 
@@ -223,15 +254,22 @@ def test_plan_text_with_a_rate_names_the_best_and_says_estimated():
 
 
 def test_plan_without_a_rate_is_unchanged_and_loads_no_perf_module():
-    code = ("import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
-            "print(sorted(m for m in sys.modules if m.startswith('planner.perf')), file=sys.stderr)")
+    code = (
+        "import sys; from planner.cli import main; main(['plan', 'qwen3-8b', '--gpu', 'H100', '--json']); "
+        "print(sorted(m for m in sys.modules if m.startswith('planner.perf')), file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
 # ---- layering --------------------------------------------------------------------------------------
 
-SIZING_MODULES = ("planner.perf.sizing", "planner.perf.advice", "planner.perf.ttft_percentiles", "planner.perf.sizing_cli")
+SIZING_MODULES = (
+    "planner.perf.sizing",
+    "planner.perf.advice",
+    "planner.perf.ttft_percentiles",
+    "planner.perf.sizing_cli",
+)
 
 
 @pytest.mark.parametrize("module", SIZING_MODULES)

@@ -27,29 +27,41 @@ def test_a_range_table_gives_each_version_its_value():
     assert [lookup(r, parse_version(v)) for v in ("0.10.0", "0.14.9", "0.15.0", "0.33.0")] == [1, 1, 2, 2]
 
 
-@pytest.mark.parametrize("rows,message", [
-    ([{"from": "0.10.0", "until": "0.14.0", "value": 1}, {"from": "0.15.0", "value": 2}], "gap between 0.14.0 and 0.15.0"),
-    ([{"from": "0.10.0", "until": "0.16.0", "value": 1}, {"from": "0.15.0", "value": 2}], "overlap at 0.15.0"),
-    ([{"from": "0.11.0", "value": 1}], "starts at 0.11.0"),
-    ([{"from": "0.10.0", "until": "0.12.0", "value": 1}], "last range must have no 'until'"),
-    ([{"from": "0.10.0", "value": "one"}], "expected an integer"),
-    ([{"from": 0.1, "value": 1}], "quoted strings"),
-    ([{"from": "0.10.0", "value": 1, "extra": 2}], "exactly 'from', 'value'"),
-    ([], "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        (
+            [{"from": "0.10.0", "until": "0.14.0", "value": 1}, {"from": "0.15.0", "value": 2}],
+            "gap between 0.14.0 and 0.15.0",
+        ),
+        ([{"from": "0.10.0", "until": "0.16.0", "value": 1}, {"from": "0.15.0", "value": 2}], "overlap at 0.15.0"),
+        ([{"from": "0.11.0", "value": 1}], "starts at 0.11.0"),
+        ([{"from": "0.10.0", "until": "0.12.0", "value": 1}], "last range must have no 'until'"),
+        ([{"from": "0.10.0", "value": "one"}], "expected an integer"),
+        ([{"from": 0.1, "value": 1}], "quoted strings"),
+        ([{"from": "0.10.0", "value": 1, "extra": 2}], "exactly 'from', 'value'"),
+        ([], "non-empty list"),
+    ],
+)
 def test_a_bad_range_table_is_one_line(rows, message):
     with pytest.raises(PlannerError) as e:
         load_ranges("f", rows, int, FIRST, P)
     assert message in str(e.value) and "t.yaml" in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("value,tp,message", [
-    ({"families": [], "non_cuda": "other"}, Families, "missing default_compute_capability"),
-    ({"families": [{"name": "x", "min_major": "9"}], "non_cuda": "o", "default_compute_capability": "9.0"}, Families,
-     "expected an integer"),
-    ({"a": {"b": 1}}, FrozenMap, "name: scalar"),
-    (True, int, "expected an integer"),
-])
+@pytest.mark.parametrize(
+    "value,tp,message",
+    [
+        ({"families": [], "non_cuda": "other"}, Families, "missing default_compute_capability"),
+        (
+            {"families": [{"name": "x", "min_major": "9"}], "non_cuda": "o", "default_compute_capability": "9.0"},
+            Families,
+            "expected an integer",
+        ),
+        ({"a": {"b": 1}}, FrozenMap, "name: scalar"),
+        (True, int, "expected an integer"),
+    ],
+)
 def test_typed_values_are_checked_field_by_field(value, tp, message):
     with pytest.raises(PlannerError, match=message):
         convert(value, tp, "where", P)
@@ -67,17 +79,39 @@ def test_a_missing_or_broken_file_is_one_line(tmp_path):
 
 
 # GPUs whose family vLLM's MLA choice turns on (compute capabilities from NVIDIA's CUDA GPU list).
-@pytest.mark.parametrize("cc,family", [("8.0", "ampere"), ("8.6", "ampere"), ("8.9", "ampere"), ("9.0", "hopper"),
-                                       ("10.0", "blackwell"), ("10.3", "blackwell"), ("12.0", "sm120"),
-                                       ("gfx942", "other"), ("tpu-v5e", "other"), (None, "hopper")])
+@pytest.mark.parametrize(
+    "cc,family",
+    [
+        ("8.0", "ampere"),
+        ("8.6", "ampere"),
+        ("8.9", "ampere"),
+        ("9.0", "hopper"),
+        ("10.0", "blackwell"),
+        ("10.3", "blackwell"),
+        ("12.0", "sm120"),
+        ("gfx942", "other"),
+        ("tpu-v5e", "other"),
+        (None, "hopper"),
+    ],
+)
 def test_gpu_families_come_from_the_table(cc, family):
     assert Target("g", 1, compute_capability=cc).arch_family == family
 
 
 def test_gpu_family_table_must_rise(tmp_path, monkeypatch):
-    (tmp_path / "gpu_families.yaml").write_text(yaml.safe_dump({
-        "families": [{"name": "a", "min_major": 0}, {"name": "b", "min_major": 9}, {"name": "c", "min_major": 9}],
-        "non_cuda": "other", "default_compute_capability": "9.0"}))
+    (tmp_path / "gpu_families.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "families": [
+                    {"name": "a", "min_major": 0},
+                    {"name": "b", "min_major": 9},
+                    {"name": "c", "min_major": 9},
+                ],
+                "non_cuda": "other",
+                "default_compute_capability": "9.0",
+            }
+        )
+    )
     monkeypatch.setattr(target, "profiles_dir", lambda: tmp_path)
     target.gpu_families.cache_clear()
     try:

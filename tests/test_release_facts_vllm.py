@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from launch_helpers import VLLM_VERSION, run_in_vllm
+
 from planner import releases
 
 GIB = 2**30
@@ -213,12 +213,19 @@ def test_online_quantization_shorthands(wheel):
     assert sorted(REL.online_quant_shorthands) == sorted(wheel["online_shorthands"])
 
 
-@pytest.mark.parametrize("i", range(len(DEVICES)), ids=[f"{d['name'] or 'unknown'}-x{d['world_size']}" for d in DEVICES])
+@pytest.mark.parametrize(
+    "i", range(len(DEVICES)), ids=[f"{d['name'] or 'unknown'}-x{d['world_size']}" for d in DEVICES]
+)
 def test_default_batch_by_device(wheel, i):
     d = DEVICES[i]
     for entrypoint in ("llm", "serve"):
-        planned = REL.default_batch(entrypoint, total_gib=d["total_bytes"] / GIB, device_name=d["name"],
-                                    cpu=d["cpu"], world_size=d["world_size"])
+        planned = REL.default_batch(
+            entrypoint,
+            total_gib=d["total_bytes"] / GIB,
+            device_name=d["name"],
+            cpu=d["cpu"],
+            world_size=d["world_size"],
+        )
         assert list(planned) == wheel["batch"][i][entrypoint], entrypoint
 
 
@@ -240,4 +247,6 @@ def test_max_model_len_rules(wheel):
 
 @pytest.mark.parametrize("fact,fmt,source", LOG_FACTS, ids=[f"{fact}-{i}" for i, (fact, _, _) in enumerate(LOG_FACTS)])
 def test_log_format_is_in_the_wheel(wheel, fact, fmt, source):
-    assert source in wheel["strings"][fmt], f"{fact} {fmt!r}: not a string literal of {source} (found in {wheel['strings'][fmt]})"
+    assert source in wheel["strings"][fmt], (
+        f"{fact} {fmt!r}: not a string literal of {source} (found in {wheel['strings'][fmt]})"
+    )

@@ -153,7 +153,13 @@ def test_every_field_has_a_docstring():
 BOUNDARIES: dict[str, dict[str, object]] = {
     "gpu_memory_utilization_default": {"0.10.0": 0.9, "0.19.1": 0.9, "0.20.0": 0.92, "0.20.1": 0.92, "0.33.0": 0.92},
     "cudagraph_estimate_profiled": {"0.17.1": False, "0.18.0": True, "0.19.1": True, "0.33.0": True},
-    "cudagraph_estimate_subtracted": {"0.17.1": False, "0.18.0": False, "0.19.1": False, "0.20.0": True, "0.33.0": True},
+    "cudagraph_estimate_subtracted": {
+        "0.17.1": False,
+        "0.18.0": False,
+        "0.19.1": False,
+        "0.20.0": True,
+        "0.33.0": True,
+    },
     "budget_formula": {
         "0.10.0": "peak_increase",
         "0.26.0": "peak_increase",
@@ -169,8 +175,14 @@ BOUNDARIES: dict[str, dict[str, object]] = {
         "0.20.1": "concurrency_x_max_model_len",
         "0.33.0": "concurrency_x_max_model_len",
     },
-    "kv_tokens_cp_multiplier": {"0.10.1.1": "none", "0.10.2": "dcp", "0.11.2": "dcp", "0.12.0": "pcp_x_dcp",
-                                "0.20.0": "pcp_x_dcp", "0.20.1": "none"},
+    "kv_tokens_cp_multiplier": {
+        "0.10.1.1": "none",
+        "0.10.2": "dcp",
+        "0.11.2": "dcp",
+        "0.12.0": "pcp_x_dcp",
+        "0.20.0": "pcp_x_dcp",
+        "0.20.1": "none",
+    },
     "kv_size_logged_per_worker": {"0.11.0": True, "0.11.1": False},
     "null_block_in_fit_check": {"0.28.0": False, "0.29.0": True, "0.33.0": True},
     "fit_check": {
@@ -194,16 +206,26 @@ BOUNDARIES: dict[str, dict[str, object]] = {
     "async_scheduling_default": {"0.13.0": False, "0.14.0": True},
     "hybrid_prefix_caching_default": {"0.25.1": False, "0.26.0": True, "0.27.0": True},
     "v2_model_runner_env": {"0.11.2": False, "0.12.0": True, "0.33.0": True},
-    "mamba_prefix_caching_mode": {"0.14.1": "unsupported", "0.15.0": "all_if_supported_else_align",
-                                  "0.27.1": "all_if_supported_else_align", "0.28.0": "align", "0.32.0": "align"},
+    "mamba_prefix_caching_mode": {
+        "0.14.1": "unsupported",
+        "0.15.0": "all_if_supported_else_align",
+        "0.27.1": "all_if_supported_else_align",
+        "0.28.0": "align",
+        "0.32.0": "align",
+    },
     "mamba_blocks_align_mode": {"0.14.1": None, "0.15.0": 2, "0.33.0": 2},
     "mamba_blocks_none_mode": {"0.10.0": 1, "0.33.0": 1},
     "mamba_blocks_add_spec_tokens": {"0.14.1": False, "0.15.0": True},
     "mamba_align_prefill_checkpoint_blocks": {"0.31.0": (), "0.32.0": ("mamba2",), "0.33.0": ("mamba2", "gdn")},
     "mamba_ssm_cache_bytes_nemotron_h": {"0.12.0": None, "0.19.1": 2, "0.20.0": 4},
     "mamba_all_mode_adds_spec_blocks": {"0.27.1": False, "0.28.0": True},
-    "hybrid_mamba_block_align": {"0.10.0": "fixed_16", "0.11.0": "fixed_16", "0.11.1": "16_or_mla_64",
-                                 "0.19.1": "16_or_mla_64", "0.20.0": "backend_kernel_block"},
+    "hybrid_mamba_block_align": {
+        "0.10.0": "fixed_16",
+        "0.11.0": "fixed_16",
+        "0.11.1": "16_or_mla_64",
+        "0.19.1": "16_or_mla_64",
+        "0.20.0": "backend_kernel_block",
+    },
     "block_size_default": {"0.10.0": 16, "0.33.0": 16},
     "block_size_from_backend": {"0.17.1": False, "0.18.0": True},
     "sparse_mla_block_size": {"0.10.2": None, "0.11.0": 64},
@@ -237,8 +259,17 @@ BOUNDARIES: dict[str, dict[str, object]] = {
         "0.27.1": ("gguf",),
         "0.28.0": ("gguf", "bitsandbytes"),
     },
-    "online_quant_shorthands": {"0.19.1": (), "0.30.0": ("fp8_per_tensor", "fp8_per_block", "fp8_per_channel",
-                                                         "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8")},
+    "online_quant_shorthands": {
+        "0.19.1": (),
+        "0.30.0": (
+            "fp8_per_tensor",
+            "fp8_per_block",
+            "fp8_per_channel",
+            "int8_per_channel_weight_only",
+            "nvfp4_per_token",
+            "mxfp8",
+        ),
+    },
     "fp8_online_requires_serialized": {"0.30.0": False, "0.31.0": True},
     "encoder_decoder_supported": {"0.10.1.1": False, "0.10.2": True},
     "mm_ipc_reservation": {"0.24.0": False, "0.25.0": True},
@@ -290,8 +321,13 @@ def test_fact_at_boundary(fact, version, expected):
 def test_mla_block_size(version, ampere, hopper, blackwell):
     f = releases.get(version)
     # sm120 (RTX 50 / RTX PRO 6000) and non-CUDA GPUs get Triton MLA's 16 in every release
-    assert dict(f.mla_block_size_default) == {"ampere": ampere, "hopper": hopper, "blackwell": blackwell,
-                                              "sm120": 16, "other": 16}
+    assert dict(f.mla_block_size_default) == {
+        "ampere": ampere,
+        "hopper": hopper,
+        "blackwell": blackwell,
+        "sm120": 16,
+        "other": 16,
+    }
     assert set(f.mla_backend_default) == {"ampere", "hopper", "blackwell", "sm120", "other"}
 
 
@@ -461,7 +497,9 @@ def test_every_fact_has_a_source_comment():
             j -= 1
         # facts grouped under one comment (e.g. the CLI flags) share the group's comment
         block_comment = any(l.strip().startswith("#") for l in above)
-        group_comment = any(lines[k].strip().startswith("# ref") or "src:" in lines[k] for k in range(max(0, idx - 40), idx))
+        group_comment = any(
+            lines[k].strip().startswith("# ref") or "src:" in lines[k] for k in range(max(0, idx - 40), idx)
+        )
         assert block_comment or group_comment, name
 
 
@@ -550,7 +588,9 @@ def test_fit_error_text_by_release():
     assert "the model's max seq len" in fixed and "(which also controls CPU memory on the CPU backend)" in fixed
 
 
-@pytest.mark.parametrize("version, url, cpu", [("0.12.0", False, False), ("0.13.0", True, False), ("0.22.0", True, True)])
+@pytest.mark.parametrize(
+    "version, url, cpu", [("0.12.0", False, False), ("0.13.0", True, False), ("0.22.0", True, True)]
+)
 def test_no_kv_memory_error(version, url, cpu):
     f = releases.get(version)
     text = f.fit_error(1024, GIB, 0, 0)

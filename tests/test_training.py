@@ -3,7 +3,6 @@ the derived activation variants, the fit search, and the `train` command's outpu
 
 import argparse
 import json
-import math
 import sys
 
 import pytest
@@ -14,10 +13,24 @@ from planner.dtypes import get_format
 from planner.errors import PlannerError
 from planner.models.spec import LayerSpec, ModelSpec
 from planner.training import (
-    PRECISIONS, ActivationAssumptions, ModelStates, TrainingConfig, activation_model, attention_terms,
-    decoder_linear_modules, estimate_training, korthikanti_layer_bytes, layer_terms, lora_trainable_params,
-    mlp_terms, moe_terms, nf4_double_quant_bytes, optimizer_state_bytes, resolve_lora_targets,
-    trainable_states, zero_shard,
+    PRECISIONS,
+    ActivationAssumptions,
+    ModelStates,
+    TrainingConfig,
+    activation_model,
+    attention_terms,
+    decoder_linear_modules,
+    estimate_training,
+    korthikanti_layer_bytes,
+    layer_terms,
+    lora_trainable_params,
+    mlp_terms,
+    moe_terms,
+    nf4_double_quant_bytes,
+    optimizer_state_bytes,
+    resolve_lora_targets,
+    trainable_states,
+    zero_shard,
 )
 from planner.training_cli import register
 
@@ -59,26 +72,32 @@ def estimate(model, **kw):
 
 # ---- model states: published figures ------------------------------------------------------------
 
+
 def test_mixed_precision_adamw_full_fine_tuning_is_16_bytes_per_param(llama8b):
     e = estimate(llama8b, method="full")
     s = e.states
     assert e.params_trainable == 8_030_261_248
-    assert (s.weights, s.master_weights, s.gradients, s.optimizer) == tuple(n * e.params_trainable for n in (2, 4, 2, 8))
+    assert (s.weights, s.master_weights, s.gradients, s.optimizer) == tuple(
+        n * e.params_trainable for n in (2, 4, 2, 8)
+    )
     assert s.total == 16 * e.params_trainable
 
 
 N = 4096 * 4096  # one square weight, a multiple of every block size
 
 
-@pytest.mark.parametrize("precision,optimizer,bytes_per_param", [
-    ("bf16-mixed", "adamw", 16),             # 2 + 4 master + 2 + 8
-    ("fp16-mixed", "adamw", 16),
-    ("bf16", "adamw", 8),                    # no master; torch states follow the bf16 params
-    ("fp32", "adamw", 16),                   # 4 + 4 + 8
-    ("bf16-mixed", "sgd-momentum", 12),      # one fp32 momentum
-    ("bf16-mixed", "adamw-8bit", 8 + 2 + 2 * 4 / 256),  # uint8 x2 + fp32 absmax per 256 per state
-    ("bf16-mixed", "adafactor", 8 + (4096 + 4096) * 4 / N),  # row + column factors
-])
+@pytest.mark.parametrize(
+    "precision,optimizer,bytes_per_param",
+    [
+        ("bf16-mixed", "adamw", 16),  # 2 + 4 master + 2 + 8
+        ("fp16-mixed", "adamw", 16),
+        ("bf16", "adamw", 8),  # no master; torch states follow the bf16 params
+        ("fp32", "adamw", 16),  # 4 + 4 + 8
+        ("bf16-mixed", "sgd-momentum", 12),  # one fp32 momentum
+        ("bf16-mixed", "adamw-8bit", 8 + 2 + 2 * 4 / 256),  # uint8 x2 + fp32 absmax per 256 per state
+        ("bf16-mixed", "adafactor", 8 + (4096 + 4096) * 4 / N),  # row + column factors
+    ],
+)
 def test_bytes_per_param_by_precision_and_optimizer(precision, optimizer, bytes_per_param):
     s = trainable_states([(4096, 4096)], PRECISIONS[precision], optimizer)
     assert s.total / N == pytest.approx(bytes_per_param, rel=0, abs=1e-12)
@@ -98,8 +117,16 @@ def test_zero_paper_7_5b_on_64_gpus(stage, gb_per_gpu):
 
 
 def test_zero_stages_shard_what_the_paper_says():
-    s = ModelStates(weights=64, master_weights=128, gradients=64, optimizer=256, adapter_weights=8,
-                    adapter_gradients=8, adapter_optimizer=16, quantized_base=32)
+    s = ModelStates(
+        weights=64,
+        master_weights=128,
+        gradients=64,
+        optimizer=256,
+        adapter_weights=8,
+        adapter_gradients=8,
+        adapter_optimizer=16,
+        quantized_base=32,
+    )
     one = zero_shard(s, 1, 8)
     assert (one.master_weights, one.optimizer, one.adapter_optimizer, one.gradients, one.weights) == (16, 32, 2, 64, 64)
     two = zero_shard(s, 2, 8)
@@ -110,12 +137,21 @@ def test_zero_stages_shard_what_the_paper_says():
 
 # ---- LoRA ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model_id,rank,targets,params", [
-    ("meta-llama/Llama-3.1-8B-Instruct", 16, "q,k,v,o,gate,up,down", 41_943_040),  # the issue's figure
-    ("mistralai/Mistral-7B-v0.1", 16, "q,k,v,o,gate,up,down", 41_943_040),  # PEFT prints 41,943,040 of 7,283,675,136
-    ("meta-llama/Llama-2-7b-hf", 8, "q,v", 4_194_304),  # PEFT's README: 4,194,304 trainable
-    ("microsoft/phi-2", 16, "fc1,fc2", 32 * 16 * 2 * (2560 + 10240)),
-])
+
+@pytest.mark.parametrize(
+    "model_id,rank,targets,params",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", 16, "q,k,v,o,gate,up,down", 41_943_040),  # the issue's figure
+        (
+            "mistralai/Mistral-7B-v0.1",
+            16,
+            "q,k,v,o,gate,up,down",
+            41_943_040,
+        ),  # PEFT prints 41,943,040 of 7,283,675,136
+        ("meta-llama/Llama-2-7b-hf", 8, "q,v", 4_194_304),  # PEFT's README: 4,194,304 trainable
+        ("microsoft/phi-2", 16, "fc1,fc2", 32 * 16 * 2 * (2560 + 10240)),
+    ],
+)
 def test_lora_trainable_params(model_id, rank, targets, params):
     m = load_model(model_id)
     modules = decoder_linear_modules(m.tensors)
@@ -124,8 +160,9 @@ def test_lora_trainable_params(model_id, rank, targets, params):
 
 
 def test_lora_adapter_states_are_16_bytes_per_trainable_param(llama8b):
-    e = estimate(llama8b, method="lora", lora_rank=16, lora_targets=("q", "k", "v", "o", "gate", "up", "down"),
-                 base_dtype="bf16")
+    e = estimate(
+        llama8b, method="lora", lora_rank=16, lora_targets=("q", "k", "v", "o", "gate", "up", "down"), base_dtype="bf16"
+    )
     assert e.params_trainable == 41_943_040
     assert e.states.adapter == 16 * 41_943_040  # fp32 weights 4 + fp32 grads 4 + AdamW 8
     assert e.states.weights == 2 * e.params_total  # frozen bf16 base, no master, no gradients
@@ -142,6 +179,7 @@ def test_lora_on_moe_experts_counts_one_adapter_per_expert():
 
 # ---- QLoRA --------------------------------------------------------------------------------------
 
+
 def test_nf4_double_quant_bytes_follow_the_format():
     fmt = get_format("nf4").with_double_quant()
     n = 64 * 256 * 1024
@@ -154,18 +192,33 @@ def test_qlora_quantizes_the_decoder_linears_only(llama8b):
     linear = sum(t.numel for t in llama8b.tensors if t.linear)
     assert e.states.weights == 2 * (e.params_total - linear)  # embeddings, norms, lm_head in bf16
     upcast = estimate(llama8b, method="qlora")  # prepare_model_for_kbit_training: fp32
-    assert (upcast.states.weights - e.states.weights) / GIB == pytest.approx(1.96, abs=0.01)  # the issue's +2 GiB for an 8B
+    assert (upcast.states.weights - e.states.weights) / GIB == pytest.approx(
+        1.96, abs=0.01
+    )  # the issue's +2 GiB for an 8B
     assert e.states.quantized_base == sum(nf4_double_quant_bytes(t.numel) for t in llama8b.tensors if t.linear)
     assert e.states.quantized_base < 0.29 * 2 * linear
 
 
 # ---- activations --------------------------------------------------------------------------------
 
+
 def _gpt(h, a, layers=1):
-    return ModelSpec(model_type="gpt2", architecture="GPT2LMHeadModel", hidden_size=h, vocab_size=50257,
-                     num_heads=a, num_kv_heads=a, head_dim=h // a, v_head_dim=h // a, intermediate_size=4 * h,
-                     layers=(LayerSpec("full"),) * layers, max_position_embeddings=2048, dtype="float16",
-                     gated_mlp=False, norm="layer")
+    return ModelSpec(
+        model_type="gpt2",
+        architecture="GPT2LMHeadModel",
+        hidden_size=h,
+        vocab_size=50257,
+        num_heads=a,
+        num_kv_heads=a,
+        head_dim=h // a,
+        v_head_dim=h // a,
+        intermediate_size=4 * h,
+        layers=(LayerSpec("full"),) * layers,
+        max_position_embeddings=2048,
+        dtype="float16",
+        gated_mlp=False,
+        norm="layer",
+    )
 
 
 MEGATRON = ActivationAssumptions(element_bytes=2, attention="eager", dropout=True, softmax_bytes=2, norm_style="fused")
@@ -193,17 +246,28 @@ def test_full_recomputation_keeps_2sbh_per_layer():
 
 # Per token, bf16, full fine-tuning, as the CPU probe lists the saved tensors of a Llama layer: each
 # RMSNorm keeps x.float() (4h), the fp32 reciprocal RMS (4) and the bf16 normalized tensor (2h).
-LLAMA3_FLASH = {"norms": 2 * (4 * 4096 + 4 + 2 * 4096), "qkv input": 2 * 4096, "q": 2 * 4096, "k": 2 * 1024,
-                "v": 2 * 1024, "attention output (o_proj input)": 2 * 4096, "attention log-sum-exp (fp32)": 4 * 32,
-                "mlp input": 2 * 4096, "swiglu (4 I-wide tensors)": 4 * 2 * 14336}
+LLAMA3_FLASH = {
+    "norms": 2 * (4 * 4096 + 4 + 2 * 4096),
+    "qkv input": 2 * 4096,
+    "q": 2 * 4096,
+    "k": 2 * 1024,
+    "v": 2 * 1024,
+    "attention output (o_proj input)": 2 * 4096,
+    "attention log-sum-exp (fp32)": 4 * 32,
+    "mlp input": 2 * 4096,
+    "swiglu (4 I-wide tensors)": 4 * 2 * 14336,
+}
 
 
-@pytest.mark.parametrize("attention,per_token,per_token_ctx", [
-    # SwiGLU: e*(h + 4I); GQA under flash: K and V at 8 KV heads; fp32 log-sum-exp per head
-    ("flash", sum(LLAMA3_FLASH.values()), 0),
-    # eager repeats K/V to 32 heads and keeps the fp32 softmax and the bf16 probabilities
-    ("eager", sum(LLAMA3_FLASH.values()) - 4 * 32 + 2 * 2 * (4096 - 1024), 32 * (4 + 2)),
-])
+@pytest.mark.parametrize(
+    "attention,per_token,per_token_ctx",
+    [
+        # SwiGLU: e*(h + 4I); GQA under flash: K and V at 8 KV heads; fp32 log-sum-exp per head
+        ("flash", sum(LLAMA3_FLASH.values()), 0),
+        # eager repeats K/V to 32 heads and keeps the fp32 softmax and the bf16 probabilities
+        ("eager", sum(LLAMA3_FLASH.values()) - 4 * 32 + 2 * 2 * (4096 - 1024), 32 * (4 + 2)),
+    ],
+)
 def test_llama3_layer_swiglu_gqa(llama8b, attention, per_token, per_token_ctx):
     a = ActivationAssumptions(element_bytes=2, attention=attention)
     assert layer_terms(llama8b.spec, 0, a).coefficients() == (per_token, per_token_ctx)
@@ -225,7 +289,9 @@ def test_frozen_linears_keep_no_input(llama8b):
     assert "qkv input" not in terms.per_token  # fp32 adapters: each keeps its own fp32 copy instead
     assert terms.per_token["LoRA input copies (qkv input)"] == 2 * 4 * 4096
     assert terms.per_token["LoRA A outputs (qkv input)"] == 2 * 4 * 8  # two adapted modules, fp32 r wide each
-    same_dtype = ActivationAssumptions(trainable=False, adapted=frozenset({"q_proj", "v_proj"}), lora_rank=8, adapter_bytes=2)
+    same_dtype = ActivationAssumptions(
+        trainable=False, adapted=frozenset({"q_proj", "v_proj"}), lora_rank=8, adapter_bytes=2
+    )
     assert layer_terms(llama8b.spec, 0, same_dtype).per_token["qkv input"] == 2 * 4096  # one shared copy
 
 
@@ -244,6 +310,7 @@ def test_gradient_checkpointing_cuts_activations(llama8b):
 
 
 # ---- fit, largest batch and sequence, ZeRO, accumulation --------------------------------------
+
 
 def test_largest_micro_batch_and_sequence_are_the_boundaries(llama8b):
     e = estimate(llama8b, method="qlora", gpu_memory_bytes=H100)
@@ -289,13 +356,38 @@ def test_lora_over_a_quantized_checkpoint_counts_the_base_as_stored():
 
 # ---- the command --------------------------------------------------------------------------------
 
-JSON_KEYS = {"method", "params_trainable", "weights_gib", "master_weights_gib", "gradients_gib", "optimizer_gib",
-             "activations_gib", "adapter_gib", "total_gib", "fits", "max_micro_batch_size", "max_seq_len", "estimated"}
+JSON_KEYS = {
+    "method",
+    "params_trainable",
+    "weights_gib",
+    "master_weights_gib",
+    "gradients_gib",
+    "optimizer_gib",
+    "activations_gib",
+    "adapter_gib",
+    "total_gib",
+    "fits",
+    "max_micro_batch_size",
+    "max_seq_len",
+    "estimated",
+}
 
 
 def test_train_json_has_the_issue_keys(capsys):
-    code, out, _ = run(capsys, "train", "llama3.1-8b", "--method", "lora", "--lora-rank", "16",
-                       "--lora-targets", "q,k,v,o,gate,up,down", "--gpu", "H100", "--json")
+    code, out, _ = run(
+        capsys,
+        "train",
+        "llama3.1-8b",
+        "--method",
+        "lora",
+        "--lora-rank",
+        "16",
+        "--lora-targets",
+        "q,k,v,o,gate,up,down",
+        "--gpu",
+        "H100",
+        "--json",
+    )
     data = json.loads(out)
     assert code == 0 and JSON_KEYS <= set(data)
     assert data["params_trainable"] == 41_943_040 and data["method"] == "lora" and data["fits"] is True
@@ -307,18 +399,39 @@ def test_train_json_without_gpu(capsys):
     code, out, _ = run(capsys, "train", "tinyllama", "--method", "full", "--json")
     data = json.loads(out)
     assert code == 0 and data["fits"] is None and data["max_micro_batch_size"] is None
-    assert data["weights_gib"] + data["master_weights_gib"] + data["gradients_gib"] + data["optimizer_gib"] == \
-        pytest.approx(16 * data["params_trainable"] / GIB, abs=1e-3)
+    assert data["weights_gib"] + data["master_weights_gib"] + data["gradients_gib"] + data[
+        "optimizer_gib"
+    ] == pytest.approx(16 * data["params_trainable"] / GIB, abs=1e-3)
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["llama3.1-8b", "--method", "qlora", "--gpu", "L4", "--gradient-checkpointing"],
-     ["quantized base (NF4, double quantization)", "LoRA adapter weights (fp32)", "activations (est.)", "FITS"]),
-    (["llama3.1-8b", "--method", "full", "--gpus", "8", "--zero", "3", "--gradient-checkpointing", "--gpu", "H100"],
-     ["master weights (fp32)", "checkpointed layer inputs", "ZeRO 3", "largest micro-batch"]),
-    (["tinyllama", "--method", "lora", "--grad-accum", "8", "--attention", "eager"],
-     ["gradient accumulation trades time for memory", "8 grad-accum", "eager attention", "no --gpu given"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (
+            ["llama3.1-8b", "--method", "qlora", "--gpu", "L4", "--gradient-checkpointing"],
+            ["quantized base (NF4, double quantization)", "LoRA adapter weights (fp32)", "activations (est.)", "FITS"],
+        ),
+        (
+            [
+                "llama3.1-8b",
+                "--method",
+                "full",
+                "--gpus",
+                "8",
+                "--zero",
+                "3",
+                "--gradient-checkpointing",
+                "--gpu",
+                "H100",
+            ],
+            ["master weights (fp32)", "checkpointed layer inputs", "ZeRO 3", "largest micro-batch"],
+        ),
+        (
+            ["tinyllama", "--method", "lora", "--grad-accum", "8", "--attention", "eager"],
+            ["gradient accumulation trades time for memory", "8 grad-accum", "eager attention", "no --gpu given"],
+        ),
+    ],
+)
 def test_train_table(capsys, argv, needles):
     code, out, _ = run(capsys, "train", *argv)
     assert code == 0
@@ -331,21 +444,34 @@ def test_train_exit_1_when_it_does_not_fit(capsys):
     assert code == 1 and "DOES NOT FIT" in out
 
 
-@pytest.mark.parametrize("case,argv,needle", [
-    ("LoRA target the architecture lacks", ["phi-2", "--method", "lora", "--lora-targets", "q,gate"],
-     "LoRA target 'gate' (gate_proj) is not a linear module of PhiForCausalLM"),
-    ("rank zero", ["llama3.1-8b", "--method", "lora", "--lora-rank", "0"], "--lora-rank"),
-    ("seq len above the context", ["tinyllama", "--method", "full", "--seq-len", "4096"],
-     "--seq-len 4,096 exceeds the model's context of 2,048 tokens"),
-    ("ZeRO 3 on one GPU", ["llama3.1-8b", "--method", "full", "--zero", "3"], "--zero 3 shards the parameters"),
-    ("QLoRA on a quantized model", ["Qwen/Qwen3-4B-AWQ", "--method", "qlora"], "already quantized (awq)"),
-    ("full on a quantized model", ["Qwen/Qwen3-32B-FP8", "--method", "full"], "full fine-tuning needs the 16-bit"),
-    ("LoRA options with full", ["tinyllama", "--method", "full", "--lora-rank", "8"], "apply to --method lora or qlora"),
-    ("unknown optimizer", ["tinyllama", "--method", "full", "--optimizer", "lion"], "invalid choice"),
-    ("no method", ["tinyllama"], "--method"),
-    ("micro-batch zero", ["tinyllama", "--method", "lora", "--micro-batch-size", "0"], "--micro-batch-size"),
-    ("unmodelled weights", ["nemotron-h-56b", "--method", "lora"], "not modelled"),
-])
+@pytest.mark.parametrize(
+    "case,argv,needle",
+    [
+        (
+            "LoRA target the architecture lacks",
+            ["phi-2", "--method", "lora", "--lora-targets", "q,gate"],
+            "LoRA target 'gate' (gate_proj) is not a linear module of PhiForCausalLM",
+        ),
+        ("rank zero", ["llama3.1-8b", "--method", "lora", "--lora-rank", "0"], "--lora-rank"),
+        (
+            "seq len above the context",
+            ["tinyllama", "--method", "full", "--seq-len", "4096"],
+            "--seq-len 4,096 exceeds the model's context of 2,048 tokens",
+        ),
+        ("ZeRO 3 on one GPU", ["llama3.1-8b", "--method", "full", "--zero", "3"], "--zero 3 shards the parameters"),
+        ("QLoRA on a quantized model", ["Qwen/Qwen3-4B-AWQ", "--method", "qlora"], "already quantized (awq)"),
+        ("full on a quantized model", ["Qwen/Qwen3-32B-FP8", "--method", "full"], "full fine-tuning needs the 16-bit"),
+        (
+            "LoRA options with full",
+            ["tinyllama", "--method", "full", "--lora-rank", "8"],
+            "apply to --method lora or qlora",
+        ),
+        ("unknown optimizer", ["tinyllama", "--method", "full", "--optimizer", "lion"], "invalid choice"),
+        ("no method", ["tinyllama"], "--method"),
+        ("micro-batch zero", ["tinyllama", "--method", "lora", "--micro-batch-size", "0"], "--micro-batch-size"),
+        ("unmodelled weights", ["nemotron-h-56b", "--method", "lora"], "not modelled"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(capsys, case, argv, needle):
     code, out, err = run(capsys, "train", *argv)
     assert code == 2, case

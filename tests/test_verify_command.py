@@ -12,13 +12,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_verify_server import FAKE_SERVER, processes_with
 
 from planner import cli
 from planner.errors import PlannerError
 from planner.verify import command
 from planner.verify.command import Launcher, load_plan_file, parse_serve_command, resolve_launcher
 from planner.verify.tinymodel import TINY_LLAMA_CONFIG
-from test_verify_server import FAKE_SERVER, processes_with
 
 CPU = ["--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager"]
 
@@ -68,8 +68,15 @@ def test_verified_on_the_fake(capsys, tiny, fake, tmp_path):
     data = json.loads(report.read_text())
     assert data["ok"] and data["vllm_version"] == "0.32.0" and data["startup"]["outcome"] == "ready"
     tokens = next(e for e in data["entries"] if e["name"] == "kv_cache_tokens")
-    assert tokens == {"name": "kv_cache_tokens", "predicted": 1048576, "observed": 1048576, "error": 0,
-                      "tolerance": {"relative": 0.03, "absolute": 0.0}, "ok": True, "source": "log"}
+    assert tokens == {
+        "name": "kv_cache_tokens",
+        "predicted": 1048576,
+        "observed": 1048576,
+        "error": 0,
+        "tolerance": {"relative": 0.03, "absolute": 0.0},
+        "ok": True,
+        "source": "log",
+    }
     assert data["load"]["completed"] == 3 and data["load"]["prompt_tokens"] + data["load"]["output_tokens"] == 512
     argv = data["serve_argv"]
     assert argv[argv.index("--model") + 1] == str(tiny) and "--load-format" not in argv
@@ -85,7 +92,9 @@ def test_load_progress_on_stderr(capsys, tiny, fake, monkeypatch):
     code, out, err = verify(capsys, tiny, fake, "--requests", "2")
     assert code == 0, out + err
     lines = [ln for ln in err.splitlines() if "] load: " in ln]
-    assert lines and re.search(r"load: 0/2 requests done after [12] s, 2 running, 0 waiting, - tokens/s$", lines[0]), err
+    assert lines and re.search(r"load: 0/2 requests done after [12] s, 2 running, 0 waiting, - tokens/s$", lines[0]), (
+        err
+    )
 
 
 def test_json_output(capsys, tiny, fake):
@@ -117,8 +126,19 @@ def test_unpredicted_startup_crash_is_a_result(capsys, tiny, fake, monkeypatch, 
 
 def test_predicted_kv_failure_from_a_plan_file(capsys, tiny, fake, monkeypatch, tmp_path):
     # a 1 MB KV pool (VLLM_CPU_KVCACHE_SPACE takes whole GiB, so the pool is pinned in bytes)
-    argv = ["plan", str(tiny), "--device", "cpu", "--cpu-kvcache-gib", "1", "--kv-cache-memory-bytes", "1000000",
-            "--max-model-len", "2048", "--json"]
+    argv = [
+        "plan",
+        str(tiny),
+        "--device",
+        "cpu",
+        "--cpu-kvcache-gib",
+        "1",
+        "--kv-cache-memory-bytes",
+        "1000000",
+        "--max-model-len",
+        "2048",
+        "--json",
+    ]
     assert main(argv) == 1  # does not fit
     plan = json.loads(capsys.readouterr().out)
     assert plan["max_model_len_fit"] < 2048
@@ -126,8 +146,20 @@ def test_predicted_kv_failure_from_a_plan_file(capsys, tiny, fake, monkeypatch, 
     monkeypatch.setenv("FAKE_MODE", "kvfail")
     monkeypatch.setenv("FAKE_MML", "2048")
     monkeypatch.setenv("FAKE_EST", str(plan["max_model_len_fit"]))
-    code = main(["verify", str(tiny), "--plan", str(tmp_path / "plan.json"), "--vllm-command", fake,
-                 "--report", str(tmp_path / "r.json"), "--timeout", "30"])
+    code = main(
+        [
+            "verify",
+            str(tiny),
+            "--plan",
+            str(tmp_path / "plan.json"),
+            "--vllm-command",
+            fake,
+            "--report",
+            str(tmp_path / "r.json"),
+            "--timeout",
+            "30",
+        ]
+    )
     out = capsys.readouterr().out
     data = json.loads((tmp_path / "r.json").read_text())
     assert code == 0, out
@@ -137,6 +169,7 @@ def test_predicted_kv_failure_from_a_plan_file(capsys, tiny, fake, monkeypatch, 
 
 
 # ---- bad input: one line, exit 2, nothing started ----------------------------------------------
+
 
 def bad(capsys, argv: list[str]) -> str:
     code = main(argv)
@@ -166,7 +199,9 @@ def test_plan_file_that_does_not_parse_or_is_another_models(capsys, tiny, fake, 
     assert "not the JSON of" in bad(capsys, ["verify", str(tiny), "--plan", str(listing), "--vllm-command", fake])
     other = tmp_path / "other.json"
     other.write_text(json.dumps({k: 1 for k in command.PLAN_KEYS} | {"model": "Qwen/Qwen3-8B"}))
-    assert "a plan for Qwen/Qwen3-8B, not for" in bad(capsys, ["verify", str(tiny), "--plan", str(other), "--vllm-command", fake])
+    assert "a plan for Qwen/Qwen3-8B, not for" in bad(
+        capsys, ["verify", str(tiny), "--plan", str(other), "--vllm-command", fake]
+    )
     missing = tmp_path / "missing.json"
     assert "cannot read a plan" in bad(capsys, ["verify", str(tiny), "--plan", str(missing), "--vllm-command", fake])
 
@@ -194,8 +229,9 @@ def test_no_gpu_where_the_plan_needs_one(capsys, tiny, fake, monkeypatch):
 
 def test_other_bad_options(capsys, tiny, fake):
     # verify checks one deployment: its parser has no --inventory
-    assert "unrecognized arguments: --inventory" in bad(capsys, ["verify", str(tiny), "--inventory", "1x8xH100",
-                                                                 "--vllm-command", fake])
+    assert "unrecognized arguments: --inventory" in bad(
+        capsys, ["verify", str(tiny), "--inventory", "1x8xH100", "--vllm-command", fake]
+    )
     assert "is not an executable" in bad(capsys, ["verify", str(tiny), *CPU, "--vllm-command", "/no/such/vllm serve"])
     assert "expected a port" in bad(capsys, ["verify", str(tiny), *CPU, "--port", "70000"])
     assert "positive number of seconds" in bad(capsys, ["verify", str(tiny), *CPU, "--timeout", "0"])
@@ -203,6 +239,7 @@ def test_other_bad_options(capsys, tiny, fake):
 
 
 # ---- pieces -----------------------------------------------------------------------------------
+
 
 def test_parse_serve_command():
     line = parse_serve_command("VLLM_CPU_KVCACHE_SPACE=1 vllm serve '/tmp/a b' --max-model-len 512 --enforce-eager")
@@ -252,6 +289,7 @@ def test_ctrl_c_during_startup_exits_130_and_leaves_nothing(capsys, tiny, fake, 
 
 
 def test_dummy_weights_need_vllms_python_for_a_tokenizer(capsys, fake):
-    err = bad(capsys, ["verify", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", *CPU, "--load-format", "dummy",
-                       "--vllm-command", fake])
+    err = bad(
+        capsys, ["verify", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", *CPU, "--load-format", "dummy", "--vllm-command", fake]
+    )
     assert "tokenizer must be generated with vLLM's python" in err

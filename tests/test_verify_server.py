@@ -163,8 +163,13 @@ def processes_with(marker: str) -> list[int]:
 
 def spec_for(fake: Path, tmp_path: Path, marker: str, timeout_s: float = 30.0, port: int | None = None) -> ServerSpec:
     port = port or free_port()
-    return ServerSpec([sys.executable, str(fake), "--model", "x", "--port", str(port), marker], port,
-                      {"FAKE_MARKER": marker}, timeout_s, tmp_path / "server.log")
+    return ServerSpec(
+        [sys.executable, str(fake), "--model", "x", "--port", str(port), marker],
+        port,
+        {"FAKE_MARKER": marker},
+        timeout_s,
+        tmp_path / "server.log",
+    )
 
 
 def run_fake(fake: Path, tmp_path: Path, monkeypatch, timeout_s: float = 30.0, **env: str):
@@ -211,8 +216,9 @@ def test_server_exit_without_a_traceback_reports_the_status(fake, tmp_path, monk
 
 def test_server_never_healthy_times_out_and_leaves_nothing(fake, tmp_path, monkeypatch):
     t0 = time.monotonic()
-    result, phases, marker, pgid, during, spec = run_fake(fake, tmp_path, monkeypatch, timeout_s=3.0,
-                                                          FAKE_MODE="hang", FAKE_ESCAPE="1")
+    result, phases, marker, pgid, during, spec = run_fake(
+        fake, tmp_path, monkeypatch, timeout_s=3.0, FAKE_MODE="hang", FAKE_ESCAPE="1"
+    )
     assert result.outcome == "timeout"
     assert "not healthy after 3 s" in result.error and "loading weights" in result.error
     assert len(during) >= 3  # the server, a child, and a child that left the process group
@@ -222,8 +228,9 @@ def test_server_never_healthy_times_out_and_leaves_nothing(fake, tmp_path, monke
 
 def test_children_ignoring_sigterm_are_killed(fake, tmp_path, monkeypatch):
     monkeypatch.setattr(srv_mod, "STOP_GRACE_S", 1.0)
-    result, _, marker, pgid, during, spec = run_fake(fake, tmp_path, monkeypatch, timeout_s=2.0,
-                                                     FAKE_MODE="hang", FAKE_IGNORE_TERM="1")
+    result, _, marker, pgid, during, spec = run_fake(
+        fake, tmp_path, monkeypatch, timeout_s=2.0, FAKE_MODE="hang", FAKE_IGNORE_TERM="1"
+    )
     assert result.outcome == "timeout" and len(during) >= 3
     assert_nothing_left(marker, pgid, spec.port)
 

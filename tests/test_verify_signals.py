@@ -9,8 +9,8 @@ The server is the fake of test_verify_server.py; test_verify_e2e.py does the sam
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,18 +19,20 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_verify_command import fake, tiny  # noqa: F401 (fixtures)
 from test_verify_server import processes_with
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = ["--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager"]
 # verify with a shorter SIGTERM grace, so a server that ignores SIGTERM is killed within the test's time
-BOOT = ("import sys; from planner.verify import server; server.STOP_GRACE_S = float(sys.argv[1]); "
-        "from planner.cli import main; sys.exit(main(sys.argv[2:]))")
+BOOT = (
+    "import sys; from planner.verify import server; server.STOP_GRACE_S = float(sys.argv[1]); "
+    "from planner.cli import main; sys.exit(main(sys.argv[2:]))"
+)
 
 
 # ---- /proc, read independently of planner.verify.server ---------------------------------------
+
 
 def proc_table() -> dict[int, dict[str, object]]:
     out = {}
@@ -41,7 +43,7 @@ def proc_table() -> dict[int, dict[str, object]]:
             stat = Path(f"/proc/{name}/stat").read_text()
         except OSError:
             continue
-        f = stat[stat.rindex(")") + 2:].split()
+        f = stat[stat.rindex(")") + 2 :].split()
         out[int(name)] = {"state": f[0], "ppid": int(f[1]), "sid": int(f[3]), "start": f[19]}
     return out
 
@@ -62,11 +64,15 @@ def left_behind(seen: dict[int, dict[str, object]]) -> list[int]:
     """Live processes that are one of `seen`, or share a session that one of them led (the server's)."""
     own = proc_table()[os.getpid()]["sid"]
     sessions = {p["sid"] for p in seen.values()} - {own}
-    return [pid for pid, p in proc_table().items() if p["state"] not in ("Z", "X")
-            and ((pid in seen and seen[pid]["start"] == p["start"]) or p["sid"] in sessions)]
+    return [
+        pid
+        for pid, p in proc_table().items()
+        if p["state"] not in ("Z", "X") and ((pid in seen and seen[pid]["start"] == p["start"]) or p["sid"] in sessions)
+    ]
 
 
 # ---- verify in a process of its own ------------------------------------------------------------
+
 
 class Verify:
     """`vllm-planner verify ARGS` as a child process; its stderr is collected as it comes."""
@@ -75,10 +81,19 @@ class Verify:
         # verify's own temp folder, short enough that it lends the server one (a socket path has ~107 bytes)
         self.tmpdir = Path(tempfile.mkdtemp(prefix="vp-test-"))
         environ = {**os.environ, "TMPDIR": str(self.tmpdir), "PYTHONPATH": str(REPO), **env}
-        self.proc = subprocess.Popen([sys.executable, "-c", BOOT, str(grace), "verify", *args], cwd=REPO, env=environ,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BOOT, str(grace), "verify", *args],
+            cwd=REPO,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.err: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")), daemon=True)
+        self._reader = threading.Thread(
+            target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")), daemon=True
+        )
         self._reader.start()
 
     def wait_for(self, text: str, timeout: float = 60.0) -> None:
@@ -126,8 +141,13 @@ SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_signal_during_startup(tiny, fake, tmp_path, sig):
     # A server that never becomes healthy, with a child that left its process group (setsid).
-    v = Verify([str(tiny), *CPU, "--vllm-command", fake, "--timeout", "60", "--report", str(tmp_path / "r.json")],
-               tmp_path, FAKE_MODE="hang", FAKE_ESCAPE="1", FAKE_TEMP_FILE="1")
+    v = Verify(
+        [str(tiny), *CPU, "--vllm-command", fake, "--timeout", "60", "--report", str(tmp_path / "r.json")],
+        tmp_path,
+        FAKE_MODE="hang",
+        FAKE_ESCAPE="1",
+        FAKE_TEMP_FILE="1",
+    )
     v.wait_for("] loading weights")
     seen = tree(v.proc.pid)
     assert len(seen) >= 3  # the server, its child, the child in a session of its own
@@ -141,8 +161,14 @@ def test_signal_during_startup(tiny, fake, tmp_path, sig):
 def test_second_and_third_signal_while_stopping_do_not_abort_the_stop(tiny, fake, tmp_path):
     # The server takes 1.5 s to shut down and its child ignores SIGTERM: only the SIGKILL after the
     # grace (2 s here) ends it. A SIGTERM and a SIGHUP sent meanwhile must not cut the stop short.
-    v = Verify([str(tiny), *CPU, "--vllm-command", fake, "--timeout", "60"], tmp_path,
-               FAKE_MODE="hang", FAKE_TERM_DELAY="1.5", FAKE_IGNORE_TERM="1", FAKE_TEMP_FILE="1")
+    v = Verify(
+        [str(tiny), *CPU, "--vllm-command", fake, "--timeout", "60"],
+        tmp_path,
+        FAKE_MODE="hang",
+        FAKE_TERM_DELAY="1.5",
+        FAKE_IGNORE_TERM="1",
+        FAKE_TEMP_FILE="1",
+    )
     v.wait_for("] loading weights")
     seen = tree(v.proc.pid)
     v.send(signal.SIGTERM)
@@ -159,8 +185,22 @@ def test_second_and_third_signal_while_stopping_do_not_abort_the_stop(tiny, fake
 
 
 def test_signal_during_the_load(tiny, fake, tmp_path):
-    v = Verify([str(tiny), *CPU, "--vllm-command", fake, "--timeout", "60", "--requests", "3",
-                "--report", str(tmp_path / "r.json")], tmp_path, FAKE_REQUEST_S="60")
+    v = Verify(
+        [
+            str(tiny),
+            *CPU,
+            "--vllm-command",
+            fake,
+            "--timeout",
+            "60",
+            "--requests",
+            "3",
+            "--report",
+            str(tmp_path / "r.json"),
+        ],
+        tmp_path,
+        FAKE_REQUEST_S="60",
+    )
     v.wait_for("verify: load: 3 request(s)")
     time.sleep(0.5)
     seen = tree(v.proc.pid)
@@ -184,8 +224,19 @@ def test_signal_while_the_tokenizer_is_generated(tiny, tmp_path, sig):
     python.parent.mkdir()
     python.write_text(FAKE_PYTHON.format(python=sys.executable))
     python.chmod(0o755)
-    v = Verify([str(tiny), *CPU, "--load-format", "dummy", "--vllm-command",
-                f"{python} -m vllm.entrypoints.openai.api_server", "--timeout", "60"], tmp_path)
+    v = Verify(
+        [
+            str(tiny),
+            *CPU,
+            "--load-format",
+            "dummy",
+            "--vllm-command",
+            f"{python} -m vllm.entrypoints.openai.api_server",
+            "--timeout",
+            "60",
+        ],
+        tmp_path,
+    )
     deadline = time.monotonic() + 60
     while not [p for p in processes_with(str(python)) if p != v.proc.pid] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -66,8 +66,10 @@ def test_tokenizer_failure_is_one_line(tmp_path):
 def test_tiny_model_tokenizer_loads_in_transformers(tmp_path):
     py = vllm_python()
     folder = tinymodel.write_tiny_model(tmp_path / "tiny", py)
-    check = ("import sys; from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained(sys.argv[1]);"
-             "print(len(t), t.bos_token_id, t.eos_token_id, t('t5 t7').input_ids)")
+    check = (
+        "import sys; from transformers import AutoTokenizer; t = AutoTokenizer.from_pretrained(sys.argv[1]);"
+        "print(len(t), t.bos_token_id, t.eos_token_id, t('t5 t7').input_ids)"
+    )
     out = subprocess.run([py, "-c", check, str(folder)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "1024 1 2 [5, 7]"

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from launch_helpers import VLLM_ABSENT, vllm_python
+
 from planner import accounting as acc
 from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model
 from planner.errors import PlannerError
@@ -39,8 +39,12 @@ def oracle():
     dirs = bundled_dirs()
     results = {}
     for tp in TPS:
-        proc = subprocess.run([vllm_python(), str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
-                              capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [vllm_python(), str(REPO / "tests" / "vllm_oracle.py"), *map(str, dirs.values()), "--tp", str(tp)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         by_dir = {}
         for line in proc.stdout.splitlines():
             if line.startswith("{"):

@@ -50,8 +50,16 @@ def _build(case: dict) -> torch.nn.Module:
         from peft import LoraConfig, get_peft_model
 
         lo = case["lora"]
-        model = get_peft_model(model, LoraConfig(r=lo["r"], lora_alpha=lo["alpha"], target_modules=lo["targets"],
-                                                 lora_dropout=lo["dropout"], task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lo["r"],
+                lora_alpha=lo["alpha"],
+                target_modules=lo["targets"],
+                lora_dropout=lo["dropout"],
+                task_type="CAUSAL_LM",
+            ),
+        )
     if case["checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -96,8 +104,12 @@ def probe(case: dict) -> dict:
             per_layer[tag] += nbytes
             if tag == len(layers) - 1:
                 last.append([shape, dtype, nbytes])
-    return {"name": case.get("name", ""), "layer_saved_bytes": per_layer, "head_saved_bytes": head,
-            "last_layer_tensors": last}
+    return {
+        "name": case.get("name", ""),
+        "layer_saved_bytes": per_layer,
+        "head_saved_bytes": head,
+        "last_layer_tensors": last,
+    }
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ Prints one JSON object per config, one per line, on stdout (vLLM's own logging g
 Several configs in one call share the ~15 s import of vLLM. A config vLLM rejects gives the line
 {"config": ..., "error": "..."}, the message on stderr too, and exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,14 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
     from vllm.v1.kv_cache_interface import FullAttentionSpec, MLAAttentionSpec, get_kv_quant_mode
 
     def model_config(**extra):
-        return ModelConfig(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype,
-                           skip_tokenizer_init=True, trust_remote_code=False, **extra)
+        return ModelConfig(
+            model=str(model_dir),
+            tokenizer=str(model_dir),
+            dtype=dtype,
+            skip_tokenizer_init=True,
+            trust_remote_code=False,
+            **extra,
+        )
 
     override = None
     try:
@@ -81,12 +88,22 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
         cfg = json.loads((model_dir / "config.json").read_text())
         archs = cfg.get("architectures") or []
         text_archs = (cfg.get("text_config") or {}).get("architectures") or []
-        text = [text_archs[0] if text_archs else {"mistral3": "MistralForCausalLM", "qwen2_vl": "Qwen2ForCausalLM",
-                                                  "qwen2_5_vl": "Qwen2ForCausalLM"}.get(
-                    cfg.get("model_type"), a.replace("ForConditionalGeneration", "ForCausalLM"))
-                for a in archs[:1]]
-        if "failed to be inspected" not in str(e) or not text or text[0] == archs[0] \
-                or text[0] not in ModelRegistry.get_supported_archs():
+        text = [
+            text_archs[0]
+            if text_archs
+            else {
+                "mistral3": "MistralForCausalLM",
+                "qwen2_vl": "Qwen2ForCausalLM",
+                "qwen2_5_vl": "Qwen2ForCausalLM",
+            }.get(cfg.get("model_type"), a.replace("ForConditionalGeneration", "ForCausalLM"))
+            for a in archs[:1]
+        ]
+        if (
+            "failed to be inspected" not in str(e)
+            or not text
+            or text[0] == archs[0]
+            or text[0] not in ModelRegistry.get_supported_archs()
+        ):
             raise
         print(f"vllm_oracle: {archs[0]} failed inspection; retrying as {text[0]}", file=sys.stderr)
         mc, override = model_config(hf_overrides={"architectures": text}), text[0]
@@ -98,12 +115,15 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
     kv_dtype = kv_cache_dtype_str_to_dtype(kv_str, mc)
     head_size = mc.get_head_size()
     kv_heads = mc.get_num_kv_heads(pc)
-    common = dict(block_size=block_size, head_size=head_size, dtype=kv_dtype,
-                  kv_quant_mode=get_kv_quant_mode(kv_str))
+    common = dict(block_size=block_size, head_size=head_size, dtype=kv_dtype, kv_quant_mode=get_kv_quant_mode(kv_str))
     if mc.use_mla:  # as MLAAttention.get_kv_cache_spec builds it
-        spec = MLAAttentionSpec(num_kv_heads=1, max_tp_shards=1, cache_dtype_str=kv_str,
-                                state_content_bytes={"fp8_ds_mla": 656, "nvfp4_ds_mla": 352}.get(kv_str),
-                                **common)
+        spec = MLAAttentionSpec(
+            num_kv_heads=1,
+            max_tp_shards=1,
+            cache_dtype_str=kv_str,
+            state_content_bytes={"fp8_ds_mla": 656, "nvfp4_ds_mla": 352}.get(kv_str),
+            **common,
+        )
     else:  # as Attention.get_kv_cache_spec builds it for a full-attention layer
         spec = FullAttentionSpec(num_kv_heads=kv_heads, **common)
 
@@ -113,9 +133,16 @@ def oracle(model_dir: Path, tp: int, kv_cache_dtype: str, dtype: str, block_size
     if getattr(text, "index_topk", None) is not None:  # DSA: DeepseekV32IndexerCache.get_kv_cache_spec
         import torch
         from vllm.v1.kv_cache_interface import SparseCacheRole
+
         head = text.index_head_dim + text.index_head_dim // 128 * 4  # deepseek_v2.py Indexer (quant_block_size 128)
-        indexer = MLAAttentionSpec(block_size=block_size, num_kv_heads=1, max_tp_shards=1, head_size=head,
-                                   dtype=torch.uint8, cache_role=SparseCacheRole.INDEXER).page_size_bytes
+        indexer = MLAAttentionSpec(
+            block_size=block_size,
+            num_kv_heads=1,
+            max_tp_shards=1,
+            head_size=head,
+            dtype=torch.uint8,
+            cache_role=SparseCacheRole.INDEXER,
+        ).page_size_bytes
     try:
         mamba = _mamba_state(mc, pc) if mc.is_hybrid else None
     except Exception as e:  # noqa: BLE001 - the KV figures stand without it
@@ -162,13 +189,20 @@ def _mamba_state(mc, pc) -> dict:
     page = MambaSpec(block_size=16, shapes=tuple(shapes), dtypes=tuple(dtypes)).page_size_bytes
     # the model's own config hook alone (the CPU platform then forces float32 for its GDN backend)
     from types import SimpleNamespace
+
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
     hooked = SimpleNamespace(model_config=mc, cache_config=CacheConfig())
     if mc.architecture in MODELS_CONFIG_MAP:
         MODELS_CONFIG_MAP[mc.architecture].verify_and_update_config(hooked)
-    return {"class": cls.__name__, "shapes": [list(x) for x in shapes], "dtypes": [_dtype_name(d) for d in dtypes],
-            "ssm_cache_dtype": vc.cache_config.mamba_ssm_cache_dtype,
-            "model_hook_ssm_cache_dtype": hooked.cache_config.mamba_ssm_cache_dtype, "page_size_bytes": page}
+    return {
+        "class": cls.__name__,
+        "shapes": [list(x) for x in shapes],
+        "dtypes": [_dtype_name(d) for d in dtypes],
+        "ssm_cache_dtype": vc.cache_config.mamba_ssm_cache_dtype,
+        "model_hook_ssm_cache_dtype": hooked.cache_config.mamba_ssm_cache_dtype,
+        "page_size_bytes": page,
+    }
 
 
 def _stub_torchvision() -> None:
@@ -207,13 +241,15 @@ def _stub_torchvision() -> None:
 
     sys.meta_path.insert(0, _Finder())
     import vllm.model_executor.models.registry as registry
+
     registry._run_in_subprocess = lambda fn: fn()  # the placeholder exists in this process only
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("configs", type=Path, nargs="+", metavar="CONFIG",
-                    help="model dir with config.json, or a config .json file")
+    ap.add_argument(
+        "configs", type=Path, nargs="+", metavar="CONFIG", help="model dir with config.json, or a config .json file"
+    )
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--kv-cache-dtype", default="auto")
     ap.add_argument("--dtype", default="auto")
@@ -230,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     for config in args.configs:
         try:
             with tempfile.TemporaryDirectory(prefix="vllm-oracle-") as tmp:
-                result = oracle(_model_dir(config, Path(tmp)), args.tp, args.kv_cache_dtype,
-                                args.dtype, args.block_size)
+                result = oracle(
+                    _model_dir(config, Path(tmp)), args.tp, args.kv_cache_dtype, args.dtype, args.block_size
+                )
             result = {"config": str(config), **result}
         except Exception as e:  # noqa: BLE001 - report anything vLLM raises
             if os.environ.get("VLLM_ORACLE_TRACEBACK"):

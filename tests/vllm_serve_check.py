@@ -7,6 +7,7 @@ JSON object per item: {"ok": true, "args": {...}} with the parsed namespace (mod
 model as `vllm serve` does), or {"ok": false, "error": "..."}.  `llm_kwargs` must all be fields of
 vLLM's EngineArgs (what LLM(**kwargs) passes on); building EngineArgs itself would look the model up.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,7 +56,10 @@ def check(p, item: dict) -> dict:
     unknown = sorted(set(item.get("llm_kwargs", {})) - fields)
     if unknown:
         return {"ok": False, "error": f"not LLM/EngineArgs keyword arguments: {unknown}"}
-    return {"ok": True, "args": {k: v for k, v in vars(ns).items() if isinstance(v, (str, int, float, bool, type(None)))}}
+    return {
+        "ok": True,
+        "args": {k: v for k, v in vars(ns).items() if isinstance(v, (str, int, float, bool, type(None)))},
+    }
 
 
 def main() -> int:

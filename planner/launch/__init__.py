@@ -14,10 +14,18 @@ from typing import Any
 # Names load on first use (PEP 562): `plan` needs only the flags, not the deployment formats,
 # and every command pays for what it imports.
 _WHERE = {
-    "Deployment": "deployment", "Var": "deployment", "build": "deployment",
-    "ServeConfig": "flags", "config_yaml": "flags", "llm_kwargs": "flags", "llm_source": "flags",
-    "serve_argv": "flags", "serve_command": "flags", "serve_config": "flags",
-    "FORMATS": "formats", "render": "formats",
+    "Deployment": "deployment",
+    "Var": "deployment",
+    "build": "deployment",
+    "ServeConfig": "flags",
+    "config_yaml": "flags",
+    "llm_kwargs": "flags",
+    "llm_source": "flags",
+    "serve_argv": "flags",
+    "serve_command": "flags",
+    "serve_config": "flags",
+    "FORMATS": "formats",
+    "render": "formats",
 }
 
 __all__ = sorted(_WHERE)

@@ -7,7 +7,6 @@ Wiring (planner/cli.py): `from planner.launch.cli import register` and, in build
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -26,20 +25,41 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     options the parser already has are left as they are."""
     if "--replicas" in p._option_string_actions:
         return
-    p.add_argument("--replicas", type=int_range(1, MAX_REPLICAS, "a replica count"),
-                   help="replicas to deploy (default: the inventory plan's, else 1)")
+    p.add_argument(
+        "--replicas",
+        type=int_range(1, MAX_REPLICAS, "a replica count"),
+        help="replicas to deploy (default: the inventory plan's, else 1)",
+    )
     p.add_argument("--name", metavar="NAME", help="Kubernetes object name, a DNS label (default: vllm-<model>)")
-    p.add_argument("--model-ref", metavar="REF", help="the model argument written into the launch, e.g. a local path "
-                                                      "or mirror (default: the planned model's id)")
-    p.add_argument("--multinode-backend", choices=("mp", "ray"),
-                   help="how a replica spans nodes: mp = vLLM's --nnodes flags, ray = a Ray cluster "
-                        "(default: mp from vLLM 0.11.1, ray before)")
-    p.add_argument("--expert-parallel", action=argparse.BooleanOptionalAction, default=None,
-                   help="--enable-expert-parallel for MoE models (default: on when a MoE replica has TP > 1)")
-    p.add_argument("--gpus-per-node", type=int_range(1, 1024, "a GPU count"), metavar="N",
-                   help="GPUs per node (default: the inventory's, else the GPU's typical count, 8 for most)")
-    p.add_argument("--force", action="store_true",
-                   help="replace files that already exist in the output folder (default: refuse and list them)")
+    p.add_argument(
+        "--model-ref",
+        metavar="REF",
+        help="the model argument written into the launch, e.g. a local path "
+        "or mirror (default: the planned model's id)",
+    )
+    p.add_argument(
+        "--multinode-backend",
+        choices=("mp", "ray"),
+        help="how a replica spans nodes: mp = vLLM's --nnodes flags, ray = a Ray cluster "
+        "(default: mp from vLLM 0.11.1, ray before)",
+    )
+    p.add_argument(
+        "--expert-parallel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--enable-expert-parallel for MoE models (default: on when a MoE replica has TP > 1)",
+    )
+    p.add_argument(
+        "--gpus-per-node",
+        type=int_range(1, 1024, "a GPU count"),
+        metavar="N",
+        help="GPUs per node (default: the inventory's, else the GPU's typical count, 8 for most)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files that already exist in the output folder (default: refuse and list them)",
+    )
 
 
 OPTION_KEYS = ("replicas", "name", "model_ref", "multinode_backend", "expert_parallel", "gpus_per_node", "pin_kv_cache")
@@ -62,8 +82,10 @@ def _check_name(name: str | None) -> None:
     import re
 
     if name is not None and not re.fullmatch(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", name):
-        raise PlannerError(f"--name {name!r} must be a DNS label: lower-case letters, digits and '-', "
-                           "starting with a letter, at most 40 characters")
+        raise PlannerError(
+            f"--name {name!r} must be a DNS label: lower-case letters, digits and '-', "
+            "starting with a letter, at most 40 characters"
+        )
 
 
 def _out_file(filename: str, text: str) -> OutFile:
@@ -75,16 +97,27 @@ def plan_json(result: Any, d: Deployment) -> dict[str, Any]:
         out = result.to_json()
     else:
         out = result.budget.to_json()
-    out["launch"] = {"model": d.model, "vllm_version": d.release.version, "image": d.release.docker_image,
-                     "replicas": d.replicas, "nodes_per_replica": d.nodes, "gpus_per_node": d.gpus_per_node,
-                     "multinode_backend": d.backend, "shm_gib": d.shm_gib, "cpu": d.cpu, "memory_gib": d.memory_gib,
-                     "startup_allowance_s": d.startup_s, "cache_gib": d.cache_gib,
-                     "serve_args": [[f, v, why] for f, v, why in d.config.args]}
+    out["launch"] = {
+        "model": d.model,
+        "vllm_version": d.release.version,
+        "image": d.release.docker_image,
+        "replicas": d.replicas,
+        "nodes_per_replica": d.nodes,
+        "gpus_per_node": d.gpus_per_node,
+        "multinode_backend": d.backend,
+        "shm_gib": d.shm_gib,
+        "cpu": d.cpu,
+        "memory_gib": d.memory_gib,
+        "startup_allowance_s": d.startup_s,
+        "cache_gib": d.cache_gib,
+        "serve_args": [[f, v, why] for f, v, why in d.config.args],
+    }
     return out
 
 
-def emit_all(plan_result: Any, request: Any, out_dir: str | os.PathLike[str], force: bool = False,
-             **options: Any) -> dict[str, str]:
+def emit_all(
+    plan_result: Any, request: Any, out_dir: str | os.PathLike[str], force: bool = False, **options: Any
+) -> dict[str, str]:
     """Write every format that can express the plan, plus plan.json, into `out_dir`; without `force`
     nothing is written when any of those files exists.
 
@@ -132,8 +165,11 @@ def _cmd_emit(a: argparse.Namespace, build_request: Callable[[argparse.Namespace
             print(f"{name}: {where}")
         return 0 if fits else 1
     if not fits:
-        print(f"vllm-planner: error: the plan does not fit ({result.budget.error or result.binding}): vLLM would not "
-              "serve it as asked; apply one of the changes `vllm-planner plan` lists, then emit", file=sys.stderr)
+        print(
+            f"vllm-planner: error: the plan does not fit ({result.budget.error or result.binding}): vLLM would not "
+            "serve it as asked; apply one of the changes `vllm-planner plan` lists, then emit",
+            file=sys.stderr,
+        )
         return 1
     d = deployment_from(result, req, **launch_options(a))
     text = render(a.format, d)
@@ -144,14 +180,25 @@ def _cmd_emit(a: argparse.Namespace, build_request: Callable[[argparse.Namespace
     return 0
 
 
-def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParser], None],
-             build_request: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+def register(
+    subparsers: Any,
+    add_plan_options: Callable[[argparse.ArgumentParser], None],
+    build_request: Callable[[argparse.Namespace], Any],
+) -> argparse.ArgumentParser:
     """Add `emit` to the CLI's subparsers."""
-    p = subparsers.add_parser("emit", help="launch configs from a plan: vllm serve, config YAML, python, docker, "
-                                           "compose, Kubernetes, LeaderWorkerSet, Helm, KServe")
+    p = subparsers.add_parser(
+        "emit",
+        help="launch configs from a plan: vllm serve, config YAML, python, docker, "
+        "compose, Kubernetes, LeaderWorkerSet, Helm, KServe",
+    )
     add_plan_options(p)
-    p.add_argument("--format", "-f", required=True, choices=(*FORMATS, "all"),
-                   help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()) + "; all: every format that fits (needs --out)")
+    p.add_argument(
+        "--format",
+        "-f",
+        required=True,
+        choices=(*FORMATS, "all"),
+        help="; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()) + "; all: every format that fits (needs --out)",
+    )
     p.add_argument("--out", "-o", metavar="DIR", help="write the file into this folder (default: print it)")
     add_launch_options(p)
     p.set_defaults(func=lambda a: _cmd_emit(a, build_request))

@@ -125,7 +125,9 @@ def k8s_name(model: str, limit: int = 40) -> str:
 def nodes_for(world: int, tp: int, gpus_per_node: int) -> int:
     """Nodes for one replica of `world` GPUs: the fewest that split it evenly, whole TP groups per node."""
     if tp > gpus_per_node:
-        raise PlannerError(f"tensor parallel {tp} does not fit in a node of {gpus_per_node} GPUs: TP stays inside a node")
+        raise PlannerError(
+            f"tensor parallel {tp} does not fit in a node of {gpus_per_node} GPUs: TP stays inside a node"
+        )
     for n in range(1, world + 1):
         per = world // n
         if world % n == 0 and per <= gpus_per_node and per % tp == 0:
@@ -137,16 +139,20 @@ def _backend(rel: ReleaseFacts, asked: str | None) -> Literal["mp", "ray"]:
     if asked is None:
         return "mp" if rel.native_multinode_flags else "ray"
     if asked not in rel.multinode_backends:
-        raise PlannerError(f"vLLM {rel.version} cannot span nodes with {asked!r}: it has {', '.join(rel.multinode_backends)} "
-                           "(--nnodes/--node-rank/--master-addr arrived in 0.11.1)")
+        raise PlannerError(
+            f"vLLM {rel.version} cannot span nodes with {asked!r}: it has {', '.join(rel.multinode_backends)} "
+            "(--nnodes/--node-rank/--master-addr arrived in 0.11.1)"
+        )
     return asked  # type: ignore[return-value]
 
 
 def _multinode_args(nodes: int, backend: str) -> list[Arg]:
     if backend == "ray":
         return [("distributed-executor-backend", "ray", f"the replica spans {nodes} nodes joined by a Ray cluster")]
-    return [("distributed-executor-backend", "mp", "vLLM's own processes on every node, no Ray"),
-            ("nnodes", str(nodes), f"the replica spans {nodes} nodes")]
+    return [
+        ("distributed-executor-backend", "mp", "vLLM's own processes on every node, no Ray"),
+        ("nnodes", str(nodes), f"the replica spans {nodes} nodes"),
+    ]
 
 
 def _plan_parts(result: Any) -> tuple[Budget, GPU | None, int | None, int | None]:
@@ -157,27 +163,58 @@ def _plan_parts(result: Any) -> tuple[Budget, GPU | None, int | None, int | None
     return result.budget, gpu, gpn, getattr(result, "replicas", None)
 
 
-def build(result: Any, req: Request, *, replicas: int | None = None, model_ref: str | None = None,
-          name: str | None = None, pin_kv_cache: bool = False, multinode_backend: str | None = None,
-          expert_parallel: bool | None = None, gpus_per_node: int | None = None) -> Deployment:
+def build(
+    result: Any,
+    req: Request,
+    *,
+    replicas: int | None = None,
+    model_ref: str | None = None,
+    name: str | None = None,
+    pin_kv_cache: bool = False,
+    multinode_backend: str | None = None,
+    expert_parallel: bool | None = None,
+    gpus_per_node: int | None = None,
+) -> Deployment:
     """A Deployment from a plan (`PlanResult` or `InventoryPlan`) and its request."""
     b, gpu, group_gpn, plan_replicas = _plan_parts(result)
-    gpn = gpus_per_node or group_gpn or (gpu.gpus_per_node_max if gpu and gpu.gpus_per_node_max else DEFAULT_GPUS_PER_NODE)
+    gpn = (
+        gpus_per_node
+        or group_gpn
+        or (gpu.gpus_per_node_max if gpu and gpu.gpus_per_node_max else DEFAULT_GPUS_PER_NODE)
+    )
     reps = replicas if replicas is not None else plan_replicas or 1
     if not 1 <= reps <= MAX_REPLICAS:
         raise PlannerError(f"--replicas {reps} must be between 1 and {MAX_REPLICAS:,}")
     nodes = 1 if req.device == "cpu" else nodes_for(b.tp * b.pp, b.tp, gpn)
     pin = min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.stages else None
     if pin_kv_cache and not req.release.kv_cache_memory_bytes_flag:
-        raise PlannerError(f"--pin-kv-cache needs --kv-cache-memory-bytes, which vLLM {req.release.version} lacks (0.10.2+)")
-    ref = check_model_ref(model_ref, "--model-ref") if model_ref is not None else check_model_ref(req.model.id, "the model")
+        raise PlannerError(
+            f"--pin-kv-cache needs --kv-cache-memory-bytes, which vLLM {req.release.version} lacks (0.10.2+)"
+        )
+    ref = (
+        check_model_ref(model_ref, "--model-ref")
+        if model_ref is not None
+        else check_model_ref(req.model.id, "the model")
+    )
     cfg = plan_serve_config(b, req, model_ref=ref, pin_kv_cache_bytes=pin, expert_parallel=expert_parallel)
     backend = _backend(req.release, multinode_backend) if nodes > 1 else None
     if backend:
         cfg = cfg.with_args(_multinode_args(nodes, backend))
     per_stage = [st.weights_bytes for st in b.stages] or [int(b.weights_gib * GIB)] * b.pp
     total = b.tp * sum(per_stage) / GIB
-    return Deployment(name=name or k8s_name(req.model.id), config=cfg, budget=b, release=req.release, gpu=gpu,
-                      device=req.device, replicas=reps, nodes=nodes, gpus_per_node=b.tp * b.pp // nodes,
-                      backend=backend, weights_gib_per_node=total / nodes, weights_gib_total=total,
-                      sizing=_sizing(), pinned_kv=pin is not None)
+    return Deployment(
+        name=name or k8s_name(req.model.id),
+        config=cfg,
+        budget=b,
+        release=req.release,
+        gpu=gpu,
+        device=req.device,
+        replicas=reps,
+        nodes=nodes,
+        gpus_per_node=b.tp * b.pp // nodes,
+        backend=backend,
+        weights_gib_per_node=total / nodes,
+        weights_gib_total=total,
+        sizing=_sizing(),
+        pinned_kv=pin is not None,
+    )

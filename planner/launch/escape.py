@@ -26,15 +26,21 @@ def check_model_ref(ref: str, what: str = "the model reference") -> str:
     if not ref or not ref.strip():
         raise PlannerError(f"{what} is empty: give a Hugging Face id or a local folder")
     if len(ref) > MODEL_REF_MAX_CHARS:
-        raise PlannerError(f"{what} is {len(ref):,} characters long (at most {MODEL_REF_MAX_CHARS:,}): "
-                           "give a shorter path or a Hugging Face id")
+        raise PlannerError(
+            f"{what} is {len(ref):,} characters long (at most {MODEL_REF_MAX_CHARS:,}): "
+            "give a shorter path or a Hugging Face id"
+        )
     bad = next((i for i, ch in enumerate(ref) if _unsafe(ch)), None)
     if bad is not None:
-        raise PlannerError(f"{what} '{escape(ref)}' holds the control or invisible character U+{ord(ref[bad]):04X} at "
-                           f"position {bad}: rename the folder or pass --model-ref with a plain name")
+        raise PlannerError(
+            f"{what} '{escape(ref)}' holds the control or invisible character U+{ord(ref[bad]):04X} at "
+            f"position {bad}: rename the folder or pass --model-ref with a plain name"
+        )
     if ref.startswith("-"):
-        raise PlannerError(f"{what} {ref!r} begins with '-', which vLLM would read as an option: "
-                           f"pass a local folder as ./{ref}, or --model-ref with another name")
+        raise PlannerError(
+            f"{what} {ref!r} begins with '-', which vLLM would read as an option: "
+            f"pass a local folder as ./{ref}, or --model-ref with another name"
+        )
     return ref
 
 

@@ -1,7 +1,7 @@
 """Render the reference plans of `deploy/examples/plans.yaml` into `deploy/examples/<name>/`.
 
-    python -m planner.launch.examples            # rewrite the examples
-    python -m planner.launch.examples --check    # exit 1 when they drift
+python -m planner.launch.examples            # rewrite the examples
+python -m planner.launch.examples --check    # exit 1 when they drift
 """
 
 from __future__ import annotations
@@ -60,8 +60,13 @@ def drift(root: Path | None = None) -> list[str]:
         for name in reference_plans():
             new, old = fresh / name, root / name
             files = {p.name for p in new.iterdir()} | ({p.name for p in old.iterdir()} if old.is_dir() else set())
-            out += [f"{name}/{f}" for f in sorted(files)
-                    if not (new / f).is_file() or not (old / f).is_file() or not filecmp.cmp(new / f, old / f, shallow=False)]
+            out += [
+                f"{name}/{f}"
+                for f in sorted(files)
+                if not (new / f).is_file()
+                or not (old / f).is_file()
+                or not filecmp.cmp(new / f, old / f, shallow=False)
+            ]
         return out
 
 

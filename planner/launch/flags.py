@@ -54,17 +54,28 @@ def _parallel(b: Budget, s: Settings, expert_parallel: bool) -> list[Arg]:
 def _batch(b: Budget, s: Settings, device: str) -> list[Arg]:
     fit = f"KV cache holds {b.kv_cache_tokens:,} tokens, {b.max_concurrency:g} such requests at once"
     why = {None: "the model's full context", "auto": "auto-fit: the longest context the KV cache holds"}.get(
-        s.max_model_len, "chosen context per request")  # type: ignore[arg-type]
+        s.max_model_len, "chosen context per request"
+    )  # type: ignore[arg-type]
     out: list[Arg] = [("max-model-len", str(b.max_model_len), f"{why}; {fit}")]
     if device != "cpu":
-        out.append(("gpu-memory-utilization", f"{b.gpu_memory_utilization:g}",
-                    f"{b.requested_gib:g} of {b.total_gib:g} GiB per GPU for vLLM"
-                    + ("" if s.gpu_memory_utilization else " (the release's default)")))
+        out.append(
+            (
+                "gpu-memory-utilization",
+                f"{b.gpu_memory_utilization:g}",
+                f"{b.requested_gib:g} of {b.total_gib:g} GiB per GPU for vLLM"
+                + ("" if s.gpu_memory_utilization else " (the release's default)"),
+            )
+        )
     why = "chosen" if s.max_num_seqs else "the release's default for this GPU, pinned"
     out.append(("max-num-seqs", str(b.max_num_seqs), f"requests scheduled together ({why})"))
     why = "chosen" if s.max_num_batched_tokens else "the release's default for this GPU, pinned"
-    out.append(("max-num-batched-tokens", str(b.max_num_batched_tokens),
-                f"tokens per scheduler step, the size of the profile run the plan assumes ({why})"))
+    out.append(
+        (
+            "max-num-batched-tokens",
+            str(b.max_num_batched_tokens),
+            f"tokens per scheduler step, the size of the profile run the plan assumes ({why})",
+        )
+    )
     return out
 
 
@@ -83,16 +94,30 @@ def _formats(b: Budget, s: Settings, dtype: str | None, quantization: str | None
     return out
 
 
-def serve_config(model_ref: str, b: Budget, s: Settings, rel: ReleaseFacts, *, dtype: str | None = None,
-                 quantization: str | None = None, pin_kv_cache_bytes: int | None = None, device: str = "cuda",
-                 cpu_kvcache_gib: float | None = None, expert_parallel: bool = False) -> ServeConfig:
+def serve_config(
+    model_ref: str,
+    b: Budget,
+    s: Settings,
+    rel: ReleaseFacts,
+    *,
+    dtype: str | None = None,
+    quantization: str | None = None,
+    pin_kv_cache_bytes: int | None = None,
+    device: str = "cuda",
+    cpu_kvcache_gib: float | None = None,
+    expert_parallel: bool = False,
+) -> ServeConfig:
     """The flags that carry the plan, valid for `rel`. `pin_kv_cache_bytes` adds
     `--kv-cache-memory-bytes` so the real KV pool equals the plan's figure (0.10.2+)."""
     args = _parallel(b, s, expert_parallel) + _batch(b, s, device) + _formats(b, s, dtype, quantization)
     kv_bytes = pin_kv_cache_bytes if pin_kv_cache_bytes is not None else s.kv_cache_memory_bytes
     if kv_bytes is not None and rel.kv_cache_memory_bytes_flag:
-        why = ("KV pool pinned to the plan's figure: vLLM skips its own profiling, so the server's KV cache "
-               "matches the plan exactly" if pin_kv_cache_bytes is not None else "KV pool fixed by the plan's input")
+        why = (
+            "KV pool pinned to the plan's figure: vLLM skips its own profiling, so the server's KV cache "
+            "matches the plan exactly"
+            if pin_kv_cache_bytes is not None
+            else "KV pool fixed by the plan's input"
+        )
         args.append(("kv-cache-memory-bytes", str(kv_bytes), why))
     env: list[tuple[str, str]] = []
     if device == "cpu" and cpu_kvcache_gib is not None:
@@ -115,13 +140,27 @@ def expert_parallel_for(model: Any, b: Budget, asked: bool | None = None) -> boo
     return asked and b.tp > 1
 
 
-def plan_serve_config(b: Budget, req: Any, *, model_ref: str | None = None, pin_kv_cache_bytes: int | None = None,
-                      expert_parallel: bool | None = None) -> ServeConfig:
+def plan_serve_config(
+    b: Budget,
+    req: Any,
+    *,
+    model_ref: str | None = None,
+    pin_kv_cache_bytes: int | None = None,
+    expert_parallel: bool | None = None,
+) -> ServeConfig:
     """The serve settings of a plan's budget for its request (`planner.plan.Request`)."""
-    return serve_config(model_ref or req.model.id, b, req.settings, req.release, dtype=req.dtype,
-                        quantization=req.quantization, pin_kv_cache_bytes=pin_kv_cache_bytes, device=req.device,
-                        cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None,
-                        expert_parallel=expert_parallel_for(req.model, b, expert_parallel))
+    return serve_config(
+        model_ref or req.model.id,
+        b,
+        req.settings,
+        req.release,
+        dtype=req.dtype,
+        quantization=req.quantization,
+        pin_kv_cache_bytes=pin_kv_cache_bytes,
+        device=req.device,
+        cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None,
+        expert_parallel=expert_parallel_for(req.model, b, expert_parallel),
+    )
 
 
 def flag_argv(args: tuple[Arg, ...] | list[Arg]) -> list[str]:
@@ -146,6 +185,7 @@ def serve_command(cfg: ServeConfig) -> str:
 
 
 # ---- vllm serve --config YAML -----------------------------------------------------------------
+
 
 def _yaml_scalar(value: str | None) -> str:
     """A value as one YAML line: numbers stay numbers, text is a double-quoted string."""
@@ -173,6 +213,7 @@ def config_yaml(cfg: ServeConfig, header: list[str] | None = None) -> str:
 
 
 # ---- LLM(...) keyword arguments ---------------------------------------------------------------
+
 
 def _py_value(value: str | None) -> bool | int | float | str:
     if value is None:

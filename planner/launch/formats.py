@@ -19,12 +19,13 @@ HF_SECRET = {"name": "hf-token", "key": "token"}
 
 # ---- words in each launcher's quoting -----------------------------------------------------------
 
+
 def sh(word: Word) -> str:
     """A shell word: values single-quoted, our variables double-quoted."""
     if isinstance(word, Var):
         return f'"${word.name}"'
     if word.startswith("$HOME/"):
-        return '"$HOME"' + shlex.quote(word[len("$HOME"):])
+        return '"$HOME"' + shlex.quote(word[len("$HOME") :])
     return shlex.quote(word)
 
 
@@ -52,10 +53,10 @@ def compose_word(word: str) -> str:
 
 # ---- what a format can express ------------------------------------------------------------------
 
+
 def _where(d: Deployment) -> str:
     b = d.budget
-    return (f"one replica of {d.model} (TP {b.tp} x PP {b.pp}) spans {d.nodes} nodes of "
-            f"{d.gpus_per_node} GPUs")
+    return f"one replica of {d.model} (TP {b.tp} x PP {b.pp}) spans {d.nodes} nodes of {d.gpus_per_node} GPUs"
 
 
 def require_single_node(d: Deployment, fmt: str, instead: str) -> None:
@@ -66,22 +67,29 @@ def require_single_node(d: Deployment, fmt: str, instead: str) -> None:
 def require_gpu(d: Deployment, fmt: str) -> dict[str, Any]:
     """The accelerator entry of sizing.yaml for the plan's GPU vendor."""
     if d.device == "cpu" or d.gpu is None:
-        raise PlannerError(f"--format {fmt} runs the CUDA image on GPUs; a CPU-backend plan has --format serve, yaml or python")
+        raise PlannerError(
+            f"--format {fmt} runs the CUDA image on GPUs; a CPU-backend plan has --format serve, yaml or python"
+        )
     acc = d.sizing["accelerators"].get(d.gpu.vendor)
     if acc is None:
-        raise PlannerError(f"--format {fmt} uses the CUDA image vllm/vllm-openai; {d.gpu.name} is {d.gpu.vendor}: "
-                           "use --format serve, yaml or python with that vendor's vLLM build")
+        raise PlannerError(
+            f"--format {fmt} uses the CUDA image vllm/vllm-openai; {d.gpu.name} is {d.gpu.vendor}: "
+            "use --format serve, yaml or python with that vendor's vLLM build"
+        )
     return acc
 
 
 def require_fit(d: Deployment) -> None:
     b = d.budget
     if not b.fits:
-        raise PlannerError(f"the plan does not fit ({b.error or 'see vllm-planner plan'}): vLLM would not start; "
-                           "apply one of the changes `vllm-planner plan` lists, then emit")
+        raise PlannerError(
+            f"the plan does not fit ({b.error or 'see vllm-planner plan'}): vLLM would not start; "
+            "apply one of the changes `vllm-planner plan` lists, then emit"
+        )
 
 
 # ---- headers ------------------------------------------------------------------------------------
+
 
 def title(d: Deployment) -> str:
     b = d.budget
@@ -92,16 +100,21 @@ def title(d: Deployment) -> str:
 
 def plan_lines(d: Deployment) -> list[str]:
     b = d.budget
-    out = [title(d),
-           f"Plan per GPU: {b.weights_gib:g} GiB weights, {b.kv_cache_gib:g} GiB KV cache = {b.kv_cache_tokens:,} tokens, "
-           f"{b.max_concurrency:g} requests of {b.max_model_len:,} tokens at once; replicas: {d.replicas}."]
+    out = [
+        title(d),
+        f"Plan per GPU: {b.weights_gib:g} GiB weights, {b.kv_cache_gib:g} GiB KV cache = {b.kv_cache_tokens:,} tokens, "
+        f"{b.max_concurrency:g} requests of {b.max_model_len:,} tokens at once; replicas: {d.replicas}.",
+    ]
     if d.pinned_kv:
-        out.append("--kv-cache-memory-bytes pins each GPU's KV pool to the plan's figure, so the server's KV cache "
-                   "matches the plan exactly (vLLM then skips its own memory profiling).")
+        out.append(
+            "--kv-cache-memory-bytes pins each GPU's KV pool to the plan's figure, so the server's KV cache "
+            "matches the plan exactly (vLLM then skips its own memory profiling)."
+        )
     return out
 
 
 # ---- serve, yaml, python ----------------------------------------------------------------------
+
 
 def _env_exports(cfg: ServeConfig) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in cfg.env)
@@ -112,10 +125,17 @@ def _script(d: Deployment, launch: list[Word], file: str) -> str:
     name = f"serve/{d.backend or 'single'}.sh"
     words = [*launch, d.model, *flag_argv(d.config.args)]
     others = "1" if d.nodes == 2 else f"1 to {d.nodes - 1}"
-    values = {"title": escape(title(d)), "env_exports": _env_exports(d.config), "nodes": str(d.nodes), "port": str(PORT),
-              "other_ranks": others, "file": file, "command": sh_join(words, wrap=True),
-              "leader_command": sh_join(words + d.node_args(0, Var("MASTER_ADDR")), wrap=True),
-              "worker_command": sh_join(words + d.node_args(Var("NODE_RANK"), Var("MASTER_ADDR")), wrap=True)}
+    values = {
+        "title": escape(title(d)),
+        "env_exports": _env_exports(d.config),
+        "nodes": str(d.nodes),
+        "port": str(PORT),
+        "other_ranks": others,
+        "file": file,
+        "command": sh_join(words, wrap=True),
+        "leader_command": sh_join(words + d.node_args(0, Var("MASTER_ADDR")), wrap=True),
+        "worker_command": sh_join(words + d.node_args(Var("NODE_RANK"), Var("MASTER_ADDR")), wrap=True),
+    }
     lines = tpl.fill_text(tpl.template_text(name), values, name).split("\n")
     notes = [comment(line) for line in plan_lines(d)[1:]]
     return "\n".join(lines[:2] + notes + lines[2:])
@@ -128,8 +148,10 @@ def render_serve(d: Deployment) -> str:
 def render_yaml(d: Deployment) -> str:
     head = plan_lines(d) + ["", "vllm serve --config config.yaml   (flags on the command line override this file)"]
     if d.backend == "mp":
-        head.append("Each node adds --node-rank N --master-addr <node 0 address> on the command line, and --headless "
-                    "on every node but node 0 (see serve.sh).")
+        head.append(
+            "Each node adds --node-rank N --master-addr <node 0 address> on the command line, and --headless "
+            "on every node but node 0 (see serve.sh)."
+        )
     if d.backend == "ray":
         head.append(f"Start a Ray cluster over the {d.nodes} nodes first; run this on its head node (see serve.sh).")
     if d.config.env:
@@ -141,16 +163,22 @@ def render_python(d: Deployment) -> str:
     cfg = d.config
     head = plan_lines(d)
     if d.multinode:
-        cfg = ServeConfig(cfg.model, tuple(a for a in cfg.args if a[0] not in ("nnodes", "distributed-executor-backend"))
-                          + (("distributed-executor-backend", "ray", f"the engine spans {d.nodes} nodes through Ray"),),
-                          cfg.env)
-        head.append(f"Start a Ray cluster over the {d.nodes} nodes first (ray start --head; ray start --address=...), "
-                    "then run this on its head node.")
+        cfg = ServeConfig(
+            cfg.model,
+            tuple(a for a in cfg.args if a[0] not in ("nnodes", "distributed-executor-backend"))
+            + (("distributed-executor-backend", "ray", f"the engine spans {d.nodes} nodes through Ray"),),
+            cfg.env,
+        )
+        head.append(
+            f"Start a Ray cluster over the {d.nodes} nodes first (ray start --head; ray start --address=...), "
+            "then run this on its head node."
+        )
     head.append("The LLM class's defaults differ from vllm serve's: the plan's batch limits are given explicitly.")
     return llm_source(cfg, head)
 
 
 # ---- docker, compose --------------------------------------------------------------------------
+
 
 def _docker_options(d: Deployment) -> list[Word]:
     doc = tpl.documents("docker/run.yaml")[0]
@@ -163,32 +191,52 @@ def _docker_options(d: Deployment) -> list[Word]:
 def render_docker(d: Deployment) -> str:
     require_gpu(d, "docker")
     if d.backend == "ray":
-        raise PlannerError(f"--format docker writes one `docker run` per node with vLLM's --nnodes flags, which vLLM "
-                           f"{d.release.version} lacks (0.11.1+): {_where(d)}; use --format serve (a Ray cluster) or lws")
+        raise PlannerError(
+            f"--format docker writes one `docker run` per node with vLLM's --nnodes flags, which vLLM "
+            f"{d.release.version} lacks (0.11.1+): {_where(d)}; use --format serve (a Ray cluster) or lws"
+        )
     opts = _docker_options(d)
     launch: list[Word] = ["docker", "run", "--rm", *opts]
     return _script(d, [*launch, d.release.docker_image, "serve"], "docker.sh")
 
 
 def _labels(d: Deployment) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": d.name,
-            "app.kubernetes.io/managed-by": "vllm-planner"}
+    return {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": d.name,
+        "app.kubernetes.io/managed-by": "vllm-planner",
+    }
 
 
 def _common_values(d: Deployment, acc: dict[str, Any]) -> dict[str, Any]:
     b = d.budget
     period = d.sizing["startup"]["period_s"]
     return {
-        "name": d.name, "replicas": d.replicas, "nodes": d.nodes, "gpus_per_pod": d.gpus_per_node, "port": PORT,
-        "image": d.release.docker_image, "gpu_resource": acc["resource"],
-        "labels": _labels(d), "selector": {"app.kubernetes.io/instance": d.name},
-        "annotations": {"vllm-planner/model": d.model, "vllm-planner/plan": title(d).removeprefix("vllm-planner: "),
-                        "vllm-planner/kv-cache-tokens": str(b.kv_cache_tokens)},
-        "shm_size": f"{d.shm_gib}Gi", "cache_size": f"{d.cache_gib}Gi", "cpu": d.cpu, "memory": f"{d.memory_gib}Gi",
+        "name": d.name,
+        "replicas": d.replicas,
+        "nodes": d.nodes,
+        "gpus_per_pod": d.gpus_per_node,
+        "port": PORT,
+        "image": d.release.docker_image,
+        "gpu_resource": acc["resource"],
+        "labels": _labels(d),
+        "selector": {"app.kubernetes.io/instance": d.name},
+        "annotations": {
+            "vllm-planner/model": d.model,
+            "vllm-planner/plan": title(d).removeprefix("vllm-planner: "),
+            "vllm-planner/kv-cache-tokens": str(b.kv_cache_tokens),
+        },
+        "shm_size": f"{d.shm_gib}Gi",
+        "cache_size": f"{d.cache_gib}Gi",
+        "cpu": d.cpu,
+        "memory": f"{d.memory_gib}Gi",
         "cache_access_modes": ["ReadWriteOnce"] if d.replicas == 1 else ["ReadWriteMany"],
-        "startup_s": d.startup_s, "startup_period_s": period, "startup_failure_threshold": d.startup_s // period,
+        "startup_s": d.startup_s,
+        "startup_period_s": period,
+        "startup_failure_threshold": d.startup_s // period,
         "progress_deadline_s": d.startup_s + 600,
-        "node_selector": _node_selector(d, acc), "env": _kube_env(d),
+        "node_selector": _node_selector(d, acc),
+        "env": _kube_env(d),
         "resource_requests": {"cpu": str(d.cpu), "memory": f"{d.memory_gib}Gi", acc["resource"]: str(d.gpus_per_node)},
         "resource_limits": {"memory": f"{d.memory_gib}Gi", acc["resource"]: str(d.gpus_per_node)},
     }
@@ -198,13 +246,16 @@ def render_compose(d: Deployment) -> str:
     acc = require_gpu(d, "compose")
     require_single_node(d, "compose", "lws (Kubernetes) or --format docker (one `docker run` per node)")
     values = _common_values(d, acc)
-    values.update(serve_args=[compose_word(w) for w in [d.model, *flag_argv(d.config.args)]],
-                  compose_env=["HF_TOKEN"] + [f"{k}={compose_word(v)}" for k, v in [*d.config.env, *_cache_env(d)]],
-                  host_cache="${HOME}/.cache/huggingface")
+    values.update(
+        serve_args=[compose_word(w) for w in [d.model, *flag_argv(d.config.args)]],
+        compose_env=["HF_TOKEN"] + [f"{k}={compose_word(v)}" for k, v in [*d.config.env, *_cache_env(d)]],
+        host_cache="${HOME}/.cache/huggingface",
+    )
     return tpl.render("compose/compose.yaml", values, plan_lines(d)[1:])
 
 
 # ---- Kubernetes ---------------------------------------------------------------------------------
+
 
 def _device_name(d: Deployment, acc: dict[str, Any]) -> str | None:
     assert d.gpu is not None
@@ -242,23 +293,33 @@ def render_k8s(d: Deployment) -> str:
 def render_lws(d: Deployment) -> str:
     acc = require_gpu(d, "lws")
     if not d.multinode:
-        raise PlannerError(f"--format lws is for a replica that spans nodes; {d.model} (TP {d.budget.tp} x PP "
-                           f"{d.budget.pp}) fits on one node: use --format k8s (a Deployment)")
+        raise PlannerError(
+            f"--format lws is for a replica that spans nodes; {d.model} (TP {d.budget.tp} x PP "
+            f"{d.budget.pp}) fits on one node: use --format k8s (a Deployment)"
+        )
     values = _common_values(d, acc)
     words = [d.model, *flag_argv(d.config.args)]
     leader = words + d.node_args(0, Var("LWS_LEADER_ADDRESS"))
     worker = words + d.node_args(Var("LWS_WORKER_INDEX"), Var("LWS_LEADER_ADDRESS"))
-    values.update(leader_args=[kube(w) for w in leader], worker_args=[kube(w) for w in worker],
-                  leader_args_shell=kube_sh(leader), leader_labels={**_labels(d), "role": "leader"},
-                  leader_selector={"leaderworkerset.sigs.k8s.io/name": d.name, "role": "leader"})
+    values.update(
+        leader_args=[kube(w) for w in leader],
+        worker_args=[kube(w) for w in worker],
+        leader_args_shell=kube_sh(leader),
+        leader_labels={**_labels(d), "role": "leader"},
+        leader_selector={"leaderworkerset.sigs.k8s.io/name": d.name, "role": "leader"},
+    )
     return tpl.render(f"lws/{'native' if d.backend == 'mp' else 'ray'}.yaml", values, plan_lines(d)[1:])
 
 
 # ---- Helm (production-stack), KServe ----------------------------------------------------------------
 
-_HELM_KEYS = {"max-model-len": ("maxModelLen", int), "tensor-parallel-size": ("tensorParallelSize", int),
-              "max-num-seqs": ("maxNumSeqs", int), "gpu-memory-utilization": ("gpuMemoryUtilization", float),
-              "dtype": ("dtype", str)}
+_HELM_KEYS = {
+    "max-model-len": ("maxModelLen", int),
+    "tensor-parallel-size": ("tensorParallelSize", int),
+    "max-num-seqs": ("maxNumSeqs", int),
+    "gpu-memory-utilization": ("gpuMemoryUtilization", float),
+    "dtype": ("dtype", str),
+}
 
 
 def _helm_vllm_config(d: Deployment) -> dict[str, Any]:
@@ -281,10 +342,20 @@ def render_helm(d: Deployment) -> str:
     values = _common_values(d, acc)
     repo, tag = d.release.docker_image.rsplit(":", 1)
     selector = _node_selector(d, acc)
-    terms = tpl.OMIT if selector is tpl.OMIT else [
-        {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in selector.items()]}]
-    values.update(short_name=d.name.removeprefix("vllm-"), image_repository=repo, image_tag=tag, model=kube(d.model),
-                  node_selector_terms=terms, vllm_config=_helm_vllm_config(d), extra_env=_kube_env(d, cache=False)[1:] or tpl.OMIT)
+    terms = (
+        tpl.OMIT
+        if selector is tpl.OMIT
+        else [{"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in selector.items()]}]
+    )
+    values.update(
+        short_name=d.name.removeprefix("vllm-"),
+        image_repository=repo,
+        image_tag=tag,
+        model=kube(d.model),
+        node_selector_terms=terms,
+        vllm_config=_helm_vllm_config(d),
+        extra_env=_kube_env(d, cache=False)[1:] or tpl.OMIT,
+    )
     return tpl.render("helm/values.yaml", values, plan_lines(d)[1:])
 
 
@@ -304,6 +375,7 @@ def render_kserve(d: Deployment) -> str:
 
 # ---- the registry -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -312,17 +384,22 @@ class Format:
     help: str
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in [
-    Format("serve", "serve.sh", render_serve, "the `vllm serve` command line (per node when a replica spans nodes)"),
-    Format("yaml", "config.yaml", render_yaml, "the file for `vllm serve --config`, each setting with why"),
-    Format("python", "llm.py", render_python, "the LLM(...) keyword arguments"),
-    Format("docker", "docker.sh", render_docker, "`docker run` of vllm/vllm-openai pinned to the release"),
-    Format("compose", "compose.yaml", render_compose, "a Docker Compose file (one host)"),
-    Format("k8s", "k8s.yaml", render_k8s, "Kubernetes PVC, Deployment and Service"),
-    Format("lws", "lws.yaml", render_lws, "a LeaderWorkerSet for a replica that spans nodes"),
-    Format("helm", "helm-values.yaml", render_helm, "values for the vLLM production-stack Helm chart"),
-    Format("kserve", "kserve.yaml", render_kserve, "a KServe InferenceService on the Hugging Face runtime"),
-]}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in [
+        Format(
+            "serve", "serve.sh", render_serve, "the `vllm serve` command line (per node when a replica spans nodes)"
+        ),
+        Format("yaml", "config.yaml", render_yaml, "the file for `vllm serve --config`, each setting with why"),
+        Format("python", "llm.py", render_python, "the LLM(...) keyword arguments"),
+        Format("docker", "docker.sh", render_docker, "`docker run` of vllm/vllm-openai pinned to the release"),
+        Format("compose", "compose.yaml", render_compose, "a Docker Compose file (one host)"),
+        Format("k8s", "k8s.yaml", render_k8s, "Kubernetes PVC, Deployment and Service"),
+        Format("lws", "lws.yaml", render_lws, "a LeaderWorkerSet for a replica that spans nodes"),
+        Format("helm", "helm-values.yaml", render_helm, "values for the vLLM production-stack Helm chart"),
+        Format("kserve", "kserve.yaml", render_kserve, "a KServe InferenceService on the Hugging Face runtime"),
+    ]
+}
 
 
 def render(fmt: str, d: Deployment) -> str:

@@ -98,7 +98,9 @@ def fill_text(text: str, values: dict[str, Any], where: str = "") -> Any:
 
 def _lookup(name: str, values: dict[str, Any], where: str) -> Any:
     if name not in values:
-        raise PlannerError(f"deployment template uses ${{{name}}} at {where or 'top'}, which vllm-planner does not fill")
+        raise PlannerError(
+            f"deployment template uses ${{{name}}} at {where or 'top'}, which vllm-planner does not fill"
+        )
     return values[name]
 
 
@@ -130,8 +132,15 @@ _Dumper.add_representer(str, _str)
 def dump(docs: list[Any], head: list[str]) -> str:
     """YAML text of the documents, after a comment header."""
     comment = comment_block(head)
-    body = yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16,
-                         allow_unicode=True, explicit_start=len(docs) > 1)
+    body = yaml.dump_all(
+        docs,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=1 << 16,
+        allow_unicode=True,
+        explicit_start=len(docs) > 1,
+    )
     return comment + body
 
 

@@ -25,39 +25,117 @@ MAX_TOKENS = 2**31 - 1
 _FIX = "fix the config.json"
 # field -> (minimum, maximum); a field that is absent or null keeps the family's default.
 _DIMS = (
-    "hidden_size", "d_model", "n_embd", "intermediate_size", "ffn_dim", "head_dim", "attention_head_dim",
-    "moe_intermediate_size", "intermediate_size_mlp", "kv_lora_rank", "q_lora_rank", "qk_nope_head_dim",
-    "qk_rope_head_dim", "v_head_dim", "word_embed_proj_dim", "linear_key_head_dim", "linear_value_head_dim",
-    "mamba_head_dim", "ssm_state_size", "mamba_d_state", "mamba_expand", "projector_input_dim",
-    "projector_output_dim", "vision_output_dim", "embed_dim", "out_hidden_size", "patch_size", "image_size",
-    "init_pos_emb_height", "init_pos_emb_width", "spatial_merge_size", "temporal_patch_size",
-    "num_channels", "in_channels", "in_chans",
+    "hidden_size",
+    "d_model",
+    "n_embd",
+    "intermediate_size",
+    "ffn_dim",
+    "head_dim",
+    "attention_head_dim",
+    "moe_intermediate_size",
+    "intermediate_size_mlp",
+    "kv_lora_rank",
+    "q_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "word_embed_proj_dim",
+    "linear_key_head_dim",
+    "linear_value_head_dim",
+    "mamba_head_dim",
+    "ssm_state_size",
+    "mamba_d_state",
+    "mamba_expand",
+    "projector_input_dim",
+    "projector_output_dim",
+    "vision_output_dim",
+    "embed_dim",
+    "out_hidden_size",
+    "patch_size",
+    "image_size",
+    "init_pos_emb_height",
+    "init_pos_emb_width",
+    "spatial_merge_size",
+    "temporal_patch_size",
+    "num_channels",
+    "in_channels",
+    "in_chans",
 )
-_HEADS = ("num_attention_heads", "n_head", "num_key_value_heads", "linear_num_key_heads", "linear_num_value_heads",
-          "mamba_num_heads", "n_groups", "mamba_n_groups", "num_heads")
-_LENGTHS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
-            "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len",
-            "original_max_position_embeddings", "sliding_window", "attention_chunk_size", "mamba_chunk_size",
-            "chunk_size")
+_HEADS = (
+    "num_attention_heads",
+    "n_head",
+    "num_key_value_heads",
+    "linear_num_key_heads",
+    "linear_num_value_heads",
+    "mamba_num_heads",
+    "n_groups",
+    "mamba_n_groups",
+    "num_heads",
+)
+_LENGTHS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+    "original_max_position_embeddings",
+    "sliding_window",
+    "attention_chunk_size",
+    "mamba_chunk_size",
+    "chunk_size",
+)
 _KERNELS = ("linear_conv_kernel_dim", "conv_kernel", "mamba_d_conv")
-_STEPS = ("decoder_sparse_step", "moe_layer_freq", "interleave_moe_layer_step", "full_attention_interval",
-          "attn_layer_period", "sliding_window_pattern")
-_COUNTS = ("num_nextn_predict_layers", "n_shared_experts", "first_k_dense_replace", "attn_layer_offset",
-           "mm_tokens_per_image", "shared_expert_intermediate_size", "depth")
+_STEPS = (
+    "decoder_sparse_step",
+    "moe_layer_freq",
+    "interleave_moe_layer_step",
+    "full_attention_interval",
+    "attn_layer_period",
+    "sliding_window_pattern",
+)
+_COUNTS = (
+    "num_nextn_predict_layers",
+    "n_shared_experts",
+    "first_k_dense_replace",
+    "attn_layer_offset",
+    "mm_tokens_per_image",
+    "shared_expert_intermediate_size",
+    "depth",
+)
 INT_FIELDS: dict[str, tuple[int, int]] = {
-    **{k: (1, MAX_DIM) for k in _DIMS}, **{k: (1, MAX_DIM) for k in _HEADS},
-    **{k: (1, MAX_TOKENS) for k in _LENGTHS}, **{k: (2, 1024) for k in _KERNELS},
-    **{k: (1, MAX_LAYERS) for k in _STEPS}, **{k: (0, MAX_DIM) for k in _COUNTS},
-    "vocab_size": (1, 2**24), "num_hidden_layers": (1, MAX_LAYERS),
-    "num_local_experts": (1, MAX_EXPERTS), "num_experts": (0, MAX_EXPERTS), "n_routed_experts": (0, MAX_EXPERTS),
-    "num_experts_per_tok": (1, MAX_EXPERTS), "experts_per_token": (1, MAX_EXPERTS),
+    **{k: (1, MAX_DIM) for k in _DIMS},
+    **{k: (1, MAX_DIM) for k in _HEADS},
+    **{k: (1, MAX_TOKENS) for k in _LENGTHS},
+    **{k: (2, 1024) for k in _KERNELS},
+    **{k: (1, MAX_LAYERS) for k in _STEPS},
+    **{k: (0, MAX_DIM) for k in _COUNTS},
+    "vocab_size": (1, 2**24),
+    "num_hidden_layers": (1, MAX_LAYERS),
+    "num_local_experts": (1, MAX_EXPERTS),
+    "num_experts": (0, MAX_EXPERTS),
+    "n_routed_experts": (0, MAX_EXPERTS),
+    "num_experts_per_tok": (1, MAX_EXPERTS),
+    "experts_per_token": (1, MAX_EXPERTS),
 }
 # field -> (exclusive minimum, inclusive maximum)
 FLOAT_FIELDS: dict[str, tuple[float, float]] = {
-    "partial_rotary_factor": (0.0, 1.0), "pixel_shuffle_ratio": (0.0, 1.0), "mlp_ratio": (0.0, 64.0),
+    "partial_rotary_factor": (0.0, 1.0),
+    "pixel_shuffle_ratio": (0.0, 1.0),
+    "mlp_ratio": (0.0, 64.0),
 }
-BOOL_FIELDS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_sliding_window", "use_qk_norm",
-               "multimodal_projector_bias", "multi_modal_projector_bias")
+BOOL_FIELDS = (
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "use_sliding_window",
+    "use_qk_norm",
+    "multimodal_projector_bias",
+    "multi_modal_projector_bias",
+)
 INT_LIST_FIELDS = ("mlp_only_layers", "no_rope_layers")
 
 
@@ -75,8 +153,10 @@ def _walk(config: Any) -> None:
         value, depth, where = stack.pop()
         nodes += 1
         if depth > MAX_DEPTH or nodes > MAX_NODES:
-            raise PlannerError(f"config.json nests deeper than {MAX_DEPTH} levels or holds over {MAX_NODES:,} values "
-                               f"(at {where or 'the top'}): pass a Hugging Face config.json")
+            raise PlannerError(
+                f"config.json nests deeper than {MAX_DEPTH} levels or holds over {MAX_NODES:,} values "
+                f"(at {where or 'the top'}): pass a Hugging Face config.json"
+            )
         if isinstance(value, dict):
             stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in value.items())
         elif isinstance(value, list):
@@ -91,24 +171,36 @@ def _check_fields(cfg: dict[str, Any], prefix: str) -> None:
         if key in INT_FIELDS:
             lo, hi = INT_FIELDS[key]
             if not _is_int(value) or not lo <= value <= hi:
-                raise PlannerError(f"config field {name!r} must be an integer from {lo} to {hi:,}, got {value!r}: {_FIX}")
+                raise PlannerError(
+                    f"config field {name!r} must be an integer from {lo} to {hi:,}, got {value!r}: {_FIX}"
+                )
         elif key in FLOAT_FIELDS:
             lo, hi = FLOAT_FIELDS[key]
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo < value <= hi:
-                raise PlannerError(f"config field {name!r} must be a number above {lo:g} and at most {hi:g}, got {value!r}: {_FIX}")
+                raise PlannerError(
+                    f"config field {name!r} must be a number above {lo:g} and at most {hi:g}, got {value!r}: {_FIX}"
+                )
         elif key in BOOL_FIELDS and not isinstance(value, bool):
             raise PlannerError(f"config field {name!r} must be true or false, got {value!r}: {_FIX}")
-        elif key in INT_LIST_FIELDS and not (isinstance(value, list) and all(_is_int(i) and 0 <= i <= MAX_LAYERS for i in value)):
-            raise PlannerError(f"config field {name!r} must be a list of layer indices (integers >= 0), got {value!r}: {_FIX}")
+        elif key in INT_LIST_FIELDS and not (
+            isinstance(value, list) and all(_is_int(i) and 0 <= i <= MAX_LAYERS for i in value)
+        ):
+            raise PlannerError(
+                f"config field {name!r} must be a list of layer indices (integers >= 0), got {value!r}: {_FIX}"
+            )
 
 
 def _check_rope(rope: Any, prefix: str) -> None:
     if not isinstance(rope, dict):
         return  # normalize names a non-object rope_scaling itself
     factor = rope.get("factor")
-    if factor is not None and (not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor <= 1024):
-        raise PlannerError(f"config field '{prefix}rope_scaling.factor' must be a number above 0 and at most 1024, "
-                           f"got {factor!r}: {_FIX}")
+    if factor is not None and (
+        not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 < factor <= 1024
+    ):
+        raise PlannerError(
+            f"config field '{prefix}rope_scaling.factor' must be a number above 0 and at most 1024, "
+            f"got {factor!r}: {_FIX}"
+        )
     _check_fields({k: v for k, v in rope.items() if k == "original_max_position_embeddings"}, f"{prefix}rope_scaling.")
 
 
@@ -122,7 +214,11 @@ def check_config(config: Any) -> None:
     archs = config.get("architectures")
     if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) and a for a in archs)):
         raise PlannerError(f"config field 'architectures' must be a list of class names, got {archs!r}: {_FIX}")
-    for prefix, sub in (("", config), ("text_config.", config.get("text_config")), ("vision_config.", config.get("vision_config"))):
+    for prefix, sub in (
+        ("", config),
+        ("text_config.", config.get("text_config")),
+        ("vision_config.", config.get("vision_config")),
+    ):
         if isinstance(sub, dict):
             if prefix and not isinstance(sub.get("model_type", ""), str):
                 raise PlannerError(f"config field '{prefix}model_type' must be a string: {_FIX}")
@@ -134,30 +230,47 @@ def check_config(config: Any) -> None:
 
 def check_spec(spec: ModelSpec) -> None:
     """What the planner relies on in every normalized model, whatever its family."""
-    sizes = {"hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size, "num_attention_heads": spec.num_heads,
-             "num_key_value_heads": spec.num_kv_heads, "head_dim": spec.head_dim, "v_head_dim": spec.v_head_dim,
-             "intermediate_size": spec.intermediate_size, "max_model_len": spec.max_model_len_default}
+    sizes = {
+        "hidden_size": spec.hidden_size,
+        "vocab_size": spec.vocab_size,
+        "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "head_dim": spec.head_dim,
+        "v_head_dim": spec.v_head_dim,
+        "intermediate_size": spec.intermediate_size,
+        "max_model_len": spec.max_model_len_default,
+    }
     for name, value in sizes.items():
         if not _is_int(value) or value <= 0:
             raise PlannerError(f"the model's {name} comes out as {value!r}, it must be a positive integer: {_FIX}")
     if not 0 < spec.num_layers <= MAX_LAYERS:
         raise PlannerError(f"the model has {spec.num_layers} decoder layers, it needs 1 to {MAX_LAYERS:,}: {_FIX}")
     if spec.mla is None and spec.num_heads % spec.num_kv_heads:
-        raise PlannerError(f"num_key_value_heads {spec.num_kv_heads} does not divide num_attention_heads {spec.num_heads} "
-                           f"(each KV head serves a whole group of query heads): {_FIX}")
+        raise PlannerError(
+            f"num_key_value_heads {spec.num_kv_heads} does not divide num_attention_heads {spec.num_heads} "
+            f"(each KV head serves a whole group of query heads): {_FIX}"
+        )
     if spec.max_model_len_default > MAX_TOKENS:
-        raise PlannerError(f"the model's context comes out as {spec.max_model_len_default:,} tokens, above "
-                           f"{MAX_TOKENS:,}: {_FIX} (max_position_embeddings, rope_scaling.factor)")
+        raise PlannerError(
+            f"the model's context comes out as {spec.max_model_len_default:,} tokens, above "
+            f"{MAX_TOKENS:,}: {_FIX} (max_position_embeddings, rope_scaling.factor)"
+        )
     if any(l.window is not None and not (_is_int(l.window) and l.window > 0) for l in spec.layers):
-        raise PlannerError(f"a sliding-window or chunked layer has no positive window: {_FIX} (sliding_window, attention_chunk_size)")
+        raise PlannerError(
+            f"a sliding-window or chunked layer has no positive window: {_FIX} (sliding_window, attention_chunk_size)"
+        )
     _check_moe(spec)
     if spec.mamba is not None and any(d <= 0 for d in (*spec.mamba.conv_state_shape, *spec.mamba.ssm_state_shape)):
-        raise PlannerError(f"the recurrent state shape {spec.mamba.conv_state_shape} / {spec.mamba.ssm_state_shape} "
-                           f"has an empty dimension: {_FIX}")
+        raise PlannerError(
+            f"the recurrent state shape {spec.mamba.conv_state_shape} / {spec.mamba.ssm_state_shape} "
+            f"has an empty dimension: {_FIX}"
+        )
     v = spec.vision
     if v is not None and v.num_layers and (v.hidden_size % v.num_heads or v.patch_size > v.image_size):
-        raise PlannerError(f"vision_config: {v.num_heads} heads must divide hidden size {v.hidden_size} and the patch "
-                           f"({v.patch_size}) must not exceed the image ({v.image_size}): {_FIX}")
+        raise PlannerError(
+            f"vision_config: {v.num_heads} heads must divide hidden size {v.hidden_size} and the patch "
+            f"({v.patch_size}) must not exceed the image ({v.image_size}): {_FIX}"
+        )
 
 
 def _check_moe(spec: ModelSpec) -> None:
@@ -165,8 +278,12 @@ def _check_moe(spec: ModelSpec) -> None:
     if moe is None:
         return
     if not 0 < moe.experts_per_token <= moe.num_experts:
-        raise PlannerError(f"num_experts_per_tok {moe.experts_per_token} must be from 1 to the {moe.num_experts} routed "
-                           f"experts: {_FIX}")
+        raise PlannerError(
+            f"num_experts_per_tok {moe.experts_per_token} must be from 1 to the {moe.num_experts} routed "
+            f"experts: {_FIX}"
+        )
     if moe.expert_intermediate_size <= 0 or moe.shared_intermediate_size < 0 or moe.num_shared_experts < 0:
-        raise PlannerError(f"a mixture-of-experts model needs a positive expert size (moe_intermediate_size), got "
-                           f"{moe.expert_intermediate_size}: {_FIX}")
+        raise PlannerError(
+            f"a mixture-of-experts model needs a positive expert size (moe_intermediate_size), got "
+            f"{moe.expert_intermediate_size}: {_FIX}"
+        )

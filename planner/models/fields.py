@@ -14,9 +14,18 @@ Config = dict[str, Any]
 
 # Keys vLLM reads, in `_get_and_verify_max_len`, for the model's context limit.
 MAX_LEN_KEYS = (
-    "max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
-    "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len",
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
 )
+
+
 def required(cfg: Config, *names: str) -> Any:
     """The first of `names` present in the config, or a one-line error naming the field."""
     for name in names:
@@ -24,8 +33,7 @@ def required(cfg: Config, *names: str) -> Any:
             return cfg[name]
     model_type = cfg.get("model_type", "?")
     raise PlannerError(
-        f"config.json (model_type {model_type!r}) has no {names[0]!r}: "
-        "pass the model's complete config.json"
+        f"config.json (model_type {model_type!r}) has no {names[0]!r}: pass the model's complete config.json"
     )
 
 
@@ -41,15 +49,27 @@ def max_len_base(cfg: Config) -> int:
     vLLM's length keys, else 2048."""
     if isinstance(cfg.get("model_max_length"), int) and cfg["model_max_length"] > 0:
         return int(cfg["model_max_length"])
-    found = [int(cfg[k]) for k in MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)]
+    found = [
+        int(cfg[k]) for k in MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)
+    ]
     if any(v <= 0 for v in found):
-        raise PlannerError(f"config has a non-positive context length ({min(found)}): fix max_position_embeddings in the config.json")
+        raise PlannerError(
+            f"config has a non-positive context length ({min(found)}): fix max_position_embeddings in the config.json"
+        )
     return min(found) if found else 2048
 
 
-def scaled_max_len(base: int, rope: dict[str, Any] | None, model_type: str, original_max: int | None, *,
-                   not_multiplied: tuple[str, ...], yarn_uses_original: bool, longrope_original: bool,
-                   skipped_types: tuple[str, ...]) -> int:
+def scaled_max_len(
+    base: int,
+    rope: dict[str, Any] | None,
+    model_type: str,
+    original_max: int | None,
+    *,
+    not_multiplied: tuple[str, ...],
+    yarn_uses_original: bool,
+    longrope_original: bool,
+    skipped_types: tuple[str, ...],
+) -> int:
     """vLLM's `_get_and_verify_max_len` RoPE rule; the rules of each release are release facts
     (`rope_scaling_*`, `yarn_uses_original_max_position`, `longrope_defaults_to_original`)."""
     rope = rope or {}
@@ -71,11 +91,16 @@ def newest_release_max_len(base: int, rope: dict[str, Any] | None, model_type: s
     from planner import releases  # release data, read once and cached
 
     rel = releases.get(None)
-    return scaled_max_len(base, rope, model_type, original_max,
-                          not_multiplied=tuple(rel.rope_scaling_types_not_multiplied),
-                          yarn_uses_original=rel.yarn_uses_original_max_position,
-                          longrope_original=rel.longrope_defaults_to_original,
-                          skipped_types=tuple(rel.rope_scaling_skipped_model_types))
+    return scaled_max_len(
+        base,
+        rope,
+        model_type,
+        original_max,
+        not_multiplied=tuple(rel.rope_scaling_types_not_multiplied),
+        yarn_uses_original=rel.yarn_uses_original_max_position,
+        longrope_original=rel.longrope_defaults_to_original,
+        skipped_types=tuple(rel.rope_scaling_skipped_model_types),
+    )
 
 
 def layer_types_of(cfg: Config, n_layers: int) -> list[str]:
@@ -127,15 +152,22 @@ def common_fields(cfg: Config) -> dict[str, Any]:
     if hidden % heads and not cfg.get("head_dim"):
         raise PlannerError(f"hidden_size {hidden} is not divisible by num_attention_heads {heads}: fix the config.json")
     return dict(
-        hidden_size=hidden, vocab_size=positive_int(cfg, "vocab_size"), num_heads=heads, num_kv_heads=int(kv_heads),
-        head_dim=int(head_dim), v_head_dim=int(head_dim),
+        hidden_size=hidden,
+        vocab_size=positive_int(cfg, "vocab_size"),
+        num_heads=heads,
+        num_kv_heads=int(kv_heads),
+        head_dim=int(head_dim),
+        v_head_dim=int(head_dim),
         intermediate_size=int(cfg.get("intermediate_size") or cfg.get("ffn_dim") or 4 * hidden),
         max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        rope_scaling=rope_of(cfg), rotary_dim=int(head_dim),
-        max_len_base=max_len_base(cfg), original_max_position_embeddings=cfg.get("original_max_position_embeddings"),
-        max_model_len_default=newest_release_max_len(max_len_base(cfg), rope_of(cfg), cfg["model_type"],
-                                                     cfg.get("original_max_position_embeddings")),
+        rope_scaling=rope_of(cfg),
+        rotary_dim=int(head_dim),
+        max_len_base=max_len_base(cfg),
+        original_max_position_embeddings=cfg.get("original_max_position_embeddings"),
+        max_model_len_default=newest_release_max_len(
+            max_len_base(cfg), rope_of(cfg), cfg["model_type"], cfg.get("original_max_position_embeddings")
+        ),
     )
 
 

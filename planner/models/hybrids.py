@@ -11,6 +11,7 @@ from planner.errors import PlannerError
 from planner.models.fields import Config, common_fields, positive_int, required
 from planner.models.spec import LayerSpec, MambaSpec, MoESpec
 
+
 def mamba_state(cfg: Config) -> MambaSpec:
     base = mamba_state_shapes(cfg)
     # vLLM's ModelConfig.get_mamba_chunk_size: mamba_chunk_size, else chunk_size, else 2048
@@ -34,10 +35,15 @@ def mamba_state_shapes(cfg: Config) -> MambaSpec:
         return MambaSpec("gdn", (conv_dim, kernel - 1), (v_heads, v_dim, k_dim))
     if mt == "jamba":
         inner = positive_int(cfg, "mamba_expand") * positive_int(cfg, "hidden_size")
-        return MambaSpec("mamba1", (inner, positive_int(cfg, "mamba_d_conv") - 1), (inner, positive_int(cfg, "mamba_d_state")))
+        return MambaSpec(
+            "mamba1", (inner, positive_int(cfg, "mamba_d_conv") - 1), (inner, positive_int(cfg, "mamba_d_state"))
+        )
     # nemotron_h / bamba style Mamba2
     n_heads, head_dim = positive_int(cfg, "mamba_num_heads"), positive_int(cfg, "mamba_head_dim")
-    groups, d_state = positive_int(cfg, "n_groups", "mamba_n_groups"), positive_int(cfg, "ssm_state_size", "mamba_d_state")
+    groups, d_state = (
+        positive_int(cfg, "n_groups", "mamba_n_groups"),
+        positive_int(cfg, "ssm_state_size", "mamba_d_state"),
+    )
     inner = n_heads * head_dim
     kernel = positive_int(cfg, "conv_kernel", "mamba_d_conv")
     return MambaSpec("mamba2", (inner + 2 * groups * d_state, kernel - 1), (n_heads, head_dim, d_state))
@@ -71,8 +77,12 @@ def hybrid_fields(cfg: Config) -> dict[str, Any]:
         shared = int(cfg.get("shared_expert_intermediate_size") or 0)
         if n_experts:
             spec["moe"] = MoESpec(
-                n_experts, positive_int(cfg, "num_experts_per_tok"), positive_int(cfg, "moe_intermediate_size"),
-                num_shared_experts=1 if shared else 0, shared_intermediate_size=shared, shared_expert_gate=bool(shared),
+                n_experts,
+                positive_int(cfg, "num_experts_per_tok"),
+                positive_int(cfg, "moe_intermediate_size"),
+                num_shared_experts=1 if shared else 0,
+                shared_intermediate_size=shared,
+                shared_expert_gate=bool(shared),
             )
         spec.update(
             rotary_dim=int(spec["head_dim"] * float(cfg.get("partial_rotary_factor", 1.0))),
@@ -86,14 +96,22 @@ def hybrid_fields(cfg: Config) -> dict[str, Any]:
         pattern = str(required(cfg, "hybrid_override_pattern"))
         unknown = sorted(set(pattern) - set(NEMOTRON_H_BLOCKS))
         if unknown:
-            raise PlannerError(f"hybrid_override_pattern block(s) {', '.join(map(repr, unknown))} are not supported yet "
-                               "(M, * and - are): use a Nemotron-H model without MoE blocks")
+            raise PlannerError(
+                f"hybrid_override_pattern block(s) {', '.join(map(repr, unknown))} are not supported yet "
+                "(M, * and - are): use a Nemotron-H model without MoE blocks"
+            )
         if len(pattern) != n_layers:
-            raise PlannerError(f"hybrid_override_pattern has {len(pattern)} blocks for num_hidden_layers {n_layers}: fix the config.json")
+            raise PlannerError(
+                f"hybrid_override_pattern has {len(pattern)} blocks for num_hidden_layers {n_layers}: fix the config.json"
+            )
         layers = tuple(LayerSpec(NEMOTRON_H_BLOCKS[c]) for c in pattern)  # type: ignore[arg-type]
         spec.update(
-            gated_mlp=False, mlp_bias=bool(cfg.get("mlp_bias", False)), qkv_bias=bool(cfg.get("attention_bias", False)),
-            o_bias=bool(cfg.get("attention_bias", False)), norms_per_layer=1, rotary_dim=0,
+            gated_mlp=False,
+            mlp_bias=bool(cfg.get("mlp_bias", False)),
+            qkv_bias=bool(cfg.get("attention_bias", False)),
+            o_bias=bool(cfg.get("attention_bias", False)),
+            norms_per_layer=1,
+            rotary_dim=0,
             head_dim=int(cfg.get("head_dim") or cfg.get("attention_head_dim") or spec["head_dim"]),
         )
         spec["v_head_dim"] = spec["head_dim"]

@@ -14,13 +14,31 @@ from planner.models.spec import QuantSpec
 # `--quantization` values the planner models, with what an online request means.
 ONLINE_SCHEMES: dict[str, QuantSpec] = {
     "fp8": QuantSpec("fp8", 8, scale_granularity="tensor", vllm_name="fp8", source="--quantization fp8 (online)"),
-    "fp8_per_tensor": QuantSpec("fp8", 8, scale_granularity="tensor", vllm_name="fp8_per_tensor", source="--quantization"),
-    "fp8_per_channel": QuantSpec("fp8", 8, scale_granularity="channel", vllm_name="fp8_per_channel", source="--quantization"),
-    "fp8_per_block": QuantSpec("fp8", 8, block_shape=(128, 128), scale_granularity="block", vllm_name="fp8_per_block", source="--quantization"),
-    "bitsandbytes": QuantSpec("bitsandbytes", 4, group_size=64, scale_granularity="group", vllm_name="bitsandbytes", source="--quantization"),
+    "fp8_per_tensor": QuantSpec(
+        "fp8", 8, scale_granularity="tensor", vllm_name="fp8_per_tensor", source="--quantization"
+    ),
+    "fp8_per_channel": QuantSpec(
+        "fp8", 8, scale_granularity="channel", vllm_name="fp8_per_channel", source="--quantization"
+    ),
+    "fp8_per_block": QuantSpec(
+        "fp8", 8, block_shape=(128, 128), scale_granularity="block", vllm_name="fp8_per_block", source="--quantization"
+    ),
+    "bitsandbytes": QuantSpec(
+        "bitsandbytes", 4, group_size=64, scale_granularity="group", vllm_name="bitsandbytes", source="--quantization"
+    ),
 }
 # Names of checkpoint schemes a user may also pass to `--quantization` to confirm them.
-CHECKPOINT_SCHEMES = ("awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors", "mxfp4", "modelopt", "modelopt_fp4", "fp8")
+CHECKPOINT_SCHEMES = (
+    "awq",
+    "awq_marlin",
+    "gptq",
+    "gptq_marlin",
+    "compressed-tensors",
+    "mxfp4",
+    "modelopt",
+    "modelopt_fp4",
+    "fp8",
+)
 
 
 _FIX = "fix the config.json"
@@ -31,8 +49,10 @@ _BITS = {"awq": (4,), "gptq": (2, 3, 4, 8), "int": (4, 8), "float": (4, 8)}
 
 def _bits(value: Any, kind: str, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value not in _BITS[kind]:
-        raise PlannerError(f"quantization_config {field} must be one of {', '.join(map(str, _BITS[kind]))} for {kind}, "
-                           f"got {value!r}: {_FIX}")
+        raise PlannerError(
+            f"quantization_config {field} must be one of {', '.join(map(str, _BITS[kind]))} for {kind}, "
+            f"got {value!r}: {_FIX}"
+        )
     return value
 
 
@@ -42,8 +62,10 @@ def _group_size(value: Any) -> int | None:
     if value == -1 and not isinstance(value, bool):
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 2**20:
-        raise PlannerError(f"quantization_config group_size must be a positive integer or -1 (one group per row), "
-                           f"got {value!r}: {_FIX}")
+        raise PlannerError(
+            f"quantization_config group_size must be a positive integer or -1 (one group per row), "
+            f"got {value!r}: {_FIX}"
+        )
     return value
 
 
@@ -58,7 +80,9 @@ def _names(value: Any, field: str) -> tuple[str, ...]:
 def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
     groups = qc.get("config_groups") or {}
     if not isinstance(groups, dict) or not groups:
-        raise PlannerError("compressed-tensors quantization_config has no config_groups: pass the checkpoint's full config.json")
+        raise PlannerError(
+            "compressed-tensors quantization_config has no config_groups: pass the checkpoint's full config.json"
+        )
     first = next(iter(groups.values()))
     weights = (first.get("weights") if isinstance(first, dict) else None) or {}
     if not isinstance(weights, dict):
@@ -74,12 +98,21 @@ def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
         method = "nvfp4"
     block = weights.get("block_structure")
     return QuantSpec(
-        method=method, weight_bits=bits, group_size=None if group is None else _group_size(group),
+        method=method,
+        weight_bits=bits,
+        group_size=None if group is None else _group_size(group),
         block_shape=_block(block, "block_structure"),
-        scale_granularity={"tensor": "tensor", "channel": "channel", "group": "group", "block": "block",
-                           "tensor_group": "group"}.get(strategy, "tensor"),
-        zero_points=not weights.get("symmetric", True), desc_act=weights.get("actorder") == "group",
-        ignored_modules=_names(qc.get("ignore"), "ignore"), vllm_name="compressed-tensors",
+        scale_granularity={
+            "tensor": "tensor",
+            "channel": "channel",
+            "group": "group",
+            "block": "block",
+            "tensor_group": "group",
+        }.get(strategy, "tensor"),
+        zero_points=not weights.get("symmetric", True),
+        desc_act=weights.get("actorder") == "group",
+        ignored_modules=_names(qc.get("ignore"), "ignore"),
+        vllm_name="compressed-tensors",
         source="config.json quantization_config (compressed-tensors)",
     )
 
@@ -87,7 +120,11 @@ def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
 def _block(block: Any, field: str) -> tuple[int, int] | None:
     if block is None:
         return None
-    if not isinstance(block, list) or len(block) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 2**20 for b in block):
+    if (
+        not isinstance(block, list)
+        or len(block) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 2**20 for b in block)
+    ):
         raise PlannerError(f"{field} must be two positive integers, got {block!r}: {_FIX}")
     return (block[0], block[1])
 
@@ -106,21 +143,40 @@ def _scheme(qc: dict[str, Any]) -> QuantSpec:
     src = f"config.json quantization_config ({method})"
     if method == "fp8":
         block = _block(qc.get("weight_block_size"), "weight_block_size")
-        return QuantSpec("fp8", 8, block_shape=block, scale_granularity="block" if block else "tensor",
-                         ignored_modules=_names(qc.get("modules_to_not_convert") or qc.get("ignored_layers"), "modules_to_not_convert"),
-                         vllm_name="fp8", source=src)
+        return QuantSpec(
+            "fp8",
+            8,
+            block_shape=block,
+            scale_granularity="block" if block else "tensor",
+            ignored_modules=_names(
+                qc.get("modules_to_not_convert") or qc.get("ignored_layers"), "modules_to_not_convert"
+            ),
+            vllm_name="fp8",
+            source=src,
+        )
     if method in ("awq", "gptq"):
         group = _group_size(qc.get("group_size", 128))
-        return QuantSpec(method, _bits(qc.get("bits", 4), method, "bits"), group_size=group,
-                         scale_granularity="group" if group else "channel",
-                         zero_points=bool(qc.get("zero_point", True)) if method == "awq" else not qc.get("sym", True),
-                         desc_act=bool(qc.get("desc_act", False)),
-                         ignored_modules=_names(qc.get("modules_to_not_convert"), "modules_to_not_convert"),
-                         vllm_name=f"{method}_marlin", source=src)
+        return QuantSpec(
+            method,
+            _bits(qc.get("bits", 4), method, "bits"),
+            group_size=group,
+            scale_granularity="group" if group else "channel",
+            zero_points=bool(qc.get("zero_point", True)) if method == "awq" else not qc.get("sym", True),
+            desc_act=bool(qc.get("desc_act", False)),
+            ignored_modules=_names(qc.get("modules_to_not_convert"), "modules_to_not_convert"),
+            vllm_name=f"{method}_marlin",
+            source=src,
+        )
     if method == "mxfp4":
-        return QuantSpec("mxfp4", 4, group_size=32, scale_granularity="group",
-                         ignored_modules=_names(qc.get("modules_to_not_convert"), "modules_to_not_convert"),
-                         vllm_name="mxfp4", source=src)
+        return QuantSpec(
+            "mxfp4",
+            4,
+            group_size=32,
+            scale_granularity="group",
+            ignored_modules=_names(qc.get("modules_to_not_convert"), "modules_to_not_convert"),
+            vllm_name="mxfp4",
+            source=src,
+        )
     if method == "compressed-tensors":
         return _compressed_tensors(qc)
     if method == "bitsandbytes":
@@ -135,17 +191,34 @@ def _scheme(qc: dict[str, Any]) -> QuantSpec:
 
 def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
     if not isinstance(q, dict):
-        raise PlannerError(f"the ModelOpt quantization block must be a JSON object, got {q!r}: fix hf_quant_config.json")
+        raise PlannerError(
+            f"the ModelOpt quantization block must be a JSON object, got {q!r}: fix hf_quant_config.json"
+        )
     algo = str(q.get("quant_algo", "")).upper()
     excluded = _names(q.get("exclude_modules") or q.get("ignore"), "exclude_modules")
     kv_algo = q.get("kv_cache_scheme") or q.get("kv_cache_quant_algo")
     kv = "fp8" if isinstance(kv_algo, str) and "FP8" in kv_algo.upper() else None
     if algo == "FP8":
-        return QuantSpec("fp8", 8, scale_granularity="tensor", ignored_modules=excluded, kv_cache_dtype=kv,
-                         vllm_name="modelopt", source=src)
+        return QuantSpec(
+            "fp8",
+            8,
+            scale_granularity="tensor",
+            ignored_modules=excluded,
+            kv_cache_dtype=kv,
+            vllm_name="modelopt",
+            source=src,
+        )
     if algo == "NVFP4":
-        return QuantSpec("nvfp4", 4, group_size=16, scale_granularity="group", ignored_modules=excluded,
-                         kv_cache_dtype=kv, vllm_name="modelopt_fp4", source=src)
+        return QuantSpec(
+            "nvfp4",
+            4,
+            group_size=16,
+            scale_granularity="group",
+            ignored_modules=excluded,
+            kv_cache_dtype=kv,
+            vllm_name="modelopt_fp4",
+            source=src,
+        )
     raise PlannerError(f"ModelOpt quant_algo {algo!r} is not supported yet: supported are FP8 and NVFP4")
 
 

@@ -45,7 +45,9 @@ def parse_header(raw: bytes, origin: str) -> list[HeaderTensor]:
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PlannerError(f"{origin}: safetensors header is not valid JSON ({exc.__class__.__name__}): {_DAMAGED}") from None
+        raise PlannerError(
+            f"{origin}: safetensors header is not valid JSON ({exc.__class__.__name__}): {_DAMAGED}"
+        ) from None
     if not isinstance(header, dict):
         raise PlannerError(f"{origin}: safetensors header is not a JSON object: {_DAMAGED}")
     out = []
@@ -55,8 +57,10 @@ def parse_header(raw: bytes, origin: str) -> list[HeaderTensor]:
         shape = _shape(info)
         dtype = info.get("dtype") if isinstance(info, dict) else None
         if shape is None or not isinstance(dtype, str) or not dtype:
-            raise PlannerError(f"{origin}: tensor {name[:80]!r} lacks a dtype string or a shape of at most {MAX_RANK} "
-                               f"non-negative integers: {_DAMAGED}")
+            raise PlannerError(
+                f"{origin}: tensor {name[:80]!r} lacks a dtype string or a shape of at most {MAX_RANK} "
+                f"non-negative integers: {_DAMAGED}"
+            )
         out.append(HeaderTensor(name, dtype, shape))
     return out
 
@@ -81,7 +85,9 @@ def _index_shards(index: Path) -> list[str]:
         weight_map = json.loads(read_text(index, INDEX_LIMIT, "safetensors index"))["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, RecursionError, KeyError, AttributeError, TypeError) as exc:
-        raise PlannerError(f"{index}: not a valid safetensors index ({exc.__class__.__name__}): download it again") from None
+        raise PlannerError(
+            f"{index}: not a valid safetensors index ({exc.__class__.__name__}): download it again"
+        ) from None
     bad = [s for s in shards if not isinstance(s, str) or "/" in s or s in ("", ".", "..")]
     if bad:
         raise PlannerError(f"{index}: shard names must be file names in the folder, got {bad[0]!r}: download it again")
@@ -97,7 +103,9 @@ def read_dir(model_dir: Path) -> list[HeaderTensor] | None:
             files = [model_dir / s for s in _index_shards(index)]
             missing = [f.name for f in files if not f.exists()]
             if missing:
-                raise PlannerError(f"{model_dir}: shards named in the index are missing ({', '.join(missing[:3])}): finish the download or remove the index")
+                raise PlannerError(
+                    f"{model_dir}: shards named in the index are missing ({', '.join(missing[:3])}): finish the download or remove the index"
+                )
         else:
             files = sorted(model_dir.glob("*.safetensors"))
     except OSError as exc:

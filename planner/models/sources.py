@@ -58,9 +58,13 @@ def _load_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PlannerError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: fix or re-download the file") from None
+        raise PlannerError(
+            f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: fix or re-download the file"
+        ) from None
     except RecursionError:
-        raise PlannerError(f"{path}: JSON nested too deeply to be a model config: pass a Hugging Face config.json") from None
+        raise PlannerError(
+            f"{path}: JSON nested too deeply to be a model config: pass a Hugging Face config.json"
+        ) from None
     if not isinstance(data, dict):
         raise PlannerError(f"{path}: expected a JSON object: pass a Hugging Face config.json")
     return data
@@ -72,6 +76,7 @@ def _sidecars(folder: Path) -> dict[str, dict[str, Any]]:
 
 # ---- bundled ----------------------------------------------------------------------------------
 
+
 def _models_root() -> Path:
     return profiles_dir() / "models"
 
@@ -82,8 +87,13 @@ def _bundled_dirs() -> dict[str, Path]:
     root = _models_root()
     if not root.is_dir():
         return {}
-    return {f"{org.name}/{m.name}".lower(): m for org in root.iterdir() if org.is_dir()
-            for m in org.iterdir() if (m / "config.json").is_file()}
+    return {
+        f"{org.name}/{m.name}".lower(): m
+        for org in root.iterdir()
+        if org.is_dir()
+        for m in org.iterdir()
+        if (m / "config.json").is_file()
+    }
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -122,9 +132,13 @@ def find_bundled(name: str) -> Path | None:
 
 def _from_folder(folder: Path, model_id: str, source: Literal["bundled", "local"]) -> ModelSource:
     return ModelSource(
-        model_id=model_id, source=source, config=_load_json(folder / "config.json"),
-        quant_files=_sidecars(folder), meta=read_meta(folder) if source == "bundled" else {},
-        header_tensors=None if source == "bundled" else _tuple(read_dir(folder)), path=folder,
+        model_id=model_id,
+        source=source,
+        config=_load_json(folder / "config.json"),
+        quant_files=_sidecars(folder),
+        meta=read_meta(folder) if source == "bundled" else {},
+        header_tensors=None if source == "bundled" else _tuple(read_dir(folder)),
+        path=folder,
     )
 
 
@@ -133,6 +147,7 @@ def _tuple(x: list[HeaderTensor] | None) -> tuple[HeaderTensor, ...] | None:
 
 
 # ---- local ------------------------------------------------------------------------------------
+
 
 def _existing(name: str) -> Path | None:
     """The path `name` names when something is there; None when nothing is (or the name cannot be a
@@ -156,26 +171,36 @@ def _looks_like_path(name: str) -> bool:
 def _local(name: str) -> ModelSource:
     path = _existing(name)
     if path is None:
-        raise PlannerError(f"{name}: no such file or directory: pass a config.json, a model folder, or a bundled id (see `vllm-planner models`)")
+        raise PlannerError(
+            f"{name}: no such file or directory: pass a config.json, a model folder, or a bundled id (see `vllm-planner models`)"
+        )
     if not path.is_dir():
-        return ModelSource(model_id=str(path), source="local", config=_load_json(path),
-                           quant_files=_sidecars(path.parent), path=path.parent)
+        return ModelSource(
+            model_id=str(path),
+            source="local",
+            config=_load_json(path),
+            quant_files=_sidecars(path.parent),
+            path=path.parent,
+        )
     if _existing(str(path / "config.json")) is None:
         raise PlannerError(f"{name}: folder has no config.json: pass the folder of a Hugging Face checkpoint")
     return _from_folder(path, str(path), "local")
 
 
 def did_you_mean(name: str) -> str:
-    """" (did you mean X?)" for the bundled ids and aliases nearest a typo, or ""."""
+    """ " (did you mean X?)" for the bundled ids and aliases nearest a typo, or ""."""
     key = name.strip().lower()
-    names = {**{k: str(read_meta(p).get("id") or k) for k, p in _bundled_dirs().items()},
-             **{a: str(read_meta(_bundled_dirs()[k]).get("id") or k) for a, k in _aliases().items()}}
+    names = {
+        **{k: str(read_meta(p).get("id") or k) for k, p in _bundled_dirs().items()},
+        **{a: str(read_meta(_bundled_dirs()[k]).get("id") or k) for a, k in _aliases().items()},
+    }
     near = difflib.get_close_matches(key, list(names), n=3, cutoff=0.75)
     found = list(dict.fromkeys(names[n] for n in near))
     return f" (did you mean {' or '.join(found)}?)" if found else ""
 
 
 # ---- hub --------------------------------------------------------------------------------------
+
 
 def _hub_reachable(timeout: float = 1.5) -> bool:
     """Whether a TCP connection to the Hub (HF_ENDPOINT) opens within `timeout` seconds. Offline,
@@ -204,7 +229,9 @@ def _hub(repo_id: str) -> ModelSource:
     try:
         import huggingface_hub as hf  # lazy: an optional extra, off the planning path
     except ImportError:
-        raise PlannerError(f"{repo_id} is not bundled{near} and Hub access needs the extra: pip install 'vllm-planner[hub]', or {alternatives}") from None
+        raise PlannerError(
+            f"{repo_id} is not bundled{near} and Hub access needs the extra: pip install 'vllm-planner[hub]', or {alternatives}"
+        ) from None
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise PlannerError(f"{repo_id} is not bundled{near} and HF_HUB_OFFLINE=1: {alternatives}")
     token = os.environ.get("HF_TOKEN") or None
@@ -223,17 +250,35 @@ def _hub(repo_id: str) -> ModelSource:
     except Exception as exc:  # network, auth, 404: one line, never the token
         kind = exc.__class__.__name__
         if offline:
-            raise PlannerError(f"{repo_id} is not bundled{near}, the Hugging Face Hub is not reachable and its config.json "
-                               f"is not in the local Hub cache: check your network, or {alternatives}") from None
-        hint = "the repo may be gated: set HF_TOKEN" if "401" in str(exc) or "403" in str(exc) or "Gated" in kind else "check the id and your network"
-        raise PlannerError(f"{repo_id}: could not fetch from the Hugging Face Hub ({kind}){near}; {hint}, or {alternatives}") from None
-    return ModelSource(model_id=repo_id, source="hub", config=_load_json(config_path),
-                       quant_files=quant, header_tensors=headers, path=config_path.parent)
+            raise PlannerError(
+                f"{repo_id} is not bundled{near}, the Hugging Face Hub is not reachable and its config.json "
+                f"is not in the local Hub cache: check your network, or {alternatives}"
+            ) from None
+        hint = (
+            "the repo may be gated: set HF_TOKEN"
+            if "401" in str(exc) or "403" in str(exc) or "Gated" in kind
+            else "check the id and your network"
+        )
+        raise PlannerError(
+            f"{repo_id}: could not fetch from the Hugging Face Hub ({kind}){near}; {hint}, or {alternatives}"
+        ) from None
+    return ModelSource(
+        model_id=repo_id,
+        source="hub",
+        config=_load_json(config_path),
+        quant_files=quant,
+        header_tensors=headers,
+        path=config_path.parent,
+    )
 
 
 def _cache_dir() -> Path:
     # PLANNER_CACHE; the old VLLM_PLANNER_CACHE still works (vLLM warns about unknown VLLM_* variables)
-    return Path(os.environ.get("PLANNER_CACHE") or os.environ.get("VLLM_PLANNER_CACHE") or Path.home() / ".cache" / "vllm-planner")
+    return Path(
+        os.environ.get("PLANNER_CACHE")
+        or os.environ.get("VLLM_PLANNER_CACHE")
+        or Path.home() / ".cache" / "vllm-planner"
+    )
 
 
 def _hub_headers(hf: Any, repo_id: str, token: str | None, offline: bool = False) -> tuple[HeaderTensor, ...] | None:
@@ -258,13 +303,18 @@ def _hub_headers(hf: Any, repo_id: str, token: str | None, offline: bool = False
 
 # ---- entry point ------------------------------------------------------------------------------
 
+
 def resolve(name: str) -> ModelSource:
     """A bundled id or alias, then a local path, then a Hub id (`org/name`)."""
     if not name or not name.strip():
-        raise PlannerError("no model given: pass a bundled id (see `vllm-planner models`), a config.json path or a model folder")
+        raise PlannerError(
+            "no model given: pass a bundled id (see `vllm-planner models`), a config.json path or a model folder"
+        )
     if len(name) > NAME_LIMIT or not name.isprintable():
-        raise PlannerError(f"model name {name[:40]!r}... is not a model id or path (over {NAME_LIMIT} characters or "
-                           "with control characters): pass a bundled id, a config.json path or a model folder")
+        raise PlannerError(
+            f"model name {name[:40]!r}... is not a model id or path (over {NAME_LIMIT} characters or "
+            "with control characters): pass a bundled id, a config.json path or a model folder"
+        )
     if _looks_like_path(name) or _existing(name) is not None and not find_bundled(name):
         return _local(name)
     folder = find_bundled(name)
@@ -274,5 +324,7 @@ def resolve(name: str) -> ModelSource:
     if name.count("/") == 1 and not name.startswith("/") and _HUB_ID.fullmatch(name):
         return _hub(name)
     shown = name if len(name) <= 100 else name[:100] + "..."
-    raise PlannerError(f"unknown model {shown!r}{did_you_mean(name)}: not a bundled id or alias (see `vllm-planner models`), "
-                       "not an existing path, not an org/name Hub id")
+    raise PlannerError(
+        f"unknown model {shown!r}{did_you_mean(name)}: not a bundled id or alias (see `vllm-planner models`), "
+        "not an existing path, not an org/name Hub id"
+    )

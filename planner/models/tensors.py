@@ -56,34 +56,56 @@ def _attention(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
         m = spec.mla
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
         if m.q_lora_rank:
-            out += [Tensor(f"{p}.q_a_proj.weight", (m.q_lora_rank, h), "attention", "replicated", i, True),
-                    Tensor(f"{p}.q_a_layernorm.weight", (m.q_lora_rank,), "norms", "replicated", i),
-                    Tensor(f"{p}.q_b_proj.weight", (spec.num_heads * qk, m.q_lora_rank), "attention", "column", i, True)]
+            out += [
+                Tensor(f"{p}.q_a_proj.weight", (m.q_lora_rank, h), "attention", "replicated", i, True),
+                Tensor(f"{p}.q_a_layernorm.weight", (m.q_lora_rank,), "norms", "replicated", i),
+                Tensor(f"{p}.q_b_proj.weight", (spec.num_heads * qk, m.q_lora_rank), "attention", "column", i, True),
+            ]
         else:
             out.append(Tensor(f"{p}.q_proj.weight", (spec.num_heads * qk, h), "attention", "column", i, True))
         out += [
-            Tensor(f"{p}.kv_a_proj_with_mqa.weight", (m.kv_lora_rank + m.qk_rope_head_dim, h), "attention", "replicated", i, True),
+            Tensor(
+                f"{p}.kv_a_proj_with_mqa.weight",
+                (m.kv_lora_rank + m.qk_rope_head_dim, h),
+                "attention",
+                "replicated",
+                i,
+                True,
+            ),
             Tensor(f"{p}.kv_a_layernorm.weight", (m.kv_lora_rank,), "norms", "replicated", i),
-            Tensor(f"{p}.kv_b_proj.weight", (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), "attention", "column", i, True),
+            Tensor(
+                f"{p}.kv_b_proj.weight",
+                (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
+                "attention",
+                "column",
+                i,
+                True,
+            ),
             Tensor(f"{p}.o_proj.weight", (h, spec.num_heads * m.v_head_dim), "attention", "row", i, True),
         ]
         return out
     if spec.fused_qkv:
         out.append(Tensor(f"{p}.qkv_proj.weight", (q + 2 * kv, h), "attention", "qkv_fused", i, True))
     else:
-        out += [Tensor(f"{p}.q_proj.weight", (q, h), "attention", "q_heads", i, True),
-                Tensor(f"{p}.k_proj.weight", (kv, h), "attention", "kv_heads", i, True),
-                Tensor(f"{p}.v_proj.weight", (kv, h), "attention", "kv_heads", i, True)]
+        out += [
+            Tensor(f"{p}.q_proj.weight", (q, h), "attention", "q_heads", i, True),
+            Tensor(f"{p}.k_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+            Tensor(f"{p}.v_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+        ]
     if spec.qkv_bias:
-        out += [Tensor(f"{p}.q_proj.bias", (q,), "attention", "q_heads", i),
-                Tensor(f"{p}.k_proj.bias", (kv,), "attention", "kv_heads", i),
-                Tensor(f"{p}.v_proj.bias", (kv,), "attention", "kv_heads", i)]
+        out += [
+            Tensor(f"{p}.q_proj.bias", (q,), "attention", "q_heads", i),
+            Tensor(f"{p}.k_proj.bias", (kv,), "attention", "kv_heads", i),
+            Tensor(f"{p}.v_proj.bias", (kv,), "attention", "kv_heads", i),
+        ]
     out.append(Tensor(f"{p}.o_proj.weight", (h, q), "attention", "row", i, True))
     if spec.o_bias:
         out.append(Tensor(f"{p}.o_proj.bias", (h,), "attention", "replicated", i))
     if spec.qk_norm and spec.qk_norm_params:
-        out += [Tensor(f"{p}.q_norm.weight", (hd,), "norms", "replicated", i),
-                Tensor(f"{p}.k_norm.weight", (hd,), "norms", "replicated", i)]
+        out += [
+            Tensor(f"{p}.q_norm.weight", (hd,), "norms", "replicated", i),
+            Tensor(f"{p}.k_norm.weight", (hd,), "norms", "replicated", i),
+        ]
     if spec.model_type == "gpt_oss":
         out.append(Tensor(f"{p}.sinks", (spec.num_heads,), "attention", "heads", i))
     return out
@@ -92,22 +114,30 @@ def _attention(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
 def _ffn(spec: ModelSpec, p: str, i: int, inter: int, component: str) -> list[Tensor]:
     h = spec.hidden_size
     if not spec.gated_mlp:
-        out = [Tensor(f"{p}.fc1.weight", (inter, h), component, "column", i, True),
-               Tensor(f"{p}.fc2.weight", (h, inter), component, "row", i, True)]
+        out = [
+            Tensor(f"{p}.fc1.weight", (inter, h), component, "column", i, True),
+            Tensor(f"{p}.fc2.weight", (h, inter), component, "row", i, True),
+        ]
         if spec.mlp_bias:
-            out += [Tensor(f"{p}.fc1.bias", (inter,), component, "column", i),
-                    Tensor(f"{p}.fc2.bias", (h,), component, "replicated", i)]
+            out += [
+                Tensor(f"{p}.fc1.bias", (inter,), component, "column", i),
+                Tensor(f"{p}.fc2.bias", (h,), component, "replicated", i),
+            ]
         return out
     if spec.fused_gate_up:
         up = [Tensor(f"{p}.gate_up_proj.weight", (2 * inter, h), component, "column", i, True)]
     else:
-        up = [Tensor(f"{p}.gate_proj.weight", (inter, h), component, "column", i, True),
-              Tensor(f"{p}.up_proj.weight", (inter, h), component, "column", i, True)]
+        up = [
+            Tensor(f"{p}.gate_proj.weight", (inter, h), component, "column", i, True),
+            Tensor(f"{p}.up_proj.weight", (inter, h), component, "column", i, True),
+        ]
     out = up + [Tensor(f"{p}.down_proj.weight", (h, inter), component, "row", i, True)]
     if spec.mlp_bias:
-        out += [Tensor(f"{p}.gate_proj.bias", (inter,), component, "column", i),
-                Tensor(f"{p}.up_proj.bias", (inter,), component, "column", i),
-                Tensor(f"{p}.down_proj.bias", (h,), component, "replicated", i)]
+        out += [
+            Tensor(f"{p}.gate_proj.bias", (inter,), component, "column", i),
+            Tensor(f"{p}.up_proj.bias", (inter,), component, "column", i),
+            Tensor(f"{p}.down_proj.bias", (h,), component, "replicated", i),
+        ]
     return out
 
 
@@ -120,11 +150,15 @@ def _moe(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
         out.append(Tensor(f"{p}.gate.bias", (e,), "router", "replicated", i))
     if moe.router_correction_bias:
         out.append(Tensor(f"{p}.gate.e_score_correction_bias", (e,), "router", "replicated", i))
-    out += [Tensor(f"{p}.experts.gate_up_proj", (e, 2 * inter, h), "experts", "experts", i, True),
-            Tensor(f"{p}.experts.down_proj", (e, h, inter), "experts", "experts", i, True)]
+    out += [
+        Tensor(f"{p}.experts.gate_up_proj", (e, 2 * inter, h), "experts", "experts", i, True),
+        Tensor(f"{p}.experts.down_proj", (e, h, inter), "experts", "experts", i, True),
+    ]
     if moe.expert_bias:
-        out += [Tensor(f"{p}.experts.gate_up_proj_bias", (e, 2 * inter), "experts", "experts", i),
-                Tensor(f"{p}.experts.down_proj_bias", (e, h), "experts", "experts", i)]
+        out += [
+            Tensor(f"{p}.experts.gate_up_proj_bias", (e, 2 * inter), "experts", "experts", i),
+            Tensor(f"{p}.experts.down_proj_bias", (e, h), "experts", "experts", i),
+        ]
     if moe.num_shared_experts:
         out += _ffn(spec, f"{p}.shared_expert", i, moe.shared_intermediate_size, "shared_experts")
     if moe.shared_expert_gate:
@@ -146,8 +180,17 @@ def _decoder_layer(spec: ModelSpec, i: int, prefix: str = "model.layers") -> lis
     else:
         out += _ffn(spec, f"{p}.mlp", i, spec.intermediate_size, "mlp")
     if spec.checkpoint_rotary_buffers:
-        out.append(Tensor(f"{p}.self_attn.rotary_emb.inv_freq", (spec.rotary_dim // 2,), "buffers", "replicated", i,
-                          loaded=False, stored_dtype="float32"))
+        out.append(
+            Tensor(
+                f"{p}.self_attn.rotary_emb.inv_freq",
+                (spec.rotary_dim // 2,),
+                "buffers",
+                "replicated",
+                i,
+                loaded=False,
+                stored_dtype="float32",
+            )
+        )
     return out
 
 
@@ -161,14 +204,28 @@ def _mtp_layers(spec: ModelSpec) -> list[Tensor]:
         i = spec.num_layers + j
         p = f"model.layers.{i}"
         layer = [t for t in _decoder_layer(spec, spec.num_layers - 1) if t.stage == spec.num_layers - 1]
-        layer = [Tensor(t.name.replace(f"layers.{spec.num_layers - 1}.", f"layers.{i}."), t.shape, "mtp", t.shard,
-                        "last", t.linear, loaded=False) for t in layer]
-        layer += [Tensor(f"{p}.enorm.weight", (h,), "mtp", "replicated", "last", loaded=False),
-                  Tensor(f"{p}.hnorm.weight", (h,), "mtp", "replicated", "last", loaded=False),
-                  Tensor(f"{p}.eh_proj.weight", (h, 2 * h), "mtp", "replicated", "last", loaded=False),  # kept bf16 in fp8 checkpoints
-                  Tensor(f"{p}.shared_head.norm.weight", (h,), "mtp", "replicated", "last", loaded=False),
-                  Tensor(f"{p}.embed_tokens.weight", (v, h), "mtp", "vocab", "last", loaded=False),
-                  Tensor(f"{p}.shared_head.head.weight", (v, h), "mtp", "vocab", "last", loaded=False)]
+        layer = [
+            Tensor(
+                t.name.replace(f"layers.{spec.num_layers - 1}.", f"layers.{i}."),
+                t.shape,
+                "mtp",
+                t.shard,
+                "last",
+                t.linear,
+                loaded=False,
+            )
+            for t in layer
+        ]
+        layer += [
+            Tensor(f"{p}.enorm.weight", (h,), "mtp", "replicated", "last", loaded=False),
+            Tensor(f"{p}.hnorm.weight", (h,), "mtp", "replicated", "last", loaded=False),
+            Tensor(
+                f"{p}.eh_proj.weight", (h, 2 * h), "mtp", "replicated", "last", loaded=False
+            ),  # kept bf16 in fp8 checkpoints
+            Tensor(f"{p}.shared_head.norm.weight", (h,), "mtp", "replicated", "last", loaded=False),
+            Tensor(f"{p}.embed_tokens.weight", (v, h), "mtp", "vocab", "last", loaded=False),
+            Tensor(f"{p}.shared_head.head.weight", (v, h), "mtp", "vocab", "last", loaded=False),
+        ]
         out += layer
     return out
 
@@ -187,27 +244,38 @@ def _vision(spec: ModelSpec) -> list[Tensor]:
     block_sharded = 4 * h * h + h * mlp_in + inter * h + ((3 * h + mlp_in) if bias else 0)
     block_replicated = 2 * norm + (2 * h if bias else 0)  # two norms; o_proj and fc2 biases
     sharded = v.num_layers * block_sharded + v.adapter_params
-    replicated = (v.position_rows * h + v.num_layers * block_replicated + v.extra_params
-                  + (norm if v.pre_norm else 0) + (norm if v.post_norm else 0))
-    patch = v.num_channels * v.patch_frames * v.patch_size ** 2 * h
+    replicated = (
+        v.position_rows * h
+        + v.num_layers * block_replicated
+        + v.extra_params
+        + (norm if v.pre_norm else 0)
+        + (norm if v.post_norm else 0)
+    )
+    patch = v.num_channels * v.patch_frames * v.patch_size**2 * h
     if v.patch_linear:
         sharded += patch
     else:
         replicated += patch + (h if v.patch_bias else 0)
-    out = [Tensor("vision_tower.sharded", (sharded,), "vision", "column", "first"),
-           Tensor("vision_tower.replicated", (replicated,), "vision", "replicated", "first")]
+    out = [
+        Tensor("vision_tower.sharded", (sharded,), "vision", "column", "first"),
+        Tensor("vision_tower.replicated", (replicated,), "vision", "replicated", "first"),
+    ]
     skipped = v.skipped_layers * (block_sharded + block_replicated) + (norm if v.skipped_post_norm else 0)
     if skipped:
         out.append(Tensor("vision_tower.not_built", (skipped,), "vision", "replicated", "first", loaded=False))
     if v.projector_column_params:
         out.append(Tensor("multi_modal_projector.sharded", (v.projector_column_params,), "vision", "column", "first"))
     if v.projector_replicated_params:
-        out.append(Tensor("multi_modal_projector.replicated", (v.projector_replicated_params,), "vision",
-                          "replicated", "first"))
+        out.append(
+            Tensor(
+                "multi_modal_projector.replicated", (v.projector_replicated_params,), "vision", "replicated", "first"
+            )
+        )
     return out
 
 
 # ---- hybrid attention + Mamba / linear-attention models ------------------------------------------
+
 
 def _gdn(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
     """Qwen3-Next gated delta net (`layers/mamba/gdn/qwen_gdn_linear_attn.py`): in_proj_qkvz and
@@ -263,19 +331,23 @@ def _qwen3_next_layer(spec: ModelSpec, i: int, p: str, stage: Stage) -> list[Ten
     """One Qwen3-Next decoder layer: GDN or gated full attention (q_proj doubled for the output
     gate, q/k norms), then the MoE block (router, experts, shared expert and its sigmoid gate)."""
     h, hd = spec.hidden_size, spec.head_dim
-    out = [Tensor(f"{p}.input_layernorm.weight", (h,), "norms", "replicated", i),
-           Tensor(f"{p}.post_attention_layernorm.weight", (h,), "norms", "replicated", i)]
+    out = [
+        Tensor(f"{p}.input_layernorm.weight", (h,), "norms", "replicated", i),
+        Tensor(f"{p}.post_attention_layernorm.weight", (h,), "norms", "replicated", i),
+    ]
     if spec.layers[min(i, spec.num_layers - 1)].attention == "linear" and stage != "last":
         out += _gdn(spec, f"{p}.linear_attn", i)
     else:
         q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
         a = f"{p}.self_attn"
-        out += [Tensor(f"{a}.q_proj.weight", (2 * q, h), "attention", "q_heads", i, True),
-                Tensor(f"{a}.k_proj.weight", (kv, h), "attention", "kv_heads", i, True),
-                Tensor(f"{a}.v_proj.weight", (kv, h), "attention", "kv_heads", i, True),
-                Tensor(f"{a}.o_proj.weight", (h, q), "attention", "row", i, True),
-                Tensor(f"{a}.q_norm.weight", (hd,), "norms", "replicated", i),
-                Tensor(f"{a}.k_norm.weight", (hd,), "norms", "replicated", i)]
+        out += [
+            Tensor(f"{a}.q_proj.weight", (2 * q, h), "attention", "q_heads", i, True),
+            Tensor(f"{a}.k_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+            Tensor(f"{a}.v_proj.weight", (kv, h), "attention", "kv_heads", i, True),
+            Tensor(f"{a}.o_proj.weight", (h, q), "attention", "row", i, True),
+            Tensor(f"{a}.q_norm.weight", (hd,), "norms", "replicated", i),
+            Tensor(f"{a}.k_norm.weight", (hd,), "norms", "replicated", i),
+        ]
     if spec.moe is not None and (stage == "last" or spec.layers[i].mlp == "moe"):
         out += _moe(spec, f"{p}.mlp", i)
     else:
@@ -298,8 +370,10 @@ def _qwen3_next(spec: ModelSpec) -> list[Tensor]:
         out += [Tensor(t.name, t.shape, "mtp", t.shard, "last", t.linear, loaded=False) for t in layer]
     if spec.num_mtp_layers:
         out += [Tensor("mtp.fc.weight", (h, 2 * h), "mtp", "replicated", "last", loaded=False)]
-        out += [Tensor(f"mtp.{n}.weight", (h,), "mtp", "replicated", "last", loaded=False)
-                for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")]
+        out += [
+            Tensor(f"mtp.{n}.weight", (h,), "mtp", "replicated", "last", loaded=False)
+            for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")
+        ]
     return out
 
 
@@ -318,11 +392,15 @@ def _nemotron_h(spec: ModelSpec) -> list[Tensor]:
             out += _attention(spec, f"{p}.mixer", i)
         else:
             inter = spec.intermediate_size
-            out += [Tensor(f"{p}.mixer.up_proj.weight", (inter, h), "mlp", "column", i, True),
-                    Tensor(f"{p}.mixer.down_proj.weight", (h, inter), "mlp", "row", i, True)]
+            out += [
+                Tensor(f"{p}.mixer.up_proj.weight", (inter, h), "mlp", "column", i, True),
+                Tensor(f"{p}.mixer.down_proj.weight", (h, inter), "mlp", "row", i, True),
+            ]
             if spec.mlp_bias:
-                out += [Tensor(f"{p}.mixer.up_proj.bias", (inter,), "mlp", "column", i),
-                        Tensor(f"{p}.mixer.down_proj.bias", (h,), "mlp", "replicated", i)]
+                out += [
+                    Tensor(f"{p}.mixer.up_proj.bias", (inter,), "mlp", "column", i),
+                    Tensor(f"{p}.mixer.down_proj.bias", (h,), "mlp", "replicated", i),
+                ]
     out.append(Tensor("backbone.norm_f.weight", (h,), "norms", "replicated", "last"))
     if not spec.tie_word_embeddings:
         out.append(Tensor("lm_head.weight", (v, h), "lm_head", "vocab", "last"))
@@ -335,6 +413,7 @@ _HYBRID_BUILDERS = {"qwen3_next": _qwen3_next, "nemotron_h": _nemotron_h}
 def from_spec(spec: ModelSpec) -> list[Tensor]:
     """Every tensor of the checkpoint the spec describes, in the model's dtype, before quantization."""
     from planner.models.families import tensor_builder  # families registered one module each
+
     builder = tensor_builder(spec.model_type)
     if builder is not None:
         return builder(spec)
@@ -345,7 +424,9 @@ def from_spec(spec: ModelSpec) -> list[Tensor]:
     h, v = spec.hidden_size, spec.vocab_size
     out = [Tensor("model.embed_tokens.weight", (v, h), "embeddings", "vocab", "first")]
     if spec.learned_positions:
-        out.append(Tensor("model.embed_positions.weight", (spec.learned_positions, h), "embeddings", "replicated", "first"))
+        out.append(
+            Tensor("model.embed_positions.weight", (spec.learned_positions, h), "embeddings", "replicated", "first")
+        )
     out += _vision(spec)
     for i in range(spec.num_layers):
         out += _decoder_layer(spec, i)
@@ -365,7 +446,12 @@ def from_spec(spec: ModelSpec) -> list[Tensor]:
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _RULES: tuple[tuple[str, str, Shard, bool], ...] = (
     # (regex on the name, component, shard, is a linear weight)
-    (r"(vision|visual|image|patch_embed|multi_modal_projector|mm_projector|mm_input_projection)", "vision", "replicated", False),
+    (
+        r"(vision|visual|image|patch_embed|multi_modal_projector|mm_projector|mm_input_projection)",
+        "vision",
+        "replicated",
+        False,
+    ),
     (r"rotary_emb\.inv_freq$", "buffers", "replicated", False),
     (r"(embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", "embeddings", "vocab", False),
     (r"(embed_positions|wpe)\.weight$", "embeddings", "replicated", False),

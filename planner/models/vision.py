@@ -15,10 +15,22 @@ from planner.models.spec import VisionSpec
 # A vision sub-config names only what differs from its class's defaults, which transformers (and so
 # vLLM) fills in: PixtralVisionConfig's and CLIPVisionConfig's.
 _VISION_DEFAULTS: dict[str, Config] = {
-    "pixtral": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-                "image_size": 1024, "patch_size": 16},
-    "clip_vision_model": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                          "num_attention_heads": 12, "image_size": 224, "patch_size": 32},
+    "pixtral": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 1024,
+        "patch_size": 16,
+    },
+    "clip_vision_model": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 32,
+    },
 }
 
 
@@ -31,10 +43,17 @@ def vision_spec(config: Config, vcfg: Config | None, text_hidden: int) -> Vision
     h = int(vcfg["hidden_size"])
     layers = int(vcfg.get("num_hidden_layers", 0))
     patch, image = int(vcfg.get("patch_size", 14)), int(vcfg.get("image_size", 224))
-    base = dict(model_type=str(vcfg.get("model_type", "vit")), hidden_size=h,
-                intermediate_size=int(vcfg.get("intermediate_size", 4 * h)), num_layers=layers,
-                num_heads=int(vcfg.get("num_attention_heads", 1)), patch_size=patch, image_size=image,
-                num_channels=int(vcfg.get("num_channels", 3)), position_rows=(image // patch) ** 2)
+    base = dict(
+        model_type=str(vcfg.get("model_type", "vit")),
+        hidden_size=h,
+        intermediate_size=int(vcfg.get("intermediate_size", 4 * h)),
+        num_layers=layers,
+        num_heads=int(vcfg.get("num_attention_heads", 1)),
+        patch_size=patch,
+        image_size=image,
+        num_channels=int(vcfg.get("num_channels", 3)),
+        position_rows=(image // patch) ** 2,
+    )
     builder = _VISION_BUILDERS.get(config.get("model_type", ""))
     return VisionSpec(**{**base, **(builder(config, vcfg, text_hidden, base) if builder else {})})
 
@@ -45,16 +64,19 @@ def _built_layers(feature: Any, num_layers: int) -> int:
     layers = feature if isinstance(feature, list) else [feature]
     bad = [i for i in layers if not isinstance(i, int) or not -num_layers <= i <= num_layers or i == 0]
     if bad or not layers:
-        raise PlannerError(f"vision_feature_layer {feature!r} does not name a layer of the {num_layers}-block vision "
-                           f"tower: use indices 1..{num_layers} or -{num_layers}..-1 as the model's config.json has them")
+        raise PlannerError(
+            f"vision_feature_layer {feature!r} does not name a layer of the {num_layers}-block vision "
+            f"tower: use indices 1..{num_layers} or -{num_layers}..-1 as the model's config.json has them"
+        )
     return max(num_layers + i + 1 if i < 0 else i for i in layers)
 
 
 def _gemma3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
     """SigLIP; Gemma3MultiModalProjector: mm_input_projection_weight [v_hidden, text_hidden] + RMSNorm(v_hidden)."""
     h = base["hidden_size"]
-    return dict(projector_replicated_params=h * text_hidden + h,
-                tokens_per_image=int(config.get("mm_tokens_per_image") or 0))
+    return dict(
+        projector_replicated_params=h * text_hidden + h, tokens_per_image=int(config.get("mm_tokens_per_image") or 0)
+    )
 
 
 def _llama4_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
@@ -68,23 +90,31 @@ def _llama4_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -
     p_in, p_out = int(vcfg.get("projector_input_dim") or 4096), int(vcfg.get("projector_output_dim") or 4096)
     bias = bool(vcfg.get("multi_modal_projector_bias"))
     adapter = base["intermediate_size"] * p_in + p_in * p_out + (p_in if bias else 0)
-    return dict(position_rows=base["position_rows"] + 1, pre_norm=True, extra_params=h + (p_out if bias else 0),
-                adapter_params=adapter, patch_linear=True,
-                projector_column_params=int(vcfg.get("vision_output_dim") or p_out) * text_hidden,
-                tokens_per_image=int(base["position_rows"] * ratio * ratio))
+    return dict(
+        position_rows=base["position_rows"] + 1,
+        pre_norm=True,
+        extra_params=h + (p_out if bias else 0),
+        adapter_params=adapter,
+        patch_linear=True,
+        projector_column_params=int(vcfg.get("vision_output_dim") or p_out) * text_hidden,
+        tokens_per_image=int(base["position_rows"] * ratio * ratio),
+    )
 
 
 def _mlp_projector(v_in: int, mid: int, out: int, bias: bool) -> dict:
     """A two-layer projector vLLM splits across TP: linear_1 [v_in -> mid] column-parallel (its bias
     split), linear_2 [mid -> out] row-parallel (its bias whole on every rank)."""
-    return dict(projector_column_params=v_in * mid + mid * out + (mid if bias else 0),
-                projector_replicated_params=out if bias else 0)
+    return dict(
+        projector_column_params=v_in * mid + mid * out + (mid if bias else 0),
+        projector_replicated_params=out if bias else 0,
+    )
 
 
 # PixtralHFVisionModel: bias-free conv patches, RMSNorm ln_pre, gated bias-free blocks with 2-D
 # rotary positions (no table), no post-norm.
-_PIXTRAL_TOWER = dict(position_rows=0, mlp_gated=True, linear_bias=False, patch_bias=False, norm="rms",
-                      pre_norm=True, post_norm=False)
+_PIXTRAL_TOWER = dict(
+    position_rows=0, mlp_gated=True, linear_bias=False, patch_bias=False, norm="rms", pre_norm=True, post_norm=False
+)
 
 
 def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
@@ -95,8 +125,13 @@ def _mistral3_vision(config: Config, vcfg: Config, text_hidden: int, base: dict)
     proj = _mlp_projector(h, text_hidden, text_hidden, bool(config.get("multimodal_projector_bias", False)))
     proj["projector_replicated_params"] += h + h * merge * merge * h
     built = _built_layers(config.get("vision_feature_layer", -1), base["num_layers"])
-    return dict(num_layers=built, skipped_layers=base["num_layers"] - built, **_PIXTRAL_TOWER, **proj,
-                tokens_per_image=(base["image_size"] // base["patch_size"] // merge) ** 2)
+    return dict(
+        num_layers=built,
+        skipped_layers=base["num_layers"] - built,
+        **_PIXTRAL_TOWER,
+        **proj,
+        tokens_per_image=(base["image_size"] // base["patch_size"] // merge) ** 2,
+    )
 
 
 def _llava_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
@@ -111,8 +146,9 @@ def _llava_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) ->
     proj = _mlp_projector(v_in, text_hidden, text_hidden, bool(config.get("multimodal_projector_bias", True)))
     proj["projector_replicated_params"] += text_hidden if next_ else 0  # image_newline
     built = _built_layers(feature, base["num_layers"])
-    out = dict(num_layers=built, post_norm=False, skipped_layers=base["num_layers"] - built, skipped_post_norm=True,
-               **proj)
+    out = dict(
+        num_layers=built, post_norm=False, skipped_layers=base["num_layers"] - built, skipped_post_norm=True, **proj
+    )
     if base["model_type"] == "clip_vision_model":
         # CLIP: a class embedding and its position row, a bias-free patch conv, pre_layrnorm
         out.update(position_rows=base["position_rows"] + 1, extra_params=h, patch_bias=False, pre_norm=True)
@@ -136,8 +172,12 @@ def _kimi_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
     if (edge // patch) ** 2 > limit:
         edge = int(edge * math.sqrt(limit / (edge // patch) ** 2))
     edge = -(-edge // (kh * patch)) * kh * patch
-    return dict(position_rows=rows, image_size=edge, tokens_per_image=(edge // patch // kh) * (edge // patch // kw),
-                projector_replicated_params=2 * h + merged * merged + merged + merged * text_hidden + text_hidden)
+    return dict(
+        position_rows=rows,
+        image_size=edge,
+        tokens_per_image=(edge // patch // kh) * (edge // patch // kw),
+        projector_replicated_params=2 * h + merged * merged + merged + merged * text_hidden + text_hidden,
+    )
 
 
 def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) -> dict:
@@ -158,15 +198,33 @@ def _qwen_vl_vision(config: Config, vcfg: Config, text_hidden: int, base: dict) 
     edge = int(math.isqrt(12845056)) // (patch * merge) * patch * merge
     proj = _mlp_projector(d * merge * merge, d * merge * merge, out, True)
     proj["projector_replicated_params"] += d if v25 else 2 * d  # ln_q: RMSNorm / LayerNorm
-    return dict(hidden_size=d, intermediate_size=inter, num_layers=int(vcfg.get("depth") or 0),
-                num_heads=int(vcfg.get("num_heads") or 16), patch_size=patch, image_size=edge,
-                num_channels=int(vcfg.get("in_channels") or vcfg.get("in_chans") or 3),
-                patch_frames=int(vcfg.get("temporal_patch_size") or 2), takes_video=True, position_rows=0,
-                mlp_gated=v25, norm="rms" if v25 else "layer", patch_bias=False, post_norm=False,
-                **proj,
-                tokens_per_image=(edge // patch // merge) ** 2)
+    return dict(
+        hidden_size=d,
+        intermediate_size=inter,
+        num_layers=int(vcfg.get("depth") or 0),
+        num_heads=int(vcfg.get("num_heads") or 16),
+        patch_size=patch,
+        image_size=edge,
+        num_channels=int(vcfg.get("in_channels") or vcfg.get("in_chans") or 3),
+        patch_frames=int(vcfg.get("temporal_patch_size") or 2),
+        takes_video=True,
+        position_rows=0,
+        mlp_gated=v25,
+        norm="rms" if v25 else "layer",
+        patch_bias=False,
+        post_norm=False,
+        **proj,
+        tokens_per_image=(edge // patch // merge) ** 2,
+    )
 
 
-_VISION_BUILDERS = {"gemma3": _gemma3_vision, "llama4": _llama4_vision, "mistral3": _mistral3_vision,
-                    "llava_next": _llava_vision, "llava": _llava_vision, "kimi_vl": _kimi_vl_vision,
-                    "qwen2_vl": _qwen_vl_vision, "qwen2_5_vl": _qwen_vl_vision}
+_VISION_BUILDERS = {
+    "gemma3": _gemma3_vision,
+    "llama4": _llama4_vision,
+    "mistral3": _mistral3_vision,
+    "llava_next": _llava_vision,
+    "llava": _llava_vision,
+    "kimi_vl": _kimi_vl_vision,
+    "qwen2_vl": _qwen_vl_vision,
+    "qwen2_5_vl": _qwen_vl_vision,
+}

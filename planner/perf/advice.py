@@ -54,8 +54,9 @@ def _variants(req: Request, where: Where) -> list[tuple[str, Request, Where]]:
     return out
 
 
-def _another_gpu(req: Request, o: GpuSizing, traffic: Traffic, targets: Targets, catalogue: Catalogue,
-                 objective: Any) -> list[str]:
+def _another_gpu(
+    req: Request, o: GpuSizing, traffic: Traffic, targets: Targets, catalogue: Catalogue, objective: Any
+) -> list[str]:
     found = []
     for gpu in catalogue:
         if gpu.name != o.gpu:
@@ -67,8 +68,16 @@ def _another_gpu(req: Request, o: GpuSizing, traffic: Traffic, targets: Targets,
     return [f"another GPU: {describe(min(found, key=_key(objective)))}"]
 
 
-def suggestions(req: Request, where: Where, o: GpuSizing, traffic: Traffic, targets: Targets,
-                catalogue: Catalogue | None, objective: Any = "cost", quick: bool = False) -> list[str]:
+def suggestions(
+    req: Request,
+    where: Where,
+    o: GpuSizing,
+    traffic: Traffic,
+    targets: Targets,
+    catalogue: Catalogue | None,
+    objective: Any = "cost",
+    quick: bool = False,
+) -> list[str]:
     """What would meet the targets where no layout of this GPU type does, each sized again (`quick`:
     only the looser target and more nodes, where another GPU type of the request meets them)."""
     out = []
@@ -90,13 +99,17 @@ def unreachable_text(r: SizingResult) -> str:
     f, t = best.floor, r.targets
     parts = []
     if t.tpot_ms is not None and f.tpot_ms is not None and t.tpot_ms <= f.tpot_ms:
-        parts.append(f"--tpot-ms {t.tpot_ms:g} is unreachable on {_where(r)}, because a lone request's decode step "
-                     f"already takes {f.tpot_ms:.2f} ms at its fastest layout ({f.tpot_at}: the weights and KV read at "
-                     "the achievable bandwidth, plus the per-step floor, whatever the replica count)")
+        parts.append(
+            f"--tpot-ms {t.tpot_ms:g} is unreachable on {_where(r)}, because a lone request's decode step "
+            f"already takes {f.tpot_ms:.2f} ms at its fastest layout ({f.tpot_at}: the weights and KV read at "
+            "the achievable bandwidth, plus the per-step floor, whatever the replica count)"
+        )
     if t.ttft_ms is not None and t.ttft_ms <= f.ttft_ms:
-        parts.append(f"--ttft-ms {t.ttft_ms:g} is unreachable on {_where(r)}, because a lone request's "
-                     f"{r.traffic.input_len:,}-token prefill already takes {f.ttft_ms:.1f} ms at its fastest layout "
-                     f"({f.ttft_at}, with no queue)")
+        parts.append(
+            f"--ttft-ms {t.ttft_ms:g} is unreachable on {_where(r)}, because a lone request's "
+            f"{r.traffic.input_len:,}-token prefill already takes {f.ttft_ms:.1f} ms at its fastest layout "
+            f"({f.ttft_at}, with no queue)"
+        )
     fixes = [s for o in r.options for s in o.suggestions]
     what = "; what would: " + "; ".join(dict.fromkeys(fixes)) if fixes else ""
     return "; ".join(parts) + what

@@ -119,18 +119,46 @@ def build_case(row: dict[str, Any], mapping: dict[str, Any], catalogue: Catalogu
         measured = {k: row["metrics"][k] for k in ("ttft_ms", "tpot_ms")}
         a = admission(b.num_blocks, b.block_size, b.max_num_seqs, isl, osl)
         limited, adm = load > a.steady, a.steady
-    return Case(row["id"], row["subset"], row["model"], m["planner_model"], gpu.name, settings.tp, settings.pp,
-                family, gpu_family_of(gpu.compute_capability), version, "static" if static else "closed",
-                isl, osl, load, measured, shape, mnbt, limited, adm, tuple(row.get("caveats") or ()))
+    return Case(
+        row["id"],
+        row["subset"],
+        row["model"],
+        m["planner_model"],
+        gpu.name,
+        settings.tp,
+        settings.pp,
+        family,
+        gpu_family_of(gpu.compute_capability),
+        version,
+        "static" if static else "closed",
+        isl,
+        osl,
+        load,
+        measured,
+        shape,
+        mnbt,
+        limited,
+        adm,
+        tuple(row.get("caveats") or ()),
+    )
 
 
-def cases(rows: list[dict[str, Any]], mapping: dict[str, Any], catalogue: Catalogue) -> tuple[list[Case], dict[str, int]]:
+def cases(
+    rows: list[dict[str, Any]], mapping: dict[str, Any], catalogue: Catalogue
+) -> tuple[list[Case], dict[str, int]]:
     """The usable rows as cases (duplicates, the same measurement listed twice, dropped), and a
     count of the others by reason."""
     out, skipped, seen = [], {}, set()
     for row in rows:
         reason = skip_reason(row, mapping)
-        key = (row["model"], row["gpu"], row["tp"], row.get("engine_version"), str(row["workload"]), str(row["metrics"]))
+        key = (
+            row["model"],
+            row["gpu"],
+            row["tp"],
+            row.get("engine_version"),
+            str(row["workload"]),
+            str(row["metrics"]),
+        )
         if reason is None and key in seen:
             reason = "duplicate of an earlier row (same setup and figures)"
         if reason:
@@ -144,7 +172,10 @@ def cases(rows: list[dict[str, Any]], mapping: dict[str, Any], catalogue: Catalo
 def predict(case: Case, c: Coefficients) -> dict[str, float]:
     """The case's measured metrics, predicted."""
     if case.kind == "static":
-        return {"latency_s": static_batch_s(case.shape, c, case.load, case.input_len, case.output_len,
-                                            case.max_num_batched_tokens)}
+        return {
+            "latency_s": static_batch_s(
+                case.shape, c, case.load, case.input_len, case.output_len, case.max_num_batched_tokens
+            )
+        }
     s = closed_loop(case.shape, c, Workload(case.input_len, case.output_len, case.max_num_batched_tokens), case.load)
     return {"ttft_ms": s.ttft_s * 1e3, "tpot_ms": s.tpot_s * 1e3}

@@ -21,10 +21,17 @@ HELP = "throughput and latency (TTFT, TPOT/ITL, tokens/s) of a plan at a load, w
 def register(sub: Any, add_plan_options: Callable[[argparse.ArgumentParser], None], build_request: Callable) -> None:
     p = sub.add_parser("perf", help=HELP, description=HELP + ". --concurrency is the closed-loop load.")
     add_plan_options(p)
-    p.add_argument("--input-len", type=int_range(1, what="a token count"), required=True, help="prompt tokens per request")
-    p.add_argument("--output-len", type=int_range(1, what="a token count"), required=True, help="output tokens per request")
-    p.add_argument("--request-rate", type=positive_float("request rate (requests/s)"),
-                   help="open-loop Poisson arrivals, requests per second (instead of --concurrency)")
+    p.add_argument(
+        "--input-len", type=int_range(1, what="a token count"), required=True, help="prompt tokens per request"
+    )
+    p.add_argument(
+        "--output-len", type=int_range(1, what="a token count"), required=True, help="output tokens per request"
+    )
+    p.add_argument(
+        "--request-rate",
+        type=positive_float("request rate (requests/s)"),
+        help="open-loop Poisson arrivals, requests per second (instead of --concurrency)",
+    )
     p.add_argument("--curve", action="store_true", help="also print the throughput-vs-latency table over concurrency")
     p.set_defaults(func=lambda a: run(a, build_request))
 
@@ -39,8 +46,9 @@ def run(a: argparse.Namespace, build_request: Callable) -> int:
     check_load(a.input_len, a.output_len, a.concurrency, a.request_rate)
     req, gpu, _ = build_request(a)
     req = dataclasses.replace(req, concurrency=None)
-    r = estimate(req, gpu, a.input_len, a.output_len, concurrency=a.concurrency, request_rate=a.request_rate,
-                 tp=a.tp, pp=a.pp)
+    r = estimate(
+        req, gpu, a.input_len, a.output_len, concurrency=a.concurrency, request_rate=a.request_rate, tp=a.tp, pp=a.pp
+    )
     table = curve(req, gpu, a.input_len, a.output_len, r.tp, r.pp) if a.curve else None
     if a.json:
         out = r.to_json()
@@ -65,8 +73,11 @@ def _span(rng: list[float] | None, digits: int = 1) -> str:
 def text(r: Any) -> str:
     j = r.to_json()
     load = f"concurrency {r.concurrency} (closed loop)" if r.concurrency else f"{r.request_rate:g} requests/s (Poisson)"
-    lines = [f"{r.model} on {r.gpu}, vLLM {r.vllm_version}, TP {r.tp} x PP {r.pp}: input {r.input_len:,}, "
-             f"output {r.output_len:,} tokens, {load}", ""]
+    lines = [
+        f"{r.model} on {r.gpu}, vLLM {r.vllm_version}, TP {r.tp} x PP {r.pp}: input {r.input_len:,}, "
+        f"output {r.output_len:,} tokens, {load}",
+        "",
+    ]
     if r.kv_limited or r.saturated:
         lines += [f"OVER CAPACITY: {n}" for n in r.notes[:1]] + [n for n in r.notes[1:]]
         if r.at_admissible is not None:
@@ -93,15 +104,38 @@ def text(r: Any) -> str:
 
 def _curve_row(r: Any) -> dict[str, Any]:
     j = r.to_json()
-    return {k: j[k] for k in ("concurrency", "ttft_ms", "tpot_ms", "output_tokens_per_s", "output_tokens_per_s_per_gpu",
-                              "requests_per_s", "kv_limited")}
+    return {
+        k: j[k]
+        for k in (
+            "concurrency",
+            "ttft_ms",
+            "tpot_ms",
+            "output_tokens_per_s",
+            "output_tokens_per_s_per_gpu",
+            "requests_per_s",
+            "kv_limited",
+        )
+    }
 
 
 def curve_text(rows: list[Any]) -> str:
     from tabulate import tabulate
 
-    body = [[x["concurrency"], _fmt(x["ttft_ms"]), _fmt(x["tpot_ms"], "", 2), _fmt(x["output_tokens_per_s"]),
-             _fmt(x["output_tokens_per_s_per_gpu"]), _fmt(x["requests_per_s"], "", 3),
-             "over KV capacity" if x["kv_limited"] else ""] for x in map(_curve_row, rows)]
-    return tabulate(body, headers=["concurrency", "TTFT ms", "TPOT ms", "out tok/s", "per GPU", "req/s", ""],
-                    disable_numparse=True, colalign=("right",) * 6 + ("left",))
+    body = [
+        [
+            x["concurrency"],
+            _fmt(x["ttft_ms"]),
+            _fmt(x["tpot_ms"], "", 2),
+            _fmt(x["output_tokens_per_s"]),
+            _fmt(x["output_tokens_per_s_per_gpu"]),
+            _fmt(x["requests_per_s"], "", 3),
+            "over KV capacity" if x["kv_limited"] else "",
+        ]
+        for x in map(_curve_row, rows)
+    ]
+    return tabulate(
+        body,
+        headers=["concurrency", "TTFT ms", "TPOT ms", "out tok/s", "per GPU", "req/s", ""],
+        disable_numparse=True,
+        colalign=("right",) * 6 + ("left",),
+    )

@@ -64,7 +64,12 @@ def _err(path: Path, what: str) -> PlannerError:
 
 
 def _number(path: Path, where: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
         raise _err(path, f"{where} must be a number in [{low:g}, {high:g}], got {value!r}")
     return float(value)
 
@@ -77,15 +82,21 @@ def _coefficients(path: Path, where: str, raw: Any) -> Coefficients:
     if unknown or missing:
         raise _err(path, f"{where}.coefficients: unknown {sorted(unknown)}, missing {sorted(missing)}")
     bounds = {"bandwidth_fraction": 1.0, "compute_fraction": 1.0, "link_fraction": 1.0}
-    return Coefficients(**{k: _number(path, f"{where}.{k}", v, 1e-9 if k in bounds else 0.0, bounds.get(k, 1e4))
-                           for k, v in raw.items()})
+    return Coefficients(
+        **{
+            k: _number(path, f"{where}.{k}", v, 1e-9 if k in bounds else 0.0, bounds.get(k, 1e4))
+            for k, v in raw.items()
+        }
+    )
 
 
 def _band(path: Path, where: str, raw: Any) -> ErrorBand:
     if not isinstance(raw, dict) or set(raw) != {"median_abs", "p10", "p90", "rows"}:
         raise _err(path, f"{where} needs median_abs, p10, p90 and rows")
-    b = ErrorBand(*(_number(path, f"{where}.{k}", raw[k], -1.0, 100.0) for k in ("median_abs", "p10", "p90")),
-                  int(_number(path, f"{where}.rows", raw["rows"], 0, 1e6)))
+    b = ErrorBand(
+        *(_number(path, f"{where}.{k}", raw[k], -1.0, 100.0) for k in ("median_abs", "p10", "p90")),
+        int(_number(path, f"{where}.rows", raw["rows"], 0, 1e6)),
+    )
     if b.p10 > b.p90:
         raise _err(path, f"{where}: p10 above p90")
     return b
@@ -93,8 +104,17 @@ def _band(path: Path, where: str, raw: Any) -> ErrorBand:
 
 def _set(path: Path, i: int, raw: Any) -> CoefficientSet:
     where = f"sets[{i}]"
-    need = ("name", "release_family", "releases", "gpu_family", "fitted_releases", "fitted_gpus", "fitted_on",
-            "coefficients", "held_out_error")
+    need = (
+        "name",
+        "release_family",
+        "releases",
+        "gpu_family",
+        "fitted_releases",
+        "fitted_gpus",
+        "fitted_on",
+        "coefficients",
+        "held_out_error",
+    )
     if not isinstance(raw, dict) or any(k not in raw for k in need):
         raise _err(path, f"{where} needs {', '.join(need)}")
     rel = raw["releases"]
@@ -108,11 +128,18 @@ def _set(path: Path, i: int, raw: Any) -> CoefficientSet:
     bands = raw["held_out_error"]
     if not isinstance(bands, dict) or not set(bands) <= set(_METRICS):
         raise _err(path, f"{where}.held_out_error keys must be among {', '.join(_METRICS)}")
-    return CoefficientSet(str(raw["name"]), str(raw["release_family"]), rel["first"], rel.get("last"),
-                          str(raw["gpu_family"]), tuple(map(str, raw["fitted_releases"])),
-                          tuple(map(str, raw["fitted_gpus"])), str(raw["fitted_on"]),
-                          _coefficients(path, where, raw["coefficients"]),
-                          {k: _band(path, f"{where}.held_out_error.{k}", v) for k, v in bands.items()})
+    return CoefficientSet(
+        str(raw["name"]),
+        str(raw["release_family"]),
+        rel["first"],
+        rel.get("last"),
+        str(raw["gpu_family"]),
+        tuple(map(str, raw["fitted_releases"])),
+        tuple(map(str, raw["fitted_gpus"])),
+        str(raw["fitted_on"]),
+        _coefficients(path, where, raw["coefficients"]),
+        {k: _band(path, f"{where}.held_out_error.{k}", v) for k, v in bands.items()},
+    )
 
 
 def load(path: Path | None = None) -> tuple[CoefficientSet, ...]:
@@ -145,14 +172,18 @@ def choose(sets: tuple[CoefficientSet, ...], version: str, gpu: GPU) -> Choice:
     compute capability) when the GPU's has none, with its datasheet figures."""
     fam = [s for s in sets if s.holds_for(version)]
     if not fam:
-        raise PlannerError(f"no performance coefficients hold for vLLM {version}: add a set to profiles/perf/coefficients.yaml")
+        raise PlannerError(
+            f"no performance coefficients hold for vLLM {version}: add a set to profiles/perf/coefficients.yaml"
+        )
     mine = gpu_family(gpu)
     same = [s for s in fam if s.gpu_family == mine]
     chosen = same[0] if same else fam[0]
     why = []
     if not same:
-        why.append(f"no {mine} GPU has measured rows: the {chosen.gpu_family} efficiencies applied with the "
-                   f"{gpu.name} datasheet bandwidth and TFLOPS")
+        why.append(
+            f"no {mine} GPU has measured rows: the {chosen.gpu_family} efficiencies applied with the "
+            f"{gpu.name} datasheet bandwidth and TFLOPS"
+        )
     elif gpu.name not in chosen.fitted_gpus:
         why.append(f"no rows measured on {gpu.name}: the {mine} family's efficiencies with its datasheet figures")
     fitted = sorted(chosen.fitted_releases, key=releases.parse_version)

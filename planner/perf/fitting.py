@@ -12,8 +12,14 @@ from typing import Callable, Sequence
 from planner.perf.calibration import Case, predict
 from planner.perf.step import Coefficients
 
-FITTED = ("bandwidth_fraction", "compute_fraction", "step_floor_ms", "layer_floor_us", "allreduce_us",
-          "request_overhead_ms")
+FITTED = (
+    "bandwidth_fraction",
+    "compute_fraction",
+    "step_floor_ms",
+    "layer_floor_us",
+    "allreduce_us",
+    "request_overhead_ms",
+)
 _START = (0.7, 0.5, 2.0, 20.0, 10.0, 10.0)
 
 

@@ -10,8 +10,17 @@ from typing import Any
 from planner.perf.coefficients import Choice
 from planner.perf.service import Service
 
-ESTIMATED = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_latency_s", "output_tokens_per_s", "output_tokens_per_s_per_gpu",
-             "total_tokens_per_s", "requests_per_s", "kv_tokens_in_use")
+ESTIMATED = (
+    "ttft_ms",
+    "tpot_ms",
+    "itl_ms",
+    "e2e_latency_s",
+    "output_tokens_per_s",
+    "output_tokens_per_s_per_gpu",
+    "total_tokens_per_s",
+    "requests_per_s",
+    "kv_tokens_in_use",
+)
 
 
 def _range(value: float | None, band: Any, digits: int) -> list[float] | None:
@@ -37,18 +46,33 @@ class Figures:
     def of(s: Service | None, output_len: int) -> "Figures":
         if s is None:
             return Figures(None, None, None, None, None, None, None, None)
-        return Figures(s.ttft_s * 1e3, s.tpot_s * 1e3 if output_len > 1 else None, s.e2e_s, s.output_tokens_per_s,
-                       s.total_tokens_per_s, s.requests_per_s, s.kv_tokens_in_use, s.running)
+        return Figures(
+            s.ttft_s * 1e3,
+            s.tpot_s * 1e3 if output_len > 1 else None,
+            s.e2e_s,
+            s.output_tokens_per_s,
+            s.total_tokens_per_s,
+            s.requests_per_s,
+            s.kv_tokens_in_use,
+            s.running,
+        )
 
     def to_json(self, choice: Choice, gpus: int) -> dict[str, Any]:
         band = choice.set.held_out
         r = lambda v, d: None if v is None else round(v, d)  # noqa: E731
         return {
-            "ttft_ms": r(self.ttft_ms, 1), "tpot_ms": r(self.tpot_ms, 2), "itl_ms": r(self.tpot_ms, 2),
-            "e2e_latency_s": r(self.e2e_latency_s, 3), "output_tokens_per_s": r(self.output_tokens_per_s, 1),
-            "output_tokens_per_s_per_gpu": r(None if self.output_tokens_per_s is None else self.output_tokens_per_s / gpus, 1),
-            "total_tokens_per_s": r(self.total_tokens_per_s, 1), "requests_per_s": r(self.requests_per_s, 3),
-            "kv_tokens_in_use": r(self.kv_tokens_in_use, 0), "running_requests": r(self.running, 1),
+            "ttft_ms": r(self.ttft_ms, 1),
+            "tpot_ms": r(self.tpot_ms, 2),
+            "itl_ms": r(self.tpot_ms, 2),
+            "e2e_latency_s": r(self.e2e_latency_s, 3),
+            "output_tokens_per_s": r(self.output_tokens_per_s, 1),
+            "output_tokens_per_s_per_gpu": r(
+                None if self.output_tokens_per_s is None else self.output_tokens_per_s / gpus, 1
+            ),
+            "total_tokens_per_s": r(self.total_tokens_per_s, 1),
+            "requests_per_s": r(self.requests_per_s, 3),
+            "kv_tokens_in_use": r(self.kv_tokens_in_use, 0),
+            "running_requests": r(self.running, 1),
             "ttft_ms_range": _range(self.ttft_ms, band.get("ttft"), 1),
             "tpot_ms_range": _range(self.tpot_ms, band.get("tpot"), 2),
             "output_tokens_per_s_range": _range(self.output_tokens_per_s, band.get("throughput"), 1),
@@ -84,21 +108,40 @@ class PerfResult:
     def to_json(self) -> dict[str, Any]:
         gpus = self.tp * self.pp
         s = self.choice.set
-        out: dict[str, Any] = {"model": self.model, "gpu": self.gpu, "vllm_version": self.vllm_version, "tp": self.tp,
-                               "pp": self.pp, "input_len": self.input_len, "output_len": self.output_len,
-                               "concurrency": self.concurrency, "request_rate": self.request_rate}
+        out: dict[str, Any] = {
+            "model": self.model,
+            "gpu": self.gpu,
+            "vllm_version": self.vllm_version,
+            "tp": self.tp,
+            "pp": self.pp,
+            "input_len": self.input_len,
+            "output_len": self.output_len,
+            "concurrency": self.concurrency,
+            "request_rate": self.request_rate,
+        }
         out |= self.figures.to_json(self.choice, gpus)
         out |= {
-            "kv_limited": self.kv_limited, "saturated": self.saturated, "max_concurrency_kv": self.max_concurrency_kv,
+            "kv_limited": self.kv_limited,
+            "saturated": self.saturated,
+            "max_concurrency_kv": self.max_concurrency_kv,
             "max_concurrency_kv_no_preemption": self.max_concurrency_kv_no_preemption,
-            "kv_cache_tokens": self.kv_cache_tokens, "max_num_seqs": self.max_num_seqs,
+            "kv_cache_tokens": self.kv_cache_tokens,
+            "max_num_seqs": self.max_num_seqs,
             "max_num_batched_tokens": self.max_num_batched_tokens,
-            "at_admissible_concurrency": None if self.at_admissible is None else
-            {"concurrency": self.max_concurrency_kv} | self.at_admissible.to_json(self.choice, gpus),
-            "calibration": {"set": s.name, "release_family": s.release_family, "fitted_on": s.fitted_on,
-                            "fitted_releases": list(s.fitted_releases), "fitted_gpus": list(s.fitted_gpus),
-                            "extrapolated": bool(self.choice.extrapolated), "why": list(self.choice.extrapolated),
-                            "held_out_error": {k: vars(v) for k, v in s.held_out.items()}},
-            "estimated": list(ESTIMATED), "notes": self.notes,
+            "at_admissible_concurrency": None
+            if self.at_admissible is None
+            else {"concurrency": self.max_concurrency_kv} | self.at_admissible.to_json(self.choice, gpus),
+            "calibration": {
+                "set": s.name,
+                "release_family": s.release_family,
+                "fitted_on": s.fitted_on,
+                "fitted_releases": list(s.fitted_releases),
+                "fitted_gpus": list(s.fitted_gpus),
+                "extrapolated": bool(self.choice.extrapolated),
+                "why": list(self.choice.extrapolated),
+                "held_out_error": {k: vars(v) for k, v in s.held_out.items()},
+            },
+            "estimated": list(ESTIMATED),
+            "notes": self.notes,
         }
         return out

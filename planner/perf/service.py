@@ -56,7 +56,9 @@ class Workload:
     max_num_batched_tokens: int
 
 
-def _steps(shape: StepShape, c: Coefficients, w: Workload, decoding: float, group: float) -> tuple[int, float, float, float]:
+def _steps(
+    shape: StepShape, c: Coefficients, w: Workload, decoding: float, group: float
+) -> tuple[int, float, float, float]:
     """(chunk steps per prompt, prompts sharing a chunk step, decode-only step s, step-with-chunks s)
     at a mean decode batch. Short prompts that arrive together share a step, as many as the token
     budget left by the decodes holds; a long prompt is cut into chunks, one stream at a time."""
@@ -91,8 +93,18 @@ def _solve(shape: StepShape, c: Coefficients, w: Workload, clients: float | None
         service = n_c * t_m
         rho = x * service / g
         if rate is not None and rho >= 1.0:  # prefill cannot keep up: no steady state
-            return Service(math.inf, tau, math.inf, x, x * O, x * (O + w.input_len), decoding,
-                           decoding * (w.input_len + O / 2), 1.0, saturated=True)
+            return Service(
+                math.inf,
+                tau,
+                math.inf,
+                x,
+                x * O,
+                x * (O + w.input_len),
+                decoding,
+                decoding * (w.input_len + O / 2),
+                1.0,
+                saturated=True,
+            )
         wait = _queue_wait(rho, service, None if clients is None else math.ceil(clients / g))
         ttft = c.request_overhead_ms * 1e-3 + tau / 2 + service + wait
         new_e2e = ttft + (O - 1) * tau
@@ -103,8 +115,18 @@ def _solve(shape: StepShape, c: Coefficients, w: Workload, clients: float | None
         e2e += 0.3 * (new_e2e - e2e)  # damped: near a full prefill queue the undamped map oscillates
     x = rate if rate is not None else clients / e2e
     ctx = w.input_len + w.output_len / 2
-    return Service(ttft, tau, e2e, x, x * O, x * (O + w.input_len), decoding, decoding * ctx, min(rho, 1.0),
-                   saturated=rate is not None and rho >= 1.0)
+    return Service(
+        ttft,
+        tau,
+        e2e,
+        x,
+        x * O,
+        x * (O + w.input_len),
+        decoding,
+        decoding * ctx,
+        min(rho, 1.0),
+        saturated=rate is not None and rho >= 1.0,
+    )
 
 
 def _queue_wait(rho: float, service: float, groups: int | None) -> float:
@@ -126,15 +148,17 @@ def open_loop(shape: StepShape, c: Coefficients, w: Workload, request_rate: floa
     return _solve(shape, c, w, None, float(request_rate))
 
 
-def static_batch_s(shape: StepShape, c: Coefficients, batch: int, input_len: int, output_len: int,
-                   prefill_tokens_per_step: int) -> float:
+def static_batch_s(
+    shape: StepShape, c: Coefficients, batch: int, input_len: int, output_len: int, prefill_tokens_per_step: int
+) -> float:
     """Wall time of one offline `generate()` over `batch` prompts (all start together): the prompts
     prefilled whole, as many per step as the token budget holds, then output_len - 1 decode steps
     whose context grows from input_len (midpoint rule over 8 spans)."""
     per_step = max(1, prefill_tokens_per_step // input_len)
     steps = math.ceil(batch / per_step)
-    prefill = sum(token_step_s(shape, c, StepLoad(0.0, 0.0, n * input_len, input_len / 2))
-                  for n in _split(batch, per_step, steps))
+    prefill = sum(
+        token_step_s(shape, c, StepLoad(0.0, 0.0, n * input_len, input_len / 2)) for n in _split(batch, per_step, steps)
+    )
     spans = 8
     decode = 0.0
     for i in range(spans):

@@ -95,19 +95,32 @@ def step_shape(spec: ModelSpec, insp: Inspection, gpu: GPU) -> StepShape:
     attn_flops = 2.0 * heads * (head_dim + (spec.v_head_dim or head_dim))  # QK^T and PV
     half = gpu.bf16_tflops or gpu.fp16_tflops or 1.0
     return StepShape(
-        dense_weight_bytes=insp.weight_bytes_per_gpu - experts, expert_weight_bytes=experts,
+        dense_weight_bytes=insp.weight_bytes_per_gpu - experts,
+        expert_weight_bytes=experts,
         num_experts=spec.moe.num_experts if spec.moe else 0,
         experts_per_token=spec.moe.experts_per_token if spec.moe else 0,
-        kv_kinds=kinds, gemm_flops_per_token=2.0 * active / (tp * pp),
-        attn_flops_per_pair=attn_flops, hidden_size=spec.hidden_size,
-        layers=_stage_layers(spec, pp), tp=tp, pp=pp,
-        bandwidth_bytes_per_s=gpu.bandwidth_tbs * 1e12, gemm_flops_per_s=gemm_peak_tflops(gpu, insp) * 1e12,
-        attn_flops_per_s=half * 1e12, link_bytes_per_s=(gpu.nvlink_gbs or gpu.scaleup_gbs) * 1e9 / 2,
+        kv_kinds=kinds,
+        gemm_flops_per_token=2.0 * active / (tp * pp),
+        attn_flops_per_pair=attn_flops,
+        hidden_size=spec.hidden_size,
+        layers=_stage_layers(spec, pp),
+        tp=tp,
+        pp=pp,
+        bandwidth_bytes_per_s=gpu.bandwidth_tbs * 1e12,
+        gemm_flops_per_s=gemm_peak_tflops(gpu, insp) * 1e12,
+        attn_flops_per_s=half * 1e12,
+        link_bytes_per_s=(gpu.nvlink_gbs or gpu.scaleup_gbs) * 1e9 / 2,
     )
 
 
 def inspection_of(req: Any, tp: int, pp: int) -> Inspection:
     """The accounting of a plan request (`planner.plan.Request`) at one layout, as the budget uses it."""
-    return inspect(req.model, tp=tp, pp=pp, dtype=req.dtype, quantization=req.quantization,
-                   kv_cache_dtype=req.settings.kv_cache_dtype,
-                   kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint)
+    return inspect(
+        req.model,
+        tp=tp,
+        pp=pp,
+        dtype=req.dtype,
+        quantization=req.quantization,
+        kv_cache_dtype=req.settings.kv_cache_dtype,
+        kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint,
+    )

@@ -124,19 +124,40 @@ class LayoutSizing:
 
     def to_json(self) -> dict[str, Any]:
         p = self.figures.to_json(self.choice, self.tp * self.pp)
-        keep = ("ttft_ms", "ttft_ms_range", "tpot_ms", "tpot_ms_range", "e2e_latency_s", "output_tokens_per_s",
-                "output_tokens_per_s_range", "kv_tokens_in_use", "running_requests")
-        return {"gpu": self.gpu, "tp": self.tp, "pp": self.pp, "replicas": self.replicas, "gpus_used": self.gpus,
-                "nodes_used": self.nodes, "cost_per_hour_usd": _round(self.cost_per_hour_usd, 2),
-                "cost_per_million_output_tokens_usd": _round(self.cost_per_million_output_tokens_usd, 4),
-                "binding": self.binding, "capacity_binding": self.capacity_binding,
-                "capacity_per_replica_rps": round(self.capacity_rps, 4),
-                "request_rate_per_replica": round(self.request_rate_per_replica, 4),
-                "utilization": round(self.request_rate_per_replica / self.capacity_rps, 3),
-                "floor_ttft_ms": round(self.floor.ttft_ms, 1), "floor_tpot_ms": _round(self.floor.tpot_ms, 2),
-                **{k: p[k] for k in keep}, "ttft_percentiles_ms": self.ttft_percentiles_ms,
-                "kv_cache_tokens": self.kv_cache_tokens, "max_concurrency_kv": self.max_concurrency_kv,
-                "calibration": self.choice.set.name, "extrapolated": list(self.choice.extrapolated)}
+        keep = (
+            "ttft_ms",
+            "ttft_ms_range",
+            "tpot_ms",
+            "tpot_ms_range",
+            "e2e_latency_s",
+            "output_tokens_per_s",
+            "output_tokens_per_s_range",
+            "kv_tokens_in_use",
+            "running_requests",
+        )
+        return {
+            "gpu": self.gpu,
+            "tp": self.tp,
+            "pp": self.pp,
+            "replicas": self.replicas,
+            "gpus_used": self.gpus,
+            "nodes_used": self.nodes,
+            "cost_per_hour_usd": _round(self.cost_per_hour_usd, 2),
+            "cost_per_million_output_tokens_usd": _round(self.cost_per_million_output_tokens_usd, 4),
+            "binding": self.binding,
+            "capacity_binding": self.capacity_binding,
+            "capacity_per_replica_rps": round(self.capacity_rps, 4),
+            "request_rate_per_replica": round(self.request_rate_per_replica, 4),
+            "utilization": round(self.request_rate_per_replica / self.capacity_rps, 3),
+            "floor_ttft_ms": round(self.floor.ttft_ms, 1),
+            "floor_tpot_ms": _round(self.floor.tpot_ms, 2),
+            **{k: p[k] for k in keep},
+            "ttft_percentiles_ms": self.ttft_percentiles_ms,
+            "kv_cache_tokens": self.kv_cache_tokens,
+            "max_concurrency_kv": self.max_concurrency_kv,
+            "calibration": self.choice.set.name,
+            "extrapolated": list(self.choice.extrapolated),
+        }
 
 
 @dataclass(frozen=True)
@@ -161,13 +182,19 @@ class GpuSizing:
     """Where no layout meets the targets: what would (larger TP, fp8 weights or KV, another GPU, a looser target)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"gpu": self.gpu, "inventory": self.inventory, "meets_targets": self.chosen is not None,
-                "price_per_gpu_hour_usd": self.price_per_gpu_hour_usd,
-                "chosen": None if self.chosen is None else self.chosen.to_json(),
-                "alternatives": [x.to_json() for x in self.layouts[1:]], "not_meeting": list(self.unmet),
-                "floor_ttft_ms": None if self.floor is None else round(self.floor.ttft_ms, 1),
-                "floor_tpot_ms": None if self.floor is None else _round(self.floor.tpot_ms, 2),
-                "target_below_floor": self.below_floor, "suggestions": list(self.suggestions)}
+        return {
+            "gpu": self.gpu,
+            "inventory": self.inventory,
+            "meets_targets": self.chosen is not None,
+            "price_per_gpu_hour_usd": self.price_per_gpu_hour_usd,
+            "chosen": None if self.chosen is None else self.chosen.to_json(),
+            "alternatives": [x.to_json() for x in self.layouts[1:]],
+            "not_meeting": list(self.unmet),
+            "floor_ttft_ms": None if self.floor is None else round(self.floor.ttft_ms, 1),
+            "floor_tpot_ms": None if self.floor is None else _round(self.floor.tpot_ms, 2),
+            "target_below_floor": self.below_floor,
+            "suggestions": list(self.suggestions),
+        }
 
 
 @dataclass(frozen=True)
@@ -195,14 +222,32 @@ class SizingResult:
 
     def to_json(self) -> dict[str, Any]:
         t = self.traffic
-        return {"model": self.model, "vllm_version": self.vllm_version, "request_rate": t.request_rate,
-                "input_len": t.input_len, "output_len": t.output_len, "ttft_ms_target": self.targets.ttft_ms,
-                "tpot_ms_target": self.targets.tpot_ms, "objective": self.objective,
-                "meets_targets": self.best is not None, "gpus": [o.to_json() for o in self.options],
-                "estimated": ["replicas", "gpus_used", "nodes_used", "cost_per_hour_usd",
-                              "cost_per_million_output_tokens_usd", "capacity_per_replica_rps", "ttft_ms", "tpot_ms",
-                              "ttft_percentiles_ms", "floor_ttft_ms", "floor_tpot_ms"],
-                "notes": self.notes}
+        return {
+            "model": self.model,
+            "vllm_version": self.vllm_version,
+            "request_rate": t.request_rate,
+            "input_len": t.input_len,
+            "output_len": t.output_len,
+            "ttft_ms_target": self.targets.ttft_ms,
+            "tpot_ms_target": self.targets.tpot_ms,
+            "objective": self.objective,
+            "meets_targets": self.best is not None,
+            "gpus": [o.to_json() for o in self.options],
+            "estimated": [
+                "replicas",
+                "gpus_used",
+                "nodes_used",
+                "cost_per_hour_usd",
+                "cost_per_million_output_tokens_usd",
+                "capacity_per_replica_rps",
+                "ttft_ms",
+                "tpot_ms",
+                "ttft_percentiles_ms",
+                "floor_ttft_ms",
+                "floor_tpot_ms",
+            ],
+            "notes": self.notes,
+        }
 
 
 def _round(v: float | None, digits: int) -> float | None:
@@ -210,6 +255,7 @@ def _round(v: float | None, digits: int) -> float | None:
 
 
 # ---- one layout -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Layout:
@@ -302,26 +348,46 @@ def nodes_for(replicas: int, tp: int, pp: int, gpus_per_node: int) -> int:
     return replicas * -(-pp // max(1, gpus_per_node // tp))
 
 
-def size_layout(req: Request, gpu: GPU, b: Any, traffic: Traffic, targets: Targets, gpus_per_node: int,
-                smallest: bool) -> LayoutSizing | Unmet:
+def size_layout(
+    req: Request, gpu: GPU, b: Any, traffic: Traffic, targets: Targets, gpus_per_node: int, smallest: bool
+) -> LayoutSizing | Unmet:
     """The replicas one fitting layout needs, or why it cannot meet the targets."""
     lay = _layout(req, gpu, b, traffic)
     low = _below_floor(lay.floor, targets)
     if low:
         return Unmet(f"TP {b.tp} x PP {b.pp}: {low}", lay.floor, True)
     check = functools.lru_cache(maxsize=None)(
-        lambda rate: _violation(lay.service(rate), lay.adm, targets, traffic.output_len))
+        lambda rate: _violation(lay.service(rate), lay.adm, targets, traffic.output_len)
+    )
     per_replica, why = capacity(check, traffic.request_rate)
     if per_replica <= traffic.request_rate / MAX_REPLICAS:
-        return Unmet(f"TP {b.tp} x PP {b.pp}: would need more than {MAX_REPLICAS:,} replicas ({why} binds)", lay.floor, False)
+        return Unmet(
+            f"TP {b.tp} x PP {b.pp}: would need more than {MAX_REPLICAS:,} replicas ({why} binds)", lay.floor, False
+        )
     n = fewest_replicas(check, traffic.request_rate, per_replica)
     rate = traffic.request_rate / n
     gpus, price = n * b.tp * b.pp, gpu.price_per_gpu_hour_usd
     cost = price * gpus if price else None
     per_m = cost / (traffic.request_rate * traffic.output_len * 3600 / 1e6) if cost else None
-    return LayoutSizing(gpu.name, b.tp, b.pp, n, gpus, nodes_for(n, b.tp, b.pp, gpus_per_node), cost, per_m,
-                        per_replica, why, "memory" if n == 1 and smallest else why, lay.floor, rate,
-                        Figures.of(lay.service(rate), traffic.output_len), lay.choice, b.kv_cache_tokens, lay.adm.steady)
+    return LayoutSizing(
+        gpu.name,
+        b.tp,
+        b.pp,
+        n,
+        gpus,
+        nodes_for(n, b.tp, b.pp, gpus_per_node),
+        cost,
+        per_m,
+        per_replica,
+        why,
+        "memory" if n == 1 and smallest else why,
+        lay.floor,
+        rate,
+        Figures.of(lay.service(rate), traffic.output_len),
+        lay.choice,
+        b.kv_cache_tokens,
+        lay.adm.steady,
+    )
 
 
 def with_percentiles(req: Request, gpu: GPU, x: LayoutSizing, traffic: Traffic) -> LayoutSizing:
@@ -330,7 +396,9 @@ def with_percentiles(req: Request, gpu: GPU, x: LayoutSizing, traffic: Traffic) 
     lay = _layout(req, gpu, b, traffic)
     s = lay.service(traffic.request_rate / x.replicas)
     fixed_ms = lay.choice.set.coefficients.request_overhead_ms + s.tpot_s * 1e3 / 2
-    return dataclasses.replace(x, ttft_percentiles_ms=ttft_percentiles_ms(s.ttft_s * 1e3, fixed_ms, s.prefill_utilization))
+    return dataclasses.replace(
+        x, ttft_percentiles_ms=ttft_percentiles_ms(s.ttft_s * 1e3, fixed_ms, s.prefill_utilization)
+    )
 
 
 def _key(objective: Objective) -> Callable[[LayoutSizing], tuple]:
@@ -341,6 +409,7 @@ def _key(objective: Objective) -> Callable[[LayoutSizing], tuple]:
 
 
 # ---- one GPU type, and all of them ------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Where:
@@ -359,7 +428,9 @@ class Where:
         return Where(group.gpu, group.gpus_per_node, group)
 
 
-def size_gpu(req: Request, where: Where, traffic: Traffic, targets: Targets, objective: Objective = "cost") -> GpuSizing:
+def size_gpu(
+    req: Request, where: Where, traffic: Traffic, targets: Targets, objective: Objective = "cost"
+) -> GpuSizing:
     """The layouts of one GPU type that meet the targets, best first, and why the others do not."""
     req = dataclasses.replace(req, concurrency=None)
     met: list[LayoutSizing] = []
@@ -377,8 +448,10 @@ def size_gpu(req: Request, where: Where, traffic: Traffic, targets: Targets, obj
             continue
         fitted += 1
         if traffic.input_len + traffic.output_len > b.max_model_len:
-            raise PlannerError(f"--input-len {traffic.input_len} + --output-len {traffic.output_len} exceeds max_model_len "
-                               f"{b.max_model_len:,}: raise --max-model-len or shorten the request")
+            raise PlannerError(
+                f"--input-len {traffic.input_len} + --output-len {traffic.output_len} exceeds max_model_len "
+                f"{b.max_model_len:,}: raise --max-model-len or shorten the request"
+            )
         r = size_layout(req, where.gpu, b, traffic, targets, where.gpus_per_node, fitted == 1)
         floors.append(r.floor)
         if isinstance(r, Unmet):
@@ -393,8 +466,16 @@ def size_gpu(req: Request, where: Where, traffic: Traffic, targets: Targets, obj
     met.sort(key=_key(objective))
     if met:
         met[0] = with_percentiles(req, where.gpu, met[0], traffic)
-    return GpuSizing(where.gpu.name, str(g) if g else None, where.gpu.price_per_gpu_hour_usd, met[0] if met else None,
-                     tuple(met), tuple(unmet), _lowest(floors), below_floor=bool(fitted) and below == fitted)
+    return GpuSizing(
+        where.gpu.name,
+        str(g) if g else None,
+        where.gpu.price_per_gpu_hour_usd,
+        met[0] if met else None,
+        tuple(met),
+        tuple(unmet),
+        _lowest(floors),
+        below_floor=bool(fitted) and below == fitted,
+    )
 
 
 def _lowest(floors: list[Floor]) -> Floor | None:
@@ -410,8 +491,14 @@ def _rank(objective: Objective) -> Callable[[GpuSizing], tuple]:
     return lambda o: (0, key(o.chosen)) if o.chosen else (1, ())
 
 
-def size(req: Request, wheres: list[Where], traffic: Traffic, targets: Targets, objective: Objective = "cost",
-         catalogue: Catalogue | None = None) -> SizingResult:
+def size(
+    req: Request,
+    wheres: list[Where],
+    traffic: Traffic,
+    targets: Targets,
+    objective: Objective = "cost",
+    catalogue: Catalogue | None = None,
+) -> SizingResult:
     """Size every GPU type of `wheres` for the traffic within the targets, best first by the
     objective; a GPU type that meets no target gets what would (with `catalogue`: another GPU)."""
     from planner.perf.advice import suggestions
@@ -419,11 +506,19 @@ def size(req: Request, wheres: list[Where], traffic: Traffic, targets: Targets, 
     check_inputs(traffic, targets)
     options = [size_gpu(req, w, traffic, targets, objective) for w in wheres]
     quick = any(o.chosen for o in options)  # another GPU type meets the targets: no re-sizing of changes
-    options = [o if o.chosen else dataclasses.replace(o, suggestions=tuple(
-        suggestions(req, w, o, traffic, targets, catalogue, objective, quick))) for w, o in zip(wheres, options)]
+    options = [
+        o
+        if o.chosen
+        else dataclasses.replace(
+            o, suggestions=tuple(suggestions(req, w, o, traffic, targets, catalogue, objective, quick))
+        )
+        for w, o in zip(wheres, options)
+    ]
     options.sort(key=_rank(objective))
-    notes = ["every figure is estimated by the performance model (see `vllm-planner perf`); replicas are the fewest "
-             "whose per-replica rate the model serves within the targets, and the KV pool holds"]
+    notes = [
+        "every figure is estimated by the performance model (see `vllm-planner perf`); replicas are the fewest "
+        "whose per-replica rate the model serves within the targets, and the KV pool holds"
+    ]
     if objective == "cost" and any(o.chosen and o.chosen.cost_per_hour_usd is None for o in options):
         notes.append("a GPU type without a catalogue price ranks after those with one under --objective cost")
     return SizingResult(req.model.id, req.release.version, traffic, targets, objective, tuple(options), notes)

@@ -23,16 +23,22 @@ from planner.perf.sizing import (
 
 def _check(a: argparse.Namespace) -> None:
     if a.concurrency is not None:
-        raise PlannerError("--request-rate sizes an open-loop (Poisson) rate and --concurrency is a closed-loop load: "
-                           "drop one of them (`vllm-planner perf --concurrency C` estimates a closed loop)")
+        raise PlannerError(
+            "--request-rate sizes an open-loop (Poisson) rate and --concurrency is a closed-loop load: "
+            "drop one of them (`vllm-planner perf --concurrency C` estimates a closed loop)"
+        )
     if a.input_len is None or a.output_len is None:
         raise PlannerError("--request-rate needs the request shape: give --input-len and --output-len (tokens)")
     if a.tp or a.pp:
-        raise PlannerError("--request-rate chooses TP and PP per GPU type: drop --tp/--pp "
-                           "(`vllm-planner perf --tp N --request-rate R` estimates one layout)")
+        raise PlannerError(
+            "--request-rate chooses TP and PP per GPU type: drop --tp/--pp "
+            "(`vllm-planner perf --tp N --request-rate R` estimates one layout)"
+        )
     if a.emit:
-        raise PlannerError("--emit with --request-rate is not done yet: emit the chosen layout with "
-                           "`vllm-planner plan MODEL --gpu G --tp N --pp M --emit DIR`")
+        raise PlannerError(
+            "--emit with --request-rate is not done yet: emit the chosen layout with "
+            "`vllm-planner plan MODEL --gpu G --tp N --pp M --emit DIR`"
+        )
     if a.device == "cpu":
         raise PlannerError("--request-rate sizes GPUs only: drop --device cpu")
 
@@ -46,8 +52,9 @@ def run(a: argparse.Namespace, build_request: Callable) -> int:
     traffic = Traffic(a.request_rate, a.input_len, a.output_len)
     targets = Targets(a.ttft_ms, a.tpot_ms)
     req, gpu, catalogue = build_request(a)
-    wheres = ([Where.of_group(g) for g in parse_inventory(a.inventory, catalogue)] if a.inventory
-              else [Where.of_gpu(gpu)])
+    wheres = (
+        [Where.of_group(g) for g in parse_inventory(a.inventory, catalogue)] if a.inventory else [Where.of_gpu(gpu)]
+    )
     r = size(req, wheres, traffic, targets, a.objective or "cost", catalogue)
     reason = r.unreachable()
     if reason:
@@ -72,27 +79,46 @@ def _row(o: GpuSizing) -> list[str]:
     f = x.figures
     pct = x.ttft_percentiles_ms
     tail = "" if pct is None else f" (p99 {pct['p99']:,.0f})"
-    return [o.inventory or o.gpu, f"TP {x.tp} x PP {x.pp}", str(x.replicas), str(x.gpus), str(x.nodes),
-            _usd(x.cost_per_hour_usd), _usd(x.cost_per_million_output_tokens_usd, 3),
-            _ms(f.ttft_ms) + tail, _ms(f.tpot_ms, 2), x.binding]
+    return [
+        o.inventory or o.gpu,
+        f"TP {x.tp} x PP {x.pp}",
+        str(x.replicas),
+        str(x.gpus),
+        str(x.nodes),
+        _usd(x.cost_per_hour_usd),
+        _usd(x.cost_per_million_output_tokens_usd, 3),
+        _ms(f.ttft_ms) + tail,
+        _ms(f.tpot_ms, 2),
+        x.binding,
+    ]
 
 
 def _detail(x: LayoutSizing, r: SizingResult) -> list[str]:
     f, j = x.figures, x.to_json()
     pct = x.ttft_percentiles_ms
-    lines = [f"best: {x.replicas} replica(s) of TP {x.tp} x PP {x.pp} on {x.gpu}: {x.gpus} GPU(s) on {x.nodes} node(s)"
-             + ("" if x.cost_per_hour_usd is None else f", {_usd(x.cost_per_hour_usd)}/h (catalogue price), "
-                f"{_usd(x.cost_per_million_output_tokens_usd, 3)} per million output tokens"),
-             f"each replica at {x.request_rate_per_replica:,.3g} requests/s of a capacity of {x.capacity_rps:,.3g} "
-             f"within the targets ({x.capacity_binding} binds above it); binding: {x.binding}",
-             f"TTFT (estimated) {_ms(f.ttft_ms)} ms (range {j['ttft_ms_range'][0]:,.1f}-{j['ttft_ms_range'][1]:,.1f})"
-             + ("" if pct is None else f"; p50 {pct['p50']:,.1f}, p90 {pct['p90']:,.1f}, p99 {pct['p99']:,.1f} ms "
-                "(M/D/1 prefill queue, not validated on measured tails)"),
-             f"TPOT (estimated) {_ms(f.tpot_ms, 2)} ms"
-             + ("" if j["tpot_ms_range"] is None else f" (range {j['tpot_ms_range'][0]:,.2f}-{j['tpot_ms_range'][1]:,.2f})"),
-             f"floor (a lone request): TTFT {_ms(x.floor.ttft_ms)} ms, TPOT {_ms(x.floor.tpot_ms, 2)} ms; "
-             f"KV pool {x.kv_cache_tokens:,} tokens, {x.max_concurrency_kv} requests of this shape at once",
-             f"calibration: {x.choice.set.name}" + "".join(f"; extrapolated: {w}" for w in x.choice.extrapolated)]
+    lines = [
+        f"best: {x.replicas} replica(s) of TP {x.tp} x PP {x.pp} on {x.gpu}: {x.gpus} GPU(s) on {x.nodes} node(s)"
+        + (
+            ""
+            if x.cost_per_hour_usd is None
+            else f", {_usd(x.cost_per_hour_usd)}/h (catalogue price), "
+            f"{_usd(x.cost_per_million_output_tokens_usd, 3)} per million output tokens"
+        ),
+        f"each replica at {x.request_rate_per_replica:,.3g} requests/s of a capacity of {x.capacity_rps:,.3g} "
+        f"within the targets ({x.capacity_binding} binds above it); binding: {x.binding}",
+        f"TTFT (estimated) {_ms(f.ttft_ms)} ms (range {j['ttft_ms_range'][0]:,.1f}-{j['ttft_ms_range'][1]:,.1f})"
+        + (
+            ""
+            if pct is None
+            else f"; p50 {pct['p50']:,.1f}, p90 {pct['p90']:,.1f}, p99 {pct['p99']:,.1f} ms "
+            "(M/D/1 prefill queue, not validated on measured tails)"
+        ),
+        f"TPOT (estimated) {_ms(f.tpot_ms, 2)} ms"
+        + ("" if j["tpot_ms_range"] is None else f" (range {j['tpot_ms_range'][0]:,.2f}-{j['tpot_ms_range'][1]:,.2f})"),
+        f"floor (a lone request): TTFT {_ms(x.floor.ttft_ms)} ms, TPOT {_ms(x.floor.tpot_ms, 2)} ms; "
+        f"KV pool {x.kv_cache_tokens:,} tokens, {x.max_concurrency_kv} requests of this shape at once",
+        f"calibration: {x.choice.set.name}" + "".join(f"; extrapolated: {w}" for w in x.choice.extrapolated),
+    ]
     return lines
 
 
@@ -100,12 +126,21 @@ def text(r: SizingResult) -> str:
     from tabulate import tabulate
 
     t, g = r.traffic, r.targets
-    want = ", ".join(s for s in (g.ttft_ms and f"TTFT <= {g.ttft_ms:g} ms", g.tpot_ms and f"TPOT <= {g.tpot_ms:g} ms") if s)
-    lines = [f"{r.model}, vLLM {r.vllm_version}: {t.request_rate:g} requests/s (Poisson) of {t.input_len:,} in / "
-             f"{t.output_len:,} out tokens, {want or 'no latency target'}; ranked by {r.objective}", ""]
-    lines.append(tabulate([_row(o) for o in r.options], disable_numparse=True,
-                          headers=["GPU", "layout", "replicas", "GPUs", "nodes", "$/h", "$/M out", "TTFT ms", "TPOT ms",
-                                   "binding"]))
+    want = ", ".join(
+        s for s in (g.ttft_ms and f"TTFT <= {g.ttft_ms:g} ms", g.tpot_ms and f"TPOT <= {g.tpot_ms:g} ms") if s
+    )
+    lines = [
+        f"{r.model}, vLLM {r.vllm_version}: {t.request_rate:g} requests/s (Poisson) of {t.input_len:,} in / "
+        f"{t.output_len:,} out tokens, {want or 'no latency target'}; ranked by {r.objective}",
+        "",
+    ]
+    lines.append(
+        tabulate(
+            [_row(o) for o in r.options],
+            disable_numparse=True,
+            headers=["GPU", "layout", "replicas", "GPUs", "nodes", "$/h", "$/M out", "TTFT ms", "TPOT ms", "binding"],
+        )
+    )
     if r.best is not None:
         lines += [""] + _detail(r.best, r)
     for o in r.options:

@@ -109,8 +109,11 @@ def floor_s(shape: StepShape, c: Coefficients) -> float:
 
 def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     """Seconds for one engine step of one pipeline stage."""
-    return (max(memory_s(shape, c, load), compute_s(shape, c, load))
-            + allreduce_s(shape, c, load.decode + load.prefill) + floor_s(shape, c))
+    return (
+        max(memory_s(shape, c, load), compute_s(shape, c, load))
+        + allreduce_s(shape, c, load.decode + load.prefill)
+        + floor_s(shape, c)
+    )
 
 
 def token_step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
@@ -119,6 +122,7 @@ def token_step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     the load (stages hold equal layer counts, up to one). Without PP: one step."""
     if shape.pp == 1:
         return step_s(shape, c, load)
-    part = StepLoad(load.decode / shape.pp, load.decode_context, load.prefill / shape.pp, load.prefill_attended,
-                    load.prefill_prefix)
+    part = StepLoad(
+        load.decode / shape.pp, load.decode_context, load.prefill / shape.pp, load.prefill_attended, load.prefill_prefix
+    )
     return shape.pp * step_s(shape, c, part)

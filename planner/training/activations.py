@@ -125,6 +125,7 @@ def korthikanti_layer_bytes(seq_len: int, micro_batch: int, hidden: int, heads: 
 
 # ---- norms -----------------------------------------------------------------------------------
 
+
 def _fp32_weight_norm(spec: ModelSpec) -> bool:
     """Gemma's RMSNorm multiplies by `1 + weight` in fp32 and keeps the fp32 normalized tensor."""
     return spec.model_type.startswith("gemma")
@@ -146,13 +147,20 @@ def norm_bytes(spec: ModelSpec, width: int, groups: int, a: ActivationAssumption
 
 # ---- linear inputs and LoRA adapters ---------------------------------------------------------
 
+
 def _adapter_own_copy(a: ActivationAssumptions) -> bool:
     """Each adapted module keeps its own input copy: a dtype cast or a dropout output."""
     return a.lora_dropout or a.adapter_bytes != a.element_bytes
 
 
-def input_terms(label: str, modules: frozenset[str], width: int, a: ActivationAssumptions,
-                already_kept: bool = False, copies: int = 1) -> dict[str, int]:
+def input_terms(
+    label: str,
+    modules: frozenset[str],
+    width: int,
+    a: ActivationAssumptions,
+    already_kept: bool = False,
+    copies: int = 1,
+) -> dict[str, int]:
     """What the linears reading one tensor of `width` keep: the tensor once (a trained base
     linear, or adapters that share it), each adapter's own copy and mask, and A's outputs."""
     adapted = sorted(m for m in modules if m in a.adapted)
@@ -173,6 +181,7 @@ def _group(label: str) -> frozenset[str]:
 
 
 # ---- attention -------------------------------------------------------------------------------
+
 
 def _scores(heads: int, a: ActivationAssumptions) -> Terms:
     """What attention keeps of the score matrix: eager the softmax output and the probabilities the
@@ -201,8 +210,12 @@ def attention_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     flash = a.attention == "flash"
     if flash:  # flash keeps its output for its own backward; o_proj reads a view of it
         t["attention output (o_proj input)"] = e * q_width
-    t = _merge(t, input_terms("attention output (o_proj input)", _group("attention output (o_proj input)"),
-                              q_width, a, already_kept=flash))
+    t = _merge(
+        t,
+        input_terms(
+            "attention output (o_proj input)", _group("attention output (o_proj input)"), q_width, a, already_kept=flash
+        ),
+    )
     if a.dropout:
         t["output dropout mask"] = h
     return Terms(t) + _scores(spec.num_heads, a)
@@ -215,10 +228,14 @@ def _mla_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     m, e, heads = spec.mla, a.element_bytes, spec.num_heads
     assert m is not None
     qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-    t = {"latent projection input": e * spec.hidden_size,
-         "kv latent (norm and kv_b inputs)": e * (2 * m.kv_lora_rank + m.qk_rope_head_dim),
-         "q": e * heads * qk, "k": e * heads * qk, "v": e * heads * m.v_head_dim,
-         "attention output (o_proj input)": e * heads * m.v_head_dim}
+    t = {
+        "latent projection input": e * spec.hidden_size,
+        "kv latent (norm and kv_b inputs)": e * (2 * m.kv_lora_rank + m.qk_rope_head_dim),
+        "q": e * heads * qk,
+        "k": e * heads * qk,
+        "v": e * heads * m.v_head_dim,
+        "attention output (o_proj input)": e * heads * m.v_head_dim,
+    }
     if m.q_lora_rank:
         t["q latent (norm and q_b inputs)"] = e * 2 * m.q_lora_rank
     return Terms(t) + _scores(heads, a)
@@ -226,10 +243,14 @@ def _mla_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
 
 # ---- feed-forward ----------------------------------------------------------------------------
 
+
 def _swiglu(inter: int, a: ActivationAssumptions, label: str, copies: int = 1) -> dict[str, int]:
     e = a.element_bytes
-    t = {f"{label} gate output (activation input)": copies * e * inter,
-         f"{label} activation output": copies * e * inter, f"{label} up output": copies * e * inter}
+    t = {
+        f"{label} gate output (activation input)": copies * e * inter,
+        f"{label} activation output": copies * e * inter,
+        f"{label} up output": copies * e * inter,
+    }
     return _merge(t, input_terms(f"{label} down input", _group("mlp down input"), inter, a, copies=copies))
 
 
@@ -254,9 +275,13 @@ def moe_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     moe, e, h = spec.moe, a.element_bytes, spec.hidden_size
     assert moe is not None
     k = moe.experts_per_token
-    t = {"router softmax (fp32)": 4 * moe.num_experts, "routing indices (int64)": a.moe_index_bytes * k,
-         "top-k normalization (fp32)": 4 + 4 * k, "routing weights": e * k,
-         "expert outputs (x routing weight)": k * e * h}
+    t = {
+        "router softmax (fp32)": 4 * moe.num_experts,
+        "routing indices (int64)": a.moe_index_bytes * k,
+        "top-k normalization (fp32)": 4 + 4 * k,
+        "routing weights": e * k,
+        "expert outputs (x routing weight)": k * e * h,
+    }
     if a.trainable:
         t["router input"] = e * h
     t |= input_terms("expert inputs (gathered)", _group("mlp input"), h, a, copies=k)
@@ -272,6 +297,7 @@ def moe_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
 
 
 # ---- a layer, the head, the model ------------------------------------------------------------
+
 
 def layer_terms(spec: ModelSpec, index: int, a: ActivationAssumptions, modules: Iterable[LinearModule] = ()) -> Terms:
     """One decoder layer: its norms, attention and feed-forward (with their LoRA adapters).
@@ -326,8 +352,10 @@ class ActivationModel:
         n = self._checkpointed()
         if n == 0:
             return {"decoder layers": sum(per_layer)} | head
-        out = {"checkpointed layer inputs": n * b * s * self.layer_input_bytes_per_token,
-               "recomputed layer": max(per_layer[:n])}
+        out = {
+            "checkpointed layer inputs": n * b * s * self.layer_input_bytes_per_token,
+            "recomputed layer": max(per_layer[:n]),
+        }
         if n < len(per_layer):
             out["layers kept whole (selective checkpointing)"] = sum(per_layer[n:])
         return out | head
@@ -336,9 +364,19 @@ class ActivationModel:
         return sum(self.breakdown(b, s).values())
 
 
-def activation_model(spec: ModelSpec, a: ActivationAssumptions, modules: Sequence[LinearModule],
-                     checkpointing: bool, checkpointed_layers: int = -1) -> ActivationModel:
+def activation_model(
+    spec: ModelSpec,
+    a: ActivationAssumptions,
+    modules: Sequence[LinearModule],
+    checkpointing: bool,
+    checkpointed_layers: int = -1,
+) -> ActivationModel:
     del modules
     layers = tuple(layer_terms(spec, i, a).coefficients() for i in range(spec.num_layers))
-    return ActivationModel(layers, head_terms(spec, a).coefficients(), a.element_bytes * spec.hidden_size,
-                           checkpointing, checkpointed_layers)
+    return ActivationModel(
+        layers,
+        head_terms(spec, a).coefficients(),
+        a.element_bytes * spec.hidden_size,
+        checkpointing,
+        checkpointed_layers,
+    )

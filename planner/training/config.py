@@ -20,6 +20,7 @@ OFFLOADS: tuple[str, ...] = ("none", "optimizer", "optimizer+params")
 DEFAULT_SEQ_LEN_TOKENS = 2048
 """--seq-len when none is given (capped at the model's context)."""
 
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """One training setup (the `train` command's options)."""
@@ -127,11 +128,21 @@ class TrainingEstimate:
         skip = ("states", "states_unsharded", "activation_bytes")  # re-added below under the *_bytes / *_gib names
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         s = self.states
-        gib = {"weights": s.weights, "master_weights": s.master_weights, "gradients": s.gradients,
-               "optimizer": s.optimizer, "adapter": s.adapter, "adapter_weights": s.adapter_weights,
-               "adapter_gradients": s.adapter_gradients, "adapter_optimizer": s.adapter_optimizer,
-               "quantized_base": s.quantized_base, "activations": self.activation_bytes,
-               "temporary": self.temporary_bytes, "optimizer_step": self.optimizer_step_bytes, "total": self.total_bytes}
+        gib = {
+            "weights": s.weights,
+            "master_weights": s.master_weights,
+            "gradients": s.gradients,
+            "optimizer": s.optimizer,
+            "adapter": s.adapter,
+            "adapter_weights": s.adapter_weights,
+            "adapter_gradients": s.adapter_gradients,
+            "adapter_optimizer": s.adapter_optimizer,
+            "quantized_base": s.quantized_base,
+            "activations": self.activation_bytes,
+            "temporary": self.temporary_bytes,
+            "optimizer_step": self.optimizer_step_bytes,
+            "total": self.total_bytes,
+        }
         for k, v in gib.items():
             d[f"{k}_bytes"], d[f"{k}_gib"] = v, round(v / GIB, 4)
         d["gpu_memory_gib"] = None if self.gpu_memory_bytes is None else round(self.gpu_memory_bytes / GIB, 4)
@@ -149,6 +160,7 @@ class TrainingEstimate:
 
 # ---- validation -------------------------------------------------------------------------------
 
+
 def model_context_tokens(spec: ModelSpec) -> int:
     return spec.max_model_len_default or spec.max_position_embeddings
 
@@ -161,21 +173,33 @@ def check_counts(c: TrainingConfig, context: int) -> int:
     if seq < 1:
         raise PlannerError(f"--seq-len must be at least 1 (got {seq})")
     if seq > context:
-        raise PlannerError(f"--seq-len {seq:,} exceeds the model's context of {context:,} tokens: use at most {context}")
+        raise PlannerError(
+            f"--seq-len {seq:,} exceeds the model's context of {context:,} tokens: use at most {context}"
+        )
     return seq
 
 
 def check_choices(c: TrainingConfig) -> None:
-    for name, value, allowed in (("--method", c.method, METHODS), ("--precision", c.precision, PRECISIONS_CHOICES),
-                                 ("--optimizer", c.optimizer, OPTIMIZERS), ("--attention", c.attention, ATTENTIONS)):
+    for name, value, allowed in (
+        ("--method", c.method, METHODS),
+        ("--precision", c.precision, PRECISIONS_CHOICES),
+        ("--optimizer", c.optimizer, OPTIMIZERS),
+        ("--attention", c.attention, ATTENTIONS),
+    ):
         if value not in allowed:
             raise PlannerError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
     if c.zero not in ZERO_STAGES:
         raise PlannerError(f"--zero {c.zero} is not a ZeRO stage: use 0, 1, 2 or 3")
     if c.zero == 3 and c.gpus == 1:
-        raise PlannerError("--zero 3 shards the parameters across data-parallel GPUs: give --gpus 2 or more, or use --zero 0")
-    for name, value, allowed in (("--offload", c.offload, OFFLOADS), ("--loss", c.loss, LOSSES),
-                                 ("--base-dtype", c.base_dtype, BASE_DTYPES), ("--sharding", c.sharding, ("deepspeed", "fsdp"))):
+        raise PlannerError(
+            "--zero 3 shards the parameters across data-parallel GPUs: give --gpus 2 or more, or use --zero 0"
+        )
+    for name, value, allowed in (
+        ("--offload", c.offload, OFFLOADS),
+        ("--loss", c.loss, LOSSES),
+        ("--base-dtype", c.base_dtype, BASE_DTYPES),
+        ("--sharding", c.sharding, ("deepspeed", "fsdp")),
+    ):
         if value is not None and value not in allowed:
             raise PlannerError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
     _check_levers(c)
@@ -184,19 +208,27 @@ def check_choices(c: TrainingConfig) -> None:
 def _check_levers(c: TrainingConfig) -> None:
     """Offload, paged optimizers, selective checkpointing and the base dtype: flags that conflict."""
     if c.offload != "none" and c.zero == 0:
-        raise PlannerError(f"--offload {c.offload} runs under DeepSpeed ZeRO or FSDP: add --zero 2 (ZeRO-Offload, "
-                           "one GPU is enough) or --zero 3")
+        raise PlannerError(
+            f"--offload {c.offload} runs under DeepSpeed ZeRO or FSDP: add --zero 2 (ZeRO-Offload, "
+            "one GPU is enough) or --zero 3"
+        )
     if c.offload == "optimizer+params" and c.zero != 3:
         raise PlannerError("--offload optimizer+params needs sharded parameters: use --zero 3 (and --gpus 2 or more)")
     if c.offload != "none" and c.optimizer in PAGED_OPTIMIZERS:
-        raise PlannerError(f"--optimizer {c.optimizer} pages its states to the host itself: drop --offload, or use adamw")
+        raise PlannerError(
+            f"--optimizer {c.optimizer} pages its states to the host itself: drop --offload, or use adamw"
+        )
     if c.checkpointed_layers is not None and not c.gradient_checkpointing:
-        raise PlannerError("--checkpoint-layers selects layers for gradient checkpointing: add --gradient-checkpointing")
+        raise PlannerError(
+            "--checkpoint-layers selects layers for gradient checkpointing: add --gradient-checkpointing"
+        )
     if c.checkpointed_layers is not None and c.checkpointed_layers < 1:
         raise PlannerError(f"--checkpoint-layers must be at least 1 (got {c.checkpointed_layers})")
     if c.base_dtype is not None and c.method == "full":
-        raise PlannerError("--base-dtype sets the frozen base of --method lora or qlora; full fine-tuning trains "
-                           "every weight in --precision: drop --base-dtype")
+        raise PlannerError(
+            "--base-dtype sets the frozen base of --method lora or qlora; full fine-tuning trains "
+            "every weight in --precision: drop --base-dtype"
+        )
     if not 0 <= c.lora_dropout < 1:
         raise PlannerError(f"--lora-dropout must be in [0, 1) (got {c.lora_dropout:g})")
     if c.host_memory_bytes is not None and c.offload == "none":
@@ -206,7 +238,9 @@ def _check_levers(c: TrainingConfig) -> None:
 def check_lora(c: TrainingConfig) -> int | None:
     if c.method == "full":
         if c.lora_rank is not None or c.lora_alpha is not None or c.lora_targets is not None or c.lora_dropout:
-            raise PlannerError("--lora-rank, --lora-alpha, --lora-targets and --lora-dropout apply to --method lora or qlora, not full")
+            raise PlannerError(
+                "--lora-rank, --lora-alpha, --lora-targets and --lora-dropout apply to --method lora or qlora, not full"
+            )
         return None
     rank = 16 if c.lora_rank is None else c.lora_rank
     if rank < 1:
@@ -216,15 +250,21 @@ def check_lora(c: TrainingConfig) -> int | None:
 
 def check_model(spec: ModelSpec, tensors: Sequence[Tensor], method: str) -> None:
     if not tensors:
-        raise PlannerError(f"the weights of {spec.model_type} are not modelled yet: training memory needs them; "
-                           "pass a checkpoint folder with safetensors")
+        raise PlannerError(
+            f"the weights of {spec.model_type} are not modelled yet: training memory needs them; "
+            "pass a checkpoint folder with safetensors"
+        )
     if any(l.attention in ("mamba", "linear") for l in spec.layers):
-        raise PlannerError(f"training activations of {spec.model_type}'s Mamba/linear-attention layers are not modelled")
+        raise PlannerError(
+            f"training activations of {spec.model_type}'s Mamba/linear-attention layers are not modelled"
+        )
     if spec.quant is not None and method == "qlora":
-        raise PlannerError(f"the checkpoint is already quantized ({spec.quant.method}): QLoRA quantizes a 16-bit "
-                           "checkpoint to NF4; use the unquantized model, or --method lora on this one")
+        raise PlannerError(
+            f"the checkpoint is already quantized ({spec.quant.method}): QLoRA quantizes a 16-bit "
+            "checkpoint to NF4; use the unquantized model, or --method lora on this one"
+        )
     if spec.quant is not None and method == "full":
-        raise PlannerError(f"the checkpoint is quantized ({spec.quant.method}): full fine-tuning needs the 16-bit "
-                           "checkpoint; use the unquantized model, or --method lora on this one")
-
-
+        raise PlannerError(
+            f"the checkpoint is quantized ({spec.quant.method}): full fine-tuning needs the 16-bit "
+            "checkpoint; use the unquantized model, or --method lora on this one"
+        )

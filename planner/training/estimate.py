@@ -67,23 +67,42 @@ def _assumptions(r: Resolved) -> list[str]:
     if r.base_dtype:
         out.append(f"frozen base in {r.base_dtype}: {r.base_dtype_reason}")
     if c.method != "full":
-        out.append(f"LoRA adapters in {'fp32' if r.adapter_bytes == 4 else 'the compute dtype'}"
-                   f"{' (PEFT autocast_adapter_dtype)' if fw.adapter_dtype == 'fp32' else ''}; each adapted module keeps "
-                   f"{'its own input copy' if r.adapter_bytes != r.rule.activation_bytes or c.lora_dropout else 'the shared input'}; "
-                   f"LoRA dropout {c.lora_dropout:g}")
-    out.append(f"loss: {r.loss.name} cross-entropy ({'--loss' if c.loss else fw.name + ' default'}): keeps "
-               f"{r.loss.kept_bytes_per_vocab} B and adds {r.loss.transient_bytes_per_vocab:g} B per token per vocabulary entry")
-    out.append("optimizer step: " + ("on the CPU (offload)" if c.offload != "none" else
-                                     "fused AdamW, no temporary" if fw.fused_optimizer else "torch foreach (one moment-sized temporary)"))
+        out.append(
+            f"LoRA adapters in {'fp32' if r.adapter_bytes == 4 else 'the compute dtype'}"
+            f"{' (PEFT autocast_adapter_dtype)' if fw.adapter_dtype == 'fp32' else ''}; each adapted module keeps "
+            f"{'its own input copy' if r.adapter_bytes != r.rule.activation_bytes or c.lora_dropout else 'the shared input'}; "
+            f"LoRA dropout {c.lora_dropout:g}"
+        )
+    out.append(
+        f"loss: {r.loss.name} cross-entropy ({'--loss' if c.loss else fw.name + ' default'}): keeps "
+        f"{r.loss.kept_bytes_per_vocab} B and adds {r.loss.transient_bytes_per_vocab:g} B per token per vocabulary entry"
+    )
+    out.append(
+        "optimizer step: "
+        + (
+            "on the CPU (offload)"
+            if c.offload != "none"
+            else "fused AdamW, no temporary"
+            if fw.fused_optimizer
+            else "torch foreach (one moment-sized temporary)"
+        )
+    )
     out.append(f"attention: {c.attention}; activations as transformers keeps them (fp32 RMSNorm copies)")
-    out.append("gradients at the peak: only lm_head's at the start of the backward pass"
-               if c.grad_accum == 1 else "gradients at the peak: all of them (accumulated over micro-batches)")
+    out.append(
+        "gradients at the peak: only lm_head's at the start of the backward pass"
+        if c.grad_accum == 1
+        else "gradients at the peak: all of them (accumulated over micro-batches)"
+    )
     if c.gpus > 1 or c.zero:
-        out.append(f"sharding: {'DeepSpeed ZeRO' if fw.sharding == 'deepspeed' else 'FSDP'} stage {c.zero}, default buffer "
-                   f"sizes (reduce bucket {rm.deepspeed_reduce_bucket_elements:.0e}, prefetch "
-                   f"{rm.deepspeed_prefetch_bucket_elements:.0e} elements; FSDP {rm.fsdp_units_in_flight} units in flight)")
-    out.append(f"reserved = allocated x (1 + {rm.fragmentation:g}) + CUDA context {rm.cuda_context_gib:g} GiB"
-               + (f" + NCCL {rm.nccl_gib:g} GiB" if c.gpus > 1 else ""))
+        out.append(
+            f"sharding: {'DeepSpeed ZeRO' if fw.sharding == 'deepspeed' else 'FSDP'} stage {c.zero}, default buffer "
+            f"sizes (reduce bucket {rm.deepspeed_reduce_bucket_elements:.0e}, prefetch "
+            f"{rm.deepspeed_prefetch_bucket_elements:.0e} elements; FSDP {rm.fsdp_units_in_flight} units in flight)"
+        )
+    out.append(
+        f"reserved = allocated x (1 + {rm.fragmentation:g}) + CUDA context {rm.cuda_context_gib:g} GiB"
+        + (f" + NCCL {rm.nccl_gib:g} GiB" if c.gpus > 1 else "")
+    )
     return out
 
 
@@ -95,15 +114,21 @@ def _notes(r: Resolved) -> list[str]:
     if spec.mla is not None:
         out.append("MLA attention activations are approximated (every latent projection input counted)")
     if spec.moe is not None and c.method != "full" and {"gate_proj", "up_proj", "down_proj"} & set(r.targets):
-        out.append("LoRA on routed experts: PEFT's target_parameters over fused expert tensors (transformers 5) "
-                   "materializes each layer's merged expert weights, which is not counted")
+        out.append(
+            "LoRA on routed experts: PEFT's target_parameters over fused expert tensors (transformers 5) "
+            "materializes each layer's merged expert weights, which is not counted"
+        )
     if c.zero in (1, 2) and c.gpus == 1:
         out.append(f"ZeRO {c.zero} on one GPU shards nothing")
     if r.paged_bytes:
-        out.append(f"paged optimizer: {r.paged_bytes / 2**30:,.2f} GiB of states may be evicted to host RAM; "
-                   "the fit does not count them (eviction costs speed)")
+        out.append(
+            f"paged optimizer: {r.paged_bytes / 2**30:,.2f} GiB of states may be evicted to host RAM; "
+            "the fit does not count them (eviction costs speed)"
+        )
     if c.offload != "none":
-        out.append(f"offload: {r.host_offload_bytes / 2**30:,.1f} GiB of host RAM for {c.gpus} GPU(s), plus pinned buffers")
+        out.append(
+            f"offload: {r.host_offload_bytes / 2**30:,.1f} GiB of host RAM for {c.gpus} GPU(s), plus pinned buffers"
+        )
     if c.precision in ("bf16-mixed", "fp16-mixed") and r.base_dtype == "fp32":
         out.append("an fp32 base under autocast: activations are counted in 16-bit; the residual stream stays fp32")
     if spec.quant is not None:
@@ -124,14 +149,24 @@ def _fit_search(r: Resolved, mem: int | None) -> tuple[bool | None, int | None, 
     if mem is None:
         return None, None, None
     c = r.c
-    return (fits_at(r, c.micro_batch_size, r.seq_len, mem),
-            _largest(lambda b: fits_at(r, b, r.seq_len, mem), 1, 1 << 24),
-            _largest(lambda s: fits_at(r, c.micro_batch_size, s, mem), 1, r.context))
+    return (
+        fits_at(r, c.micro_batch_size, r.seq_len, mem),
+        _largest(lambda b: fits_at(r, b, r.seq_len, mem), 1, 1 << 24),
+        _largest(lambda s: fits_at(r, c.micro_batch_size, s, mem), 1, r.context),
+    )
 
 
-def estimate(spec: ModelSpec, tensors: Sequence[Tensor], config: cfg.TrainingConfig, profile: TrainingProfile, *,
-             gpu_memory_bytes: int | None = None, gpu_name: str | None = None, model_id: str = "",
-             with_fixes: bool = True) -> cfg.TrainingEstimate:
+def estimate(
+    spec: ModelSpec,
+    tensors: Sequence[Tensor],
+    config: cfg.TrainingConfig,
+    profile: TrainingProfile,
+    *,
+    gpu_memory_bytes: int | None = None,
+    gpu_name: str | None = None,
+    model_id: str = "",
+    with_fixes: bool = True,
+) -> cfg.TrainingEstimate:
     """Per-GPU training memory for one configuration, the fit of its reserved footprint against
     `gpu_memory_bytes`, the largest micro-batch and sequence that fit, and fixes for a misfit."""
     r = resolve(spec, tensors, config, profile)
@@ -142,22 +177,51 @@ def estimate(spec: ModelSpec, tensors: Sequence[Tensor], config: cfg.TrainingCon
     if fits is False and with_fixes and mem is not None:
         fixes = find_fixes(lambda k: _evaluate(spec, tensors, k, profile, mem), c, r, max_b, max_s)
     return cfg.TrainingEstimate(
-        model=model_id or spec.architecture, method=c.method, precision=c.precision, optimizer=c.optimizer,
-        micro_batch_size=b, seq_len=s, grad_accum=c.grad_accum, gpus=c.gpus, zero=c.zero,
-        gradient_checkpointing=c.gradient_checkpointing, attention=c.attention, lora_rank=r.rank,
-        lora_alpha=(c.lora_alpha if c.lora_alpha is not None else 2 * r.rank) if r.rank else None, lora_targets=r.targets,
-        params_total=r.params_total, params_trainable=sum(_prod(x) for x in r.trainable_shapes),
-        states=r.states, states_unsharded=r.unsharded, activation_bytes=r.act.bytes(b, s),
-        activation_breakdown=r.act.breakdown(b, s), temporary_bytes=temporary_bytes(r, b, s), optimizer_step_bytes=r.step_bytes,
-        total_bytes=peak_allocated_bytes(r, b, s), gpu=gpu_name, gpu_memory_bytes=mem, fits=fits,
-        max_micro_batch_size=max_b, max_seq_len=max_s, context_tokens=r.context,
+        model=model_id or spec.architecture,
+        method=c.method,
+        precision=c.precision,
+        optimizer=c.optimizer,
+        micro_batch_size=b,
+        seq_len=s,
+        grad_accum=c.grad_accum,
+        gpus=c.gpus,
+        zero=c.zero,
+        gradient_checkpointing=c.gradient_checkpointing,
+        attention=c.attention,
+        lora_rank=r.rank,
+        lora_alpha=(c.lora_alpha if c.lora_alpha is not None else 2 * r.rank) if r.rank else None,
+        lora_targets=r.targets,
+        params_total=r.params_total,
+        params_trainable=sum(_prod(x) for x in r.trainable_shapes),
+        states=r.states,
+        states_unsharded=r.unsharded,
+        activation_bytes=r.act.bytes(b, s),
+        activation_breakdown=r.act.breakdown(b, s),
+        temporary_bytes=temporary_bytes(r, b, s),
+        optimizer_step_bytes=r.step_bytes,
+        total_bytes=peak_allocated_bytes(r, b, s),
+        gpu=gpu_name,
+        gpu_memory_bytes=mem,
+        fits=fits,
+        max_micro_batch_size=max_b,
+        max_seq_len=max_s,
+        context_tokens=r.context,
         effective_batch_size=b * c.grad_accum * c.gpus,
         total_bytes_without_accum=peak_allocated_bytes(r, b * c.grad_accum, s, False) if c.grad_accum > 1 else None,
-        estimated=_estimated(spec, mem is not None), notes=_notes(r), framework=r.framework.name, loss=r.loss.name,
-        base_dtype=r.base_dtype, offload=c.offload, reserved_bytes=res.total_bytes,
-        reserved_range_bytes=(res.low_bytes, res.high_bytes), reserved_breakdown=res.breakdown,
-        comm_buffer_bytes=sum(r.comm.values()), paged_optimizer_bytes=r.paged_bytes, host_offload_bytes=r.host_offload_bytes,
-        assumptions=_assumptions(r), fixes=fixes,
+        estimated=_estimated(spec, mem is not None),
+        notes=_notes(r),
+        framework=r.framework.name,
+        loss=r.loss.name,
+        base_dtype=r.base_dtype,
+        offload=c.offload,
+        reserved_bytes=res.total_bytes,
+        reserved_range_bytes=(res.low_bytes, res.high_bytes),
+        reserved_breakdown=res.breakdown,
+        comm_buffer_bytes=sum(r.comm.values()),
+        paged_optimizer_bytes=r.paged_bytes,
+        host_offload_bytes=r.host_offload_bytes,
+        assumptions=_assumptions(r),
+        fixes=fixes,
     )
 
 
@@ -168,8 +232,9 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _evaluate(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, profile: TrainingProfile,
-              mem: int) -> tuple[bool, int]:
+def _evaluate(
+    spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, profile: TrainingProfile, mem: int
+) -> tuple[bool, int]:
     """(fits, reserved bytes) of a candidate setup, without the searches."""
     r = resolve(spec, tensors, c, profile)
     return fits_at(r, c.micro_batch_size, r.seq_len, mem), reserved_at(r, c.micro_batch_size, r.seq_len).total_bytes

@@ -18,24 +18,42 @@ Evaluate = Callable[["TrainingConfig"], tuple[bool, int]]
 GPU_COUNTS = (2, 4, 8, 16, 32, 64)
 
 
-def _candidates(c: TrainingConfig, r: Resolved, max_b: int | None, max_s: int | None) -> list[tuple[str, str, TrainingConfig]]:
+def _candidates(
+    c: TrainingConfig, r: Resolved, max_b: int | None, max_s: int | None
+) -> list[tuple[str, str, TrainingConfig]]:
     rep = dataclasses.replace
     out: list[tuple[str, str, TrainingConfig]] = []
     if not c.gradient_checkpointing:
         out.append(("gradient checkpointing", "--gradient-checkpointing", rep(c, gradient_checkpointing=True)))
     if max_b and max_b < c.micro_batch_size:
         accum = c.grad_accum * -(-c.micro_batch_size // max_b)
-        out.append((f"micro-batch {max_b} with {accum} accumulation steps (same effective batch)",
-                    f"--micro-batch-size {max_b} --grad-accum {accum}", rep(c, micro_batch_size=max_b, grad_accum=accum)))
+        out.append(
+            (
+                f"micro-batch {max_b} with {accum} accumulation steps (same effective batch)",
+                f"--micro-batch-size {max_b} --grad-accum {accum}",
+                rep(c, micro_batch_size=max_b, grad_accum=accum),
+            )
+        )
     if max_s and max_s < r.seq_len:
         out.append((f"sequences of {max_s:,} tokens", f"--seq-len {max_s}", rep(c, seq_len=max_s)))
     if c.optimizer in ("adamw", "paged-adamw") and r.states.optimizer + r.states.adapter_optimizer:
         out.append(("8-bit AdamW (bitsandbytes)", "--optimizer adamw-8bit", rep(c, optimizer="adamw-8bit")))
-        out.append(("paged 8-bit AdamW (bitsandbytes)", "--optimizer paged-adamw-8bit", rep(c, optimizer="paged-adamw-8bit")))
-    if c.offload == "none" and c.optimizer not in ("paged-adamw", "paged-adamw-8bit") and r.framework.sharding == "deepspeed":
+        out.append(
+            ("paged 8-bit AdamW (bitsandbytes)", "--optimizer paged-adamw-8bit", rep(c, optimizer="paged-adamw-8bit"))
+        )
+    if (
+        c.offload == "none"
+        and c.optimizer not in ("paged-adamw", "paged-adamw-8bit")
+        and r.framework.sharding == "deepspeed"
+    ):
         z = max(c.zero, 2)
-        out.append((f"ZeRO-Offload of the optimizer to host RAM (ZeRO {z})", f"--zero {z} --offload optimizer",
-                    rep(c, zero=z, offload="optimizer")))
+        out.append(
+            (
+                f"ZeRO-Offload of the optimizer to host RAM (ZeRO {z})",
+                f"--zero {z} --offload optimizer",
+                rep(c, zero=z, offload="optimizer"),
+            )
+        )
     for n in GPU_COUNTS:
         if n > c.gpus:
             out.append((f"{n} GPUs with ZeRO 3", f"--gpus {n} --zero 3", rep(c, gpus=n, zero=3)))
@@ -52,14 +70,19 @@ def _try(evaluate: Evaluate, k: TrainingConfig) -> tuple[bool, int] | None:
         return None  # a candidate the setup cannot take (e.g. a framework without ZeRO-Offload)
 
 
-def find_fixes(evaluate: Evaluate, c: TrainingConfig, r: Resolved, max_b: int | None, max_s: int | None) -> list[dict[str, Any]]:
+def find_fixes(
+    evaluate: Evaluate, c: TrainingConfig, r: Resolved, max_b: int | None, max_s: int | None
+) -> list[dict[str, Any]]:
     """Single changes that fit, in the order of the list above (only the fewest GPUs that fit);
     when none does, gradient checkpointing combined with each."""
     found = _fitting(evaluate, _candidates(c, r, max_b, max_s))
     if not found and not c.gradient_checkpointing:
         ck = dataclasses.replace(c, gradient_checkpointing=True)
-        combos = [(f"gradient checkpointing and {what}", f"--gradient-checkpointing {flags}", k)
-                  for what, flags, k in _candidates(ck, r, None, None) if k.gradient_checkpointing and k != ck]
+        combos = [
+            (f"gradient checkpointing and {what}", f"--gradient-checkpointing {flags}", k)
+            for what, flags, k in _candidates(ck, r, None, None)
+            if k.gradient_checkpointing and k != ck
+        ]
         found = _fitting(evaluate, combos)
     return found
 

@@ -95,8 +95,10 @@ class TrainingProfile:
 def check_framework_choice(fw: Framework, loss: str | None, base_dtype: str | None) -> None:
     """A loss or base dtype the framework cannot run is an error that names what it can."""
     if loss is not None and loss not in fw.losses:
-        raise PlannerError(f"--loss {loss} is not available in {fw.label}: use one of {', '.join(fw.losses)}, "
-                           "or another --framework")
+        raise PlannerError(
+            f"--loss {loss} is not available in {fw.label}: use one of {', '.join(fw.losses)}, or another --framework"
+        )
     if base_dtype is not None and base_dtype not in fw.base_dtypes:
-        raise PlannerError(f"--base-dtype {base_dtype} is not supported by {fw.label}: use one of "
-                           f"{', '.join(fw.base_dtypes)}")
+        raise PlannerError(
+            f"--base-dtype {base_dtype} is not supported by {fw.label}: use one of {', '.join(fw.base_dtypes)}"
+        )

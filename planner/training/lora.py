@@ -11,12 +11,18 @@ from planner.models.tensors import Tensor
 from planner.training.states import ModelStates, PrecisionRule, optimizer_state_bytes
 
 LORA_TARGET_ALIASES: dict[str, str] = {
-    "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
-    "gate": "gate_proj", "up": "up_proj", "down": "down_proj",
+    "q": "q_proj",
+    "k": "k_proj",
+    "v": "v_proj",
+    "o": "o_proj",
+    "gate": "gate_proj",
+    "up": "up_proj",
+    "down": "down_proj",
 }
 """Short `--lora-targets` names -> the module names PEFT matches. Any module name listed by the
 error message (qkv_proj, gate_up_proj, fc1, kv_b_proj, ...) is accepted as is; `all-linear` takes
 every linear module of the decoder layers (PEFT's name; lm_head excluded)."""
+
 
 @dataclass(frozen=True)
 class LinearModule:
@@ -49,12 +55,20 @@ def decoder_linear_modules(tensors: Iterable[Tensor]) -> list[LinearModule]:
     """Every linear module of the decoder layers (vision tower, MTP layers and lm_head excluded)."""
     out: list[LinearModule] = []
     for t in tensors:
-        if t.linear and t.loaded and not t.runtime and isinstance(t.stage, int) and t.component not in ("vision", "mtp"):
+        if (
+            t.linear
+            and t.loaded
+            and not t.runtime
+            and isinstance(t.stage, int)
+            and t.component not in ("vision", "mtp")
+        ):
             out += _modules_of(t)
     return out
 
 
-def resolve_lora_targets(targets: Sequence[str] | None, modules: Sequence[LinearModule], architecture: str) -> tuple[str, ...]:
+def resolve_lora_targets(
+    targets: Sequence[str] | None, modules: Sequence[LinearModule], architecture: str
+) -> tuple[str, ...]:
     """`--lora-targets` -> module names; a target the architecture lacks is an error naming the
     modules it has."""
     available = list(dict.fromkeys(m.name for m in modules))
@@ -66,8 +80,10 @@ def resolve_lora_targets(targets: Sequence[str] | None, modules: Sequence[Linear
         if not name:
             raise PlannerError("--lora-targets has an empty entry: give a comma-separated list such as q,k,v,o")
         if name not in available:
-            raise PlannerError(f"LoRA target {t!r} ({name}) is not a linear module of {architecture}: "
-                               f"use some of {', '.join(available)} (or all-linear)")
+            raise PlannerError(
+                f"LoRA target {t!r} ({name}) is not a linear module of {architecture}: "
+                f"use some of {', '.join(available)} (or all-linear)"
+            )
         out.append(name)
     return tuple(dict.fromkeys(out))
 
@@ -87,12 +103,16 @@ def lora_trainable_params(modules: Iterable[LinearModule], targets: Iterable[str
     return sum(math.prod(s) for s in lora_adapter_shapes(modules, targets, rank))
 
 
-def adapter_states(shapes: list[tuple[int, ...]], rule: PrecisionRule, optimizer: str,
-                   adapter_bytes: int | None = None) -> ModelStates:
+def adapter_states(
+    shapes: list[tuple[int, ...]], rule: PrecisionRule, optimizer: str, adapter_bytes: int | None = None
+) -> ModelStates:
     """Adapters are trained in their own dtype (fp32 under PEFT's autocast_adapter_dtype, the
     model's in torchtune): no separate master copy."""
     n = sum(math.prod(s) for s in shapes)
     ab = rule.adapter_bytes if adapter_bytes is None else adapter_bytes
     sb = rule.state_bytes if adapter_bytes is None else adapter_bytes  # torch states follow the parameter's dtype
-    return ModelStates(adapter_weights=n * ab, adapter_gradients=n * ab,
-                       adapter_optimizer=sum(optimizer_state_bytes(s, optimizer, sb) for s in shapes))
+    return ModelStates(
+        adapter_weights=n * ab,
+        adapter_gradients=n * ab,
+        adapter_optimizer=sum(optimizer_state_bytes(s, optimizer, sb) for s in shapes),
+    )

@@ -23,9 +23,11 @@ def load_training_profile() -> TrainingProfile:
     for f in frameworks:
         if f.loss not in f.losses or any(x not in LOSSES for x in f.losses):
             raise data_error(path, f"framework {f.name}: loss {f.loss!r} must be one of its losses, all from {LOSSES}")
-    for lo, v, hi, name in ((reserved.cuda_context_low_gib, reserved.cuda_context_gib, reserved.cuda_context_high_gib, "cuda_context"),
-                            (reserved.fragmentation_low, reserved.fragmentation, reserved.fragmentation_high, "fragmentation"),
-                            (reserved.nccl_low_gib, reserved.nccl_gib, reserved.nccl_high_gib, "nccl")):
+    for lo, v, hi, name in (
+        (reserved.cuda_context_low_gib, reserved.cuda_context_gib, reserved.cuda_context_high_gib, "cuda_context"),
+        (reserved.fragmentation_low, reserved.fragmentation, reserved.fragmentation_high, "fragmentation"),
+        (reserved.nccl_low_gib, reserved.nccl_gib, reserved.nccl_high_gib, "nccl"),
+    ):
         if not 0 <= lo <= v <= hi:
             raise data_error(path, f"reserved.{name}: need 0 <= low <= value <= high, got {lo}, {v}, {hi}")
     return TrainingProfile(frameworks, losses, reserved)

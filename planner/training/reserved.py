@@ -41,14 +41,18 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
     if fw.sharding == "deepspeed":
         out = {"ZeRO reduce bucket": min(rm.deepspeed_reduce_bucket_elements, c.trainable_params) * c.grad_bytes}
         if c.zero in (1, 2):
-            out["ZeRO all-gather bucket"] = min(rm.deepspeed_allgather_bucket_elements, c.trainable_params) * c.compute_bytes
+            out["ZeRO all-gather bucket"] = (
+                min(rm.deepspeed_allgather_bucket_elements, c.trainable_params) * c.compute_bytes
+            )
         else:
             live = min(rm.deepspeed_max_live_parameters, c.largest_unit_params + rm.deepspeed_prefetch_bucket_elements)
             out["ZeRO-3 gathered and prefetched parameters"] = live * c.compute_bytes
         return out
     out = {"FSDP reduce-scatter (one unit's gradients)": c.largest_unit_trainable_params * 4}
     if c.zero == 3:
-        out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * c.largest_unit_params * c.compute_bytes
+        out["FSDP gathered units (current + prefetch)"] = (
+            rm.fsdp_units_in_flight * c.largest_unit_params * c.compute_bytes
+        )
     else:
         out["FSDP SHARD_GRAD_OP: parameters kept gathered"] = c.weights_unsharded_bytes
     return out
@@ -70,11 +74,16 @@ def reserved_footprint(allocated_peak_bytes: int, gpus: int, rm: ReservedModel) 
     def total(frag: float, ctx_gib: float, nccl_gib: float) -> int:
         return int(allocated_peak_bytes * (1 + frag) + (ctx_gib + nccl_gib) * GIB)
 
-    breakdown = {"allocated peak (est.)": allocated_peak_bytes,
-                 "allocator cache and fragmentation (est.)": int(allocated_peak_bytes * rm.fragmentation),
-                 "CUDA context (est.)": int(rm.cuda_context_gib * GIB)}
+    breakdown = {
+        "allocated peak (est.)": allocated_peak_bytes,
+        "allocator cache and fragmentation (est.)": int(allocated_peak_bytes * rm.fragmentation),
+        "CUDA context (est.)": int(rm.cuda_context_gib * GIB),
+    }
     if gpus > 1:
         breakdown["NCCL buffers (est.)"] = int(rm.nccl_gib * GIB)
-    return Reserved(total(rm.fragmentation, rm.cuda_context_gib, nccl[0]),
-                    total(rm.fragmentation_low, rm.cuda_context_low_gib, nccl[1]),
-                    total(rm.fragmentation_high, rm.cuda_context_high_gib, nccl[2]), breakdown)
+    return Reserved(
+        total(rm.fragmentation, rm.cuda_context_gib, nccl[0]),
+        total(rm.fragmentation_low, rm.cuda_context_low_gib, nccl[1]),
+        total(rm.fragmentation_high, rm.cuda_context_high_gib, nccl[2]),
+        breakdown,
+    )

@@ -16,11 +16,21 @@ from planner.training import config as cfg
 from planner.training.activations import ActivationAssumptions, ActivationModel, activation_model
 from planner.training.framework import DTYPE_BYTES, Framework, LossImpl, TrainingProfile, check_framework_choice
 from planner.training.lora import (
-    LinearModule, adapter_states, decoder_linear_modules, lora_adapter_shapes, resolve_lora_targets,
+    LinearModule,
+    adapter_states,
+    decoder_linear_modules,
+    lora_adapter_shapes,
+    resolve_lora_targets,
 )
 from planner.training.reserved import CommInputs, comm_buffer_bytes
 from planner.training.states import (
-    PAGED_OPTIMIZERS, ModelStates, PrecisionRule, nf4_double_quant_bytes, precision_rule, trainable_states, zero_shard,
+    PAGED_OPTIMIZERS,
+    ModelStates,
+    PrecisionRule,
+    nf4_double_quant_bytes,
+    precision_rule,
+    trainable_states,
+    zero_shard,
 )
 
 _CHECKPOINT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -75,8 +85,11 @@ def _base_dtype(spec: ModelSpec, c: cfg.TrainingConfig, fw: Framework, rule: Pre
     default = fw.qlora_base_dtype if c.method == "qlora" else fw.lora_base_dtype
     if default == "model":
         return _CHECKPOINT_DTYPES.get(spec.dtype, "bf16"), f"{fw.name} default: the checkpoint's dtype"
-    why = (" (prepare_model_for_kbit_training upcasts embeddings, norms and lm_head)" if c.method == "qlora" and default == "fp32"
-           else "")
+    why = (
+        " (prepare_model_for_kbit_training upcasts embeddings, norms and lm_head)"
+        if c.method == "qlora" and default == "fp32"
+        else ""
+    )
     return default, f"{fw.name} default{why}"
 
 
@@ -91,15 +104,24 @@ def _frozen_bytes(t: Tensor, spec: ModelSpec, method: str, base_bytes: int) -> t
     return t.numel * base_bytes, 0
 
 
-def _states(spec: ModelSpec, base: list[Tensor], c: cfg.TrainingConfig, rule: PrecisionRule, base_bytes: int,
-            adapter_shapes: list[tuple[int, ...]], adapter_bytes: int) -> ModelStates:
+def _states(
+    spec: ModelSpec,
+    base: list[Tensor],
+    c: cfg.TrainingConfig,
+    rule: PrecisionRule,
+    base_bytes: int,
+    adapter_shapes: list[tuple[int, ...]],
+    adapter_bytes: int,
+) -> ModelStates:
     if c.method == "full":
         return trainable_states((t.shape or (1,) for t in base), rule, c.optimizer)
     plain = nf4 = 0
     for t in base:
         p, q = _frozen_bytes(t, spec, c.method, base_bytes)
         plain, nf4 = plain + p, nf4 + q
-    return dataclasses.replace(adapter_states(adapter_shapes, rule, c.optimizer, adapter_bytes), weights=plain, quantized_base=nf4)
+    return dataclasses.replace(
+        adapter_states(adapter_shapes, rule, c.optimizer, adapter_bytes), weights=plain, quantized_base=nf4
+    )
 
 
 def _offload(states: ModelStates, c: cfg.TrainingConfig, fw: Framework) -> tuple[ModelStates, int]:
@@ -109,8 +131,10 @@ def _offload(states: ModelStates, c: cfg.TrainingConfig, fw: Framework) -> tuple
     if c.offload == "none":
         return states, 0
     if fw.sharding == "fsdp" and c.offload == "optimizer":
-        raise PlannerError(f"{fw.label} uses FSDP, whose CPU offload moves parameters, gradients and optimizer "
-                           "states together: use --offload optimizer+params (with --zero 3)")
+        raise PlannerError(
+            f"{fw.label} uses FSDP, whose CPU offload moves parameters, gradients and optimizer "
+            "states together: use --offload optimizer+params (with --zero 3)"
+        )
     moved = dict(master_weights=0, optimizer=0, adapter_optimizer=0, gradients=0, adapter_gradients=0)
     if c.offload == "optimizer+params":
         moved |= dict(weights=0, quantized_base=0, adapter_weights=0)
@@ -127,7 +151,9 @@ def _unit_params(base: list[Tensor], trainable: bool) -> tuple[int, int]:
     return biggest, biggest if trainable else 0
 
 
-def _step_bytes(states: ModelStates, shapes: Sequence[tuple[int, ...]], optimizer: str, fused: bool, offload: str) -> int:
+def _step_bytes(
+    states: ModelStates, shapes: Sequence[tuple[int, ...]], optimizer: str, fused: bool, offload: str
+) -> int:
     """torch's foreach AdamW computes sqrt of the second moments for all tensors at once (one
     moment's worth; fused=True does not); Adafactor builds a full fp32 update and an fp32 copy per
     tensor, one at a time; bitsandbytes and SGD update in place; offloaded states step on the CPU."""
@@ -163,35 +189,80 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
     modules, targets, adapter_shapes = _lora_setup(spec, base, c, rank)
     base_dtype, why = _base_dtype(spec, c, fw, rule)
     adapter_bytes = 4 if fw.adapter_dtype == "fp32" else rule.activation_bytes
-    unsharded = _states(spec, base, c, rule, DTYPE_BYTES[base_dtype] if base_dtype else 0, adapter_shapes, adapter_bytes)
+    unsharded = _states(
+        spec, base, c, rule, DTYPE_BYTES[base_dtype] if base_dtype else 0, adapter_shapes, adapter_bytes
+    )
     states, host = _offload(zero_shard(unsharded, c.zero, c.gpus), c, fw)
     if c.host_memory_bytes is not None and host > c.host_memory_bytes:
-        raise PlannerError(f"--offload {c.offload} needs {host / 2**30:,.1f} GiB of host RAM for {c.gpus} GPU(s), more than "
-                           f"--host-memory-gib {c.host_memory_bytes / 2**30:,.1f}: add host RAM, GPUs or --offload none")
+        raise PlannerError(
+            f"--offload {c.offload} needs {host / 2**30:,.1f} GiB of host RAM for {c.gpus} GPU(s), more than "
+            f"--host-memory-gib {c.host_memory_bytes / 2**30:,.1f}: add host RAM, GPUs or --offload none"
+        )
     trainable_shapes = tuple(t.shape or (1,) for t in base) if c.method == "full" else tuple(adapter_shapes)
     loss = profile.loss(c.loss or fw.loss)
     assume = ActivationAssumptions(
-        element_bytes=rule.activation_bytes, attention=c.attention, trainable=c.method == "full", adapted=frozenset(targets),
-        lora_rank=rank or 0, adapter_bytes=adapter_bytes, lora_dropout=c.lora_dropout > 0,
-        loss_bytes_per_vocab=loss.kept_bytes_per_vocab)
-    act = activation_model(spec, assume, modules, c.gradient_checkpointing,
-                           -1 if c.checkpointed_layers is None else c.checkpointed_layers)
+        element_bytes=rule.activation_bytes,
+        attention=c.attention,
+        trainable=c.method == "full",
+        adapted=frozenset(targets),
+        lora_rank=rank or 0,
+        adapter_bytes=adapter_bytes,
+        lora_dropout=c.lora_dropout > 0,
+        loss_bytes_per_vocab=loss.kept_bytes_per_vocab,
+    )
+    act = activation_model(
+        spec, assume, modules, c.gradient_checkpointing, -1 if c.checkpointed_layers is None else c.checkpointed_layers
+    )
     n_trainable = sum(math.prod(s) for s in trainable_shapes)
     unit, unit_trainable = _unit_params(base, c.method == "full")
-    comm = comm_buffer_bytes(CommInputs(c.gpus, c.zero, unit, rule.activation_bytes, n_trainable, rule.grad_bytes,
-                                        unit_trainable, unsharded.weights + unsharded.quantized_base), fw, profile.reserved)
+    comm = comm_buffer_bytes(
+        CommInputs(
+            c.gpus,
+            c.zero,
+            unit,
+            rule.activation_bytes,
+            n_trainable,
+            rule.grad_bytes,
+            unit_trainable,
+            unsharded.weights + unsharded.quantized_base,
+        ),
+        fw,
+        profile.reserved,
+    )
     dequant = 0
     if c.method == "qlora":
-        dequant = max(math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int)) * rule.activation_bytes
+        dequant = (
+            max(math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int)) * rule.activation_bytes
+        )
     head_grad = 0
     if c.method == "full":
         head = sum(t.numel for t in base if t.component == "lm_head") or spec.vocab_size * spec.hidden_size
         head_grad = min(states.gradients, head * rule.grad_bytes // (c.gpus if c.zero >= 2 else 1))
     paged = unsharded.optimizer + unsharded.adapter_optimizer if c.optimizer in PAGED_OPTIMIZERS else 0
     return Resolved(
-        c=c, spec=spec, seq_len=seq, context=context, rank=rank, rule=rule, framework=fw, loss=loss, profile=profile,
-        base_dtype=base_dtype, base_dtype_reason=why, adapter_bytes=adapter_bytes, targets=targets, modules=tuple(modules),
-        trainable_shapes=trainable_shapes, params_total=sum(t.numel for t in base), unsharded=unsharded, states=states,
-        host_offload_bytes=host, act=act, comm=comm, fixed_temporary_bytes=dequant + sum(comm.values()),
+        c=c,
+        spec=spec,
+        seq_len=seq,
+        context=context,
+        rank=rank,
+        rule=rule,
+        framework=fw,
+        loss=loss,
+        profile=profile,
+        base_dtype=base_dtype,
+        base_dtype_reason=why,
+        adapter_bytes=adapter_bytes,
+        targets=targets,
+        modules=tuple(modules),
+        trainable_shapes=trainable_shapes,
+        params_total=sum(t.numel for t in base),
+        unsharded=unsharded,
+        states=states,
+        host_offload_bytes=host,
+        act=act,
+        comm=comm,
+        fixed_temporary_bytes=dequant + sum(comm.values()),
         step_bytes=_step_bytes(states, trainable_shapes, c.optimizer, fw.fused_optimizer, c.offload),
-        head_grad_bytes=head_grad, paged_bytes=min(paged, states.optimizer + states.adapter_optimizer))
+        head_grad_bytes=head_grad,
+        paged_bytes=min(paged, states.optimizer + states.adapter_optimizer),
+    )

@@ -33,6 +33,7 @@ the driver evicts them to host RAM instead of failing, so they do not decide the
 
 # ---- precision --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PrecisionRule:
     """Bytes of one element of each training state under a precision setting."""
@@ -66,6 +67,7 @@ def precision_rule(name: str) -> PrecisionRule:
 
 # ---- optimizer states ------------------------------------------------------------------------
 
+
 def optimizer_state_bytes(shape: tuple[int, ...], optimizer: str, state_bytes: int) -> int:
     """Optimizer-state bytes of one trainable tensor.
 
@@ -91,6 +93,7 @@ def optimizer_state_bytes(shape: tuple[int, ...], optimizer: str, state_bytes: i
 
 
 # ---- model states and ZeRO --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ModelStates:
@@ -127,10 +130,14 @@ def zero_shard(states: ModelStates, stage: int, gpus: int) -> ModelStates:
         return -(-nbytes // gpus) if stage >= from_stage else nbytes
 
     return ModelStates(
-        weights=div(states.weights, 3), master_weights=div(states.master_weights, 1),
-        gradients=div(states.gradients, 2), optimizer=div(states.optimizer, 1),
-        adapter_weights=div(states.adapter_weights, 3), adapter_gradients=div(states.adapter_gradients, 2),
-        adapter_optimizer=div(states.adapter_optimizer, 1), quantized_base=div(states.quantized_base, 3),
+        weights=div(states.weights, 3),
+        master_weights=div(states.master_weights, 1),
+        gradients=div(states.gradients, 2),
+        optimizer=div(states.optimizer, 1),
+        adapter_weights=div(states.adapter_weights, 3),
+        adapter_gradients=div(states.adapter_gradients, 2),
+        adapter_optimizer=div(states.adapter_optimizer, 1),
+        quantized_base=div(states.quantized_base, 3),
     )
 
 
@@ -139,12 +146,15 @@ def trainable_states(shapes: Iterable[tuple[int, ...]], rule: PrecisionRule, opt
     shapes = list(shapes)
     n = sum(math.prod(s) for s in shapes)
     return ModelStates(
-        weights=n * rule.weight_bytes, master_weights=n * rule.master_bytes, gradients=n * rule.grad_bytes,
+        weights=n * rule.weight_bytes,
+        master_weights=n * rule.master_bytes,
+        gradients=n * rule.grad_bytes,
         optimizer=sum(optimizer_state_bytes(s, optimizer, rule.state_bytes) for s in shapes),
     )
 
 
 # ---- NF4 (QLoRA) -----------------------------------------------------------------------------
+
 
 def nf4_double_quant_bytes(numel: int) -> int:
     """One weight as bitsandbytes stores it for QLoRA (`quant_type="nf4"`, `compress_statistics`):

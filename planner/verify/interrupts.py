@@ -92,8 +92,9 @@ def run_child(argv: list[str], timeout: float) -> subprocess.CompletedProcess[st
     proc: Optional[subprocess.Popen[str]] = None
     try:
         with shielded():
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
         if proc is not None:

@@ -113,8 +113,16 @@ def prompt_ids(index: int, length: int, vocab_size: int) -> list[int]:
 
 def _one(spec: LoadSpec, index: int, start: threading.Barrier) -> RequestResult:
     prompt, output = spec.split
-    body = json.dumps({"model": spec.model, "prompt": prompt_ids(index, prompt, spec.vocab_size),
-                       "max_tokens": output, "min_tokens": output, "ignore_eos": True, "temperature": 0.0}).encode()
+    body = json.dumps(
+        {
+            "model": spec.model,
+            "prompt": prompt_ids(index, prompt, spec.vocab_size),
+            "max_tokens": output,
+            "min_tokens": output,
+            "ignore_eos": True,
+            "temperature": 0.0,
+        }
+    ).encode()
     start.wait()
     t0 = time.monotonic()
     status, raw = http(spec.base_url + "/v1/completions", data=body, timeout=spec.timeout_s)
@@ -192,8 +200,15 @@ def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] 
 class _Reporter:
     """Tells `progress` about the load every PROGRESS_S seconds."""
 
-    def __init__(self, spec: LoadSpec, results: list[Optional[RequestResult]], watcher: _Watcher, t0: float,
-                 before: Optional[metrics.LoadGauges], progress: Optional[Callable[[LoadProgress], None]]) -> None:
+    def __init__(
+        self,
+        spec: LoadSpec,
+        results: list[Optional[RequestResult]],
+        watcher: _Watcher,
+        t0: float,
+        before: Optional[metrics.LoadGauges],
+        progress: Optional[Callable[[LoadProgress], None]],
+    ) -> None:
         self.spec, self.results, self.watcher, self.t0, self.progress = spec, results, watcher, t0, progress
         self.next = t0 + PROGRESS_S
         # (time, token counter) at the last report, first the reading taken before the load
@@ -206,11 +221,15 @@ class _Reporter:
         done = [r for r in list(self.results) if r is not None]
         latest = self.watcher.latest
         last = latest[1] if latest else metrics.LoadGauges(None, None, None, None)
-        self.progress(LoadProgress(now - self.t0, self.spec.requests, len(done), last.running, last.waiting,
-                                   self._rate(now, done, latest)))
+        self.progress(
+            LoadProgress(
+                now - self.t0, self.spec.requests, len(done), last.running, last.waiting, self._rate(now, done, latest)
+            )
+        )
 
-    def _rate(self, now: float, done: list[RequestResult], latest: Optional[tuple[float, metrics.LoadGauges]]
-              ) -> Optional[float]:
+    def _rate(
+        self, now: float, done: list[RequestResult], latest: Optional[tuple[float, metrics.LoadGauges]]
+    ) -> Optional[float]:
         if latest is not None and latest[1].tokens is not None:
             at, tokens = latest[0], latest[1].tokens
             mark, self.mark = self.mark, (at, tokens)
@@ -227,8 +246,13 @@ def _wait(threads: list[threading.Thread], deadline: float, tick: Callable[[floa
             tick(time.monotonic())
 
 
-def _summarize(spec: LoadSpec, results: list[Optional[RequestResult]], seconds: float,
-               before: Optional[metrics.LoadGauges], readings: list[metrics.LoadGauges]) -> LoadResult:
+def _summarize(
+    spec: LoadSpec,
+    results: list[Optional[RequestResult]],
+    seconds: float,
+    before: Optional[metrics.LoadGauges],
+    readings: list[metrics.LoadGauges],
+) -> LoadResult:
     done = [r for r in results if r is not None]
     errors: list[str] = []
     for r in done:
@@ -240,8 +264,14 @@ def _summarize(spec: LoadSpec, results: list[Optional[RequestResult]], seconds: 
     last = _peak([g.preemptions for g in readings])
     prompt, output = spec.split
     return LoadResult(
-        requests=spec.requests, completed=sum(r.ok for r in done), prompt_tokens=prompt, output_tokens=output,
-        seconds=round(seconds, 2), max_running=_peak([g.running for g in readings]),
-        max_waiting=_peak([g.waiting for g in readings]), preemptions=None if last is None else last - first,
-        peak_kv_cache_usage=_peak([g.kv_cache_usage for g in readings]), errors=errors,
+        requests=spec.requests,
+        completed=sum(r.ok for r in done),
+        prompt_tokens=prompt,
+        output_tokens=output,
+        seconds=round(seconds, 2),
+        max_running=_peak([g.running for g in readings]),
+        max_waiting=_peak([g.waiting for g in readings]),
+        preemptions=None if last is None else last - first,
+        peak_kv_cache_usage=_peak([g.kv_cache_usage for g in readings]),
+        errors=errors,
     )

@@ -104,7 +104,7 @@ def _records(line: str) -> list[_Record]:
         cuts = [m.start() for m in _RECORD_START.finditer(piece) if m.start() > 0]
         for start, end in zip([0] + cuts, cuts + [len(piece)]):
             head = _HEAD.match(piece, start, end)
-            text = piece[head.end():end].rstrip()
+            text = piece[head.end() : end].rstrip()
             out.append(_Record((head["proc"] or "").strip("()"), head["level"], text))
     return out
 
@@ -212,6 +212,7 @@ def _runner(name: str) -> Callable[[re.Match[str], _Figures], None]:
     def take(m: re.Match[str], fig: _Figures) -> None:
         if fig.values.get("model_runner") != "v2":  # the V2 line comes first and wins
             fig.values["model_runner"] = name
+
     return take
 
 
@@ -231,8 +232,11 @@ def _r(pattern: str, phase: Optional[str] = None, take=_store) -> _Rule:
 
 _RULES: tuple[_Rule, ...] = (
     # --- starting
-    _r(r"(?:vLLM (?:API )?server version |[█▀▄]\s+version |Initializing a V1 LLM engine \(v)"
-       r"(?P<vllm_version>[^\s,)]+)", "starting"),
+    _r(
+        r"(?:vLLM (?:API )?server version |[█▀▄]\s+version |Initializing a V1 LLM engine \(v)"
+        r"(?P<vllm_version>[^\s,)]+)",
+        "starting",
+    ),
     _r(r"non-default args: .*'gpu_memory_utilization': (?P<gpu_memory_utilization>NUM)"),
     _r(r"init memory snapshot: .*free_memory=(?P<init_free_gib>NUM)GiB, total_memory=(?P<total_gib>NUM)GiB"),
     _r(r"worker requested memory: (?P<requested_gib>NUM) ?GiB"),
@@ -246,38 +250,65 @@ _RULES: tuple[_Rule, ...] = (
     _r(r"Estimated CUDA graph memory: (?P<cudagraph_estimate_gib>NUM) GiB total"),
     # 0.21+ info line: 'The current --gpu-memory-utilization=0.9764 is equivalent to ...'
     _r(r"The current --gpu-memory-utilization=(?P<gpu_memory_utilization>NUM) is equivalent to"),
-    _r(r"Initial free memory: (?P<init_free_gib>NUM) GiB; Requested memory: (?P<gpu_memory_utilization>NUM) "
-       r"\(util\), (?P<requested_gib>NUM) GiB"),
+    _r(
+        r"Initial free memory: (?P<init_free_gib>NUM) GiB; Requested memory: (?P<gpu_memory_utilization>NUM) "
+        r"\(util\), (?P<requested_gib>NUM) GiB"
+    ),
     # 0.10-0.26 end with 'non-torch forward increase memory', 0.27+ with 'total consumed (from mem_get_info)'
-    _r(r"Memory profiling takes NUM seconds\. Total non KV cache memory: (?P<non_kv_cache_gib>NUM) ?GiB; "
-       r"torch peak memory increase: (?P<activation_peak_gib>NUM) ?GiB; (?:non-torch forward increase memory: "
-       r"(?P<non_torch_gib>NUM) ?GiB|total consumed \(from mem_get_info\): (?P<consumed_gib>NUM) ?GiB)"),
+    _r(
+        r"Memory profiling takes NUM seconds\. Total non KV cache memory: (?P<non_kv_cache_gib>NUM) ?GiB; "
+        r"torch peak memory increase: (?P<activation_peak_gib>NUM) ?GiB; (?:non-torch forward increase memory: "
+        r"(?P<non_torch_gib>NUM) ?GiB|total consumed \(from mem_get_info\): (?P<consumed_gib>NUM) ?GiB)"
+    ),
     # --- kv cache
     _r(r"Available KV cache memory: (?P<available_kv_gib>NUM) GiB", "kv cache", _mode(False)),
-    _r(r"Initial free memory (?P<init_free_gib>NUM) ?GiB, reserved (?P<available_kv_gib>NUM) ?GiB memory for "
-       r"KV Cache as specified by kv_cache_memory_bytes", "kv cache", _mode(True)),
-    _r(r"(?P<how>Explicitly|Auto) set \((?P<available_kv_gib>NUM)/(?P<total_gib>NUM)\) GiB for KV cache on node"
-       r"(?: \d+, with (?P<requested_gib>NUM) GiB requested memory for the worker\. (?P<consumed_gib>NUM) GiB)?",
-       "kv cache", _cpu_kv),
+    _r(
+        r"Initial free memory (?P<init_free_gib>NUM) ?GiB, reserved (?P<available_kv_gib>NUM) ?GiB memory for "
+        r"KV Cache as specified by kv_cache_memory_bytes",
+        "kv cache",
+        _mode(True),
+    ),
+    _r(
+        r"(?P<how>Explicitly|Auto) set \((?P<available_kv_gib>NUM)/(?P<total_gib>NUM)\) GiB for KV cache on node"
+        r"(?: \d+, with (?P<requested_gib>NUM) GiB requested memory for the worker\. (?P<consumed_gib>NUM) GiB)?",
+        "kv cache",
+        _cpu_kv,
+    ),
     # 0.10-0.27 'GPU KV cache size: N tokens'; 0.28+ adds the concurrency; 0.30+ '%s' device, 0.32+ 'GPU + host'
-    _r(r"(?P<device>\w+(?: \+ host)?) KV cache size: (?P<tokens>[\d,]+) tokens(?:, Maximum concurrency for "
-       r"(?P<mml>[\d,]+) tokens per request: (?P<conc>NUM)x)?", "kv cache", _kv_size),
+    _r(
+        r"(?P<device>\w+(?: \+ host)?) KV cache size: (?P<tokens>[\d,]+) tokens(?:, Maximum concurrency for "
+        r"(?P<mml>[\d,]+) tokens per request: (?P<conc>NUM)x)?",
+        "kv cache",
+        _kv_size,
+    ),
     _r(r"^Maximum concurrency for (?P<mml>[\d,]+) tokens per request: (?P<conc>NUM)x", "kv cache", _concurrency),
-    _r(r"Auto-fit max_model_len: (?:reduced from \d+ to (?P<fit>\d+)|full model context length (?P<full>\d+) "
-       r"fits|attention-free model, using derived max_model_len=(?P<derived>\d+))", None, _auto_fit),
+    _r(
+        r"Auto-fit max_model_len: (?:reduced from \d+ to (?P<fit>\d+)|full model context length (?P<full>\d+) "
+        r"fits|attention-free model, using derived max_model_len=(?P<derived>\d+))",
+        None,
+        _auto_fit,
+    ),
     # --- cuda graphs (0.19's 'Capturing a cudagraph on' during the estimate is deliberately not matched)
     _r(r"Capturing CUDA graph", "cuda graphs"),
     _r(r"Graph capturing finished in NUM secs, took (?P<cudagraph_actual_gib>NUM) GiB", "cuda graphs"),
-    _r(r"CUDA graph pool memory: (?P<cudagraph_actual_gib>NUM) GiB \(actual\), "
-       r"(?P<cudagraph_estimate_gib>NUM) GiB \(estimated\)"),
+    _r(
+        r"CUDA graph pool memory: (?P<cudagraph_actual_gib>NUM) GiB \(actual\), "
+        r"(?P<cudagraph_estimate_gib>NUM) GiB \(estimated\)"
+    ),
     # The post-warm-up suggestion (0.10.2+) and the start-up check error share their head.
-    _r(r"Free memory on device(?: \S+)? \((?P<init_free_gib>NUM)/(?P<total_gib>NUM) GiB\) on startup"
-       r"(?:\. Desired GPU memory utilization is| is less than desired GPU memory utilization) "
-       r"\((?P<gpu_memory_utilization>NUM), (?P<requested_gib>NUM) GiB\)"),
-    _r(r"Actual usage is (?P<weights_gib>NUM) GiB for weight, (?P<activation_peak_gib>NUM) GiB for peak "
-       r"activation, (?P<non_torch_gib>NUM) GiB for non-torch memory, and (?P<cudagraph_actual_gib>NUM) GiB"),
-    _r(r"Actual usage is (?P<consumed_gib>NUM) GiB for consumed memory \(weights \+ non-torch\), "
-       r"(?P<activation_peak_gib>NUM) GiB for peak activation, and (?P<cudagraph_actual_gib>NUM) GiB"),
+    _r(
+        r"Free memory on device(?: \S+)? \((?P<init_free_gib>NUM)/(?P<total_gib>NUM) GiB\) on startup"
+        r"(?:\. Desired GPU memory utilization is| is less than desired GPU memory utilization) "
+        r"\((?P<gpu_memory_utilization>NUM), (?P<requested_gib>NUM) GiB\)"
+    ),
+    _r(
+        r"Actual usage is (?P<weights_gib>NUM) GiB for weight, (?P<activation_peak_gib>NUM) GiB for peak "
+        r"activation, (?P<non_torch_gib>NUM) GiB for non-torch memory, and (?P<cudagraph_actual_gib>NUM) GiB"
+    ),
+    _r(
+        r"Actual usage is (?P<consumed_gib>NUM) GiB for consumed memory \(weights \+ non-torch\), "
+        r"(?P<activation_peak_gib>NUM) GiB for peak activation, and (?P<cudagraph_actual_gib>NUM) GiB"
+    ),
     # --- ready
     _r(r"Application startup complete|Uvicorn running on|Starting vLLM (?:API )?server", "ready"),
     # --- failed: memory errors, as the exception line prints them (EXC: optional 'ValueError: ' etc., which
@@ -286,8 +317,11 @@ _RULES: tuple[_Rule, ...] = (
     _r(r"EXC(?:No available memory for the cache blocks|Cannot auto-fit max_model_len)", "failed", _error),
     _r(r"EXC(?:CUDA (?:error: )?out of memory|OutOfMemoryError\b)", "failed", _error),
     _r(r"EXCFree memory on device .* on startup is less than", "failed", _error),
-    _r(r"EXC(?:Available memory on node .* is less than requested memory for kv|The worker already uses)",
-       "failed", _error),  # CPU worker
+    _r(
+        r"EXC(?:Available memory on node .* is less than requested memory for kv|The worker already uses)",
+        "failed",
+        _error,
+    ),  # CPU worker
 )
 
 

@@ -88,10 +88,14 @@ def cache_config(samples: list[Sample]) -> Optional[CacheConfig]:
         return None
     lb = info.labels
     return CacheConfig(
-        num_gpu_blocks=_int(lb, "num_gpu_blocks"), block_size=_int(lb, "block_size"),
-        kv_cache_size_tokens=_int(lb, "kv_cache_size_tokens"), kv_cache_memory_bytes=_int(lb, "kv_cache_memory_bytes"),
+        num_gpu_blocks=_int(lb, "num_gpu_blocks"),
+        block_size=_int(lb, "block_size"),
+        kv_cache_size_tokens=_int(lb, "kv_cache_size_tokens"),
+        kv_cache_memory_bytes=_int(lb, "kv_cache_memory_bytes"),
         kv_cache_max_concurrency=_num(lb, "kv_cache_max_concurrency"),
-        gpu_memory_utilization=_num(lb, "gpu_memory_utilization"), cache_dtype=lb.get("cache_dtype"), labels=dict(lb),
+        gpu_memory_utilization=_num(lb, "gpu_memory_utilization"),
+        cache_dtype=lb.get("cache_dtype"),
+        labels=dict(lb),
     )
 
 
@@ -112,7 +116,8 @@ class LoadGauges:
 def load_gauges(samples: list[Sample]) -> LoadGauges:
     counters = [total(samples, n) for n in ("vllm:prompt_tokens_total", "vllm:generation_tokens_total")]
     return LoadGauges(
-        running=total(samples, "vllm:num_requests_running"), waiting=total(samples, "vllm:num_requests_waiting"),
+        running=total(samples, "vllm:num_requests_running"),
+        waiting=total(samples, "vllm:num_requests_waiting"),
         preemptions=total(samples, "vllm:num_preemptions_total"),
         kv_cache_usage=peak(samples, "vllm:kv_cache_usage_perc"),
         tokens=None if all(c is None for c in counters) else sum(c or 0.0 for c in counters),

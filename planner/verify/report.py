@@ -87,23 +87,37 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         tol = None if self.tolerance is None else dataclasses.asdict(self.tolerance)
-        return {"name": self.name, "predicted": self.predicted, "observed": self.observed, "error": self.error,
-                "tolerance": tol, "ok": self.ok, "source": self.source}
+        return {
+            "name": self.name,
+            "predicted": self.predicted,
+            "observed": self.observed,
+            "error": self.error,
+            "tolerance": tol,
+            "ok": self.ok,
+            "source": self.source,
+        }
 
 
 # ---- building the entries ---------------------------------------------------------------------
 
 # plan key -> StartupFigures field
 _LOG_FIGURES = (
-    ("weights_gib", "weights_gib"), ("activation_gib", "activation_peak_gib"), ("non_torch_gib", "non_torch_gib"),
-    ("cudagraph_gib", "cudagraph_estimate_gib"), ("kv_cache_gib", "available_kv_gib"),
-    ("kv_cache_tokens", "kv_cache_tokens"), ("max_concurrency", "max_concurrency"),
+    ("weights_gib", "weights_gib"),
+    ("activation_gib", "activation_peak_gib"),
+    ("non_torch_gib", "non_torch_gib"),
+    ("cudagraph_gib", "cudagraph_estimate_gib"),
+    ("kv_cache_gib", "available_kv_gib"),
+    ("kv_cache_tokens", "kv_cache_tokens"),
+    ("max_concurrency", "max_concurrency"),
     ("max_model_len", "max_concurrency_tokens"),
 )
 # plan key -> CacheConfig field (the fallback, or the only source)
 _METRIC_FIGURES = {
-    "kv_cache_tokens": "kv_cache_size_tokens", "max_concurrency": "kv_cache_max_concurrency",
-    "num_blocks": "num_gpu_blocks", "block_size": "block_size", "gpu_memory_utilization": "gpu_memory_utilization",
+    "kv_cache_tokens": "kv_cache_size_tokens",
+    "max_concurrency": "kv_cache_max_concurrency",
+    "num_blocks": "num_gpu_blocks",
+    "block_size": "block_size",
+    "gpu_memory_utilization": "gpu_memory_utilization",
 }
 
 
@@ -114,8 +128,9 @@ def _entry(plan: dict[str, Any], name: str, observed: Optional[float], source: s
     return Entry(name, predicted, observed, source if observed is not None else "-", TOLERANCES[name])
 
 
-def figure_entries(plan: dict[str, Any], figures: StartupFigures, cache: Optional[CacheConfig],
-                   device: str, started: bool = True) -> list[Entry]:
+def figure_entries(
+    plan: dict[str, Any], figures: StartupFigures, cache: Optional[CacheConfig], device: str, started: bool = True
+) -> list[Entry]:
     """One entry per predicted figure; after a failed start-up, only those the log printed."""
     out: list[Entry] = []
     for key, attr in _LOG_FIGURES:
@@ -163,8 +178,9 @@ def load_entries(plan: dict[str, Any], load: LoadResult) -> list[Entry]:
     out = [Entry("load_completed", load.requests, load.completed, "load", TOLERANCES["load_completed"])]
     # Within what the KV cache holds at once every request runs unpreempted: a preemption means it did not.
     judged = load.requests <= usable_concurrency(plan) and load.requests <= (plan.get("max_num_seqs") or load.requests)
-    out.append(Entry("load_preemptions", 0, load.preemptions, "/metrics",
-                     TOLERANCES["load_preemptions"] if judged else None))
+    out.append(
+        Entry("load_preemptions", 0, load.preemptions, "/metrics", TOLERANCES["load_preemptions"] if judged else None)
+    )
     per_req, blocks = blocks_per_request(plan), plan.get("num_blocks")
     if per_req and blocks and blocks > 1:
         # vLLM reports usage over the blocks other than the null block; sampled, so information only.
@@ -174,6 +190,7 @@ def load_entries(plan: dict[str, Any], load: LoadResult) -> list[Entry]:
 
 
 # ---- the report -------------------------------------------------------------------------------
+
 
 def predicts_startup_failure(plan: dict[str, Any]) -> bool:
     """The plan says vLLM refuses to start: no KV memory, or one request of max_model_len does not fit.
@@ -209,24 +226,35 @@ class Report:
     @property
     def problems(self) -> list[str]:
         """Why verification fails; empty when it passes."""
-        out = [f"{e.name}: observed {_fmt(e.observed)}, predicted {_fmt(e.predicted)} (tolerance {e.tolerance})"
-               for e in self.entries if e.ok is False]
+        out = [
+            f"{e.name}: observed {_fmt(e.observed)}, predicted {_fmt(e.predicted)} (tolerance {e.tolerance})"
+            for e in self.entries
+            if e.ok is False
+        ]
         predicted_fail = predicts_startup_failure(self.plan)
         if self.started and predicted_fail:
             out.append("vLLM started, but the plan predicted it would refuse to")
         if not self.started:
             if not predicted_fail:
-                out.append(f"start-up {self.startup.outcome}, but the plan predicted it would start: {self.startup.error}")
+                out.append(
+                    f"start-up {self.startup.outcome}, but the plan predicted it would start: {self.startup.error}"
+                )
             elif self.startup.outcome != "failed":
-                out.append(f"the plan predicted a start-up failure, but the server {self.startup.outcome} "
-                           f"without vLLM's error: {self.startup.error}")
+                out.append(
+                    f"the plan predicted a start-up failure, but the server {self.startup.outcome} "
+                    f"without vLLM's error: {self.startup.error}"
+                )
         planned, seen = self.plan.get("model_runner"), self.startup.figures.model_runner
         if planned and seen and planned != seen and self.device != "cpu":  # the CPU budget has no runner terms
-            out.append(f"model runner: the plan assumed {planned}, the server ran {seen} (its activation and "
-                       "CUDA-graph terms differ): set VLLM_USE_V2_MODEL_RUNNER for both, or plan for the server's release")
+            out.append(
+                f"model runner: the plan assumed {planned}, the server ran {seen} (its activation and "
+                "CUDA-graph terms differ): set VLLM_USE_V2_MODEL_RUNNER for both, or plan for the server's release"
+            )
         if self.load is not None and not self.load.complete:
-            out.append(f"load: {self.load.completed} of {self.load.requests} requests completed"
-                       + (f" ({self.load.errors[0]})" if self.load.errors else ""))
+            out.append(
+                f"load: {self.load.completed} of {self.load.requests} requests completed"
+                + (f" ({self.load.errors[0]})" if self.load.errors else "")
+            )
         return out
 
     @property
@@ -236,12 +264,24 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         s = self.startup
         return {
-            "ok": self.ok, "problems": self.problems, "model": self.model, "device": self.device,
-            "vllm_version": self.vllm_version, "plan_vllm_version": self.plan.get("vllm_version"),
+            "ok": self.ok,
+            "problems": self.problems,
+            "model": self.model,
+            "device": self.device,
+            "vllm_version": self.vllm_version,
+            "plan_vllm_version": self.plan.get("vllm_version"),
             "serve_argv": self.serve_argv,
-            "startup": {"outcome": s.outcome, "seconds": round(s.seconds, 1), "pid": s.pid, "exit_code": s.exit_code,
-                        "error": s.error, "phase": s.figures.phase, "log": self.log_path},
-            "plan_fits": self.plan.get("fits"), "plan_error": self.plan.get("error"),
+            "startup": {
+                "outcome": s.outcome,
+                "seconds": round(s.seconds, 1),
+                "pid": s.pid,
+                "exit_code": s.exit_code,
+                "error": s.error,
+                "phase": s.figures.phase,
+                "log": self.log_path,
+            },
+            "plan_fits": self.plan.get("fits"),
+            "plan_error": self.plan.get("error"),
             "failure_predicted": self.failure_predicted,
             "model_runner": {"planned": self.plan.get("model_runner"), "observed": s.figures.model_runner},
             "entries": [e.to_json() for e in self.entries],
@@ -251,6 +291,7 @@ class Report:
 
 
 # ---- text -------------------------------------------------------------------------------------
+
 
 def _fmt(v: Optional[float]) -> str:
     if v is None:
@@ -277,19 +318,30 @@ def _error_text(e: Entry) -> str:
 def table(entries: list[Entry]) -> str:
     from tabulate import tabulate
 
-    rows = [[e.name, _fmt(e.predicted), _fmt(e.observed), _error_text(e), str(e.tolerance or "-"), e.source, _verdict(e)]
-            for e in entries]
-    return tabulate(rows, headers=["figure", "predicted", "observed", "error", "tolerance", "source", "result"],
-                    disable_numparse=True, colalign=("left", "right", "right", "right", "left", "left", "left"))
+    rows = [
+        [e.name, _fmt(e.predicted), _fmt(e.observed), _error_text(e), str(e.tolerance or "-"), e.source, _verdict(e)]
+        for e in entries
+    ]
+    return tabulate(
+        rows,
+        headers=["figure", "predicted", "observed", "error", "tolerance", "source", "result"],
+        disable_numparse=True,
+        colalign=("left", "right", "right", "right", "left", "left", "left"),
+    )
 
 
 def text(r: Report) -> str:
     s = r.startup
-    lines = [f"{r.model} on {'the vLLM CPU backend' if r.device == 'cpu' else r.plan.get('gpu')}, "
-             f"vLLM {r.vllm_version or 'unknown'} (plan for {r.plan.get('vllm_version')})", ""]
+    lines = [
+        f"{r.model} on {'the vLLM CPU backend' if r.device == 'cpu' else r.plan.get('gpu')}, "
+        f"vLLM {r.vllm_version or 'unknown'} (plan for {r.plan.get('vllm_version')})",
+        "",
+    ]
     lines.append(f"start-up: {s.outcome} after {s.seconds:.0f} s" + (f": {s.error}" if s.error else ""))
     if r.plan.get("model_runner") or s.figures.model_runner:
-        lines.append(f"model runner: planned {r.plan.get('model_runner') or '-'}, server {s.figures.model_runner or 'not logged'}")
+        lines.append(
+            f"model runner: planned {r.plan.get('model_runner') or '-'}, server {s.figures.model_runner or 'not logged'}"
+        )
     if not r.started:
         said = r.plan.get("error") or "it fits"
         lines.append(f"the plan predicted: {said} -> failure {'predicted' if r.failure_predicted else 'NOT predicted'}")
@@ -297,9 +349,12 @@ def text(r: Report) -> str:
         lines += ["", table(r.entries)]
     if r.load:
         ld = r.load
-        lines += ["", f"load: {ld.completed}/{ld.requests} requests of {ld.prompt_tokens}+{ld.output_tokens} tokens "
-                      f"completed in {ld.seconds:.1f} s; peak running {_fmt(ld.max_running)}, waiting {_fmt(ld.max_waiting)}, "
-                      f"preemptions {_fmt(ld.preemptions)}, peak KV usage {_fmt(ld.peak_kv_cache_usage)}"]
+        lines += [
+            "",
+            f"load: {ld.completed}/{ld.requests} requests of {ld.prompt_tokens}+{ld.output_tokens} tokens "
+            f"completed in {ld.seconds:.1f} s; peak running {_fmt(ld.max_running)}, waiting {_fmt(ld.max_waiting)}, "
+            f"preemptions {_fmt(ld.preemptions)}, peak KV usage {_fmt(ld.peak_kv_cache_usage)}",
+        ]
         lines += [f"  error: {e}" for e in ld.errors]
     lines += [f"note: {n}" for n in r.notes]
     if r.log_path:

@@ -60,6 +60,7 @@ def http(url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[int
 
 # ---- ports ------------------------------------------------------------------------------------
 
+
 def port_in_use(port: int, host: str = HOST) -> bool:
     """Something listens on the port, or it cannot be bound (bound to another address, e.g. 0.0.0.0)."""
     with socket.socket() as s:
@@ -92,6 +93,7 @@ def wait_port_free(port: int, timeout_s: float = 10.0) -> bool:
 
 # ---- processes (via /proc; no psutil) ---------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ProcInfo:
     pid: int
@@ -117,7 +119,7 @@ def processes() -> list[ProcInfo]:
         except OSError:
             continue  # exited meanwhile
         # 'pid (comm) state ppid pgrp ...': comm may hold spaces and parentheses, so cut at the last ')'.
-        rest = stat[stat.rindex(")") + 2:].split()
+        rest = stat[stat.rindex(")") + 2 :].split()
         out.append(ProcInfo(int(name), int(rest[1]), int(rest[2]), rest[0], int(rest[19])))
     return out
 
@@ -263,8 +265,13 @@ class Server:
         try:
             with shielded():  # a signal now must not lose the pid that stop() needs
                 self.proc = subprocess.Popen(
-                    self.spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    env={**os.environ, **self.spec.env}, start_new_session=True)  # own session: stop() signals it whole
+                    self.spec.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **self.spec.env},
+                    start_new_session=True,
+                )  # own session: stop() signals it whole
         except OSError as e:
             if log:
                 log.close()
@@ -357,8 +364,10 @@ class Server:
             last = next((ln.strip() for ln in reversed(self._tail) if ln.strip()), "no output")
             error = f"the server exited with status {code} during start-up: {last}"
         elif outcome == "timeout":
-            error = (f"not healthy after {self.spec.timeout_s:g} s (last phase: {self.follower.phase or 'none'}); "
-                     "raise --timeout if the start-up was still progressing")
+            error = (
+                f"not healthy after {self.spec.timeout_s:g} s (last phase: {self.follower.phase or 'none'}); "
+                "raise --timeout if the start-up was still progressing"
+            )
         return Startup(outcome, seconds, figures, code, error, list(self._tail), self.proc.pid if self.proc else None)
 
     # -- stop

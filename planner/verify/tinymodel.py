@@ -102,10 +102,15 @@ def write_tokenizer(folder: Path, python: str, config: dict[str, Any] | None = N
         raise PlannerError(f"generating a tokenizer with {python} took over {TOKENIZER_TIMEOUT_S:g} s") from None
     if run.returncode != 0:
         last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PlannerError(f"generating a tokenizer with {python} failed: {last} (vLLM's environment provides `tokenizers`)")
+        raise PlannerError(
+            f"generating a tokenizer with {python} failed: {last} (vLLM's environment provides `tokenizers`)"
+        )
     tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "model_max_length": int(config.get("max_position_embeddings") or 2048),
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "model_max_length": int(config.get("max_position_embeddings") or 2048),
         "clean_up_tokenization_spaces": False,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
@@ -126,8 +131,14 @@ def dummy_model_dir(source: Path, dest: Path, python: str) -> Path:
     tokenizer files, or a generated tokenizer when it has none. The source folder is not modified."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(source / "config.json", dest / "config.json")
-    for name in (*QUANT_SIDECARS, *TOKENIZER_FILES, "tokenizer_config.json", "special_tokens_map.json",
-                 "merges.txt", "added_tokens.json"):
+    for name in (
+        *QUANT_SIDECARS,
+        *TOKENIZER_FILES,
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "merges.txt",
+        "added_tokens.json",
+    ):
         if (source / name).is_file():
             shutil.copy(source / name, dest / name)
     if not has_tokenizer(dest):

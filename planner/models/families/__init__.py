@@ -32,23 +32,27 @@ _TENSORS: dict[str, Callable[..., list]] = {}
 
 def register(*model_types: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a normalizer for the top-level config `model_type`s it reads."""
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         for mt in model_types:
             if mt in _BY_CONFIG_TYPE:
                 raise ValueError(f"model_type {mt!r} is registered twice ({_BY_CONFIG_TYPE[mt].name}, {name})")
             _BY_CONFIG_TYPE[mt] = Family(name, fn)
         return fn
+
     return deco
 
 
 def register_tensors(*spec_types: str) -> Callable[[Callable[..., list]], Callable[..., list]]:
     """Register the formula tensor builder for specs whose `model_type` is one of `spec_types`."""
+
     def deco(fn: Callable[..., list]) -> Callable[..., list]:
         for mt in spec_types:
             if mt in _TENSORS:
                 raise ValueError(f"tensor builder for {mt!r} is registered twice")
             _TENSORS[mt] = fn
         return fn
+
     return deco
 
 

@@ -22,8 +22,10 @@ def text_config(config: Config, text_types: tuple[str, ...]) -> Config:
         return dict(config)
     nested = config.get("text_config")
     if not isinstance(nested, dict):
-        raise PlannerError(f"config.json (model_type {config.get('model_type')!r}) has no text_config object: "
-                           "pass the model's complete config.json")
+        raise PlannerError(
+            f"config.json (model_type {config.get('model_type')!r}) has no text_config object: "
+            "pass the model's complete config.json"
+        )
     text = dict(nested)
     for key in ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings"):
         if key in config and key not in text:
@@ -41,16 +43,29 @@ def int_field(cfg: Config, name: str, where: str = "") -> int:
     return value
 
 
-def finish(config: Config, text: Config, fields: dict[str, Any], quant_files: dict[str, Config],
-           vision: VisionSpec | None = None, notes: tuple[str, ...] = ()) -> ModelSpec:
+def finish(
+    config: Config,
+    text: Config,
+    fields: dict[str, Any],
+    quant_files: dict[str, Config],
+    vision: VisionSpec | None = None,
+    notes: tuple[str, ...] = (),
+) -> ModelSpec:
     """The `ModelSpec` from the family's fields, with the checks every spec passes."""
     archs = config.get("architectures") or [fields["model_type"]]
-    dtype = str(config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or text.get("dtype")
-                or "float32")
+    dtype = str(
+        config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or text.get("dtype") or "float32"
+    )
     if not (config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or text.get("dtype")):
         notes += ("config has no torch_dtype: assumed float32, as transformers does",)
-    spec = ModelSpec(architecture=str(archs[0]), dtype=dtype.replace("torch.", ""), vision=vision,
-                     quant=parse_quantization(config, quant_files), notes=notes, **fields)
+    spec = ModelSpec(
+        architecture=str(archs[0]),
+        dtype=dtype.replace("torch.", ""),
+        vision=vision,
+        quant=parse_quantization(config, quant_files),
+        notes=notes,
+        **fields,
+    )
     check_spec(spec)
     return spec
 
@@ -73,19 +88,31 @@ def qwen3_vl_vision(vcfg: Any, text_hidden: int) -> VisionSpec | None:
         raise PlannerError(f"vision_config.deepstack_visual_indexes must be a list of block indices: {_FIX}")
     depth = int_field(vcfg, "depth", "vision_config.")
     if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth for i in deepstack):
-        raise PlannerError(f"vision_config.deepstack_visual_indexes {deepstack!r} must name blocks 0..{depth - 1}: {_FIX}")
+        raise PlannerError(
+            f"vision_config.deepstack_visual_indexes {deepstack!r} must name blocks 0..{depth - 1}: {_FIX}"
+        )
     wide = h * merge * merge
     mergers = 1 + len(deepstack)
     column = mergers * (wide * wide + wide + wide * out)  # fc1 weight and bias, fc2 weight
     replicated = mergers * out + 2 * h + len(deepstack) * 2 * wide  # fc2 biases, the LayerNorms
     edge = math.isqrt(16777216) // (patch * merge) * patch * merge
     return VisionSpec(
-        model_type=str(vcfg.get("model_type") or "qwen3_vl"), hidden_size=h,
-        intermediate_size=int_field(vcfg, "intermediate_size", "vision_config."), num_layers=depth,
-        num_heads=int_field(vcfg, "num_heads", "vision_config."), patch_size=patch, image_size=edge,
-        num_channels=int(vcfg.get("in_channels") or 3), patch_frames=int(vcfg.get("temporal_patch_size") or 2),
-        position_rows=int_field(vcfg, "num_position_embeddings", "vision_config."), mlp_gated=False,
-        norm="layer", patch_bias=True, pre_norm=False, post_norm=False,
-        projector_column_params=column, projector_replicated_params=replicated,
+        model_type=str(vcfg.get("model_type") or "qwen3_vl"),
+        hidden_size=h,
+        intermediate_size=int_field(vcfg, "intermediate_size", "vision_config."),
+        num_layers=depth,
+        num_heads=int_field(vcfg, "num_heads", "vision_config."),
+        patch_size=patch,
+        image_size=edge,
+        num_channels=int(vcfg.get("in_channels") or 3),
+        patch_frames=int(vcfg.get("temporal_patch_size") or 2),
+        position_rows=int_field(vcfg, "num_position_embeddings", "vision_config."),
+        mlp_gated=False,
+        norm="layer",
+        patch_bias=True,
+        pre_norm=False,
+        post_norm=False,
+        projector_column_params=column,
+        projector_replicated_params=replicated,
         tokens_per_image=(edge // patch // merge) ** 2,
     )

@@ -35,16 +35,22 @@ _FIX = "fix the config.json"
 
 def _indexer_fields(cfg: Config) -> tuple[int, int]:
     if cfg.get("index_topk") is None:
-        raise PlannerError(f"config.json (model_type {cfg['model_type']!r}) has no 'index_topk': a sparse-attention "
-                           f"model needs its indexer's size; {_FIX}")
+        raise PlannerError(
+            f"config.json (model_type {cfg['model_type']!r}) has no 'index_topk': a sparse-attention "
+            f"model needs its indexer's size; {_FIX}"
+        )
     for key in ("index_topk_freq", "index_topk_pattern", "index_skip_topk_offset"):
         if cfg.get(key) not in (None, 1) and not (key == "index_skip_topk_offset" and cfg.get(key) == 0):
-            raise PlannerError(f"config field {key!r} (layers without an indexer) is not modelled yet: use a config "
-                               "whose every layer has one")
+            raise PlannerError(
+                f"config field {key!r} (layers without an indexer) is not modelled yet: use a config "
+                "whose every layer has one"
+            )
     heads, dim = int_field(cfg, "index_n_heads"), int_field(cfg, "index_head_dim")
     if dim % 128:
-        raise PlannerError(f"config field 'index_head_dim' {dim} must be a multiple of 128 (vLLM keeps one fp32 scale "
-                           f"per 128 cached key values): {_FIX}")
+        raise PlannerError(
+            f"config field 'index_head_dim' {dim} must be a multiple of 128 (vLLM keeps one fp32 scale "
+            f"per 128 cached key values): {_FIX}"
+        )
     return heads, dim
 
 
@@ -58,8 +64,9 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
     fields = base._deepseek(cfg)
     fields.update(model_type=mt, mla=dataclasses.replace(fields["mla"], index_n_heads=heads, index_head_dim=dim))
     if fields["mla"].q_lora_rank is None:
-        raise PlannerError(f"config.json (model_type {mt!r}) has no 'q_lora_rank': the indexer's wq_b reads the "
-                           f"query latent; {_FIX}")
+        raise PlannerError(
+            f"config.json (model_type {mt!r}) has no 'q_lora_rank': the indexer's wq_b reads the query latent; {_FIX}"
+        )
     spec = finish(config, config, fields, quant_files)
     qc = config.get("quantization_config")
     if spec.quant is not None and isinstance(qc, dict) and qc.get("scale_fmt") == "ue8m0":
@@ -72,17 +79,28 @@ def _indexer(spec: ModelSpec, p: str, stage: Any, loaded: bool) -> list[T.Tensor
     assert m is not None and m.q_lora_rank
     h, heads, dim = spec.hidden_size, m.index_n_heads, m.index_head_dim
     comp = "attention" if loaded else "mtp"
-    out = [T.Tensor(f"{p}.wq_b.weight", (heads * dim, m.q_lora_rank), comp, "replicated", stage, True, loaded=loaded),
-           T.Tensor(f"{p}.wk.weight", (dim, h), comp, "replicated", stage, loaded=loaded),
-           T.Tensor(f"{p}.weights_proj.weight", (heads, h), comp, "replicated", stage, loaded=loaded),
-           T.Tensor(f"{p}.k_norm.weight", (dim,), "norms" if loaded else comp, "replicated", stage, loaded=loaded),
-           T.Tensor(f"{p}.k_norm.bias", (dim,), "norms" if loaded else comp, "replicated", stage, loaded=loaded)]
+    out = [
+        T.Tensor(f"{p}.wq_b.weight", (heads * dim, m.q_lora_rank), comp, "replicated", stage, True, loaded=loaded),
+        T.Tensor(f"{p}.wk.weight", (dim, h), comp, "replicated", stage, loaded=loaded),
+        T.Tensor(f"{p}.weights_proj.weight", (heads, h), comp, "replicated", stage, loaded=loaded),
+        T.Tensor(f"{p}.k_norm.weight", (dim,), "norms" if loaded else comp, "replicated", stage, loaded=loaded),
+        T.Tensor(f"{p}.k_norm.bias", (dim,), "norms" if loaded else comp, "replicated", stage, loaded=loaded),
+    ]
     q = spec.quant
     # wk's block scale, dropped when vLLM upcasts wk; F8_E8M0 scales are not in the Hub's total (module doc)
     if q is not None and q.method == "fp8" and q.block_shape and q.scale_dtype != "ue8m0":
         bo, bi = q.block_shape
-        out.append(T.Tensor(f"{p}.wk.weight_scale_inv", (-(-dim // bo), -(-h // bi)), comp, "replicated", stage,
-                            loaded=False, stored_dtype="float32"))
+        out.append(
+            T.Tensor(
+                f"{p}.wk.weight_scale_inv",
+                (-(-dim // bo), -(-h // bi)),
+                comp,
+                "replicated",
+                stage,
+                loaded=False,
+                stored_dtype="float32",
+            )
+        )
     return out
 
 
@@ -92,7 +110,9 @@ def tensors(spec: ModelSpec) -> list[T.Tensor]:
     out = T.from_spec(dataclasses.replace(spec, model_type="deepseek_v3"))
     if spec.model_type == "glm_moe_dsa":  # GLM-5's MTP layer stores no embedding or head of its own
         mtp = tuple(f"model.layers.{spec.num_layers + j}." for j in range(spec.num_mtp_layers))
-        out = [t for t in out if not (t.name.startswith(mtp) and t.name.endswith(("embed_tokens.weight", "head.weight")))]
+        out = [
+            t for t in out if not (t.name.startswith(mtp) and t.name.endswith(("embed_tokens.weight", "head.weight")))
+        ]
     for i in range(spec.num_layers):
         out += _indexer(spec, f"model.layers.{i}.self_attn.indexer", i, True)
     for j in range(spec.num_mtp_layers):

@@ -42,11 +42,15 @@ def _layer_types(text: Config) -> None:
         return
     if not isinstance(types, list) or len(types) != n:
         got = len(types) if isinstance(types, list) else repr(types)
-        raise PlannerError(f"config field 'layer_types' has {got} entries for num_hidden_layers {n}: fix the config.json")
+        raise PlannerError(
+            f"config field 'layer_types' has {got} entries for num_hidden_layers {n}: fix the config.json"
+        )
     bad = sorted({str(t) for t in types} - {"linear_attention", "full_attention"})
     if bad:
-        raise PlannerError(f"config field 'layer_types' has {', '.join(bad)}: Qwen3.5 layers are linear_attention "
-                           "or full_attention; fix the config.json")
+        raise PlannerError(
+            f"config field 'layer_types' has {', '.join(bad)}: Qwen3.5 layers are linear_attention "
+            "or full_attention; fix the config.json"
+        )
 
 
 @register("qwen3_5", "qwen3_5_moe", *TEXT_TYPES, name="qwen3_5")
@@ -62,9 +66,12 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
         raise PlannerError("config.json (model_type 'qwen3_5_moe_text') has no 'num_experts': fix the config.json")
     # Qwen3-Next's builder reads the same fields; the rope's kind and factor set the context limit
     cfg = {k: v for k, v in text.items() if v is not None}
-    cfg.update(model_type="qwen3_next", num_nextn_predict_layers=int(text.get("mtp_num_hidden_layers", 1) or 0),
-               partial_rotary_factor=rope.get("partial_rotary_factor", text.get("partial_rotary_factor", 1.0)),
-               rope_scaling={k: v for k, v in rope.items() if k not in ("mrope_section", "mrope_interleaved")} or None)
+    cfg.update(
+        model_type="qwen3_next",
+        num_nextn_predict_layers=int(text.get("mtp_num_hidden_layers", 1) or 0),
+        partial_rotary_factor=rope.get("partial_rotary_factor", text.get("partial_rotary_factor", 1.0)),
+        rope_scaling={k: v for k, v in rope.items() if k not in ("mrope_section", "mrope_interleaved")} or None,
+    )
     if not moe:
         cfg.pop("num_experts", None)
     fields = base._hybrid(cfg)
@@ -72,16 +79,23 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
     ssm = text.get("mamba_ssm_dtype")
     if ssm is not None:
         if ssm not in ("float32", "bfloat16", "float16"):
-            raise PlannerError(f"config field 'mamba_ssm_dtype' must be float32, bfloat16 or float16, got {ssm!r}: "
-                               "fix the config.json")
+            raise PlannerError(
+                f"config field 'mamba_ssm_dtype' must be float32, bfloat16 or float16, got {ssm!r}: fix the config.json"
+            )
         fields["mamba"] = dataclasses.replace(fields["mamba"], ssm_dtype=ssm)
     if text.get("mtp_use_dedicated_embeddings"):
-        raise PlannerError("mtp_use_dedicated_embeddings is not modelled yet: use a checkpoint whose MTP block shares "
-                           "the embedding")
+        raise PlannerError(
+            "mtp_use_dedicated_embeddings is not modelled yet: use a checkpoint whose MTP block shares the embedding"
+        )
     vision = qwen3_vl_vision(config.get("vision_config"), fields["hidden_size"])
-    notes = () if vision or config.get("model_type") in TEXT_TYPES else (
-        f"{(config.get('architectures') or ['Qwen3.5'])[0]} is multimodal but config.json has no vision_config: "
-        "the vision tower's weights are not counted (pass the complete config.json)",)
+    notes = (
+        ()
+        if vision or config.get("model_type") in TEXT_TYPES
+        else (
+            f"{(config.get('architectures') or ['Qwen3.5'])[0]} is multimodal but config.json has no vision_config: "
+            "the vision tower's weights are not counted (pass the complete config.json)",
+        )
+    )
     return finish(config, text, fields, quant_files, vision, notes)
 
 
