@@ -158,3 +158,18 @@ def test_a_misfit_labels_its_command_and_every_fix_carries_one(capsys):
 def test_a_plan_over_several_gpus_says_how_many_and_nodes(capsys, layout, line):
     main(["plan", "meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "8192", *layout])
     assert capsys.readouterr().out.splitlines()[1] == line
+
+
+def test_every_flag_of_every_subcommand_has_help_naming_its_default():
+    """A flag with a default other than off/None says it in its help text."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sp in sub.choices.items():
+        for a in sp._actions:
+            if not a.option_strings or a.dest == "help":
+                continue
+            text = (a.help or "").lower()
+            if not text or (a.default not in (None, False) and "default" not in text):
+                missing.append(f"{name} {a.option_strings[0]}")
+    assert not missing, missing
