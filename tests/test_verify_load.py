@@ -17,11 +17,22 @@ from planner.verify.load import LoadSpec, prompt_ids, run_load
 
 class Fake:
     def __init__(
-        self, cut: int = 0, status: int = 200, preempt: int = 0, delays: tuple[float, ...] = (), counters: bool = False
+        self,
+        cut: int = 0,
+        status: int = 200,
+        preempt: int = 0,
+        delays: tuple[float, ...] = (),
+        counters: bool = False,
+        first_s: float = 0.6,
+        stall_after: int | None = None,
+        end: str = "done",
     ) -> None:
         self.cut, self.status, self.preempt = cut, status, preempt
         self.delays = list(delays)  # seconds per request, in arrival order; then 1.2
         self.counters = counters  # export vLLM's token counters
+        self.first_s = first_s  # of a request's time, until its first token; the rest spread over the others
+        self.stall_after = stall_after  # tokens streamed before the answer stalls for 30 s
+        self.end = end  # "done": [DONE] after the usage chunk; "cut": the body just ends; "error": an error event
         self.running = self.peak = self.preemptions = self.tokens = 0
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
@@ -29,6 +40,8 @@ class Fake:
 
 def serve(fake: Fake) -> ThreadingHTTPServer:
     class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # chunked answers, as vLLM's server streams them
+
         def log_message(self, *a):
             pass
 
@@ -38,6 +51,11 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def event(self, payload: str) -> None:
+            data = f"data: {payload}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
 
         def do_GET(self):
             with fake.lock:
@@ -61,15 +79,39 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
                 fake.running += 1
                 fake.peak = max(fake.peak, fake.running)
                 delay = fake.delays.pop(0) if fake.delays else 1.2
-            time.sleep(delay)  # 1.2: long enough for the watcher (0.5 s) to see every request running
-            with fake.lock:
-                fake.running -= 1
-                fake.preemptions += fake.preempt
-                fake.tokens += len(body["prompt"]) + body["max_tokens"]
+            # 1.2 s in all: long enough for the watcher (0.5 s) to see every request running
+            try:
+                self.answer(body, delay)
+            finally:
+                with fake.lock:
+                    fake.running -= 1
+                    fake.preemptions += fake.preempt
+                    fake.tokens += len(body["prompt"]) + body["max_tokens"]
+
+        def answer(self, body: dict, delay: float) -> None:
             if fake.status != 200:
+                time.sleep(delay)
                 return self.send(fake.status, '{"error": "boom"}')
-            usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"] - fake.cut}
-            self.send(200, json.dumps({"usage": usage}))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            n = body["max_tokens"] - fake.cut
+            first = min(delay, fake.first_s)
+            time.sleep(first)
+            for i in range(n):
+                if i:
+                    time.sleep((delay - first) / max(1, n - 1))
+                if fake.stall_after is not None and i == fake.stall_after:
+                    time.sleep(30)
+                self.event(json.dumps({"choices": [{"index": 0, "text": "" if i % 3 else "x"}], "usage": None}))
+            if fake.end == "error":
+                self.event(json.dumps({"error": {"message": "engine died", "code": 500}}))
+            usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": n}
+            self.event(json.dumps({"choices": [], "usage": usage}))
+            if fake.end != "cut":
+                self.event("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -163,3 +205,37 @@ def test_progress_while_the_load_runs(server, monkeypatch, counters):
     else:  # no counters: the answered tokens over the whole load
         last = waiting_on_the_slow_one[-1]
         assert last.tokens_per_s == pytest.approx(512 / last.seconds, rel=0.2)
+
+
+def test_streamed_requests_measure_ttft_tpot_itl_and_throughput(server):
+    fake, url = server(first_s=0.5)  # 0.5 s to the first token, then 127 gaps over the remaining 0.7 s
+    r = run_load(spec(url, n=3))
+    assert r.complete and all(b["stream"] and b["stream_options"] == {"include_usage": True} for b in fake.bodies)
+    m = r.latency
+    assert m["requests"] == 3
+    assert 500 <= m["ttft_ms"]["mean"] < 700 and m["ttft_ms"]["p50"] <= m["ttft_ms"]["p99"]
+    gap_ms = 700 / 127
+    assert gap_ms * 0.9 < m["tpot_ms"]["mean"] < gap_ms * 1.6  # sleeps overshoot, never undershoot
+    assert gap_ms * 0.9 < m["itl_ms"]["p50"] < gap_ms * 1.6  # empty-text chunks count: they are tokens
+    assert 1.2 <= m["e2e_latency_s"]["mean"] < 1.6
+    assert m["output_tokens_per_s"] == pytest.approx(3 * 128 / r.seconds, rel=0.02)
+    assert m["requests_per_s"] == pytest.approx(3 / r.seconds, rel=0.02)
+    assert m["total_tokens_per_s"] == pytest.approx(3 * 512 / r.seconds, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "fake_kw, timeout_s, error",
+    [
+        ({"end": "cut"}, 60, "the stream ended before [DONE]"),
+        ({"end": "error"}, 60, "error in the stream: {'message': 'engine died', 'code': 500}"),
+        ({"stall_after": 5}, 2, "HTTP 0: TimeoutError"),
+    ],
+    ids=["no [DONE]", "an error event", "a stalled stream"],
+)
+def test_a_broken_stream_is_a_failed_request(server, fake_kw, timeout_s, error):
+    _, url = server(**fake_kw)
+    t0 = time.monotonic()
+    r = run_load(spec(url, n=2, timeout_s=timeout_s))
+    assert r.completed == 0 and r.errors and r.errors[0].startswith(error), r.errors
+    assert r.latency["requests"] == 0 and r.latency["ttft_ms"] is None and r.latency["output_tokens_per_s"] is None
+    assert time.monotonic() - t0 < 20  # the stall is cut by the read timeout, not waited out

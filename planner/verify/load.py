@@ -4,7 +4,9 @@ and preempted requests and KV-cache usage.
 
 Prompts are lists of token ids, so their length is exact whatever the tokenizer; `min_tokens` and
 `ignore_eos` make each request produce exactly its output length (vLLM silently shortens
-`max_tokens` when prompt + output exceeds max_model_len, so the usage counts are checked).
+`max_tokens` when prompt + output exceeds max_model_len, so the usage counts are checked). Each
+answer is streamed, so every request's time to the first token and the gaps between tokens are
+measured as they arrive (planner/verify/latency.py), and summed up beside the counts.
 Bounded on purpose: local addresses only, at most MAX_REQUESTS threads, one request each. While it
 runs, `progress` hears every PROGRESS_S seconds how many requests are done and the tokens/s.
 Standard library only (threads + urllib).
@@ -16,12 +18,14 @@ import json
 import random
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from planner.errors import PlannerError
-from planner.verify import metrics
+from planner.verify import latency, metrics
 from planner.verify.server import http
 
 MAX_REQUESTS = 4096
@@ -31,6 +35,9 @@ cache holds prompt and output alike, so the context length is what loads it."""
 FIRST_TOKEN_ID = 3
 """Prompt ids start above the usual special ids (0-2)."""
 PROGRESS_S = 10.0
+READ_TIMEOUT_S = 300.0
+"""No byte of a streamed answer for this long (or the load's timeout, if shorter) fails the request."""
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the local server: no proxy
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,10 @@ class RequestResult:
     completion_tokens: int
     seconds: float
     error: Optional[str] = None
+    ttft_s: Optional[float] = None
+    """Time to the first streamed token."""
+    itl_s: tuple[float, ...] = ()
+    """Gaps between successive streamed tokens."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class LoadResult:
     """Largest KV-cache usage fraction seen by the watcher (sampled, so it may miss the very peak)."""
     errors: list[str] = field(default_factory=list)
     """The first few distinct failures."""
+    latency: Optional[dict] = None
+    """Measured TTFT, TPOT, ITL, end-to-end and tokens/s of the completed requests (latency.summarize)."""
 
     @property
     def complete(self) -> bool:
@@ -121,19 +134,34 @@ def _one(spec: LoadSpec, index: int, start: threading.Barrier) -> RequestResult:
             "min_tokens": output,
             "ignore_eos": True,
             "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
     ).encode()
     start.wait()
     t0 = time.monotonic()
-    status, raw = http(spec.base_url + "/v1/completions", data=body, timeout=spec.timeout_s)
-    took = time.monotonic() - t0
-    if status != 200:
-        text = raw.decode("utf-8", "replace")[:300] or "no answer"
-        return RequestResult(False, 0, 0, took, f"HTTP {status}: {text}")
-    usage = json.loads(raw).get("usage") or {}
-    p, c = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    ok = (p, c) == (prompt, output)
-    return RequestResult(ok, p, c, took, None if ok else f"got {p}+{c} tokens, asked {prompt}+{output}")
+    try:
+        status, s = _stream(spec.base_url + "/v1/completions", body, t0, spec.timeout_s)
+    except (OSError, ValueError) as e:  # refused, reset, or a read past the timeout
+        return RequestResult(False, 0, 0, time.monotonic() - t0, f"HTTP 0: {type(e).__name__}: {e}")
+    if isinstance(s, bytes):
+        text = s.decode("utf-8", "replace")[:300] or "no answer"
+        return RequestResult(False, 0, 0, time.monotonic() - t0, f"HTTP {status}: {text}")
+    p, c = int(s.usage.get("prompt_tokens") or 0), int(s.usage.get("completion_tokens") or 0)
+    ok = s.error is None and (p, c) == (prompt, output)
+    error = s.error or (None if ok else f"got {p}+{c} tokens, asked {prompt}+{output}")
+    return RequestResult(ok, p, c, s.e2e_s, error, s.ttft_s, s.itl_s)
+
+
+def _stream(url: str, body: bytes, t0: float, timeout_s: float) -> tuple[int, latency.Stream | bytes]:
+    """POST a streamed completion: (200, the timed stream), or (status, the error body)."""
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        resp = _OPENER.open(req, timeout=min(timeout_s, READ_TIMEOUT_S))
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    with resp:
+        return resp.status, latency.read_stream(resp, t0, t0 + timeout_s)
 
 
 class _Watcher(threading.Thread):
@@ -274,4 +302,8 @@ def _summarize(
         preemptions=None if last is None else last - first,
         peak_kv_cache_usage=_peak([g.kv_cache_usage for g in readings]),
         errors=errors,
+        latency=latency.summarize(
+            [latency.Timed(r.ttft_s, r.itl_s, r.seconds, r.prompt_tokens, r.completion_tokens) for r in done if r.ok],
+            seconds,
+        ),
     )
