@@ -155,14 +155,24 @@ def replay(r: dict) -> dict:
 @contextlib.contextmanager
 def coefficient_sets(sets: list[dict]):
     """Plan with these overhead sets instead of profiles/vllm/overheads.yaml (a fold's refit)."""
-    saved = oh._sets
-    oh._sets = lambda: sets  # type: ignore[assignment]
+    from planner.overhead_table import table_from_doc
+
+    path = REPO / "profiles" / "vllm" / "overheads.yaml"
+    doc = {**yaml.safe_load(path.read_text()), "sets": sets}
+    table = table_from_doc(doc, path, oh._first())  # the fold's sets pass the same checks as the file
+    saved = oh._table
+    oh._table = lambda: table  # type: ignore[assignment]
     oh.coefficients.cache_clear()
     try:
         yield
     finally:
-        oh._sets = saved
+        oh._table = saved
         oh.coefficients.cache_clear()
+
+
+def raw_sets() -> list[dict]:
+    """The coefficient sets of profiles/vllm/overheads.yaml as plain dicts (what the refit edits)."""
+    return copy.deepcopy(yaml.safe_load((REPO / "profiles" / "vllm" / "overheads.yaml").read_text())["sets"])
 
 
 def replay_all(cases: list[dict]) -> list[tuple[dict, dict | None, str | None]]:
@@ -180,7 +190,7 @@ def cross_validate(cases: list[dict], key: str) -> tuple[dict[int, float], list[
     rest, replay the held-out cases. Returns {case index: KV error %} and the fold notes."""
     from fit_overheads import fit_measured_terms
 
-    base_sets = copy.deepcopy(oh._sets())
+    base_sets = raw_sets()
     errors, errors_gib, notes = {}, {}, []
     for held in sorted({r[key] for r in cases}):
         train = [r for r in cases if r[key] != held]

@@ -13,10 +13,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from planner.datafiles import load_yaml
+from planner import overhead_table
 from planner.errors import PlannerError
 from planner.models.spec import ModelSpec, VisionSpec
+from planner.overhead_table import OverheadTable
 from planner.paths import profiles_dir
+from planner.profile_data import Version
 
 GIB = 2**30
 
@@ -192,32 +194,31 @@ class Coefficients:
     """... and the part that grows with max_num_batched_tokens (compile-time autotuning buffers)."""
     non_torch_comm_gib: tuple[tuple[str, float, float], ...] = ()
     """(interconnect class, GiB at TP 2, GiB per rank beyond 2): communication buffers by interconnect."""
+    activation_offset_gib: float = 0.0
+    """Added to the activation peak: 0 in the bundled sets; a user's calibration sets it to what
+    their start-up measured beyond the modelled peak."""
+    calibration: str = ""
+    """What of the user's calibration overlay these coefficients use ('' for none)."""
+
+
+def _first() -> Version:
+    from planner import releases  # local: releases imports nothing from here
+
+    return releases.parse_version(releases.supported_range()[0])
 
 
 @functools.cache
-def _doc() -> dict:
-    return load_yaml(profiles_dir() / "vllm" / "overheads.yaml")
+def _table() -> OverheadTable:
+    """profiles/vllm/overheads.yaml through the checked loader (planner/overhead_table.py)."""
+    return overhead_table.load(profiles_dir() / "vllm" / "overheads.yaml", _first())
 
 
-def _sets() -> list[dict]:
-    return _doc()["sets"]
-
-
-@functools.cache
 def capture_max_size(version: str, family: str) -> int:
-    """The largest default CUDA-graph capture size of the release on this GPU family (the last entry
-    of `capture_max_size` in overheads.yaml that covers both)."""
+    """The largest default CUDA-graph capture size of the release on this GPU family
+    (`capture_max_size` in overheads.yaml: the family's ranges, else the default ones)."""
     from planner.releases import parse_version
 
-    v = parse_version(version)
-    rows = [x for x in _doc()["capture_max_size"] if _covers(x, v) and x.get("family", family) == family]
-    return int(rows[-1]["value"]) if rows else 512
-
-
-def _covers(x: dict, v: tuple) -> bool:
-    from planner.releases import parse_version  # local: releases imports nothing from here
-
-    return parse_version(x["from"]) <= v and ("until" not in x or v < parse_version(x["until"]))
+    return _table().capture_size(parse_version(version), family)
 
 
 @functools.cache
@@ -228,32 +229,38 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
     from planner.releases import parse_version
 
     v = parse_version(version)
-    sets = _sets()
-    by_name = {x["name"]: x for x in sets}
-    main = next((x for x in sets if "runner" not in x and _covers(x, v)), None)
+    sets = _table().sets
+    by_name = {x.name: x for x in sets}
+    main = next((x for x in sets if x.runner is None and x.match is None and x.covers(v)), None)
     if main is None:
-        raise ValueError(f"no overhead coefficients cover vLLM {version}")
-    values = {**(by_name[main["base"]]["coefficients"] if "base" in main else {}), **main["coefficients"]}
-    validated, sources = list(main.get("validated", ())), [str(main.get("source", ""))]
-    overlays = [x for x in sets if x.get("runner") == runner and _covers(x, v)]
+        raise PlannerError(f"no overhead coefficients cover vLLM {version}")
+    values = {**(by_name[main.base].terms if main.base else {}), **main.terms}
+    validated, sources = list(main.validated), [main.source]
+    overlays = [x for x in sets if x.runner == runner and x.match is None and x.covers(v)]
     for i, x in enumerate(overlays):
-        values.update(x["coefficients"])
-        later = {k for y in overlays[i + 1 :] for k in y["coefficients"]}
-        if set(x["coefficients"]) <= later:
+        values.update(x.terms)
+        later = {k for y in overlays[i + 1 :] for k in y.terms}
+        if set(x.terms) <= later:
             continue  # every term it sets is replaced by a later overlay: it does not apply here
-        validated = [r for r in validated if r in x.get("validated", ())]
-        sources.append(str(x.get("source", "")))
+        validated = [r for r in validated if r in x.validated]
+        sources.append(x.source)
+    return _build(values, "; ".join(sources), tuple(validated))
+
+
+def _build(values: dict, source: str, validated: tuple[str, ...], calibration: str = "") -> Coefficients:
     fields = {
         k: values[k]
         for k in Coefficients.__dataclass_fields__
-        if k in values and k not in ("source", "validated", "non_torch_comm_gib")
+        if k in values and k not in ("source", "validated", "non_torch_comm_gib", "non_torch_gib")
     }
     comm = values.get("non_torch_comm_gib") or {}
     return Coefficients(
         **fields,
-        source="; ".join(sources),
-        validated=tuple(validated),
-        non_torch_comm_gib=tuple((k, float(v["tp2"]), float(v["per_extra_tp"])) for k, v in comm.items()),
+        non_torch_gib=dict(values["non_torch_gib"]),
+        source=source,
+        validated=validated,
+        non_torch_comm_gib=tuple((k, b.tp2, b.per_extra_tp) for k, b in comm.items()),
+        calibration=calibration,
     )
 
 
@@ -273,7 +280,7 @@ def activation_peak_bytes(f: Features, c: Coefficients) -> int:
     """Torch peak increase of the profile run: the larger of the forward pass's transient peak and
     the sampler's, on top of what stays allocated (MoE workspace, the encoder's dummy batch); or
     the multimodal encoder's own pass, when that is larger (one huge dynamic-resolution image)."""
-    return max(_decoder_peak_bytes(f, c), _encoder_peak_bytes(f, c))
+    return max(_decoder_peak_bytes(f, c), _encoder_peak_bytes(f, c)) + int(c.activation_offset_gib * GIB)
 
 
 def _encoder_peak_bytes(f: Features, c: Coefficients) -> int:
