@@ -284,7 +284,8 @@ def _stats(errs: list[float]) -> str:
     a = [abs(e) for e in errs]
     if not a:
         return "no cases"
-    return f"median {statistics.median(a):.2f}%, max {max(a):.2f}%, over 3%: {sum(e > 3 for e in a)}, over 8%: {sum(e > 8 for e in a)} (n={len(a)})"
+    over3, over8 = sum(e > 3 for e in a), sum(e > 8 for e in a)
+    return f"median {statistics.median(a):.2f}%, max {max(a):.2f}%, over 3%: {over3}, over 8%: {over8} (n={len(a)})"
 
 
 def main(argv=None) -> int:

@@ -198,7 +198,8 @@ def main(argv=None) -> int:
             "name": "base",
             "from": a.base_from,
             "validated": [v.lstrip("v") for v in base_versions if v not in older],
-            "source": f"fit on {a.calibration.name}: {len(act_samples)} text-model start-ups of vLLM {a.version} on H100, {datetime.date.today()}",
+            "source": f"fit on {a.calibration.name}: {len(act_samples)} text-model start-ups of vLLM {a.version} "
+            f"on H100, {datetime.date.today()}",
             "coefficients": out,
         }
     ]
@@ -213,7 +214,8 @@ def main(argv=None) -> int:
                     "until": a.base_from,
                     "base": "base",
                     "validated": [v.lstrip("v") for v in older],
-                    "source": f"sampler copies refitted on the {', '.join(older)} start-ups of {a.calibration.name}; other terms from the base set",
+                    "source": f"sampler copies refitted on the {', '.join(older)} start-ups of "
+                    f"{a.calibration.name}; other terms from the base set",
                     "coefficients": {"sampler_logits": round(refit, 4)},
                 },
             )
