@@ -102,7 +102,8 @@ def hybrid_fields(cfg: Config) -> dict[str, Any]:
             )
         if len(pattern) != n_layers:
             raise PlannerError(
-                f"hybrid_override_pattern has {len(pattern)} blocks for num_hidden_layers {n_layers}: fix the config.json"
+                f"hybrid_override_pattern has {len(pattern)} blocks for num_hidden_layers {n_layers}: "
+                "fix the config.json"
             )
         layers = tuple(LayerSpec(NEMOTRON_H_BLOCKS[c]) for c in pattern)  # type: ignore[arg-type]
         spec.update(

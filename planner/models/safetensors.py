@@ -104,7 +104,8 @@ def read_dir(model_dir: Path) -> list[HeaderTensor] | None:
             missing = [f.name for f in files if not f.exists()]
             if missing:
                 raise PlannerError(
-                    f"{model_dir}: shards named in the index are missing ({', '.join(missing[:3])}): finish the download or remove the index"
+                    f"{model_dir}: shards named in the index are missing ({', '.join(missing[:3])}): "
+                    "finish the download or remove the index"
                 )
         else:
             files = sorted(model_dir.glob("*.safetensors"))

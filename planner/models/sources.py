@@ -172,7 +172,8 @@ def _local(name: str) -> ModelSource:
     path = _existing(name)
     if path is None:
         raise PlannerError(
-            f"{name}: no such file or directory: pass a config.json, a model folder, or a bundled id (see `vllm-planner models`)"
+            f"{name}: no such file or directory: pass a config.json, a model folder, or a bundled id "
+            "(see `vllm-planner models`)"
         )
     if not path.is_dir():
         return ModelSource(
@@ -230,7 +231,8 @@ def _hub(repo_id: str) -> ModelSource:
         import huggingface_hub as hf  # lazy: an optional extra, off the planning path
     except ImportError:
         raise PlannerError(
-            f"{repo_id} is not bundled{near} and Hub access needs the extra: pip install 'vllm-planner[hub]', or {alternatives}"
+            f"{repo_id} is not bundled{near} and Hub access needs the extra: "
+            f"pip install 'vllm-planner[hub]', or {alternatives}"
         ) from None
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise PlannerError(f"{repo_id} is not bundled{near} and HF_HUB_OFFLINE=1: {alternatives}")

@@ -229,7 +229,8 @@ class ModelSpec:
     mla: MLASpec | None = None
     mamba: MambaSpec | None = None
     num_mtp_layers: int = 0
-    """Multi-token-prediction layers stored in the checkpoint (DeepSeek-V3); vLLM loads them only for speculative decoding."""
+    """Multi-token-prediction layers stored in the checkpoint (DeepSeek-V3); vLLM loads them only for
+    speculative decoding."""
     checkpoint_rotary_buffers: bool = False
     """The checkpoint stores each layer's `rotary_emb.inv_freq` (Llama-2); vLLM does not load them."""
     vision: VisionSpec | None = None
