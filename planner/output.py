@@ -59,16 +59,16 @@ def prepare_dir(out_dir: Path) -> None:
         raise PlannerError(_describe(e, out_dir)) from None
 
 
-def atomic_write(path: Path, text: str, executable: bool = False) -> Path:
-    """Write `text` to `path` through a private temporary file and a rename."""
+def atomic_write(path: Path, text: str | bytes, executable: bool = False) -> Path:
+    """Write `text` (UTF-8; bytes as they are: a PNG) to `path` through a private temporary file and a rename."""
     mode = (0o777 if executable else 0o666) & ~_umask()
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise PlannerError(_describe(e, path)) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
