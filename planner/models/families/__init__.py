@@ -70,4 +70,5 @@ def model_types() -> list[str]:
 
 from planner.models.families import deepseek_v32, qwen3_5  # noqa: E402,F401  (register on import)
 from planner.models.families import minimax_m2  # noqa: E402,F401,I001  (C1)
+from planner.models.families import qwen3_vl  # noqa: E402,F401,I001  (C1)
 from planner.models.families import nemotron_h  # noqa: E402,F401,I001  (C2)

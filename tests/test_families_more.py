@@ -1,0 +1,195 @@
+"""More registered families (planner/models/families/: minimax_m2, ...): every bundled profile of
+them inspects with its published total, plans at TP 1 and 8 where valid, plans an inventory and
+emits; the KV geometry against vLLM's own classes (the CPU build, tests/vllm_oracle.py) where it
+builds the architecture; bad input as one-line errors naming the field, exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from launch_helpers import VLLM_ABSENT, vllm_python
+from test_families import _broken, config_of, oracle_rows
+
+from planner import accounting as acc
+from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model, plan
+from planner.cli import main
+from planner.errors import PlannerError
+from planner.models import families
+from planner.models.normalize import normalize
+
+# family -> its bundled profiles
+PROFILES = {
+    "minimax_m2": ["MiniMaxAI/MiniMax-M2.5"],
+    "qwen3_vl": [
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "Qwen/Qwen3-VL-4B-Instruct",
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "Qwen/Qwen3-VL-32B-Instruct",
+        "Qwen/Qwen3-VL-32B-Thinking",
+        "Qwen/Qwen3-VL-30B-A3B-Instruct",
+        "Qwen/Qwen3-VL-235B-A22B-Instruct",
+    ],
+}
+ALL = [m for ms in PROFILES.values() for m in ms]
+
+
+def test_every_profile_is_registered_with_a_published_count():
+    for family, models in PROFILES.items():
+        for model_id in models:
+            assert families.find(config_of(model_id)["model_type"]).name == family
+            m = load_model(model_id)
+            assert m.meta["params_published"] and m.meta["params_source"] and m.meta["config_source"]
+
+
+@pytest.mark.parametrize("model_id", ALL)
+@pytest.mark.parametrize("tp", [1, 8])
+def test_inspect_and_plan_at_tp(model_id, tp):
+    m = load_model(model_id)
+    try:
+        check_parallel(m.spec, tp, 1)
+    except PlannerError:
+        pytest.skip(f"TP {tp} is not valid for {model_id}")
+    r = inspect(m, tp=tp)
+    assert r.params_checkpoint == r.params_published
+    assert r.kv_bytes_per_token_per_gpu > 0 and r.weight_bytes_per_gpu > 0
+    p = plan(m, gpu="H100", tp=tp, max_model_len=16384)
+    assert p.budget.block_size > 0 and p.serve_command.startswith("vllm serve ")
+
+
+@pytest.mark.parametrize("model_id", ALL)
+def test_inventory_plan_and_emit(model_id, tmp_path, capsys):
+    assert main(["plan", model_id, "--inventory", "2x8xH100", "--max-model-len", "16384", "--json"]) in (0, 1)
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["model"] == model_id for r in rows)
+    code = main(["emit", model_id, "--gpu", "H100", "--max-model-len", "16384", "-f", "serve", "--out", str(tmp_path)])
+    assert code in (0, 1) and any(tmp_path.iterdir())
+
+
+# ---- MiniMax-M2 ------------------------------------------------------------------------------------
+
+
+def test_minimax_m2_parts():
+    # 62 layers x (q 6144 + k 1024 + v 1024 + o) GQA, whole-projection q/k norms (6144 + 1024 per
+    # layer), 256 experts of 3 x 3072 x 1536; the published total adds the 128x128 fp8 block scales
+    r = inspect("MiniMaxAI/MiniMax-M2.5")
+    assert r.params_breakdown["norms"] == 62 * (2 * 3072 + 6144 + 1024) + 3072
+    assert r.params_breakdown["experts"] == 62 * 256 * 3 * 3072 * 1536
+    assert r.params_checkpoint - r.params_total == 13_880_064
+    assert r.kv_bytes_per_token_per_gpu == 62 * 2 * 8 * 128 * 2
+
+
+# ---- Qwen3-VL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model_id, text, vision",
+    [
+        # language model: embedding (+ head unless tied) + layers; vision: 2 x 2 x 16 x 16 x 3 Conv3d
+        # patches, a 2304-row position table, 27 blocks, the merger and 3 DeepStack mergers
+        ("Qwen/Qwen3-VL-8B-Instruct", 8_190_735_360, 576_388_336),
+        ("Qwen/Qwen3-VL-2B-Instruct", 1_720_574_976, 406_957_056),
+        ("Qwen/Qwen3-VL-30B-A3B-Instruct", 30_532_122_624, 538_631_408),
+    ],
+)
+def test_qwen3_vl_text_and_vision_parts(model_id, text, vision):
+    r = inspect(model_id)
+    assert r.params_breakdown["vision"] == vision and r.params_total - vision == text
+    assert r.params_not_loaded == {}
+
+
+def test_qwen3_vl_moe_text_is_qwen3_moe():
+    # Qwen3-VL-30B-A3B's language model has Qwen3-30B-A3B's shapes: the same count, bundled apart
+    vl, text = inspect("Qwen/Qwen3-VL-30B-A3B-Instruct"), inspect("Qwen/Qwen3-30B-A3B")
+    assert vl.params_total - vl.params_breakdown["vision"] == text.params_total
+    assert vl.kv_bytes_per_token_per_gpu == text.kv_bytes_per_token_per_gpu
+
+
+def test_qwen3_vl_deepstack_mergers_are_counted():
+    cfg = config_of("Qwen/Qwen3-VL-8B-Instruct")
+    with_ds = normalize(cfg).vision
+    without = normalize(
+        _broken("Qwen/Qwen3-VL-8B-Instruct", lambda c: c["vision_config"].pop("deepstack_visual_indexes"))
+    )
+    wide = 1152 * 4
+    merger = wide * wide + wide + wide * 4096 + 4096 + 2 * wide  # fc1, fc2 (+ biases), its LayerNorm over 4h
+    assert with_ds.projector_column_params + with_ds.projector_replicated_params == (
+        without.vision.projector_column_params + without.vision.projector_replicated_params + 3 * merger
+    )
+
+
+# ---- KV geometry against vLLM's classes -------------------------------------------------------------
+
+ORACLE_TPS = (1, 8)
+
+
+@pytest.fixture(scope="module")
+def vllm_rows():
+    py = vllm_python()
+    if py is None:
+        pytest.skip(VLLM_ABSENT)
+    out = {}
+    for tp in ORACLE_TPS:
+        out.update({(m, tp): row for m, row in oracle_rows(py, ALL, tp).items()})
+    return out
+
+
+@pytest.mark.parametrize("model_id", PROFILES["minimax_m2"] + PROFILES["qwen3_vl"])
+@pytest.mark.parametrize("tp", ORACLE_TPS)
+def test_uniform_kv_matches_vllm(vllm_rows, model_id, tp):
+    row = vllm_rows[(model_id, tp)]
+    assert row is not None and "error" not in row, row
+    m = load_model(model_id)
+    r = inspect(m, tp=tp)
+    assert (r.head_size, r.kv_heads_per_rank, m.spec.num_layers) == (
+        row["head_size"],
+        row["num_kv_heads_per_rank"],
+        row["num_layers"],
+    )
+    elem = kv_dtype_bytes(r.kv_cache_dtype, r.dtype)
+    assert 16 * acc.kv_layer_bytes_per_token(m.spec, "full", tp, elem) == row["page_size_bytes_per_layer"]
+    assert r.kv_bytes_per_token_per_gpu * 16 == row["page_size_bytes_per_layer"] * row["num_layers"]
+    assert m.spec.max_model_len_default == row["max_model_len"]
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+BAD = [
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.pop("num_local_experts"), "num_local_experts"),
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.__setitem__("num_experts_per_tok", 300), "num_experts_per_tok"),
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.__setitem__("attn_type_list", [1] * 61), "attn_type_list"),
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.__setitem__("attn_type_list", [0] + [1] * 61), "attn_type_list"),
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.__setitem__("rotary_dim", 256), "rotary_dim"),
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.pop("head_dim"), "head_dim"),
+    ("MiniMaxAI/MiniMax-M2.5", lambda c: c.__setitem__("shared_intermediate_size", 1536), "shared_intermediate_size"),
+    ("Qwen/Qwen3-VL-8B-Instruct", lambda c: c.pop("text_config"), "text_config"),
+    ("Qwen/Qwen3-VL-8B-Instruct", lambda c: c["vision_config"].__setitem__("out_hidden_size", 2048), "out_hidden_size"),
+    (
+        "Qwen/Qwen3-VL-8B-Instruct",
+        lambda c: c["vision_config"].__setitem__("deepstack_visual_indexes", [30]),
+        "deepstack",
+    ),
+    ("Qwen/Qwen3-VL-8B-Instruct", lambda c: c["vision_config"].pop("num_position_embeddings"), "num_position"),
+    (
+        "Qwen/Qwen3-VL-32B-Instruct",
+        lambda c: c["text_config"]["rope_scaling"].__setitem__("mrope_section", [24, 20, 10]),
+        "mrope_section",
+    ),
+    ("Qwen/Qwen3-VL-30B-A3B-Instruct", lambda c: c["text_config"].pop("num_experts"), "num_experts"),
+    ("Qwen/Qwen3-VL-30B-A3B-Instruct", lambda c: c["text_config"].pop("moe_intermediate_size"), "moe_intermediate"),
+]
+
+
+@pytest.mark.parametrize("model_id, edit, field", BAD)
+def test_bad_input_is_a_one_line_error_naming_the_field(model_id, edit, field):
+    with pytest.raises(PlannerError) as err:
+        normalize(_broken(model_id, edit))
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model_id, edit, field", BAD)
+def test_bad_input_exits_2(model_id, edit, field, tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(_broken(model_id, edit)))
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert field in err and len(err.splitlines()) == 1
