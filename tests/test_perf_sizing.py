@@ -268,7 +268,6 @@ SIZING_MODULES = (
     "planner.perf.sizing",
     "planner.perf.advice",
     "planner.perf.ttft_percentiles",
-    "planner.perf.sizing_cli",
 )
 
 
@@ -279,5 +278,4 @@ def test_sizing_imports_no_later_step_and_the_model_does_no_io(module):
     found = imports_of(module)
     assert not {i for i in found for f in LATER_STEPS if i == f or i.startswith(f + ".")}
     assert not {i for i in found if i.split(".")[0] in HEAVY}
-    if module != "planner.perf.sizing_cli":
-        assert not {i for i in found if i.split(".")[0] in NO_IO}
+    assert not {i for i in found if i.split(".")[0] in NO_IO}

@@ -9,6 +9,7 @@ import pytest
 
 from planner import cli
 from planner.api import load_model
+from planner.cli.train import register
 from planner.dtypes import get_format
 from planner.errors import PlannerError
 from planner.models.spec import LayerSpec, ModelSpec
@@ -32,7 +33,6 @@ from planner.training import (
     trainable_states,
     zero_shard,
 )
-from planner.training_cli import register
 
 GIB = 2**30
 H100 = int(79.19 * GIB)

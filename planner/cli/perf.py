@@ -1,25 +1,23 @@
 """`vllm-planner perf`: throughput and latency of a plan at a load, and the throughput-vs-latency
-table over concurrency.
-
-Wiring (planner/cli.py): registered lazily like emit/verify/train, with
-`register(sub, _add_plan_options, build_request)`.
-"""
+table over concurrency (planner/perf/api.py estimates them)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-from typing import Any, Callable
+from typing import Any
 
-from planner.cliargs import int_range, positive_float
+from planner.cli.args import int_range, positive_float
+from planner.cli.options import add_plan_options
+from planner.cli.plan import build_request
 from planner.errors import PlannerError
 
 HELP = "throughput and latency (TTFT, TPOT/ITL, tokens/s) of a plan at a load, with ranges"
 
 
-def register(sub: Any, add_plan_options: Callable[[argparse.ArgumentParser], None], build_request: Callable) -> None:
-    p = sub.add_parser("perf", help=HELP, description=HELP + ". --concurrency is the closed-loop load.")
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = HELP + ". --concurrency is the closed-loop load."
     add_plan_options(p)
     p.add_argument(
         "--input-len", type=int_range(1, what="a token count"), required=True, help="prompt tokens per request"
@@ -33,10 +31,10 @@ def register(sub: Any, add_plan_options: Callable[[argparse.ArgumentParser], Non
         help="open-loop Poisson arrivals, requests per second (instead of --concurrency)",
     )
     p.add_argument("--curve", action="store_true", help="also print the throughput-vs-latency table over concurrency")
-    p.set_defaults(func=lambda a: run(a, build_request))
+    p.set_defaults(func=run)
 
 
-def run(a: argparse.Namespace, build_request: Callable) -> int:
+def run(a: argparse.Namespace) -> int:
     from planner.perf.api import check_load, curve, estimate
 
     if a.inventory:

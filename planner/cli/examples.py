@@ -1,7 +1,7 @@
 """Render the reference plans of `deploy/examples/plans.yaml` into `deploy/examples/<name>/`.
 
-python -m planner.launch.examples            # rewrite the examples
-python -m planner.launch.examples --check    # exit 1 when they drift
+python -m planner.cli.examples            # rewrite the examples
+python -m planner.cli.examples --check    # exit 1 when they drift
 """
 
 from __future__ import annotations
@@ -27,21 +27,21 @@ def reference_plans() -> dict[str, dict[str, Any]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from planner import cli
-    from planner.launch.cli import add_launch_options
+    from planner.cli.emit import add_launch_options
+    from planner.cli.options import add_plan_options
 
     p = argparse.ArgumentParser(prog="examples")
-    cli._add_plan_options(p)
+    add_plan_options(p)
     add_launch_options(p)
     return p
 
 
 def render_example(argv: list[str], out: Path) -> dict[str, str]:
-    from planner.cli import build_request
-    from planner.launch.cli import _plan, emit_all, launch_options
+    from planner.cli.emit import launch_options, plan_for_launch
+    from planner.launch.emit import emit_all
 
     a = _parser().parse_args(argv)
-    result, req = _plan(a, build_request)
+    result, req = plan_for_launch(a)
     return emit_all(result, req, out, force=True, **launch_options(a))  # the examples are rewritten in place
 
 
@@ -71,7 +71,7 @@ def drift(root: Path | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m planner.launch.examples")
+    p = argparse.ArgumentParser(prog="python -m planner.cli.examples")
     p.add_argument("--check", action="store_true", help="only report drift (exit 1 when any)")
     a = p.parse_args(argv)
     if a.check:

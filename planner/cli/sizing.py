@@ -1,14 +1,14 @@
 """`vllm-planner plan MODEL --request-rate R --input-len I --output-len O [--ttft-ms T] [--tpot-ms P]`:
-SLO sizing, a thin layer over `planner.perf.sizing.size`. planner/cli.py defines the flags and
-imports this module only when --request-rate is given (a plain `plan` never loads planner.perf).
+SLO sizing, a thin layer over `planner.perf.sizing.size`. planner/cli/options.py defines the flags and
+planner/cli/plan.py imports this module only when --request-rate is given (a plain `plan` never loads planner.perf).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Callable
 
+from planner.cli.plan import build_request
 from planner.errors import PlannerError
 from planner.perf.sizing import (
     GpuSizing,
@@ -43,7 +43,7 @@ def _check(a: argparse.Namespace) -> None:
         raise PlannerError("--request-rate sizes GPUs only: drop --device cpu")
 
 
-def run(a: argparse.Namespace, build_request: Callable) -> int:
+def run(a: argparse.Namespace) -> int:
     """Size the traffic on --gpu or each GPU type of --inventory; exit 0 when some GPU type meets the
     targets, 1 when none does, 2 (PlannerError) on bad input or a target below every floor."""
     from planner.hardware import parse_inventory

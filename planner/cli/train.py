@@ -1,6 +1,6 @@
 """`vllm-planner train`: training and fine-tuning memory per GPU (full, LoRA, QLoRA).
 
-Wire it with `register(sub)` in `planner.cli.build_parser`. Exit status: 0 it fits (or no --gpu was
+Registered in planner/cli/parser.py's COMMANDS. Exit status: 0 it fits (or no --gpu was
 given), 1 it does not fit the GPU, 2 bad input (a one-line error).
 """
 
@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from planner import training as tr
-from planner.cliargs import finite_float, human_int, int_range, word
+from planner.cli.args import finite_float, human_int, int_range, word
 from planner.units import GIB
 
 _OPTIMIZER_LABELS = {
@@ -29,9 +29,8 @@ def _targets(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(","))
 
 
-def register(subparsers: Any) -> None:
-    """Add the `train` subcommand to the CLI's subparsers."""
-    p = subparsers.add_parser("train", help="training / fine-tuning memory per GPU: full, LoRA, QLoRA")
+def register(p: argparse.ArgumentParser) -> None:
+    """The `train` subcommand's options."""
     p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
     p.add_argument("--method", choices=tr.METHODS, required=True, help="full fine-tuning, LoRA, or QLoRA (NF4 base)")
     p.add_argument("--gpu", help="GPU type from `vllm-planner gpus`: adds the fit and the largest batch and sequence")

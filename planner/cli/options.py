@@ -1,0 +1,254 @@
+"""The options several subcommands share: the model, its number formats, the layout, the GPU and
+the whole set of plan options (plan, emit, perf and verify take them)."""
+
+from __future__ import annotations
+
+import argparse
+
+from planner.cli.args import finite_float, fraction, human_int, int_range, positive_float, word
+
+MODEL_HELP = "bundled id or alias (see `vllm-planner models`), a config.json / checkpoint folder, or a Hugging Face id"
+MAX_PARALLEL = 4096
+# Sanity bounds on the number flags (far above any real deployment): a typo must not become a
+# plan with 10**308 tokens or a search over 100,000,000 GPUs.
+MAX_TOKENS = 2**31 - 1  # vLLM indexes positions with int32
+MAX_SEQS = 2**20
+MAX_KV_POOL_BYTES = 2**50  # 1 PiB per GPU
+MAX_GPU_GIB = 65536
+_gpu_count = int_range(1, MAX_PARALLEL, "a GPU count")
+_tokens = human_int(1, MAX_TOKENS)
+_seqs = int_range(1, MAX_SEQS, "a request count")
+
+
+def add_format_options(p: argparse.ArgumentParser, kv_default: str | None) -> None:
+    """The number formats, shared by inspect and plan."""
+    p.add_argument(
+        "--dtype",
+        type=word("a dtype"),
+        help="weight and activation dtype, as vLLM's --dtype: auto, bfloat16, float16, float32 "
+        "(default: auto, the checkpoint's; float32 checkpoints run in bfloat16)",
+    )
+    p.add_argument(
+        "--quantization",
+        "-q",
+        type=word("a quantization method"),
+        help="vLLM's --quantization: fp8 (online), or the checkpoint's own scheme to confirm it "
+        "(default: the checkpoint's scheme, else none)",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        type=word("a KV-cache dtype"),
+        default=kv_default,
+        help="KV-cache element type: auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2 "
+        "(default: auto, the model dtype or the checkpoint's KV scheme)",
+    )
+
+
+def add_parallel_options(p: argparse.ArgumentParser, default: int | None) -> None:
+    """--tp/--pp with vLLM's own spellings, which the planner's serve commands print."""
+    when = "1" if default else "the smallest that fits"
+    p.add_argument(
+        "--tp",
+        "--tensor-parallel-size",
+        "-tp",
+        dest="tp",
+        type=_gpu_count,
+        default=default,
+        help=f"tensor-parallel size, GPUs per pipeline stage (default: {when})",
+    )
+    pp_when = "1" if default else "1, more when TP fills a node"
+    p.add_argument(
+        "--pp",
+        "--pipeline-parallel-size",
+        "-pp",
+        dest="pp",
+        type=_gpu_count,
+        default=default,
+        help=f"pipeline-parallel size, stages of whole layers (default: {pp_when})",
+    )
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """inspect's options: the model, its formats and a layout."""
+    p.add_argument("model", help=MODEL_HELP)
+    add_format_options(p, None)
+    add_parallel_options(p, 1)
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
+
+
+def add_gpu_options(p: argparse.ArgumentParser, gpu_help: str) -> None:
+    """--gpu, --gpu-memory-gib and --gpu-file: the GPU as every subcommand takes it (`gpu_from_args` reads them)."""
+    p.add_argument("--gpu", type=word("a GPU name"), help=gpu_help)
+    p.add_argument(
+        "--gpu-memory-gib",
+        type=finite_float(0.001, MAX_GPU_GIB, "number of GiB"),
+        metavar="GIB",
+        help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)",
+    )
+    add_gpu_file_option(p)
+
+
+def add_gpu_file_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gpu-file",
+        type=word("a file path"),
+        metavar="YAML",
+        help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)",
+    )
+
+
+def _max_model_len(text: str) -> int | str:
+    if text.lower() in ("auto", "-1"):
+        return "auto"
+    return _tokens(text)
+
+
+def _add_where(p: argparse.ArgumentParser, inventory: bool) -> None:
+    """The model and where it runs: one GPU type, or an inventory to choose from."""
+    p.add_argument("model", help=MODEL_HELP)
+    add_gpu_options(p, "GPU type from `vllm-planner gpus`, name or alias (required unless --inventory or --device cpu)")
+    if not inventory:
+        p.set_defaults(inventory=None, objective="gpus")
+        return
+    p.add_argument(
+        "--inventory",
+        type=word("an inventory"),
+        help="plan over an inventory instead of --gpu: NODESxGPUSxTYPE[,...], e.g. 2x8xH100,4x1xL4 (default: none)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("gpus", "cost"),
+        help="how --inventory ranks the GPU types: fewest GPUs per replica, or lowest $/h per replica; "
+        "with --request-rate: fewest GPUs or lowest $/h in all (default: gpus; with --request-rate: cost)",
+    )
+
+
+def _add_scheduler_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-model-len",
+        "--context",
+        dest="max_model_len",
+        type=_max_model_len,
+        metavar="TOKENS",
+        help="context per request in tokens (8192, 32k = 32,000, 32K = 32,768), or 'auto' for the longest "
+        "that fits (default: the model's limit)",
+    )
+    p.add_argument(
+        "--max-num-seqs",
+        type=_seqs,
+        metavar="N",
+        help="requests vLLM schedules at once (default: the release's default for the GPU)",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=_tokens,
+        metavar="TOKENS",
+        help="tokens per scheduler step, the profile run's size (default: the release's default for the GPU)",
+    )
+    p.add_argument(
+        "--gpu-memory-utilization",
+        type=fraction,
+        metavar="FRACTION",
+        help="share of the GPU's total memory vLLM may use, above 0 and at most 1 (default: the release's, 0.9)",
+    )
+
+
+def _add_memory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no graph memory (default: off)")
+    p.add_argument(
+        "--kv-cache-memory-bytes",
+        type=human_int(1, MAX_KV_POOL_BYTES, "a byte count"),
+        metavar="BYTES",
+        help="pin the KV pool per GPU in bytes (8G = 8 GiB); skips the measured terms, as vLLM does "
+        "(default: sized from --gpu-memory-utilization)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int_range(1, 2**16, "a block size"),
+        metavar="TOKENS",
+        help="tokens per KV-cache block (default: the attention backend's, 16 for most models)",
+    )
+
+
+def _add_deployment_options(p: argparse.ArgumentParser) -> None:
+    from planner.hardware import INTERCONNECT_CLASSES
+
+    p.add_argument(
+        "--concurrency",
+        type=_seqs,
+        metavar="N",
+        help="requests that must fit at once at the full context (default: none, one request)",
+    )
+    p.add_argument(
+        "--vllm-version",
+        type=word("a vLLM version"),
+        metavar="VERSION",
+        help="target vLLM release, e.g. 0.19.0 (default: the installed vllm distribution's, read from "
+        "its metadata, else the newest the data describes)",
+    )
+    p.add_argument(
+        "--interconnect",
+        choices=INTERCONNECT_CLASSES,
+        metavar="CLASS",
+        help="how the TP ranks talk, for vLLM's communication buffers: "
+        + ", ".join(INTERCONNECT_CLASSES)
+        + " (default: the GPU catalogue's interconnect_class)",
+    )
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cuda: a GPU; cpu: vLLM's CPU backend, KV from VLLM_CPU_KVCACHE_SPACE (default: cuda)",
+    )
+    p.add_argument(
+        "--cpu-kvcache-gib",
+        type=int_range(1, MAX_GPU_GIB, "a whole number of GiB"),
+        metavar="GIB",
+        help="VLLM_CPU_KVCACHE_SPACE for --device cpu, whole GiB as vLLM parses it (required there)",
+    )
+    p.add_argument(
+        "--pin-kv-cache",
+        action="store_true",
+        help="add --kv-cache-memory-bytes with the plan's figure to the serve command (default: off)",
+    )
+
+
+def add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> None:
+    """The options of plan, emit, perf and verify; `inventory=False` (verify checks one deployment) leaves
+    out --inventory and --objective."""
+    _add_where(p, inventory)
+    add_parallel_options(p, None)
+    _add_scheduler_options(p)
+    add_format_options(p, "auto")
+    _add_memory_options(p)
+    _add_deployment_options(p)
+    _add_device_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object, a list with --inventory (default: text)")
+
+
+def add_sizing_options(p: argparse.ArgumentParser) -> None:
+    """plan's SLO sizing flags (planner/cli/sizing.py runs it; a plain plan never imports planner.perf)."""
+    p.add_argument(
+        "--request-rate",
+        type=positive_float("request rate (requests/s)"),
+        metavar="RPS",
+        help="size for this Poisson request rate, requests/s over all replicas: replicas, layout, GPUs, "
+        "$/h per GPU type instead of the memory plan (default: none, the memory plan)",
+    )
+    for flag, what in (("--input-len", "prompt"), ("--output-len", "output")):
+        p.add_argument(
+            flag,
+            type=int_range(1, MAX_TOKENS, "a token count"),
+            metavar="TOKENS",
+            help=f"with --request-rate: {what} tokens per request (required there)",
+        )
+    for flag, what in (("--ttft-ms", "time-to-first-token"), ("--tpot-ms", "time-per-output-token")):
+        p.add_argument(
+            flag,
+            type=positive_float("number of milliseconds"),
+            metavar="MS",
+            help=f"with --request-rate: mean {what} target, ms (default: none)",
+        )
