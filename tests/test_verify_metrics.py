@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from planner.verify import metrics
 
+CACHE_INFO = (
+    'vllm:cache_config_info{_block_size_resolved="True",block_size="128",cache_dtype="auto",'
+    'cache_hit_alignment_tokens="None",effective_attention_block_size="128",enable_prefix_caching="True",'
+    'engine="0",gpu_memory_utilization="0.92",hash_block_size="None",is_attention_free="False",'
+    'kv_cache_dtype_skip_layers="[]",kv_cache_layout="None",kv_cache_max_concurrency="2048.0",'
+    'kv_cache_memory_bytes="1073741824",kv_cache_size_tokens="1048576",num_cpu_blocks="None",'
+    'num_gpu_blocks="8192",num_gpu_blocks_override="None",sliding_window="None"} 1.0\n'
+)
 REAL = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="/tmp/tiny"} 0.0
@@ -14,8 +22,8 @@ vllm:kv_cache_usage_perc{engine="0",model_name="/tmp/tiny"} 0.0
 vllm:num_preemptions_total{engine="0",model_name="/tmp/tiny"} 0.0
 vllm:num_preemptions_created{engine="0",model_name="/tmp/tiny"} 1.7956521823533428e+09
 vllm:request_num_preemptions_bucket{engine="0",le="+Inf",model_name="/tmp/tiny"} 0.0
-vllm:cache_config_info{_block_size_resolved="True",block_size="128",cache_dtype="auto",cache_hit_alignment_tokens="None",effective_attention_block_size="128",enable_prefix_caching="True",engine="0",gpu_memory_utilization="0.92",hash_block_size="None",is_attention_free="False",kv_cache_dtype_skip_layers="[]",kv_cache_layout="None",kv_cache_max_concurrency="2048.0",kv_cache_memory_bytes="1073741824",kv_cache_size_tokens="1048576",num_cpu_blocks="None",num_gpu_blocks="8192",num_gpu_blocks_override="None",sliding_window="None"} 1.0
 """
+REAL += CACHE_INFO
 
 
 def test_cache_config_from_a_real_server():

@@ -3,10 +3,17 @@ failures (predicted or not) and for the load, and the JSON shape of --report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from planner import releases
+from planner.api import load_model
+from planner.budget import Settings
+from planner.hardware import load_catalogue
+from planner.plan import Request
+from planner.verify import perfcheck
 from planner.verify.load import LoadResult
 from planner.verify.logparse import StartupFigures, parse_log
 from planner.verify.metrics import CacheConfig
@@ -46,12 +53,13 @@ CPU_PLAN = {
     "concurrency": None,
     "vllm_serve_command": "VLLM_CPU_KVCACHE_SPACE=1 vllm serve /tmp/tiny --max-model-len 512",
 }
-CPU_LOG = """\
-(APIServer pid=1) INFO 11-26 00:15:40 [api_utils.py:347]  ▄▄ ▄█ █     █     █ ▀▄▀ █  version 0.32.0
-(Worker pid=3) INFO 11-26 00:16:18 [cpu_worker.py:260] Explicitly set (1.0/15.46) GiB for KV cache on node 0.
-(EngineCore pid=2) INFO 11-26 00:16:18 [kv_cache_utils.py:2327] CPU KV cache size: 1,048,576 tokens, Maximum concurrency for 512 tokens per request: 2048.00x
-INFO:     Application startup complete.
-"""
+CPU_LOG = (
+    "(APIServer pid=1) INFO 11-26 00:15:40 [api_utils.py:347]  ▄▄ ▄█ █     █     █ ▀▄▀ █  version 0.32.0\n"
+    "(Worker pid=3) INFO 11-26 00:16:18 [cpu_worker.py:260] Explicitly set (1.0/15.46) GiB for KV cache on node 0.\n"
+    "(EngineCore pid=2) INFO 11-26 00:16:18 [kv_cache_utils.py:2327] CPU KV cache size: 1,048,576 tokens, "
+    "Maximum concurrency for 512 tokens per request: 2048.00x\n"
+    "INFO:     Application startup complete.\n"
+)
 CACHE = CacheConfig(
     num_gpu_blocks=8192,
     block_size=128,
@@ -180,9 +188,12 @@ def test_preemptions_beyond_the_planned_concurrency_are_information():
     assert entry.tolerance is None and entry.ok is None
 
 
-KV_ERROR_LOG = """\
-(EngineCore pid=2) ERROR 11-26 00:16:18 [core.py:1] ValueError: To serve at least one request with the model's max seq len (4096), (0.50 GiB KV cache is needed, which is larger than the available KV cache memory (0.25 GiB). Based on the available memory, the estimated maximum model length is 2048. Try increasing `gpu_memory_utilization`.
-"""
+KV_ERROR_LOG = (
+    "(EngineCore pid=2) ERROR 11-26 00:16:18 [core.py:1] ValueError: To serve at least one request with the "
+    "model's max seq len (4096), (0.50 GiB KV cache is needed, which is larger than the available KV cache memory "
+    "(0.25 GiB). Based on the available memory, the estimated maximum model length is 2048. Try increasing "
+    "`gpu_memory_utilization`.\n"
+)
 MISFIT = {
     **CPU_PLAN,
     "fits": False,
@@ -259,3 +270,77 @@ def test_a_different_model_runner_on_a_gpu_is_a_problem():
     assert not any("model runner" in p for p in same.problems)
     cpu = Report("/tmp/tiny", "cpu", {**CPU_PLAN, "model_runner": "v1"}, ["vllm"], st, [], None, "0.32.0", None)
     assert not any("model runner" in p for p in cpu.problems)
+
+
+# ---- speed: measured beside perf's estimate --------------------------------------------------
+
+# measured by planner/verify/load.py on vllm-cpu 0.32.0: the tiny Llama, 4 requests of 384 + 128 tokens at once
+CPU_MEASURED = {
+    "requests": 4,
+    "ttft_ms": {"mean": 71.61, "p50": 85.89, "p90": 86.97, "p99": 87.22},
+    "tpot_ms": {"mean": 3.227, "p50": 3.125, "p90": 3.42, "p99": 3.533},
+    "itl_ms": {"mean": 3.226, "p50": 3.089, "p90": 3.337, "p99": 4.997},
+    "e2e_latency_s": {"mean": 0.4815, "p50": 0.4824, "p90": 0.4832, "p99": 0.4834},
+    "output_tokens_per_s": 1058.704,
+    "total_tokens_per_s": 4234.815,
+    "requests_per_s": 8.271,
+    "seconds": 0.484,
+}
+
+
+def test_the_cpu_build_measures_the_loop_without_a_prediction():
+    check = perfcheck.compare(None, CPU_MEASURED, "cpu", "perf models GPUs only")
+    rows = {r.name: r for r in check.rows}
+    assert [r.name for r in check.rows] == [f[0] for f in perfcheck.FIGURES]
+    assert rows["ttft_ms"].measured == 71.61 and rows["ttft_ms"].measured_p99 == 87.22
+    assert rows["output_tokens_per_s"].measured == 1058.704 and rows["output_tokens_per_s"].measured_p50 is None
+    assert all(r.predicted is None and r.error is None and r.within_range is None for r in check.rows)
+    assert check.notes == [perfcheck.CPU_NOTE] and "the loop, not the numbers" in perfcheck.CPU_NOTE
+    ld = dataclasses.replace(load(), latency=CPU_MEASURED)
+    r = dataclasses.replace(report(ld=ld), speed=check)
+    j = json.loads(json.dumps(r.to_json()))
+    assert j["speed"]["predicted_estimated"] is False and j["load"]["latency"]["ttft_ms"]["mean"] == 71.61
+    assert not any(row["estimated"] for row in j["speed"]["rows"])
+    t = text(r)
+    assert "CPU build: the loop, not the numbers" in t and "71.6" in t and r.ok  # information, never a failure
+
+
+def gpu_prediction(concurrency: int) -> dict:
+    req = Request(load_model("qwen3-8b"), Settings(max_model_len=8192), releases.get("0.18.0"))
+    return perfcheck.predict(req, load_catalogue().get("H100"), {"tp": 1, "pp": 1}, 1024, 256, concurrency)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 3.0], ids=["as estimated", "twice as fast", "three times slower"])
+def test_a_gpu_measurement_beside_the_estimate_and_its_range(scale):
+    pred = gpu_prediction(8)
+    measured = {
+        "ttft_ms": {"mean": pred["ttft_ms"] * scale, "p50": pred["ttft_ms"] * scale, "p99": pred["ttft_ms"] * scale},
+        "tpot_ms": {"mean": pred["tpot_ms"] * scale},
+        "output_tokens_per_s": pred["output_tokens_per_s"] / scale,
+    }
+    check = perfcheck.compare(pred, measured, "cuda", None)
+    rows = {r.name: r for r in check.rows}
+    for name, key in (("ttft_ms", "ttft_ms_range"), ("tpot_ms", "tpot_ms_range")):
+        row = rows[name]
+        assert row.predicted == pred[name] and row.predicted_range == pred[key]
+        assert row.error == pytest.approx(scale - 1)
+        lo, hi = pred[key]
+        assert row.within_range is (lo <= pred[name] * scale <= hi)
+    assert rows["itl_ms"].predicted_range == pred["tpot_ms_range"] and rows["itl_ms"].measured is None
+    assert rows["e2e_latency_s"].predicted_range is None
+    if scale == 1.0:
+        assert all(r.within_range in (True, None) for r in check.rows)
+    if scale == 3.0:
+        assert rows["tpot_ms"].within_range is False and "OUTSIDE" in perfcheck.table(check)
+    j = check.to_json()
+    assert j["predicted_estimated"] and j["prediction"]["calibration"]["set"] == pred["calibration"]["set"]
+    assert j["prediction"]["concurrency"] == 8 and any("at once" in n for n in j["notes"])
+    assert perfcheck.CPU_NOTE not in j["notes"]
+
+
+def test_a_gpu_load_over_the_kv_pool_has_no_latency_estimate_and_says_why():
+    pred = gpu_prediction(4000)
+    assert pred["kv_limited"]
+    check = perfcheck.compare(pred, CPU_MEASURED, "cuda", None)
+    assert {r.name: r.predicted for r in check.rows}["ttft_ms"] is None
+    assert any(n.startswith("over KV capacity") for n in check.notes)

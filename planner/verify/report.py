@@ -20,6 +20,8 @@ from typing import Any, Optional
 from planner.verify.load import LoadResult
 from planner.verify.logparse import StartupFigures
 from planner.verify.metrics import CacheConfig
+from planner.verify.perfcheck import PerfCheck
+from planner.verify.perfcheck import table as speed_table
 from planner.verify.server import Startup
 
 
@@ -213,6 +215,8 @@ class Report:
     """What the server said it is (log banner or /version)."""
     log_path: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    speed: Optional[PerfCheck] = None
+    """The load's measured TTFT/TPOT/ITL/throughput beside perf's estimate (information, not judged)."""
 
     @property
     def started(self) -> bool:
@@ -286,6 +290,7 @@ class Report:
             "model_runner": {"planned": self.plan.get("model_runner"), "observed": s.figures.model_runner},
             "entries": [e.to_json() for e in self.entries],
             "load": dataclasses.asdict(self.load) if self.load else None,
+            "speed": self.speed.to_json() if self.speed else None,
             "notes": self.notes,
         }
 
@@ -340,7 +345,8 @@ def text(r: Report) -> str:
     lines.append(f"start-up: {s.outcome} after {s.seconds:.0f} s" + (f": {s.error}" if s.error else ""))
     if r.plan.get("model_runner") or s.figures.model_runner:
         lines.append(
-            f"model runner: planned {r.plan.get('model_runner') or '-'}, server {s.figures.model_runner or 'not logged'}"
+            f"model runner: planned {r.plan.get('model_runner') or '-'}, "
+            f"server {s.figures.model_runner or 'not logged'}"
         )
     if not r.started:
         said = r.plan.get("error") or "it fits"
@@ -356,6 +362,9 @@ def text(r: Report) -> str:
             f"preemptions {_fmt(ld.preemptions)}, peak KV usage {_fmt(ld.peak_kv_cache_usage)}",
         ]
         lines += [f"  error: {e}" for e in ld.errors]
+    if r.speed:
+        lines += ["", "speed: measured beside the estimate (information, not judged)", speed_table(r.speed)]
+        lines += [f"  {n}" for n in r.speed.notes]
     lines += [f"note: {n}" for n in r.notes]
     if r.log_path:
         lines.append(f"server log: {r.log_path}")
