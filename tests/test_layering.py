@@ -12,7 +12,18 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "planner"
 
-TRAINING_PURE = ("states", "lora", "activations", "framework", "reserved", "config", "resolve", "estimate", "fixes")
+TRAINING_PURE = (
+    "states",
+    "lora",
+    "activations",
+    "activation_model",
+    "framework",
+    "reserved",
+    "config",
+    "resolve",
+    "estimate",
+    "fixes",
+)
 """planner/training/: every module but `profile` (which reads the framework data) is pure."""
 
 # module -> planner modules it must never import (prefix match)

@@ -296,8 +296,9 @@ def test_frozen_linears_keep_no_input(llama8b):
 
 
 def test_flash_is_linear_and_eager_quadratic_in_seq_len(llama8b):
-    flash = [estimate(llama8b, method="lora", seq_len=s).activation_bytes for s in (1024, 2048)]
-    eager = [estimate(llama8b, method="lora", seq_len=s, attention="eager").activation_bytes for s in (1024, 2048)]
+    kw = dict(method="lora", base_dtype="bf16")  # an fp32 base adds autocast's weight copies, not per token
+    flash = [estimate(llama8b, seq_len=s, **kw).activation_bytes for s in (1024, 2048)]
+    eager = [estimate(llama8b, seq_len=s, attention="eager", **kw).activation_bytes for s in (1024, 2048)]
     assert flash[1] == 2 * flash[0]
     assert eager[1] > 2 * eager[0] and eager[0] > flash[0]
 
@@ -306,7 +307,10 @@ def test_gradient_checkpointing_cuts_activations(llama8b):
     plain = estimate(llama8b, method="lora", seq_len=4096)
     ckpt = estimate(llama8b, method="lora", seq_len=4096, gradient_checkpointing=True)
     assert ckpt.activation_bytes < plain.activation_bytes / 4
-    assert ckpt.activation_breakdown["checkpointed layer inputs"] == 32 * 4096 * 4096 * 2
+    # HF's default fp32 base under autocast keeps the residual stream in fp32; a bf16 base in bf16
+    assert ckpt.activation_breakdown["checkpointed layer inputs"] == 32 * 4096 * 4096 * 4
+    bf16 = estimate(llama8b, method="lora", seq_len=4096, gradient_checkpointing=True, base_dtype="bf16")
+    assert bf16.activation_breakdown["checkpointed layer inputs"] == 32 * 4096 * 4096 * 2
 
 
 # ---- fit, largest batch and sequence, ZeRO, accumulation --------------------------------------

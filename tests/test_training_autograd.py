@@ -8,6 +8,7 @@ layer 0), and so must the bytes after the last layer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 
@@ -15,7 +16,8 @@ import pytest
 from launch_helpers import REPO, require_vllm_python
 
 from planner.api import load_model
-from planner.training import ActivationAssumptions, head_terms, layer_terms
+from planner.training import TrainingConfig, activation_model, load_training_profile
+from planner.training.resolve import resolve
 
 BASE = dict(
     vocab_size=512,
@@ -50,14 +52,35 @@ ATTN_ONLY = ["q_proj", "k_proj", "v_proj", "o_proj"]  # MoE: PEFT's expert adapt
 BATCH, SEQ = 2, 64
 
 
-def _case(family, method, attn="sdpa", dtype="bfloat16", ckpt=False, dropout=0.0):
+REGIMES = {
+    # name: (model dtype, autocast, PEFT adapter dtype, bitsandbytes' cast-back) -> the planner's setting
+    "bf16": ("bfloat16", None, "fp32", False),
+    "fp32": ("float32", None, "fp32", False),
+    "amp-bf16-base": ("bfloat16", "bfloat16", "fp32", False),
+    "amp-fp32-base": ("float32", "bfloat16", "fp32", False),
+    "qlora-fp32-base": ("float32", "bfloat16", "fp32", True),
+    "compute-adapters": ("bfloat16", None, "compute", False),
+}
+"""How the step runs: `bf16`/`fp32` a model in that dtype (PEFT's fp32 adapters); `amp-*` Trainer's
+bf16=True (torch.autocast) over a bf16 or fp32 base; `qlora-fp32-base` QLoRA as
+prepare_model_for_kbit_training leaves it (fp32 non-quantized weights, 4-bit linears emulated with
+bitsandbytes' dtype behaviour); `compute-adapters` adapters in the model dtype (torchtune; DeepSpeed's
+bf16 engine and FSDP mixed precision cast them so)."""
+
+
+def _case(family, method, attn="sdpa", regime="bf16", ckpt=False, dropout=0.0):
     targets = ATTN_ONLY if "moe" in family or family == "mixtral" else ALL_LINEAR
-    name = f"{family}-{method}-{attn}-{dtype}{'-ckpt' if ckpt else ''}{f'-drop{dropout}' if dropout else ''}"
+    name = f"{family}-{method}-{attn}-{regime}{'-ckpt' if ckpt else ''}{f'-drop{dropout}' if dropout else ''}"
+    dtype, autocast, adapter_dtype, cast_back = REGIMES[regime]
     return dict(
         name=name,
         family=family,
         method=method,
+        regime=regime,
         dtype=dtype,
+        autocast=autocast,
+        adapter_dtype=adapter_dtype,
+        cast_back=cast_back,
         attn=attn,
         checkpointing=ckpt,
         batch=BATCH,
@@ -66,16 +89,39 @@ def _case(family, method, attn="sdpa", dtype="bfloat16", ckpt=False, dropout=0.0
     )
 
 
-CASES = [_case(f, m) for f in FAMILIES for m in ("full", "lora")]
-CASES += [_case("llama", m, attn="eager") for m in ("full", "lora")] + [_case("gemma", "lora", attn="eager")]
-CASES += [_case("llama", m, dtype="float32") for m in ("full", "lora")]
-CASES += [_case(f, m, ckpt=True) for f in ("llama", "qwen3_moe") for m in ("full", "lora")]
+CASES = [_case(f, m, ckpt=c) for f in FAMILIES for m in ("full", "lora") for c in (False, True)]
+CASES += [_case(f, m, attn="eager") for f in ("llama", "gemma", "qwen3_moe") for m in ("full", "lora")]
+CASES += [_case("llama", m, regime="fp32") for m in ("full", "lora")]
 CASES += [_case("llama", "lora", dropout=0.1), _case("qwen3", "lora", dropout=0.05)]
+CASES += [_case(f, "lora", regime=r) for f in ("llama", "gemma") for r in list(REGIMES)[2:]]
+CASES += [_case("llama", "lora", regime=r, ckpt=True) for r in ("amp-fp32-base", "qlora-fp32-base")]
+CASES += [_case("qwen3", "lora", regime="qlora-fp32-base", dropout=0.1)]
 
 
 def _config(family):
     arch, extra = FAMILIES[family]
     return {"model_type": family, "architectures": [arch], **BASE, **extra}
+
+
+def _training_config(case) -> TrainingConfig:
+    """The planner's setting for a case: precision, framework and base dtype as `train` takes them."""
+    full, lo, regime = case["method"] == "full", case["lora"], case["regime"]
+    precision = {"bf16": "bf16", "fp32": "fp32", "compute-adapters": "bf16"}.get(regime, "bf16-mixed")
+    base = None if full else ("bf16" if regime in ("bf16", "amp-bf16-base", "compute-adapters") else "fp32")
+    return TrainingConfig(
+        method="qlora" if regime.startswith("qlora") else case["method"],
+        precision=precision,
+        framework="torchtune" if regime == "compute-adapters" else "hf",
+        loss="full",
+        base_dtype=base,
+        attention="flash" if case["attn"] == "sdpa" else "eager",
+        gradient_checkpointing=case["checkpointing"],
+        micro_batch_size=BATCH,
+        seq_len=SEQ,
+        lora_rank=None if full else lo["r"],
+        lora_targets=None if full else tuple(lo["targets"]),
+        lora_dropout=0.0 if full else lo["dropout"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,25 +147,13 @@ def measured():
 def _planner(case, tmp_path_factory):
     path = tmp_path_factory.mktemp(case["family"]) / "config.json"
     path.write_text(json.dumps(_config(case["family"])))
-    spec = load_model(str(path)).spec
-    full = case["method"] == "full"
-    lo = case["lora"]
-    a = ActivationAssumptions(
-        element_bytes=2 if case["dtype"] == "bfloat16" else 4,
-        attention="flash" if case["attn"] == "sdpa" else "eager",
-        trainable=full,
-        adapted=frozenset() if full else frozenset(lo["targets"]),
-        lora_rank=0 if full else lo["r"],
-        adapter_bytes=4,
-        lora_dropout=not full and lo["dropout"] > 0,
-        dropout_mask_bytes=4,
-    )  # the CPU dropout kernel keeps its mask in the input dtype (fp32 adapters)
-    layer = (
-        a.element_bytes * spec.hidden_size * BATCH * SEQ
-        if case["checkpointing"]
-        else layer_terms(spec, 1, a).bytes(BATCH, SEQ)
-    )
-    return layer, head_terms(spec, a).bytes(BATCH, SEQ)
+    model = load_model(str(path))
+    r = resolve(model.spec, model.tensors, _training_config(case), load_training_profile())
+    # the CPU dropout kernel keeps its mask in the dtype it drops (the adapters'), CUDA's in 1 byte
+    a = dataclasses.replace(r.assume, dropout_mask_bytes=r.assume.adapter_bytes)
+    act = activation_model(model.spec, a, r.modules, case["checkpointing"])
+    layer = BATCH * SEQ * act.layer_input_bytes_per_token if case["checkpointing"] else act.layer_bytes(BATCH, SEQ)[1]
+    return layer, act.head_bytes(BATCH, SEQ)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -134,7 +168,11 @@ def test_saved_bytes_per_layer_within_3_percent(case, measured, tmp_path_factory
 def test_the_probe_sees_what_lora_adds(measured):
     """Not the formula: the real step keeps more per layer under PEFT's fp32 adapters than full
     fine-tuning, and checkpointing keeps only the layer input."""
-    full, lora = measured["llama-full-sdpa-bfloat16"], measured["llama-lora-sdpa-bfloat16"]
+    full, lora = measured["llama-full-sdpa-bf16"], measured["llama-lora-sdpa-bf16"]
     assert lora["layer_saved_bytes"][-1] > 1.3 * full["layer_saved_bytes"][-1]
-    ckpt = measured["llama-full-sdpa-bfloat16-ckpt"]
+    ckpt = measured["llama-full-sdpa-bf16-ckpt"]
     assert ckpt["layer_saved_bytes"][-1] == 2 * BASE["hidden_size"] * BATCH * SEQ
+    # an fp32 base under autocast keeps the residual stream, and so the checkpointed input, in fp32
+    assert (
+        measured["llama-lora-sdpa-qlora-fp32-base-ckpt"]["layer_saved_bytes"][-1] == 2 * ckpt["layer_saved_bytes"][-1]
+    )

@@ -12,7 +12,11 @@ runs one training forward and backward pass and prints one JSON line with what a
 
 A case: {"config": {...config.json...}, "method": "full"|"lora", "dtype": "bfloat16"|"float32",
 "attn": "sdpa"|"eager", "checkpointing": bool, "batch": B, "seq": S,
-"lora": {"r": 8, "alpha": 16, "targets": [...], "dropout": 0.0}}.
+"lora": {"r": 8, "alpha": 16, "targets": [...], "dropout": 0.0}, "autocast": null | "bfloat16",
+"adapter_dtype": "fp32" | "compute", "cast_back": bool}: autocast runs the forward pass under
+`torch.autocast("cpu", dtype)` as Trainer's bf16=True does; adapter_dtype "compute" is PEFT's
+autocast_adapter_dtype=False (adapters in the model's dtype, as DeepSpeed's bf16 engine and FSDP
+mixed precision leave them); cast_back emulates bitsandbytes' 4-bit linears (QLoRA).
 """
 
 from __future__ import annotations
@@ -59,11 +63,41 @@ def _build(case: dict) -> torch.nn.Module:
                 lora_dropout=lo["dropout"],
                 task_type="CAUSAL_LM",
             ),
+            autocast_adapter_dtype=case.get("adapter_dtype", "fp32") == "fp32",
         )
+        if case.get("cast_back"):
+            _cast_back(model, getattr(torch, case.get("autocast") or case["dtype"]))
     if case["checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model
+
+
+class _Frozen4bit(torch.autograd.Function):
+    """bitsandbytes' MatMul4Bit: the weight stashed on ctx (ctx.tensors), not saved; no input kept."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.weight = weight
+        return x @ weight.to(x.dtype).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad @ ctx.weight.to(grad.dtype), None
+
+
+def _cast_back(model: torch.nn.Module, compute: torch.dtype) -> None:
+    """bitsandbytes' Linear4bit.forward as QLoRA runs it, emulated on the adapted base linears: the
+    input cast to the compute dtype, the matmul (keeping no input), the output cast back to the
+    input's dtype (`.to(inp_dtype)`: an fp32 residual stream stays fp32)."""
+
+    def linear4bit(x, base):
+        return _Frozen4bit.apply(x.to(compute), base.weight).to(x.dtype)
+
+    for m in model.modules():
+        base = getattr(m, "base_layer", None)
+        if isinstance(base, torch.nn.Linear):
+            base.forward = lambda x, b=base: linear4bit(x, b)
 
 
 def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -91,7 +125,11 @@ def probe(case: dict) -> dict:
     torch.manual_seed(1)
     vocab = case["config"]["vocab_size"]
     ids = torch.randint(0, vocab, (case["batch"], case["seq"]))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    autocast = case.get("autocast")
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast)),
+    ):
         loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     per_layer = [0] * len(layers)

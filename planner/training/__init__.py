@@ -14,12 +14,11 @@ under `profiles/training/`, and this package's `estimate_training`, which passes
 - `estimate`: the peak, the fit, the searches; `fixes`: changes that make a misfit fit.
 """
 
+from planner.training.activation_model import ActivationModel, activation_model
 from planner.training.activations import (
     ATTENTIONS,
     ActivationAssumptions,
-    ActivationModel,
     Terms,
-    activation_model,
     attention_terms,
     head_terms,
     korthikanti_layer_bytes,

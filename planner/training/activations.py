@@ -38,7 +38,7 @@ keeps only its input, `e*s*b*h`, and one layer is recomputed at a time during th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from planner.models.spec import ModelSpec
@@ -72,6 +72,8 @@ class ActivationAssumptions:
     """Every weight is trained (full fine-tuning): every linear keeps its input."""
     adapted: frozenset[str] = frozenset()
     """LoRA-targeted module names: these keep an input (for A's gradient) and A's output."""
+    linears: frozenset[str] = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+    """The decoder's linear module names (autocast casts an input once per linear reading it)."""
     lora_rank: int = 0
     norm_style: str = "hf"
     """"hf": transformers' RMSNorm (fp32 copy, reciprocal RMS, normalized tensor); "fused": a
@@ -86,6 +88,30 @@ class ActivationAssumptions:
     loss_bytes_per_vocab: int = 4
     """What the loss keeps per token per vocabulary entry: 4 (fp32 log-probs) for the full
     cross-entropy, 0 for a fused linear + cross-entropy kernel."""
+    autocast: bool = False
+    """The forward pass runs under `torch.autocast` in the compute dtype (Trainer's bf16=True):
+    each linear casts its own compute-dtype copy of a wider input, and of a wider frozen weight."""
+    stream_bytes: int = 0
+    """Bytes of the residual stream and the norm outputs (0: element_bytes): 4 when an fp32 base
+    runs under autocast (the fp32 embeddings and norm weights keep the stream in fp32)."""
+    linear_out_bytes: int = 0
+    """Bytes of a frozen base linear's output (0: element_bytes): bitsandbytes' 4-bit linears cast
+    their output back to their input's dtype (QLoRA over an fp32 stream: 4)."""
+    weight_casts: bool = False
+    """Frozen decoder linears in a wider dtype than the compute dtype under autocast (an fp32 LoRA
+    base): each keeps its compute-dtype weight copy for the backward pass (autocast caches only the
+    casts of weights that require grad, but the backward pass keeps these too). bitsandbytes' 4-bit
+    linears keep none. fp32 adapters under autocast keep their cached compute-dtype casts alike."""
+    head_weight_cast: bool = False
+    """The same for a frozen lm_head in a wider dtype (QLoRA's fp32 lm_head under autocast)."""
+
+    @property
+    def stream(self) -> int:
+        return self.stream_bytes or self.element_bytes
+
+    @property
+    def linear_out(self) -> int:
+        return self.linear_out_bytes or self.element_bytes
 
     def keeps_input(self, *modules: str) -> bool:
         return self.trainable or any(m in self.adapted for m in modules)
@@ -98,16 +124,22 @@ class Terms:
 
     per_token: dict[str, int] = field(default_factory=dict)
     per_token_ctx: dict[str, int] = field(default_factory=dict)
+    fixed: dict[str, int] = field(default_factory=dict)
+    """Bytes independent of the batch: autocast's weight copies kept for the backward pass."""
 
     def __add__(self, other: Terms) -> Terms:
-        return Terms(_merge(self.per_token, other.per_token), _merge(self.per_token_ctx, other.per_token_ctx))
+        return Terms(
+            _merge(self.per_token, other.per_token),
+            _merge(self.per_token_ctx, other.per_token_ctx),
+            _merge(self.fixed, other.fixed),
+        )
 
     def coefficients(self) -> tuple[int, int]:
         return sum(self.per_token.values()), sum(self.per_token_ctx.values())
 
     def bytes(self, micro_batch: int, seq_len: int) -> int:
         lin, quad = self.coefficients()
-        return micro_batch * seq_len * (lin + seq_len * quad)
+        return micro_batch * seq_len * (lin + seq_len * quad) + sum(self.fixed.values())
 
 
 def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -141,16 +173,21 @@ def norm_bytes(spec: ModelSpec, width: int, groups: int, a: ActivationAssumption
         return e * width + 8 * groups  # native_layer_norm: input, fp32 mean and rstd
     kept = 4 * width + 4 * groups  # x.float() and the fp32 reciprocal RMS
     if a.trainable:
-        kept += (4 if _fp32_weight_norm(spec) else e) * width
+        kept += (4 if _fp32_weight_norm(spec) else a.stream) * width
     return kept
 
 
 # ---- linear inputs and LoRA adapters ---------------------------------------------------------
 
 
-def _adapter_own_copy(a: ActivationAssumptions) -> bool:
-    """Each adapted module keeps its own input copy: a dtype cast or a dropout output."""
-    return a.lora_dropout or a.adapter_bytes != a.element_bytes
+def _adapter_copy_bytes(a: ActivationAssumptions, in_bytes: int) -> int:
+    """Bytes per element of the copy of its input each adapted module keeps, 0 when it shares the
+    input: PEFT casts the input to the adapter dtype, LoRA dropout makes a new tensor, and under
+    autocast lora_A casts whatever it reads to the compute dtype."""
+    e = a.element_bytes
+    if a.autocast:
+        return e if a.lora_dropout or in_bytes != e or a.adapter_bytes != e else 0
+    return a.adapter_bytes if a.lora_dropout or a.adapter_bytes != in_bytes else 0
 
 
 def input_terms(
@@ -160,19 +197,26 @@ def input_terms(
     a: ActivationAssumptions,
     already_kept: bool = False,
     copies: int = 1,
+    in_bytes: int = 0,
 ) -> dict[str, int]:
-    """What the linears reading one tensor of `width` keep: the tensor once (a trained base
-    linear, or adapters that share it), each adapter's own copy and mask, and A's outputs."""
+    """What the linears reading one tensor of `width` (in `in_bytes`, default the compute dtype)
+    keep: the tensor once (a trained base linear, or adapters that share it), or under autocast
+    over a wider tensor one compute-dtype cast per trained linear; each adapter's own copy and
+    mask; and A's outputs."""
+    e = a.element_bytes
+    in_bytes = in_bytes or e
     adapted = sorted(m for m in modules if m in a.adapted)
     out: dict[str, int] = {}
-    shared = a.trainable or (adapted and not _adapter_own_copy(a))
-    if shared and not already_kept:
-        out[label] = copies * a.element_bytes * width
-    if adapted and _adapter_own_copy(a):
-        per = a.adapter_bytes + (a.dropout_mask_bytes if a.lora_dropout else 0)
+    own = _adapter_copy_bytes(a, in_bytes) if adapted else 0
+    if a.trainable and a.autocast and in_bytes != e:
+        out[f"{label} (autocast copies)"] = copies * len(modules & a.linears) * e * width
+    elif (a.trainable or (adapted and not own)) and not already_kept:
+        out[label] = copies * in_bytes * width
+    if own:
+        per = own + (a.dropout_mask_bytes if a.lora_dropout else 0)
         out[f"LoRA input copies ({label})"] = copies * len(adapted) * per * width
     if adapted:
-        out[f"LoRA A outputs ({label})"] = copies * len(adapted) * a.adapter_bytes * a.lora_rank
+        out[f"LoRA A outputs ({label})"] = copies * len(adapted) * (e if a.autocast else a.adapter_bytes) * a.lora_rank
     return out
 
 
@@ -204,7 +248,7 @@ def attention_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     q_width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
     kv_kept = q_width if a.attention == "eager" and a.repeat_kv else kv_width
     t = {"q": e * q_width, "k": e * kv_kept, "v": e * kv_kept}
-    t |= input_terms("qkv input", _group("qkv input"), h, a)
+    t |= input_terms("qkv input", _group("qkv input"), h, a, in_bytes=a.stream)
     if spec.qk_norm:
         t["q/k norms"] = norm_bytes(spec, q_width, spec.num_heads, a) + norm_bytes(spec, kv_width, spec.num_kv_heads, a)
     flash = a.attention == "flash"
@@ -245,20 +289,21 @@ def _mla_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
 
 
 def _swiglu(inter: int, a: ActivationAssumptions, label: str, copies: int = 1) -> dict[str, int]:
-    e = a.element_bytes
+    lo = a.linear_out
     t = {
-        f"{label} gate output (activation input)": copies * e * inter,
-        f"{label} activation output": copies * e * inter,
-        f"{label} up output": copies * e * inter,
+        f"{label} gate output (activation input)": copies * lo * inter,
+        f"{label} activation output": copies * lo * inter,
+        f"{label} up output": copies * lo * inter,
     }
-    return _merge(t, input_terms(f"{label} down input", _group("mlp down input"), inter, a, copies=copies))
+    down = input_terms(f"{label} down input", _group("mlp down input"), inter, a, copies=copies, in_bytes=lo)
+    return _merge(t, down)
 
 
 def mlp_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     """Dense feed-forward: Korthikanti's 19sbh for a 4h GeLU MLP; SwiGLU keeps two more I-wide
     tensors (the up output and the activation output are both factors of the product)."""
     e, inter = a.element_bytes, spec.intermediate_size
-    t = input_terms("mlp input", _group("mlp input"), spec.hidden_size, a)
+    t = input_terms("mlp input", _group("mlp input"), spec.hidden_size, a, in_bytes=a.stream)
     if spec.gated_mlp:
         t = _merge(t, _swiglu(inter, a, "mlp"))
     else:
@@ -300,13 +345,20 @@ def moe_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
 
 
 def layer_terms(spec: ModelSpec, index: int, a: ActivationAssumptions, modules: Iterable[LinearModule] = ()) -> Terms:
-    """One decoder layer: its norms, attention and feed-forward (with their LoRA adapters).
-    `modules` is accepted for callers of the earlier signature; adapters follow `a.adapted`."""
-    del modules
+    """One decoder layer: its norms, attention and feed-forward (with their LoRA adapters), and
+    with `a.weight_casts` the compute-dtype copies of its frozen linears' weights (`modules`: the
+    decoder's linear modules; adapters follow `a.adapted`)."""
     norms = Terms({"norms": spec.norms_per_layer * norm_bytes(spec, spec.hidden_size, 1, a)})
     is_moe = spec.layers[index].mlp == "moe" and spec.moe is not None
     ffn = moe_terms(spec, a) if is_moe else mlp_terms(spec, a)
-    return norms + attention_terms(spec, a) + ffn
+    casts, mine = {}, [m for m in modules if m.layer == index]
+    if a.weight_casts and not a.trainable:
+        params = sum(m.in_features * m.out_features * m.copies for m in mine)
+        casts["autocast weight copies (frozen linears)"] = a.element_bytes * params
+    if a.autocast and a.adapted and a.adapter_bytes != a.element_bytes:  # cached casts of trained leaves
+        params = sum(a.lora_rank * (m.in_features + m.out_features) * m.copies for m in mine if m.name in a.adapted)
+        casts["autocast copies of the adapter weights"] = a.element_bytes * params
+    return norms + attention_terms(spec, a) + ffn + Terms(fixed=casts)
 
 
 def head_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
@@ -322,61 +374,5 @@ def head_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
         t |= {"lm_head input": e * h, "input ids (int64)": 8}
     if spec.model_type == "gemma2":
         t["logit soft-cap (tanh output)"] = e * v
-    return Terms(t)
-
-
-@dataclass(frozen=True)
-class ActivationModel:
-    """Activation bytes of the whole model as a function of micro-batch and sequence length."""
-
-    layers: tuple[tuple[int, int], ...]
-    """Per decoder layer: (bytes per token, bytes per token per sequence token)."""
-    head: tuple[int, int]
-    layer_input_bytes_per_token: int
-    """What a checkpointed layer keeps: its input, e*h."""
-    checkpointing: bool
-    checkpointed_layers: int = -1
-    """Selective checkpointing: how many layers are checkpointed (-1: all when checkpointing)."""
-
-    def layer_bytes(self, b: int, s: int) -> list[int]:
-        return [b * s * (lin + s * quad) for lin, quad in self.layers]
-
-    def _checkpointed(self) -> int:
-        if not self.checkpointing:
-            return 0
-        return len(self.layers) if self.checkpointed_layers < 0 else min(self.checkpointed_layers, len(self.layers))
-
-    def breakdown(self, b: int, s: int) -> dict[str, int]:
-        per_layer = self.layer_bytes(b, s)
-        head = {"loss and final norm": b * s * (self.head[0] + s * self.head[1])}
-        n = self._checkpointed()
-        if n == 0:
-            return {"decoder layers": sum(per_layer)} | head
-        out = {
-            "checkpointed layer inputs": n * b * s * self.layer_input_bytes_per_token,
-            "recomputed layer": max(per_layer[:n]),
-        }
-        if n < len(per_layer):
-            out["layers kept whole (selective checkpointing)"] = sum(per_layer[n:])
-        return out | head
-
-    def bytes(self, b: int, s: int) -> int:
-        return sum(self.breakdown(b, s).values())
-
-
-def activation_model(
-    spec: ModelSpec,
-    a: ActivationAssumptions,
-    modules: Sequence[LinearModule],
-    checkpointing: bool,
-    checkpointed_layers: int = -1,
-) -> ActivationModel:
-    del modules
-    layers = tuple(layer_terms(spec, i, a).coefficients() for i in range(spec.num_layers))
-    return ActivationModel(
-        layers,
-        head_terms(spec, a).coefficients(),
-        a.element_bytes * spec.hidden_size,
-        checkpointing,
-        checkpointed_layers,
-    )
+    casts = {"autocast weight copy (frozen lm_head)": e * v * h} if a.head_weight_cast and not a.trainable else {}
+    return Terms(t, fixed=casts)

@@ -59,6 +59,12 @@ class TrainingConfig:
     """Host RAM of one node for offload (the check), None: not checked."""
     checkpointed_layers: int | None = None
     """Selective checkpointing: checkpoint this many decoder layers (None: all, with checkpointing)."""
+    activation_offload: bool = False
+    """Activation offloading (torch's save_on_cpu, torchtune's enable_activation_offloading): what
+    the layers keep for the backward pass waits in pinned host memory."""
+    optimizer_in_backward: bool = False
+    """Optimizer step fused into the backward pass (torchtune's optimizer_in_bwd): each gradient is
+    applied and freed as soon as it is accumulated; only one parameter's gradient is alive."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,11 @@ class TrainingEstimate:
     paged_optimizer_bytes: int = 0
     """Optimizer states in CUDA unified memory (paged optimizers): evicted to host under pressure."""
     host_offload_bytes: int = 0
-    """Host RAM the offloaded states need for all `gpus` ranks."""
+    """Host RAM the offloaded states (and offloaded activations) need for all `gpus` ranks."""
+    activation_offload: bool = False
+    optimizer_in_backward: bool = False
+    host_activation_bytes: int = 0
+    """Pinned host memory the offloaded activations need for all `gpus` ranks (in host_offload_bytes)."""
     assumptions: list[str] = field(default_factory=list)
     fixes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -231,8 +241,28 @@ def _check_levers(c: TrainingConfig) -> None:
         )
     if not 0 <= c.lora_dropout < 1:
         raise PlannerError(f"--lora-dropout must be in [0, 1) (got {c.lora_dropout:g})")
-    if c.host_memory_bytes is not None and c.offload == "none":
-        raise PlannerError("--host-memory-gib checks the host RAM of --offload: add --offload, or drop it")
+    if c.host_memory_bytes is not None and c.offload == "none" and not c.activation_offload:
+        raise PlannerError(
+            "--host-memory-gib checks the host RAM of --offload or --activation-offload: add one, or drop it"
+        )
+    _check_optimizer_in_backward(c)
+
+
+def _check_optimizer_in_backward(c: TrainingConfig) -> None:
+    """torchtune's optimizer_in_bwd steps each parameter inside the backward pass: no gradient
+    survives it, so nothing can accumulate, be reduced by a DeepSpeed engine or step on the host."""
+    if not c.optimizer_in_backward:
+        return
+    if c.grad_accum > 1:
+        raise PlannerError(
+            "--optimizer-in-backward applies each gradient as soon as it exists, so gradients cannot "
+            f"accumulate: drop --grad-accum {c.grad_accum} (use a larger --micro-batch-size) or the flag"
+        )
+    if c.offload != "none":
+        raise PlannerError(
+            f"--optimizer-in-backward steps on the GPU inside the backward pass; --offload {c.offload} "
+            "steps on the host: use one of them"
+        )
 
 
 def check_lora(c: TrainingConfig) -> int | None:

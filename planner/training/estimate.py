@@ -21,25 +21,41 @@ from planner.training.reserved import Reserved, reserved_footprint
 from planner.training.resolve import Resolved, resolve
 
 
+def loss_transient_bytes(r: Resolved, b: int, s: int) -> int:
+    return int(r.loss.transient_bytes_per_vocab * r.spec.vocab_size * b * s)
+
+
 def temporary_bytes(r: Resolved, b: int, s: int) -> int:
     """Transients beside the activations: the loss's backward tensors or one layer's gradient
     workspace, QLoRA's dequantized weight, the communication buffers."""
-    loss = int(r.loss.transient_bytes_per_vocab * r.spec.vocab_size * b * s)
-    return max(loss, max(r.act.layer_bytes(b, s))) + r.fixed_temporary_bytes
+    workspace = r.act.workspace_bytes_per_token * b * s
+    return max(loss_transient_bytes(r, b, s), workspace) + r.fixed_temporary_bytes
+
+
+def phase_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -> dict[str, int]:
+    """What is alive beyond the persistent states in each phase of a step. The loss's backward
+    (every held activation, the loss's kept and transient tensors, lm_head's gradient); the
+    backward pass of the costliest layer (held activations, its recomputed activations and
+    gradient workspace); the end of the backward pass (every gradient); the optimizer step. With
+    gradient accumulation past the first micro-batch, every gradient in every phase."""
+    grads = r.backward_grad_bytes
+    accum = r.c.grad_accum > 1 if accumulating is None else accumulating
+    early = grads if accum else r.head_grad_bytes
+    held, fixed = r.act.held_bytes(b, s), r.fixed_temporary_bytes
+    first = r.act.layer_bytes(b, s)[0] if r.act.offload else 0
+    return {
+        "loss backward": early + held + r.act.head_bytes(b, s) + loss_transient_bytes(r, b, s) + fixed,
+        "layer backward": early + held + r.act.backward_layer_bytes(b, s) + fixed,
+        "end of backward": grads + r.act.layer_bytes(b, s)[0] + first + r.act.workspace_bytes_per_token * b * s + fixed,
+        "optimizer step": grads + r.step_bytes,
+    }
 
 
 def peak_allocated_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -> int:
     """`accumulating`: gradients carried over from earlier micro-batches (default: grad_accum > 1)."""
     st = r.states
-    grads = st.gradients + st.adapter_gradients
-    persistent = st.total - grads
-    acts, temp = r.act.bytes(b, s), temporary_bytes(r, b, s)
-    if r.c.grad_accum > 1 if accumulating is None else accumulating:
-        backward = grads + acts + temp
-    else:
-        workspace = max(r.act.layer_bytes(b, s)) + r.fixed_temporary_bytes
-        backward = max(r.head_grad_bytes + acts + temp, grads + workspace)
-    return persistent + max(backward, grads + r.step_bytes)
+    persistent = st.total - st.gradients - st.adapter_gradients
+    return persistent + max(phase_bytes(r, b, s, accumulating).values())
 
 
 def reserved_at(r: Resolved, b: int, s: int) -> Reserved:

@@ -13,7 +13,8 @@ from planner.errors import PlannerError
 from planner.models.spec import ModelSpec
 from planner.models.tensors import Tensor
 from planner.training import config as cfg
-from planner.training.activations import ActivationAssumptions, ActivationModel, activation_model
+from planner.training.activation_model import ActivationModel, activation_model
+from planner.training.activations import ActivationAssumptions
 from planner.training.framework import DTYPE_BYTES, Framework, LossImpl, TrainingProfile, check_framework_choice
 from planner.training.lora import (
     LinearModule,
@@ -32,6 +33,7 @@ from planner.training.states import (
     trainable_states,
     zero_shard,
 )
+from planner.units import GIB
 
 _CHECKPOINT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -61,12 +63,17 @@ class Resolved:
     states: ModelStates
     """On the GPU: after ZeRO and offload."""
     host_offload_bytes: int
+    host_activation_bytes: int
     act: ActivationModel
+    assume: ActivationAssumptions
     comm: dict[str, int]
     fixed_temporary_bytes: int
     """QLoRA's dequantized weight and the communication buffers."""
     step_bytes: int
     head_grad_bytes: int
+    backward_grad_bytes: int
+    """Gradients alive at the end of the backward pass: all of them, or with optimizer-in-backward
+    only the largest parameter's."""
     paged_bytes: int
 
 
@@ -151,14 +158,17 @@ def _unit_params(base: list[Tensor], trainable: bool) -> tuple[int, int]:
     return biggest, biggest if trainable else 0
 
 
-def _step_bytes(
-    states: ModelStates, shapes: Sequence[tuple[int, ...]], optimizer: str, fused: bool, offload: str
-) -> int:
+def _step_bytes(states: ModelStates, shapes: Sequence[tuple[int, ...]], c: cfg.TrainingConfig, fused: bool) -> int:
     """torch's foreach AdamW computes sqrt of the second moments for all tensors at once (one
     moment's worth; fused=True does not); Adafactor builds a full fp32 update and an fp32 copy per
-    tensor, one at a time; bitsandbytes and SGD update in place; offloaded states step on the CPU."""
-    if offload != "none":
+    tensor, one at a time; bitsandbytes and SGD update in place; offloaded states step on the CPU;
+    optimizer-in-backward steps one parameter at a time (its temporary is one tensor's)."""
+    optimizer = c.optimizer
+    if c.offload != "none":
         return 0
+    if c.optimizer_in_backward and shapes:
+        per = (states.optimizer + states.adapter_optimizer) // max(1, _numel(shapes))
+        return max(math.prod(x) for x in shapes) * per // 2 if optimizer in ("adamw", "paged-adamw") else 0
     if optimizer in ("adamw", "paged-adamw") and not fused:
         return (states.optimizer + states.adapter_optimizer) // 2
     if optimizer == "adafactor" and shapes:
@@ -172,36 +182,34 @@ def _lora_setup(spec: ModelSpec, base: list[Tensor], c: cfg.TrainingConfig, rank
     return modules, targets, (lora_adapter_shapes(modules, targets, rank) if rank else [])
 
 
-def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, profile: TrainingProfile) -> Resolved:
-    cfg.check_choices(c)
-    cfg.check_model(spec, tensors, c.method)
+def _framework(c: cfg.TrainingConfig, profile: TrainingProfile) -> Framework:
     fw = profile.framework(c.framework)
     if c.sharding is not None:
         fw = dataclasses.replace(fw, sharding=c.sharding)
     check_framework_choice(fw, c.loss, c.base_dtype)
-    context = cfg.model_context_tokens(spec)
-    seq = cfg.check_counts(c, context)
-    rank = cfg.check_lora(c)
-    rule = precision_rule(c.precision)
-    if c.checkpointed_layers is not None and c.checkpointed_layers > spec.num_layers:
-        raise PlannerError(f"--checkpoint-layers {c.checkpointed_layers} exceeds the model's {spec.num_layers} layers")
-    base = base_tensors(tensors)
-    modules, targets, adapter_shapes = _lora_setup(spec, base, c, rank)
-    base_dtype, why = _base_dtype(spec, c, fw, rule)
-    adapter_bytes = 4 if fw.adapter_dtype == "fp32" else rule.activation_bytes
-    unsharded = _states(
-        spec, base, c, rule, DTYPE_BYTES[base_dtype] if base_dtype else 0, adapter_shapes, adapter_bytes
-    )
-    states, host = _offload(zero_shard(unsharded, c.zero, c.gpus), c, fw)
-    if c.host_memory_bytes is not None and host > c.host_memory_bytes:
+    if c.optimizer_in_backward and c.zero and fw.sharding == "deepspeed":
         raise PlannerError(
-            f"--offload {c.offload} needs {host / 2**30:,.1f} GiB of host RAM for {c.gpus} GPU(s), more than "
-            f"--host-memory-gib {c.host_memory_bytes / 2**30:,.1f}: add host RAM, GPUs or --offload none"
+            f"--optimizer-in-backward runs on FSDP (torchtune), not under DeepSpeed ZeRO {c.zero}: "
+            "add --sharding fsdp, use --zero 0, or drop the flag"
         )
-    trainable_shapes = tuple(t.shape or (1,) for t in base) if c.method == "full" else tuple(adapter_shapes)
-    loss = profile.loss(c.loss or fw.loss)
-    assume = ActivationAssumptions(
-        element_bytes=rule.activation_bytes,
+    return fw
+
+
+def _assumptions(
+    c: cfg.TrainingConfig, fw: Framework, rule: PrecisionRule, base_dtype: str | None, targets, rank, loss: LossImpl
+) -> ActivationAssumptions:
+    """How the forward pass runs. DeepSpeed's bf16/fp16 engine and FSDP's mixed precision cast every
+    parameter, adapters included, to the compute dtype: one dtype throughout. Otherwise mixed
+    precision is torch.autocast over the weights as loaded: an fp32 base keeps the residual stream
+    and the norm outputs in fp32, QLoRA's 4-bit linears cast their outputs back to it, and frozen
+    fp32 linears (a LoRA base, QLoRA's lm_head) keep compute-dtype weight copies."""
+    e = rule.activation_bytes
+    engine_casts = c.zero > 0 and c.precision in ("bf16-mixed", "fp16-mixed")
+    autocast = c.precision in ("bf16-mixed", "fp16-mixed") and not engine_casts
+    fp32_base = autocast and c.method != "full" and base_dtype == "fp32"
+    adapter_bytes = e if engine_casts or fw.adapter_dtype != "fp32" else 4
+    return ActivationAssumptions(
+        element_bytes=e,
         attention=c.attention,
         trainable=c.method == "full",
         adapted=frozenset(targets),
@@ -209,35 +217,93 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
         adapter_bytes=adapter_bytes,
         lora_dropout=c.lora_dropout > 0,
         loss_bytes_per_vocab=loss.kept_bytes_per_vocab,
+        autocast=autocast,
+        stream_bytes=4 if fp32_base else e,
+        linear_out_bytes=4 if fp32_base and c.method == "qlora" else e,
+        weight_casts=fp32_base and c.method == "lora",
+        head_weight_cast=fp32_base,
     )
-    act = activation_model(
-        spec, assume, modules, c.gradient_checkpointing, -1 if c.checkpointed_layers is None else c.checkpointed_layers
-    )
-    n_trainable = sum(math.prod(s) for s in trainable_shapes)
+
+
+def _comm(c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, base, rule, n_trainable, unsharded):
     unit, unit_trainable = _unit_params(base, c.method == "full")
-    comm = comm_buffer_bytes(
-        CommInputs(
-            c.gpus,
-            c.zero,
-            unit,
-            rule.activation_bytes,
-            n_trainable,
-            rule.grad_bytes,
-            unit_trainable,
-            unsharded.weights + unsharded.quantized_base,
-        ),
-        fw,
-        profile.reserved,
+    inputs = CommInputs(
+        c.gpus,
+        c.zero,
+        unit,
+        rule.activation_bytes,
+        n_trainable,
+        rule.grad_bytes,
+        unit_trainable,
+        unsharded.weights + unsharded.quantized_base,
     )
+    return comm_buffer_bytes(inputs, fw, profile.reserved)
+
+
+def _check_host(c: cfg.TrainingConfig, host: int) -> None:
+    if c.host_memory_bytes is not None and host > c.host_memory_bytes:
+        what = " and ".join(
+            x
+            for x in (
+                f"--offload {c.offload}" if c.offload != "none" else "",
+                "--activation-offload" if c.activation_offload else "",
+            )
+            if x
+        )
+        raise PlannerError(
+            f"{what} needs {host / GIB:,.1f} GiB of host RAM for {c.gpus} GPU(s), more than "
+            f"--host-memory-gib {c.host_memory_bytes / GIB:,.1f}: add host RAM or GPUs, or offload less"
+        )
+
+
+def _head_grad(c: cfg.TrainingConfig, spec: ModelSpec, base, rule, states: ModelStates) -> int:
+    if c.method != "full":
+        return 0
+    head = sum(t.numel for t in base if t.component == "lm_head") or spec.vocab_size * spec.hidden_size
+    return min(states.gradients, head * rule.grad_bytes // (c.gpus if c.zero >= 2 else 1))
+
+
+def _grads_in_backward(c: cfg.TrainingConfig, states: ModelStates, shapes, rule) -> int:
+    """Optimizer-in-backward: only the largest parameter's gradient is alive at once."""
+    grads = states.gradients + states.adapter_gradients
+    if not c.optimizer_in_backward or not shapes:
+        return grads
+    per = rule.grad_bytes if c.method == "full" else (states.adapter_gradients // max(1, _numel(shapes)))
+    return min(grads, max(math.prod(x) for x in shapes) * per)
+
+
+def _numel(shapes) -> int:
+    return sum(math.prod(x) for x in shapes)
+
+
+def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, profile: TrainingProfile) -> Resolved:
+    cfg.check_choices(c)
+    cfg.check_model(spec, tensors, c.method)
+    fw = _framework(c, profile)
+    context = cfg.model_context_tokens(spec)
+    seq, rank, rule = cfg.check_counts(c, context), cfg.check_lora(c), precision_rule(c.precision)
+    if c.checkpointed_layers is not None and c.checkpointed_layers > spec.num_layers:
+        raise PlannerError(f"--checkpoint-layers {c.checkpointed_layers} exceeds the model's {spec.num_layers} layers")
+    base = base_tensors(tensors)
+    modules, targets, adapter_shapes = _lora_setup(spec, base, c, rank)
+    base_dtype, why = _base_dtype(spec, c, fw, rule)
+    loss = profile.loss(c.loss or fw.loss)
+    assume = _assumptions(c, fw, rule, base_dtype, targets, rank, loss)
+    adapter_bytes = 4 if fw.adapter_dtype == "fp32" else rule.activation_bytes  # the states (engines keep fp32 masters)
+    unsharded = _states(
+        spec, base, c, rule, DTYPE_BYTES[base_dtype] if base_dtype else 0, adapter_shapes, adapter_bytes
+    )
+    states, host = _offload(zero_shard(unsharded, c.zero, c.gpus), c, fw)
+    ckpt_layers = -1 if c.checkpointed_layers is None else c.checkpointed_layers
+    act = activation_model(spec, assume, modules, c.gradient_checkpointing, ckpt_layers, c.activation_offload)
+    host_act = act.host_bytes(c.micro_batch_size, seq) * c.gpus
+    _check_host(c, host + host_act)
+    shapes = tuple(t.shape or (1,) for t in base) if c.method == "full" else tuple(adapter_shapes)
+    comm = _comm(c, fw, profile, base, rule, _numel(shapes), unsharded)
     dequant = 0
     if c.method == "qlora":
-        dequant = (
-            max(math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int)) * rule.activation_bytes
-        )
-    head_grad = 0
-    if c.method == "full":
-        head = sum(t.numel for t in base if t.component == "lm_head") or spec.vocab_size * spec.hidden_size
-        head_grad = min(states.gradients, head * rule.grad_bytes // (c.gpus if c.zero >= 2 else 1))
+        linears = (math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int))
+        dequant = max(linears) * rule.activation_bytes
     paged = unsharded.optimizer + unsharded.adapter_optimizer if c.optimizer in PAGED_OPTIMIZERS else 0
     return Resolved(
         c=c,
@@ -254,15 +320,18 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
         adapter_bytes=adapter_bytes,
         targets=targets,
         modules=tuple(modules),
-        trainable_shapes=trainable_shapes,
+        trainable_shapes=shapes,
         params_total=sum(t.numel for t in base),
         unsharded=unsharded,
         states=states,
-        host_offload_bytes=host,
+        host_offload_bytes=host + host_act,
+        host_activation_bytes=host_act,
         act=act,
+        assume=assume,
         comm=comm,
         fixed_temporary_bytes=dequant + sum(comm.values()),
-        step_bytes=_step_bytes(states, trainable_shapes, c.optimizer, fw.fused_optimizer, c.offload),
-        head_grad_bytes=head_grad,
+        step_bytes=_step_bytes(states, shapes, c, fw.fused_optimizer),
+        head_grad_bytes=_head_grad(c, spec, base, rule, states),
+        backward_grad_bytes=_grads_in_backward(c, states, shapes, rule),
         paged_bytes=min(paged, states.optimizer + states.adapter_optimizer),
     )
