@@ -105,6 +105,10 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     from planner.hardware import load_catalogue, with_memory
     from planner.plan import Request
 
+    if getattr(a, "overheads", None):
+        from planner import overlay
+
+        overlay.use(a.overheads)
     rel = _release(a)
     settings = _settings(a)
     _check_combination(a)
