@@ -214,11 +214,6 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add --kv-cache-memory-bytes with the plan's figure to the serve command (default: off)",
     )
-    p.add_argument(
-        "--overheads",
-        metavar="FILE",
-        help="a calibration overlay from `vllm-planner calibrate` (default: the one in your config folder, if any)",
-    )
 
 
 def add_plan_options(p: argparse.ArgumentParser, inventory: bool = True) -> None:
