@@ -289,6 +289,14 @@ def _stats(errs: list[float]) -> str:
 
 
 def main(argv=None) -> int:
+    """The shared terms only: a calibration overlay in the user's config folder is not read."""
+    from planner import overlay
+
+    with overlay.suspended():
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     from tabulate import tabulate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

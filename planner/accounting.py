@@ -76,8 +76,10 @@ def rank_shape(t: Tensor, spec: ModelSpec, tp: int) -> tuple[int, ...]:
     if t.shard == "row":
         return s if len(s) == 1 else (s[0], -(-s[1] // tp))
     if t.shard == "kv_heads":
-        per_head = s[0] // spec.num_kv_heads
-        return (per_head * kv_heads_per_rank(spec.num_kv_heads, tp), *s[1:])
+        heads = (spec.layers[t.stage].kv_heads if isinstance(t.stage, int) and t.stage < spec.num_layers else 0) or (
+            spec.num_kv_heads
+        )
+        return (s[0] // heads * kv_heads_per_rank(heads, tp), *s[1:])
     if t.shard == "qkv_fused":
         hd = spec.head_dim
         rows = spec.num_heads // tp * hd + 2 * kv_heads_per_rank(spec.num_kv_heads, tp) * hd
@@ -219,6 +221,10 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
         and quant.source.startswith(("config.json", "hf_quant"))
     ):
         total += sum(scale_elements(quant, t.shape) for t in tensors if is_quantized(t, quant))
+    if quant is not None and quant.method == "nvfp4" and quant.source.startswith(("config.json", "hf_quant")):
+        # NVFP4 weights are stored packed, two e2m1 values per U8 element (the fp8 scales counted above;
+        # ModelOpt's scalar weight_scale_2 / input_scale are buffers its export leaves out of the total)
+        total -= sum(t.numel // 2 for t in tensors if not t.runtime and is_quantized(t, quant))
     return total
 
 
@@ -430,13 +436,23 @@ def indexer_bytes_per_token(spec: ModelSpec) -> int:
     return m.index_head_dim + m.index_head_dim // INDEXER_QUANT_BLOCK * 4
 
 
+def attention_geometry(spec: ModelSpec, kind: str) -> tuple[int, int, int]:
+    """(KV heads, key head size, value head size) of the model's `kind` attention layers: the
+    layer's own where it names them (Gemma 4, MiMo-V2), else the model's."""
+    layer = next((l for l in spec.layers if l.attention == kind), None)
+    heads = (layer.kv_heads if layer else 0) or spec.num_kv_heads
+    k = (layer.head_dim if layer else 0) or spec.head_dim
+    return heads, k, (layer.v_head_dim if layer else 0) or k
+
+
 def kv_layer_bytes_per_token(spec: ModelSpec, kind: str, tp: int, kv_dtype_bytes: int) -> int:
     """Page size / block size of one attention layer on one rank (`kv_cache_interface.py`)."""
     if kind == "mla":
         assert spec.mla is not None
         return (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim) * kv_dtype_bytes  # no factor 2, not split by TP
     if kind in ("full", "sliding", "chunked"):
-        return 2 * kv_heads_per_rank(spec.num_kv_heads, tp) * spec.head_dim * kv_dtype_bytes
+        heads, k, v = attention_geometry(spec, kind)
+        return kv_heads_per_rank(heads, tp) * (k + v) * kv_dtype_bytes  # AttentionSpec: head_size + head_size_v
     return 0  # mamba / linear attention: per-sequence state, not per-token KV
 
 

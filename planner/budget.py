@@ -388,7 +388,7 @@ def _stage(
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
         return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
-    c = oh.coefficients(rel.version, runner)
+    c = oh.coefficients_for(rel.version, runner, target.name, target.interconnect, s.tp)
     # the V2 runner's profile run skips the multimodal encoder before 0.27, and runs it on the first stage after
     encoder = runner == "v1" or (rel.v2_model_runner_profiles_mm_encoder and stage == 0)
     shape = oh.ProfileShape.of(
@@ -605,7 +605,7 @@ def _capacity(bind: StageBudget, kv_bytes: int, per_req: int, mml: int, rel: Rel
 def _spread(bind: StageBudget, target: Target, rel: ReleaseFacts, s: Settings, r: Resolved, f: Fit) -> KVSpread:
     """The KV range from cross-validated error, and the first boot's figures (the cold extra comes out
     of the KV memory; the cold fit is vLLM's check on that memory)."""
-    c = oh.coefficients(rel.version, r.runner)
+    c = oh.coefficients_for(rel.version, r.runner, target.name, target.interconnect, s.tp)
     rng = uncertainty.kv_range(
         bind.available_kv_bytes,
         rel.version,

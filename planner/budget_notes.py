@@ -134,18 +134,19 @@ def validation_note(target: Target, rel: ReleaseFacts, s: Settings, runner: str)
     """How far start-ups checked the measured terms this plan uses."""
     if target.device == "cpu" or s.kv_cache_memory_bytes is not None:
         return []
-    c = oh.coefficients(rel.version, runner)
+    c = oh.coefficients_for(rel.version, runner, target.name, target.interconnect, s.tp)
+    own = [c.calibration] if c.calibration else []  # the user's calibration overlay, used or not covering
     if not c.validated:
-        return [
+        return own + [
             f"activation, non-torch and CUDA-graph terms for vLLM {rel.version} ({runner.upper()} runner) mix fitted "
             "coefficients with terms read from vLLM's source that no start-up has checked yet"
         ]
     if rel.version not in c.validated:
-        return [
+        return own + [
             f"activation, non-torch and CUDA-graph terms come from start-ups of vLLM {', '.join(c.validated)}; "
             f"for {rel.version} they are an extrapolation"
         ]
-    return []
+    return own
 
 
 def notes(

@@ -10,6 +10,7 @@ No model has its own number: the coefficients are shared by every architecture.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -226,17 +227,22 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
     """The coefficient set whose release range holds `version` (a set may refine a base set), with
     the overlay of `runner` ("v1": vLLM's GPUModelRunner, "v2": the V2 model runner) on top.
     Overlays (sets with a `runner` key) change only the terms that runner measures differently."""
+    values, source, validated = _values(version, runner)
+    return _build(values, source, validated)
+
+
+def _values(version: str, runner: str) -> tuple[dict, str, tuple[str, ...]]:
     from planner.releases import parse_version
 
     v = parse_version(version)
     sets = _table().sets
     by_name = {x.name: x for x in sets}
-    main = next((x for x in sets if x.runner is None and x.match is None and x.covers(v)), None)
+    main = next((x for x in sets if x.runner is None and x.covers(v)), None)
     if main is None:
         raise PlannerError(f"no overhead coefficients cover vLLM {version}")
     values = {**(by_name[main.base].terms if main.base else {}), **main.terms}
     validated, sources = list(main.validated), [main.source]
-    overlays = [x for x in sets if x.runner == runner and x.match is None and x.covers(v)]
+    overlays = [x for x in sets if x.runner == runner and x.covers(v)]
     for i, x in enumerate(overlays):
         values.update(x.terms)
         later = {k for y in overlays[i + 1 :] for k in y.terms}
@@ -244,7 +250,62 @@ def coefficients(version: str, runner: str = "v1") -> Coefficients:
             continue  # every term it sets is replaced by a later overlay: it does not apply here
         validated = [r for r in validated if r in x.validated]
         sources.append(x.source)
-    return _build(values, "; ".join(sources), tuple(validated))
+    return values, "; ".join(sources), tuple(validated)
+
+
+def coefficients_for(version: str, runner: str, gpu: str, interconnect: str | None, tp: int) -> Coefficients:
+    """`coefficients(version, runner)` with the user's calibration overlay on top where one of its
+    sets measured this GPU, interconnect (TP > 1) and TP on this release range and runner
+    (planner/overlay.py; `vllm-planner calibrate` writes it). `calibration` says what was used, or
+    that the overlay does not cover this hardware."""
+    from planner import overlay
+    from planner.releases import parse_version
+
+    path, cal = overlay.sets()
+    base = coefficients(version, runner)
+    if not cal:
+        return base
+    v, link = parse_version(version), _link(base, interconnect, tp)
+    hit = next((x for x in cal if _matches(x, gpu, link, tp, runner) and x.covers(v)), None)
+    if hit is None:
+        have = "; ".join(sorted({describe_match(x) for x in cal}))
+        return dataclasses.replace(
+            base,
+            calibration=f"your calibration overlay {path} covers {have}, not the {gpu} at TP {tp} on vLLM "
+            f"{version} ({runner.upper()} runner): this plan uses the shared terms",
+        )
+    values, source, validated = _values(version, runner)
+    for k, x in hit.terms.items():
+        values[k] = {**values.get(k, {}), **x} if k in ("non_torch_gib", "non_torch_comm_gib") else x
+    note = (
+        f"non-torch, activation and CUDA-graph terms from your calibration of the {describe_match(hit)} "
+        f"({hit.startups} start-up{'s' if hit.startups != 1 else ''}, {path})"
+    )
+    return _build(values, f"{source}; {hit.source}", tuple(sorted({*validated, *hit.validated})), note)
+
+
+def _link(c: Coefficients, interconnect: str | None, tp: int) -> str | None:
+    """The interconnect class a calibration set is keyed by: none at TP 1, else the plan's (or the set's default)."""
+    if tp == 1:
+        return None
+    return interconnect or (c.non_torch_comm_gib[0][0] if c.non_torch_comm_gib else None)
+
+
+def _matches(x, gpu: str, link: str | None, tp: int, runner: str) -> bool:
+    m = x.match
+    return m.gpu == gpu and m.tp == tp and m.interconnect == link and x.runner in (None, runner)
+
+
+def describe_match(x) -> str:
+    """'H200 at TP 1, vLLM 0.26 (V2 runner)' for a calibration set."""
+    m = x.match
+    over = f" over {m.interconnect}" if m.interconnect else ""
+    runner = f" ({x.runner.upper()} runner)" if x.runner else ""
+    return f"{m.gpu} at TP {m.tp}{over}, vLLM {', '.join(x.validated) or _text(x.start)}{runner}"
+
+
+def _text(v: Version) -> str:
+    return ".".join(str(p) for p in v[:3])
 
 
 def _build(values: dict, source: str, validated: tuple[str, ...], calibration: str = "") -> Coefficients:

@@ -173,3 +173,35 @@ def test_every_flag_of_every_subcommand_has_help_naming_its_default():
             if not text or (a.default not in (None, False) and "default" not in text):
                 missing.append(f"{name} {a.option_strings[0]}")
     assert not missing, missing
+
+
+GPU_CASES = [
+    ["--gpu", ""],
+    ["--gpu", "NoSuchGPU"],
+    ["--gpu", "H100", "--gpu-memory-gib", "nan"],
+    ["--gpu", "H100", "--gpu-memory-gib", "0"],
+    ["--gpu", "H100", "--gpu-memory-gib", "1e9"],
+    ["--gpu", "H100", "--gpu-memory-gib", "twelve"],
+    ["--gpu", "H100", "--gpu-file", ""],
+    ["--gpu", "H100", "--gpu-file", "/nonexistent/gpus.yaml"],
+]
+
+
+@pytest.mark.parametrize("gpu", GPU_CASES, ids=" ".join)
+def test_train_takes_the_gpu_as_plan_does(capsys, gpu):
+    """One definition of --gpu, --gpu-memory-gib and --gpu-file: the same bad value, the same one-line error."""
+    errors = {}
+    for command, rest in (("plan", []), ("train", ["--method", "lora"])):
+        code = main([command, "qwen3-8b", *gpu, *rest])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, (command, err)
+        errors[command] = err.replace(f"vllm-planner {command}", "vllm-planner COMMAND")
+    assert errors["plan"] == errors["train"]
+
+
+def test_train_reads_the_gpu_memory_override_as_plan_does(capsys):
+    main(["plan", "qwen3-8b", "--gpu", "H100", "--gpu-memory-gib", "40", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    main(["train", "qwen3-8b", "--method", "lora", "--gpu", "H100", "--gpu-memory-gib", "40", "--json"])
+    train = json.loads(capsys.readouterr().out)
+    assert plan["total_gib"] == train["gpu_memory_gib"] == 40

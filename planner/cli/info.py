@@ -9,7 +9,7 @@ from typing import Any
 from planner.cli.fmt import fmt_gib as _gib
 from planner.cli.fmt import fmt_int as _fmt_int
 from planner.cli.fmt import table as _table
-from planner.cli.options import add_gpu_file_option, add_model_options
+from planner.cli.options import add_gpu_file_option, add_model_options, catalogue_from_args
 
 
 def register_inspect(p: argparse.ArgumentParser) -> None:
@@ -155,11 +155,9 @@ def _cmd_dtypes(a: argparse.Namespace) -> int:
 
 
 def _cmd_gpus(a: argparse.Namespace) -> int:
-    from pathlib import Path
+    from planner.hardware import GPU_TABLE_HEADERS, gpus_table
 
-    from planner.hardware import GPU_TABLE_HEADERS, gpus_table, load_catalogue
-
-    rows = gpus_table(load_catalogue(Path(a.gpu_file) if a.gpu_file else None))
+    rows = gpus_table(catalogue_from_args(a))
     if a.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -4,6 +4,7 @@ the whole set of plan options (plan, emit, perf and verify take them)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from planner.cli.args import finite_float, fraction, human_int, int_range, positive_float, word
 
@@ -14,7 +15,7 @@ MAX_PARALLEL = 4096
 MAX_TOKENS = 2**31 - 1  # vLLM indexes positions with int32
 MAX_SEQS = 2**20
 MAX_KV_POOL_BYTES = 2**50  # 1 PiB per GPU
-MAX_GPU_GIB = 65536
+MAX_MEMORY_GIB = 65536  # 64 TiB, of a GPU, a CPU KV pool or a host
 _gpu_count = int_range(1, MAX_PARALLEL, "a GPU count")
 _tokens = human_int(1, MAX_TOKENS)
 _seqs = int_range(1, MAX_SEQS, "a request count")
@@ -76,12 +77,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
 
 
-def add_gpu_options(p: argparse.ArgumentParser, gpu_help: str) -> None:
-    """--gpu, --gpu-memory-gib and --gpu-file: the GPU as every subcommand takes it (`gpu_from_args` reads them)."""
-    p.add_argument("--gpu", type=word("a GPU name"), help=gpu_help)
+def add_gpu_options(p: argparse.ArgumentParser, when: str) -> None:
+    """--gpu, --gpu-memory-gib and --gpu-file: the GPU as plan and train take it (`gpu_from_args` reads them);
+    `when` says when --gpu is needed, or its default."""
+    p.add_argument("--gpu", type=word("a GPU name"), help=f"GPU type from `vllm-planner gpus`, name or alias ({when})")
     p.add_argument(
         "--gpu-memory-gib",
-        type=finite_float(0.001, MAX_GPU_GIB, "number of GiB"),
+        type=finite_float(0.001, MAX_MEMORY_GIB, "number of GiB"),
         metavar="GIB",
         help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)",
     )
@@ -97,6 +99,31 @@ def add_gpu_file_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def catalogue_from_args(a: argparse.Namespace) -> Any:
+    """The GPU catalogue, with --gpu-file's GPUs added or overriding."""
+    from pathlib import Path
+
+    from planner.hardware import load_catalogue
+
+    return load_catalogue(Path(a.gpu_file) if a.gpu_file else None)
+
+
+def gpu_from_args(a: argparse.Namespace, catalogue: Any = None) -> Any:
+    """The GPU --gpu names (from `catalogue`, else the one --gpu-file makes), its memory replaced by
+    --gpu-memory-gib; None without --gpu, where --gpu-memory-gib and --gpu-file are errors."""
+    from planner.errors import PlannerError
+    from planner.hardware import with_memory
+
+    if a.gpu is None:
+        if a.gpu_memory_gib is not None or a.gpu_file:
+            raise PlannerError(
+                "--gpu-memory-gib and --gpu-file need --gpu: name the GPU type (see `vllm-planner gpus`)"
+            )
+        return None
+    gpu = (catalogue or catalogue_from_args(a)).get(a.gpu)
+    return with_memory(gpu, a.gpu_memory_gib) if a.gpu_memory_gib is not None else gpu
+
+
 def _max_model_len(text: str) -> int | str:
     if text.lower() in ("auto", "-1"):
         return "auto"
@@ -106,7 +133,7 @@ def _max_model_len(text: str) -> int | str:
 def _add_where(p: argparse.ArgumentParser, inventory: bool) -> None:
     """The model and where it runs: one GPU type, or an inventory to choose from."""
     p.add_argument("model", help=MODEL_HELP)
-    add_gpu_options(p, "GPU type from `vllm-planner gpus`, name or alias (required unless --inventory or --device cpu)")
+    add_gpu_options(p, "required unless --inventory or --device cpu")
     if not inventory:
         p.set_defaults(inventory=None, objective="gpus")
         return
@@ -205,7 +232,7 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--cpu-kvcache-gib",
-        type=int_range(1, MAX_GPU_GIB, "a whole number of GiB"),
+        type=int_range(1, MAX_MEMORY_GIB, "a whole number of GiB"),
         metavar="GIB",
         help="VLLM_CPU_KVCACHE_SPACE for --device cpu, whole GiB as vLLM parses it (required there)",
     )
@@ -213,6 +240,11 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
         "--pin-kv-cache",
         action="store_true",
         help="add --kv-cache-memory-bytes with the plan's figure to the serve command (default: off)",
+    )
+    p.add_argument(
+        "--overheads",
+        metavar="FILE",
+        help="a calibration overlay from `vllm-planner calibrate` (default: the one in your config folder, if any)",
     )
 
 

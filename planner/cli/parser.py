@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "planner.cli.perf:register",
         "throughput and latency (TTFT, TPOT/ITL, tokens/s) of a plan at a load, with ranges",
     ),
+    "calibrate": ("planner.cli.calibrate:register", "your start-up logs or verify reports as later plans' terms"),
 }
 
 

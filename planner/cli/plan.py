@@ -11,8 +11,7 @@ from typing import Any
 
 from planner.cli.args import word
 from planner.cli.fmt import table
-from planner.cli.options import add_plan_options, add_sizing_options
-from planner.cli.plot import add_plot_option, draw, plot_target
+from planner.cli.options import add_plan_options, add_sizing_options, catalogue_from_args, gpu_from_args
 from planner.errors import PlannerError
 from planner.units import GIB
 
@@ -29,7 +28,6 @@ def register(p: argparse.ArgumentParser) -> None:
 
     add_launch_options(p)
     add_sizing_options(p)
-    add_plot_option(p, "the per-GPU memory budget, a stacked bar per stage, warm and first start")
     p.set_defaults(func=cmd_plan)
 
 
@@ -101,21 +99,20 @@ def _settings(a: argparse.Namespace) -> Any:
 
 def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(Request, GPU or None, catalogue) from the plan options: the CLI's only wiring."""
-    from pathlib import Path
-
     from planner.api import load_model
-    from planner.hardware import load_catalogue, with_memory
     from planner.plan import Request
 
+    if getattr(a, "overheads", None):
+        from planner import overlay
+
+        overlay.use(a.overheads)
     rel = _release(a)
     settings = _settings(a)
     _check_combination(a)
-    catalogue = load_catalogue(Path(a.gpu_file) if a.gpu_file else None)
+    catalogue = catalogue_from_args(a)
     gpu = None
     if a.device != "cpu" and not a.inventory:
-        gpu = catalogue.get(a.gpu)
-        if a.gpu_memory_gib is not None:
-            gpu = with_memory(gpu, a.gpu_memory_gib)
+        gpu = gpu_from_args(a, catalogue)
         if getattr(a, "interconnect", None):
             gpu = dataclasses.replace(gpu, interconnect_class=a.interconnect)
         _check_tp_in_node(a, gpu)
@@ -146,9 +143,6 @@ def cmd_plan(a: argparse.Namespace) -> int:
         raise PlannerError(
             f"--{given[0].replace('_', '-')} applies to SLO sizing only: add --request-rate R, or drop it"
         )
-    if a.plot and a.inventory:
-        raise PlannerError("--plot draws one plan's budget: plan one GPU type with --gpu, not --inventory")
-    plot = plot_target(a)
     req, gpu, catalogue = build_request(a)
     if a.inventory:
         from planner.cli.inventory import run_inventory
@@ -159,10 +153,6 @@ def cmd_plan(a: argparse.Namespace) -> int:
         None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
     )
     print(json.dumps(result.to_json(), indent=2) if a.json else plan_text(result, req, per_node))
-    if plot:
-        from planner.plotting import write_budget
-
-        draw(plot, write_budget, result.budget)
     if a.emit:
         from planner.cli.emit import launch_options
         from planner.launch.emit import emit_all

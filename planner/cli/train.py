@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from planner import training as tr
 from planner.cli.args import finite_float, human_int, int_range, word
+from planner.cli.options import MAX_MEMORY_GIB, MAX_TOKENS, MODEL_HELP, add_gpu_options, gpu_from_args
 from planner.units import GIB
 
 _OPTIMIZER_LABELS = {
@@ -22,7 +22,6 @@ _OPTIMIZER_LABELS = {
     "sgd-momentum": "SGD with momentum",
     "adafactor": "Adafactor",
 }
-MAX_GIB = 1 << 20
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -31,9 +30,18 @@ def _targets(text: str) -> tuple[str, ...]:
 
 def register(p: argparse.ArgumentParser) -> None:
     """The `train` subcommand's options."""
-    p.add_argument("model", help="bundled id or alias, a config.json / checkpoint folder, or a Hugging Face id")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--method", choices=tr.METHODS, required=True, help="full fine-tuning, LoRA, or QLoRA (NF4 base)")
-    p.add_argument("--gpu", help="GPU type from `vllm-planner gpus`: adds the fit and the largest batch and sequence")
+    add_gpu_options(p, "default: none; with it, the fit and the largest micro-batch and sequence")
+    _add_run_options(p)
+    _add_lora_options(p)
+    _add_levers(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How the run is shaped: GPUs, precision, optimizer, batch, sequence, checkpointing, attention, ZeRO."""
     p.add_argument(
         "--gpus",
         type=int_range(1, 2**20, "a GPU count"),
@@ -60,7 +68,7 @@ def register(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--seq-len",
-        type=human_int(1, 2**31 - 1),
+        type=human_int(1, MAX_TOKENS),
         help=f"tokens per sequence (default {tr.DEFAULT_SEQ_LEN_TOKENS}, capped at the model's context)",
     )
     p.add_argument(
@@ -80,6 +88,16 @@ def register(p: argparse.ArgumentParser) -> None:
         default="flash",
         help="flash (memory linear in the sequence) or eager (s^2 score matrices) (default: flash)",
     )
+    p.add_argument(
+        "--zero",
+        type=int,
+        choices=tr.ZERO_STAGES,
+        default=0,
+        help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters",
+    )
+
+
+def _add_lora_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-rank", type=int_range(1, 2**16, "a LoRA rank"), help="LoRA rank r (default 16)")
     p.add_argument(
         "--lora-alpha",
@@ -91,31 +109,9 @@ def register(p: argparse.ArgumentParser) -> None:
         type=_targets,
         help="comma-separated modules: q,k,v,o,gate,up,down, any module name, or all-linear (default)",
     )
-    p.add_argument(
-        "--zero",
-        type=int,
-        choices=tr.ZERO_STAGES,
-        default=0,
-        help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters",
-    )
-    _add_levers(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_train)
 
 
 def _add_levers(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--gpu-memory-gib",
-        type=finite_float(0.001, MAX_GIB, "number of GiB"),
-        metavar="GIB",
-        help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)",
-    )
-    p.add_argument(
-        "--gpu-file",
-        type=word("a file path"),
-        metavar="YAML",
-        help="YAML file adding or overriding GPUs, same shape as profiles/gpus.yaml (default: none)",
-    )
     p.add_argument(
         "--framework",
         default="hf",
@@ -151,7 +147,7 @@ def _add_levers(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--host-memory-gib",
-        type=finite_float(0.001, MAX_GIB, "number of GiB"),
+        type=finite_float(0.001, MAX_MEMORY_GIB, "number of GiB"),
         metavar="GIB",
         help="host RAM for --offload, checked (default: not checked)",
     )
@@ -189,27 +185,10 @@ def config_from_args(a: argparse.Namespace) -> tr.TrainingConfig:
     )
 
 
-def _gpu(a: argparse.Namespace) -> Any:
-    """The GPU as `plan` takes it: the catalogue (with --gpu-file), --gpu-memory-gib on top."""
-    from pathlib import Path
-
-    from planner.errors import PlannerError
-    from planner.hardware import load_catalogue, with_memory
-
-    if a.gpu is None:
-        if a.gpu_memory_gib is not None or a.gpu_file:
-            raise PlannerError(
-                "--gpu-memory-gib and --gpu-file need --gpu: name the GPU type (see `vllm-planner gpus`)"
-            )
-        return None
-    gpu = load_catalogue(Path(a.gpu_file) if a.gpu_file else None).get(a.gpu)
-    return with_memory(gpu, a.gpu_memory_gib) if a.gpu_memory_gib is not None else gpu
-
-
 def _cmd_train(a: argparse.Namespace) -> int:
     from planner.api import load_model
 
-    gpu = _gpu(a)
+    gpu = gpu_from_args(a)
     model = load_model(a.model)
     est = tr.estimate_training(
         model.spec,

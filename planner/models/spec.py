@@ -27,6 +27,13 @@ class LayerSpec:
     """Tokens kept by a sliding-window or chunked-local layer (`sliding_window`, `attention_chunk_size`)."""
     mlp: MLPKind = "dense"
     """Whether the feed-forward block is dense or a mixture of experts."""
+    kv_heads: int = 0
+    """KV heads of this layer where they differ from the model's (Gemma 4's full-attention layers,
+    MiMo-V2's sliding ones); 0 = `num_kv_heads`. Every layer of one kind has the same geometry."""
+    head_dim: int = 0
+    """Key head size of this layer where it differs from the model's `head_dim`; 0 = the model's."""
+    v_head_dim: int = 0
+    """Value head size vLLM caches beside the key (`head_size_v`, MiMo-V2: 128 beside 192); 0 = the key's."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,9 @@ class MoESpec:
     """DeepSeek-V3 `noaux_tc`: a per-expert `e_score_correction_bias`."""
     expert_bias: bool = False
     """Expert linears carry biases (gpt-oss)."""
+    latent_size: int = 0
+    """Latent MoE (Nemotron 3 Super `moe_latent_size`): the routed experts work in this width, between
+    replicated fc1/fc2 latent projections; 0 = the hidden size."""
 
 
 @dataclass(frozen=True)

@@ -48,42 +48,37 @@ class Tensor:
         return n
 
 
+def _mla_attention(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
+    """DeepSeek's multi-head latent attention: the query (through its latent when q_lora_rank is
+    set), the KV latent with the shared rope key, and the per-head up-projection."""
+    m, h = spec.mla, spec.hidden_size
+    assert m is not None
+    out: list[Tensor] = []
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    if m.q_lora_rank:
+        out += [
+            Tensor(f"{p}.q_a_proj.weight", (m.q_lora_rank, h), "attention", "replicated", i, True),
+            Tensor(f"{p}.q_a_layernorm.weight", (m.q_lora_rank,), "norms", "replicated", i),
+            Tensor(f"{p}.q_b_proj.weight", (spec.num_heads * qk, m.q_lora_rank), "attention", "column", i, True),
+        ]
+    else:
+        out.append(Tensor(f"{p}.q_proj.weight", (spec.num_heads * qk, h), "attention", "column", i, True))
+    kv_a, kv_b = m.kv_lora_rank + m.qk_rope_head_dim, spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim)
+    out += [
+        Tensor(f"{p}.kv_a_proj_with_mqa.weight", (kv_a, h), "attention", "replicated", i, True),
+        Tensor(f"{p}.kv_a_layernorm.weight", (m.kv_lora_rank,), "norms", "replicated", i),
+        Tensor(f"{p}.kv_b_proj.weight", (kv_b, m.kv_lora_rank), "attention", "column", i, True),
+        Tensor(f"{p}.o_proj.weight", (h, spec.num_heads * m.v_head_dim), "attention", "row", i, True),
+    ]
+    return out
+
+
 def _attention(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
+    if spec.mla is not None:
+        return _mla_attention(spec, p, i)
     h, hd = spec.hidden_size, spec.head_dim
     q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
     out: list[Tensor] = []
-    if spec.mla is not None:
-        m = spec.mla
-        qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-        if m.q_lora_rank:
-            out += [
-                Tensor(f"{p}.q_a_proj.weight", (m.q_lora_rank, h), "attention", "replicated", i, True),
-                Tensor(f"{p}.q_a_layernorm.weight", (m.q_lora_rank,), "norms", "replicated", i),
-                Tensor(f"{p}.q_b_proj.weight", (spec.num_heads * qk, m.q_lora_rank), "attention", "column", i, True),
-            ]
-        else:
-            out.append(Tensor(f"{p}.q_proj.weight", (spec.num_heads * qk, h), "attention", "column", i, True))
-        out += [
-            Tensor(
-                f"{p}.kv_a_proj_with_mqa.weight",
-                (m.kv_lora_rank + m.qk_rope_head_dim, h),
-                "attention",
-                "replicated",
-                i,
-                True,
-            ),
-            Tensor(f"{p}.kv_a_layernorm.weight", (m.kv_lora_rank,), "norms", "replicated", i),
-            Tensor(
-                f"{p}.kv_b_proj.weight",
-                (spec.num_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank),
-                "attention",
-                "column",
-                i,
-                True,
-            ),
-            Tensor(f"{p}.o_proj.weight", (h, spec.num_heads * m.v_head_dim), "attention", "row", i, True),
-        ]
-        return out
     if spec.fused_qkv:
         out.append(Tensor(f"{p}.qkv_proj.weight", (q + 2 * kv, h), "attention", "qkv_fused", i, True))
     else:
@@ -300,33 +295,6 @@ def _gdn(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
     ]
 
 
-def _mamba2(spec: ModelSpec, p: str, i: int, conv_bias: bool = True) -> list[Tensor]:
-    """Nemotron-H's MambaMixer2 (`layers/mamba/mamba_mixer2.py`) with n_groups divisible by TP:
-    in_proj [2·inner + 2·groups·d_state + heads, hidden] and conv1d (+bias) column-parallel,
-    dt_bias / A_log / D split by head, the grouped gated RMSNorm [inner] split by TP, out_proj
-    row-parallel. (n_groups = 1 with TP > 1 replicates the groups per rank: not modelled.)"""
-    m = spec.mamba
-    assert m is not None
-    h = spec.hidden_size
-    n_heads, head_dim, _ = m.ssm_state_shape
-    inner = n_heads * head_dim
-    conv_dim, kernel = m.conv_state_shape[0], m.conv_state_shape[1] + 1
-    out = [
-        Tensor(f"{p}.in_proj.weight", (inner + conv_dim + n_heads, h), "mamba", "column", i, True),
-        Tensor(f"{p}.conv1d.weight", (conv_dim, 1, kernel), "mamba", "column", i),
-    ]
-    if conv_bias:
-        out.append(Tensor(f"{p}.conv1d.bias", (conv_dim,), "mamba", "column", i))
-    out += [
-        Tensor(f"{p}.dt_bias", (n_heads,), "mamba", "heads", i),
-        Tensor(f"{p}.A_log", (n_heads,), "mamba", "heads", i),
-        Tensor(f"{p}.D", (n_heads,), "mamba", "heads", i),
-        Tensor(f"{p}.norm.weight", (inner,), "norms", "column", i),
-        Tensor(f"{p}.out_proj.weight", (h, inner), "mamba", "row", i, True),
-    ]
-    return out
-
-
 def _qwen3_next_layer(spec: ModelSpec, i: int, p: str, stage: Stage) -> list[Tensor]:
     """One Qwen3-Next decoder layer: GDN or gated full attention (q_proj doubled for the output
     gate, q/k norms), then the MoE block (router, experts, shared expert and its sigmoid gate)."""
@@ -377,37 +345,7 @@ def _qwen3_next(spec: ModelSpec) -> list[Tensor]:
     return out
 
 
-def _nemotron_h(spec: ModelSpec) -> list[Tensor]:
-    """Nemotron-H (`models/nemotron_h.py`): each `hybrid_override_pattern` block is a pre-norm plus
-    one mixer: Mamba2 (M), attention without rotary (*, q/k/v/o), or a non-gated relu² MLP (-,
-    up_proj column-parallel, down_proj row-parallel)."""
-    h, v = spec.hidden_size, spec.vocab_size
-    out = [Tensor("backbone.embeddings.weight", (v, h), "embeddings", "vocab", "first")]
-    for i, layer in enumerate(spec.layers):
-        p = f"backbone.layers.{i}"
-        out.append(Tensor(f"{p}.norm.weight", (h,), "norms", "replicated", i))
-        if layer.attention == "mamba":
-            out += _mamba2(spec, f"{p}.mixer", i)
-        elif layer.attention == "full":
-            out += _attention(spec, f"{p}.mixer", i)
-        else:
-            inter = spec.intermediate_size
-            out += [
-                Tensor(f"{p}.mixer.up_proj.weight", (inter, h), "mlp", "column", i, True),
-                Tensor(f"{p}.mixer.down_proj.weight", (h, inter), "mlp", "row", i, True),
-            ]
-            if spec.mlp_bias:
-                out += [
-                    Tensor(f"{p}.mixer.up_proj.bias", (inter,), "mlp", "column", i),
-                    Tensor(f"{p}.mixer.down_proj.bias", (h,), "mlp", "replicated", i),
-                ]
-    out.append(Tensor("backbone.norm_f.weight", (h,), "norms", "replicated", "last"))
-    if not spec.tie_word_embeddings:
-        out.append(Tensor("lm_head.weight", (v, h), "lm_head", "vocab", "last"))
-    return out
-
-
-_HYBRID_BUILDERS = {"qwen3_next": _qwen3_next, "nemotron_h": _nemotron_h}
+_HYBRID_BUILDERS = {"qwen3_next": _qwen3_next}  # Nemotron-H: families/nemotron_h.py
 
 
 def from_spec(spec: ModelSpec) -> list[Tensor]:
