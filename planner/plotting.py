@@ -13,11 +13,12 @@ the bytes to planner/output.py (private temporary file, rename; a symlink is rep
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import PlannerError
-from planner.output import atomic_write, refuse_overwrite
+from planner.output import atomic_write
 from planner.units import GIB
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def check_target(name: str, force: bool) -> tuple[Path, str]:
         raise PlannerError(f"--plot {name} is a folder: give a file name such as {path / 'plot.svg'}")
     if not path.parent.is_dir():
         raise PlannerError(f"--plot {name}: the folder {path.parent} does not exist: create it or choose another")
-    refuse_overwrite([path], force)
+    if os.path.lexists(path) and not force:
+        raise PlannerError(f"--plot {name} exists: pass --force to replace it, or choose another file name")
     _matplotlib()
     return path, fmt
 

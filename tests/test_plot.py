@@ -193,3 +193,63 @@ def test_a_plan_never_loads_matplotlib_or_the_plotting_module():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr[-2000:]
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+PLAN = ["plan", "qwen3-8b", "--gpu", "H100", "--vllm-version", "0.19.0"]
+PERF = ["perf", "qwen3-8b", "--gpu", "H100", "--vllm-version", "0.18.0", "--input-len", "1024", "--output-len", "256"]
+PERF += ["--concurrency", "8", "--max-model-len", "8192"]
+
+
+@pytest.mark.parametrize("argv", [PLAN, PERF], ids=["plan", "perf"])
+def test_plot_writes_the_file_and_keeps_the_output(tmp_path, capsys, argv):
+    from planner.cli import main
+
+    code = main(argv + ["--json"])
+    plain = capsys.readouterr().out
+    target = tmp_path / "out.svg"
+    assert main(argv + ["--json", "--plot", str(target)]) == code == 0
+    out, err = capsys.readouterr()
+    assert out == plain and err.strip().splitlines()[-1] == f"plot: {target}"  # the JSON is unchanged
+    root = read_svg(target)
+    assert root.find(f".//{SVG}g[@id='{'seg-0-warm-kv' if argv is PLAN else 'curve-tpot'}']") is not None
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--plot", "x.pdf"], "--plot x.pdf: give a file name ending in .svg or .png"),
+        (["--plot", "there.svg"], "--plot there.svg exists: pass --force to replace it, or choose another file name"),
+        (["--plot", "no/such/x.svg"], "--plot no/such/x.svg: the folder no/such does not exist"),
+    ],
+    ids=["extension", "existing", "no folder"],
+)
+@pytest.mark.parametrize("argv", [PLAN, PERF], ids=["plan", "perf"])
+def test_plot_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch, capsys, argv, extra, message):
+    from planner.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "there.svg").write_text("mine")
+    assert main(argv + extra) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and message in err
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["there.svg"] and (tmp_path / "there.svg").read_text() == "mine"
+    )
+
+
+def test_plot_without_matplotlib_and_with_an_inventory(tmp_path, capsys, monkeypatch):
+    from planner.cli import main
+
+    assert main(PLAN[:2] + ["--inventory", "8xH100", "--plot", str(tmp_path / "x.svg")]) == 2
+    assert "plan one GPU type with --gpu, not --inventory" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for argv in (PLAN, PERF):
+        assert main(argv + ["--plot", str(tmp_path / "x.svg")]) == 2
+        out, err = capsys.readouterr()
+        assert (
+            out == ""
+            and err.strip() == "vllm-planner: error: --plot needs matplotlib: pip install 'vllm-planner[plot]'"
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from typing import Any
 from planner.cli.args import int_range, positive_float
 from planner.cli.options import add_plan_options
 from planner.cli.plan import build_request
+from planner.cli.plot import add_plot_option, draw, plot_target
 from planner.errors import PlannerError
 
 HELP = "throughput and latency (TTFT, TPOT/ITL, tokens/s) of a plan at a load, with ranges"
@@ -31,6 +32,7 @@ def register(p: argparse.ArgumentParser) -> None:
         help="open-loop Poisson arrivals, requests per second (instead of --concurrency)",
     )
     p.add_argument("--curve", action="store_true", help="also print the throughput-vs-latency table over concurrency")
+    add_plot_option(p, "the throughput-vs-latency curve over concurrency")
     p.set_defaults(func=run)
 
 
@@ -42,21 +44,26 @@ def run(a: argparse.Namespace) -> int:
     if a.device == "cpu":
         raise PlannerError("perf models GPUs only: drop --device cpu")
     check_load(a.input_len, a.output_len, a.concurrency, a.request_rate)
+    plot = plot_target(a)
     req, gpu, _ = build_request(a)
     req = dataclasses.replace(req, concurrency=None)
     r = estimate(
         req, gpu, a.input_len, a.output_len, concurrency=a.concurrency, request_rate=a.request_rate, tp=a.tp, pp=a.pp
     )
-    table = curve(req, gpu, a.input_len, a.output_len, r.tp, r.pp) if a.curve else None
+    table = curve(req, gpu, a.input_len, a.output_len, r.tp, r.pp) if a.curve or plot else None
     if a.json:
         out = r.to_json()
-        if table is not None:
+        if a.curve:
             out["curve"] = [_curve_row(x) for x in table]
         print(json.dumps(out, indent=2))
     else:
         print(text(r))
-        if table is not None:
+        if a.curve:
             print("\n" + curve_text(table))
+    if plot:
+        from planner.plotting import write_curve
+
+        draw(plot, write_curve, table)
     return 1 if r.kv_limited or r.saturated else 0
 
 

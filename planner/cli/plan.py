@@ -12,6 +12,7 @@ from typing import Any
 from planner.cli.args import word
 from planner.cli.fmt import table
 from planner.cli.options import add_plan_options, add_sizing_options, catalogue_from_args, gpu_from_args
+from planner.cli.plot import add_plot_option, draw, plot_target
 from planner.errors import PlannerError
 from planner.units import GIB
 
@@ -28,6 +29,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
     add_launch_options(p)
     add_sizing_options(p)
+    add_plot_option(p, "the per-GPU memory budget, a stacked bar per stage, warm and first start")
     p.set_defaults(func=cmd_plan)
 
 
@@ -143,6 +145,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
         raise PlannerError(
             f"--{given[0].replace('_', '-')} applies to SLO sizing only: add --request-rate R, or drop it"
         )
+    if a.plot and a.inventory:
+        raise PlannerError("--plot draws one plan's budget: plan one GPU type with --gpu, not --inventory")
+    plot = plot_target(a)
     req, gpu, catalogue = build_request(a)
     if a.inventory:
         from planner.cli.inventory import run_inventory
@@ -153,6 +158,10 @@ def cmd_plan(a: argparse.Namespace) -> int:
         None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
     )
     print(json.dumps(result.to_json(), indent=2) if a.json else plan_text(result, req, per_node))
+    if plot:
+        from planner.plotting import write_budget
+
+        draw(plot, write_budget, result.budget)
     if a.emit:
         from planner.cli.emit import launch_options
         from planner.launch.emit import emit_all
