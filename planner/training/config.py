@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.errors import PlannerError
+from planner.estimate import Estimate
 from planner.models.spec import ModelSpec
 from planner.models.tensors import Tensor
 from planner.training.activations import ATTENTIONS
@@ -131,11 +132,15 @@ class TrainingEstimate:
     optimizer_in_backward: bool = False
     host_activation_bytes: int = 0
     """Pinned host memory the offloaded activations need for all `gpus` ranks (in host_offload_bytes)."""
+    phase_bytes: dict[str, int] = field(default_factory=dict)
+    """Beyond the persistent states, what each phase of a step holds; the peak is the largest."""
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    """The allocated peak and the reserved footprint with their ranges and sources (bytes)."""
     assumptions: list[str] = field(default_factory=list)
     fixes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        skip = ("states", "states_unsharded", "activation_bytes")  # re-added below under the *_bytes / *_gib names
+        skip = ("states", "states_unsharded", "activation_bytes", "estimates")  # re-added below
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         s = self.states
         gib = {
@@ -165,6 +170,16 @@ class TrainingEstimate:
         for k in ("comm_buffer", "paged_optimizer", "host_offload"):
             d[f"{k}_gib"] = round(getattr(self, f"{k}_bytes") / GIB, 4)
         d["reserved_range_bytes"] = list(self.reserved_range_bytes)
+        d["host_activation_gib"] = round(self.host_activation_bytes / GIB, 4)
+        d["phase_gib"] = {k: round(v / GIB, 4) for k, v in self.phase_bytes.items()}
+        d["estimates"] = {
+            k: {
+                "value_gib": round(e.value / GIB, 4),
+                "range_gib": [round(x / GIB, 4) for x in e.range()],
+                "source": e.source,
+            }
+            for k, e in self.estimates.items()
+        }
         return d
 
 

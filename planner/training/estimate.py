@@ -1,10 +1,11 @@
 """The estimate: the allocated peak, the reserved footprint the fit is judged on, the largest
 micro-batch and sequence, what was assumed, and the fixes for a misfit. Pure.
 
-The peak: model states without their gradients live all run; on top of them the larger of the
-start of the backward pass (every activation, the loss's transient and only lm_head's gradient
-so far) and its end (every gradient, one layer's workspace), or, with gradient accumulation past
-the first micro-batch, every gradient and every activation at once; or the optimizer step.
+The peak: model states without their gradients live all run; on top of them the largest of four
+phases (`phase_bytes`): the loss's backward (every held activation, the loss's tensors, lm_head's
+gradient), the backward pass of the costliest layer (its recomputed activations and gradient
+workspace), the end of the backward pass (every gradient) and the optimizer step; with gradient
+accumulation past the first micro-batch every gradient is alive in every phase.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from planner.estimate import Estimate
 from planner.models.spec import ModelSpec
 from planner.models.tensors import Tensor
 from planner.training import config as cfg
@@ -19,6 +21,7 @@ from planner.training.fixes import find_fixes
 from planner.training.framework import TrainingProfile
 from planner.training.reserved import Reserved, reserved_footprint
 from planner.training.resolve import Resolved, resolve
+from planner.units import GIB
 
 
 def loss_transient_bytes(r: Resolved, b: int, s: int) -> int:
@@ -33,20 +36,16 @@ def temporary_bytes(r: Resolved, b: int, s: int) -> int:
 
 
 def phase_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -> dict[str, int]:
-    """What is alive beyond the persistent states in each phase of a step. The loss's backward
-    (every held activation, the loss's kept and transient tensors, lm_head's gradient); the
-    backward pass of the costliest layer (held activations, its recomputed activations and
-    gradient workspace); the end of the backward pass (every gradient); the optimizer step. With
-    gradient accumulation past the first micro-batch, every gradient in every phase."""
+    """What is alive beyond the persistent states in each phase of a step (see the module docstring)."""
     grads = r.backward_grad_bytes
     accum = r.c.grad_accum > 1 if accumulating is None else accumulating
     early = grads if accum else r.head_grad_bytes
     held, fixed = r.act.held_bytes(b, s), r.fixed_temporary_bytes
-    first = r.act.layer_bytes(b, s)[0] if r.act.offload else 0
+    workspace = r.act.workspace_bytes_per_token * b * s
     return {
         "loss backward": early + held + r.act.head_bytes(b, s) + loss_transient_bytes(r, b, s) + fixed,
         "layer backward": early + held + r.act.backward_layer_bytes(b, s) + fixed,
-        "end of backward": grads + r.act.layer_bytes(b, s)[0] + first + r.act.workspace_bytes_per_token * b * s + fixed,
+        "end of backward": grads + r.act.layer_bytes(b, s)[0] + workspace + fixed,
         "optimizer step": grads + r.step_bytes,
     }
 
@@ -58,8 +57,48 @@ def peak_allocated_bytes(r: Resolved, b: int, s: int, accumulating: bool | None 
     return persistent + max(phase_bytes(r, b, s, accumulating).values())
 
 
+ACTIVATION_CHECK = 0.03
+"""The activation model's bound: within 3% of what autograd keeps per layer, every combination of
+the CPU check (tests/test_training_autograd.py)."""
+
+
+def allocated_estimate(r: Resolved, b: int, s: int) -> Estimate:
+    """The allocated peak with its range: the states exact, the rest within the CPU check's bound,
+    the loss's transient down to its low figure."""
+    peak = peak_allocated_bytes(r, b, s)
+    st = r.states
+    varying = peak - (st.total - st.gradients - st.adapter_gradients)
+    loss_spread = int(
+        (r.loss.transient_bytes_per_vocab - r.loss.transient_low_bytes_per_vocab) * r.spec.vocab_size * b * s
+    )
+    low = max(0, peak - int(varying * ACTIVATION_CHECK) - loss_spread)
+    source = (
+        "model states exact; activations within 3% of autograd on CPU; "
+        f"{r.loss.name} cross-entropy transient {r.loss.transient_low_bytes_per_vocab:g}-"
+        f"{r.loss.transient_bytes_per_vocab:g} B per token per vocabulary entry"
+    )
+    return Estimate(peak, min(low, peak), peak + int(varying * ACTIVATION_CHECK), "bytes", source)
+
+
 def reserved_at(r: Resolved, b: int, s: int) -> Reserved:
     return reserved_footprint(peak_allocated_bytes(r, b, s), r.c.gpus, r.profile.reserved)
+
+
+def reserved_estimate(r: Resolved, b: int, s: int, allocated: Estimate) -> Estimate:
+    """The reserved footprint with its range: the allocated range through the reserved model's low
+    and high fragmentation, CUDA context and NCCL figures."""
+    rm, gpus = r.profile.reserved, r.c.gpus
+    mid = reserved_footprint(int(allocated.value), gpus, rm).total_bytes
+    low = reserved_footprint(int(allocated.low), gpus, rm).low_bytes
+    high = reserved_footprint(int(allocated.high), gpus, rm).high_bytes
+    source = (
+        f"allocated x (1 + fragmentation {rm.fragmentation_low:g}-{rm.fragmentation_high:g}) + CUDA context "
+        f"{rm.cuda_context_low_gib:g}-{rm.cuda_context_high_gib:g} GiB"
+        + (f" + NCCL {rm.nccl_low_gib:g}-{rm.nccl_high_gib:g} GiB" if gpus > 1 else "")
+        + " (profiles/training/frameworks.yaml); "
+        + allocated.source
+    )
+    return Estimate(mid, min(low, mid), max(high, mid), "bytes", source)
 
 
 def fits_at(r: Resolved, b: int, s: int, mem: int) -> bool:
@@ -103,12 +142,15 @@ def _assumptions(r: Resolved) -> list[str]:
             else "torch foreach (one moment-sized temporary)"
         )
     )
-    out.append(f"attention: {c.attention}; activations as transformers keeps them (fp32 RMSNorm copies)")
-    out.append(
-        "gradients at the peak: only lm_head's at the start of the backward pass"
-        if c.grad_accum == 1
-        else "gradients at the peak: all of them (accumulated over micro-batches)"
-    )
+    out.append(f"attention: {c.attention}; activations as transformers keeps them (fp32 RMSNorm copies); {_regime(r)}")
+    if c.activation_offload:
+        out.append("activation offload: what each layer keeps waits in pinned host RAM; two layers' worth on the GPU")
+    if c.optimizer_in_backward:
+        out.append("gradients at the peak: one parameter's (optimizer-in-backward steps and frees each as it arrives)")
+    elif c.grad_accum == 1:
+        out.append("gradients at the peak: only lm_head's during the loss's backward, all of them at its end")
+    else:
+        out.append("gradients at the peak: all of them (accumulated over micro-batches)")
     if c.gpus > 1 or c.zero:
         out.append(
             f"sharding: {'DeepSpeed ZeRO' if fw.sharding == 'deepspeed' else 'FSDP'} stage {c.zero}, default buffer "
@@ -120,6 +162,20 @@ def _assumptions(r: Resolved) -> list[str]:
         + (f" + NCCL {rm.nccl_gib:g} GiB" if c.gpus > 1 else "")
     )
     return out
+
+
+def _regime(r: Resolved) -> str:
+    a = r.assume
+    if not a.autocast:
+        return "one dtype throughout (no autocast" + (
+            "; the DeepSpeed/FSDP engine casts every parameter, adapters included)" if r.c.zero else ")"
+        )
+    if a.stream == 4:
+        out = "torch.autocast over an fp32 base: residual stream and norm outputs in fp32"
+        return out + (
+            "; 4-bit linears cast their outputs back to fp32" if a.linear_out == 4 else "; weight copies kept"
+        )
+    return "torch.autocast over a 16-bit base" + ("; fp32 adapters keep compute-dtype input casts" if a.adapted else "")
 
 
 def _notes(r: Resolved) -> list[str]:
@@ -138,15 +194,23 @@ def _notes(r: Resolved) -> list[str]:
         out.append(f"ZeRO {c.zero} on one GPU shards nothing")
     if r.paged_bytes:
         out.append(
-            f"paged optimizer: {r.paged_bytes / 2**30:,.2f} GiB of states may be evicted to host RAM; "
+            f"paged optimizer: {r.paged_bytes / GIB:,.2f} GiB of states may be evicted to host RAM; "
             "the fit does not count them (eviction costs speed)"
         )
     if c.offload != "none":
         out.append(
-            f"offload: {r.host_offload_bytes / 2**30:,.1f} GiB of host RAM for {c.gpus} GPU(s), plus pinned buffers"
+            f"offload: {r.host_offload_bytes / GIB:,.1f} GiB of host RAM for {c.gpus} GPU(s), plus pinned buffers"
         )
-    if c.precision in ("bf16-mixed", "fp16-mixed") and r.base_dtype == "fp32":
-        out.append("an fp32 base under autocast: activations are counted in 16-bit; the residual stream stays fp32")
+    if c.activation_offload:
+        out.append(
+            f"activation offload: {r.host_activation_bytes / GIB:,.1f} GiB of pinned host RAM for {c.gpus} GPU(s); "
+            "the copies cost PCIe time"
+        )
+    if c.method == "full" and r.assume.autocast and c.framework in ("hf", "axolotl"):
+        out.append(
+            "full fine-tuning of an fp32-loaded model under autocast (PyTorch AMP) keeps a 16-bit cast of every "
+            "linear's input and weight: more activation memory than counted here (a bf16-loaded model is counted)"
+        )
     if spec.quant is not None:
         out.append(f"LoRA over the {spec.quant.method} checkpoint: the frozen base is counted as stored")
     return out
@@ -186,19 +250,36 @@ def estimate(
     """Per-GPU training memory for one configuration, the fit of its reserved footprint against
     `gpu_memory_bytes`, the largest micro-batch and sequence that fit, and fixes for a misfit."""
     r = resolve(spec, tensors, config, profile)
-    c, b, s, mem = config, config.micro_batch_size, r.seq_len, gpu_memory_bytes
+    mem = gpu_memory_bytes
     fits, max_b, max_s = _fit_search(r, mem)
-    res = reserved_at(r, b, s)
     fixes: list[dict[str, Any]] = []
     if fits is False and with_fixes and mem is not None:
-        fixes = find_fixes(lambda k: _evaluate(spec, tensors, k, profile, mem), c, r, max_b, max_s)
+        fixes = find_fixes(lambda k: _evaluate(spec, tensors, k, profile, mem), config, r, max_b, max_s)
     return cfg.TrainingEstimate(
         model=model_id or spec.architecture,
+        **_setting_fields(r),
+        **_memory_fields(r),
+        gpu=gpu_name,
+        gpu_memory_bytes=mem,
+        fits=fits,
+        max_micro_batch_size=max_b,
+        max_seq_len=max_s,
+        estimated=_estimated(spec, mem is not None),
+        notes=_notes(r),
+        assumptions=_assumptions(r),
+        fixes=fixes,
+    )
+
+
+def _setting_fields(r: Resolved) -> dict[str, Any]:
+    """The setup as resolved (the framework's defaults applied)."""
+    c = r.c
+    return dict(
         method=c.method,
         precision=c.precision,
         optimizer=c.optimizer,
-        micro_batch_size=b,
-        seq_len=s,
+        micro_batch_size=c.micro_batch_size,
+        seq_len=r.seq_len,
         grad_accum=c.grad_accum,
         gpus=c.gpus,
         zero=c.zero,
@@ -207,6 +288,24 @@ def estimate(
         lora_rank=r.rank,
         lora_alpha=(c.lora_alpha if c.lora_alpha is not None else 2 * r.rank) if r.rank else None,
         lora_targets=r.targets,
+        context_tokens=r.context,
+        effective_batch_size=c.micro_batch_size * c.grad_accum * c.gpus,
+        framework=r.framework.name,
+        loss=r.loss.name,
+        base_dtype=r.base_dtype,
+        offload=c.offload,
+        activation_offload=c.activation_offload,
+        optimizer_in_backward=c.optimizer_in_backward,
+    )
+
+
+def _memory_fields(r: Resolved) -> dict[str, Any]:
+    """Every figure in bytes at the setup's micro-batch and sequence length."""
+    c, b, s = r.c, r.c.micro_batch_size, r.seq_len
+    res = reserved_at(r, b, s)
+    allocated = allocated_estimate(r, b, s)
+    reserved = reserved_estimate(r, b, s, allocated)
+    return dict(
         params_total=r.params_total,
         params_trainable=sum(_prod(x) for x in r.trainable_shapes),
         states=r.states,
@@ -216,28 +315,16 @@ def estimate(
         temporary_bytes=temporary_bytes(r, b, s),
         optimizer_step_bytes=r.step_bytes,
         total_bytes=peak_allocated_bytes(r, b, s),
-        gpu=gpu_name,
-        gpu_memory_bytes=mem,
-        fits=fits,
-        max_micro_batch_size=max_b,
-        max_seq_len=max_s,
-        context_tokens=r.context,
-        effective_batch_size=b * c.grad_accum * c.gpus,
         total_bytes_without_accum=peak_allocated_bytes(r, b * c.grad_accum, s, False) if c.grad_accum > 1 else None,
-        estimated=_estimated(spec, mem is not None),
-        notes=_notes(r),
-        framework=r.framework.name,
-        loss=r.loss.name,
-        base_dtype=r.base_dtype,
-        offload=c.offload,
         reserved_bytes=res.total_bytes,
-        reserved_range_bytes=(res.low_bytes, res.high_bytes),
+        reserved_range_bytes=(int(reserved.low), int(reserved.high)),
         reserved_breakdown=res.breakdown,
         comm_buffer_bytes=sum(r.comm.values()),
         paged_optimizer_bytes=r.paged_bytes,
         host_offload_bytes=r.host_offload_bytes,
-        assumptions=_assumptions(r),
-        fixes=fixes,
+        host_activation_bytes=r.host_activation_bytes,
+        phase_bytes=phase_bytes(r, b, s),
+        estimates={"allocated": allocated, "reserved": reserved},
     )
 
 
