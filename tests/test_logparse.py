@@ -364,22 +364,101 @@ SYNTHETIC = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(REAL))
-def test_real_log(shared_dir: Path, name: str) -> None:
-    check(parse_file(shared_dir / "calibration" / "logs" / name), REAL[name])
+# vLLM 0.26.0 on an H200, run by `vllm-planner verify --load-format dummy` (benchmarks/data/device-logs;
+# the figures checked by hand against the raw lines).
+H200_026 = dict(
+    vllm_version="0.26.0",
+    device_name="GPU",
+    total_gib=139.8,
+    init_free_gib=139.29,
+    requested_gib=128.62,
+    gpu_memory_utilization=0.92,
+    kv_cache_memory_bytes_mode=False,
+    phase="ready",
+)
+DEVICE = {
+    "vllm-0.26.0-h200--qwen3-8b.log.gz": dict(
+        H200_026,
+        model_runner="v2",
+        weights_gib=15.27,
+        activation_peak_gib=1.29,
+        non_torch_gib=0.22,
+        non_kv_cache_gib=16.78,
+        cudagraph_actual_gib=1.0,
+        available_kv_gib=111.84,
+        kv_cache_tokens=814368,
+        kv_cache_tokens_all=(814368,),
+        max_concurrency=19.88,
+        max_concurrency_tokens=40960,
+    ),
+    "vllm-0.26.0-h200--qwen3-30b-a3b.log.gz": dict(
+        H200_026,
+        model_runner="v1",
+        weights_gib=56.88,
+        activation_peak_gib=2.68,
+        non_torch_gib=0.24,
+        non_kv_cache_gib=59.8,
+        cudagraph_estimate_gib=0.64,
+        cudagraph_actual_gib=0.8,
+        available_kv_gib=68.18,
+        kv_cache_tokens=744672,
+        kv_cache_tokens_all=(744672,),
+        max_concurrency=18.18,
+        max_concurrency_tokens=40960,
+    ),
+    "vllm-0.26.0-h200--qwen3-8b-v1runner.log.gz": dict(
+        H200_026,
+        model_runner="v1",
+        weights_gib=15.27,
+        activation_peak_gib=2.21,
+        non_torch_gib=0.23,
+        non_kv_cache_gib=17.72,
+        cudagraph_estimate_gib=0.5,
+        cudagraph_actual_gib=0.67,
+        available_kv_gib=110.4,
+        kv_cache_tokens=803936,
+        kv_cache_tokens_all=(803936,),
+        max_concurrency=19.63,
+        max_concurrency_tokens=40960,
+    ),
+    # stopped by verify's time limit while capturing CUDA graphs, after every budget figure was logged
+    "vllm-0.26.0-h200--llama-3.1-8b-seqs256.log.gz": dict(
+        H200_026,
+        model_runner="v2",
+        weights_gib=15.0,
+        activation_peak_gib=1.1,
+        non_torch_gib=0.22,
+        non_kv_cache_gib=16.33,
+        cudagraph_actual_gib=0.59,
+        available_kv_gib=112.28,
+        kv_cache_tokens=919824,
+        kv_cache_tokens_all=(919824,),
+        max_concurrency=28.07,
+        max_concurrency_tokens=32768,
+        phase="cuda graphs",
+    ),
+}
+
+REPO = Path(__file__).resolve().parent.parent
+FOLDERS = {
+    # folder -> (where it is, its table, which of its files are logs)
+    "calibration logs": (lambda d: d / "calibration" / "logs", REAL, "*"),
+    "synthetic fixtures": (lambda d: FIXTURES, SYNTHETIC, "*"),
+    "device logs": (lambda d: REPO / "benchmarks" / "data" / "device-logs", DEVICE, "*.log*"),
+}
+LOGS = [(folder, name) for folder, (_, table, _) in FOLDERS.items() for name in sorted(table)]
 
 
-def test_every_real_log_is_in_the_table(shared_dir: Path) -> None:
-    assert sorted(p.name for p in (shared_dir / "calibration" / "logs").iterdir()) == sorted(REAL)
+@pytest.mark.parametrize("folder,name", LOGS, ids=[n for _, n in LOGS])
+def test_log_figures(shared_dir: Path, folder: str, name: str) -> None:
+    where, table, _ = FOLDERS[folder]
+    check(parse_file(where(shared_dir) / name), table[name])
 
 
-@pytest.mark.parametrize("name", sorted(SYNTHETIC))
-def test_synthetic_log(name: str) -> None:
-    check(parse_file(FIXTURES / name), SYNTHETIC[name])
-
-
-def test_every_fixture_is_in_the_table() -> None:
-    assert sorted(p.name for p in FIXTURES.iterdir()) == sorted(SYNTHETIC)
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+def test_every_log_is_in_its_table(shared_dir: Path, folder: str) -> None:
+    where, table, pattern = FOLDERS[folder]
+    assert sorted(p.name for p in where(shared_dir).glob(pattern)) == sorted(table)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -409,13 +488,34 @@ PREFIX_019 = "vllm-0.19.0-h100--"
 OK_019 = sorted(n for n in REAL if n.startswith(PREFIX_019) and "FAILED" not in n)
 
 
-@pytest.mark.parametrize("name", OK_019)
-def test_019_logs_match_the_calibration_jsonl(shared_dir: Path, name: str) -> None:
-    rows = [json.loads(line) for line in (shared_dir / "calibration" / "vllm-startup-h100.jsonl").open()]
-    (row,) = [r for r in rows if r["source_url"].endswith("/" + name.removeprefix(PREFIX_019))]
-    figures = parse_file(shared_dir / "calibration" / "logs" / name)
-    assert figures.vllm_version == row["vllm_version"].removeprefix("v")
-    assert {k: getattr(figures, f) for k, f in JSONL_FIELDS.items()} == {k: row[k] for k in JSONL_FIELDS}
+def _record_pairs(data_dir: Path) -> list[tuple[dict, Path, bool]]:
+    """(record, its log, strict) for every start-up record whose log we hold: the H100 set's rows
+    (strict: every field as the log prints it, None where it prints none) and the public and device
+    rows (the fields the log prints; the rest comes from the source's other text)."""
+    h100 = [json.loads(x) for x in (data_dir / "calibration" / "vllm-startup-h100.jsonl").read_text().splitlines()]
+    by_tail = {r["source_url"].rsplit("/", 1)[-1]: r for r in h100}
+    pairs = [(by_tail[n.removeprefix(PREFIX_019)], data_dir / "calibration" / "logs" / n, True) for n in OK_019]
+    public = REPO / "benchmarks" / "data" / "public-startups.jsonl"
+    rows = [json.loads(x) for x in public.read_text().splitlines()]
+    return pairs + [(r, REPO / r["log_file"], False) for r in rows if r.get("log_file")]
+
+
+RECORDED = 4 + 5 + 4  # the 0.19 H100 logs that started, the public logs, the device logs
+
+
+def test_every_held_log_has_its_record(shared_dir: Path) -> None:
+    assert len(_record_pairs(shared_dir)) == RECORDED
+
+
+@pytest.mark.parametrize("index", range(RECORDED))
+def test_records_hold_what_their_logs_print(shared_dir: Path, index: int) -> None:
+    record, log, strict = _record_pairs(shared_dir)[index]
+    figures = parse_file(log)
+    assert figures.vllm_version == record["vllm_version"].removeprefix("v").split()[0] or not figures.vllm_version
+    logged = {k: getattr(figures, f) for k, f in JSONL_FIELDS.items()}
+    if not strict:
+        logged = {k: v for k, v in logged.items() if v is not None and k in record}
+    assert logged and logged == {k: record[k] for k in logged}
 
 
 @pytest.mark.parametrize("name", sorted(n for n in REAL if n.startswith(PREFIX_019)))
@@ -589,13 +689,19 @@ def test_a_logged_warning_traceback_is_not_a_failure() -> None:
 
 # The end of a real vLLM 0.32 CPU start-up with --max-model-len 4096 over a 2,048-position model: the
 # reason is on the indented lines after pydantic's header, which alone says nothing.
-VALIDATION_0_32 = """\
+_REASON_0_32 = (
+    "  Value error, User-specified max_model_len (4096) is greater than the derived max_model_len"
+    " (max_position_embeddings=2048.0 or model_max_length=None in model's config.json)."
+    " To allow overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."
+    " [type=value_error, input_value=ArgsKwargs((), {'model': ...nderer_num_workers': 1}), input_type=ArgsKwargs]"
+)
+VALIDATION_0_32 = f"""\
 (APIServer pid=8906) INFO 12-07 05:10:27 [model.py:733] Resolved architecture: LlamaForCausalLM
 Traceback (most recent call last):
   File "/venv/lib/python3.11/site-packages/pydantic/_internal/_dataclasses.py", line 121, in __init__
     s.__pydantic_validator__.validate_python(ArgsKwargs(args, kwargs), self_instance=s)
 pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig
-  Value error, User-specified max_model_len (4096) is greater than the derived max_model_len (max_position_embeddings=2048.0 or model_max_length=None in model's config.json). To allow overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. [type=value_error, input_value=ArgsKwargs((), {'model': ...nderer_num_workers': 1}), input_type=ArgsKwargs]
+{_REASON_0_32}
     For further information visit https://errors.pydantic.dev/2.14/v/value_error
 """
 

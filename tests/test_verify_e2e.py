@@ -32,32 +32,20 @@ pytestmark = [
 ]
 
 
+def cpu_verify_args(model: Path, report: Path, requests: int | None = None) -> list[str]:
+    """`verify` of a tiny model on the CPU build: 1 GiB of KV space, 512 tokens, eager, dummy weights;
+    `requests` concurrent requests (None: the plan's default load)."""
+    args = [str(model), "--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager"]
+    args += ["--load-format", "dummy", "--timeout", "600", "--report", str(report)]
+    return args + (["--requests", str(requests)] if requests is not None else [])
+
+
 def test_verify_tiny_llama_on_the_cpu_build(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VLLM_PLANNER_VLLM_PYTHON", vllm_python())
     model = write_tiny_model(tmp_path / "tiny-llama", vllm_python())
     report = tmp_path / "report.json"
     t0 = time.monotonic()
-    code = main(
-        [
-            "verify",
-            str(model),
-            "--device",
-            "cpu",
-            "--cpu-kvcache-gib",
-            "1",
-            "--max-model-len",
-            "512",
-            "--enforce-eager",
-            "--load-format",
-            "dummy",
-            "--requests",
-            "4",
-            "--timeout",
-            "600",
-            "--report",
-            str(report),
-        ]
-    )
+    code = main(["verify", *cpu_verify_args(model, report, requests=4)])
     took = time.monotonic() - t0
     out, err = capsys.readouterr()
     with capsys.disabled():
@@ -95,25 +83,7 @@ def test_default_load_at_full_planned_concurrency(tmp_path, monkeypatch, capsys)
         tmp_path / "kv-heavy", vllm_python(), num_key_value_heads=8, head_dim=256, num_hidden_layers=8
     )
     report = tmp_path / "report.json"
-    code = main(
-        [
-            "verify",
-            str(model),
-            "--device",
-            "cpu",
-            "--cpu-kvcache-gib",
-            "1",
-            "--max-model-len",
-            "512",
-            "--enforce-eager",
-            "--load-format",
-            "dummy",
-            "--timeout",
-            "600",
-            "--report",
-            str(report),
-        ]
-    )
+    code = main(["verify", *cpu_verify_args(model, report)])
     out, err = capsys.readouterr()
     data = json.loads(report.read_text())
     assert code == 0, out + report.with_suffix(".log").read_text()[-3000:]
@@ -129,24 +99,7 @@ def test_sighup_then_sigterm_during_the_load_leave_nothing(tmp_path):
     # the API server, its EngineCore and everything they spawned must go, and the temp folder too.
     model = write_tiny_model(tmp_path / "tiny-llama", vllm_python())
     v = Verify(
-        [
-            str(model),
-            "--device",
-            "cpu",
-            "--cpu-kvcache-gib",
-            "1",
-            "--max-model-len",
-            "512",
-            "--enforce-eager",
-            "--load-format",
-            "dummy",
-            "--requests",
-            "8",
-            "--timeout",
-            "600",
-            "--report",
-            str(tmp_path / "r.json"),
-        ],
+        cpu_verify_args(model, tmp_path / "r.json", requests=8),
         tmp_path,
         grace=20.0,
         VLLM_PLANNER_VLLM_PYTHON=vllm_python(),
