@@ -180,7 +180,7 @@ def norm_bytes(spec: ModelSpec, width: int, groups: int, a: ActivationAssumption
 # ---- linear inputs and LoRA adapters ---------------------------------------------------------
 
 
-def _adapter_copy_bytes(a: ActivationAssumptions, in_bytes: int) -> int:
+def adapter_copy_bytes(a: ActivationAssumptions, in_bytes: int) -> int:
     """Bytes per element of the copy of its input each adapted module keeps, 0 when it shares the
     input: PEFT casts the input to the adapter dtype, LoRA dropout makes a new tensor, and under
     autocast lora_A casts whatever it reads to the compute dtype."""
@@ -207,7 +207,7 @@ def input_terms(
     in_bytes = in_bytes or e
     adapted = sorted(m for m in modules if m in a.adapted)
     out: dict[str, int] = {}
-    own = _adapter_copy_bytes(a, in_bytes) if adapted else 0
+    own = adapter_copy_bytes(a, in_bytes) if adapted else 0
     if a.trainable and a.autocast and in_bytes != e:
         out[f"{label} (autocast copies)"] = copies * len(modules & a.linears) * e * width
     elif (a.trainable or (adapted and not own)) and not already_kept:

@@ -17,6 +17,7 @@ from planner.estimate import Estimate
 from planner.models.spec import ModelSpec
 from planner.models.tensors import Tensor
 from planner.training import config as cfg
+from planner.training.activations import adapter_copy_bytes
 from planner.training.fixes import find_fixes
 from planner.training.framework import TrainingProfile
 from planner.training.reserved import Reserved, reserved_footprint
@@ -122,15 +123,17 @@ def _assumptions(r: Resolved) -> list[str]:
     if r.base_dtype:
         out.append(f"frozen base in {r.base_dtype}: {r.base_dtype_reason}")
     if c.method != "full":
+        a = r.assume
+        own = adapter_copy_bytes(a, a.stream)
         out.append(
-            f"LoRA adapters in {'fp32' if r.adapter_bytes == 4 else 'the compute dtype'}"
-            f"{' (PEFT autocast_adapter_dtype)' if fw.adapter_dtype == 'fp32' else ''}; each adapted module keeps "
-            f"{'its own input copy' if r.adapter_bytes != r.rule.activation_bytes or c.lora_dropout else 'the shared input'}; "
-            f"LoRA dropout {c.lora_dropout:g}"
+            f"LoRA adapters in {'fp32' if a.adapter_bytes == 4 else 'the compute dtype'}"
+            f"{' (PEFT autocast_adapter_dtype)' if a.adapter_bytes == 4 else ''}; each adapted module keeps "
+            f"{f'its own {own}-byte input copy' if own else 'the shared input'}; LoRA dropout {c.lora_dropout:g}"
         )
+    loss = r.loss
     out.append(
-        f"loss: {r.loss.name} cross-entropy ({'--loss' if c.loss else fw.name + ' default'}): keeps "
-        f"{r.loss.kept_bytes_per_vocab} B and adds {r.loss.transient_bytes_per_vocab:g} B per token per vocabulary entry"
+        f"loss: {loss.name} cross-entropy ({'--loss' if c.loss else fw.name + ' default'}): keeps "
+        f"{loss.kept_bytes_per_vocab} B and adds {loss.transient_bytes_per_vocab:g} B per token per vocabulary entry"
     )
     out.append(
         "optimizer step: "
