@@ -26,6 +26,7 @@ class Fake:
         first_s: float = 0.6,
         stall_after: int | None = None,
         end: str = "done",
+        streams: bool = True,
     ) -> None:
         self.cut, self.status, self.preempt = cut, status, preempt
         self.delays = list(delays)  # seconds per request, in arrival order; then 1.2
@@ -33,6 +34,7 @@ class Fake:
         self.first_s = first_s  # of a request's time, until its first token; the rest spread over the others
         self.stall_after = stall_after  # tokens streamed before the answer stalls for 30 s
         self.end = end  # "done": [DONE] after the usage chunk; "cut": the body just ends; "error": an error event
+        self.streams = streams  # False: one JSON answer, as a server that ignores "stream" sends
         self.running = self.peak = self.preemptions = self.tokens = 0
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
@@ -48,6 +50,7 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
         def send(self, code: int, body: str) -> None:
             data = body.encode()
             self.send_response(code)
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -89,9 +92,12 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
                     fake.tokens += len(body["prompt"]) + body["max_tokens"]
 
         def answer(self, body: dict, delay: float) -> None:
-            if fake.status != 200:
+            if fake.status != 200 or not fake.streams:
                 time.sleep(delay)
-                return self.send(fake.status, '{"error": "boom"}')
+                if fake.status != 200:
+                    return self.send(fake.status, '{"error": "boom"}')
+                usage = {"prompt_tokens": len(body["prompt"]), "completion_tokens": body["max_tokens"] - fake.cut}
+                return self.send(200, json.dumps({"usage": usage}))
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
@@ -239,3 +245,10 @@ def test_a_broken_stream_is_a_failed_request(server, fake_kw, timeout_s, error):
     assert r.completed == 0 and r.errors and r.errors[0].startswith(error), r.errors
     assert r.latency["requests"] == 0 and r.latency["ttft_ms"] is None and r.latency["output_tokens_per_s"] is None
     assert time.monotonic() - t0 < 20  # the stall is cut by the read timeout, not waited out
+
+
+def test_a_server_that_does_not_stream_gives_end_to_end_only(server):
+    _, url = server(streams=False)
+    r = run_load(spec(url, n=2))
+    assert r.complete and r.latency["requests"] == 2 and 1.2 <= r.latency["e2e_latency_s"]["mean"] < 1.6
+    assert r.latency["ttft_ms"] is None and r.latency["tpot_ms"] is None and r.latency["itl_ms"] is None

@@ -344,3 +344,18 @@ def test_a_gpu_load_over_the_kv_pool_has_no_latency_estimate_and_says_why():
     check = perfcheck.compare(pred, CPU_MEASURED, "cuda", None)
     assert {r.name: r.predicted for r in check.rows}["ttft_ms"] is None
     assert any(n.startswith("over KV capacity") for n in check.notes)
+
+
+def test_the_speed_of_a_finished_load():
+    ld = dataclasses.replace(load(n=8, done=8), prompt_tokens=1024, output_tokens=256, latency=CPU_MEASURED)
+    req = Request(load_model("qwen3-8b"), Settings(max_model_len=8192), releases.get("0.18.0"))
+    h100 = load_catalogue().get("H100")
+    plan = {"gpu": h100.name, "tp": 1, "pp": 1}
+    check = perfcheck.of_load(ld, plan, "cuda", lambda: (req, h100))
+    assert check.prediction == gpu_prediction(8)  # perf's own estimate of the load that ran
+    assert {r.name: r.measured for r in check.rows}["ttft_ms"] == 71.61
+    other = perfcheck.of_load(ld, {**plan, "gpu": "A100-SXM-80GB"}, "cuda", lambda: (req, h100))
+    assert other.prediction is None and any("the plan is for A100-SXM-80GB" in n for n in other.notes)
+    cpu = perfcheck.of_load(ld, {"gpu": "cpu"}, "cpu", lambda: pytest.fail("the CPU build asks perf nothing"))
+    assert cpu.prediction is None and cpu.notes == [perfcheck.CPU_NOTE]
+    assert perfcheck.of_load(None, plan, "cuda", lambda: (req, h100)) is None

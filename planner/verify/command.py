@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from planner.errors import PlannerError
 from planner.output import atomic_write, open_private_new, refuse_overwrite
-from planner.verify import metrics
+from planner.verify import metrics, perfcheck
 from planner.verify.interrupts import handled, run_child, shielded
 from planner.verify.load import LoadProgress, LoadResult, LoadSpec, run_load
 from planner.verify.report import (
@@ -422,6 +422,8 @@ def _run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], An
             print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
             spec = ServerSpec(argv, port, _env(serve, served, tmp), a.timeout, log_path)
             report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes)
+        speed = perfcheck.of_load(report.load, plan, device, lambda: build_request(a)[:2])  # the server is down
+        report = dataclasses.replace(report, speed=speed)
     except BaseException:
         _keep_or_drop_log(log_path)
         raise

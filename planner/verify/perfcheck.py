@@ -11,7 +11,9 @@ prediction (perf models GPUs): the measurement exercises the loop, not the numbe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+from planner.errors import PlannerError
 
 CPU_NOTE = (
     "CPU build: the loop, not the numbers (perf models GPUs only; the CPU backend's speed says nothing of a GPU's)"
@@ -125,6 +127,25 @@ def predict(req: Any, gpu: Any, plan: dict[str, Any], prompt: int, output: int, 
 
     tp, pp = int(plan.get("tp") or 1), int(plan.get("pp") or 1)
     return estimate(req, gpu, prompt, output, concurrency=requests, tp=tp, pp=pp).to_json()
+
+
+def of_load(
+    load: Any, plan: dict[str, Any], device: str, request: Callable[[], tuple[Any, Any]]
+) -> Optional[PerfCheck]:
+    """The speed check of a finished load (a `LoadResult`); `request` gives the plan's (Request, GPU)
+    for perf. None without a load."""
+    if load is None or load.latency is None:
+        return None
+    if device == "cpu":
+        return compare(None, load.latency, device, None)
+    try:
+        req, gpu = request()
+        if gpu is None or gpu.name != plan.get("gpu"):
+            raise PlannerError(f"the plan is for {plan.get('gpu')}; give verify its --gpu to estimate its speed")
+        prediction = predict(req, gpu, plan, load.prompt_tokens, load.output_tokens, load.requests)
+    except PlannerError as e:
+        return compare(None, load.latency, device, str(e))
+    return compare(prediction, load.latency, device, None)
 
 
 def _num(v: Optional[float], digits: int) -> str:
