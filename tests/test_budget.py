@@ -47,6 +47,33 @@ def test_llama_8b_with_50_gib_of_kv(version, max_model_len, tokens, concurrency)
     assert not {"kv_cache_gib", "num_blocks", "kv_cache_tokens", "max_concurrency"} & set(b.estimated)
 
 
+@pytest.mark.parametrize(
+    "model,version,settings,pinned,graphs",
+    [
+        ("Qwen/Qwen3-8B", "0.33.0", {}, False, True),
+        ("Qwen/Qwen3-8B", "0.33.0", {"enforce_eager": True}, False, False),
+        ("meta-llama/Llama-3.1-70B-Instruct", "0.19.0", {"tp": 4}, False, False),  # 0.20+ subtracts graphs
+        ("deepseek-ai/DeepSeek-V2-Lite", "0.21.0", {}, False, True),
+        ("meta-llama/Llama-3.1-8B-Instruct", "0.19.0", {"kv_cache_memory_bytes": 50 * GIB}, True, True),
+    ],
+)
+def test_estimated_figures_carry_their_range_in_bytes(model, version, settings, pinned, graphs):
+    b = budget(model, version, **settings)
+    m, kv = b.memory, b.kv
+    # one range for the KV memory and what it holds: the --json *_range keys are its ends
+    assert m.kv_cache.unit == "bytes" and kv.tokens.unit == "tokens" and kv.max_concurrency.unit == "requests"
+    assert m.kv_cache.is_exact == kv.tokens.is_exact == kv.max_concurrency.is_exact == pinned
+    assert b.kv_cache_gib_range == [round(m.kv_cache.low / GIB, 2), round(m.kv_cache.high / GIB, 2)]
+    assert b.kv_cache_tokens_range[0] <= b.kv_cache_tokens <= b.kv_cache_tokens_range[1]
+    assert (b.verdict.cold_fits is None) == pinned
+    # the measured terms are estimates on a GPU even with a pinned pool, never below zero; where vLLM
+    # subtracts no CUDA-graph estimate (before 0.20, --enforce-eager) that term is exactly 0
+    terms = [m.activation, m.non_torch] + ([m.cudagraph] if graphs else [])
+    assert all(not t.is_exact and t.low >= 0 and t.source for t in terms)
+    assert m.cudagraph.is_exact != graphs and (graphs or m.cudagraph.value == 0)
+    assert b.activation_gib == round(m.activation.value / GIB, 2)
+
+
 CPU_TINY = {
     "model_type": "llama",
     "architectures": ["LlamaForCausalLM"],

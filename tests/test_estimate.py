@@ -28,3 +28,16 @@ def test_a_range_that_does_not_hold_its_value_is_refused(args):
 def test_negative_bounds_are_refused():
     with pytest.raises(PlannerError):
         Estimate.relative(1.0, "GiB", under=-0.1, over=0.1, source="test")
+
+
+def test_plus_minus_clamps_at_its_floor_and_maps_through_a_monotone_function():
+    e = Estimate.plus_minus(1.0 * GIB, 1.5 * GIB, "bytes", source="kv error", floor=0)
+    assert e.range() == [0, 2.5 * GIB] and not e.is_exact
+    blocks = e.through(lambda b: b // (2 * 2**20), "blocks")
+    assert (blocks.value, blocks.range(), blocks.unit, blocks.source) == (512, [0, 1280], "blocks", "kv error")
+    assert e.to_json(0)["range"] == [0, 2684354560] and e.to_json()["source"] == "kv error"
+
+
+def test_a_negative_error_is_refused():
+    with pytest.raises(PlannerError):
+        Estimate.plus_minus(1.0, -0.5, "GiB", source="test")
