@@ -253,6 +253,9 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
     heads = text["num_attention_heads"]
     kv_heads = text.get("num_key_value_heads") or heads
     head_dim = text.get("head_dim") or text["hidden_size"] // heads
+    if "block_configs" in text:  # nemotron-nas: KV only in blocks with attention, heads / n_heads_in_group
+        attn = [b["attention"] for b in text["block_configs"] if not b["attention"]["no_op"]]
+        layers, kv_heads = len(attn), heads // attn[0]["n_heads_in_group"]
     return layers * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes
 
 

@@ -241,6 +241,9 @@ class ModelSpec:
     num_mtp_layers: int = 0
     """Multi-token-prediction layers stored in the checkpoint (DeepSeek-V3); vLLM loads them only for
     speculative decoding."""
+    layer_intermediate_sizes: tuple[int, ...] = ()
+    """Heterogeneous FFN widths, one per layer, 0 for a layer without FFN (nemotron-nas / DeciLM block
+    configs); empty = `intermediate_size` in every layer (which then holds the widest)."""
     checkpoint_rotary_buffers: bool = False
     """The checkpoint stores each layer's `rotary_emb.inv_freq` (Llama-2); vLLM does not load them."""
     vision: VisionSpec | None = None
