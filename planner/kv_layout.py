@@ -27,6 +27,9 @@ class KVGroup:
     """full, sliding, chunked, mla, or mamba (Mamba / linear-attention state pages)."""
     window: int | None
     """Sliding window / attention chunk in tokens, None for full attention and MLA."""
+    block_size: int = 0
+    """Tokens per block of this group where vLLM raised it to even out the page sizes
+    (`unify_kv_cache_spec_page_size`: Gemma 4's full layers); 0 = the layout's."""
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,11 @@ def build_layout(
         )
         for k in counts
     }
-    if len(set(page.values())) != 1:
-        raise ValueError("attention kinds with different page sizes are not modelled")
-    page_bytes = next(iter(page.values()))
+    # unify_kv_cache_spec_page_size: a smaller attention page grows by its block size to the largest
+    page_bytes = max(page.values())
+    if any(page_bytes % p or k[0] == "mamba" for k, p in page.items() if p != page_bytes):
+        raise ValueError("attention kinds whose page sizes do not divide each other are not modelled")
+    scale = {k: page_bytes // p for k, p in page.items()}
     extra = (
         dict(
             mamba_state_bytes=mamba_state,
@@ -190,21 +195,25 @@ def build_layout(
         if hybrid
         else {}
     )
+
+    def group(k: tuple[str, int | None]) -> KVGroup:
+        return KVGroup(*k, block_size * scale[k] if scale[k] > 1 else 0)
+
     if len(counts) == 1:
         ((kind, n),) = counts.items()
-        return KVLayout(block_size, page_bytes, n, (KVGroup(*kind),), 0, **extra)
+        return KVLayout(block_size, page_bytes, n, (group(kind),), 0, **extra)
     lo, hi = min(counts.values()), max(counts.values())
     group_size = hi if rules.hybrid_group_size_max_rule and hi < 1.5 * lo else lo
     groups, padding = [], 0
     for kind, n in counts.items():
         g = cdiv(n, group_size)
-        groups += [KVGroup(*kind)] * g
+        groups += [group(kind)] * g
         padding += g * group_size - n
     return KVLayout(block_size, page_bytes, group_size, tuple(groups), padding, **extra)
 
 
 def _group_blocks(layout: KVLayout, g: KVGroup, max_model_len: int, inflight_tokens: int) -> int:
-    bs = layout.block_size
+    bs = g.block_size or layout.block_size
     if g.kind == "sliding" and g.window:
         return cdiv(min(g.window - 1 + inflight_tokens, max_model_len), bs) + 1
     if g.kind == "chunked" and g.window:

@@ -72,4 +72,5 @@ from planner.models.families import deepseek_v32, qwen3_5  # noqa: E402,F401  (r
 from planner.models.families import minimax_m2  # noqa: E402,F401,I001  (C1)
 from planner.models.families import qwen3_vl  # noqa: E402,F401,I001  (C1)
 from planner.models.families import nemotron_h  # noqa: E402,F401,I001  (C2)
+from planner.models.families import gemma4  # noqa: E402,F401,I001  (C1)
 from planner.models.families import nemotron_nas  # noqa: E402,F401,I001  (C2)
