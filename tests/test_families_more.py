@@ -5,11 +5,15 @@ builds the architecture; bad input as one-line errors naming the field, exit sta
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from launch_helpers import VLLM_ABSENT, vllm_python
-from test_families import _broken, config_of, oracle_rows
+from test_families import config_of, oracle_rows
 
 from planner import accounting as acc
 from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model, plan
@@ -30,8 +34,18 @@ PROFILES = {
         "Qwen/Qwen3-VL-30B-A3B-Instruct",
         "Qwen/Qwen3-VL-235B-A22B-Instruct",
     ],
+    "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it"],
 }
+# configs without a bundled profile (no published total found offline): tests/data/configs
+MIMO = str(Path(__file__).parent / "data" / "configs" / "XiaomiMiMo--MiMo-V2-Flash_config.json")
 ALL = [m for ms in PROFILES.values() for m in ms]
+
+
+def _broken(model_id: str, edit) -> dict:
+    """The bundled profile's (or a tests/data config file's) config.json with one edit."""
+    cfg = json.loads(Path(model_id).read_text()) if model_id.endswith(".json") else copy.deepcopy(config_of(model_id))
+    edit(cfg)
+    return cfg
 
 
 def test_every_profile_is_registered_with_a_published_count():
@@ -118,6 +132,87 @@ def test_qwen3_vl_deepstack_mergers_are_counted():
     )
 
 
+# ---- Gemma 4 and MiMo-V2: per-layer KV geometry ---------------------------------------------------
+
+
+def test_gemma4_parts():
+    # transformers' Gemma4ForConditionalGeneration on the meta device: 25,805,933,872 parameters,
+    # of them the vision tower 569,548,080 and embed_vision 1152 x 2816; the checkpoint adds the
+    # std_bias / std_scale buffers (2 x 1152) and one layer_scalar per layer
+    r = inspect("google/gemma-4-26B-A4B")
+    assert r.params_breakdown["vision"] == 569_548_080 + 1152 * 2816 + 2 * 1152
+    assert r.params_checkpoint - 30 - 2 * 1152 == 25_805_933_872
+    # K = V full layers: vLLM's qkv_proj holds a V copy of k_proj (2 x 512 rows), memory without parameters
+    full = inspect("google/gemma-4-26B-A4B", tp=1).weight_breakdown_per_gpu["attention"]
+    assert full - 2 * r.params_breakdown["attention"] == 5 * 2 * 512 * 2816 * 2
+
+
+@pytest.fixture(scope="module")
+def mimo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mimo")
+    shutil.copy(MIMO, d / "config.json")
+    return d
+
+
+def test_mimo_v2_parts(mimo_dir):
+    r = inspect(str(mimo_dir))
+    # layer 0 dense (16,384), 47 MoE layers of 256 experts x 3 x 4096 x 2048
+    assert r.params_breakdown["experts"] == 47 * 256 * 3 * 4096 * 2048
+    assert r.params_breakdown["mlp"] == 3 * 4096 * 16384
+    # 9 full layers: 4 KV heads x (192 + 128); 39 sliding (window 128): 8 KV heads x (192 + 128)
+    assert r.kv_bytes_per_token_by_kind == {"full": 9 * 4 * 320 * 2, "sliding": 39 * 8 * 320 * 2}
+
+
+LAYER_TPS = (1, 2, 8)
+
+
+@pytest.fixture(scope="module")
+def vllm_layers(mimo_dir):
+    py = vllm_python()
+    if py is None:
+        pytest.skip(VLLM_ABSENT)
+    dirs = {m: str(sources_dir(m)) for m in PROFILES["gemma4"]} | {"mimo": str(mimo_dir)}
+    out = {}
+    for tp in LAYER_TPS:
+        proc = subprocess.run(
+            [py, str(Path(__file__).parent / "vllm_layer_oracle.py"), *dirs.values(), "--tp", str(tp)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        rows = {json.loads(l)["config"]: json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
+        out.update({(m, tp): rows.get(d) for m, d in dirs.items()})
+    return out
+
+
+def sources_dir(model_id):
+    from planner.models import sources
+
+    return sources.find_bundled(model_id)
+
+
+@pytest.mark.parametrize("model_id", PROFILES["gemma4"] + ["mimo"])
+@pytest.mark.parametrize("tp", LAYER_TPS)
+def test_per_layer_kv_matches_vllm(vllm_layers, mimo_dir, model_id, tp):
+    from planner.accounting import attention_geometry, kv_heads_per_rank
+    from planner.kv_layout import build_layout
+
+    row = vllm_layers[(model_id, tp)]
+    assert row is not None and "error" not in row, row
+    m = load_model(str(mimo_dir) if model_id == "mimo" else model_id)
+    spec = m.spec
+    assert [l.attention for l in spec.layers] == [x["kind"] for x in row["layers"]]
+    lay = build_layout(spec, range(spec.num_layers), tp, 2, 16)
+    blocks = {g.kind: g.block_size or lay.block_size for g in lay.groups}
+    for layer, x in zip(spec.layers, row["layers"]):
+        heads, k, v = attention_geometry(spec, layer.attention)
+        assert (kv_heads_per_rank(heads, tp), k, v) == (x["heads"], x["k"], x["v"])
+        assert layer.window == x["window"]
+        # vLLM's unify_kv_cache_spec_page_size: one page size, the smaller kind's block size raised
+        assert (blocks[layer.attention], lay.page_bytes) == (x["block_size"], x["page_size_bytes"])
+    assert spec.max_model_len_default == row["max_model_len"]
+
+
 # ---- KV geometry against vLLM's classes -------------------------------------------------------------
 
 ORACLE_TPS = (1, 8)
@@ -177,6 +272,35 @@ BAD = [
     ),
     ("Qwen/Qwen3-VL-30B-A3B-Instruct", lambda c: c["text_config"].pop("num_experts"), "num_experts"),
     ("Qwen/Qwen3-VL-30B-A3B-Instruct", lambda c: c["text_config"].pop("moe_intermediate_size"), "moe_intermediate"),
+    ("google/gemma-4-26B-A4B", lambda c: c["text_config"]["layer_types"].pop(), "layer_types"),
+    ("google/gemma-4-26B-A4B", lambda c: c["text_config"]["layer_types"].__setitem__(0, "chunked"), "layer_types"),
+    ("google/gemma-4-26B-A4B", lambda c: c["text_config"].pop("global_head_dim"), "global_head_dim"),
+    (
+        "google/gemma-4-26B-A4B",
+        lambda c: c["text_config"].pop("num_global_key_value_heads"),
+        "num_global_key_value_heads",
+    ),
+    ("google/gemma-4-26B-A4B", lambda c: c["text_config"].__setitem__("enable_moe_block", False), "enable_moe_block"),
+    ("google/gemma-4-26B-A4B", lambda c: c["text_config"].__setitem__("top_k_experts", 129), "top_k_experts"),
+    ("google/gemma-4-26B-A4B", lambda c: c["text_config"].pop("moe_intermediate_size"), "moe_intermediate_size"),
+    (
+        "google/gemma-4-26B-A4B",
+        lambda c: c["text_config"].__setitem__("hidden_size_per_layer_input", 256),
+        "hidden_size_per_layer_input",
+    ),
+    (
+        "google/gemma-4-26B-A4B",
+        lambda c: c["text_config"].__setitem__("num_kv_shared_layers", 10),
+        "num_kv_shared_layers",
+    ),
+    ("google/gemma-4-31B-it", lambda c: c["vision_config"].__setitem__("head_dim", 64), "head_dim"),
+    ("google/gemma-4-31B-it", lambda c: c["text_config"].pop("sliding_window"), "sliding_window"),
+    (MIMO, lambda c: c["hybrid_layer_pattern"].pop(), "hybrid_layer_pattern"),
+    (MIMO, lambda c: c["moe_layer_freq"].__setitem__(3, 2), "moe_layer_freq"),
+    (MIMO, lambda c: c.pop("swa_num_key_value_heads"), "swa_num_key_value_heads"),
+    (MIMO, lambda c: c.pop("swa_head_dim"), "swa_head_dim"),
+    (MIMO, lambda c: c.__setitem__("num_experts_per_tok", 257), "num_experts_per_tok"),
+    (MIMO, lambda c: c.__setitem__("n_shared_experts", 1), "n_shared_experts"),
 ]
 
 

@@ -168,6 +168,8 @@ def _check_fields(cfg: dict[str, Any], prefix: str) -> None:
         if value is None:
             continue
         name = f"{prefix}{key}"
+        if key == "moe_layer_freq" and isinstance(value, list):
+            continue  # MiMo-V2: one 0/1 flag per layer, checked by its family module
         if key in INT_FIELDS:
             lo, hi = INT_FIELDS[key]
             if not _is_int(value) or not lo <= value <= hi:
