@@ -52,15 +52,16 @@ class Target:
 
     name: str
     memory_bytes: int
-    """Total device memory as torch reports it (the base of gpu_memory_utilization)."""
+    """The GPU's total memory as torch reports it, the base of gpu_memory_utilization."""
     device: Literal["cuda", "cpu"] = "cuda"
+    """cuda: a GPU; cpu: vLLM's CPU backend, its KV pool from VLLM_CPU_KVCACHE_SPACE."""
     cpu_kvcache_bytes: int | None = None
-    """CPU backend: VLLM_CPU_KVCACHE_SPACE in bytes (the whole KV pool)."""
+    """VLLM_CPU_KVCACHE_SPACE, the CPU backend's whole KV pool. In bytes here; vLLM reads whole GiB."""
     compute_capability: str | None = None
     """e.g. "9.0": picks the attention backend (MLA block size) and batch-default tier."""
     interconnect: str | None = None
-    """Interconnect class between the TP ranks (profiles/gpus.yaml `interconnect_class`, or
-    --interconnect): sets the communication buffers of non-torch memory. None: the set's default."""
+    """How the TP ranks talk, which sizes vLLM's communication buffers in the non-torch memory.
+    The class from profiles/gpus.yaml `interconnect_class`, or --interconnect; None: the set's default."""
 
     @property
     def arch_family(self) -> str:
@@ -71,18 +72,31 @@ class Target:
 
 @dataclass(frozen=True)
 class Settings:
-    """The `vllm serve` knobs that change the budget. None means vLLM's default for the release."""
+    """The `vllm serve` knobs that change the budget. None means vLLM's default for the release.
+
+    The first sentence of each field's docstring is the help of its flag (planner/cli/fieldhelp.py)."""
 
     tp: int = 1
+    """Tensor-parallel size, GPUs per pipeline stage."""
     pp: int = 1
+    """Pipeline-parallel size, stages of whole layers."""
     max_model_len: int | Literal["auto"] | None = None
+    """Context per request in tokens, or 'auto' for the longest that fits. None: the model's limit."""
     max_num_seqs: int | None = None
+    """Requests vLLM schedules at once."""
     max_num_batched_tokens: int | None = None
+    """Tokens per scheduler step, the profile run's size."""
     gpu_memory_utilization: float | None = None
+    """Share of the GPU's total memory vLLM may use, above 0 and at most 1."""
     kv_cache_dtype: str = "auto"
+    """KV-cache element type: auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2. auto: the model dtype
+    or the checkpoint's KV scheme."""
     enforce_eager: bool = False
+    """No CUDA graphs, so no graph memory."""
     kv_cache_memory_bytes: int | None = None
+    """The KV pool per GPU pinned in bytes, skipping the measured terms as vLLM does."""
     block_size: int | None = None
+    """Tokens per KV-cache block. None: the attention backend's, 16 for most models."""
     allow_long_max_model_len: bool = False
     """VLLM_ALLOW_LONG_MAX_MODEL_LEN=1: a max_model_len above the model's limit is accepted."""
     enable_prefix_caching: bool | None = None

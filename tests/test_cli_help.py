@@ -205,3 +205,67 @@ def test_train_reads_the_gpu_memory_override_as_plan_does(capsys):
     main(["train", "qwen3-8b", "--method", "lora", "--gpu", "H100", "--gpu-memory-gib", "40", "--json"])
     train = json.loads(capsys.readouterr().out)
     assert plan["total_gib"] == train["gpu_memory_gib"] == 40
+
+
+# flag -> (dataclass, field) whose docstring's first sentence is the flag's help
+FIELD_FLAGS = {
+    "--tp": ("Settings", "tp"),
+    "--pp": ("Settings", "pp"),
+    "--max-model-len": ("Settings", "max_model_len"),
+    "--max-num-seqs": ("Settings", "max_num_seqs"),
+    "--max-num-batched-tokens": ("Settings", "max_num_batched_tokens"),
+    "--gpu-memory-utilization": ("Settings", "gpu_memory_utilization"),
+    "--kv-cache-dtype": ("Settings", "kv_cache_dtype"),
+    "--enforce-eager": ("Settings", "enforce_eager"),
+    "--kv-cache-memory-bytes": ("Settings", "kv_cache_memory_bytes"),
+    "--block-size": ("Settings", "block_size"),
+    "--gpu-memory-gib": ("Target", "memory_bytes"),
+    "--device": ("Target", "device"),
+    "--cpu-kvcache-gib": ("Target", "cpu_kvcache_bytes"),
+    "--interconnect": ("Target", "interconnect"),
+}
+
+
+def _docstrings(cls: str) -> dict[str, str]:
+    """The field docstrings of planner/target.py's `cls`, read here on their own."""
+    import ast
+    from pathlib import Path
+
+    import planner.target
+
+    tree = ast.parse(Path(planner.target.__file__).read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    return {
+        a.target.id: " ".join(b.value.value.split())
+        for a, b in zip(body, body[1:])
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+    }
+
+
+@pytest.mark.parametrize("flag", sorted(FIELD_FLAGS))
+def test_plan_flag_help_is_its_field_docstring(flag):
+    cls, field = FIELD_FLAGS[flag]
+    sentence = _docstrings(cls)[field].split(". ")[0].rstrip(".")
+    help_text = next(a for a in _options("plan") if flag in a.option_strings).help
+    assert sentence[1:] in help_text and help_text[0].lower() == sentence[0].lower(), (help_text, sentence)
+
+
+def test_plan_help_printed_carries_the_docstrings(capsys):
+    assert main(["plan", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "skipping the measured terms as vLLM does" in out and "stages of whole layers" in out
+
+
+def test_a_run_without_help_reads_no_docstring_and_keeps_every_flag():
+    import planner.cli.fieldhelp as fieldhelp
+
+    fieldhelp.field_docs.cache_clear()
+    quick = build_parser("plan", with_help=False)
+    assert fieldhelp.field_docs.cache_info().misses == 0
+    full = build_parser("plan")
+    flags = lambda p: {  # noqa: E731
+        s: a.dest
+        for a in next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["plan"]._actions
+        for s in a.option_strings
+    }
+    assert flags(quick) == flags(full)

@@ -8,14 +8,14 @@ import io
 import sys
 from typing import Any, Callable, Sequence
 
-from planner.cli.parser import build_parser, command_of
+from planner.cli.parser import build_parser, command_of, wants_help
 from planner.errors import PlannerError
 
 
 def _run(argv: Sequence[str] | None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
-        args = build_parser(command_of(argv)).parse_args(argv)
+        args = build_parser(command_of(argv), with_help=wants_help(argv)).parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except PlannerError as exc:

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from planner.cli.args import finite_float, fraction, human_int, int_range, positive_float, word
+from planner.cli.fieldhelp import SETTINGS, TARGET, field_help
 
 MODEL_HELP = "bundled id or alias (see `vllm-planner models`), a config.json / checkpoint folder, or a Hugging Face id"
 MAX_PARALLEL = 4096
@@ -40,8 +41,7 @@ def add_format_options(p: argparse.ArgumentParser, kv_default: str | None) -> No
         "--kv-cache-dtype",
         type=word("a KV-cache dtype"),
         default=kv_default,
-        help="KV-cache element type: auto, bfloat16, float16, fp8, fp8_e4m3, fp8_e5m2 "
-        "(default: auto, the model dtype or the checkpoint's KV scheme)",
+        help=field_help(SETTINGS, "kv_cache_dtype", "default: auto, the model dtype or the checkpoint's KV scheme"),
     )
 
 
@@ -55,7 +55,7 @@ def add_parallel_options(p: argparse.ArgumentParser, default: int | None) -> Non
         dest="tp",
         type=_gpu_count,
         default=default,
-        help=f"tensor-parallel size, GPUs per pipeline stage (default: {when})",
+        help=field_help(SETTINGS, "tp", f"default: {when}"),
     )
     pp_when = "1" if default else "1, more when TP fills a node"
     p.add_argument(
@@ -65,7 +65,7 @@ def add_parallel_options(p: argparse.ArgumentParser, default: int | None) -> Non
         dest="pp",
         type=_gpu_count,
         default=default,
-        help=f"pipeline-parallel size, stages of whole layers (default: {pp_when})",
+        help=field_help(SETTINGS, "pp", f"default: {pp_when}"),
     )
 
 
@@ -85,7 +85,7 @@ def add_gpu_options(p: argparse.ArgumentParser, when: str) -> None:
         "--gpu-memory-gib",
         type=finite_float(0.001, MAX_MEMORY_GIB, "number of GiB"),
         metavar="GIB",
-        help="override the GPU's total memory, GiB as torch reports it (default: the catalogue's)",
+        help=field_help(TARGET, "memory_bytes", "default: the catalogue's", ", in GiB"),
     )
     add_gpu_file_option(p)
 
@@ -157,43 +157,43 @@ def _add_scheduler_options(p: argparse.ArgumentParser) -> None:
         dest="max_model_len",
         type=_max_model_len,
         metavar="TOKENS",
-        help="context per request in tokens (8192, 32k = 32,000, 32K = 32,768), or 'auto' for the longest "
-        "that fits (default: the model's limit)",
+        help=field_help(SETTINGS, "max_model_len", "default: the model's limit", " (8192, 32k = 32,000, 32K = 32,768)"),
     )
     p.add_argument(
         "--max-num-seqs",
         type=_seqs,
         metavar="N",
-        help="requests vLLM schedules at once (default: the release's default for the GPU)",
+        help=field_help(SETTINGS, "max_num_seqs", "default: the release's default for the GPU"),
     )
     p.add_argument(
         "--max-num-batched-tokens",
         type=_tokens,
         metavar="TOKENS",
-        help="tokens per scheduler step, the profile run's size (default: the release's default for the GPU)",
+        help=field_help(SETTINGS, "max_num_batched_tokens", "default: the release's default for the GPU"),
     )
     p.add_argument(
         "--gpu-memory-utilization",
         type=fraction,
         metavar="FRACTION",
-        help="share of the GPU's total memory vLLM may use, above 0 and at most 1 (default: the release's, 0.9)",
+        help=field_help(SETTINGS, "gpu_memory_utilization", "default: the release's, 0.9"),
     )
 
 
 def _add_memory_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, so no graph memory (default: off)")
+    p.add_argument("--enforce-eager", action="store_true", help=field_help(SETTINGS, "enforce_eager", "default: off"))
     p.add_argument(
         "--kv-cache-memory-bytes",
         type=human_int(1, MAX_KV_POOL_BYTES, "a byte count"),
         metavar="BYTES",
-        help="pin the KV pool per GPU in bytes (8G = 8 GiB); skips the measured terms, as vLLM does "
-        "(default: sized from --gpu-memory-utilization)",
+        help=field_help(
+            SETTINGS, "kv_cache_memory_bytes", "default: sized from --gpu-memory-utilization", " (8G = 8 GiB)"
+        ),
     )
     p.add_argument(
         "--block-size",
         type=int_range(1, 2**16, "a block size"),
         metavar="TOKENS",
-        help="tokens per KV-cache block (default: the attention backend's, 16 for most models)",
+        help=field_help(SETTINGS, "block_size", "default: the attention backend's, 16 for most models"),
     )
 
 
@@ -217,9 +217,12 @@ def _add_deployment_options(p: argparse.ArgumentParser) -> None:
         "--interconnect",
         choices=INTERCONNECT_CLASSES,
         metavar="CLASS",
-        help="how the TP ranks talk, for vLLM's communication buffers: "
-        + ", ".join(INTERCONNECT_CLASSES)
-        + " (default: the GPU catalogue's interconnect_class)",
+        help=field_help(
+            TARGET,
+            "interconnect",
+            "default: the GPU catalogue's interconnect_class",
+            ": " + ", ".join(INTERCONNECT_CLASSES),
+        ),
     )
 
 
@@ -228,13 +231,15 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
         "--device",
         choices=("cuda", "cpu"),
         default="cuda",
-        help="cuda: a GPU; cpu: vLLM's CPU backend, KV from VLLM_CPU_KVCACHE_SPACE (default: cuda)",
+        help=field_help(TARGET, "device", "default: cuda"),
     )
     p.add_argument(
         "--cpu-kvcache-gib",
         type=int_range(1, MAX_MEMORY_GIB, "a whole number of GiB"),
         metavar="GIB",
-        help="VLLM_CPU_KVCACHE_SPACE for --device cpu, whole GiB as vLLM parses it (required there)",
+        help=field_help(
+            TARGET, "cpu_kvcache_bytes", "required there", " for --device cpu, in whole GiB as vLLM parses it"
+        ),
     )
     p.add_argument(
         "--pin-kv-cache",

@@ -53,10 +53,14 @@ def _register(p: argparse.ArgumentParser, where: str) -> None:
     getattr(importlib.import_module(module), function)(p)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with `command`, the other subcommands are listed by name and help only."""
+def build_parser(command: str | None = None, with_help: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; with `command`, the other subcommands are listed by name and help only.
+    `with_help=False` (a command line that asks for no help) skips reading the flags' help from the
+    field docstrings (planner/cli/fieldhelp.py)."""
     from planner import __version__
+    from planner.cli import fieldhelp
 
+    fieldhelp.enable(with_help)
     parser = Parser(
         prog="vllm-planner",
         description="Capacity planning for serving LLMs with vLLM. Exit status: "
@@ -69,6 +73,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command in (None, name):
             _register(p, where)
     return parser
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    return "-h" in argv or "--help" in argv
 
 
 def command_of(argv: Sequence[str]) -> str | None:
