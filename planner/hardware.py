@@ -1,4 +1,5 @@
-"""GPU catalogue and inventory parsing.
+"""The GPU catalogue: `GPU`, `Catalogue`, `load_catalogue`, the `gpus` table. Reading and checking
+GPU files is `planner/gpu_files.py`; inventories (`2x8xH100`) are `planner/inventory.py`.
 
 The catalogue lives in `profiles/gpus.yaml`; users add or override entries with a YAML file of the
 same shape. Planning uses `GPU.memory_gib`, the total that torch/vLLM report (not the marketed size).
@@ -18,19 +19,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from planner.errors import PlannerError
-from planner.input_files import read_text
 from planner.paths import profiles_dir
+from planner.units import GIB
 
 __all__ = [
     "GPU",
     "Catalogue",
-    "NodeGroup",
     "load_catalogue",
     "with_memory",
-    "parse_inventory",
     "gpus_table",
     "GPU_TABLE_HEADERS",
     "INVENTORY_FORM",
@@ -167,20 +164,13 @@ class GPU:
     @property
     def memory_bytes(self) -> int:
         """`memory_gib` in bytes."""
-        return int(self.memory_gib * 2**30)
+        return int(self.memory_gib * GIB)
 
     @property
     def cuda_capability(self) -> tuple[int, int] | None:
         """(major, minor) for CUDA devices; None for other vendors."""
         m = re.fullmatch(r"(\d+)\.(\d+)", self.compute_capability or "")
         return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-from planner.datafiles import LOADER as _YamlLoader  # noqa: E402
-
-_FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
-_REQUIRED = ("name", "vendor", "memory_gib", "bandwidth_tbs")
-_TUPLE_FIELDS = ("aliases", "sources")
 
 
 def _is_number(value: Any) -> bool:
@@ -285,140 +275,15 @@ class Catalogue:
         return self.source_notes.get(tag, tag)
 
 
-_NAME_MAX_CHARS = 100
-
-
-GPU_FILE_LIMIT = 4 * 2**20
-"""The bundled catalogue is about 60 KiB."""
-
-
-def _no_aliases(text: str, path: Path) -> None:
-    """Refuse YAML anchors and aliases: nested aliases expand exponentially (a "billion laughs"
-    file) when the entries are walked, and a GPU list has no use for them."""
-    for event in yaml.parse(text, Loader=_YamlLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise PlannerError(f"GPU file {path} uses YAML anchors or aliases (& / *): write each entry out in full")
-
-
-def _read_yaml(path: Path, user: bool = True) -> dict[str, Any]:
-    text = read_text(path, GPU_FILE_LIMIT, "GPU file")
-    try:
-        if user:  # the bundled file is ours, and parsing it twice would slow every plan
-            _no_aliases(text, path)
-        data = yaml.load(text, Loader=_YamlLoader)
-    except RecursionError:
-        raise PlannerError(
-            f"GPU file {path} nests too deeply; write a flat `gpus:` list like profiles/gpus.yaml"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PlannerError(f"GPU file {path} is not valid YAML{at}; fix the syntax") from None
-    if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
-        raise PlannerError(f"GPU file {path} must be a mapping with a `gpus:` list, like profiles/gpus.yaml")
-    sources = data.get("sources") or {}
-    if not isinstance(sources, dict):
-        raise PlannerError(f"GPU file {path}: `sources:` must map tags to descriptions")
-    return data
-
-
-def _check_entry(raw: Any, path: Path, position: int) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise PlannerError(f"GPU file {path}: entry {position} is not a mapping; write `- name: ...` entries")
-    label = f"GPU file {path}: entry {raw.get('name', position)!r}"
-    for key in raw:
-        if key not in _FIELDS or key.startswith("_"):
-            near = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else "see profiles/gpus.yaml for the fields"
-            raise PlannerError(f"{label}: unknown field {key!r}; {hint}")
-    entry = dict(raw)
-    for key in _TUPLE_FIELDS:
-        if key in entry:
-            value = entry[key]
-            if value is None:
-                value = []
-            if isinstance(value, str) or not isinstance(value, list):
-                raise PlannerError(f'{label}: {key} must be a list, e.g. {key}: ["..."]')
-            entry[key] = tuple(str(v) for v in value)
-    for key in ("name", "vendor", "compute_capability"):
-        if key in entry and entry[key] is not None and not isinstance(entry[key], str):
-            entry[key] = str(entry[key])
-    for text in [entry.get("name") or "", *entry.get("aliases", ())]:
-        if len(text) > _NAME_MAX_CHARS or not text.isprintable():
-            raise PlannerError(
-                f"{label}: the name or alias {text[:40]!r} must be printable text of at most "
-                f"{_NAME_MAX_CHARS} characters (no control characters or line breaks); rename it"
-            )
-    for key in ("memory_gb", "memory_gib", "bandwidth_tbs", "nvlink_gbs", "scaleup_gbs"):
-        if isinstance(entry.get(key), int) and not isinstance(entry.get(key), bool):
-            entry[key] = float(entry[key])
-    return entry
-
-
-def _build(entry: dict[str, Any], path: Path) -> GPU:
-    missing = [key for key in _REQUIRED if entry.get(key) is None]
-    if missing:
-        raise PlannerError(
-            f"GPU file {path}: entry {entry.get('name', '?')!r} lacks {', '.join(missing)}; add them "
-            "(memory_gib is the total torch reports)"
-        )
-    try:
-        return GPU(**entry)
-    except TypeError as exc:  # defensive: unknown keys are caught earlier
-        raise PlannerError(f"GPU file {path}: entry {entry.get('name', '?')!r}: {exc}") from None
-
-
-def _load_file(path: Path, user: bool = True) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    data = _read_yaml(path, user)
-    entries = [_check_entry(raw, path, i + 1) for i, raw in enumerate(data["gpus"])]
-    seen: dict[str, str] = {}
-    for entry in entries:
-        if not entry.get("name"):
-            raise PlannerError(f"GPU file {path}: an entry has no name; give each entry a `name:`")
-        key = _canon(entry["name"])
-        if key in seen:
-            raise PlannerError(f"GPU file {path}: {entry['name']!r} appears twice; keep one entry per GPU")
-        seen[key] = entry["name"]
-    notes = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
-    return entries, notes
-
-
-def _check_aliases(gpus: list[GPU], path: Path) -> None:
-    owner: dict[str, str] = {}
-    for gpu in gpus:
-        for text in (gpu.name, *gpu.aliases):
-            key = _canon(text)
-            if owner.setdefault(key, gpu.name) != gpu.name:
-                raise PlannerError(
-                    f"GPU file {path}: {text!r} names both {owner[key]} and {gpu.name}; make the alias unique"
-                )
-
-
 @functools.cache
 def _bundled() -> Catalogue:
+    from planner import gpu_files  # local: it builds GPUs from this module
+
     path = profiles_dir() / "gpus.yaml"
-    entries, notes = _load_file(path, user=False)
-    gpus = [_build(entry, path) for entry in entries]
-    _check_aliases(gpus, path)
+    entries, notes = gpu_files.load_file(path, user=False)
+    gpus = [gpu_files.build(entry, path) for entry in entries]
+    gpu_files.check_aliases(gpus, path)
     return Catalogue(tuple(gpus), notes)
-
-
-def _merge(base: GPU, override: dict[str, Any], path: Path) -> GPU:
-    """`base` updated with the fields a user entry gives; aliases and sources are added, not replaced."""
-    where = f"user file {path.name}"
-    fields = {k: v for k, v in override.items() if k != "name"}
-    fields["aliases"] = tuple(dict.fromkeys(base.aliases + override.get("aliases", ())))
-    fields["sources"] = tuple(dict.fromkeys(base.sources + (override.get("sources") or (where,))))
-    if "memory_gib" in override:
-        fields.setdefault("memory_gib_measured", False)
-        fields.setdefault("memory_note", f"set in {where}")
-    if "price_per_gpu_hour_usd" in override:
-        fields.setdefault("price_source", where)
-        fields.setdefault("price_date", None)
-    try:
-        return dataclasses.replace(base, **fields)
-    except TypeError as exc:  # defensive
-        raise PlannerError(f"GPU file {path}: entry {base.name!r}: {exc}") from None
 
 
 def load_catalogue(extra_yaml: Path | None = None) -> Catalogue:
@@ -432,8 +297,10 @@ def load_catalogue(extra_yaml: Path | None = None) -> Catalogue:
     bundled = _bundled()
     if extra_yaml is None:
         return bundled
+    from planner import gpu_files
+
     path = Path(extra_yaml)
-    entries, notes = _load_file(path)
+    entries, notes = gpu_files.load_file(path)
     bundled_names = {_canon(g.name) for g in bundled}
     updated: dict[str, GPU] = {}
     added: list[GPU] = []
@@ -443,10 +310,10 @@ def load_catalogue(extra_yaml: Path | None = None) -> Catalogue:
             base = bundled.get(entry["name"])
             if base.name in updated:
                 raise PlannerError(f"GPU file {path}: two entries update {base.name}; merge them into one")
-            gpu = updated[base.name] = _merge(base, entry, path)
+            gpu = updated[base.name] = gpu_files.merge(base, entry, path)
         else:
             entry.setdefault("sources", (f"user file {path.name}",))
-            gpu = _build(entry, path)
+            gpu = gpu_files.build(entry, path)
             added.append(gpu)
         for alias in entry.get("aliases", ()):
             if _canon(alias) in bundled_names and bundled.get(alias).name != gpu.name:
@@ -477,61 +344,6 @@ def with_memory(gpu: GPU, memory_gib: float) -> GPU:
         memory_gib_measured=True,
         memory_note=f"set with --gpu-memory-gib (catalogue: {gpu.memory_gib:g} GiB)",
     )
-
-
-@dataclass(frozen=True)
-class NodeGroup:
-    """`nodes` identical machines with `gpus_per_node` devices of one type each."""
-
-    nodes: int
-    """How many machines."""
-    gpus_per_node: int
-    """Devices per machine."""
-    gpu: GPU
-    """The device type."""
-
-    @property
-    def total_gpus(self) -> int:
-        """nodes x gpus_per_node."""
-        return self.nodes * self.gpus_per_node
-
-    def __str__(self) -> str:
-        return f"{self.nodes}x{self.gpus_per_node}x{self.gpu.name}"
-
-    def __repr__(self) -> str:
-        return f"NodeGroup(nodes={self.nodes}, gpus_per_node={self.gpus_per_node}, gpu={self.gpu.name!r})"
-
-
-_X = r"\s*[x×*]\s*"
-_GROUP = re.compile(rf"^\s*(\d{{1,9}}){_X}(?:(\d{{1,9}}){_X})?(\S.*?)\s*$", re.IGNORECASE)
-
-
-# Sanity bounds: the largest scale-up domains are 72-576 GPUs (NVL72 racks), clusters 100,000 nodes.
-MAX_GPUS_PER_NODE = 1024
-MAX_NODES = 100_000
-
-
-def parse_inventory(text: str, catalogue: Catalogue | None = None) -> list[NodeGroup]:
-    """Parse `2x8xH100,4x1xL4` (NODESxGPUSxTYPE, comma-separated); `8xH100` is one node of 8."""
-    catalogue = catalogue if catalogue is not None else load_catalogue()
-    if not isinstance(text, str) or not text.strip():
-        raise PlannerError(f"empty GPU inventory; write it as {INVENTORY_FORM}")
-    groups: list[NodeGroup] = []
-    for part in text.split(","):
-        m = _GROUP.match(part)
-        if not m:
-            raise PlannerError(f"cannot read GPU inventory part {part.strip()!r}; write it as {INVENTORY_FORM}")
-        first, second, gpu_name = m.groups()
-        if re.match(rf"\d+{_X}", gpu_name, re.IGNORECASE):  # "2x8x" or "2x8x4xH100"
-            raise PlannerError(f"cannot read GPU inventory part {part.strip()!r}; write it as {INVENTORY_FORM}")
-        nodes, per_node = (int(first), int(second)) if second is not None else (1, int(first))
-        if not (1 <= nodes <= MAX_NODES and 1 <= per_node <= MAX_GPUS_PER_NODE):
-            raise PlannerError(
-                f"GPU inventory part {part.strip()!r}: counts must be 1-{MAX_NODES:,} nodes of 1-{MAX_GPUS_PER_NODE} "
-                f"GPUs, as in {INVENTORY_FORM}"
-            )
-        groups.append(NodeGroup(nodes, per_node, catalogue.get(gpu_name)))
-    return groups
 
 
 def _fp8_support(gpu: GPU) -> str:
@@ -577,3 +389,21 @@ def gpus_table(catalogue: Catalogue) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+_MOVED = {
+    "NodeGroup": "planner.inventory",
+    "parse_inventory": "planner.inventory",
+    "MAX_GPUS_PER_NODE": "planner.inventory",
+    "MAX_NODES": "planner.inventory",
+    "GPU_FILE_LIMIT": "planner.gpu_files",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The inventory and GPU-file names kept importable from here, loaded when first asked for."""
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from planner import budget as bud
 from planner.errors import PlannerError
-from planner.hardware import GPU, Catalogue, NodeGroup
+from planner.hardware import GPU, Catalogue
 from planner.inspection import Inspection, Model, check_parallel, inspect
+from planner.inventory import NodeGroup
 from planner.releases import ReleaseFacts
 
 DEFAULT_GPUS_PER_NODE = 8
