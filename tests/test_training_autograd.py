@@ -1,5 +1,6 @@
 """The activation model against what autograd really keeps: tiny configs of every dense and MoE
-family the planner trains (Llama, Qwen3, Gemma, Gemma 2, Qwen3-MoE, Mixtral), built with real
+family the planner trains (Llama, Qwen3, Gemma, Gemma 2, Qwen3-MoE, Mixtral) and a VLM's text tower
+(Qwen2-VL, text batches), built with real
 transformers + PEFT in the vLLM CPU venv (tests/train_autograd_probe.py), one training step each,
 full and LoRA, SDPA and eager, bf16 and fp32, LoRA dropout, with and without gradient
 checkpointing. The probe counts the storages `saved_tensors_hooks` packs per decoder layer; the
@@ -46,7 +47,9 @@ FAMILIES = {
         },
     ),
     "mixtral": ("MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "qwen2_vl": ("Qwen2VLForConditionalGeneration", {}),  # the text tower of a VLM, text batches
 }
+VISION = dict(depth=2, embed_dim=64, hidden_size=128, num_heads=4, mlp_ratio=2, patch_size=14, spatial_merge_size=2)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ATTN_ONLY = ["q_proj", "k_proj", "v_proj", "o_proj"]  # MoE: PEFT's expert adapters differ by release (see notes)
 BATCH, SEQ = 2, 64
@@ -97,12 +100,24 @@ CASES += [_case(f, "lora", regime=r) for f in ("llama", "gemma") for r in list(R
 CASES += [_case("llama", "lora", regime=r, ckpt=True) for r in ("amp-fp32-base", "qlora-fp32-base")]
 CASES += [_case("qwen3", "lora", regime="qlora-fp32-base", dropout=0.1)]
 IN_BACKWARD = [
-    dict(_case(f, "full"), name=f"{f}-full-optimizer-in-backward", optimizer_in_backward=True) for f in FAMILIES
+    dict(_case(f, "full"), name=f"{f}-full-optimizer-in-backward", optimizer_in_backward=True)
+    for f in FAMILIES
+    if f != "qwen2_vl"  # a text batch gives the vision tower no gradient: its largest is not reached
 ]
 
 
 def _config(family):
     arch, extra = FAMILIES[family]
+    if family == "qwen2_vl":  # Qwen2-VL: the language model under text_config, M-RoPE, a vision tower
+        text = {k: v for k, v in BASE.items() if k != "torch_dtype"}
+        text |= {"model_type": "qwen2_vl_text", "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
+        return {
+            "model_type": family,
+            "architectures": [arch],
+            "torch_dtype": "bfloat16",
+            "text_config": text,
+            "vision_config": VISION,
+        }
     return {"model_type": family, "architectures": [arch], **BASE, **extra}
 
 

@@ -45,13 +45,14 @@ def _tagged(layer: torch.nn.Module, index: int, state: dict) -> None:
 
 
 def _build(case: dict) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     torch.manual_seed(0)
     raw = dict(case["config"])
     cfg = AutoConfig.for_model(raw.pop("model_type"), **raw)
     dtype = getattr(torch, case["dtype"])
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=case["attn"], dtype=dtype)
+    auto = AutoModelForImageTextToText if hasattr(cfg, "vision_config") else AutoModelForCausalLM  # a VLM: text batches
+    model = auto.from_config(cfg, attn_implementation=case["attn"], dtype=dtype)
     if case["method"] == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -144,7 +145,7 @@ def probe(case: dict) -> dict:
 
     grads = _optimizer_in_backward(model) if case.get("optimizer_in_backward") else None
     torch.manual_seed(1)
-    vocab = case["config"]["vocab_size"]
+    vocab = case["config"].get("text_config", case["config"])["vocab_size"]
     ids = torch.randint(0, vocab, (case["batch"], case["seq"]))
     autocast = case.get("autocast")
     with (
