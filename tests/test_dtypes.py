@@ -9,10 +9,10 @@ from planner.dtypes import (
     FORMATS,
     SCALE_FORMATS,
     NumberFormat,
-    formats_table,
     get_format,
     torch_dtype_bytes,
 )
+from planner.dtypes_table import formats_table
 from planner.errors import PlannerError
 
 CANONICAL = ["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "mxfp4", "nvfp4"]
