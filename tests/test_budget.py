@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from readme_keys import readme_json_keys
 
 from planner import overheads as oh
 from planner import releases
@@ -201,40 +202,19 @@ def run(capsys, *argv):
     return code, out, err
 
 
-PLAN_KEYS = {
-    "model",
-    "gpu",
-    "vllm_version",
-    "tp",
-    "pp",
-    "total_gib",
-    "gpu_memory_utilization",
-    "requested_gib",
-    "weights_gib",
-    "activation_gib",
-    "non_torch_gib",
-    "cudagraph_gib",
-    "kv_cache_gib",
-    "kv_bytes_per_token",
-    "block_size",
-    "num_blocks",
-    "kv_cache_tokens",
-    "max_model_len",
-    "max_num_seqs",
-    "max_num_batched_tokens",
-    "max_concurrency",
-    "max_model_len_fit",
-    "fits",
-    "error",
-    "estimated",
-    "vllm_serve_command",
-}
+PLAN_KEYS = readme_json_keys("plan", until="With `--inventory`")
+"""The `plan --json` keys README.md documents (the budget's and the plan's): code and README must agree."""
+
+
+def compute_json_keys() -> list[str]:
+    return list(budget("Qwen/Qwen3-8B", "0.33.0", max_model_len=8192).to_json())
 
 
 def test_plan_json_keys_and_auto_layout(capsys):
     code, out, _ = run(capsys, "plan", "llama3.1-70b", "--gpu", "H100", "--json")
     data = json.loads(out)
-    assert code == 0 and PLAN_KEYS <= set(data)
+    assert code == 0 and set(data) == PLAN_KEYS
+    assert set(compute_json_keys()) <= PLAN_KEYS  # every key the budget itself writes is documented
     assert (data["tp"], data["pp"]) == (4, 1)
     assert [(r["tp"], r["pp"]) for r in data["rejected_layouts"]] == [(1, 1), (2, 1)]
     assert "--tensor-parallel-size 4" in data["vllm_serve_command"]
