@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner import releases
+from planner import release_loader, releases
 from planner.errors import PlannerError
 from planner.paths import profiles_dir
 
@@ -472,7 +472,7 @@ def _write(tmp_path: Path, doc: dict) -> Path:
 
 def test_shipped_data_is_valid():
     data = releases.load_data(DATA)
-    assert set(data.facts) == set(releases._fact_fields())
+    assert set(data.facts) == set(release_loader._fact_fields())
 
 
 def test_every_range_boundary_is_a_release():
