@@ -148,14 +148,23 @@ def is_ignored(name: str, quant: QuantSpec) -> bool:
     return False
 
 
-def is_quantized(t: Tensor, quant: QuantSpec | None) -> bool:
-    """Whether the scheme compresses this tensor (linear weights outside the ignore list).
-    MXFP4 checkpoints (gpt-oss) quantize only the routed experts."""
+def scheme_of(t: Tensor, quant: QuantSpec | None) -> QuantSpec | None:
+    """The scheme that compresses this tensor (linear weights outside the ignore list), or None.
+    MXFP4 checkpoints (gpt-oss) quantize only the routed experts; a MIXED_PRECISION checkpoint
+    names each module's own scheme."""
     if quant is None or not t.linear:
-        return False
-    if quant.method == "mxfp4" and t.component != "experts":
-        return False
-    return not is_ignored(t.name, quant)
+        return None
+    if (quant.method == "mxfp4" and t.component != "experts") or is_ignored(t.name, quant):
+        return None
+    if quant.per_module:
+        from planner.models.quantization import module_scheme
+
+        return module_scheme(quant, re.sub(r"\.(weight|bias|qweight)$", "", t.name))
+    return quant
+
+
+def is_quantized(t: Tensor, quant: QuantSpec | None) -> bool:
+    return scheme_of(t, quant) is not None
 
 
 def quantized_bytes(quant: QuantSpec, shape: tuple[int, ...]) -> int:
@@ -220,11 +229,11 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
         and quant.scale_dtype != "ue8m0"
         and quant.source.startswith(("config.json", "hf_quant"))
     ):
-        total += sum(scale_elements(quant, t.shape) for t in tensors if is_quantized(t, quant))
-    if quant is not None and quant.method == "nvfp4" and quant.source.startswith(("config.json", "hf_quant")):
+        schemes = [(t, scheme_of(t, quant)) for t in tensors if not t.runtime]
+        total += sum(scale_elements(s, t.shape) for t, s in schemes if s is not None)
         # NVFP4 weights are stored packed, two e2m1 values per U8 element (the fp8 scales counted above;
         # ModelOpt's scalar weight_scale_2 / input_scale are buffers its export leaves out of the total)
-        total -= sum(t.numel // 2 for t in tensors if not t.runtime and is_quantized(t, quant))
+        total -= sum(t.numel // 2 for t, s in schemes if s is not None and s.method == "nvfp4")
     return total
 
 
@@ -291,9 +300,9 @@ def tensor_bytes(t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_byte
     if _stored_as_is(t):
         assert t.stored_dtype is not None
         return _numel(shape) * torch_dtype_bytes(t.stored_dtype)
-    if is_quantized(t, quant):
-        assert quant is not None
-        return quantized_bytes(quant, shape)
+    scheme = scheme_of(t, quant)
+    if scheme is not None:
+        return quantized_bytes(scheme, shape)
     return _numel(shape) * dtype_bytes
 
 

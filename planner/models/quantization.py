@@ -219,7 +219,77 @@ def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
             vllm_name="modelopt_fp4",
             source=src,
         )
-    raise PlannerError(f"ModelOpt quant_algo {algo!r} is not supported yet: supported are FP8 and NVFP4")
+    if algo == "MIXED_PRECISION":
+        return _modelopt_mixed(q, excluded, kv, src)
+    raise PlannerError(
+        f"ModelOpt quant_algo {algo!r} is not supported yet: supported are FP8, NVFP4 and MIXED_PRECISION"
+    )
+
+
+def _layer_scheme(algo: str, group: Any, module: str) -> QuantSpec:
+    """One `quantized_layers` entry as the linear algo vLLM's ModelOpt table maps it to."""
+    if algo in ("NVFP4", "W4A16_NVFP4"):
+        size = 16 if group is None else _group_size(group)
+        return QuantSpec("nvfp4", 4, group_size=size, scale_granularity="group", vllm_name="modelopt_fp4")
+    if algo == "FP8":
+        return QuantSpec("fp8", 8, scale_granularity="tensor", vllm_name="modelopt")
+    if algo == "FP8_PER_CHANNEL_PER_TOKEN":
+        return QuantSpec("fp8", 8, scale_granularity="channel", vllm_name="modelopt")
+    if algo == "FP8_PB_WO":
+        return QuantSpec("fp8", 8, block_shape=(128, 128), scale_granularity="block", vllm_name="modelopt")
+    raise PlannerError(
+        f"hf_quant_config.json quantized_layers[{module!r}] quant_algo {algo!r} is not supported yet: "
+        "supported are NVFP4, W4A16_NVFP4, FP8, FP8_PER_CHANNEL_PER_TOKEN and FP8_PB_WO"
+    )
+
+
+def _modelopt_mixed(q: dict[str, Any], excluded: tuple[str, ...], kv: str | None, src: str) -> QuantSpec:
+    """ModelOpt MIXED_PRECISION (vLLM's ModelOptMixedPrecisionConfig, `modelopt_mixed`): a scheme per
+    module in `quantized_layers`; `exclude_modules` and every module not listed stay unquantized."""
+    layers = q.get("quantized_layers")
+    if not isinstance(layers, dict) or not layers:
+        raise PlannerError(
+            "ModelOpt quant_algo MIXED_PRECISION needs a non-empty 'quantized_layers' object: "
+            "pass the checkpoint's complete hf_quant_config.json"
+        )
+    schemes: dict[tuple[str, Any], QuantSpec] = {}
+    per_module = []
+    for module, info in layers.items():
+        if not isinstance(info, dict) or not isinstance(info.get("quant_algo"), str):
+            raise PlannerError(f"hf_quant_config.json quantized_layers[{module!r}] needs a quant_algo string")
+        key = (info["quant_algo"].upper(), info.get("group_size"))
+        if key not in schemes:
+            schemes[key] = _layer_scheme(key[0], key[1], module)
+        per_module.append((str(module), schemes[key]))
+    bits = min(s.weight_bits for s in schemes.values())
+    return QuantSpec(
+        "mixed",
+        bits,
+        scale_granularity="group",
+        ignored_modules=excluded,
+        kv_cache_dtype=kv,
+        vllm_name="modelopt_mixed",
+        source=src,
+        per_module=tuple(per_module),
+    )
+
+
+def module_scheme(quant: QuantSpec, module: str) -> QuantSpec | None:
+    """The scheme of one module of a MIXED_PRECISION checkpoint, as vLLM's `_resolve_quant_algo` finds
+    it: the module itself, else (a routed-expert stack) any listed module under its `experts`; None
+    when the module is not listed."""
+    index = quant.__dict__.get("_per_module_index")
+    if index is None:
+        index = dict(quant.per_module)
+        for name, scheme in quant.per_module:
+            cut = name.find(".experts.")
+            if cut >= 0:
+                index.setdefault(name[: cut + len(".experts")], scheme)
+        object.__setattr__(quant, "_per_module_index", index)  # a cache beside the frozen fields
+    if module in index:
+        return index[module]
+    cut = module.find(".experts.")
+    return index.get(module[: cut + len(".experts")]) if cut >= 0 else None
 
 
 def parse_quantization(config: dict[str, Any], quant_files: dict[str, dict[str, Any]]) -> QuantSpec | None:

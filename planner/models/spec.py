@@ -182,6 +182,9 @@ class QuantSpec:
     """The `--quantization` value vLLM reports for this checkpoint."""
     source: str = ""
     """Where the scheme was read: config quantization_config, hf_quant_config.json, or --quantization."""
+    per_module: tuple[tuple[str, "QuantSpec"], ...] = ()
+    """ModelOpt MIXED_PRECISION (`quantized_layers`): each listed module's own scheme, looked up as
+    vLLM does (`planner.models.quantization.module_scheme`); a linear not listed stays unquantized."""
     scale_dtype: str | None = None
     """The scales' stored dtype when the checkpoint says (`scale_fmt` ue8m0: F8_E8M0, which the Hub's
     safetensors total leaves out, as it does for MXFP4); None = float32."""
