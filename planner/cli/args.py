@@ -6,6 +6,8 @@ import argparse
 import math
 from typing import Callable, Optional
 
+from planner.units import GIB, MIB
+
 
 def int_range(minimum: int, maximum: Optional[int] = None, what: str = "an integer") -> Callable[[str], int]:
     """An int in [minimum, maximum]; argparse turns the error into a one-line usage message."""
@@ -39,7 +41,7 @@ def positive_float(noun: str = "number", maximum: float = 1e9) -> Callable[[str]
 
 
 # vLLM's human-readable ints (`--max-model-len 32k`): decimal k/m/g, binary K/M/G.
-_UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
+_UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": MIB, "G": GIB}
 
 
 def human_int(minimum: int, maximum: int, what: str = "a token count") -> Callable[[str], int]:

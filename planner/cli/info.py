@@ -40,7 +40,8 @@ def _inspect_text(r: Any) -> str:
     mark = lambda key: " (estimated)" if key in est else ""  # noqa: E731
     head = [
         f"{r.model}  [{r.source}, {r.architecture}, tensors from {r.tensor_source}]",
-        f"dtype {r.dtype} | quantization {r.quantization or 'none'} | KV cache {r.kv_cache_dtype} | TP {r.tp} x PP {r.pp}",
+        f"dtype {r.dtype} | quantization {r.quantization or 'none'} | KV cache {r.kv_cache_dtype} | "
+        f"TP {r.tp} x PP {r.pp}",
         "",
     ]
     total = r.params_total or 1

@@ -116,7 +116,8 @@ def _add_levers(p: argparse.ArgumentParser) -> None:
         "--framework",
         default="hf",
         type=word("a framework"),
-        help="hf (Trainer / TRL + PEFT), torchtune, axolotl, pytorch: picks base dtype, loss, adapter dtype (default: hf)",
+        help="hf (Trainer / TRL + PEFT), torchtune, axolotl, pytorch: picks base dtype, loss, adapter dtype "
+        "(default: hf)",
     )
     p.add_argument(
         "--base-dtype",
@@ -290,7 +291,8 @@ def _fit_lines(e: tr.TrainingEstimate) -> list[str]:
         f"on {e.gpu} ({_g(e.gpu_memory_bytes)} GiB): {verdict} (est., judged on reserved {_g(e.reserved_bytes)} GiB, "
         f"range {_g(lo)}-{_g(hi)})",
         f"largest micro-batch at {e.seq_len:,} tokens: {e.max_micro_batch_size:,}; "
-        f"longest sequence at micro-batch {e.micro_batch_size}: {e.max_seq_len:,} tokens (context {e.context_tokens:,})",
+        f"longest sequence at micro-batch {e.micro_batch_size}: {e.max_seq_len:,} tokens "
+        f"(context {e.context_tokens:,})",
     ]
     out += [f"fix: {f['change']} ({f['flags']}): reserved {f['reserved_gib']:,.2f} GiB" for f in e.fixes]
     if e.fits is False and not e.fixes:

