@@ -29,9 +29,13 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--request-rate",
         type=positive_float("request rate (requests/s)"),
-        help="open-loop Poisson arrivals, requests per second (instead of --concurrency)",
+        help="open-loop Poisson arrivals, requests per second, instead of --concurrency (default: none)",
     )
-    p.add_argument("--curve", action="store_true", help="also print the throughput-vs-latency table over concurrency")
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="also print the throughput-vs-latency table over concurrency (default: off)",
+    )
     add_plot_option(p, "the throughput-vs-latency curve over concurrency")
     p.set_defaults(func=run)
 

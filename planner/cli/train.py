@@ -36,7 +36,7 @@ def register(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
     _add_lora_options(p)
     _add_levers(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: text)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -80,7 +80,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gradient-checkpointing",
         action="store_true",
-        help="keep each layer's input only; recompute one layer at a time",
+        help="keep each layer's input only; recompute one layer at a time (default: off)",
     )
     p.add_argument(
         "--attention",
@@ -93,7 +93,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=int,
         choices=tr.ZERO_STAGES,
         default=0,
-        help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters",
+        help="ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters (default: 0, none)",
     )
 
 
