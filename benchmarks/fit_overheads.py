@@ -246,8 +246,6 @@ def main(argv=None) -> int:
 
 # ---- the terms measured on the other GPUs and releases (vllm-startup-recent.jsonl and the public logs) ----
 
-NVLINK_CUSTOM_ALLREDUCE_GIB = 0.15
-"""Assumed, not measured: custom all-reduce's buffers on NVLink without NVLS, above NCCL's."""
 HIDDEN_EXPONENTS = (0.0,)
 """Candidate powers of hidden / 4096 for the per-layer graph cost, chosen by the fit where the
 training cases have more than one hidden size. Only 0: the H100 set's V1 estimates (hidden 2,304 to
@@ -312,8 +310,8 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
     training cases do not determine (and what stands in)."""
     import copy
 
+    from planner import comm_buffers
     from planner import overheads as oh
-    from planner.hardware import INTERCONNECT_CLASSES  # noqa: F401  (the classes priced below)
 
     sets = copy.deepcopy(sets)
     notes: list[str] = []
@@ -438,16 +436,20 @@ def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict],
             )
             tp1 = consumed["non_torch_gib"]["tp1"] + consumed["forward_per_token_bytes"] * t["tokens"] / GIB
             comm.append(extra / GIB - tp1 - base["non_torch_comm_gib"]["pcie"]["per_extra_tp"] * (r["tp"] - 2))
-    if comm:
-        for k in ("pcie", "pcie_p2p"):
-            base["non_torch_comm_gib"][k]["tp2"] = round(statistics.mean(comm), 3)
-        # NVLink without NVLS (A100 HGX, bridged pairs) is not measured: NCCL's buffers plus custom
-        # all-reduce's (an assumption, stated in the set's source)
-        base["non_torch_comm_gib"]["nvlink"]["tp2"] = round(statistics.mean(comm) + NVLINK_CUSTOM_ALLREDUCE_GIB, 3)
-    else:
-        for k in ("pcie", "pcie_p2p"):
-            base["non_torch_comm_gib"][k]["tp2"] = base["non_torch_comm_gib"]["nvls"]["tp2"]
-        notes.append("PCIe buffers: no PCIe TP case, the NVSwitch figure stands in")
+    # The buffers themselves are not fitted: NCCL's and custom all-reduce's documented sizes
+    # (planner/comm_buffers.py); the PCIe cases above only check them.
+    for name, version in (("base", "0.19.0"), ("consumed-0.27", "0.27.0")):
+        terms_set = _set(sets, name)
+        comm_set = copy.deepcopy(terms_set.get("non_torch_comm_gib") or base["non_torch_comm_gib"])
+        for k in comm_buffers.classes():
+            comm_set[k]["tp2"] = comm_buffers.tp2_gib(k, version)
+        terms_set["non_torch_comm_gib"] = comm_set
+    fit_measured_terms.pcie_check = (  # type: ignore[attr-defined]
+        f"PCIe TP 2 start-ups attribute {statistics.mean(comm):.3f} GiB to communication buffers; the mechanism "
+        f"gives {comm_buffers.tp2_gib('pcie', '0.27.0'):.3f} without P2P, {comm_buffers.tp2_gib('pcie_p2p', '0.27.0'):.3f} with"
+        if comm
+        else ""
+    )
     # (D) cold start: the warm - cold KV difference of the same job
     pairs = []
     for r, t in terms:
@@ -501,8 +503,9 @@ def write_measured(write: bool) -> int:
     for _ in range(2):
         with coefficient_sets(sets):
             sets, notes = fit_measured_terms(cases_all, sets)
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
+    for n in [*notes, fit_measured_terms.pcie_check]:  # type: ignore[attr-defined]
+        if n:
+            print(f"note: {n}", file=sys.stderr)
     doc["sets"] = sets
     text = yaml.safe_dump(doc, sort_keys=False)
     print(text)
