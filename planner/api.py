@@ -161,6 +161,20 @@ def _installed_release() -> str | None:
     return default_release(releases.supported_range())[0]
 
 
+def _gpu(catalogue: Catalogue, gpu: str | None, memory_gib: float | None, interconnect: str | None) -> GPU:
+    """The GPU `plan` targets: a catalogue entry, its memory and interconnect class overridden if given."""
+    from planner.hardware import INTERCONNECT_CLASSES, with_memory
+
+    if gpu is None:
+        raise PlannerError("name a GPU (gpu='H100'; see `vllm-planner gpus`) or plan for device='cpu'")
+    target = catalogue.get(gpu) if memory_gib is None else with_memory(catalogue.get(gpu), memory_gib)
+    if interconnect is not None:
+        if interconnect not in INTERCONNECT_CLASSES:
+            raise PlannerError(f"unknown interconnect {interconnect!r}: one of {', '.join(INTERCONNECT_CLASSES)}")
+        target = dataclasses.replace(target, interconnect_class=interconnect)
+    return target
+
+
 def plan(
     model: Model | str,
     *,
@@ -194,24 +208,14 @@ def plan(
     from pathlib import Path
 
     from planner import releases
-    from planner.hardware import load_catalogue, with_memory
+    from planner.hardware import load_catalogue
 
     unknown = set(settings) - ({f.name for f in dataclasses.fields(Settings)} - {"tp", "pp"})
     if unknown:
         raise PlannerError(f"unknown plan setting(s) {', '.join(sorted(unknown))}: see planner.budget.Settings")
     catalogue = load_catalogue(Path(gpu_file) if gpu_file else None)
-    target = None
-    if device != "cpu":
-        if gpu is None:
-            raise PlannerError("name a GPU (gpu='H100'; see `vllm-planner gpus`) or plan for device='cpu'")
-        target = catalogue.get(gpu) if gpu_memory_gib is None else with_memory(catalogue.get(gpu), gpu_memory_gib)
-        if interconnect is not None:
-            from planner.hardware import INTERCONNECT_CLASSES
-
-            if interconnect not in INTERCONNECT_CLASSES:
-                raise PlannerError(f"unknown interconnect {interconnect!r}: one of {', '.join(INTERCONNECT_CLASSES)}")
-            target = dataclasses.replace(target, interconnect_class=interconnect)
-    elif cpu_kvcache_gib is None or not cpu_kvcache_gib > 0:
+    target = _gpu(catalogue, gpu, gpu_memory_gib, interconnect) if device != "cpu" else None
+    if device == "cpu" and (cpu_kvcache_gib is None or not cpu_kvcache_gib > 0):
         raise PlannerError("device='cpu' needs cpu_kvcache_gib (VLLM_CPU_KVCACHE_SPACE, in GiB, above 0)")
     req = Request(
         load_model(model) if isinstance(model, str) else model,

@@ -162,6 +162,26 @@ def _vision_maybe_quantized(spec: ModelSpec, quant: QuantSpec) -> bool:
     return not any(acc.is_ignored(n, quant) for n in names)
 
 
+def _weight_warnings(model: Model, quant: QuantSpec | None, load_dtype: str) -> list[str]:
+    """What the weight figures leave out or may over-count."""
+    spec, out = model.spec, []
+    if model.tensor_source == "none":
+        out.append(
+            f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint "
+            "folder with safetensors for exact weights"
+        )
+    if quant is not None and model.tensor_source == "formula" and _vision_maybe_quantized(spec, quant):
+        out.append(
+            f"the vision tower is counted at {load_dtype}, but vLLM may apply {quant.method} to its linear "
+            "layers too (no ignore entry names the tower): its weights may be over-estimated"
+        )
+    if quant is not None and quant.method == "bitsandbytes":
+        out.append(
+            "bitsandbytes was removed from vLLM in 0.28.0: target vLLM 0.27 or older, or use an AWQ/GPTQ checkpoint"
+        )
+    return out
+
+
 def inspect(
     model: Model,
     *,
@@ -184,22 +204,9 @@ def inspect(
     if kv_cache_dtype == "auto" and kv_auto_from_checkpoint and quant is not None and quant.kv_cache_dtype:
         kv_cache_dtype = quant.kv_cache_dtype
         warnings.append(f"--kv-cache-dtype auto resolves to the checkpoint's {kv_cache_dtype} KV cache (vLLM 0.14+)")
-    kv_bytes = kv_dtype_bytes(kv_cache_dtype, load_dtype)
-    if model.tensor_source == "none":
-        warnings.append(
-            f"weights of {spec.model_type} are not modelled yet: KV and state figures only; pass a checkpoint folder with safetensors for exact weights"
-        )
-    if quant is not None and model.tensor_source == "formula" and _vision_maybe_quantized(spec, quant):
-        warnings.append(
-            f"the vision tower is counted at {load_dtype}, but vLLM may apply {quant.method} to its linear "
-            "layers too (no ignore entry names the tower): its weights may be over-estimated"
-        )
-    if quant is not None and quant.method == "bitsandbytes":
-        warnings.append(
-            "bitsandbytes was removed from vLLM in 0.28.0: target vLLM 0.27 or older, or use an AWQ/GPTQ checkpoint"
-        )
+    warnings += _weight_warnings(model, quant, load_dtype)
     w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
-    kv = acc.kv_bytes_per_token(spec, kv_bytes, tp, pp)
+    kv = acc.kv_bytes_per_token(spec, kv_dtype_bytes(kv_cache_dtype, load_dtype), tp, pp)
     loaded = acc.params_by_component(tensors)
     every = acc.params_by_component(tensors, loaded_only=False)
     return Inspection(

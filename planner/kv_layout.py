@@ -137,6 +137,27 @@ def hybrid_block_size(
     return max(block_size, attn_block)
 
 
+def _kind_counts(
+    spec: ModelSpec, layers: range, kinds: list[tuple[str, int | None]], hybrid: bool
+) -> dict[tuple[str, int | None], int]:
+    """The worker's cache kinds in order of first appearance (vLLM's dict of same-spec layers), each
+    with its number of layers; a hybrid's Mamba layers are one kind."""
+    counts: dict[tuple[str, int | None], int] = {}
+    it = iter(kinds)
+    for i in layers:
+        a = spec.layers[i].attention
+        if a in MAMBA_KINDS and hybrid:
+            k: tuple[str, int | None] = ("mamba", None)
+        elif a in MAMBA_KINDS or a == "none":
+            continue
+        else:
+            k = next(it)
+        counts[k] = counts.get(k, 0) + 1
+    if not counts:
+        raise ValueError("no attention layer on this worker")
+    return counts
+
+
 def build_layout(
     spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, block_size: int, rules: LayoutRules = LayoutRules()
 ) -> KVLayout:
@@ -155,20 +176,7 @@ def build_layout(
         mamba_state = mamba_layer_state_bytes(spec, conv_b, ssm_b, tp, rules.num_spec_tokens)
         attn_1 = attention_page_per_token(spec, tp, kv_dtype_bytes)
         block_size = hybrid_block_size(attn_1, mamba_state, block_size, rules, spec.mla is not None)
-    # kinds in order of first appearance (vLLM's dict of same-spec layers)
-    counts: dict[tuple[str, int | None], int] = {}
-    it = iter(kinds)
-    for i in layers:
-        a = spec.layers[i].attention
-        if a in MAMBA_KINDS and hybrid:
-            k: tuple[str, int | None] = ("mamba", None)
-        elif a in MAMBA_KINDS or a == "none":
-            continue
-        else:
-            k = next(it)
-        counts[k] = counts.get(k, 0) + 1
-    if not counts:
-        raise ValueError("no attention layer on this worker")
+    counts = _kind_counts(spec, layers, kinds, hybrid)
     # a DSA layer's indexer cache shares the latent's block ids (one uniform-type group): its page adds on
     page = {
         k: block_size
