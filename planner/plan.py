@@ -216,7 +216,7 @@ class InventoryPlan:
     replicas: int
     gpus_used: int
     nodes_used: int
-    cost_per_hour: float | None
+    cost_per_hour_usd: float | None
     """Price of the GPUs used, from the catalogue's indicative price (None when unknown)."""
     rejected: list[Rejected] = field(default_factory=list)
 
@@ -264,7 +264,7 @@ def plan_inventory(
             InventoryPlan(g, chosen, replicas, gpus, nodes, round(price * gpus, 2) if price else None, rejected)
         )
     if objective == "cost":
-        key = lambda p: (p.cost_per_hour / p.replicas if p.cost_per_hour else float("inf"), -p.replicas)  # noqa: E731
+        key = lambda p: (p.cost_per_hour_usd / p.replicas if p.cost_per_hour_usd else float("inf"), -p.replicas)  # noqa: E731
     else:
         key = lambda p: (p.budget.tp * p.budget.pp, -p.replicas)  # noqa: E731
     return sorted(plans, key=key), misfits

@@ -25,7 +25,7 @@ def _inventory_entry(
         replicas=placed.replicas if placed else 0,
         gpus_used=placed.gpus_used if placed else 0,
         nodes_used=placed.nodes_used if placed else 0,
-        cost_per_hour=placed.cost_per_hour if placed else None,
+        cost_per_hour=placed.cost_per_hour_usd if placed else None,
         rejected_layouts=[dataclasses.asdict(x) for x in rejected],
     )
     return d
@@ -41,7 +41,7 @@ def _text(plans: list, misfits: list) -> str:
             p.nodes_used,
             f"{p.budget.kv_cache_tokens:,}",
             f"{p.budget.max_concurrency:.2f}x",
-            "-" if p.cost_per_hour is None else f"${p.cost_per_hour:,.2f}",
+            "-" if p.cost_per_hour_usd is None else f"${p.cost_per_hour_usd:,.2f}",
         ]
         for p in plans
     ]
