@@ -170,3 +170,27 @@ def test_published_runs_replay():
     rows = [ta.replay(r) for r in recs]
     s = ta.summary(rows)
     assert s["records"] == len(recs) and s["worst_abs_error"] >= s["median_abs_error"] >= 0
+
+
+def test_sharded_parameters_cache_a_share_of_what_churns(llama8b):
+    """ZeRO-3 / FSDP FULL_SHARD: the allocator's extra cache is sharded_fragmentation of the peak
+    beyond the states allocated once; the fit is judged with the flushable cache left out, and the
+    figure shown grows into free memory only up to the card."""
+    from planner.training import load_training_profile
+
+    rm = load_training_profile().reserved
+    kw = dict(method="lora", gpus=2, zero=3, sharding="fsdp", gradient_checkpointing=True, seq_len=4096)
+    e = est(llama8b, **kw)
+    st = e.states
+    churn = e.total_bytes - (st.total - st.gradients - st.adapter_gradients)
+    cache = e.reserved_bytes - e.total_bytes - (rm.cuda_context_gib + rm.nccl_gib) * GIB
+    assert cache == pytest.approx(rm.sharded_fragmentation * churn, abs=2)
+    fit = e.total_bytes * (1 + rm.fragmentation) + (rm.cuda_context_gib + rm.nccl_gib) * GIB
+    card = int((fit + e.reserved_bytes) / 2)
+    on_card = est(llama8b, card, **kw)
+    assert on_card.fits is True and on_card.reserved_bytes == card
+    assert est(llama8b, int(fit) - GIB, **kw).fits is False
+    unsharded = est(llama8b, method="lora", gpus=2, zero=2, gradient_checkpointing=True, seq_len=4096)
+    assert unsharded.reserved_bytes - unsharded.total_bytes == pytest.approx(
+        unsharded.total_bytes * rm.fragmentation + (rm.cuda_context_gib + rm.nccl_gib) * GIB, abs=2
+    )

@@ -81,19 +81,30 @@ def allocated_estimate(r: Resolved, b: int, s: int) -> Estimate:
     return Estimate(peak, min(low, peak), peak + int(varying * ACTIVATION_CHECK), "bytes", source)
 
 
-def reserved_at(r: Resolved, b: int, s: int) -> Reserved:
-    return reserved_footprint(peak_allocated_bytes(r, b, s), r.c.gpus, r.profile.reserved)
+def persistent_bytes(r: Resolved) -> int:
+    return r.states.total - r.states.gradients - r.states.adapter_gradients
 
 
-def reserved_estimate(r: Resolved, b: int, s: int, allocated: Estimate) -> Estimate:
+def reserved_at(r: Resolved, b: int, s: int, card_bytes: int | None = None) -> Reserved:
+    peak, rm = peak_allocated_bytes(r, b, s), r.profile.reserved
+    return reserved_footprint(peak, r.c.gpus, rm, r.c.zero == 3, card_bytes, persistent_bytes(r))
+
+
+def reserved_estimate(r: Resolved, allocated: Estimate, card_bytes: int | None) -> Estimate:
     """The reserved footprint with its range: the allocated range through the reserved model's low
     and high fragmentation, CUDA context and NCCL figures."""
-    rm, gpus = r.profile.reserved, r.c.gpus
-    mid = reserved_footprint(int(allocated.value), gpus, rm).total_bytes
-    low = reserved_footprint(int(allocated.low), gpus, rm).low_bytes
-    high = reserved_footprint(int(allocated.high), gpus, rm).high_bytes
+    rm, gpus, sharded = r.profile.reserved, r.c.gpus, r.c.zero == 3
+    kept = persistent_bytes(r)
+    mid = reserved_footprint(int(allocated.value), gpus, rm, sharded, card_bytes, kept).total_bytes
+    low = reserved_footprint(int(allocated.low), gpus, rm, sharded, None, kept).low_bytes
+    high = reserved_footprint(int(allocated.high), gpus, rm, sharded, None, kept).high_bytes
+    f = (
+        (rm.sharded_fragmentation_low, rm.sharded_fragmentation_high)
+        if sharded
+        else (rm.fragmentation_low, rm.fragmentation_high)
+    )
     source = (
-        f"allocated x (1 + fragmentation {rm.fragmentation_low:g}-{rm.fragmentation_high:g}) + CUDA context "
+        f"allocated x (1 + fragmentation {f[0]:g}-{f[1]:g}{', sharded parameters' if sharded else ''}) + CUDA context "
         f"{rm.cuda_context_low_gib:g}-{rm.cuda_context_high_gib:g} GiB"
         + (f" + NCCL {rm.nccl_low_gib:g}-{rm.nccl_high_gib:g} GiB" if gpus > 1 else "")
         + " (profiles/training/frameworks.yaml); "
@@ -104,7 +115,7 @@ def reserved_estimate(r: Resolved, b: int, s: int, allocated: Estimate) -> Estim
 
 def fits_at(r: Resolved, b: int, s: int, mem: int) -> bool:
     """Judged on the reserved footprint; paged optimizer states may be evicted to the host."""
-    return reserved_at(r, b, s).total_bytes - r.paged_bytes <= mem
+    return reserved_at(r, b, s).fit_bytes - r.paged_bytes <= mem
 
 
 def _largest(fits: Callable[[int], bool], lo: int, hi: int) -> int:
@@ -261,7 +272,7 @@ def estimate(
     return cfg.TrainingEstimate(
         model=model_id or spec.architecture,
         **_setting_fields(r),
-        **_memory_fields(r),
+        **_memory_fields(r, mem),
         gpu=gpu_name,
         gpu_memory_bytes=mem,
         fits=fits,
@@ -302,12 +313,12 @@ def _setting_fields(r: Resolved) -> dict[str, Any]:
     )
 
 
-def _memory_fields(r: Resolved) -> dict[str, Any]:
+def _memory_fields(r: Resolved, mem: int | None) -> dict[str, Any]:
     """Every figure in bytes at the setup's micro-batch and sequence length."""
     c, b, s = r.c, r.c.micro_batch_size, r.seq_len
-    res = reserved_at(r, b, s)
+    res = reserved_at(r, b, s, mem)
     allocated = allocated_estimate(r, b, s)
-    reserved = reserved_estimate(r, b, s, allocated)
+    reserved = reserved_estimate(r, allocated, mem)
     return dict(
         params_total=r.params_total,
         params_trainable=sum(_prod(x) for x in r.trainable_shapes),
@@ -343,4 +354,6 @@ def _evaluate(
 ) -> tuple[bool, int]:
     """(fits, reserved bytes) of a candidate setup, without the searches."""
     r = resolve(spec, tensors, c, profile)
-    return fits_at(r, c.micro_batch_size, r.seq_len, mem), reserved_at(r, c.micro_batch_size, r.seq_len).total_bytes
+    return fits_at(r, c.micro_batch_size, r.seq_len, mem), reserved_at(
+        r, c.micro_batch_size, r.seq_len, mem
+    ).total_bytes

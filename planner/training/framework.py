@@ -64,6 +64,11 @@ class ReservedModel:
     nccl_gib: float
     nccl_low_gib: float
     nccl_high_gib: float
+    sharded_fragmentation: float
+    """Reserved over allocated, minus one, where parameters are gathered and freed per unit (ZeRO-3,
+    FSDP FULL_SHARD): the all-gather stream's cached pool beside the compute stream's."""
+    sharded_fragmentation_low: float
+    sharded_fragmentation_high: float
     deepspeed_reduce_bucket_elements: int
     deepspeed_allgather_bucket_elements: int
     deepspeed_prefetch_bucket_elements: int

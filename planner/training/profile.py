@@ -27,6 +27,12 @@ def load_training_profile() -> TrainingProfile:
         (reserved.cuda_context_low_gib, reserved.cuda_context_gib, reserved.cuda_context_high_gib, "cuda_context"),
         (reserved.fragmentation_low, reserved.fragmentation, reserved.fragmentation_high, "fragmentation"),
         (reserved.nccl_low_gib, reserved.nccl_gib, reserved.nccl_high_gib, "nccl"),
+        (
+            reserved.sharded_fragmentation_low,
+            reserved.sharded_fragmentation,
+            reserved.sharded_fragmentation_high,
+            "sharded_fragmentation",
+        ),
     ):
         if not 0 <= lo <= v <= hi:
             raise data_error(path, f"reserved.{name}: need 0 <= low <= value <= high, got {lo}, {v}, {hi}")

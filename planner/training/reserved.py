@@ -25,6 +25,13 @@ class CommInputs:
     grad_bytes: int
     largest_unit_trainable_params: int
     weights_unsharded_bytes: int
+    gathered_bytes_per_param: float = 0.0
+    """Bytes of one gathered parameter of the largest unit (0: compute_bytes); QLoRA gathers the
+    4-bit storage (about half a byte per parameter), not a 16-bit copy."""
+
+    @property
+    def per_param(self) -> float:
+        return self.gathered_bytes_per_param or self.compute_bytes
 
 
 def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[str, int]:
@@ -46,12 +53,12 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
             )
         else:
             live = min(rm.deepspeed_max_live_parameters, c.largest_unit_params + rm.deepspeed_prefetch_bucket_elements)
-            out["ZeRO-3 gathered and prefetched parameters"] = live * c.compute_bytes
+            out["ZeRO-3 gathered and prefetched parameters"] = int(live * c.per_param)
         return out
     out = {"FSDP reduce-scatter (one unit's gradients)": c.largest_unit_trainable_params * 4}
     if c.zero == 3:
-        out["FSDP gathered units (current + prefetch)"] = (
-            rm.fsdp_units_in_flight * c.largest_unit_params * c.compute_bytes
+        out["FSDP gathered units (current + prefetch)"] = int(
+            rm.fsdp_units_in_flight * c.largest_unit_params * c.per_param
         )
     else:
         out["FSDP SHARD_GRAD_OP: parameters kept gathered"] = c.weights_unsharded_bytes
@@ -60,30 +67,51 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
 
 @dataclass(frozen=True)
 class Reserved:
-    """The footprint at the peak, by part, with its range."""
+    """The footprint at the peak, by part, with its range, and the footprint the fit is judged on."""
 
     total_bytes: int
     low_bytes: int
     high_bytes: int
     breakdown: dict[str, int]
+    fit_bytes: int = 0
+    """What must fit on the card: allocated x (1 + fragmentation) + context (+ NCCL). The extra cache
+    of sharded runs (per-stream pools of gathered parameters) is flushed under pressure before an
+    out-of-memory error, so it shows where memory is free but does not decide the fit."""
 
 
-def reserved_footprint(allocated_peak_bytes: int, gpus: int, rm: ReservedModel) -> Reserved:
+def reserved_footprint(
+    allocated_peak_bytes: int,
+    gpus: int,
+    rm: ReservedModel,
+    sharded: bool = False,
+    card_bytes: int | None = None,
+    persistent_bytes: int = 0,
+) -> Reserved:
+    """`sharded`: parameters gathered and freed per unit (ZeRO-3, FSDP FULL_SHARD), whose all-gather
+    buffers live in their own stream's cached pool: the cache there is `sharded_fragmentation` of
+    what churns (the peak beyond the `persistent_bytes` allocated once at the start). `card_bytes`:
+    the footprint shown grows into free memory only up to the card when it fits."""
     nccl = (rm.nccl_gib, rm.nccl_low_gib, rm.nccl_high_gib) if gpus > 1 else (0.0, 0.0, 0.0)
+    frag = (
+        (rm.sharded_fragmentation, rm.sharded_fragmentation_low, rm.sharded_fragmentation_high)
+        if sharded
+        else (rm.fragmentation, rm.fragmentation_low, rm.fragmentation_high)
+    )
+    churn = allocated_peak_bytes - (min(persistent_bytes, allocated_peak_bytes) if sharded else 0)
 
-    def total(frag: float, ctx_gib: float, nccl_gib: float) -> int:
-        return int(allocated_peak_bytes * (1 + frag) + (ctx_gib + nccl_gib) * GIB)
+    def total(f: float, ctx_gib: float, nccl_gib: float) -> int:
+        return int(allocated_peak_bytes + churn * f + (ctx_gib + nccl_gib) * GIB)
 
+    fit = int(allocated_peak_bytes * (1 + rm.fragmentation) + (rm.cuda_context_gib + nccl[0]) * GIB)
+    mid = total(frag[0], rm.cuda_context_gib, nccl[0])
+    if card_bytes is not None and fit <= card_bytes:
+        mid = max(fit, min(mid, card_bytes))
     breakdown = {
         "allocated peak (est.)": allocated_peak_bytes,
-        "allocator cache and fragmentation (est.)": int(allocated_peak_bytes * rm.fragmentation),
+        "allocator cache and fragmentation (est.)": mid - total(0.0, rm.cuda_context_gib, nccl[0]),
         "CUDA context (est.)": int(rm.cuda_context_gib * GIB),
     }
     if gpus > 1:
         breakdown["NCCL buffers (est.)"] = int(rm.nccl_gib * GIB)
-    return Reserved(
-        total(rm.fragmentation, rm.cuda_context_gib, nccl[0]),
-        total(rm.fragmentation_low, rm.cuda_context_low_gib, nccl[1]),
-        total(rm.fragmentation_high, rm.cuda_context_high_gib, nccl[2]),
-        breakdown,
-    )
+    low, high = total(frag[1], rm.cuda_context_low_gib, nccl[1]), total(frag[2], rm.cuda_context_high_gib, nccl[2])
+    return Reserved(mid, min(low, mid), max(high, mid), breakdown, fit)

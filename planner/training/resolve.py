@@ -225,7 +225,23 @@ def _assumptions(
     )
 
 
-def _comm(c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, base, rule, n_trainable, unsharded):
+def _gathered_bytes_per_param(spec: ModelSpec, base: list[Tensor], c: cfg.TrainingConfig, rule: PrecisionRule) -> float:
+    """QLoRA gathers the largest unit's 4-bit storage (ZeRO-3 / FSDP over bnb's quant_storage), the
+    rest gather a compute-dtype copy (0: compute bytes)."""
+    if c.method != "qlora":
+        return 0.0
+    units: dict[object, tuple[int, int]] = {}
+    for t in base:
+        plain, nf4 = _frozen_bytes(t, spec, "qlora", rule.activation_bytes)
+        n, b = units.get(t.stage, (0, 0))
+        units[t.stage] = (n + t.numel, b + plain + nf4)
+    n, b = max(units.values())
+    return b / n
+
+
+def _comm(
+    c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, base, rule, n_trainable, unsharded, per_param
+):
     unit, unit_trainable = _unit_params(base, c.method == "full")
     inputs = CommInputs(
         c.gpus,
@@ -236,6 +252,7 @@ def _comm(c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, base, 
         rule.grad_bytes,
         unit_trainable,
         unsharded.weights + unsharded.quantized_base,
+        per_param,
     )
     return comm_buffer_bytes(inputs, fw, profile.reserved)
 
@@ -299,7 +316,7 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
     host_act = act.host_bytes(c.micro_batch_size, seq) * c.gpus
     _check_host(c, host + host_act)
     shapes = tuple(t.shape or (1,) for t in base) if c.method == "full" else tuple(adapter_shapes)
-    comm = _comm(c, fw, profile, base, rule, _numel(shapes), unsharded)
+    comm = _comm(c, fw, profile, base, rule, _numel(shapes), unsharded, _gathered_bytes_per_param(spec, base, c, rule))
     dequant = 0
     if c.method == "qlora":
         linears = (math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int))
