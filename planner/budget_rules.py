@@ -50,7 +50,8 @@ def resolve_lengths(model: Model, s: Settings, target: Target, rel: ReleaseFacts
     mml = s.max_model_len
     if isinstance(mml, int) and mml > limit and not s.allow_long_max_model_len:
         raise PlannerError(
-            f"--max-model-len {mml} exceeds the model's limit {limit}: lower it, or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 as vLLM requires"
+            f"--max-model-len {mml} exceeds the model's limit {limit}: lower it, or set "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 as vLLM requires"
         )
     if mml == "auto" and not rel.max_model_len_auto_fit:
         raise PlannerError(f"--max-model-len auto needs vLLM 0.14 or newer (targeting {rel.version}): pass a number")

@@ -335,7 +335,8 @@ def with_memory(gpu: GPU, memory_gib: float) -> GPU:
     """`gpu` with its total memory replaced (the `--gpu-memory-gib` override), marked as user-supplied."""
     if not _is_number(memory_gib) or not 0 < memory_gib <= MAX_MEMORY_GIB:
         raise PlannerError(
-            f"--gpu-memory-gib must be a number > 0 and at most {MAX_MEMORY_GIB:,}, got {memory_gib!r}; give the total torch reports, "
+            f"--gpu-memory-gib must be a number > 0 and at most {MAX_MEMORY_GIB:,}, got {memory_gib!r}; "
+            "give the total torch reports, "
             f"e.g. {gpu.memory_gib:g} for {gpu.name}"
         )
     return dataclasses.replace(

@@ -76,11 +76,13 @@ def check_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
     ]
     if spec.num_heads % tp:
         raise PlannerError(
-            f"--tp {tp} does not divide the {spec.num_heads} attention heads: valid TP sizes are {', '.join(map(str, valid))}"
+            f"--tp {tp} does not divide the {spec.num_heads} attention heads: valid TP sizes are "
+            f"{', '.join(map(str, valid))}"
         )
     if not spec.mla and spec.num_kv_heads % tp and tp % spec.num_kv_heads:
         raise PlannerError(
-            f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are {', '.join(map(str, valid))}"
+            f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are "
+            f"{', '.join(map(str, valid))}"
         )
     if pp > spec.num_layers:
         raise PlannerError(f"--pp {pp} exceeds the {spec.num_layers} decoder layers: use at most {spec.num_layers}")

@@ -93,16 +93,23 @@ def why_not(b: bud.Budget) -> str:
         buffers = f" + V2 runner buffers {b.runner_buffers_gib:.2f}" if b.runner_buffers_gib else ""
         return (
             f"weights {b.weights_gib:.2f} GiB + activation {b.activation_gib:.2f} + non-torch {b.non_torch_gib:.2f}"
-            f" + CUDA graphs {b.cudagraph_gib:.2f}{buffers} leave no KV memory in the requested {b.requested_gib:.2f} GiB"
+            f" + CUDA graphs {b.cudagraph_gib:.2f}{buffers} leave no KV memory in the requested "
+            f"{b.requested_gib:.2f} GiB"
         )
     if b.max_model_len_fit < b.max_model_len:
-        return f"max_model_len {b.max_model_len:,} does not fit: {b.kv_cache_gib:.2f} GiB of KV holds one request of at most {b.max_model_len_fit:,} tokens"
+        return (
+            f"max_model_len {b.max_model_len:,} does not fit: {b.kv_cache_gib:.2f} GiB of KV holds one request of "
+            f"at most {b.max_model_len_fit:,} tokens"
+        )
     if b.concurrency and b.max_num_seqs < b.concurrency <= b.max_concurrency:
         return (
             f"max_num_seqs {b.max_num_seqs:,} caps the requests vLLM runs at once below the requested {b.concurrency}: "
             f"pass --max-num-seqs {b.concurrency}"
         )
-    return f"maximum concurrency {b.max_concurrency:.2f}x at {b.max_model_len:,} tokens is below the requested {b.concurrency}"
+    return (
+        f"maximum concurrency {b.max_concurrency:.2f}x at {b.max_model_len:,} tokens is below the requested "
+        f"{b.concurrency}"
+    )
 
 
 @dataclass(frozen=True)
@@ -309,7 +316,10 @@ class PlanResult:
 def binding_constraint(b: bud.Budget, model: Model) -> str:
     if not b.fits:
         return why_not(b)
-    text = f"KV-cache memory: {b.kv_cache_tokens:,} tokens, {b.max_concurrency:.2f} requests of {b.max_model_len:,} tokens at once"
+    text = (
+        f"KV-cache memory: {b.kv_cache_tokens:,} tokens, {b.max_concurrency:.2f} requests of "
+        f"{b.max_model_len:,} tokens at once"
+    )
     if b.max_model_len_fit >= model.spec.max_model_len_default:
         text += f"; a request of the model's full context ({model.spec.max_model_len_default:,}) fits"
     return text

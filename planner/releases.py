@@ -66,7 +66,8 @@ class ReleaseFacts:
     gpu_memory_utilization_default: float
     """Default --gpu-memory-utilization (0.9 up to 0.19.x, 0.92 from 0.20.0)."""
     budget_formula: Literal["peak_increase", "total_consumed"]
-    """Non-KV memory: weights + torch peak increase + non-torch increase, or (0.27+) free-memory drop + transient peak headroom."""
+    """Non-KV memory: weights + torch peak increase + non-torch increase, or (0.27+) free-memory drop +
+    transient peak headroom."""
     nccl_before_snapshot: bool
     """NCCL / custom all-reduce buffers are created before the memory snapshot (not charged to the budget)."""
     cublas_before_snapshot: bool
@@ -84,7 +85,8 @@ class ReleaseFacts:
     hybrid_group_size_rule: Literal["min_layers", "max_if_under_1.5x_min"]
     """Hybrid KV group size: min layers per type, or (0.18+) max when max < 1.5 x min."""
     kv_tokens_formula: Literal["blocks_x_block_size", "concurrency_x_max_model_len"]
-    """Logged 'KV cache size' tokens: num_blocks // num_groups x min_block_size, or int(max_concurrency x max_model_len)."""
+    """Logged 'KV cache size' tokens: num_blocks // num_groups x min_block_size, or
+    int(max_concurrency x max_model_len)."""
     kv_tokens_cp_multiplier: Literal["none", "dcp", "pcp_x_dcp"]
     """Context-parallel factor applied to the logged token count (blocks_x_block_size formula only)."""
     kv_size_logged_per_worker: bool
