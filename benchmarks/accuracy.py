@@ -188,7 +188,7 @@ def replay_all(cases: list[dict]) -> list[tuple[dict, dict | None, str | None]]:
 def cross_validate(cases: list[dict], key: str) -> tuple[dict[int, float], list[str]]:
     """Hold out each value of `key` (gpu_class or source) in turn, refit the measured terms on the
     rest, replay the held-out cases. Returns {case index: KV error %} and the fold notes."""
-    from fit_overheads import fit_measured_terms
+    from fit_measured import fit_measured_terms
 
     base_sets = raw_sets()
     errors, errors_gib, notes = {}, {}, []

@@ -207,7 +207,7 @@ def test_a_gpu_the_shared_terms_never_saw(tmp_path):
     with a new GPU gets): calibrating on the Qwen3-8B start-up halves the Qwen3-32B error, warm and cold."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from accuracy import coefficient_sets, load_cases, raw_sets, replay
-    from fit_overheads import fit_measured_terms
+    from fit_measured import fit_measured_terms
 
     from planner import calibrate
 
