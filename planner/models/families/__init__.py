@@ -68,10 +68,13 @@ def model_types() -> list[str]:
     return sorted(_BY_CONFIG_TYPE)
 
 
-from planner.models.families import deepseek_v32, qwen3_5  # noqa: E402,F401  (register on import)
-from planner.models.families import minimax_m2  # noqa: E402,F401,I001  (C1)
-from planner.models.families import qwen3_vl  # noqa: E402,F401,I001  (C1)
-from planner.models.families import nemotron_h  # noqa: E402,F401,I001  (C2)
-from planner.models.families import gemma4  # noqa: E402,F401,I001  (C1)
-from planner.models.families import mimo_v2  # noqa: E402,F401,I001  (C1)
-from planner.models.families import nemotron_nas  # noqa: E402,F401,I001  (C2)
+from planner.models.families import (  # noqa: E402,F401  (register on import; one line per family)
+    deepseek_v32,
+    gemma4,
+    mimo_v2,
+    minimax_m2,
+    nemotron_h,
+    nemotron_nas,
+    qwen3_5,
+    qwen3_vl,
+)
