@@ -35,10 +35,12 @@ PROFILES = {
         "Qwen/Qwen3-VL-235B-A22B-Instruct",
     ],
     "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it"],
+    "qwen3_5": ["Qwen/Qwen3.6-27B", "Qwen/Qwen3.6-35B-A3B"],  # Qwen3.6: Qwen3.5's architecture
 }
 # configs without a bundled profile (no published total found offline): tests/data/configs
 MIMO = str(Path(__file__).parent / "data" / "configs" / "XiaomiMiMo--MiMo-V2-Flash_config.json")
 ALL = [m for ms in PROFILES.values() for m in ms]
+ORACLE_TPS = (1, 8)
 
 
 def _broken(model_id: str, edit) -> dict:
@@ -132,6 +134,33 @@ def test_qwen3_vl_deepstack_mergers_are_counted():
     )
 
 
+# ---- Qwen3.6 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "new, old", [("Qwen/Qwen3.6-27B", "Qwen/Qwen3.5-27B"), ("Qwen/Qwen3.6-35B-A3B", "Qwen/Qwen3.5-35B-A3B")]
+)
+def test_qwen3_6_is_qwen3_5_shaped(new, old):
+    a, b = inspect(new, tp=2), inspect(old, tp=2)
+    assert (a.params_breakdown, a.params_not_loaded) == (b.params_breakdown, b.params_not_loaded)
+    assert (a.kv_bytes_per_token_per_gpu, a.mamba_state_bytes_per_seq) == (
+        b.kv_bytes_per_token_per_gpu,
+        b.mamba_state_bytes_per_seq,
+    )
+
+
+@pytest.mark.parametrize("model_id", PROFILES["qwen3_5"])
+@pytest.mark.parametrize("tp", ORACLE_TPS)
+def test_qwen3_6_recurrent_state_matches_vllm(vllm_rows, model_id, tp):
+    row = vllm_rows[(model_id, tp)]
+    assert row is not None and "error" not in row and "error" not in row["mamba"], row
+    m = load_model(model_id)
+    conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
+    assert sorted(conv) == sorted(row["mamba"]["shapes"][0]) and list(ssm) == row["mamba"]["shapes"][1]
+    assert m.spec.mamba.ssm_dtype == row["mamba"]["model_hook_ssm_cache_dtype"]
+    assert 16 * acc.kv_layer_bytes_per_token(m.spec, "full", tp, 2) == row["page_size_bytes_per_layer"]
+
+
 # ---- Gemma 4 and MiMo-V2: per-layer KV geometry ---------------------------------------------------
 
 
@@ -214,8 +243,6 @@ def test_per_layer_kv_matches_vllm(vllm_layers, mimo_dir, model_id, tp):
 
 
 # ---- KV geometry against vLLM's classes -------------------------------------------------------------
-
-ORACLE_TPS = (1, 8)
 
 
 @pytest.fixture(scope="module")
