@@ -204,7 +204,11 @@ LOAD = ("--input-len", "1024", "--output-len", "256")
         (("--request-rate", "5", "--input-len", "8000", "--output-len", "1000"), "exceeds max_model_len 8,192"),
         (("--request-rate", "5", *LOAD, "--tpot-ms", "1"), "unreachable on H100-SXM-80GB, because"),
         (("--request-rate", "5", *LOAD, "--ttft-ms", "5"), "unreachable on H100-SXM-80GB, because"),
-        (("--request-rate", "5", *LOAD, "--tp", "2"), "drop --tp/--pp"),
+        (("--request-rate", "5", *LOAD, "--tp", "3"), "does not divide the 32 attention heads"),
+        (("--request-rate", "5", *LOAD, "--tp", "16"), "does not fit in a node of 8"),
+        (("--request-rate", "nan", *LOAD), "--request-rate"),
+        (("--request-rate", "inf", *LOAD), "--request-rate"),
+        (("--request-rate", "5", *LOAD, "--replicas", "2"), "drop --replicas"),
         (
             (
                 "--ttft-ms",
@@ -224,6 +228,7 @@ def test_plan_json_with_a_rate_is_the_api_result():
     p = _cli(*BASE, "--request-rate", "20", *LOAD, "--ttft-ms", "500", "--tpot-ms", "30", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
+    assert out.pop("pin_kv_cache") is False
     want = _size("llama3.1-8b", ["H100"], 20.0, 1024, 256, 500.0, 30.0).to_json()
     assert out == json.loads(json.dumps(want))
     best = out["gpus"][0]["chosen"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from planner.cli.plan import build_request
 from planner.errors import PlannerError
@@ -29,23 +30,18 @@ def _check(a: argparse.Namespace) -> None:
         )
     if a.input_len is None or a.output_len is None:
         raise PlannerError("--request-rate needs the request shape: give --input-len and --output-len (tokens)")
-    if a.tp or a.pp:
-        raise PlannerError(
-            "--request-rate chooses TP and PP per GPU type: drop --tp/--pp "
-            "(`vllm-planner perf --tp N --request-rate R` estimates one layout)"
-        )
-    if a.emit:
-        raise PlannerError(
-            "--emit with --request-rate is not done yet: emit the chosen layout with "
-            "`vllm-planner plan MODEL --gpu G --tp N --pp M --emit DIR`"
-        )
+    if getattr(a, "replicas", None) is not None:
+        raise PlannerError("--request-rate chooses the replica count: drop --replicas (or drop --request-rate)")
+    if a.emit and a.inventory is None and a.gpu is None:
+        raise PlannerError("--emit needs the GPU type the sizing chose: give --gpu or --inventory")
     if a.device == "cpu":
         raise PlannerError("--request-rate sizes GPUs only: drop --device cpu")
 
 
 def run(a: argparse.Namespace) -> int:
-    """Size the traffic on --gpu or each GPU type of --inventory; exit 0 when some GPU type meets the
-    targets, 1 when none does, 2 (PlannerError) on bad input or a target below every floor."""
+    """Size the traffic on --gpu or each GPU type of --inventory (only --tp/--pp layouts when given);
+    exit 0 when some GPU type meets the targets, 1 when none does, 2 (PlannerError) on bad input or
+    a target below every floor. --emit writes the launch files of the chosen replicas."""
     from planner.hardware import parse_inventory
 
     _check(a)
@@ -55,12 +51,36 @@ def run(a: argparse.Namespace) -> int:
     wheres = (
         [Where.of_group(g) for g in parse_inventory(a.inventory, catalogue)] if a.inventory else [Where.of_gpu(gpu)]
     )
-    r = size(req, wheres, traffic, targets, a.objective or "cost", catalogue)
+    r = size(req, wheres, traffic, targets, a.objective or "cost", catalogue, a.tp, a.pp)
     reason = r.unreachable()
     if reason:
         raise PlannerError(reason)
-    print(json.dumps(r.to_json(), indent=2) if a.json else text(r))
+    doc = r.to_json() | {"pin_kv_cache": bool(a.pin_kv_cache)}
+    print(json.dumps(doc, indent=2) if a.json else text(r))
+    if a.emit:
+        _emit(a, r, req, catalogue, wheres)
     return 0 if r.best is not None else 1
+
+
+def _emit(a: argparse.Namespace, r: SizingResult, req: Any, catalogue: Any, wheres: list[Where]) -> None:
+    """The launch files of the chosen layout and replica count (planner/launch's emit path, written
+    through planner/output.py: nothing is overwritten without --force)."""
+    import sys
+
+    from planner.api import make_plan
+    from planner.cli.emit import launch_options
+    from planner.launch.emit import emit_all
+
+    x = r.best
+    if x is None:
+        raise PlannerError("--emit: no GPU type meets the targets, so there is nothing to launch (see above)")
+    gpu = catalogue.get(x.gpu)
+    result = make_plan(req, gpu, catalogue, x.tp, x.pp, pin_kv_cache=a.pin_kv_cache)
+    options = launch_options(a) | {"replicas": x.replicas}
+    if a.inventory and "gpus_per_node" not in options:
+        options["gpus_per_node"] = next(w for w in wheres if w.gpu.name == x.gpu).gpus_per_node
+    for name, path in emit_all(result, req, a.emit, a.force, **options).items():
+        print(f"{name}: {path}", file=sys.stderr)
 
 
 def _ms(v: float | None, digits: int = 1) -> str:

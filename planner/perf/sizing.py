@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue, NodeGroup
@@ -28,6 +28,16 @@ from planner.perf.capacity import KVAdmission, admission
 from planner.perf.result import Figures
 from planner.perf.service import Service, Workload, open_loop
 from planner.perf.shape import step_shape
+from planner.perf.sizing_result import (  # noqa: F401 (re-exported: the sizing API in one place)
+    BINDINGS,
+    Floor,
+    GpuSizing,
+    LayoutSizing,
+    Objective,
+    SizingResult,
+    Targets,
+    Traffic,
+)
 from planner.perf.ttft_percentiles import ttft_percentiles_ms
 from planner.plan import (
     DEFAULT_GPUS_PER_NODE,
@@ -43,26 +53,6 @@ MAX_REPLICAS = 100_000
 """Beyond this many replicas a target is treated as out of reach (it sits just above the floor)."""
 _LONE_RATE = 1e-9  # requests/s: a replica with no other load
 _BISECTIONS = 6  # log-bisection steps inside a factor of 4: capacity to within 2.2% (replicas are then exact)
-Objective = Literal["gpus", "cost"]
-BINDINGS = ("memory", "KV capacity", "TTFT", "TPOT", "throughput")
-
-
-@dataclass(frozen=True)
-class Traffic:
-    request_rate: float
-    """Poisson arrivals, requests per second, over all replicas."""
-    input_len: int
-    """Prompt tokens per request."""
-    output_len: int
-    """Output tokens per request."""
-
-
-@dataclass(frozen=True)
-class Targets:
-    ttft_ms: float | None = None
-    """Mean time to first token, ms (None: no target)."""
-    tpot_ms: float | None = None
-    """Mean time per output token after the first, ms (None: no target)."""
 
 
 def check_inputs(traffic: Traffic, targets: Targets) -> None:
@@ -76,182 +66,6 @@ def check_inputs(traffic: Traffic, targets: Targets) -> None:
             raise PlannerError(f"{name} {v!r} must be a number of milliseconds above 0 (or leave it out: no target)")
     if targets.tpot_ms is not None and traffic.output_len < 2:
         raise PlannerError("--tpot-ms needs --output-len 2 or more: one output token has no time per output token")
-
-
-@dataclass(frozen=True)
-class Floor:
-    """A lone request's figures on one layout (no other load): no replica count goes below them."""
-
-    ttft_ms: float
-    tpot_ms: float | None
-    ttft_at: str = ""
-    """The layout with that TTFT floor ("TP 8 x PP 1")."""
-    tpot_at: str = ""
-    """The layout with that TPOT floor."""
-
-
-@dataclass(frozen=True)
-class LayoutSizing:
-    """One layout on one GPU type, sized for the traffic (every figure estimated)."""
-
-    gpu: str
-    tp: int
-    pp: int
-    replicas: int
-    gpus: int
-    """replicas x TP x PP."""
-    nodes: int
-    cost_per_hour_usd: float | None
-    """gpus x the catalogue's indicative price per GPU-hour (None where it has none)."""
-    cost_per_million_output_tokens_usd: float | None
-    """cost_per_hour_usd over the output tokens an hour of the traffic carries (rate x output_len x 3600)."""
-    capacity_rps: float
-    """Largest Poisson rate one replica serves within the targets (estimated)."""
-    capacity_binding: str
-    """What stops a replica above capacity_rps: TTFT, TPOT, KV capacity or throughput (prefill saturates)."""
-    binding: str
-    """What sets this deployment's size: memory (one replica, the smallest layout that holds the model, has headroom), else capacity_binding."""
-    floor: Floor
-    request_rate_per_replica: float
-    figures: Figures
-    """What each replica runs at request_rate / replicas: `perf.api.estimate`'s figures (same service model)."""
-    choice: coef.Choice
-    """The coefficient set (and why it is extrapolated, if it is)."""
-    kv_cache_tokens: int
-    max_concurrency_kv: int
-    ttft_percentiles_ms: dict[str, float] | None = None
-    """p50/p90/p99 TTFT from the M/D/1 waiting-time distribution of the model's prefill queue."""
-
-    def to_json(self) -> dict[str, Any]:
-        p = self.figures.to_json(self.choice, self.tp * self.pp)
-        keep = (
-            "ttft_ms",
-            "ttft_ms_range",
-            "tpot_ms",
-            "tpot_ms_range",
-            "e2e_latency_s",
-            "output_tokens_per_s",
-            "output_tokens_per_s_range",
-            "kv_tokens_in_use",
-            "running_requests",
-        )
-        return {
-            "gpu": self.gpu,
-            "tp": self.tp,
-            "pp": self.pp,
-            "replicas": self.replicas,
-            "gpus_used": self.gpus,
-            "nodes_used": self.nodes,
-            "cost_per_hour_usd": _round(self.cost_per_hour_usd, 2),
-            "cost_per_million_output_tokens_usd": _round(self.cost_per_million_output_tokens_usd, 4),
-            "binding": self.binding,
-            "capacity_binding": self.capacity_binding,
-            "capacity_per_replica_rps": round(self.capacity_rps, 4),
-            "request_rate_per_replica": round(self.request_rate_per_replica, 4),
-            "utilization": round(self.request_rate_per_replica / self.capacity_rps, 3),
-            "floor_ttft_ms": round(self.floor.ttft_ms, 1),
-            "floor_tpot_ms": _round(self.floor.tpot_ms, 2),
-            **{k: p[k] for k in keep},
-            "ttft_percentiles_ms": self.ttft_percentiles_ms,
-            "kv_cache_tokens": self.kv_cache_tokens,
-            "max_concurrency_kv": self.max_concurrency_kv,
-            "calibration": self.choice.set.name,
-            "extrapolated": list(self.choice.extrapolated),
-        }
-
-
-@dataclass(frozen=True)
-class GpuSizing:
-    """One GPU type: the best layout and replica count, the others that meet the targets, and why
-    the rest do not."""
-
-    gpu: str
-    inventory: str | None
-    """The inventory group (NODESxGPUSxTYPE), None for --gpu (as many nodes as needed)."""
-    price_per_gpu_hour_usd: float | None
-    chosen: LayoutSizing | None
-    layouts: tuple[LayoutSizing, ...]
-    """Every layout that meets the targets, best first (chosen is the first)."""
-    unmet: tuple[str, ...]
-    """One line per layout that does not: memory, a target at or below its floor, too few GPUs."""
-    floor: Floor | None
-    """The lowest floor over the layouts that fit in memory (None: none fits)."""
-    below_floor: bool = False
-    """Every layout that fits has a target at or below its floor (the target is out of reach here)."""
-    suggestions: tuple[str, ...] = ()
-    """Where no layout meets the targets: what would (larger TP, fp8 weights or KV, another GPU, a looser target)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gpu": self.gpu,
-            "inventory": self.inventory,
-            "meets_targets": self.chosen is not None,
-            "price_per_gpu_hour_usd": self.price_per_gpu_hour_usd,
-            "chosen": None if self.chosen is None else self.chosen.to_json(),
-            "alternatives": [x.to_json() for x in self.layouts[1:]],
-            "not_meeting": list(self.unmet),
-            "floor_ttft_ms": None if self.floor is None else round(self.floor.ttft_ms, 1),
-            "floor_tpot_ms": None if self.floor is None else _round(self.floor.tpot_ms, 2),
-            "target_below_floor": self.below_floor,
-            "suggestions": list(self.suggestions),
-        }
-
-
-@dataclass(frozen=True)
-class SizingResult:
-    model: str
-    vllm_version: str
-    traffic: Traffic
-    targets: Targets
-    objective: Objective
-    options: tuple[GpuSizing, ...]
-    """One per GPU type, best first by the objective; GPU types that meet no target last."""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def best(self) -> LayoutSizing | None:
-        return self.options[0].chosen if self.options else None
-
-    def unreachable(self) -> str | None:
-        """The one-line reason when every GPU type has the targets at or below its physical floor."""
-        if not self.options or self.best is not None or not all(o.below_floor for o in self.options):
-            return None
-        from planner.perf.advice import unreachable_text
-
-        return unreachable_text(self)
-
-    def to_json(self) -> dict[str, Any]:
-        t = self.traffic
-        return {
-            "model": self.model,
-            "vllm_version": self.vllm_version,
-            "request_rate": t.request_rate,
-            "input_len": t.input_len,
-            "output_len": t.output_len,
-            "ttft_ms_target": self.targets.ttft_ms,
-            "tpot_ms_target": self.targets.tpot_ms,
-            "objective": self.objective,
-            "meets_targets": self.best is not None,
-            "gpus": [o.to_json() for o in self.options],
-            "estimated": [
-                "replicas",
-                "gpus_used",
-                "nodes_used",
-                "cost_per_hour_usd",
-                "cost_per_million_output_tokens_usd",
-                "capacity_per_replica_rps",
-                "ttft_ms",
-                "tpot_ms",
-                "ttft_percentiles_ms",
-                "floor_ttft_ms",
-                "floor_tpot_ms",
-            ],
-            "notes": self.notes,
-        }
-
-
-def _round(v: float | None, digits: int) -> float | None:
-    return None if v is None else round(v, digits)
 
 
 # ---- one layout -------------------------------------------------------------------------------
@@ -428,17 +242,34 @@ class Where:
         return Where(group.gpu, group.gpus_per_node, group)
 
 
+def layouts_of(req: Request, where: Where, tp: int | None = None, pp: int | None = None) -> list[tuple[int, int]]:
+    """The TP x PP layouts sizing tries on one GPU type: the plan's candidates, only those with the
+    given TP and/or PP when they are given (that layout alone when the candidates do not hold it)."""
+    g = where.group
+    every = candidate_layouts(req.model, where.gpus_per_node, g.nodes if g else None)
+    if tp is None and pp is None:
+        return every
+    chosen = [(t, p) for t, p in every if tp in (None, t) and pp in (None, p)]
+    return chosen or ([(tp or 1, pp or 1)] if (tp or 1) <= where.gpus_per_node else [])
+
+
 def size_gpu(
-    req: Request, where: Where, traffic: Traffic, targets: Targets, objective: Objective = "cost"
+    req: Request,
+    where: Where,
+    traffic: Traffic,
+    targets: Targets,
+    objective: Objective = "cost",
+    layout: tuple[int | None, int | None] = (None, None),
 ) -> GpuSizing:
-    """The layouts of one GPU type that meet the targets, best first, and why the others do not."""
+    """The layouts of one GPU type that meet the targets, best first, and why the others do not;
+    `layout` (TP, PP) restricts them to that TP and/or PP."""
     req = dataclasses.replace(req, concurrency=None)
     met: list[LayoutSizing] = []
     unmet: list[str] = []
     floors: list[Floor] = []
     fitted = below = 0
     g = where.group
-    for tp, pp in candidate_layouts(req.model, where.gpus_per_node, g.nodes if g else None):
+    for tp, pp in layouts_of(req, where, *layout):
         limit = replicas_in(g, tp, pp)[0] if g else None
         if limit == 0 or met and tp * pp >= min(x.gpus for x in met):
             continue  # one replica of this layout already takes as many GPUs as a sizing found
@@ -452,7 +283,8 @@ def size_gpu(
                 f"--input-len {traffic.input_len} + --output-len {traffic.output_len} exceeds max_model_len "
                 f"{b.max_model_len:,}: raise --max-model-len or shorten the request"
             )
-        r = size_layout(req, where.gpu, b, traffic, targets, where.gpus_per_node, fitted == 1)
+        smallest = fitted == 1 and layout == (None, None)  # a --tp/--pp layout is the user's, not memory's
+        r = size_layout(req, where.gpu, b, traffic, targets, where.gpus_per_node, smallest)
         floors.append(r.floor)
         if isinstance(r, Unmet):
             below += r.below_floor
@@ -498,13 +330,16 @@ def size(
     targets: Targets,
     objective: Objective = "cost",
     catalogue: Catalogue | None = None,
+    tp: int | None = None,
+    pp: int | None = None,
 ) -> SizingResult:
     """Size every GPU type of `wheres` for the traffic within the targets, best first by the
-    objective; a GPU type that meets no target gets what would (with `catalogue`: another GPU)."""
+    objective (only layouts of the given TP and/or PP when given); a GPU type that meets no target
+    gets what would (with `catalogue`: another GPU)."""
     from planner.perf.advice import suggestions
 
     check_inputs(traffic, targets)
-    options = [size_gpu(req, w, traffic, targets, objective) for w in wheres]
+    options = [size_gpu(req, w, traffic, targets, objective, (tp, pp)) for w in wheres]
     quick = any(o.chosen for o in options)  # another GPU type meets the targets: no re-sizing of changes
     options = [
         o
