@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from planner.api import load_model  # noqa: E402
 from planner.hardware import load_catalogue  # noqa: E402
-from planner.training import TrainingConfig, estimate_training  # noqa: E402
+from planner.training import TrainingConfig, estimate_training, load_training_profile  # noqa: E402
 from planner.units import GIB  # noqa: E402
 
 DATA = REPO / "benchmarks" / "data" / "training" / "published-runs.jsonl"
@@ -45,11 +45,13 @@ def replay(rec: dict) -> dict:
     model = _model(rec["model"])
     gpu = load_catalogue().get(rec["gpu"]) if rec.get("gpu") else None
     mem = gpu.memory_bytes if gpu else None
+    if rec.get("torch_memory_gib"):  # torch's allocator capped: the card holds the cap and the CUDA context
+        mem = int((rec["torch_memory_gib"] + load_training_profile().reserved.cuda_context_gib) * GIB)
     settings = dict(rec["settings"])
     if rec["kind"] == "oom":
         settings["seq_len"] = rec["seq_len"]
     e = estimate_training(model.spec, model.tensors, TrainingConfig(**settings), gpu_memory_bytes=mem, with_fixes=False)
-    out = {"id": rec["id"], "kind": rec["kind"], "gpu": rec.get("gpu")}
+    out = {"id": rec["id"], "kind": rec["kind"], "gpu": rec.get("gpu") or rec.get("torch_memory_gib")}
     if rec["kind"] == "peak":
         lo, hi = rec["measured_gib"]
         pred = e.reserved_bytes / GIB
@@ -76,9 +78,8 @@ def replay(rec: dict) -> dict:
 
 
 def source_of(rec: dict) -> str:
-    """The publisher a record comes from (the URL's host and first path part)."""
-    host, _, path = rec["url"].removeprefix("https://").partition("/")
-    return f"{host}/{path.split('/')[0]}" if host in ("huggingface.co", "github.com") else host
+    """The publisher a record comes from (its `publisher`, else the URL's host)."""
+    return rec.get("publisher") or rec["url"].removeprefix("https://").partition("/")[0]
 
 
 def summary(rows: list[dict]) -> dict:

@@ -170,6 +170,9 @@ def test_published_runs_replay():
     rows = [ta.replay(r) for r in recs]
     s = ta.summary(rows)
     assert s["records"] == len(recs) and s["worst_abs_error"] >= s["median_abs_error"] >= 0
+    # the worst miss a planner can make: "fits" where the measured run used more than the card or OOMed
+    assert s["fits_contradicted_by_measurement"] == []
+    assert set(ta.by_source(recs, rows)) == {"peft-docs", "unsloth"}
 
 
 def test_sharded_parameters_cache_a_share_of_what_churns(llama8b):
