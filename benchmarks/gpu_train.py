@@ -4,10 +4,13 @@
 
 For a small bundled model (random weights from its config: no download) it runs a few real
 training steps with transformers + PEFT (+ bitsandbytes for QLoRA) in full, LoRA and QLoRA, with
-and without gradient checkpointing, and records `torch.cuda.max_memory_allocated` and
+and without gradient checkpointing, plus optimizer-in-backward (full) and activation offloading
+(torch's save_on_cpu, LoRA with checkpointing), and records `torch.cuda.max_memory_allocated` and
 `max_memory_reserved` (and the device's used memory, CUDA context included), next to the
-planner's `total_gib` (allocated) and `reserved_gib` for the same settings. Prints a table and
-writes JSON lines. A few minutes on one GPU.
+planner's `total_gib` (allocated) and `reserved_gib` for the same settings. LoRA and QLoRA run the
+forward pass under torch.autocast(bf16) as Trainer's bf16=True does (LoRA over a bf16 base, QLoRA
+after prepare_model_for_kbit_training: fp32 non-quantized weights); full fine-tuning is pure bf16.
+Prints a table and writes JSON lines. A few minutes on one GPU.
 """
 
 from __future__ import annotations
@@ -22,10 +25,46 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 GIB = 2**30
-CASES = [(m, ck) for m in ("full", "lora", "qlora") for ck in (False, True)]
+CASES = [(m, ck, "") for m in ("full", "lora", "qlora") for ck in (False, True)]
+CASES += [("full", False, "optimizer-in-backward"), ("lora", True, "activation-offload")]
 
 
-def measure(config_path: Path, method: str, ckpt: bool, batch: int, seq: int, steps: int) -> dict:
+def _step(model, opt, ids, method: str, lever: str) -> None:
+    import contextlib
+
+    import torch
+
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if method != "full" else contextlib.nullcontext()
+    off = (
+        torch.autograd.graph.save_on_cpu(pin_memory=True) if lever == "activation-offload" else contextlib.nullcontext()
+    )
+    with amp, off:
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    if opt is not None:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def _optimizer(model, lever: str):
+    """torch AdamW (foreach), or one per parameter stepped by a post-accumulate-grad hook."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if lever != "optimizer-in-backward":
+        return torch.optim.AdamW(params, lr=1e-5)
+    per_param = {p: torch.optim.AdamW([p], lr=1e-5, foreach=False) for p in params}
+
+    def step(p):
+        per_param[p].step()
+        p.grad = None
+
+    for p in params:
+        p.register_post_accumulate_grad_hook(step)
+    return None
+
+
+def measure(config_path: Path, method: str, ckpt: bool, batch: int, seq: int, steps: int, lever: str = "") -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -56,13 +95,10 @@ def measure(config_path: Path, method: str, ckpt: bool, batch: int, seq: int, st
         if method != "full":
             model.enable_input_require_grads()
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    opt = _optimizer(model, lever)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
     for _ in range(steps):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _step(model, opt, ids, method, lever)
     torch.cuda.synchronize()
     free, total = torch.cuda.mem_get_info()
     out = {
@@ -87,7 +123,7 @@ def _quantized(cfg, kw):
     return AutoModelForCausalLM.from_pretrained(tmp, device_map={"": 0}, **kw)
 
 
-def predict(model_ref: str, method: str, ckpt: bool, batch: int, seq: int, total_gib: float) -> dict:
+def predict(model_ref: str, method: str, ckpt: bool, batch: int, seq: int, total_gib: float, lever: str = "") -> dict:
     from planner.api import load_model
     from planner.training import TrainingConfig, estimate_training
 
@@ -100,7 +136,9 @@ def predict(model_ref: str, method: str, ckpt: bool, batch: int, seq: int, total
         framework="pytorch",
         precision="bf16" if method == "full" else "bf16-mixed",
         lora_rank=None if method == "full" else 16,
-        base_dtype=None if method == "full" else "bf16",
+        base_dtype={"full": None, "lora": "bf16", "qlora": "fp32"}[method],
+        activation_offload=lever == "activation-offload",
+        optimizer_in_backward=lever == "optimizer-in-backward",
     )
     e = estimate_training(m.spec, m.tensors, c, gpu_memory_bytes=int(total_gib * GIB), with_fixes=False)
     return {"planned_allocated_gib": e.total_bytes / GIB, "planned_reserved_gib": e.reserved_bytes / GIB}
@@ -132,16 +170,17 @@ def main() -> int:
         return 2
     config_path = folder / "config.json"
     rows = []
-    for method, ckpt in CASES:
+    for method, ckpt, lever in CASES:
         t0 = time.time()
         try:
-            got = measure(config_path, method, ckpt, a.batch, a.seq, a.steps)
+            got = measure(config_path, method, ckpt, a.batch, a.seq, a.steps, lever)
         except Exception as exc:  # an OOM or a missing bitsandbytes is reported, not fatal
             got = {"error": f"{type(exc).__name__}: {exc}"[:200]}
         row = {
             "model": a.model,
             "method": method,
             "checkpointing": ckpt,
+            "lever": lever or None,
             "batch": a.batch,
             "seq": a.seq,
             "device": torch.cuda.get_device_name(),
@@ -149,7 +188,7 @@ def main() -> int:
             "seconds": round(time.time() - t0, 1),
         }
         if "device_total_gib" in got:
-            row |= predict(a.model, method, ckpt, a.batch, a.seq, got["device_total_gib"])
+            row |= predict(a.model, method, ckpt, a.batch, a.seq, got["device_total_gib"], lever)
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
