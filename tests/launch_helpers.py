@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from planner.cli.emit import launch_options
 from planner.cli.examples import _parser
+from planner.cli.launch_options import launch_options
 from planner.launch import Deployment
 from planner.launch.emit import deployment_from
 

@@ -27,7 +27,7 @@ def reference_plans() -> dict[str, dict[str, Any]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from planner.cli.emit import add_launch_options
+    from planner.cli.launch_options import add_launch_options
     from planner.cli.options import add_plan_options
 
     p = argparse.ArgumentParser(prog="examples")
@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def render_example(argv: list[str], out: Path) -> dict[str, str]:
-    from planner.cli.emit import launch_options, plan_for_launch
+    from planner.cli.emit import plan_for_launch
+    from planner.cli.launch_options import launch_options
     from planner.launch.emit import emit_all
 
     a = _parser().parse_args(argv)

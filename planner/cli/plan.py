@@ -25,7 +25,7 @@ def register(p: argparse.ArgumentParser) -> None:
         type=word("a folder"),
         help="also write every launch format that can express the plan, plus plan.json, into DIR (default: none)",
     )
-    from planner.cli.emit import add_launch_options
+    from planner.cli.launch_options import add_launch_options
 
     add_launch_options(p)
     add_sizing_options(p)
@@ -163,7 +163,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
 
         draw(plot, write_budget, result.budget)
     if a.emit:
-        from planner.cli.emit import launch_options
+        from planner.cli.launch_options import launch_options
         from planner.launch.emit import emit_all
 
         for name, where in emit_all(result, req, a.emit, a.force, **launch_options(a)).items():
