@@ -25,7 +25,16 @@ training cases have more than one hidden size. Only 0: the H100 set's V1 estimat
 (Qwen3-32B on a GH200, 0.5 would fit it) would move every 70B plan by more than a GiB."""
 UNINFORMED_FULL_SHARE = 0.5
 """Share of the CUDA-graph estimate that follows the FULL graphs, where no training case varies the
-graph shape (a fold without one): the midpoint, not a value seen in the held-out case."""
+graph shape (a fold without one): the midpoint, not a value seen in the held-out case. The V1 runner
+extrapolates both modes alike (first capture + (graphs - 1) x the second's increment), so neither
+mode's share is favoured."""
+V2_PROCEDURE_FULL_SHARE = 1.0
+"""The same where the V2 runner (0.29+) measured the estimate, read from its procedure instead
+(v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory, 0.30): the PIECEWISE graphs are
+captured for real into one shared pool, largest first, so the smaller sizes reuse the largest's
+memory and the PIECEWISE part hardly grows with the capture sizes; the FULL graphs are extrapolated
+linearly, first capture + (graphs - 1) x the second largest's increment, so the estimate grows with
+the FULL graphs' sizes and count: all of the shape dependence is theirs."""
 
 
 def _set(sets: list[dict], name: str) -> dict:
@@ -111,9 +120,9 @@ def _v2_graph_estimate(terms: list, sets: list[dict], notes: list[str]) -> None:
         notes.append("V2 graph estimate: no 0.29+ case, the 0.26 V1 line stands in")
         return
     works = [oh.GraphShape.of(t["seqs"], t["tokens"]).work for t, _ in pts]
-    shares = [i / 20 for i in range(21)] if len({w[0] for w in works}) > 1 else [UNINFORMED_FULL_SHARE]
+    shares = [i / 20 for i in range(21)] if len({w[0] for w in works}) > 1 else [V2_PROCEDURE_FULL_SHARE]
     if len(shares) == 1:
-        notes.append("V2 graph estimate: one graph shape, FULL share uninformed (0.5)")
+        notes.append("V2 graph estimate: one graph shape, FULL share from the procedure (1.0)")
     widths = HIDDEN_EXPONENTS if len({t["hidden"] for t, _ in pts}) > 1 else (0.0,)
     best = None
     for e in widths:
