@@ -105,3 +105,23 @@ def test_bad_input_exits_2(model_dir, capsys):
     assert main(["inspect", str(model_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert "quantized_layers" in err and len(err.splitlines()) == 1
+
+
+QWEN36 = "Qwen3.6-35B-A3B-NVFP4"
+
+
+def test_wrapper_names_and_fused_shards_resolve_as_vllm_does():
+    # the checkpoint lists model.language_model.layers.N.* and the GDN's split in_proj_qkv / in_proj_z,
+    # which the tensor list holds fused (in_proj_qkvz) under model.layers.N, as vLLM does
+    config = json.loads((DATA / f"{QWEN36}_config.json").read_text())
+    files = {"hf_quant_config.json": json.loads((DATA / f"{QWEN36}_hf_quant_config.json").read_text())}
+    spec = normalize(config, quant_files=files)
+    named = {t.name: t for t in T.from_spec(spec)}
+    method = {name: (acc.scheme_of(t, spec.quant) or spec.quant).method for name, t in named.items() if t.linear}
+    assert method["model.layers.0.linear_attn.in_proj_qkvz.weight"] == "fp8"  # both shards FP8
+    assert method["model.layers.0.linear_attn.out_proj.weight"] == "fp8"
+    assert acc.scheme_of(named["model.layers.0.linear_attn.in_proj_ba.weight"], spec.quant) is None  # not listed
+    assert method["model.layers.3.self_attn.q_proj.weight"] == "fp8"
+    assert method["model.layers.3.mlp.experts.gate_up_proj"] == "nvfp4"  # the stacked experts key
+    assert method["model.layers.3.mlp.shared_expert.up_proj.weight"] == "nvfp4"
+    assert acc.scheme_of(named["mtp.fc.weight"], spec.quant) is None  # ignore: mtp*

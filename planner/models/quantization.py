@@ -274,20 +274,50 @@ def _modelopt_mixed(q: dict[str, Any], excluded: tuple[str, ...], kv: str | None
     )
 
 
-def module_scheme(quant: QuantSpec, module: str) -> QuantSpec | None:
-    """The scheme of one module of a MIXED_PRECISION checkpoint, as vLLM's `_resolve_quant_algo` finds
-    it: the module itself, else (a routed-expert stack) any listed module under its `experts`; None
-    when the module is not listed."""
+# Checkpoint prefixes of multimodal wrappers (Qwen3.5/3.6: model.language_model.layers...) and the
+# fused modules the tensor list names (vLLM's packed_modules_mapping), for the per-module lookup.
+_WRAPPER_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."), ("language_model.", ""))
+_PACKED = {
+    "in_proj_qkvz": ("in_proj_qkv", "in_proj_z"),
+    "in_proj_ba": ("in_proj_b", "in_proj_a"),
+    "gate_up_proj": ("gate_proj", "up_proj"),
+    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
+}
+
+
+def _unwrapped(name: str) -> str:
+    for prefix, plain in _WRAPPER_PREFIXES:
+        if name.startswith(prefix):
+            return plain + name[len(prefix) :]
+    return name
+
+
+def _per_module_index(quant: QuantSpec) -> dict[str, QuantSpec]:
     index = quant.__dict__.get("_per_module_index")
     if index is None:
-        index = dict(quant.per_module)
-        for name, scheme in quant.per_module:
+        index = {_unwrapped(name): scheme for name, scheme in quant.per_module}
+        for name, scheme in list(index.items()):
             cut = name.find(".experts.")
             if cut >= 0:
                 index.setdefault(name[: cut + len(".experts")], scheme)
         object.__setattr__(quant, "_per_module_index", index)  # a cache beside the frozen fields
+    return index
+
+
+def module_scheme(quant: QuantSpec, module: str) -> QuantSpec | None:
+    """The scheme of one module of a MIXED_PRECISION checkpoint, as vLLM's `_resolve_quant_algo` finds
+    it: the module itself (wrapper prefixes aside), else its packed shards when they agree, else (a
+    routed-expert stack) the experts listed under it; None when the module is not listed."""
+    index, module = _per_module_index(quant), _unwrapped(module)
     if module in index:
         return index[module]
+    base, _, leaf = module.rpartition(".")
+    if leaf in _PACKED:
+        found = {id(s): s for s in (index.get(f"{base}.{shard}") for shard in _PACKED[leaf]) if s is not None}
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if len(found) > 1:
+            raise PlannerError(f"hf_quant_config.json gives the shards of {module} different schemes: {_FIX}")
     cut = module.find(".experts.")
     return index.get(module[: cut + len(".experts")]) if cut >= 0 else None
 
