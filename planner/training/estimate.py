@@ -25,6 +25,11 @@ from planner.training.resolve import Resolved, resolve
 from planner.units import GIB
 
 
+def persistent_bytes(r: Resolved) -> int:
+    """The states that live all run: everything but the gradients (alive only in parts of a step)."""
+    return r.states.total - r.states.gradients - r.states.adapter_gradients
+
+
 def loss_transient_bytes(r: Resolved, b: int, s: int) -> int:
     return int(r.loss.transient_bytes_per_vocab * r.spec.vocab_size * b * s)
 
@@ -53,9 +58,7 @@ def phase_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -
 
 def peak_allocated_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -> int:
     """`accumulating`: gradients carried over from earlier micro-batches (default: grad_accum > 1)."""
-    st = r.states
-    persistent = st.total - st.gradients - st.adapter_gradients
-    return persistent + max(phase_bytes(r, b, s, accumulating).values())
+    return persistent_bytes(r) + max(phase_bytes(r, b, s, accumulating).values())
 
 
 ACTIVATION_CHECK = 0.03
@@ -67,8 +70,7 @@ def allocated_estimate(r: Resolved, b: int, s: int) -> Estimate:
     """The allocated peak with its range: the states exact, the rest within the CPU check's bound,
     the loss's transient down to its low figure."""
     peak = peak_allocated_bytes(r, b, s)
-    st = r.states
-    varying = peak - (st.total - st.gradients - st.adapter_gradients)
+    varying = peak - persistent_bytes(r)
     loss_spread = int(
         (r.loss.transient_bytes_per_vocab - r.loss.transient_low_bytes_per_vocab) * r.spec.vocab_size * b * s
     )
@@ -79,10 +81,6 @@ def allocated_estimate(r: Resolved, b: int, s: int) -> Estimate:
         f"{r.loss.transient_bytes_per_vocab:g} B per token per vocabulary entry"
     )
     return Estimate(peak, min(low, peak), peak + int(varying * ACTIVATION_CHECK), "bytes", source)
-
-
-def persistent_bytes(r: Resolved) -> int:
-    return r.states.total - r.states.gradients - r.states.adapter_gradients
 
 
 def reserved_at(r: Resolved, b: int, s: int, card_bytes: int | None = None) -> Reserved:
