@@ -124,4 +124,34 @@ for line in open(records):
           f"eager={r['enforce_eager']} on {gpu}: KV {kp:.2f}/{ko:.2f} GiB ({100 * (kp - ko) / ko:+.2f}%), "
           f"tokens {tp:,}/{to:,}; graphs est obs {r['cudagraph_estimate_gib']}")
 PY
-echo "logs and records in $DEST"
+
+# Calibrate on the warm Qwen3-8B start-up (vllm-planner calibrate) and replay the other records with the
+# overlay: the calibrated setup should come out exact, the others show what the overlay transfers.
+OVERLAY="$DEST/calibration-overlay.yaml"
+WARM_LOG="$(ls "$DEST"/vllm-*-qwen3-8b.log.gz 2>/dev/null | head -1)"
+if [ -n "$WARM_LOG" ] && (cd "$REPO" && python3 -m planner calibrate "$WARM_LOG" --gpu "$GPU" --model Qwen/Qwen3-8B \
+    --overheads "$OVERLAY" --force); then
+  python3 - "$RECORDS" "$OVERLAY" "$GPU" <<'PY'
+import json, sys
+sys.path.insert(0, __import__("os").environ["REPO"])
+from planner import overlay
+from planner.calibration import replay
+from planner.errors import PlannerError
+from planner.hardware import load_catalogue
+records, path = sys.argv[1], sys.argv[2]
+gpu = load_catalogue().get(sys.argv[3]).name  # the overlay's match names the catalogue entry
+overlay.use(path)
+for line in open(records):
+    r = json.loads(line)
+    if r.get("kv_cache_gib") is None:
+        continue
+    r["max_model_len"] = r["max_model_len"] or 8192
+    try:
+        (kp, ko) = replay({**r, "gpu": gpu})["kv_gib"]
+    except PlannerError as exc:
+        print(f"{r['model']}: not replayed: {exc}"); continue
+    print(f"calibrated: {r['vllm_version']} {r['model']} {r.get('start')} seqs={r['max_num_seqs']}: KV {kp:.2f}/{ko:.2f} GiB "
+          f"({100 * (kp - ko) / ko:+.2f}%)")
+PY
+fi
+echo "logs, records and the calibration overlay in $DEST"
