@@ -28,7 +28,14 @@ from planner.models.normalize import normalize
 REPO = Path(__file__).resolve().parent.parent
 # family -> its bundled profiles
 NEW_PROFILES = {
-    "qwen3_5": ["Qwen/Qwen3.5-27B", "Qwen/Qwen3.5-35B-A3B", "Qwen/Qwen3.5-122B-A10B", "Qwen/Qwen3.5-397B-A17B"],
+    "qwen3_5": [
+        "Qwen/Qwen3.5-27B",
+        "Qwen/Qwen3.5-35B-A3B",
+        "Qwen/Qwen3.5-122B-A10B",
+        "Qwen/Qwen3.5-397B-A17B",
+        "Qwen/Qwen3.6-27B",
+        "Qwen/Qwen3.6-35B-A3B",
+    ],
     "deepseek_v32": [
         "deepseek-ai/DeepSeek-V3.2",
         "zai-org/GLM-5",
@@ -36,6 +43,18 @@ NEW_PROFILES = {
         "zai-org/GLM-5.1",
         "zai-org/GLM-5.1-FP8",
     ],
+    # more families: tests/test_families_more.py (parts, per-layer KV against vLLM, bad input)
+    "minimax_m2": ["MiniMaxAI/MiniMax-M2.5"],
+    "qwen3_vl": [
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "Qwen/Qwen3-VL-4B-Instruct",
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "Qwen/Qwen3-VL-32B-Instruct",
+        "Qwen/Qwen3-VL-32B-Thinking",
+        "Qwen/Qwen3-VL-30B-A3B-Instruct",
+        "Qwen/Qwen3-VL-235B-A22B-Instruct",
+    ],
+    "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it"],
 }
 # New profiles of families normalize.py already had (test_accounting checks their published totals)
 EXISTING_FAMILIES = [

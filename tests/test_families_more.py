@@ -1,7 +1,7 @@
-"""More registered families (planner/models/families/: minimax_m2, ...): every bundled profile of
-them inspects with its published total, plans at TP 1 and 8 where valid, plans an inventory and
-emits; the KV geometry against vLLM's own classes (the CPU build, tests/vllm_oracle.py) where it
-builds the architecture; bad input as one-line errors naming the field, exit status 2."""
+"""More registered families (planner/models/families/: minimax_m2, qwen3_vl, gemma4, mimo_v2; Qwen3.6 on
+qwen3_5): their parts against published and independent counts, the per-layer KV geometry of Gemma 4
+and MiMo-V2 against vLLM's own specs (the CPU build, tests/vllm_layer_oracle.py), bad input as
+one-line errors naming the field, exit status 2."""
 
 from __future__ import annotations
 
@@ -13,34 +13,18 @@ from pathlib import Path
 
 import pytest
 from launch_helpers import VLLM_ABSENT, vllm_python
-from test_families import config_of, oracle_rows
+from test_families import NEW_PROFILES, config_of
 
-from planner import accounting as acc
-from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model, plan
+from planner.api import inspect, load_model
 from planner.cli import main
 from planner.errors import PlannerError
-from planner.models import families
 from planner.models.normalize import normalize
 
-# family -> its bundled profiles
-PROFILES = {
-    "minimax_m2": ["MiniMaxAI/MiniMax-M2.5"],
-    "qwen3_vl": [
-        "Qwen/Qwen3-VL-2B-Instruct",
-        "Qwen/Qwen3-VL-4B-Instruct",
-        "Qwen/Qwen3-VL-8B-Instruct",
-        "Qwen/Qwen3-VL-32B-Instruct",
-        "Qwen/Qwen3-VL-32B-Thinking",
-        "Qwen/Qwen3-VL-30B-A3B-Instruct",
-        "Qwen/Qwen3-VL-235B-A22B-Instruct",
-    ],
-    "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it"],
-    "qwen3_5": ["Qwen/Qwen3.6-27B", "Qwen/Qwen3.6-35B-A3B"],  # Qwen3.6: Qwen3.5's architecture
-}
+# family -> its bundled profiles: the rows of test_families.NEW_PROFILES, which inspects, plans at TP 1
+# and 8, plans an inventory and emits each; test_vllm_parity checks their uniform KV geometry
+PROFILES = {f: NEW_PROFILES[f] for f in ("minimax_m2", "qwen3_vl", "gemma4")}
 # configs without a bundled profile (no published total found offline): tests/data/configs
 MIMO = str(Path(__file__).parent / "data" / "configs" / "XiaomiMiMo--MiMo-V2-Flash_config.json")
-ALL = [m for ms in PROFILES.values() for m in ms]
-ORACLE_TPS = (1, 8)
 
 
 def _broken(model_id: str, edit) -> dict:
@@ -48,38 +32,6 @@ def _broken(model_id: str, edit) -> dict:
     cfg = json.loads(Path(model_id).read_text()) if model_id.endswith(".json") else copy.deepcopy(config_of(model_id))
     edit(cfg)
     return cfg
-
-
-def test_every_profile_is_registered_with_a_published_count():
-    for family, models in PROFILES.items():
-        for model_id in models:
-            assert families.find(config_of(model_id)["model_type"]).name == family
-            m = load_model(model_id)
-            assert m.meta["params_published"] and m.meta["params_source"] and m.meta["config_source"]
-
-
-@pytest.mark.parametrize("model_id", ALL)
-@pytest.mark.parametrize("tp", [1, 8])
-def test_inspect_and_plan_at_tp(model_id, tp):
-    m = load_model(model_id)
-    try:
-        check_parallel(m.spec, tp, 1)
-    except PlannerError:
-        pytest.skip(f"TP {tp} is not valid for {model_id}")
-    r = inspect(m, tp=tp)
-    assert r.params_checkpoint == r.params_published
-    assert r.kv_bytes_per_token_per_gpu > 0 and r.weight_bytes_per_gpu > 0
-    p = plan(m, gpu="H100", tp=tp, max_model_len=16384)
-    assert p.budget.block_size > 0 and p.serve_command.startswith("vllm serve ")
-
-
-@pytest.mark.parametrize("model_id", ALL)
-def test_inventory_plan_and_emit(model_id, tmp_path, capsys):
-    assert main(["plan", model_id, "--inventory", "2x8xH100", "--max-model-len", "16384", "--json"]) in (0, 1)
-    rows = json.loads(capsys.readouterr().out)
-    assert rows and all(r["model"] == model_id for r in rows)
-    code = main(["emit", model_id, "--gpu", "H100", "--max-model-len", "16384", "-f", "serve", "--out", str(tmp_path)])
-    assert code in (0, 1) and any(tmp_path.iterdir())
 
 
 # ---- MiniMax-M2 ------------------------------------------------------------------------------------
@@ -147,18 +99,6 @@ def test_qwen3_6_is_qwen3_5_shaped(new, old):
         b.kv_bytes_per_token_per_gpu,
         b.mamba_state_bytes_per_seq,
     )
-
-
-@pytest.mark.parametrize("model_id", PROFILES["qwen3_5"])
-@pytest.mark.parametrize("tp", ORACLE_TPS)
-def test_qwen3_6_recurrent_state_matches_vllm(vllm_rows, model_id, tp):
-    row = vllm_rows[(model_id, tp)]
-    assert row is not None and "error" not in row and "error" not in row["mamba"], row
-    m = load_model(model_id)
-    conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
-    assert sorted(conv) == sorted(row["mamba"]["shapes"][0]) and list(ssm) == row["mamba"]["shapes"][1]
-    assert m.spec.mamba.ssm_dtype == row["mamba"]["model_hook_ssm_cache_dtype"]
-    assert 16 * acc.kv_layer_bytes_per_token(m.spec, "full", tp, 2) == row["page_size_bytes_per_layer"]
 
 
 # ---- Gemma 4 and MiMo-V2: per-layer KV geometry ---------------------------------------------------
@@ -240,38 +180,6 @@ def test_per_layer_kv_matches_vllm(vllm_layers, mimo_dir, model_id, tp):
         # vLLM's unify_kv_cache_spec_page_size: one page size, the smaller kind's block size raised
         assert (blocks[layer.attention], lay.page_bytes) == (x["block_size"], x["page_size_bytes"])
     assert spec.max_model_len_default == row["max_model_len"]
-
-
-# ---- KV geometry against vLLM's classes -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vllm_rows():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
-    out = {}
-    for tp in ORACLE_TPS:
-        out.update({(m, tp): row for m, row in oracle_rows(py, ALL, tp).items()})
-    return out
-
-
-@pytest.mark.parametrize("model_id", PROFILES["minimax_m2"] + PROFILES["qwen3_vl"])
-@pytest.mark.parametrize("tp", ORACLE_TPS)
-def test_uniform_kv_matches_vllm(vllm_rows, model_id, tp):
-    row = vllm_rows[(model_id, tp)]
-    assert row is not None and "error" not in row, row
-    m = load_model(model_id)
-    r = inspect(m, tp=tp)
-    assert (r.head_size, r.kv_heads_per_rank, m.spec.num_layers) == (
-        row["head_size"],
-        row["num_kv_heads_per_rank"],
-        row["num_layers"],
-    )
-    elem = kv_dtype_bytes(r.kv_cache_dtype, r.dtype)
-    assert 16 * acc.kv_layer_bytes_per_token(m.spec, "full", tp, elem) == row["page_size_bytes_per_layer"]
-    assert r.kv_bytes_per_token_per_gpu * 16 == row["page_size_bytes_per_layer"] * row["num_layers"]
-    assert m.spec.max_model_len_default == row["max_model_len"]
 
 
 # ---- bad input -----------------------------------------------------------------------------------
