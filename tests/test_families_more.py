@@ -114,6 +114,9 @@ def test_gemma4_parts():
     # K = V full layers: vLLM's qkv_proj holds a V copy of k_proj (2 x 512 rows), memory without parameters
     full = inspect("google/gemma-4-26B-A4B", tp=1).weight_breakdown_per_gpu["attention"]
     assert full - 2 * r.params_breakdown["attention"] == 5 * 2 * 512 * 2816 * 2
+    # two rotary caches in bf16: the sliding layers' (262,144 x 256) and the full layers' proportional one
+    # as wide as their 512-wide heads (Gemma4RotaryEmbedding passes rotary_dim = head_size)
+    assert inspect("google/gemma-4-26B-A4B").weight_breakdown_per_gpu["buffers"] == 262144 * (256 + 512) * 2
 
 
 @pytest.fixture(scope="module")

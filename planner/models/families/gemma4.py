@@ -18,8 +18,12 @@ persistent `std_bias` / `std_scale` buffers and the layers' `layer_scalar` are i
 
 Not modelled (a config with them is refused, naming the field): per-layer input embeddings
 (`hidden_size_per_layer_input`, Gemma 4 E2B/E4B), KV-shared layers (`num_kv_shared_layers`), the
-double-wide MLP, audio towers. The full layers' own rotary cache (proportional RoPE) is not counted
-beside the sliding layers' one (at most 0.06 GiB per rank).
+double-wide MLP, audio towers.
+
+Rotary caches: the sliding layers' default RoPE (max positions x head_dim, the spec's rotary cache)
+and the full layers' own (`Gemma4RotaryEmbedding`, proportional: a cos/sin cache as wide as
+global_head_dim, the unrotated part zero-padded), counted once, on the pipeline stage of the first
+full layer (another stage that holds full layers builds its own: not counted).
 """
 
 from __future__ import annotations
@@ -215,6 +219,11 @@ def tensors(spec: ModelSpec) -> list[T.Tensor]:
                 T.Tensor(f"{p}.experts.gate_up_proj", (e, 2 * size, h), "experts", "experts", i, True),
                 T.Tensor(f"{p}.experts.down_proj", (e, h, size), "experts", "experts", i, True),
             ]
+    full = [i for i, layer in enumerate(spec.layers) if layer.attention == "full"]
+    if full:  # the full layers' proportional RoPE cache (module doc)
+        width = spec.layers[full[0]].head_dim or spec.head_dim
+        rows = spec.max_position_embeddings
+        out.append(T.Tensor("rope_cache.full_attention", (rows, width), "buffers", "replicated", full[0], runtime=True))
     out.append(T.Tensor("model.language_model.norm.weight", (h,), "norms", "replicated", "last"))
     if not spec.tie_word_embeddings:
         out.append(T.Tensor("lm_head.weight", (v, h), "lm_head", "vocab", "last"))
