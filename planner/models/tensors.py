@@ -106,17 +106,22 @@ def _attention(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
     return out
 
 
-def _ffn(spec: ModelSpec, p: str, i: int, inter: int, component: str) -> list[Tensor]:
+def _ffn(
+    spec: ModelSpec, p: str, i: Stage, inter: int, component: str, plain: tuple[str, str] = ("fc1", "fc2")
+) -> list[Tensor]:
+    """The MLP: gate/up/down, or a plain two-matrix one (`plain` names its column- and row-parallel
+    linears: fc1/fc2, Nemotron-H's up_proj/down_proj)."""
     h = spec.hidden_size
     if not spec.gated_mlp:
+        up, down = plain
         out = [
-            Tensor(f"{p}.fc1.weight", (inter, h), component, "column", i, True),
-            Tensor(f"{p}.fc2.weight", (h, inter), component, "row", i, True),
+            Tensor(f"{p}.{up}.weight", (inter, h), component, "column", i, True),
+            Tensor(f"{p}.{down}.weight", (h, inter), component, "row", i, True),
         ]
         if spec.mlp_bias:
             out += [
-                Tensor(f"{p}.fc1.bias", (inter,), component, "column", i),
-                Tensor(f"{p}.fc2.bias", (h,), component, "replicated", i),
+                Tensor(f"{p}.{up}.bias", (inter,), component, "column", i),
+                Tensor(f"{p}.{down}.bias", (h,), component, "replicated", i),
             ]
         return out
     if spec.fused_gate_up:

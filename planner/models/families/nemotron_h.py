@@ -37,7 +37,7 @@ from planner.models.families import register, register_tensors
 from planner.models.families.common import finish, int_field
 from planner.models.hybrids import nemotron_h_pattern
 from planner.models.spec import ModelSpec, MoESpec
-from planner.models.tensors import Tensor, _attention
+from planner.models.tensors import Tensor, _attention, _ffn
 
 Config = dict[str, Any]
 _FIX = "fix the config.json"
@@ -127,17 +127,7 @@ def _mamba2(spec: ModelSpec, p: str, i: Any) -> list[Tensor]:
 
 def _mlp(spec: ModelSpec, p: str, i: Any, inter: int, component: str) -> list[Tensor]:
     """NemotronHMLP: relu² up_proj (column-parallel) then down_proj (row-parallel)."""
-    h = spec.hidden_size
-    out = [
-        Tensor(f"{p}.up_proj.weight", (inter, h), component, "column", i, True),
-        Tensor(f"{p}.down_proj.weight", (h, inter), component, "row", i, True),
-    ]
-    if spec.mlp_bias:
-        out += [
-            Tensor(f"{p}.up_proj.bias", (inter,), component, "column", i),
-            Tensor(f"{p}.down_proj.bias", (h,), component, "replicated", i),
-        ]
-    return out
+    return _ffn(spec, p, i, inter, component, ("up_proj", "down_proj"))
 
 
 def _moe(spec: ModelSpec, p: str, i: Any) -> list[Tensor]:
