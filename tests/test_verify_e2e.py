@@ -63,6 +63,13 @@ def test_verify_tiny_llama_on_the_cpu_build(tmp_path, monkeypatch, capsys):
     assert data["load"]["completed"] == data["load"]["requests"] == 4
     assert data["load"]["preemptions"] == 0
     assert data["vllm_version"] and data["startup"]["outcome"] == "ready"
+    # the load's speed, streamed: measured by the client and by vLLM itself; no estimate on the CPU build
+    speed = {r["name"]: r for r in data["speed"]["rows"]}
+    e2e_ms = 1e3 * speed["e2e_latency_s"]["measured"]
+    assert 0 < speed["ttft_ms"]["measured"] < e2e_ms and 0 < speed["tpot_ms"]["measured"] < e2e_ms / 100
+    assert abs(speed["e2e_latency_s"]["measured"] - speed["e2e_latency_s"]["measured_by_vllm"]) < 0.1 + e2e_ms / 1e4
+    assert speed["itl_ms"]["measured_by_vllm"] > 0 and speed["output_tokens_per_s"]["measured"] > 0
+    assert not data["speed"]["predicted_estimated"] and "the loop, not the numbers" in data["speed"]["notes"][0]
     for phase in ("starting", "loading weights", "kv cache", "ready"):
         assert f"] {phase}" in err
 
