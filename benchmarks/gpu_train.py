@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-GIB = 2**30
+from planner.units import GIB  # noqa: E402 (after the sys.path line)
+
 CASES = [(m, ck, "") for m in ("full", "lora", "qlora") for ck in (False, True)]
 CASES += [("full", False, "optimizer-in-backward"), ("lora", True, "activation-offload")]
 

@@ -33,8 +33,8 @@ from planner.training import (
     trainable_states,
     zero_shard,
 )
+from planner.units import GIB
 
-GIB = 2**30
 H100 = int(79.19 * GIB)
 
 

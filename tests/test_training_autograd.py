@@ -208,3 +208,27 @@ def test_optimizer_in_backward_keeps_the_largest_gradient(case, measured, tmp_pa
     r = resolve(model.spec, model.tensors, c, load_training_profile())
     assert r.backward_grad_bytes == got["grad_bytes_alive_max"], case["name"]
     assert r.states.gradients == got["grad_bytes_total"] > 4 * got["grad_bytes_alive_max"]
+
+
+OFFLOADED = [
+    "llama-full-sdpa-bf16",
+    "llama-lora-sdpa-bf16",
+    "llama-full-sdpa-bf16-ckpt",
+    "qwen3_moe-lora-sdpa-bf16-ckpt",
+]
+
+
+@pytest.mark.parametrize("name", OFFLOADED)
+def test_activation_offload_moves_what_autograd_saves(name, measured, tmp_path_factory):
+    """torch's save_on_cpu is a saved_tensors_hooks pair whose pack copies each saved tensor to the
+    host: the decoder layers' share of what the probe's pack hook received is what goes to host RAM.
+    The planner's host bytes for --activation-offload must match it within 3%."""
+    case = next(c for c in CASES if c["name"] == name)
+    path = tmp_path_factory.mktemp(case["family"]) / "config.json"
+    path.write_text(json.dumps(_config(case["family"])))
+    model = load_model(str(path))
+    c = dataclasses.replace(_training_config(case), activation_offload=True)
+    r = resolve(model.spec, model.tensors, c, load_training_profile())
+    a = dataclasses.replace(r.assume, dropout_mask_bytes=r.assume.adapter_bytes)
+    act = activation_model(model.spec, a, r.modules, case["checkpointing"], offload=True)
+    assert act.host_bytes(BATCH, SEQ) == pytest.approx(sum(measured[name]["layer_saved_bytes"]), rel=0.03), name
