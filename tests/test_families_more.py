@@ -45,6 +45,8 @@ def test_minimax_m2_parts():
     assert r.params_breakdown["experts"] == 62 * 256 * 3 * 3072 * 1536
     assert r.params_checkpoint - r.params_total == 13_880_064
     assert r.kv_bytes_per_token_per_gpu == 62 * 2 * 8 * 128 * 2
+    # vLLM's GateLinear(params_dtype=float32): the router weights take 4 bytes each, not a parameter more
+    assert r.weight_breakdown_per_gpu["router"] - 62 * 256 * 3072 * 4 in range(0, 62 * 256 * 4 + 1)
 
 
 # ---- Qwen3-VL ------------------------------------------------------------------------------------

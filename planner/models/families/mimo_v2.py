@@ -12,7 +12,7 @@ one's block size. `moe_layer_freq` marks the MoE layers (256 sigmoid-routed expe
 The checkpoint also stores `mtp.layers.*` (vLLM skips every name with "mtp" unless speculative
 decoding is on); their count is not in the config, so this module reads `num_nextn_predict_layers`
 when a config names it and counts none otherwise. vLLM builds the router in float32
-(`moe_router_dtype`): its bytes are counted in the model dtype here (0.05 GiB per rank too few).
+(`moe_router_dtype`): as for MiniMax-M2, a runtime twin holds the bytes beyond bf16.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from planner.models import normalize as base
 from planner.models import tensors as T
 from planner.models.families import register, register_tensors
 from planner.models.families.common import finish, int_field
+from planner.models.families.minimax_m2 import fp32_router_twin
 from planner.models.spec import LayerSpec, ModelSpec, MoESpec
 
 Config = dict[str, Any]
@@ -117,7 +118,8 @@ def tensors(spec: ModelSpec) -> list[T.Tensor]:
         out += [T.Tensor(f"{p}.norm{k}.weight", (h,), "norms", "replicated", i) for k in range(2)]
         out += _attention(spec, f"{p}.self_attn", layer, i, True, "attention")
         if layer.mlp == "moe":
-            out += T._moe(spec, f"{p}.mlp", i)
+            moe = T._moe(spec, f"{p}.mlp", i)
+            out += moe + [fp32_router_twin(t) for t in moe if t.name.endswith(".gate.weight")]
         else:
             out += T._ffn(spec, f"{p}.mlp", i, spec.intermediate_size, "mlp")
     out.append(T.Tensor("model.norm.weight", (h,), "norms", "replicated", "last"))

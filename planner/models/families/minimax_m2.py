@@ -7,8 +7,8 @@ shared expert (`shared_intermediate_size` 0): router `gate` [experts, hidden] pl
 are RMSNorms over the whole projection (`MiniMaxText01RMSNormTP`: weights of heads x head_dim and
 kv_heads x head_dim, split across TP ranks with the heads), not per head as in Qwen3. The
 checkpoints store no MTP weights although the config names `num_mtp_modules` (the published totals
-are the main model's). vLLM builds the router in float32 (`GateLinear(params_dtype=float32)`): its
-bytes here are counted in the model dtype (0.05 GiB per rank too few).
+are the main model's). vLLM builds the router in float32 (`GateLinear(params_dtype=float32)`): each
+router weight gets a runtime twin of its shape for the two bytes beyond bf16 (memory, no parameters).
 """
 
 from __future__ import annotations
@@ -93,4 +93,12 @@ def tensors(spec: ModelSpec) -> list[T.Tensor]:
         elif t.name.endswith(".k_norm.weight"):
             t = dataclasses.replace(t, shape=(kv,), shard="kv_heads")
         out.append(t)
+        if t.name.endswith(".gate.weight") and t.component == "router":
+            out.append(fp32_router_twin(t))
     return out
+
+
+def fp32_router_twin(t: T.Tensor) -> T.Tensor:
+    """The extra bytes of a router vLLM holds in float32 over its bf16 size: a runtime tensor of the
+    same shape (counted in the model dtype), not a parameter."""
+    return dataclasses.replace(t, name=t.name + ".fp32_upper_half", runtime=True, linear=False)
