@@ -243,7 +243,10 @@ def test_plot_without_matplotlib_and_with_an_inventory(tmp_path, capsys, monkeyp
     from planner.cli import main
 
     assert main(PLAN[:2] + ["--inventory", "8xH100", "--plot", str(tmp_path / "x.svg")]) == 2
-    assert "plan one GPU type with --gpu, not --inventory" in capsys.readouterr().err
+    assert "plan one GPU type with --gpu, without --inventory" in capsys.readouterr().err
+    sizing = ["--request-rate", "5", "--input-len", "1024", "--output-len", "256"]
+    assert main(PLAN + sizing + ["--plot", str(tmp_path / "x.svg")]) == 2
+    assert "without --request-rate (sizing)" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     for argv in (PLAN, PERF):
         assert main(argv + ["--plot", str(tmp_path / "x.svg")]) == 2

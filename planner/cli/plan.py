@@ -136,6 +136,9 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from planner.api import make_plan
     from planner.plan import DEFAULT_GPUS_PER_NODE
 
+    if a.plot and (a.inventory or a.request_rate is not None):
+        where = "--inventory" if a.inventory else "--request-rate (sizing)"
+        raise PlannerError(f"--plot draws one plan's budget: plan one GPU type with --gpu, without {where}")
     if a.request_rate is not None:
         from planner.cli.sizing import run
 
@@ -145,8 +148,6 @@ def cmd_plan(a: argparse.Namespace) -> int:
         raise PlannerError(
             f"--{given[0].replace('_', '-')} applies to SLO sizing only: add --request-rate R, or drop it"
         )
-    if a.plot and a.inventory:
-        raise PlannerError("--plot draws one plan's budget: plan one GPU type with --gpu, not --inventory")
     plot = plot_target(a)
     req, gpu, catalogue = build_request(a)
     if a.inventory:
