@@ -104,10 +104,9 @@ def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     from planner.api import load_model
     from planner.plan import Request
 
-    if getattr(a, "overheads", None):
-        from planner import overlay
+    from planner import overlay
 
-        overlay.use(a.overheads)
+    overlay.use(getattr(a, "overheads", None))  # None: the config folder's overlay, if there is one
     rel = _release(a)
     settings = _settings(a)
     _check_combination(a)
