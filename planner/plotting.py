@@ -102,6 +102,11 @@ def budget_bars(b: Budget) -> list[dict[str, Any]]:
     return bars
 
 
+def _kv_range(b: Budget) -> str:
+    lo, hi = b.kv_cache_gib_range
+    return f" (estimated, range {lo:.2f}-{hi:.2f})" if "kv_cache_gib" in b.estimated and lo != hi else ""
+
+
 def draw_budget(b: Budget) -> Any:
     _matplotlib()
     from matplotlib.figure import Figure
@@ -125,18 +130,19 @@ def draw_budget(b: Budget) -> Any:
         if bar["gib"]["kv"] < 0:
             ax.text(x, bottoms[x], f"KV short by\n{-bar['gib']['kv']:.2f} GiB", ha="center", va="bottom", color="red")
     requested, total = b.memory.requested_bytes / GIB, b.memory.total_bytes / GIB
+    side = ax.get_yaxis_transform()  # x in the axes' fraction, y in GiB
     if requested > 0:  # the CPU backend: no device total, the KV space is set on its own
         ax.axhline(requested, color="black", linestyle="--", linewidth=1, gid="requested")
-        ax.text(-0.5, requested, f" requested {requested:.2f} GiB", va="bottom", ha="left", fontsize=7)
+        ax.text(0.01, requested, f"requested {requested:.2f} GiB", va="bottom", fontsize=7, transform=side)
     if total > requested:
         ax.axhline(total, color="grey", linestyle=":", linewidth=1, gid="total")
-        ax.text(-0.5, total, f" device {total:.2f} GiB", va="bottom", ha="left", fontsize=7)
+        ax.text(0.01, total, f"device {total:.2f} GiB", va="bottom", fontsize=7, transform=side)
     ax.set_xticks(xs, [bar["label"] for bar in bars])
     ax.set_ylabel("GiB per GPU" if requested > 0 else "GiB (CPU backend: the KV space is VLLM_CPU_KVCACHE_SPACE)")
     ax.set_ylim(0, max(bottoms + [total]) * 1.12)
     ax.set_title(
         f"{b.model} on {b.gpu}, TP {b.tp} x PP {b.pp}, vLLM {b.vllm_version}\n"
-        f"KV {b.kv_cache_gib:.2f} GiB warm, {b.kv_cache_gib_cold:.2f} GiB first start; "
+        f"KV {b.kv_cache_gib:.2f} GiB warm{_kv_range(b)}, {b.kv_cache_gib_cold:.2f} GiB first start; "
         f"{'fits' if b.fits else 'does NOT fit'}",
         fontsize=9,
     )

@@ -95,7 +95,10 @@ def test_budget_bars_are_the_budget_figures(tmp_path, kw, fills_requested, short
         b.kv_cache_gib_cold, abs=0.006
     )
     words = texts(root)
-    assert f"KV {b.kv_cache_gib:.2f} GiB warm, {b.kv_cache_gib_cold:.2f} GiB first start" in words
+    lo, hi = b.kv_cache_gib_range
+    span = f" (estimated, range {lo:.2f}-{hi:.2f})" if lo != hi else ""  # a CPU pool is exact
+    assert f"KV {b.kv_cache_gib:.2f} GiB warm{span}, {b.kv_cache_gib_cold:.2f} GiB first start" in words
+    assert bool(span) is (kw.get("device") != "cpu")
     assert ("does NOT fit" in words) is not b.fits and "first start" in words and "warm start" in words
     legend = {label: term in drawn_terms for term, label, _ in plotting.TERMS}
     assert {label: label in words for label in legend} == legend  # the legend names what is drawn, only that
