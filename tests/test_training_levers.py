@@ -1,6 +1,8 @@
 """Activation offloading and optimizer-in-backward: what each moves or frees, the host RAM it needs,
 their conflicting flags (one-line errors, exit 2), and the autocast regimes of the activation model."""
 
+import json
+
 import pytest
 from test_training import run
 from test_training_frameworks import est
@@ -103,3 +105,13 @@ def test_sharding_engines_run_adapters_in_the_compute_dtype(llama8b):
         c = TrainingConfig(method="lora", gpus=2, zero=3, sharding=sharding)
         r = resolve(llama8b.spec, llama8b.tensors, c, load_training_profile())
         assert not r.assume.autocast and r.assume.adapter_bytes == 2
+
+
+def test_a_misfit_can_be_fixed_by_activation_offload(capsys):
+    argv = ["train", "llama3.1-8b", "--method", "lora", "--base-dtype", "bf16", "--gpu", "H100"]
+    argv += ["--seq-len", "32768", "--loss", "fused", "--json"]
+    code, out, _ = run(capsys, *argv)
+    fixes = {f["flags"]: f["reserved_gib"] for f in json.loads(out)["fixes"]}
+    assert code == 1 and "--activation-offload" in fixes
+    code2, out2, _ = run(capsys, *argv, "--activation-offload")
+    assert code2 == 0 and json.loads(out2)["reserved_gib"] == pytest.approx(fixes["--activation-offload"], abs=0.01)

@@ -1,5 +1,6 @@
 """Fixes for a training setup that does not fit: the smallest changes, each recomputed (as `plan`
-lists its fixes). A candidate is kept only when the recomputed reserved footprint fits."""
+lists its fixes). A candidate is kept only when the recomputed reserved footprint fits; one the
+setup cannot take (optimizer-in-backward under DeepSpeed, say) is an error and is dropped."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ def _candidates(
         )
     if max_s and max_s < r.seq_len:
         out.append((f"sequences of {max_s:,} tokens", f"--seq-len {max_s}", rep(c, seq_len=max_s)))
+    if not c.activation_offload:
+        out.append(("activation offload to pinned host RAM", "--activation-offload", rep(c, activation_offload=True)))
+    if c.method == "full" and not c.optimizer_in_backward and c.grad_accum == 1 and c.offload == "none":
+        out.append(
+            (
+                "optimizer step in the backward pass (one gradient alive)",
+                "--optimizer-in-backward",
+                rep(c, optimizer_in_backward=True),
+            )
+        )
     if c.optimizer in ("adamw", "paged-adamw") and r.states.optimizer + r.states.adapter_optimizer:
         out.append(("8-bit AdamW (bitsandbytes)", "--optimizer adamw-8bit", rep(c, optimizer="adamw-8bit")))
         out.append(
