@@ -8,22 +8,28 @@ from typing import Any
 
 from planner import releases
 from planner.api import inspect, load_model
-from planner.budget import GIB, Budget, Settings, Target, compute
+from planner.budget import Budget, Settings, Target, compute
 from planner.model_runner import from_env
 from planner.releases import ReleaseFacts
+from planner.units import GIB
 
 
 def release_for(r: dict[str, Any]) -> ReleaseFacts:
     return releases.get(r["vllm_version"].split()[0])  # e.g. "v0.15.0 (from run file name)"
 
 
+CALIBRATION_GPU = "NVIDIA H100 80GB HBM3"
+"""The GPU of the H100 calibration set as torch names it: a record that names none ran on it."""
+
+
 def target_for(r: dict[str, Any]) -> Target:
     """The recorded GPU: its logged torch total, else the catalogue entry the record names
-    (`gpu_catalogue`), else an H100 80GB (79.19 GiB, the calibration set's GPU). A record may name
-    its `compute_capability` and `interconnect` class (the H100 set's default: 9.0, NVSwitch)."""
-    if r.get("gpu_total_gib") is None and r.get("gpu_catalogue"):
-        from planner.hardware import load_catalogue
+    (`gpu_catalogue`), else the calibration set's GPU (its catalogue entry's total and compute
+    capability). A record may name its `compute_capability` and `interconnect` class (the H100
+    set's default: the catalogue's 9.0, NVSwitch)."""
+    from planner.hardware import load_catalogue
 
+    if r.get("gpu_total_gib") is None and r.get("gpu_catalogue"):
         gpu = load_catalogue().get(r["gpu_catalogue"])
         return Target(
             gpu.name,
@@ -31,10 +37,12 @@ def target_for(r: dict[str, Any]) -> Target:
             compute_capability=r.get("compute_capability") or gpu.compute_capability,
             interconnect=r.get("interconnect") or gpu.interconnect_class,
         )
+    default = load_catalogue().get(CALIBRATION_GPU)
+    total = r.get("gpu_total_gib")
     return Target(
-        name=str(r.get("gpu") or "NVIDIA H100 80GB HBM3"),
-        memory_bytes=round((r.get("gpu_total_gib") or 79.19) * GIB),
-        compute_capability=r.get("compute_capability") or "9.0",
+        name=str(r.get("gpu") or CALIBRATION_GPU),
+        memory_bytes=round((total if total is not None else default.memory_gib) * GIB),
+        compute_capability=r.get("compute_capability") or default.compute_capability,
         interconnect=r.get("interconnect"),
     )
 

@@ -10,6 +10,7 @@ and every newer table (interconnects, start state, performance coefficients) use
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -133,6 +134,12 @@ def version_field(raw: Any, where: str, path: Path) -> Version:
         raise data_error(path, f"{where}: {e}") from None
 
 
+@functools.cache
+def _schema(tp: type) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """A dataclass schema's field names and their types (read once per class: type hints are costly)."""
+    return tuple(f.name for f in dataclasses.fields(tp)), typing.get_type_hints(tp)
+
+
 def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
     """Check `value` (as loaded from YAML) against type `tp` and convert it to the frozen form."""
     origin = typing.get_origin(tp)
@@ -177,8 +184,7 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
+        names, hints = _schema(tp)
         missing = [n for n in names if n not in value]
         extra = [k for k in value if k not in names]
         if missing or extra:
