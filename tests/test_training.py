@@ -74,13 +74,20 @@ def estimate(model, **kw):
 
 
 def test_mixed_precision_adamw_full_fine_tuning_is_16_bytes_per_param(llama8b):
-    e = estimate(llama8b, method="full")
+    # DeepSpeed's engine (ZeRO 1 on one GPU shards nothing): 16-bit weights and gradients, fp32 master
+    e = estimate(llama8b, method="full", zero=1)
     s = e.states
     assert e.params_trainable == 8_030_261_248
     assert (s.weights, s.master_weights, s.gradients, s.optimizer) == tuple(
         n * e.params_trainable for n in (2, 4, 2, 8)
     )
     assert s.total == 16 * e.params_trainable
+    # Trainer's bf16=True without an engine is torch AMP: fp32 weights and gradients, no master copy
+    amp = estimate(llama8b, method="full").states
+    assert (amp.weights, amp.master_weights, amp.gradients, amp.optimizer) == tuple(
+        n * e.params_trainable for n in (4, 0, 4, 8)
+    )
+    assert amp.total == s.total
 
 
 N = 4096 * 4096  # one square weight, a multiple of every block size

@@ -99,6 +99,7 @@ CASES += [_case("llama", "lora", dropout=0.1), _case("qwen3", "lora", dropout=0.
 CASES += [_case(f, "lora", regime=r) for f in ("llama", "gemma") for r in list(REGIMES)[2:]]
 CASES += [_case("llama", "lora", regime=r, ckpt=True) for r in ("amp-fp32-base", "qlora-fp32-base")]
 CASES += [_case("qwen3", "lora", regime="qlora-fp32-base", dropout=0.1)]
+CASES += [_case(f, "full", regime="amp-fp32-base", ckpt=c) for f in ("llama", "gemma", "qwen3") for c in (False, True)]
 IN_BACKWARD = [
     dict(_case(f, "full"), name=f"{f}-full-optimizer-in-backward", optimizer_in_backward=True)
     for f in FAMILIES

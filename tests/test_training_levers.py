@@ -45,7 +45,7 @@ def test_optimizer_in_backward_keeps_one_gradient(llama8b):
     inbwd = est(llama8b, method="full", gradient_checkpointing=True, optimizer_in_backward=True)
     # the largest tensor is the embedding (or lm_head): 128256 x 4096, its bf16 gradient
     assert inbwd.phase_bytes["end of backward"] < plain.phase_bytes["end of backward"] - 13 * GIB
-    assert inbwd.phase_bytes["optimizer step"] <= 128256 * 4096 * (2 + 4)  # one gradient + one moment's temporary
+    assert inbwd.phase_bytes["optimizer step"] <= 128256 * 4096 * (4 + 4)  # one fp32 gradient (AMP), one moment
     assert plain.total_bytes - inbwd.total_bytes > 10 * GIB
     assert any("optimizer-in-backward" in a for a in inbwd.assumptions)
 

@@ -245,11 +245,12 @@ def _dtype(precision: str, nbytes: int) -> str:
 def _state_rows(e: tr.TrainingEstimate) -> list[list[str]]:
     s, rule = e.states, tr.PRECISIONS[e.precision]
     w, opt = _dtype(e.precision, rule.weight_bytes), _OPTIMIZER_LABELS[e.optimizer]
-    if e.method == "full":
+    if e.method == "full":  # bytes per element from the states (torch AMP keeps fp32 weights and gradients)
+        n = max(1, e.params_trainable)
         rows = [
-            (f"weights ({w})", s.weights),
+            (f"weights ({_dtype(e.precision, s.weights // n)})", s.weights),
             ("master weights (fp32)", s.master_weights),
-            (f"gradients ({_dtype(e.precision, rule.grad_bytes)})", s.gradients),
+            (f"gradients ({_dtype(e.precision, s.gradients // n)})", s.gradients),
             (f"optimizer states ({opt})", s.optimizer),
         ]
         return [[k, _g(v), f"{v:,}"] for k, v in rows if v or k.startswith(("weights", "gradients", "optimizer"))]

@@ -27,6 +27,9 @@ class ActivationModel:
     workspace_bytes_per_token: int = 0
     """Gradients alive inside one layer's backward pass beside what it saved: the MLP's three
     intermediate-wide gradients (gate, up, activation) and two hidden-wide ones."""
+    forward_cache_bytes: int = 0
+    """Autocast's cached casts of trained weights that checkpointing does not keep for the backward
+    pass: alive together until the forward pass ends (torch AMP over fp32 weights)."""
     offload: bool = False
     """Activation offloading (torch's save_on_cpu, torchtune's enable_activation_offloading): what
     the layers keep goes to pinned host memory; two layers' worth stay on the GPU (the one being
@@ -108,6 +111,8 @@ def activation_model(
     offload: bool = False,
 ) -> ActivationModel:
     layers = tuple(_with_fixed(layer_terms(spec, i, a, modules)) for i in range(spec.num_layers))
+    n = (len(layers) if checkpointed_layers < 0 else min(checkpointed_layers, len(layers))) if checkpointing else 0
+    cached = sum(fixed for _, _, fixed in layers[:n]) if a.trainable and a.weight_casts else 0
     return ActivationModel(
         layers,
         _with_fixed(head_terms(spec, a)),
@@ -115,5 +120,6 @@ def activation_model(
         checkpointing,
         checkpointed_layers,
         workspace_bytes_per_token(spec, a),
+        cached,
         offload,
     )

@@ -98,10 +98,10 @@ class ActivationAssumptions:
     """Bytes of a frozen base linear's output (0: element_bytes): bitsandbytes' 4-bit linears cast
     their output back to their input's dtype (QLoRA over an fp32 stream: 4)."""
     weight_casts: bool = False
-    """Frozen decoder linears in a wider dtype than the compute dtype under autocast (an fp32 LoRA
-    base): each keeps its compute-dtype weight copy for the backward pass (autocast caches only the
-    casts of weights that require grad, but the backward pass keeps these too). bitsandbytes' 4-bit
-    linears keep none. fp32 adapters under autocast keep their cached compute-dtype casts alike."""
+    """Decoder linears in a wider dtype than the compute dtype under autocast (an fp32 LoRA base,
+    fp32 weights under AMP): each keeps its compute-dtype weight copy for the backward pass (autocast
+    caches the casts of weights that require grad for the whole forward pass; the backward pass keeps
+    the others too). bitsandbytes' 4-bit linears keep none. fp32 adapters under autocast alike."""
     head_weight_cast: bool = False
     """The same for a frozen lm_head in a wider dtype (QLoRA's fp32 lm_head under autocast)."""
 
@@ -163,9 +163,10 @@ def _fp32_weight_norm(spec: ModelSpec) -> bool:
     return spec.model_type.startswith("gemma")
 
 
-def norm_bytes(spec: ModelSpec, width: int, groups: int, a: ActivationAssumptions) -> int:
+def norm_bytes(spec: ModelSpec, width: int, groups: int, a: ActivationAssumptions, in_bytes: int = 0) -> int:
     """Bytes per token one norm keeps over `width` elements split in `groups` rows (per-head
-    q/k norms: one reciprocal RMS per head)."""
+    q/k norms: one reciprocal RMS per head). A trained weight multiplies the normalized tensor cast
+    back to the input's dtype (`in_bytes`, default the residual stream's)."""
     e = a.element_bytes
     if a.norm_style == "fused":
         return e * width
@@ -173,7 +174,7 @@ def norm_bytes(spec: ModelSpec, width: int, groups: int, a: ActivationAssumption
         return e * width + 8 * groups  # native_layer_norm: input, fp32 mean and rstd
     kept = 4 * width + 4 * groups  # x.float() and the fp32 reciprocal RMS
     if a.trainable:
-        kept += (4 if _fp32_weight_norm(spec) else a.stream) * width
+        kept += (4 if _fp32_weight_norm(spec) else in_bytes or a.stream) * width
     return kept
 
 
@@ -250,7 +251,10 @@ def attention_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     t = {"q": e * q_width, "k": e * kv_kept, "v": e * kv_kept}
     t |= input_terms("qkv input", _group("qkv input"), h, a, in_bytes=a.stream)
     if spec.qk_norm:
-        t["q/k norms"] = norm_bytes(spec, q_width, spec.num_heads, a) + norm_bytes(spec, kv_width, spec.num_kv_heads, a)
+        lo = a.linear_out  # the q/k projections' outputs
+        t["q/k norms"] = norm_bytes(spec, q_width, spec.num_heads, a, lo) + norm_bytes(
+            spec, kv_width, spec.num_kv_heads, a, lo
+        )
     flash = a.attention == "flash"
     if flash:  # flash keeps its output for its own backward; o_proj reads a view of it
         t["attention output (o_proj input)"] = e * q_width
@@ -352,9 +356,9 @@ def layer_terms(spec: ModelSpec, index: int, a: ActivationAssumptions, modules: 
     is_moe = spec.layers[index].mlp == "moe" and spec.moe is not None
     ffn = moe_terms(spec, a) if is_moe else mlp_terms(spec, a)
     casts, mine = {}, [m for m in modules if m.layer == index]
-    if a.weight_casts and not a.trainable:
+    if a.weight_casts:
         params = sum(m.in_features * m.out_features * m.copies for m in mine)
-        casts["autocast weight copies (frozen linears)"] = a.element_bytes * params
+        casts["autocast weight copies (linears)"] = a.element_bytes * params
     if a.autocast and a.adapted and a.adapter_bytes != a.element_bytes:  # cached casts of trained leaves
         params = sum(a.lora_rank * (m.in_features + m.out_features) * m.copies for m in mine if m.name in a.adapted)
         casts["autocast copies of the adapter weights"] = a.element_bytes * params
@@ -374,5 +378,5 @@ def head_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
         t |= {"lm_head input": e * h, "input ids (int64)": 8}
     if spec.model_type == "gemma2":
         t["logit soft-cap (tanh output)"] = e * v
-    casts = {"autocast weight copy (frozen lm_head)": e * v * h} if a.head_weight_cast and not a.trainable else {}
+    casts = {"autocast weight copy (lm_head)": e * v * h} if a.head_weight_cast else {}
     return Terms(t, fixed=casts)

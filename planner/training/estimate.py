@@ -1,8 +1,9 @@
 """The estimate: the allocated peak, the reserved footprint the fit is judged on, the largest
 micro-batch and sequence, what was assumed, and the fixes for a misfit. Pure.
 
-The peak: model states without their gradients live all run; on top of them the largest of four
-phases (`phase_bytes`): the loss's backward (every held activation, the loss's tensors, lm_head's
+The peak: model states without their gradients live all run; on top of them the largest of the
+phases (`phase_bytes`): the end of the forward pass (autocast's cached weight casts under AMP with
+checkpointing), the loss's backward (every held activation, the loss's tensors, lm_head's
 gradient), the backward pass of the costliest layer (its recomputed activations and gradient
 workspace), the end of the backward pass (every gradient) and the optimizer step; with gradient
 accumulation past the first micro-batch every gradient is alive in every phase.
@@ -21,7 +22,7 @@ from planner.training.activations import adapter_copy_bytes
 from planner.training.fixes import find_fixes
 from planner.training.framework import TrainingProfile
 from planner.training.reserved import Reserved, reserved_footprint
-from planner.training.resolve import Resolved, resolve
+from planner.training.resolve import Resolved, amp_full, resolve
 from planner.units import GIB
 
 
@@ -48,7 +49,8 @@ def phase_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -
     early = grads if accum else r.head_grad_bytes
     held, fixed = r.act.held_bytes(b, s), r.fixed_temporary_bytes
     workspace = r.act.workspace_bytes_per_token * b * s
-    return {
+    out = {"end of forward": held + r.act.forward_cache_bytes + r.act.head_bytes(b, s) + fixed}
+    return out | {
         "loss backward": early + held + r.act.head_bytes(b, s) + loss_transient_bytes(r, b, s) + fixed,
         "layer backward": early + held + r.act.backward_layer_bytes(b, s) + fixed,
         "end of backward": grads + r.act.layer_bytes(b, s)[0] + workspace + fixed,
@@ -218,10 +220,10 @@ def _notes(r: Resolved) -> list[str]:
             f"activation offload: {r.host_activation_bytes / GIB:,.1f} GiB of pinned host RAM for {c.gpus} GPU(s); "
             "the copies cost PCIe time"
         )
-    if c.method == "full" and r.assume.autocast and c.framework in ("hf", "axolotl"):
+    if amp_full(c, r.framework):
         out.append(
-            "full fine-tuning of an fp32-loaded model under autocast (PyTorch AMP) keeps a 16-bit cast of every "
-            "linear's input and weight: more activation memory than counted here (a bf16-loaded model is counted)"
+            "torch AMP (Trainer's bf16=True over fp32-loaded weights): fp32 weights and gradients, a 16-bit cast of "
+            "every linear's input and weight kept; a bf16-loaded model is --precision bf16, DeepSpeed's --zero 1-3"
         )
     if spec.quant is not None:
         out.append(f"LoRA over the {spec.quant.method} checkpoint: the frozen base is counted as stored")

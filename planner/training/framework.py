@@ -36,6 +36,10 @@ class Framework:
     """What --zero N means here: DeepSpeed ZeRO, or FSDP (FULL_SHARD = 3, SHARD_GRAD_OP = 2)."""
     fused_optimizer: bool
     """AdamW with fused=True: no foreach temporary in the optimizer step."""
+    mixed_precision: Literal["amp", "master"]
+    """What bf16-mixed / fp16-mixed full fine-tuning means without a DeepSpeed or FSDP engine:
+    "amp", torch.autocast over fp32 weights (fp32 gradients, no separate master copy); "master",
+    16-bit weights beside an fp32 master copy (DeepSpeed / Megatron style)."""
     source: str
 
 

@@ -202,11 +202,13 @@ def _assumptions(
     parameter, adapters included, to the compute dtype: one dtype throughout. Otherwise mixed
     precision is torch.autocast over the weights as loaded: an fp32 base keeps the residual stream
     and the norm outputs in fp32, QLoRA's 4-bit linears cast their outputs back to it, and frozen
-    fp32 linears (a LoRA base, QLoRA's lm_head) keep compute-dtype weight copies."""
+    fp32 linears (a LoRA base, QLoRA's lm_head) keep compute-dtype weight copies. Full fine-tuning
+    under torch AMP (`amp_full`) trains fp32 weights the same way: the casts of trained weights are
+    cached for the forward pass and kept for the backward pass."""
     e = rule.activation_bytes
     engine_casts = c.zero > 0 and c.precision in ("bf16-mixed", "fp16-mixed")
     autocast = c.precision in ("bf16-mixed", "fp16-mixed") and not engine_casts
-    fp32_base = autocast and c.method != "full" and base_dtype == "fp32"
+    fp32_base = autocast and (base_dtype == "fp32" if c.method != "full" else amp_full(c, fw))
     adapter_bytes = e if engine_casts or fw.adapter_dtype != "fp32" else 4
     return ActivationAssumptions(
         element_bytes=e,
@@ -220,9 +222,16 @@ def _assumptions(
         autocast=autocast,
         stream_bytes=4 if fp32_base else e,
         linear_out_bytes=4 if fp32_base and c.method == "qlora" else e,
-        weight_casts=fp32_base and c.method == "lora",
+        weight_casts=fp32_base and c.method != "qlora",
         head_weight_cast=fp32_base,
     )
+
+
+def amp_full(c: cfg.TrainingConfig, fw: Framework) -> bool:
+    """Full fine-tuning in bf16/fp16-mixed under torch AMP: fp32 weights and gradients under
+    torch.autocast (the framework's `mixed_precision: amp`, no DeepSpeed / FSDP engine)."""
+    mixed = c.precision in ("bf16-mixed", "fp16-mixed")
+    return c.method == "full" and mixed and c.zero == 0 and fw.mixed_precision == "amp"
 
 
 def _gathered_bytes_per_param(spec: ModelSpec, base: list[Tensor], c: cfg.TrainingConfig, rule: PrecisionRule) -> float:
@@ -299,6 +308,8 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
     fw = _framework(c, profile)
     context = cfg.model_context_tokens(spec)
     seq, rank, rule = cfg.check_counts(c, context), cfg.check_lora(c), precision_rule(c.precision)
+    if amp_full(c, fw):  # fp32 weights and gradients, fp32 moments: the same 16 bytes with AdamW
+        rule = dataclasses.replace(rule, weight_bytes=4, master_bytes=0, grad_bytes=4)
     if c.checkpointed_layers is not None and c.checkpointed_layers > spec.num_layers:
         raise PlannerError(f"--checkpoint-layers {c.checkpointed_layers} exceeds the model's {spec.num_layers} layers")
     base = base_tensors(tensors)
