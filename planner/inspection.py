@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
 from planner.models.quantization import resolve_quantization
@@ -208,7 +209,7 @@ def inspect(
         warnings.append(f"--kv-cache-dtype auto resolves to the checkpoint's {kv_cache_dtype} KV cache (vLLM 0.14+)")
     warnings += _weight_warnings(model, quant, load_dtype)
     w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
-    kv = acc.kv_bytes_per_token(spec, kv_dtype_bytes(kv_cache_dtype, load_dtype), tp, pp)
+    kv = kvb.kv_bytes_per_token(spec, kv_dtype_bytes(kv_cache_dtype, load_dtype), tp, pp)
     loaded = acc.params_by_component(tensors)
     every = acc.params_by_component(tensors, loaded_only=False)
     return Inspection(
@@ -238,7 +239,7 @@ def inspect(
         kv_bytes_per_token_per_stage=kv.per_stage,
         head_size=kv.head_size,
         kv_heads_per_rank=kv.kv_heads_per_rank,
-        mamba_state_bytes_per_seq=acc.mamba_state_bytes_per_seq(spec, torch_dtype_bytes(load_dtype), tp),
+        mamba_state_bytes_per_seq=kvb.mamba_state_bytes_per_seq(spec, torch_dtype_bytes(load_dtype), tp),
         layer_types=spec.layer_type_counts(),
         max_model_len_default=spec.max_model_len_default,
         estimated=_estimated(model, quant),

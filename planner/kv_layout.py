@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.accounting import indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
+from planner.kv_bytes import indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
 from planner.models.spec import ModelSpec
 
 MAMBA_KINDS = ("mamba", "linear")
