@@ -101,10 +101,9 @@ def _settings(a: argparse.Namespace) -> Any:
 
 def build_request(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(Request, GPU or None, catalogue) from the plan options: the CLI's only wiring."""
+    from planner import overlay
     from planner.api import load_model
     from planner.plan import Request
-
-    from planner import overlay
 
     overlay.use(getattr(a, "overheads", None))  # None: the config folder's overlay, if there is one
     rel = _release(a)
