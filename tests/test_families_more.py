@@ -234,6 +234,7 @@ BAD = [
         "num_kv_shared_layers",
     ),
     ("google/gemma-4-31B-it", lambda c: c["vision_config"].__setitem__("head_dim", 64), "head_dim"),
+    ("google/gemma-4-31B-it", lambda c: c.__setitem__("audio_config", {"hidden_size": 1536}), "audio_config"),
     ("google/gemma-4-31B-it", lambda c: c["text_config"].pop("sliding_window"), "sliding_window"),
     (MIMO, lambda c: c["hybrid_layer_pattern"].pop(), "hybrid_layer_pattern"),
     (MIMO, lambda c: c["moe_layer_freq"].__setitem__(3, 2), "moe_layer_freq"),

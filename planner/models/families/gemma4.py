@@ -44,16 +44,15 @@ _FIX = "fix the config.json"
 _KINDS = {"sliding_attention": "sliding", "full_attention": "full"}
 
 
-def _refuse_unmodelled(text: Config) -> None:
+def _refuse_unmodelled(config: Config, text: Config) -> None:
+    # use_double_wide_mlp widens only KV-shared layers (vLLM), so it goes with num_kv_shared_layers
     for key in ("hidden_size_per_layer_input", "num_kv_shared_layers"):
         if text.get(key):
             raise PlannerError(
                 f"config field {key!r} {text[key]!r} (Gemma 4 E2B/E4B) is not modelled yet: use a Gemma 4 "
                 "config without per-layer inputs and KV-shared layers (26B-A4B, 31B)"
             )
-    if text.get("use_double_wide_mlp") and text.get("num_kv_shared_layers"):
-        raise PlannerError("config field 'use_double_wide_mlp' is not modelled yet")
-    if text.get("audio_config") or text.get("_audio"):
+    if config.get("audio_config"):
         raise PlannerError("config field 'audio_config': Gemma 4's audio tower is not modelled yet")
 
 
@@ -123,8 +122,7 @@ def _vision(config: Config, text_hidden: int) -> VisionSpec | None:
 @register("gemma4", *TEXT_TYPES, name="gemma4")
 def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
     text = text_config(config, TEXT_TYPES)
-    text.setdefault("audio_config", config.get("audio_config"))
-    _refuse_unmodelled(text)
+    _refuse_unmodelled(config, text)
     moe = text.get("num_experts") is not None  # vLLM: enable_moe_block = num_experts is not None
     if bool(text.get("enable_moe_block", moe)) != moe:
         raise PlannerError(
