@@ -50,7 +50,7 @@ def groups(cases: list[cal.Case]) -> dict[tuple[str, str], list[cal.Case]]:
 
 
 def fit_group(cases: list[cal.Case], family: str) -> Coefficients:
-    return fitting.fit([c for c in cases if not c.kv_limited], USED[family])
+    return fitting.fit([c for c in cases if not c.over_capacity], USED[family])
 
 
 def errors(case: cal.Case, coef: Coefficients) -> dict[str, float]:
@@ -73,10 +73,10 @@ def held_out(cases: list[cal.Case], family: str, key: str = "model") -> list[tup
     out = []
     for value in sorted({getattr(c, key) for c in cases}):
         train = [c for c in cases if getattr(c, key) != value]
-        if not [c for c in train if not c.kv_limited]:
+        if not [c for c in train if not c.over_capacity]:
             continue
         coef = fit_group(train, family)
-        out += [(c, errors(c, coef)) for c in cases if getattr(c, key) == value and not c.kv_limited]
+        out += [(c, errors(c, coef)) for c in cases if getattr(c, key) == value and not c.over_capacity]
     return out
 
 
@@ -99,9 +99,9 @@ def bands(results: list[tuple[cal.Case, dict[str, float]]]) -> dict[str, Any]:
 def describe(cases: list[cal.Case]) -> str:
     models = sorted({c.model for c in cases})
     subsets = sorted({c.subset for c in cases})
-    fitted = sum(not c.kv_limited for c in cases)
+    fitted = sum(not c.over_capacity for c in cases)
     return (
-        f"{fitted} rows of {', '.join(subsets)} ({len(cases) - fitted} over KV capacity not fitted); "
+        f"{fitted} rows of {', '.join(subsets)} ({len(cases) - fitted} over KV capacity or queued for admission, not fitted); "
         f"models: {', '.join(models)}"
     )
 

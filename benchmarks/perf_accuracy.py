@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for (family, gfam), g in sorted(fit_perf.groups(cases).items()):
         coef = sets[f"{family}-{gfam}"].coefficients
         runs = {
-            "in-sample": [(c, fit_perf.errors(c, coef)) for c in g if not c.kv_limited],
+            "in-sample": [(c, fit_perf.errors(c, coef)) for c in g if not c.over_capacity],
             "leave-one-model-out": fit_perf.held_out(g, family, "model"),
         }
         if len({c.gpu for c in g}) > 1:
@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         every += [(name, c, e) for name, res in runs.items() for c, e in res]
     _cross_family(cases, sets)
-    limited = [c for c in cases if c.kv_limited]
+    limited = [c for c in cases if c.over_capacity]
     print(
-        f"\nrows used: {len(cases)} ({sum(not c.kv_limited for c in cases)} predicted as latencies, "
-        f"{len(limited)} over KV capacity: reported as such, no latency)"
+        f"\nrows used: {len(cases)} ({sum(not c.over_capacity for c in cases)} predicted as latencies, "
+        f"{len(limited)} over KV capacity or queued for admission: reported as such, no latency)"
     )
     for reason, n in sorted(skipped.items()):
         print(f"rows not used: {n}: {reason}")
@@ -80,26 +80,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cross_family(cases, sets):
     """V0 rows: the Hopper set applied to the A100 rows and back (another GPU family entirely)."""
-    v0 = [c for c in cases if c.family == "v0" and not c.kv_limited]
+    v0 = [c for c in cases if c.family == "v0" and not c.over_capacity]
     for src, dst in (("hopper", "ampere"), ("ampere", "hopper")):
         coef = sets.get(f"v0-{src}")
         rows = [c for c in v0 if c.gpu_family == dst]
         if coef and rows:
             res = [(c, fit_perf.errors(c, coef.coefficients)) for c in rows]
-            print(
-                f"| v0-{src} applied to {dst} | other GPU family (datasheet figures) | - | - | {_median(res, 'throughput')} | - | - |"
-            )
+            cells = f"- | - | {_median(res, 'throughput')} | - | -"
+            print(f"| v0-{src} applied to {dst} | other GPU family (datasheet figures) | {cells} |")
 
 
 def _limited_table(limited):
     if not limited:
         return
-    print("\nover KV capacity (measured TTFT shows the queue):")
+    print("\nover KV capacity or queued for admission (measured TTFT shows the queue):")
     for c in limited:
         m = ", ".join(f"{k} {v:g}" for k, v in c.measured.items())
-        print(
-            f"  {c.model} {c.gpu} TP{c.tp} {c.input_len}x{c.output_len} load {c.load}: admissible {c.admissible}; measured {m}"
-        )
+        shape = f"{c.model} {c.gpu} TP{c.tp} {c.input_len}x{c.output_len} load {c.load}"
+        why = f"admissible {c.admissible}" if c.kv_limited else "measured mostly waiting for admission"
+        print(f"  {shape}: {why}; measured {m}")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,12 @@ def estimate(
     limited = running > adm.steady
     notes = _notes(concurrency, running, adm, s.saturated, b)
     over = limited or s.saturated
+    if s.ttft_steady_s is not None and c.burst_share > 0 and not over:
+        notes.append(
+            f"TTFT is the mean of a closed-loop benchmark whose {concurrency} clients start at once: "
+            f"{c.burst_share:.0%} of its requests (as in the calibration runs) are that first wave, mean "
+            f"{s.ttft_first_wave_s * 1e3:,.0f} ms; the steady state alone gives {s.ttft_steady_s * 1e3:,.1f} ms"
+        )
     at_adm = Figures.of(closed_loop(shape, c, work, max(adm.steady, 1)), output_len) if over else None
     return PerfResult(
         req.model.id,

@@ -47,6 +47,16 @@ class Case:
     kv_limited: bool
     admissible: int
     caveats: tuple[str, ...] = field(default=())
+    queued: bool = False
+    """The measured figures show the requests waiting for admission: decoding is under half of the
+    measured end-to-end time (TTFT + (O - 1) x TPOT), so by Little's law fewer than half the clients
+    ran at once; the server held fewer than its KV pool and max_num_seqs would (a lower limit than
+    the row states). Like a KV-limited row, it queues: not a latency to fit."""
+
+    @property
+    def over_capacity(self) -> bool:
+        """Not predicted as a latency: the KV pool cannot hold the load, or the row shows a queue."""
+        return self.kv_limited or self.queued
 
 
 def family_of(version: str, families: dict[str, Any]) -> str:
@@ -83,6 +93,8 @@ def skip_reason(row: dict[str, Any], mapping: dict[str, Any]) -> str | None:
         return f"GPU {row['gpu']!r} not mapped to the catalogue"
     if _version(row, mapping) is None:
         return "no engine version and no measurement date to infer it"
+    if (row.get("attention_dp") or 1) > 1:
+        return "attention data parallelism (DP attention over several TP groups) is not modelled"
     return None
 
 
@@ -114,11 +126,14 @@ def build_case(row: dict[str, Any], mapping: dict[str, Any], catalogue: Catalogu
         measured = {"latency_s": row["metrics"]["batch_latency_s"]}
         limited = load * (isl + osl) > b.kv_cache_tokens
         adm = b.kv_cache_tokens // (isl + osl)
+        queued = False
     else:
         mnbt = b.max_num_batched_tokens
         measured = {k: row["metrics"][k] for k in ("ttft_ms", "tpot_ms")}
         a = admission(b.num_blocks, b.block_size, b.max_num_seqs, isl, osl)
         limited, adm = load > a.steady, a.steady
+        decode_ms = (osl - 1) * measured["tpot_ms"]
+        queued = decode_ms < 0.5 * (decode_ms + measured["ttft_ms"])
     return Case(
         row["id"],
         row["subset"],
@@ -140,6 +155,7 @@ def build_case(row: dict[str, Any], mapping: dict[str, Any], catalogue: Catalogu
         limited,
         adm,
         tuple(row.get("caveats") or ()),
+        queued=queued,
     )
 
 

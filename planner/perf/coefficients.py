@@ -24,6 +24,7 @@ from planner.perf.step import Coefficients
 
 GPU_FAMILIES = {"7": "turing", "8": "ampere", "9": "hopper", "10": "blackwell", "11": "blackwell", "12": "blackwell"}
 _METRICS = ("ttft", "tpot", "throughput")
+_OPTIONAL = {"link_fraction", "burst_share"}  # the dataclass defaults hold where a set does not fit them
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,13 @@ def _coefficients(path: Path, where: str, raw: Any) -> Coefficients:
     if not isinstance(raw, dict):
         raise _err(path, f"{where}.coefficients must be a mapping")
     names = {f.name for f in dataclasses.fields(Coefficients)}
-    unknown, missing = set(raw) - names, {n for n in names if n != "link_fraction"} - set(raw)
+    unknown, missing = set(raw) - names, names - _OPTIONAL - set(raw)
     if unknown or missing:
         raise _err(path, f"{where}.coefficients: unknown {sorted(unknown)}, missing {sorted(missing)}")
-    bounds = {"bandwidth_fraction": 1.0, "compute_fraction": 1.0, "link_fraction": 1.0}
+    bounds = {"bandwidth_fraction": 1.0, "compute_fraction": 1.0, "link_fraction": 1.0, "burst_share": 1.0}
     return Coefficients(
         **{
-            k: _number(path, f"{where}.{k}", v, 1e-9 if k in bounds else 0.0, bounds.get(k, 1e4))
+            k: _number(path, f"{where}.{k}", v, 1e-9 if k.endswith("_fraction") else 0.0, bounds.get(k, 1e4))
             for k, v in raw.items()
         }
     )

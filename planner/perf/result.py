@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from planner.estimate import Estimate
 from planner.perf.coefficients import Choice
 from planner.perf.service import Service
 
@@ -23,10 +24,17 @@ ESTIMATED = (
 )
 
 
-def _range(value: float | None, band: Any, digits: int) -> list[float] | None:
+def estimate_of(value: float | None, band: Any, unit: str, choice: Choice) -> Estimate | None:
+    """`value` with the range the set's held-out error gives (measured / predicted - 1 from p10 to
+    p90, widened to hold the value itself), or None without a value or a band for the metric."""
     if value is None or band is None:
         return None
-    return [round(value * (1 + band.p10), digits), round(value * (1 + band.p90), digits)]
+    source = f"{choice.set.name}: leave-one-model-out error p10-p90 on {band.rows} measured rows"
+    return Estimate.relative(value, unit, max(0.0, -band.p10), max(0.0, band.p90), source, bool(choice.extrapolated))
+
+
+def _range(e: Estimate | None, digits: int) -> list[float] | None:
+    return None if e is None else e.range(digits)
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,17 @@ class Figures:
             s.running,
         )
 
-    def to_json(self, choice: Choice, gpus: int) -> dict[str, Any]:
+    def estimates(self, choice: Choice) -> dict[str, Estimate | None]:
+        """TTFT, TPOT and output tokens/s as `Estimate`s with the fit's held-out ranges."""
         band = choice.set.held_out
+        return {
+            "ttft_ms": estimate_of(self.ttft_ms, band.get("ttft"), "ms", choice),
+            "tpot_ms": estimate_of(self.tpot_ms, band.get("tpot"), "ms", choice),
+            "output_tokens_per_s": estimate_of(self.output_tokens_per_s, band.get("throughput"), "tokens/s", choice),
+        }
+
+    def to_json(self, choice: Choice, gpus: int) -> dict[str, Any]:
+        e = self.estimates(choice)
         r = lambda v, d: None if v is None else round(v, d)  # noqa: E731
         return {
             "ttft_ms": r(self.ttft_ms, 1),
@@ -73,9 +90,9 @@ class Figures:
             "requests_per_s": r(self.requests_per_s, 3),
             "kv_tokens_in_use": r(self.kv_tokens_in_use, 0),
             "running_requests": r(self.running, 1),
-            "ttft_ms_range": _range(self.ttft_ms, band.get("ttft"), 1),
-            "tpot_ms_range": _range(self.tpot_ms, band.get("tpot"), 2),
-            "output_tokens_per_s_range": _range(self.output_tokens_per_s, band.get("throughput"), 1),
+            "ttft_ms_range": _range(e["ttft_ms"], 1),
+            "tpot_ms_range": _range(e["tpot_ms"], 2),
+            "output_tokens_per_s_range": _range(e["output_tokens_per_s"], 1),
         }
 
 

@@ -19,6 +19,7 @@ e2e), so the state is solved by damped fixed-point iteration. Pure.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -47,6 +48,10 @@ class Service:
     """Share of time a prompt is being prefilled (rho of the prefill queue)."""
     saturated: bool = False
     """The prefill queue is at or past 1 (open loop: the queue grows without bound)."""
+    ttft_steady_s: float | None = None
+    """Closed loop: the steady-state TTFT, without the benchmark's first wave (`ttft_s` blends the two)."""
+    ttft_first_wave_s: float | None = None
+    """Closed loop: mean TTFT of the first wave, all C prompts sent at once."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +144,46 @@ def _queue_wait(rho: float, service: float, groups: int | None) -> float:
 
 
 def closed_loop(shape: StepShape, c: Coefficients, w: Workload, concurrency: float) -> Service:
-    """`concurrency` clients, each sending its next request when the previous one ends."""
-    return _solve(shape, c, w, float(concurrency), None)
+    """`concurrency` clients, each sending its next request when the previous one ends. A benchmark
+    of this shape starts all C clients at once: that first wave's TTFT (`first_wave_s`) weighs in the
+    measured mean by the set's `burst_share`; the rest of the run is the steady state."""
+    s = _solve(shape, c, w, float(concurrency), None)
+    if math.isinf(s.ttft_s):
+        return s
+    wave = c.request_overhead_ms * 1e-3 + first_wave_s(shape, c, w, int(concurrency))
+    ttft = (1 - c.burst_share) * s.ttft_s + c.burst_share * wave
+    e2e = s.e2e_s + ttft - s.ttft_s
+    x = concurrency / e2e
+    return dataclasses.replace(
+        s,
+        ttft_s=ttft,
+        e2e_s=e2e,
+        requests_per_s=x,
+        output_tokens_per_s=x * w.output_len,
+        total_tokens_per_s=x * (w.output_len + w.input_len),
+        ttft_steady_s=s.ttft_s,
+        ttft_first_wave_s=wave,
+    )
+
+
+def first_wave_s(shape: StepShape, c: Coefficients, w: Workload, clients: int) -> float:
+    """Mean engine time to the first token of `clients` prompts that arrive together: each step runs
+    the decodes of the prompts already done first and fills the rest of the token budget with the
+    waiting prompts' chunks in arrival order (vLLM's scheduler); a prompt's first token comes at the
+    end of the step that holds its last chunk. The k-th prompt waits about k x I / budget steps."""
+    left, done, t, total = w.input_len, 0, 0.0, 0.0
+    while done < clients:
+        budget = max(w.max_num_batched_tokens - done, 1)
+        chunk, finished = 0, 0
+        while budget > 0 and done + finished < clients:
+            take = min(left, budget)
+            chunk, budget, left = chunk + take, budget - take, left - take
+            if left == 0:
+                finished, left = finished + 1, w.input_len
+        t += token_step_s(shape, c, StepLoad(done, w.input_len, chunk, w.input_len / 2))
+        total += finished * t
+        done += finished
+    return total / max(clients, 1)
 
 
 def open_loop(shape: StepShape, c: Coefficients, w: Workload, request_rate: float) -> Service:

@@ -19,6 +19,10 @@ from planner.models.spec import ModelSpec
 
 # W8A8 schemes whose GEMMs run at the FP8 tensor rate on a GPU with native FP8
 _FP8_GEMM = ("fp8", "modelopt", "compressed-tensors", "fbgemm_fp8")
+# Families whose q/k RMSNorm spans the whole projection, which TP splits with the heads: vLLM
+# all-reduces the variance of q and of k in every layer (MiniMaxText01RMSNormTP), two more
+# all-reduces per layer beside attention's and the MLP's
+_WHOLE_QK_NORM = ("minimax_m2",)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class StepShape:
     link_bytes_per_s: float
     """Scale-up bandwidth per GPU, one direction (0 where the GPU has none: PCIe)."""
     act_bytes: int = 2
+    norm_allreduces: int = 0
+    """All-reduces per layer of a few bytes per token (whole-projection q/k norms under TP)."""
 
 
 def _stage_layers(spec: ModelSpec, pp: int) -> int:
@@ -110,6 +116,7 @@ def step_shape(spec: ModelSpec, insp: Inspection, gpu: GPU) -> StepShape:
         gemm_flops_per_s=gemm_peak_tflops(gpu, insp) * 1e12,
         attn_flops_per_s=half * 1e12,
         link_bytes_per_s=(gpu.nvlink_gbs or gpu.scaleup_gbs) * 1e9 / 2,
+        norm_allreduces=2 if tp > 1 and spec.qk_norm and spec.model_type in _WHOLE_QK_NORM else 0,
     )
 
 

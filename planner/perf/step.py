@@ -10,7 +10,7 @@ A step runs `decode` tokens (one per running request, each over its context) and
   context token read (sliding-window layers at most their window);
 - FLOPs: two per active parameter per token, plus attention's QK^T and PV over each token's context;
 - all-reduces: two per layer under TP, each a fixed latency plus a ring's 2(tp-1)/tp x bytes over
-  the link;
+  the link (and the latency of the small ones some families add, `StepShape.norm_allreduces`);
 - floor: a fixed time per step plus a time per layer (scheduling, launches, sampling), which is
   what dominates small batches at large TP.
 
@@ -43,6 +43,11 @@ class Coefficients:
     """Time added to each request's first token outside the engine steps (API, tokenizer), ms."""
     link_fraction: float = 0.8
     """Achievable fraction of the scale-up link's one-way bandwidth in an all-reduce."""
+    burst_share: float = 0.0
+    """Share of a closed-loop benchmark's requests that are its first wave: all C clients send at
+    once at the start, so those prompts queue behind each other's prefill (C / number of prompts
+    of the measuring runs; 0: steady state only). A property of how the calibration rows were
+    measured, fitted with the rest; open-loop (Poisson) loads have no such wave."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ def allreduce_s(shape: StepShape, c: Coefficients, tokens: float) -> float:
     ring = 2.0 * (shape.tp - 1) / shape.tp * tokens * shape.hidden_size * shape.act_bytes
     link = shape.link_bytes_per_s * c.link_fraction
     per = c.allreduce_us * 1e-6 + (ring / link if link > 0 else 0.0)
-    return 2 * shape.layers * per
+    return 2 * shape.layers * per + shape.norm_allreduces * shape.layers * c.allreduce_us * 1e-6
 
 
 def floor_s(shape: StepShape, c: Coefficients) -> float:
