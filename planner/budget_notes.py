@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from planner import overheads as oh
 from planner.inspection import Model
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
     from planner.budget import Resolved, StageBudget
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     """A figure real start-ups showed, as a range in GiB, with what and where it was measured."""
 
     low_gib: float

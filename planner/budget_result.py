@@ -1,19 +1,19 @@
 """The memory budget's result: nested values in bytes, every modelled figure an `Estimate` with its
 range and source; the flat `--json` keys are properties that make GiB only where people read them.
+Immutable named records (NamedTuple: a plan builds these on every start, and a class of them costs a
+fraction of a frozen dataclass to define).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from planner.estimate import Estimate
 from planner.kv_layout import KVLayout
 from planner.units import gib
 
 
-@dataclass(frozen=True)
-class StageBudget:
+class StageBudget(NamedTuple):
     """One pipeline stage's worker (all its TP ranks hold the same)."""
 
     weights_bytes: int
@@ -33,8 +33,7 @@ class StageBudget:
     """The CUDA-graph term is vLLM's estimate (False: the release or runner subtracts none, exactly 0)."""
 
 
-@dataclass(frozen=True)
-class MemoryTerms:
+class MemoryTerms(NamedTuple):
     """vLLM's budget terms on one GPU of the binding stage, in bytes. The measured terms are estimates
     whose range is the cross-validated error of the three together (the KV range mirrors it)."""
 
@@ -60,8 +59,7 @@ class MemoryTerms:
     """The same on a first start with an empty torch.compile cache (the warm figure where exact)."""
 
 
-@dataclass(frozen=True)
-class KVCapacity:
+class KVCapacity(NamedTuple):
     """What the KV pool holds: blocks, the tokens vLLM logs, concurrency, the longest context."""
 
     bytes_per_token: int
@@ -81,8 +79,7 @@ class KVCapacity:
     """Largest max_model_len at which the asked concurrency fits together; None when not asked."""
 
 
-@dataclass(frozen=True)
-class ServeLimits:
+class ServeLimits(NamedTuple):
     """The resolved `vllm serve` settings the budget was computed for."""
 
     tp: int
@@ -97,8 +94,7 @@ class ServeLimits:
     """The concurrency the plan was asked to hold, if any."""
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """Whether vLLM starts with this budget, and if not, vLLM's own message."""
 
     fits: bool
@@ -107,8 +103,7 @@ class Verdict:
     """Whether a first start on an empty torch.compile cache fits too; None where the KV is exact."""
 
 
-@dataclass(frozen=True)
-class Provenance:
+class Provenance(NamedTuple):
     """What the budget is for and how far to trust it."""
 
     model: str
@@ -123,8 +118,7 @@ def _gib_range(e: Estimate) -> list[float]:
     return [gib(e.low), gib(e.high)]
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(NamedTuple):
     """The figures vLLM prints at start-up, predicted; per GPU of the binding stage. Nested values in
     bytes; the flat GiB properties below are the `--json` keys (rounded to 0.01 GiB)."""
 
@@ -133,7 +127,7 @@ class Budget:
     limits: ServeLimits
     verdict: Verdict
     provenance: Provenance
-    stages: tuple[StageBudget, ...] = field(repr=False, default=())
+    stages: tuple[StageBudget, ...] = ()
 
     # the --json keys, in their documented order
     JSON_KEYS = (
@@ -176,6 +170,9 @@ class Budget:
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.JSON_KEYS}
+
+    def __repr__(self) -> str:  # the stages are long and repeat the binding one's figures
+        return f"Budget(memory={self.memory!r}, kv={self.kv!r}, limits={self.limits!r}, verdict={self.verdict!r})"
 
     model = property(lambda self: self.provenance.model)
     gpu = property(lambda self: self.provenance.gpu)

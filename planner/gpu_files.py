@@ -5,7 +5,6 @@ line per problem naming the file and the entry, no YAML anchors, bounded size, p
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ def check_entry(raw: Any, path: Path, position: int) -> dict[str, Any]:
     label = f"GPU file {path}: entry {raw.get('name', position)!r}"
     for key in raw:
         if key not in _FIELDS or key.startswith("_"):
-            near = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
+            near = _close_matches(str(key), list(_FIELDS), n=1)
             hint = f"did you mean {near[0]!r}?" if near else "see profiles/gpus.yaml for the fields"
             raise PlannerError(f"{label}: unknown field {key!r}; {hint}")
     entry = dict(raw)
@@ -146,3 +145,9 @@ def merge(base: GPU, override: dict[str, Any], path: Path) -> GPU:
         return dataclasses.replace(base, **fields)
     except TypeError as exc:  # defensive
         raise PlannerError(f"GPU file {path}: entry {base.name!r}: {exc}") from None
+
+
+def _close_matches(word: str, possibilities: list[str], n: int, cutoff: float = 0.6) -> list[str]:
+    import difflib  # only when a name is unknown
+
+    return difflib.get_close_matches(word, possibilities, n=n, cutoff=cutoff)

@@ -9,7 +9,6 @@ Nothing here touches a GPU: the module is pure apart from reading YAML files.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import re
@@ -187,9 +186,14 @@ def _check_positive(where: str, field: str, value: Any) -> None:
 _PREFIXES = ("nvidia", "geforce", "tesla", "amd", "instinct", "intel", "standard")
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
 def _canon(text: str) -> str:
     """Lower case, letters and digits only, common vendor words dropped from the front."""
-    key = re.sub(r"[^a-z0-9]", "", str(text).lower())
+    key = _NOT_ALNUM.sub("", str(text).lower())
+    if not key.startswith(_PREFIXES):
+        return key
     stripped = True
     while stripped:
         stripped = False
@@ -256,6 +260,8 @@ class Catalogue:
 
     def nearest(self, name: str, n: int = 3) -> list[str]:
         """Up to `n` canonical names closest to `name` (by name and alias spelling)."""
+        import difflib  # only when a name is unknown
+
         key = _canon(name) if isinstance(name, str) else ""
         found: list[str] = []
         for cutoff in (0.6, 0.3, 0.0):

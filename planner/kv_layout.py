@@ -6,7 +6,7 @@ token count it logs, the max_model_len fit check). Pure functions: bytes in, blo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from planner.kv_bytes import indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
 from planner.models.spec import ModelSpec
@@ -19,8 +19,7 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@dataclass(frozen=True)
-class KVGroup:
+class KVGroup(NamedTuple):
     """One KV-cache group: up to `group_size` layers of one attention kind sharing block ids."""
 
     kind: str
@@ -32,8 +31,7 @@ class KVGroup:
     (`unify_kv_cache_spec_page_size`: Gemma 4's full layers); 0 = the layout's."""
 
 
-@dataclass(frozen=True)
-class KVLayout:
+class KVLayout(NamedTuple):
     """One worker's KV pool layout."""
 
     block_size: int
@@ -59,8 +57,7 @@ class KVLayout:
         return self.group_size * self.page_bytes
 
 
-@dataclass(frozen=True)
-class LayoutRules:
+class LayoutRules(NamedTuple):
     """The release-dependent knobs of the layout (from `profiles/vllm`)."""
 
     hybrid_group_size_max_rule: bool = True

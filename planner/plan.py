@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from planner import budget as bud
 from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue
 from planner.inspection import Inspection, Model, check_parallel, inspect
-from planner.inventory import NodeGroup
 from planner.releases import ReleaseFacts
+
+if TYPE_CHECKING:
+    from planner.inventory import NodeGroup
 
 DEFAULT_GPUS_PER_NODE = 8
 
@@ -145,8 +147,7 @@ def choose_layout(
     return None, rejected
 
 
-@dataclass(frozen=True)
-class Fix:
+class Fix(NamedTuple):
     """One change that makes a misfit fit, with the figures it gives."""
 
     change: str
@@ -280,8 +281,7 @@ def plan_inventory(
 # ---- one plan, end to end ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanResult:
+class PlanResult(NamedTuple):
     """A plan for one GPU type: the budget of the chosen layout, why smaller layouts fail, the
     fixes for a misfit. (The `vllm serve` command is the launch step's: `planner.api.make_plan`.)"""
 

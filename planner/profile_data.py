@@ -1,6 +1,6 @@
 """One checked loader for the data under `profiles/`: versions, typed values and range-keyed tables.
 
-Every table is read into frozen, typed values (a dataclass schema, checked field by field with
+Every table is read into frozen, typed values (a dataclass or NamedTuple schema, checked field by field with
 one-line errors that name the file and the entry), and a fact that changes by release is a list of
 `{from, until, value}` ranges that must start at the first supported release, leave no gap, never
 overlap and stay open at the end. `releases.py` (release facts), `overheads.py` (fitted coefficients)
@@ -15,9 +15,8 @@ import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, NamedTuple, Union
 
 import yaml
 
@@ -80,8 +79,7 @@ def format_version(v: Version) -> str:
     return ".".join(str(p) for p in (v if v[3] else v[:3]))
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     """One `{from, until, value}` entry: `value` holds for start <= version < until."""
 
     start: Version
@@ -134,25 +132,20 @@ def version_field(raw: Any, where: str, path: Path) -> Version:
         raise data_error(path, f"{where}: {e}") from None
 
 
+def _is_record(tp: Any) -> bool:
+    """A `typing.NamedTuple` schema (cheaper to define than a frozen dataclass, as frozen)."""
+    return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
+
+
 @functools.cache
 def _schema(tp: type) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """A dataclass schema's field names and their types (read once per class: type hints are costly)."""
-    return tuple(f.name for f in dataclasses.fields(tp)), typing.get_type_hints(tp)
+    """A schema's field names and their types (read once per class: type hints are costly)."""
+    names = tp._fields if _is_record(tp) else tuple(f.name for f in dataclasses.fields(tp))
+    return names, typing.get_type_hints(tp)
 
 
 def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
     """Check `value` (as loaded from YAML) against type `tp` and convert it to the frozen form."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return convert(value, inner[0], where, path)
-    if origin is Literal:
-        if value not in args:
-            raise data_error(path, f"{where}: {value!r} is not one of {list(args)}")
-        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise data_error(path, f"{where}: expected true/false, got {value!r}")
@@ -169,6 +162,17 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
         if not isinstance(value, str):
             raise data_error(path, f"{where}: expected a string, got {value!r}")
         return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(value, inner[0], where, path)
+    if origin is Literal:
+        if value not in args:
+            raise data_error(path, f"{where}: {value!r} is not one of {list(args)}")
+        return value
     if origin is tuple:
         if not isinstance(value, list):
             raise data_error(path, f"{where}: expected a list, got {value!r}")
@@ -181,7 +185,7 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
             if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
                 raise data_error(path, f"{where}: mapping entries must be name: scalar, got {k!r}: {v!r}")
         return FrozenMap(value)
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) or _is_record(tp):
         if not isinstance(value, dict):
             raise data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
         names, hints = _schema(tp)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from collections.abc import Mapping
@@ -31,11 +30,10 @@ def _fact_fields() -> dict[str, Any]:
     """Data-fact name -> expected type, for every field read from the ranges."""
     hints = typing.get_type_hints(ReleaseFacts)
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(ReleaseFacts):
-        if f.name in _META_FIELDS and f.name not in _DERIVED_FROM_DATA:
+    for field in ReleaseFacts._fields:
+        if field in _META_FIELDS and field not in _DERIVED_FROM_DATA:
             continue
-        name = _DERIVED_FROM_DATA.get(f.name, f.name)
-        out[name] = str if f.name in _DERIVED_FROM_DATA else hints[f.name]
+        out[_DERIVED_FROM_DATA.get(field, field)] = str if field in _DERIVED_FROM_DATA else hints[field]
     return out
 
 

@@ -12,9 +12,8 @@ branch on the fields (`facts.budget_formula == "total_consumed"`), never on vers
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from planner.batch_defaults import BatchDefaults, BatchTier, CpuBatchDefaults
 from planner.errors import PlannerError
@@ -51,8 +50,7 @@ Entrypoint = Literal["serve", "llm"]
 # The facts
 
 
-@dataclass(frozen=True)
-class ReleaseFacts:
+class ReleaseFacts(NamedTuple):
     """What the planner needs to know about one vLLM release. Built by `get()`; one field per fact."""
 
     version: str

@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from planner.errors import PlannerError
 from planner.paths import profiles_dir
 from planner.profile_data import convert, data_error, read_mapping
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(NamedTuple):
     """One GPU family: compute capabilities from `min_major` up to the next family's."""
 
     name: str
     min_major: int
 
 
-@dataclass(frozen=True)
-class Families:
+class Families(NamedTuple):
     """`profiles/gpu_families.yaml`."""
 
     families: tuple[Family, ...]
@@ -46,8 +44,7 @@ def gpu_families() -> Families:
     return table
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """Where the model runs: a GPU (name and the total memory torch reports) or vLLM's CPU backend."""
 
     name: str
