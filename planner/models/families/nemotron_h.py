@@ -22,6 +22,10 @@ its MTP layer counted); ModelOpt's NVFP4 export counts the bias but not its own 
 weight_scale_2 / input_scale buffers (Nano NVFP4: 18,237,772,608). vLLM loads the bias in fp32:
 its bytes are counted either way.
 
+Not modelled: on GPUs without vLLM's specialized router kernels (other than Hopper and Blackwell),
+vLLM 0.32's GateLinear stores the router in fp32 (`force_fp32_compute`), 2 more bytes per router
+parameter than counted here (Nano 16 MB, Super 168 MB per GPU).
+
 The SSM state dtype is the config's `mamba_ssm_cache_dtype` (vLLM's NemotronHForCausalLMConfig
 applies it while `--mamba-ssm-cache-dtype` is auto).
 """
