@@ -27,6 +27,7 @@ class Fake:
         stall_after: int | None = None,
         end: str = "done",
         streams: bool = True,
+        gap_s: float | None = None,
     ) -> None:
         self.cut, self.status, self.preempt = cut, status, preempt
         self.delays = list(delays)  # seconds per request, in arrival order; then 1.2
@@ -35,6 +36,7 @@ class Fake:
         self.stall_after = stall_after  # tokens streamed before the answer stalls for 30 s
         self.end = end  # "done": [DONE] after the usage chunk; "cut": the body just ends; "error": an error event
         self.streams = streams  # False: one JSON answer, as a server that ignores "stream" sends
+        self.gap_s = gap_s  # seconds per token after the first (then a request's time follows its output)
         self.running = self.peak = self.preemptions = self.tokens = 0
         self.bodies: list[dict] = []
         self.lock = threading.Lock()
@@ -107,7 +109,7 @@ def serve(fake: Fake) -> ThreadingHTTPServer:
             time.sleep(first)
             for i in range(n):
                 if i:
-                    time.sleep((delay - first) / max(1, n - 1))
+                    time.sleep(fake.gap_s if fake.gap_s is not None else (delay - first) / max(1, n - 1))
                 if fake.stall_after is not None and i == fake.stall_after:
                     time.sleep(30)
                 self.event(json.dumps({"choices": [{"index": 0, "text": "" if i % 3 else "x"}], "usage": None}))
@@ -252,3 +254,32 @@ def test_a_server_that_does_not_stream_gives_end_to_end_only(server):
     r = run_load(spec(url, n=2))
     assert r.complete and r.latency["requests"] == 2 and 1.2 <= r.latency["e2e_latency_s"]["mean"] < 1.6
     assert r.latency["ttft_ms"] is None and r.latency["tpot_ms"] is None and r.latency["itl_ms"] is None
+
+
+def test_a_closed_loop_ramps_up_then_measures_its_steady_rounds(server):
+    fake, url = server(first_s=0.2, gap_s=0.004)  # a full request: 0.2 s + 127 x 4 ms
+    r = run_load(spec(url, n=4, rounds=3))
+    assert r.complete and r.completed == 4 and r.rounds == 3 and len(fake.bodies) == 12
+    ramp = sorted(b["max_tokens"] for b in fake.bodies[:4])
+    assert ramp == [32, 64, 96, 128] and all(b["max_tokens"] == 128 for b in fake.bodies[4:])
+    assert len({tuple(b["prompt"][:8]) for b in fake.bodies}) == 12  # no shared prefixes across rounds either
+    m = r.latency
+    assert m["rounds"] == 3 and m["requests"] == 8  # the ramp is not measured
+    assert 200 <= m["ttft_ms"]["mean"] < 400 and 4.0 <= m["tpot_ms"]["mean"] < 8.0  # sleeps overshoot on a busy CPU
+    # four senders, each a request of 128 tokens after another, at the measured request time
+    steady = 4 * 128 / m["e2e_latency_s"]["mean"]
+    assert steady * 0.75 < m["output_tokens_per_s"] < steady * 1.15
+    assert m["seconds"] < r.seconds * 0.75  # the rates are over the window where all four run measured requests
+
+
+def test_a_closed_loop_sender_stops_at_its_first_failure(server):
+    _, url = server(status=500)
+    r = run_load(spec(url, n=2, rounds=3))
+    assert (
+        r.completed == 0
+        and r.rounds == 3
+        and r.errors[:2] == ['HTTP 500: {"error": "boom"}', "not sent: an earlier one failed"]
+    )
+    assert r.latency["requests"] == 0 and r.latency["output_tokens_per_s"] is None
+    with pytest.raises(PlannerError, match="--rounds 0"):
+        run_load(spec(url, n=2, rounds=0))

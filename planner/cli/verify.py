@@ -48,6 +48,13 @@ def register(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output-tokens", type=_count, help="output tokens per request (default: min(128, context/4))")
     p.add_argument(
+        "--rounds",
+        type=int_range(1, MAX_REQUESTS, "a round count"),
+        default=1,
+        help="requests each concurrent sender makes in turn: more than 1 is a closed loop whose first round ramps "
+        "up and is not measured, so TTFT/TPOT/throughput compare with perf's steady state (default: 1, one burst)",
+    )
+    p.add_argument(
         "--report",
         help="write the report as JSON here (the server log goes beside it, .log; "
         "default: no report file, the log in a private temp file)",

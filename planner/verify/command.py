@@ -362,6 +362,7 @@ def _observe(
                 vocab,
                 a.output_tokens,
                 a.timeout,
+                rounds=getattr(a, "rounds", 1),
             ),
             lambda p: _load_progress(p, srv.elapsed()),
         )

@@ -101,13 +101,39 @@ class Timed:
     e2e_s: float
     prompt_tokens: int
     output_tokens: int
+    start_s: float = 0.0
+    """When it was sent, on the clock of `summarize`'s window."""
+
+    def token_times(self) -> list[float]:
+        """When each streamed token arrived (the first at TTFT, then the gaps)."""
+        if self.ttft_s is None:
+            return []
+        out = [self.start_s + self.ttft_s]
+        for gap in self.itl_s:
+            out.append(out[-1] + gap)
+        return out
 
 
-def summarize(done: list[Timed], seconds: float) -> dict[str, Any]:
+def _in_window(done: list[Timed], window: tuple[float, float]) -> tuple[float, float, float, float]:
+    """(output tokens, prompt tokens, requests, seconds) within the window: tokens by their arrival, a
+    prompt at its first token, a request at its end."""
+    lo, hi = window
+    out = sum(lo <= x <= hi for t in done for x in t.token_times())
+    prompts = sum(t.prompt_tokens for t in done if t.ttft_s is not None and lo <= t.start_s + t.ttft_s <= hi)
+    ends = sum(lo <= t.start_s + t.e2e_s <= hi for t in done)
+    return out, prompts, ends, hi - lo
+
+
+def summarize(done: list[Timed], seconds: float, window: Optional[tuple[float, float]] = None) -> dict[str, Any]:
     """The load's measured latency and throughput (`ttft_ms`, `tpot_ms`, `itl_ms`: mean and percentiles
-    in ms; `e2e_latency_s` in s; tokens/s and requests/s over `seconds`, the load's wall time)."""
+    in ms; `e2e_latency_s` in s; tokens/s and requests/s over `seconds`, the load's wall time, or what
+    arrived within `window` (start, end), a closed loop's steady part, when it is given and not empty)."""
     out_tokens = sum(t.output_tokens for t in done)
     all_tokens = out_tokens + sum(t.prompt_tokens for t in done)
+    requests = len(done)
+    if window is not None and window[1] > window[0] and done:
+        out_tokens, prompts, requests, seconds = _in_window(done, window)
+        all_tokens = out_tokens + prompts
     tpots = [x for t in done if (x := tpot_s(t.ttft_s, t.e2e_s, t.output_tokens)) is not None]
     rate = lambda n: round(n / seconds, 3) if seconds > 0 and done else None  # noqa: E731
     return {
@@ -118,6 +144,6 @@ def summarize(done: list[Timed], seconds: float) -> dict[str, Any]:
         "e2e_latency_s": stats([t.e2e_s for t in done], 1.0, 4),
         "output_tokens_per_s": rate(out_tokens),
         "total_tokens_per_s": rate(all_tokens),
-        "requests_per_s": rate(len(done)),
+        "requests_per_s": rate(requests),
         "seconds": round(seconds, 3),
     }

@@ -51,6 +51,10 @@ class LoadSpec:
     output_tokens: Optional[int] = None
     timeout_s: float = 1800.0
     poll_s: float = 0.5
+    rounds: int = 1
+    """Requests each of the `requests` senders makes, one after the other. 1: one burst, all at once at the
+    full context. More: a closed loop at that concurrency; its first round ramps up (sender i asks for
+    (i + 1) / N of the output, so the next rounds start spread out, as in a steady loop) and is not measured."""
 
     @property
     def split(self) -> tuple[int, int]:
@@ -71,6 +75,9 @@ class RequestResult:
     """Time to the first streamed token."""
     itl_s: tuple[float, ...] = ()
     """Gaps between successive streamed tokens."""
+    round: int = 0
+    started: float = 0.0
+    """When it was sent (time.monotonic)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class LoadResult:
     """The first few distinct failures."""
     latency: Optional[dict] = None
     """Measured TTFT, TPOT, ITL, end-to-end and tokens/s of the completed requests (latency.summarize)."""
+    rounds: int = 1
+    """Requests per sender (LoadSpec.rounds); `completed` counts the senders whose every request completed."""
 
     @property
     def complete(self) -> bool:
@@ -124,12 +133,14 @@ def prompt_ids(index: int, length: int, vocab_size: int) -> list[int]:
     return [rng.randrange(FIRST_TOKEN_ID, hi) for _ in range(length)]
 
 
-def _one(spec: LoadSpec, index: int, start: threading.Barrier) -> RequestResult:
+def _one(spec: LoadSpec, index: int, start: Optional[threading.Barrier], round_: int = 0) -> RequestResult:
     prompt, output = spec.split
+    if round_ == 0 and spec.rounds > 1:  # the closed loop's ramp
+        output = max(1, round(output * (index + 1) / spec.requests))
     body = json.dumps(
         {
             "model": spec.model,
-            "prompt": prompt_ids(index, prompt, spec.vocab_size),
+            "prompt": prompt_ids(index + round_ * spec.requests, prompt, spec.vocab_size),
             "max_tokens": output,
             "min_tokens": output,
             "ignore_eos": True,
@@ -138,19 +149,21 @@ def _one(spec: LoadSpec, index: int, start: threading.Barrier) -> RequestResult:
             "stream_options": {"include_usage": True},
         }
     ).encode()
-    start.wait()
+    if start is not None:
+        start.wait()
     t0 = time.monotonic()
     try:
         status, s = _stream(spec.base_url + "/v1/completions", body, t0, spec.timeout_s)
     except (OSError, ValueError) as e:  # refused, reset, or a read past the timeout
-        return RequestResult(False, 0, 0, time.monotonic() - t0, f"HTTP 0: {type(e).__name__}: {e}")
+        error = f"HTTP 0: {type(e).__name__}: {e}"
+        return RequestResult(False, 0, 0, time.monotonic() - t0, error, round=round_, started=t0)
     if isinstance(s, bytes):
         text = s.decode("utf-8", "replace")[:300] or "no answer"
-        return RequestResult(False, 0, 0, time.monotonic() - t0, f"HTTP {status}: {text}")
+        return RequestResult(False, 0, 0, time.monotonic() - t0, f"HTTP {status}: {text}", round=round_, started=t0)
     p, c = int(s.usage.get("prompt_tokens") or 0), int(s.usage.get("completion_tokens") or 0)
     ok = s.error is None and (p, c) == (prompt, output)
     error = s.error or (None if ok else f"got {p}+{c} tokens, asked {prompt}+{output}")
-    return RequestResult(ok, p, c, s.e2e_s, error, s.ttft_s, s.itl_s)
+    return RequestResult(ok, p, c, s.e2e_s, error, s.ttft_s, s.itl_s, round_, t0)
 
 
 def _stream(url: str, body: bytes, t0: float, timeout_s: float) -> tuple[int, latency.Stream | bytes]:
@@ -202,15 +215,25 @@ def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] 
         raise PlannerError(f"a context of {spec.context_tokens} tokens leaves no room for prompt and output")
     watcher = _Watcher(spec)
     before = watcher.read()
-    results: list[Optional[RequestResult]] = [None] * spec.requests
-    # Release every request at the same moment; the timeout breaks the barrier rather than hang.
-    start = threading.Barrier(spec.requests + 1, timeout=120)
+    if not 1 <= spec.rounds <= MAX_REQUESTS // spec.requests:
+        raise PlannerError(f"--rounds {spec.rounds}: give 1 to {MAX_REQUESTS // spec.requests} at this concurrency")
+    n = spec.requests
+    results: list[Optional[RequestResult]] = [None] * (n * spec.rounds)  # round r of sender i at r * n + i
+    # Release every first request at the same moment; the timeout breaks the barrier rather than hang.
+    start = threading.Barrier(n + 1, timeout=120)
 
     def work(i: int) -> None:
-        try:
-            results[i] = _one(spec, i, start)
-        except Exception as e:  # a thread's failure is a failed request, never a lost one
-            results[i] = RequestResult(False, 0, 0, 0.0, f"{type(e).__name__}: {e}")
+        for r in range(spec.rounds):
+            try:
+                results[r * n + i] = _one(spec, i, start if r == 0 else None, r)
+            except Exception as e:  # a thread's failure is a failed request, never a lost one
+                results[r * n + i] = RequestResult(False, 0, 0, 0.0, f"{type(e).__name__}: {e}", round=r)
+            if not results[r * n + i].ok:  # this sender stops: its later rounds are failed, not lost
+                for later in range(r + 1, spec.rounds):
+                    results[later * n + i] = RequestResult(
+                        False, 0, 0, 0.0, "not sent: an earlier one failed", round=later
+                    )
+                return
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(spec.requests)]
     for t in threads:
@@ -255,7 +278,7 @@ class _Reporter:
         last = latest[1] if latest else metrics.LoadGauges(None, None, None, None)
         self.progress(
             LoadProgress(
-                now - self.t0, self.spec.requests, len(done), last.running, last.waiting, self._rate(now, done, latest)
+                now - self.t0, len(self.results), len(done), last.running, last.waiting, self._rate(now, done, latest)
             )
         )
 
@@ -296,15 +319,13 @@ def _summarize(
     first = before.preemptions if before and before.preemptions is not None else 0.0
     last = _peak([g.preemptions for g in readings])
     prompt, output = spec.split
-    measured = latency.summarize(
-        [latency.Timed(r.ttft_s, r.itl_s, r.seconds, r.prompt_tokens, r.completion_tokens) for r in done if r.ok],
-        seconds,
-    )
+    measured = _measured(spec, done, seconds)
     if before is not None and final is not None:  # vLLM's own view, from its histograms
         measured["server"] = metrics.server_means(before.histograms, final.histograms)
+    n = spec.requests
     return LoadResult(
-        requests=spec.requests,
-        completed=sum(r.ok for r in done),
+        requests=n,
+        completed=sum(all(r is not None and r.ok for r in results[i::n]) for i in range(n)),
         prompt_tokens=prompt,
         output_tokens=output,
         seconds=round(seconds, 2),
@@ -314,4 +335,22 @@ def _summarize(
         peak_kv_cache_usage=_peak([g.kv_cache_usage for g in readings]),
         errors=errors,
         latency=measured,
+        rounds=spec.rounds,
     )
+
+
+def _measured(spec: LoadSpec, done: list[RequestResult], seconds: float) -> dict:
+    """The latency summary: every request of a burst; a closed loop's rounds after the ramp, its rates
+    over the window in which every sender runs a measured request."""
+    timed = lambda rs: [  # noqa: E731
+        latency.Timed(r.ttft_s, r.itl_s, r.seconds, r.prompt_tokens, r.completion_tokens, r.started) for r in rs
+    ]
+    if spec.rounds == 1:
+        return latency.summarize(timed([r for r in done if r.ok]), seconds) | {"rounds": 1}
+    ramp = [r for r in done if r.round == 0]
+    last = [r for r in done if r.round == spec.rounds - 1]
+    window = None
+    if ramp and last and all(r.ok for r in ramp + last):
+        window = (max(r.started + r.seconds for r in ramp), min(r.started + r.seconds for r in last))
+    steady = timed([r for r in done if r.ok and r.round > 0])
+    return latency.summarize(steady, seconds, window) | {"rounds": spec.rounds}

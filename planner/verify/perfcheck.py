@@ -21,7 +21,12 @@ CPU_NOTE = (
 )
 BURST_NOTE = (
     "the load sends its {n} requests at once and each once: the measured TTFT includes the queue of their "
-    "prefills, while the estimate is the closed loop's steady state at concurrency {n}"
+    "prefills, while the estimate is the closed loop's steady state at concurrency {n} (--rounds 3 or more "
+    "measures that)"
+)
+LOOP_NOTE = (
+    "a closed loop of {n} senders, {r} rounds after a ramp-up measured (rates over the window in which all "
+    "run): the estimate's steady state"
 )
 # (figure, perf --json key, its range key); the measured key is the figure's name
 FIGURES = (
@@ -122,8 +127,11 @@ def compare(
         notes.append(f"no prediction: {why_none}")
     if prediction is not None:
         notes += list(prediction.get("notes") or [])
-        if prediction.get("concurrency") and prediction["concurrency"] > 1:
-            notes.append(BURST_NOTE.format(n=prediction["concurrency"]))
+        n, rounds = prediction.get("concurrency") or 1, measured.get("rounds", 1)
+        if rounds > 1:
+            notes.append(LOOP_NOTE.format(n=n, r=rounds - 1))
+        elif n > 1:
+            notes.append(BURST_NOTE.format(n=n))
     return PerfCheck(rows, prediction, notes)
 
 

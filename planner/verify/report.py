@@ -358,7 +358,8 @@ def text(r: Report) -> str:
         lines += [
             "",
             f"load: {ld.completed}/{ld.requests} requests of {ld.prompt_tokens}+{ld.output_tokens} tokens "
-            f"completed in {ld.seconds:.1f} s; peak running {_fmt(ld.max_running)}, waiting {_fmt(ld.max_waiting)}, "
+            + (f"x {ld.rounds} rounds (a closed loop; the first ramps up) " if ld.rounds > 1 else "")
+            + f"completed in {ld.seconds:.1f} s; peak running {_fmt(ld.max_running)}, waiting {_fmt(ld.max_waiting)}, "
             f"preemptions {_fmt(ld.preemptions)}, peak KV usage {_fmt(ld.peak_kv_cache_usage)}",
         ]
         lines += [f"  error: {e}" for e in ld.errors]
