@@ -353,11 +353,17 @@ def with_memory(gpu: GPU, memory_gib: float) -> GPU:
     )
 
 
+def _fp8_weight_only_min() -> tuple[int, ...]:
+    from planner.target import gpu_families  # the gpus table only: off the plan path
+
+    return tuple(map(int, gpu_families().fp8_weight_only_min_capability.split(".")))
+
+
 def _fp8_support(gpu: GPU) -> str:
     if gpu.fp8_native:
         return "native"
     cc = gpu.cuda_capability
-    if gpu.vendor == "nvidia" and cc is not None and cc >= (7, 5):
+    if gpu.vendor == "nvidia" and cc is not None and cc >= _fp8_weight_only_min():
         return "weight-only"  # FP8-Marlin W8A16 on Turing/Ampere
     return "no"
 

@@ -24,23 +24,40 @@ class Families(NamedTuple):
     """`profiles/gpu_families.yaml`."""
 
     families: tuple[Family, ...]
+    perf_families: tuple[Family, ...]
+    """The families the performance coefficient sets are fitted and chosen by."""
+    fp8_weight_only_min_capability: str
+    """The lowest compute capability with FP8 weights on no FP8 tensor cores (FP8-Marlin W8A16)."""
     non_cuda: str
     default_compute_capability: str
 
     def of(self, compute_capability: str | None) -> str:
-        major = (compute_capability or self.default_compute_capability).split(".")[0]
+        """The backend family; a GPU with no compute capability plans as the default one."""
+        return self._pick(self.families, compute_capability or self.default_compute_capability)
+
+    def perf_of(self, compute_capability: str | None) -> str:
+        """The performance family; a GPU with no compute capability is `non_cuda` (no set fits it)."""
+        return self._pick(self.perf_families, compute_capability or "")
+
+    def _pick(self, families: tuple[Family, ...], compute_capability: str) -> str:
+        major = compute_capability.split(".")[0]
         if not major.isdigit():
             return self.non_cuda
-        return [f.name for f in self.families if int(major) >= f.min_major][-1]
+        return [f.name for f in families if int(major) >= f.min_major][-1]
 
 
 @functools.cache
 def gpu_families() -> Families:
     path = profiles_dir() / "gpu_families.yaml"
     table = convert(read_mapping(path, "GPU family table"), Families, "gpu_families", path)
-    mins = [f.min_major for f in table.families]
-    if not mins or mins[0] != 0 or mins != sorted(set(mins)):
-        raise data_error(path, "families must start at min_major 0 and rise strictly")
+    for key in ("families", "perf_families"):
+        mins = [f.min_major for f in getattr(table, key)]
+        if not mins or mins[0] != 0 or mins != sorted(set(mins)):
+            raise data_error(path, f"{key} must start at min_major 0 and rise strictly")
+    try:
+        tuple(map(int, table.fp8_weight_only_min_capability.split(".")))
+    except ValueError:
+        raise data_error(path, "fp8_weight_only_min_capability must read like 7.5") from None
     return table
 
 

@@ -52,9 +52,19 @@ def test_a_bad_range_table_is_one_line(rows, message):
 @pytest.mark.parametrize(
     "value,tp,message",
     [
-        ({"families": [], "non_cuda": "other"}, Families, "missing default_compute_capability"),
         (
-            {"families": [{"name": "x", "min_major": "9"}], "non_cuda": "o", "default_compute_capability": "9.0"},
+            {"families": [], "perf_families": [], "fp8_weight_only_min_capability": "7.5", "non_cuda": "other"},
+            Families,
+            "missing default_compute_capability",
+        ),
+        (
+            {
+                "families": [{"name": "x", "min_major": "9"}],
+                "perf_families": [],
+                "fp8_weight_only_min_capability": "7.5",
+                "non_cuda": "o",
+                "default_compute_capability": "9.0",
+            },
             Families,
             "expected an integer",
         ),
@@ -98,6 +108,40 @@ def test_gpu_families_come_from_the_table(cc, family):
     assert Target("g", 1, compute_capability=cc).arch_family == family
 
 
+@pytest.mark.parametrize(
+    "cc,family",
+    [
+        ("7.5", "turing"),
+        ("8.6", "ampere"),
+        ("9.0", "hopper"),
+        ("10.0", "blackwell"),
+        ("12.0", "blackwell"),
+        (None, "other"),
+        ("gfx942", "other"),
+        ("6.1", "other"),
+    ],
+)
+def test_perf_families_come_from_the_table(cc, family):
+    """The coefficient set's family (sm120 measured with data-centre Blackwell); no compute capability: none."""
+    assert target.gpu_families().perf_of(cc) == family
+
+
+def test_fp8_weight_only_threshold_is_data(tmp_path, monkeypatch):
+    from planner import hardware
+
+    doc = yaml.safe_load((target.profiles_dir() / "gpu_families.yaml").read_text())
+    t4 = next(g for g in hardware.load_catalogue().gpus if g.name == "T4")
+    assert hardware._fp8_support(t4) == "weight-only"  # 7.5, FP8-Marlin
+    doc["fp8_weight_only_min_capability"] = "8.0"
+    (tmp_path / "gpu_families.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(target, "profiles_dir", lambda: tmp_path)
+    target.gpu_families.cache_clear()
+    try:
+        assert hardware._fp8_support(t4) == "no"
+    finally:
+        target.gpu_families.cache_clear()
+
+
 def test_gpu_family_table_must_rise(tmp_path, monkeypatch):
     (tmp_path / "gpu_families.yaml").write_text(
         yaml.safe_dump(
@@ -107,6 +151,8 @@ def test_gpu_family_table_must_rise(tmp_path, monkeypatch):
                     {"name": "b", "min_major": 9},
                     {"name": "c", "min_major": 9},
                 ],
+                "perf_families": [{"name": "other", "min_major": 0}],
+                "fp8_weight_only_min_capability": "7.5",
                 "non_cuda": "other",
                 "default_compute_capability": "9.0",
             }

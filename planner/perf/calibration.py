@@ -19,6 +19,7 @@ from planner.perf.service import Workload, closed_loop, static_batch_s
 from planner.perf.shape import StepShape, inspection_of, step_shape
 from planner.perf.step import Coefficients
 from planner.plan import Request, evaluate
+from planner.target import gpu_families
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,7 @@ def family_of(version: str, families: dict[str, Any]) -> str:
 
 
 def gpu_family_of(compute_capability: str | None) -> str:
-    major = (compute_capability or "").split(".")[0]
-    return {"8": "ampere", "9": "hopper", "10": "blackwell", "12": "blackwell"}.get(major, "other")
+    return gpu_families().perf_of(compute_capability)
 
 
 def _version(row: dict[str, Any], mapping: dict[str, Any]) -> str | None:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from planner import releases
-from planner.datafiles import load_yaml
 from planner.errors import PlannerError
 from planner.hardware import GPU
 from planner.paths import profiles_dir
 from planner.perf.step import Coefficients
+from planner.profile_data import read_mapping
+from planner.target import gpu_families
 
-GPU_FAMILIES = {"7": "turing", "8": "ampere", "9": "hopper", "10": "blackwell", "11": "blackwell", "12": "blackwell"}
 _METRICS = ("ttft", "tpot", "throughput")
 _OPTIONAL = {"link_fraction", "burst_share"}  # the dataclass defaults hold where a set does not fit them
 
@@ -57,7 +57,7 @@ class CoefficientSet:
 
 
 def gpu_family(gpu: GPU) -> str:
-    return GPU_FAMILIES.get((gpu.compute_capability or "").split(".")[0], "other")
+    return gpu_families().perf_of(gpu.compute_capability)
 
 
 def _err(path: Path, what: str) -> PlannerError:
@@ -145,13 +145,8 @@ def _set(path: Path, i: int, raw: Any) -> CoefficientSet:
 
 def load(path: Path | None = None) -> tuple[CoefficientSet, ...]:
     path = path or profiles_dir() / "perf" / "coefficients.yaml"
-    try:
-        doc = load_yaml(path)
-    except FileNotFoundError:
-        raise PlannerError(f"coefficient file {path} is missing; run benchmarks/fit_perf.py or reinstall") from None
-    except Exception as e:  # yaml.YAMLError, OSError, UnicodeDecodeError: one line
-        raise _err(path, f"cannot read it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("sets"), list) or not doc["sets"]:
+    doc = read_mapping(path, "performance coefficient file")
+    if not isinstance(doc.get("sets"), list) or not doc["sets"]:
         raise _err(path, "the top level needs a non-empty `sets:` list")
     return tuple(_set(path, i, s) for i, s in enumerate(doc["sets"]))
 
