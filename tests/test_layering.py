@@ -83,7 +83,35 @@ RULES = {
     "planner.plan": LATER_STEPS + ("planner.api",),
     # writing files safely serves every step that writes: it builds on none of them
     "planner.output": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.perf"),
+    # the API joins the plan and the launch step's serve command; the verification and the CLI come after it
+    "planner.api": ("planner.cli", "planner.verify"),
+    # a user's start-ups read back (logs through the verification's parser), before the CLI
+    "planner.calibrate": ("planner.cli",),
+    "planner.calibrate_io": ("planner.cli",),
+    "planner.calibration": ("planner.cli", "planner.verify", "planner.launch"),
+    # drawings of the plan's budget and perf's curve: an edge after both, before the launch step
+    "planner.plotting": LATER_STEPS,
 }
+BASICS = LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting", "planner.models")
+"""Errors, paths, data-file reading: every step builds on them, they build on no step."""
+RULES.update({f"planner.{m}": BASICS for m in ("errors", "paths", "datafiles")})
+RULES["planner.catalog"] = LATER_STEPS  # `vllm-planner models`: a table over the API's model loading
+# a module split out of another keeps the rules of the one it came from
+for part, whole in {
+    "budget_fit": "budget",
+    "budget_result": "budget",
+    "kv_bytes": "accounting",
+    "dtypes_table": "dtypes",
+    "gpu_files": "hardware",
+    "inventory": "hardware",
+    "release_loader": "releases",
+    "overhead_table": "overheads",
+    "comm_buffers": "overheads",
+    "overlay": "overheads",
+}.items():
+    RULES[f"planner.{part}"] = RULES[f"planner.{whole}"]
+for m in ("__init__", "quantization", "safetensors", "sources"):
+    RULES[f"planner.models.{m}"] = LATER_STEPS + ("planner.plan", "planner.budget", "planner.api")
 
 
 def _modules(package: str) -> tuple[str, ...]:
@@ -159,6 +187,18 @@ def test_no_step_imports_a_later_step(module):
 def test_accounting_steps_do_no_io(module):
     bad = {i for i in imports_of(module) if i.split(".")[0] in NO_IO}
     assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_every_module_has_a_rule():
+    """A new module states where it sits in the flow (a row above), so it cannot slip past the rules."""
+    modules = {
+        ".".join(p.relative_to(PKG.parent).with_suffix("").parts)
+        for p in PKG.rglob("*.py")
+        if p.relative_to(PKG).parts[0] != "cli"
+    }
+    entry = {"planner.__init__", "planner.__main__"}  # the package marker and `python -m planner` (the CLI)
+    missing = sorted(m for m in modules - entry if m not in RULES and m.removesuffix(".__init__") not in RULES)
+    assert len(modules) > 50 and not missing, f"give these modules a row in RULES: {missing}"
 
 
 def test_no_module_outside_the_cli_imports_it():
