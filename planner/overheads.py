@@ -20,8 +20,7 @@ from planner.models.spec import ModelSpec, VisionSpec
 from planner.overhead_table import OverheadTable
 from planner.paths import profiles_dir
 from planner.profile_data import Version
-
-GIB = 2**30
+from planner.units import GIB
 
 REFERENCE_CAPTURE_TOKENS = 10503
 """Sum of the default capture sizes up to 512 ([1, 2, 4] + 8..248 step 8 + 256..512 step 16, 51

@@ -16,8 +16,9 @@ from test_verify_server import FAKE_SERVER, processes_with
 
 from planner import cli
 from planner.errors import PlannerError
-from planner.verify import command
-from planner.verify.command import Launcher, load_plan_file, parse_serve_command, resolve_launcher
+from planner.verify import command, launcher
+from planner.verify.command import load_plan_file, parse_serve_command
+from planner.verify.launcher import Launcher, resolve_launcher
 from planner.verify.tinymodel import TINY_LLAMA_CONFIG
 
 CPU = ["--device", "cpu", "--cpu-kvcache-gib", "1", "--max-model-len", "512", "--enforce-eager"]
@@ -211,7 +212,7 @@ def test_vllm_not_installed_says_how_to_install(capsys, tiny, tmp_path, monkeypa
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
     err = bad(capsys, ["verify", str(tiny), *CPU])
     assert "vLLM is not installed" in err and "pip install vllm" in err
     monkeypatch.setenv("VLLM_PLANNER_VLLM_PYTHON", sys.executable)

@@ -8,6 +8,7 @@ from typing import Any
 
 from planner.cli.args import finite_float, fraction, human_int, int_range, positive_float, word
 from planner.cli.fieldhelp import SETTINGS, TARGET, field_help
+from planner.hardware import MAX_MEMORY_GIB  # 64 TiB, of a GPU, a CPU KV pool or a host
 
 MODEL_HELP = "bundled id or alias (see `vllm-planner models`), a config.json / checkpoint folder, or a Hugging Face id"
 MAX_PARALLEL = 4096
@@ -16,7 +17,6 @@ MAX_PARALLEL = 4096
 MAX_TOKENS = 2**31 - 1  # vLLM indexes positions with int32
 MAX_SEQS = 2**20
 MAX_KV_POOL_BYTES = 2**50  # 1 PiB per GPU
-MAX_MEMORY_GIB = 65536  # 64 TiB, of a GPU, a CPU KV pool or a host
 _gpu_count = int_range(1, MAX_PARALLEL, "a GPU count")
 _tokens = human_int(1, MAX_TOKENS)
 _seqs = int_range(1, MAX_SEQS, "a request count")

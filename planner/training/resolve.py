@@ -302,6 +302,14 @@ def _numel(shapes) -> int:
     return sum(math.prod(x) for x in shapes)
 
 
+def _dequant_bytes(c: cfg.TrainingConfig, base: Sequence[Tensor], rule: PrecisionRule) -> int:
+    """QLoRA dequantizes one 4-bit linear at a time to the compute dtype: the largest is the temporary."""
+    if c.method != "qlora":
+        return 0
+    linears = (math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int))
+    return max(linears) * rule.activation_bytes
+
+
 def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, profile: TrainingProfile) -> Resolved:
     cfg.check_choices(c)
     cfg.check_model(spec, tensors, c.method)
@@ -328,10 +336,7 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
     _check_host(c, host + host_act)
     shapes = tuple(t.shape or (1,) for t in base) if c.method == "full" else tuple(adapter_shapes)
     comm = _comm(c, fw, profile, base, rule, _numel(shapes), unsharded, _gathered_bytes_per_param(spec, base, c, rule))
-    dequant = 0
-    if c.method == "qlora":
-        linears = (math.prod(t.shape[-2:]) for t in base if t.linear and isinstance(t.stage, int))
-        dequant = max(linears) * rule.activation_bytes
+    dequant = _dequant_bytes(c, base, rule)
     paged = unsharded.optimizer + unsharded.adapter_optimizer if c.optimizer in PAGED_OPTIMIZERS else 0
     return Resolved(
         c=c,
