@@ -14,7 +14,7 @@ def test_every_package_is_in_the_packages_list():
 
 
 def test_every_console_script_resolves_inside_a_listed_package():
-    """`vllm-planner = "planner.cli:main"`: the target imports, is callable, and its package ships."""
+    """`vllm-planner = "planner.cli:run"`: the target imports, is callable, and its package ships."""
     import importlib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())

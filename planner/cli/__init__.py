@@ -6,8 +6,8 @@ Exit status: 0 success (for `plan`: it fits), 1 a plan that does not fit, 2 bad 
 Bad input is one line on stderr, never a traceback.
 """
 
-from planner.cli.entry import main
+from planner.cli.entry import main, run
 from planner.cli.parser import build_parser
 from planner.cli.plan import build_request
 
-__all__ = ["build_parser", "build_request", "main"]
+__all__ = ["build_parser", "build_request", "main", "run"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from planner.cli.parser import build_parser, command_of, wants_help
 from planner.errors import PlannerError
@@ -67,3 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.stdout = real
     return _write_out(real, buffer.getvalue(), code)
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The process entry (`vllm-planner`, `python -m planner`): `main`, then exit with its status. An
+    interrupted run has cleaned up before it returns 130; from then on a second SIGTERM or SIGHUP (while
+    the interpreter joins the load's threads at exit) must not turn that status into a kill."""
+    code = main(argv)
+    if code == 130:
+        import signal
+
+        for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+    sys.exit(code)
