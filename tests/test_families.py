@@ -55,6 +55,13 @@ NEW_PROFILES = {
         "Qwen/Qwen3-VL-235B-A22B-Instruct",
     ],
     "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it"],
+    # tests/test_families_nemotron.py and _nemotron_nas.py: parts, state against vLLM, bad input
+    "nemotron_h": [
+        "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+        "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4",
+        "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
+    ],
+    "nemotron_nas": ["nvidia/Llama-3_3-Nemotron-Super-49B-v1"],
 }
 # New profiles of families normalize.py already had (test_accounting checks their published totals)
 EXISTING_FAMILIES = [
