@@ -227,7 +227,10 @@ def inspect(
         params_active=acc.active_params(spec, tensors),
         params_breakdown=loaded,
         params_not_loaded={k: v - loaded.get(k, 0) for k, v in every.items() if v != loaded.get(k, 0)},
-        params_checkpoint=acc.checkpoint_params(tensors, quant if quant is spec.quant else None),
+        # meta.yaml `params_published_counts_scales: false`: a Hub total computed without the block scales
+        params_checkpoint=acc.checkpoint_params(
+            tensors, quant if quant is spec.quant and model.meta.get("params_published_counts_scales", True) else None
+        ),
         params_published=model.meta.get("params_published"),
         weight_bytes_total=sum(w.per_stage) * tp,
         weight_bytes_per_gpu=w.max_per_gpu,

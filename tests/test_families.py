@@ -44,7 +44,7 @@ NEW_PROFILES = {
         "zai-org/GLM-5.1-FP8",
     ],
     # more families: tests/test_families_more.py (parts, per-layer KV against vLLM, bad input)
-    "minimax_m2": ["MiniMaxAI/MiniMax-M2.5"],
+    "minimax_m2": ["MiniMaxAI/MiniMax-M2.5", "MiniMaxAI/MiniMax-M2.7"],
     "qwen3_vl": [
         "Qwen/Qwen3-VL-2B-Instruct",
         "Qwen/Qwen3-VL-4B-Instruct",
