@@ -181,7 +181,7 @@ def _measured(
         max_model_len=r.dummy_len,
         video_frames=rel.qwen2_vl_max_frames_per_video,
     )
-    features = oh.features(spec, shape)
+    features = oh.features(spec, shape, rel.version)
     act = oh.activation_peak_bytes(features, c)
     non_torch = oh.non_torch_bytes(s.tp, s.pp, c, target.interconnect)
     graphs = -1  # none subtracted

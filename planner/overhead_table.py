@@ -7,7 +7,8 @@ overlap: a later one refines an earlier one). A calibration set (`match: {gpu, i
 only in a user's overlay file, written by `vllm-planner calibrate`) replaces terms for one GPU,
 interconnect and TP over its release range. Every term is typed (`TERMS`); an unknown term, a wrong
 type, a set whose `base` does not exist or a range that ends before it starts is a one-line error
-naming the file and the entry. `capture_max_size` is a range-keyed fact per GPU family.
+naming the file and the entry. `capture_max_size` is a range-keyed fact per GPU family, and
+`vision_blocks` one per vLLM architecture (what a ViT block holds at its peak, by its model code).
 """
 
 from __future__ import annotations
@@ -97,15 +98,42 @@ class OverheadTable:
     sets: tuple[CoefficientSet, ...]
     capture_max_size: FrozenMap
     """GPU family ('default' for the others) -> ranges of the largest default capture size."""
+    vision_blocks: FrozenMap = FrozenMap({})
+    """vLLM architecture ('default' for the others) -> ranges of VisionBlock."""
 
     def capture_size(self, v: Version, family: str) -> int:
         ranges = self.capture_max_size.get(family) or self.capture_max_size.get("default")
         return lookup(ranges, v).size if ranges else 512
 
+    def vision_block(self, v: Version, architecture: str) -> "VisionBlock":
+        ranges = self.vision_blocks.get(architecture) or self.vision_blocks.get("default")
+        return lookup(ranges, v) if ranges else VisionBlock(3, 2, 0, 0, 4, "")
+
 
 @dataclass(frozen=True)
 class CaptureSize:
     size: int
+    source: str
+
+
+@dataclass(frozen=True)
+class VisionBlock:
+    """What one ViT block of vLLM's vision tower holds at its peak, per patch, in tensors of the
+    tower's width (hidden_size), read from the release's model code; the profile's dummy items run
+    through it eagerly (planner/overheads.py features)."""
+
+    mlp_hidden: int
+    """[patches, hidden] model-dtype tensors alive beside the MLP's columns (the block's input, which the
+    caller still holds, the residual sum and the normed input; a fused add-norm's two outputs add one)."""
+    attention_whole_hidden: int
+    """... alive through the attention (the block's input and the normed input), not split by TP."""
+    attention_split_hidden: int
+    """... model-dtype tensors of the attention on one TP rank (q/k/v projection, their contiguous
+    copies, the concatenated q/k); 0 where the MLP phase is always the larger."""
+    attention_fp32_split_hidden: int
+    """fp32 [patches, hidden / TP] tensors of the attention (an fp32 rotary over q and k: input and output)."""
+    pixel_bytes: int
+    """Bytes per pixel value of the dummy batch alive through the blocks (the processor's fp32 values)."""
     source: str
 
 
@@ -211,7 +239,13 @@ def table_from_doc(doc: dict, path: Path, first: Version, calibration: bool = Fa
         _check_calibration(sets, path)
         return OverheadTable(path, sets, FrozenMap({"default": ()}))
     _check_main_ranges(sets, first, path)
-    return OverheadTable(path, sets, _capture(doc.get("capture_max_size"), first, path))
+    blocks = doc.get("vision_blocks") or {}
+    if not isinstance(blocks, dict) or (blocks and "default" not in blocks):
+        raise data_error(path, "'vision_blocks' must map architectures (and 'default') to {from, until, value} ranges")
+    vision = FrozenMap(
+        {kind: load_ranges(f"vision_blocks.{kind}", r, VisionBlock, first, path) for kind, r in blocks.items()}
+    )
+    return OverheadTable(path, sets, _capture(doc.get("capture_max_size"), first, path), vision)
 
 
 def _check_calibration(sets: tuple[CoefficientSet, ...], path: Path) -> None:
@@ -230,4 +264,14 @@ def load(path: Path, first: Version, calibration: bool = False) -> OverheadTable
     return table_from_doc(read_mapping(path, what), path, first, calibration)
 
 
-__all__ = ["CoefficientSet", "CommBuffers", "Match", "OverheadTable", "Range", "TERMS", "load", "table_from_doc"]
+__all__ = [
+    "CoefficientSet",
+    "CommBuffers",
+    "Match",
+    "OverheadTable",
+    "Range",
+    "TERMS",
+    "VisionBlock",
+    "load",
+    "table_from_doc",
+]

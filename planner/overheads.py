@@ -90,9 +90,9 @@ class Features:
     vision_bytes: int
     """The encoder's dummy batch: images that fit the token budget x patches x vision hidden; 0 for text."""
     encoder_peak_bytes: int = 0
-    """The encoder's own transient over that batch, on one TP rank: the residual and normed hidden
-    states plus the ViT MLP's column outputs (gate/up or fc1, and the activation). It is freed
-    before the decoder's dummy pass, so it competes with that pass's peak rather than adding to it."""
+    """The encoder's own transient over that batch, on one TP rank (vit_block_bytes: the ViT block's
+    hidden-width tensors beside its MLP columns or inside its attention, plus the pixel values). It
+    is freed before the decoder's dummy pass, so it competes with that pass's peak rather than adding to it."""
     tokens: int = 0
     """The profile run's tokens (max_num_batched_tokens)."""
 
@@ -112,6 +112,26 @@ def largest_dummy_item(v: VisionSpec, length: int, video_frames: int) -> tuple[i
     return patches, tokens
 
 
+def vision_block(version: str | None, architecture: str) -> overhead_table.VisionBlock:
+    """The release's ViT block facts for this architecture (`vision_blocks` in overheads.yaml)."""
+    from planner.releases import parse_version
+
+    return _table().vision_block(parse_version(version) if version else (9999, 0, 0, 0), architecture)
+
+
+def vit_block_bytes(v: VisionSpec, blk: overhead_table.VisionBlock, tp: int, b: int) -> int:
+    """Bytes per patch alive at the ViT's peak on one TP rank: the larger of the MLP phase (the block's
+    [patches, hidden] tensors beside the MLP's column outputs: gate/up or fc1, and the activation) and
+    the attention phase (the whole and TP-split hidden-width tensors, fp32 ones at 4 B), plus the
+    dummy batch's pixel values, which the caller holds through every block."""
+    h = v.hidden_size
+    mlp = blk.mlp_hidden * h * b + (3 if v.mlp_gated else 2) * v.intermediate_size // tp * b
+    attention = blk.attention_whole_hidden * h * b + (
+        blk.attention_split_hidden * b + blk.attention_fp32_split_hidden * 4
+    ) * (h // tp)
+    return max(mlp, attention) + v.num_channels * v.patch_frames * v.patch_size**2 * blk.pixel_bytes
+
+
 def context_steps(v: VisionSpec | None, below: int, video_frames: int) -> list[int]:
     """For video models, the longest max_model_len under `below` at which vLLM's dummy video has
     each smaller number of frame groups, longest first; [] for image-only models."""
@@ -122,7 +142,9 @@ def context_steps(v: VisionSpec | None, below: int, video_frames: int) -> list[i
     return [(g + 1) * tokens - 1 for g in range(now - 1, 0, -1)]
 
 
-def features(spec: ModelSpec, shape: ProfileShape) -> Features:
+def features(spec: ModelSpec, shape: ProfileShape, version: str | None = None) -> Features:
+    """The tensors of the profile run; `version` picks the release's ViT block (vision_blocks in
+    overheads.yaml; None: the default block of the newest range)."""
     t, b, tp = shape.tokens, shape.dtype_bytes, shape.tp
     mlp = workspace = 0
     if any(l.mlp == "dense" for l in spec.layers):
@@ -142,11 +164,7 @@ def features(spec: ModelSpec, shape: ProfileShape) -> Features:
         # vLLM's encoder budget is max(max_num_batched_tokens, one item's tokens): at least one item
         total = max(1, shape.tokens // item_tokens) * patches
         vision = total * v.hidden_size * b
-        mlp_out = (3 if v.mlp_gated else 2) * v.intermediate_size // tp
-        # the ViT's residual and normed hidden states and MLP column outputs, plus its input: the
-        # processor's fp32 pixel patches and their model-dtype copy
-        pixels = v.num_channels * v.patch_frames * v.patch_size**2
-        encoder = total * ((2 * v.hidden_size + mlp_out) * b + pixels * (4 + b))
+        encoder = total * vit_block_bytes(v, vision_block(version, spec.architecture), tp, b)
     return Features(
         hidden_bytes=t * spec.hidden_size * b,
         mlp_bytes=mlp,
@@ -344,8 +362,9 @@ def activation_peak_bytes(f: Features, c: Coefficients) -> int:
 
 
 def _encoder_peak_bytes(f: Features, c: Coefficients) -> int:
-    """The encoder's pass over the same persistent buffers as the decoder's (the forward constant)."""
-    return int(f.encoder_peak_bytes + _forward_const_bytes(f, c)) if f.encoder_peak_bytes else 0
+    """The encoder's pass: it runs eagerly, before and outside the compiled decoder graph whose
+    workspaces and attention transients the forward constant stands for, so none of that is added."""
+    return int(f.encoder_peak_bytes)
 
 
 def encoder_binds(f: Features, c: Coefficients) -> bool:
