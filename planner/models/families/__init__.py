@@ -28,6 +28,7 @@ class Family:
 
 _BY_CONFIG_TYPE: dict[str, Family] = {}
 _TENSORS: dict[str, Callable[..., list]] = {}
+_STAGE_BUFFERS: dict[str, Callable[..., list]] = {}
 
 
 def register(*model_types: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -56,6 +57,22 @@ def register_tensors(*spec_types: str) -> Callable[[Callable[..., list]], Callab
     return deco
 
 
+def register_stage_buffers(*spec_types: str) -> Callable[[Callable[..., list]], Callable[..., list]]:
+    """Register `(spec, stage layer ranges) -> [Tensor]`: runtime buffers a stage builds for the layers it
+    holds beyond the spec's rotary cache (Gemma 4's full layers' own RoPE), read by `accounting.runtime_buffers`."""
+
+    def deco(fn: Callable[..., list]) -> Callable[..., list]:
+        for mt in spec_types:
+            _STAGE_BUFFERS[mt] = fn
+        return fn
+
+    return deco
+
+
+def stage_buffer_builder(spec_model_type: str) -> Callable[..., list] | None:
+    return _STAGE_BUFFERS.get(spec_model_type)
+
+
 def find(model_type: str) -> Family | None:
     return _BY_CONFIG_TYPE.get(model_type)
 
@@ -71,6 +88,7 @@ def model_types() -> list[str]:
 from planner.models.families import (  # noqa: E402,F401  (register on import; one line per family)
     deepseek_v32,
     gemma4,
+    kimi_k25,
     mimo_v2,
     minimax_m2,
     nemotron_h,

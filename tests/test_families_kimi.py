@@ -1,0 +1,169 @@
+"""Kimi-K2, Kimi-K2.5 and MiniMax-M2.7 (bundled: profiles/models/moonshotai/Kimi-K2-Instruct,
+Kimi-K2.5, MiniMaxAI/MiniMax-M2.7; configs from the aiconfigurator-core 0.12.0 wheel, as their
+meta.yaml say): inspect and plan at TP 1 and 8, an inventory and emit for the two Kimi profiles
+without a published total (MiniMax-M2.7 is a row of test_families.NEW_PROFILES); the Hub's figures
+they match; the KV page against vLLM's own classes (the CPU build, tests/vllm_oracle.py);
+bad input as one-line errors naming the field, exit status 2.
+
+Kimi-Linear (KDA + MLA), Kimi-K3 and MiniMax-M3 are not modelled (see the README's model list)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from launch_helpers import VLLM_ABSENT, vllm_python
+from test_families import oracle_rows
+
+from planner import accounting as acc
+from planner.api import check_parallel, inspect, load_model, plan
+from planner.cli import main
+from planner.errors import PlannerError
+from planner.models import families, sources
+from planner.models.normalize import normalize
+
+K2, K25, M27 = "moonshotai/Kimi-K2-Instruct", "moonshotai/Kimi-K2.5", "MiniMaxAI/MiniMax-M2.7"
+UNPUBLISHED = [K2, K25]  # no Hub total the planner matches: meta.yaml says why
+
+
+def config_of(model_id: str) -> dict:
+    return json.loads((sources.find_bundled(model_id) / "config.json").read_text())
+
+
+@pytest.mark.parametrize("model_id", UNPUBLISHED)
+@pytest.mark.parametrize("tp", [1, 8])
+def test_inspect_and_plan_at_tp(model_id, tp):
+    m = load_model(model_id)
+    check_parallel(m.spec, tp, 1)
+    r = inspect(m, tp=tp)
+    assert r.params_published is None and r.kv_bytes_per_token_per_gpu > 0 and r.weight_bytes_per_gpu > 0
+    p = plan(m, gpu="H200", tp=tp, max_model_len=32768)
+    assert p.budget.block_size > 0 and p.serve_command.startswith("vllm serve ")
+
+
+@pytest.mark.parametrize("model_id", UNPUBLISHED)
+def test_inventory_plan_and_emit(model_id, tmp_path, capsys):
+    assert main(["plan", model_id, "--inventory", "2x8xH200", "--max-model-len", "32768", "--json"]) in (0, 1)
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["model"] == model_id for r in rows)
+    code = main(["emit", model_id, "--gpu", "H200", "--max-model-len", "32768", "-f", "serve", "--out", str(tmp_path)])
+    assert code in (0, 1) and any(tmp_path.iterdir())
+
+
+def test_kimi_k25_is_registered():
+    assert families.find(config_of(K25)["model_type"]).name == "kimi_k25"
+
+
+# ---- the Hub's figures ---------------------------------------------------------------------------
+
+
+def test_kimi_k2_fp8_tensors_are_the_hubs_f8_count():
+    # Hub safetensors for Kimi-K2-Instruct (revision fd1984e2): F8_E4M3 1,023,893,241,856 of a total
+    # 1,026,408,235,864 that leaves the float32 block scales out (Kimi-K2-Base's 1,026,470,731,056
+    # counts them); the other 3,416 are BF16 values no config field names (meta.yaml)
+    m = load_model(K2)
+    fp8 = sum(t.numel for t in m.tensors if not t.runtime and acc.is_quantized(t, m.spec.quant))
+    assert fp8 == 1_023_893_241_856
+    r = inspect(m)
+    assert r.params_checkpoint == r.params_total == 1_026_408_235_864 - 3_416
+    with_scales = acc.checkpoint_params(list(m.tensors), m.spec.quant)
+    assert with_scales - r.params_total == 1_026_470_731_056 - 1_026_408_235_864
+
+
+def test_minimax_m27_total_leaves_the_scales_out_as_m2_and_m21_do():
+    # the same shapes as M2.5, whose Hub total counts the 13,880,064 fp8 block scales
+    m27, m25 = inspect(M27), inspect("MiniMaxAI/MiniMax-M2.5")
+    assert m27.params_total == m25.params_total == m27.params_checkpoint
+    assert m25.params_checkpoint - m27.params_checkpoint == 228_703_644_928 - 228_689_764_864
+
+
+def test_kimi_k25_text_is_kimi_k2_and_the_vision_tower_moonvit3d():
+    k25, k2 = inspect(K25), inspect(K2)
+    vision = k25.params_breakdown["vision"]
+    assert k25.params_total - vision == k2.params_total
+    # MoonViT3d: conv 3 x 14 x 14 -> 1152 with bias, a 64 x 64 x 1152 table, 27 blocks (2 LayerNorms,
+    # biased wqkv 1152 -> 3456, wo, fc0 1152 -> 4304, fc1), a final LayerNorm; patchmerger:
+    # LayerNorm(1152), 4608 -> 4608 and 4608 -> 7168, biased
+    h, mlp = 1152, 4304
+    block = 4 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * mlp + mlp) + (mlp * h + h)
+    tower = 3 * 14 * 14 * h + h + 64 * 64 * h + 27 * block + 2 * h
+    projector = 2 * h + 4 * h * 4 * h + 4 * h + 4 * h * 7168 + 7168
+    assert vision == tower + projector == 471_143_920
+    assert k25.kv_bytes_per_token_per_gpu == k2.kv_bytes_per_token_per_gpu == 61 * 576 * 2
+
+
+def test_kimi_k25_int4_experts_and_bf16_rest():
+    # compressed-tensors W4A16, groups of 32 with bf16 scales, on the routed experts only
+    r = inspect(K25)
+    experts = r.params_breakdown["experts"]
+    assert r.weight_breakdown_per_gpu["experts"] == experts // 2 + experts // 32 * 2
+    for part in ("attention", "shared_experts", "mlp", "lm_head"):
+        assert r.weight_breakdown_per_gpu[part] == 2 * r.params_breakdown[part], part
+
+
+# ---- against vLLM's classes ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_rows():
+    py = vllm_python()
+    if py is None:
+        pytest.skip(VLLM_ABSENT)
+    return {tp: oracle_rows(py, [K2, K25, M27], tp) for tp in (1, 8)}
+
+
+@pytest.mark.parametrize("model_id", [K2, K25, M27])
+@pytest.mark.parametrize("tp", [1, 8])
+def test_kv_page_and_max_model_len_match_vllm(vllm_rows, model_id, tp):
+    row = vllm_rows[tp][model_id]
+    assert row is not None and "error" not in row, row
+    m = load_model(model_id)
+    r = inspect(m, tp=tp)
+    assert row["num_layers"] == m.spec.num_layers and row["block_size"] == 16
+    assert r.kv_bytes_per_token_per_gpu == row["page_size_bytes_per_layer"] // 16 * row["num_layers"]
+    assert m.spec.max_model_len_default == row["max_model_len"]
+    assert row["use_mla"] == (m.spec.mla is not None)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def _broken(model_id: str, edit) -> dict:
+    cfg = copy.deepcopy(config_of(model_id))
+    edit(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda c: c.pop("vision_config"), "vision_config"),
+        (lambda c: c["vision_config"].pop("vt_num_hidden_layers"), "vt_num_hidden_layers"),
+        (lambda c: c["vision_config"].__setitem__("vt_num_attention_heads", 7), "vt_num_attention_heads"),
+        (lambda c: c["vision_config"].__setitem__("text_hidden_size", 4096), "text_hidden_size"),
+        (lambda c: c["vision_config"].__setitem__("mm_projector_type", "mlp"), "mm_projector_type"),
+        (lambda c: c["vision_config"].__setitem__("merge_kernel_size", [2]), "merge_kernel_size"),
+        (lambda c: c["text_config"].__setitem__("num_experts_per_tok", 400), "num_experts_per_tok"),
+        (lambda c: c["text_config"].pop("n_routed_experts"), "n_routed_experts"),
+        (lambda c: c["text_config"].__setitem__("model_type", "qwen3"), "text_config.model_type"),
+        (lambda c: c.pop("text_config"), "text_config"),
+    ],
+)
+def test_kimi_k25_bad_input_is_a_one_line_error_naming_the_field(edit, field):
+    with pytest.raises(PlannerError) as err:
+        normalize(_broken(K25, edit))
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+def test_minimax_m27_contradictory_layer_list_is_an_error():
+    with pytest.raises(PlannerError) as err:
+        normalize(_broken(M27, lambda c: c["attn_type_list"].pop()))
+    assert "attn_type_list" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(_broken(K25, lambda c: c["vision_config"].pop("vt_hidden_size"))))
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "vt_hidden_size" in err and len(err.splitlines()) == 1
