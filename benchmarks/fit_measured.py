@@ -1,6 +1,6 @@
 """The measured terms the H100 set cannot fix, fitted on the other start-ups (the recent 0.21-0.30 set
 and the public logs): the V2 runner's CUDA-graph estimate (0.29+), the V1 estimate's FULL-graph share,
-the 0.27+ consumed memory at TP 1, the cold-start extra; the communication buffers at TP >= 2 are
+the 0.27+ consumed memory at TP 1, the 0.27+ cold-start extra; the communication buffers at TP >= 2 are
 not fitted but built from their documented sizes (planner/comm_buffers.py). benchmarks/accuracy.py
 refits these without each held-out GPU class or source; `fit_overheads.py --measured` writes them.
 """
@@ -231,10 +231,14 @@ def _warm_twin(r: dict, terms: list) -> dict | None:
 
 
 def _cold_start(terms: list, sets: list[dict], notes: list[str]) -> None:
-    """(D) the cold start: the warm - cold KV difference of the same job."""
-    base, pairs = _set(sets, "base"), []
+    """(D) the cold start of 0.27+: the warm - cold KV difference of the same job, fitted into the
+    consumed-0.27 set. Before 0.27 the base set has none: its own start-ups (the H100 set's 0.15-0.19
+    logs, the H200 0.26 verify runs) compiled at start-up ('Compiling a graph for compile range',
+    'Cache the graph ... for later use', no 'Directly load ... from the cache'), forward-bound ones
+    among them, and the terms fitted on them reproduce them with no cold-start extra."""
+    consumed, pairs = _set(sets, "consumed-0.27"), []
     for r, t in terms:
-        warm = _warm_twin(r, terms) if r["start"] == "cold" else None
+        warm = _warm_twin(r, terms) if r["start"] == "cold" and _version(r) >= (0, 27, 0) else None
         if warm is None:
             continue
         if r.get("kv_cache_gib") is not None and warm.get("kv_cache_gib") is not None:
@@ -244,13 +248,14 @@ def _cold_start(terms: list, sets: list[dict], notes: list[str]) -> None:
         pairs.append((t["tokens"], delta))
     if len({p[0] for p in pairs}) > 1:
         c0, c1 = lstsq([[1.0, tok] for tok, _ in pairs], [y for _, y in pairs])
-        base["cold_const_gib"], base["cold_per_token_bytes"] = round(c0, 4), round(c1 * GIB)
+        consumed["cold_const_gib"], consumed["cold_per_token_bytes"] = round(c0, 4), round(c1 * GIB)
     elif pairs:
-        base["cold_const_gib"], base["cold_per_token_bytes"] = round(statistics.mean(y for _, y in pairs), 4), 0
+        consumed["cold_const_gib"] = round(statistics.mean(y for _, y in pairs), 4)
+        consumed["cold_per_token_bytes"] = 0
         notes.append("cold start: one batch size, constant only")
     else:
-        base["cold_const_gib"], base["cold_per_token_bytes"] = 0.0, 0
-        notes.append("cold start: no pair, none predicted")
+        consumed["cold_const_gib"], consumed["cold_per_token_bytes"] = 0.0, 0
+        notes.append("cold start: no 0.27+ warm/cold pair, none predicted")
 
 
 def fit_measured_terms(train: list[dict], sets: list[dict]) -> tuple[list[dict], list[str]]:

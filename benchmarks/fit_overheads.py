@@ -237,6 +237,7 @@ def main(argv=None) -> int:
     doc = {
         "sets": [*sets[:-1], *[x for x in kept if "runner" not in x], sets[-1], *[x for x in kept if "runner" in x]],
         "capture_max_size": current["capture_max_size"],
+        "vision_blocks": current["vision_blocks"],
     }
     print(yaml.safe_dump(doc, sort_keys=False))
     if a.write:

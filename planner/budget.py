@@ -359,7 +359,7 @@ def _range_notes(mem: MemoryTerms, kv: KVCapacity, cold_fits: bool | None, warm_
     notes = []
     if mem.kv_cache.extrapolated:
         notes.append("KV range widened: no real start-up covers this plan's release, GPU or interconnect")
-    if mem.kv_cache_cold.value != mem.kv_cache.low and warm_fits:
+    if mem.kv_cache_cold.value < mem.kv_cache.value and warm_fits:  # the release has a cold-start term
         verdict = (
             "fits too" if cold_fits else "does NOT fit: keep the torch.compile cache (VLLM_CACHE_ROOT) on a volume"
         )
