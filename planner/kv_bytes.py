@@ -36,11 +36,18 @@ class KVBytes:
 INDEXER_QUANT_BLOCK = 128  # vLLM's Indexer.quant_block_size: one fp32 scale per 128 fp8 key values
 
 
+def has_indexer(spec: ModelSpec, layer: int) -> bool:
+    """Whether decoder layer `layer` keeps an indexer key cache (DSA layers not marked shared)."""
+    m = spec.mla
+    return bool(m and m.index_head_dim) and spec.layers[layer].attention == "mla" and layer not in m.index_shared_layers
+
+
 def indexer_bytes_per_token(spec: ModelSpec) -> int:
     """The lightning indexer's key cache of one MLA layer (DeepSeek-V3.2, GLM-5): vLLM's
     `DeepseekV32IndexerCache`, an MLAAttentionSpec of `index_head_dim + index_head_dim // 128 * 4`
-    uint8 per token whatever the KV dtype, whole on every rank. It shares the latent's block ids
-    (one uniform-type KV-cache group), so it adds to the layer's bytes per token; 0 without an indexer."""
+    uint8 per token whatever the KV dtype, whole on every rank, in each layer that has one
+    (`has_indexer`). It shares the latents' block ids (one uniform-type KV-cache group), so it adds
+    to the bytes per token; 0 without an indexer."""
     m = spec.mla
     if m is None or not m.index_head_dim:
         return 0
@@ -75,8 +82,10 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype_bytes: int, tp: int = 1, pp: in
         kinds: dict[str, int] = {}
         for i in r:
             k = spec.layers[i].attention
+            if spec.layers[i].kv_shared_with is not None:
+                continue  # reads an earlier layer's cache (vLLM builds no KV spec for it)
             kinds[k] = kinds.get(k, 0) + per_layer[k]
-            if k == "mla" and indexer_bytes_per_token(spec):
+            if has_indexer(spec, i):
                 kinds["indexer"] = kinds.get("indexer", 0) + indexer_bytes_per_token(spec)
         per_stage.append(sum(kinds.values()))
         by_kind.append(kinds)

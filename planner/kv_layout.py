@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from planner.kv_bytes import indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
+from planner.kv_bytes import has_indexer, indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
 from planner.models.spec import ModelSpec
 
 MAMBA_KINDS = ("mamba", "linear")
@@ -51,10 +51,13 @@ class KVLayout(NamedTuple):
     """Blocks per request of each Mamba group in modes none / align (spec and checkpoint blocks included)."""
     mamba_all_extra_blocks: int = 0
     """Mode all: blocks added to cdiv(max_model_len, block_size) (speculative tokens, 0.28+)."""
+    indexer_block_bytes: int = 0
+    """DSA: the indexer key-cache pages of this worker's layers that have one, in every block beside
+    the latents (`UniformTypeKVCacheSpecs`: one group whose page is the sum of all its layers' pages)."""
 
     @property
     def bytes_per_block(self) -> int:
-        return self.group_size * self.page_bytes
+        return self.group_size * self.page_bytes + self.indexer_block_bytes
 
 
 class LayoutRules(NamedTuple):
@@ -174,15 +177,8 @@ def build_layout(
         attn_1 = attention_page_per_token(spec, tp, kv_dtype_bytes)
         block_size = hybrid_block_size(attn_1, mamba_state, block_size, rules, spec.mla is not None)
     counts = _kind_counts(spec, layers, kinds, hybrid)
-    # a DSA layer's indexer cache shares the latent's block ids (one uniform-type group): its page adds on
     page = {
-        k: block_size
-        * (
-            attn_1
-            if k[0] == "mamba"
-            else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes)
-            + (indexer_bytes_per_token(spec) if k[0] == "mla" else 0)
-        )
+        k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes))
         for k in counts
     }
     # unify_kv_cache_spec_page_size: a smaller attention page grows by its block size to the largest
@@ -206,7 +202,12 @@ def build_layout(
 
     if len(counts) == 1:
         ((kind, n),) = counts.items()
+        # a DSA layer's indexer cache shares the latents' block ids (one uniform-type group): its pages add on
+        indexers = sum(1 for i in layers if has_indexer(spec, i))
+        extra["indexer_block_bytes"] = indexers * block_size * indexer_bytes_per_token(spec)
         return KVLayout(block_size, page_bytes, n, (group(kind),), 0, **extra)
+    if any(has_indexer(spec, i) for i in layers):
+        raise ValueError("an indexer beside attention kinds other than MLA is not modelled")
     lo, hi = min(counts.values()), max(counts.values())
     group_size = hi if rules.hybrid_group_size_max_rule and hi < 1.5 * lo else lo
     groups, padding = [], 0

@@ -249,7 +249,9 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
     if "kv_lora_rank" in text:
         # DSA (DeepSeek-V3.2, GLM-5): the indexer's uint8 key cache, index_head_dim + one fp32 scale per 128
         indexer = text["index_head_dim"] + text["index_head_dim"] // 128 * 4 if "index_topk" in text else 0
-        return layers * ((text["kv_lora_rank"] + text["qk_rope_head_dim"]) * dtype_bytes + indexer)
+        # GLM-5.2's IndexShare: only the layers its indexer_types marks "full" keep an indexer cache
+        with_indexer = text["indexer_types"].count("full") if "indexer_types" in text else layers
+        return layers * (text["kv_lora_rank"] + text["qk_rope_head_dim"]) * dtype_bytes + with_indexer * indexer
     heads = text["num_attention_heads"]
     kv_heads = text.get("num_key_value_heads") or heads
     head_dim = text.get("head_dim") or text["hidden_size"] // heads

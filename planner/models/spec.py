@@ -82,6 +82,9 @@ class MLASpec:
     index_head_dim: int = 0
     """Width of the indexer's key, which vLLM caches per token beside the latent (fp8 values plus one
     fp32 scale per 128)."""
+    index_shared_layers: tuple[int, ...] = ()
+    """Decoder layers without an indexer of their own (GLM-5.2's IndexShare: they reuse the last
+    indexer's top-k, and vLLM builds neither its weights nor its key cache); () = every layer has one."""
 
 
 @dataclass(frozen=True)
