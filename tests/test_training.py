@@ -133,6 +133,7 @@ def test_zero_stages_shard_what_the_paper_says():
         adapter_gradients=8,
         adapter_optimizer=16,
         quantized_base=32,
+        quant_scales=5,
     )
     one = zero_shard(s, 1, 8)
     assert (one.master_weights, one.optimizer, one.adapter_optimizer, one.gradients, one.weights) == (16, 32, 2, 64, 64)
@@ -140,6 +141,7 @@ def test_zero_stages_shard_what_the_paper_says():
     assert (two.gradients, two.adapter_gradients, two.weights, two.quantized_base) == (8, 1, 64, 32)
     three = zero_shard(s, 3, 8)
     assert (three.weights, three.adapter_weights, three.quantized_base) == (8, 1, 4)
+    assert three.quant_scales == 5  # bitsandbytes' QuantState is no parameter: every GPU keeps it whole
 
 
 # ---- LoRA ---------------------------------------------------------------------------------------
@@ -202,8 +204,10 @@ def test_qlora_quantizes_the_decoder_linears_only(llama8b):
     assert (upcast.states.weights - e.states.weights) / GIB == pytest.approx(
         1.96, abs=0.01
     )  # the issue's +2 GiB for an 8B
-    assert e.states.quantized_base == sum(nf4_double_quant_bytes(t.numel) for t in llama8b.tensors if t.linear)
-    assert e.states.quantized_base < 0.29 * 2 * linear
+    nf4 = e.states.quantized_base + e.states.quant_scales
+    assert nf4 == sum(nf4_double_quant_bytes(t.numel) for t in llama8b.tensors if t.linear)
+    assert e.states.quantized_base == linear // 2  # the 4-bit codes; the scales beside them
+    assert nf4 < 0.29 * 2 * linear
 
 
 # ---- activations --------------------------------------------------------------------------------

@@ -258,7 +258,8 @@ def _state_rows(e: tr.TrainingEstimate) -> list[list[str]]:
     w = e.base_dtype or w
     rows = [(f"frozen base weights ({w}{', outside the NF4 linears' if e.method == 'qlora' else ''})", s.weights)]
     if e.method == "qlora":
-        rows.append(("quantized base (NF4, double quantization)", s.quantized_base))
+        rows.append(("quantized base (NF4 codes)", s.quantized_base))
+        rows.append(("NF4 scales (double-quantized absmax; whole on every GPU)", s.quant_scales))
     rows += [
         (f"LoRA adapter weights ({a})", s.adapter_weights),
         (f"LoRA adapter gradients ({a})", s.adapter_gradients),

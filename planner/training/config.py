@@ -153,6 +153,7 @@ class TrainingEstimate:
             "adapter_gradients": s.adapter_gradients,
             "adapter_optimizer": s.adapter_optimizer,
             "quantized_base": s.quantized_base,
+            "quant_scales": s.quant_scales,
             "activations": self.activation_bytes,
             "temporary": self.temporary_bytes,
             "optimizer_step": self.optimizer_step_bytes,

@@ -166,10 +166,17 @@ def _assumptions(r: Resolved) -> list[str]:
     else:
         out.append("gradients at the peak: all of them (accumulated over micro-batches)")
     if c.gpus > 1 or c.zero:
+        ds = fw.sharding == "deepspeed"
         out.append(
-            f"sharding: {'DeepSpeed ZeRO' if fw.sharding == 'deepspeed' else 'FSDP'} stage {c.zero}, default buffer "
-            f"sizes (reduce bucket {rm.deepspeed_reduce_bucket_elements:.0e}, prefetch "
-            f"{rm.deepspeed_prefetch_bucket_elements:.0e} elements; FSDP {rm.fsdp_units_in_flight} units in flight)"
+            f"sharding: {'DeepSpeed ZeRO' if ds else 'FSDP'} stage {c.zero}, default buffer sizes "
+            + (
+                f"(reduce bucket {rm.deepspeed_reduce_bucket_elements:.0e} elements allocated whole, prefetch "
+                f"{rm.deepspeed_prefetch_bucket_elements:.0e})"
+                if ds
+                else f"({rm.fsdp_units_in_flight} units in flight"
+                + ("; the root unit (embeddings, norm, lm_head) kept gathered)" if not fw.fsdp_root_resharded else ")")
+            )
+            + ("; NF4 scales whole on every GPU (not parameters)" if c.method == "qlora" and c.zero == 3 else "")
         )
     out.append(
         f"reserved = allocated x (1 + {rm.fragmentation:g}) + CUDA context {rm.cuda_context_gib:g} GiB"

@@ -40,6 +40,10 @@ class Framework:
     """What bf16-mixed / fp16-mixed full fine-tuning means without a DeepSpeed or FSDP engine:
     "amp", torch.autocast over fp32 weights (fp32 gradients, no separate master copy); "master",
     16-bit weights beside an fp32 master copy (DeepSpeed / Megatron style)."""
+    fsdp_root_resharded: bool
+    """FSDP frees the root unit (what no decoder layer holds: embeddings, final norm, lm_head) after
+    the forward pass; false where it stays gathered until the backward pass ends (FSDP1's root,
+    FSDP2's default for the root)."""
     source: str
 
 

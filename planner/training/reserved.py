@@ -20,46 +20,57 @@ class CommInputs:
     largest_unit_params: int
     """Parameters of the largest group gathered at once (a decoder layer, or embeddings / head)."""
     compute_bytes: int
-    """Bytes of one gathered parameter (the compute dtype)."""
+    """Bytes of one gathered element (the compute dtype; QLoRA's codes are packed in it)."""
     trainable_params: int
     grad_bytes: int
     largest_unit_trainable_params: int
     weights_unsharded_bytes: int
-    gathered_bytes_per_param: float = 0.0
-    """Bytes of one gathered parameter of the largest unit (0: compute_bytes); QLoRA gathers the
-    4-bit storage (about half a byte per parameter), not a 16-bit copy."""
+    largest_unit_bytes: int = 0
+    """Gathered bytes of the largest unit (0: largest_unit_params x compute_bytes). QLoRA gathers
+    the 4-bit codes (half a byte per parameter), not a 16-bit copy, and never the NF4 scales."""
+    layer_unit_bytes: int = 0
+    """Gathered bytes of the largest decoder layer (0: largest_unit_bytes)."""
+    root_unit_bytes: int = 0
+    """Gathered bytes of what no decoder layer holds (embeddings, final norm, lm_head): FSDP's root unit."""
 
     @property
-    def per_param(self) -> float:
-        return self.gathered_bytes_per_param or self.compute_bytes
+    def unit_bytes(self) -> int:
+        return self.largest_unit_bytes or self.largest_unit_params * self.compute_bytes
 
 
 def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[str, int]:
     """Buffers by name. DDP (no ZeRO, several GPUs): gradient buckets, one more copy of the
-    gradients (gradient_as_bucket_view=False). DeepSpeed: the reduce and all-gather buckets (5e8
-    elements each by default, capped by what there is to reduce), and under ZeRO-3 the gathered
-    layer plus the prefetch bucket, capped by stage3_max_live_parameters. FSDP: two units gathered
-    (current and prefetched) and one unit's unsharded gradients for the reduce-scatter; SHARD_GRAD_OP
-    (--zero 1/2) keeps the parameters gathered from forward to backward."""
+    gradients (gradient_as_bucket_view=False). DeepSpeed: the reduce bucket, allocated whole
+    (`reduce_bucket_size` elements of the engine's dtype whatever the trainable count: stage3.py
+    `__ipg_bucket_flat_buffer`, stage_1_and_2.py `ipg_buffer`, contiguous_gradients on by default), the
+    all-gather bucket under ZeRO 1/2, and under ZeRO-3 the gathered unit plus the prefetch bucket,
+    capped by stage3_max_live_parameters. FSDP: two units gathered (current and prefetched), one
+    unit's unsharded gradients for the reduce-scatter, and the root unit (embeddings, norm, lm_head)
+    kept gathered from its forward to the end of the backward pass where the framework's FSDP does not
+    reshard the root after forward; SHARD_GRAD_OP (--zero 1/2) keeps the parameters gathered."""
     if c.gpus == 1 and c.zero == 0:
         return {}
     if c.zero == 0:
         return {"DDP gradient buckets": c.trainable_params * c.grad_bytes}
     if fw.sharding == "deepspeed":
-        out = {"ZeRO reduce bucket": min(rm.deepspeed_reduce_bucket_elements, c.trainable_params) * c.grad_bytes}
+        out = {"ZeRO reduce bucket": rm.deepspeed_reduce_bucket_elements * c.grad_bytes}
         if c.zero in (1, 2):
             out["ZeRO all-gather bucket"] = (
                 min(rm.deepspeed_allgather_bucket_elements, c.trainable_params) * c.compute_bytes
             )
         else:
-            live = min(rm.deepspeed_max_live_parameters, c.largest_unit_params + rm.deepspeed_prefetch_bucket_elements)
-            out["ZeRO-3 gathered and prefetched parameters"] = int(live * c.per_param)
+            live = min(
+                rm.deepspeed_max_live_parameters * c.compute_bytes,
+                c.unit_bytes + rm.deepspeed_prefetch_bucket_elements * c.compute_bytes,
+            )
+            out["ZeRO-3 gathered and prefetched parameters"] = int(live)
         return out
     out = {"FSDP reduce-scatter (one unit's gradients)": c.largest_unit_trainable_params * 4}
-    if c.zero == 3:
-        out["FSDP gathered units (current + prefetch)"] = int(
-            rm.fsdp_units_in_flight * c.largest_unit_params * c.per_param
-        )
+    if c.zero == 3 and not fw.fsdp_root_resharded and c.root_unit_bytes:
+        out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * (c.layer_unit_bytes or c.unit_bytes)
+        out["FSDP root unit kept gathered (embeddings, norm, lm_head)"] = c.root_unit_bytes
+    elif c.zero == 3:
+        out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * c.unit_bytes
     else:
         out["FSDP SHARD_GRAD_OP: parameters kept gathered"] = c.weights_unsharded_bytes
     return out

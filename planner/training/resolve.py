@@ -28,7 +28,8 @@ from planner.training.states import (
     PAGED_OPTIMIZERS,
     ModelStates,
     PrecisionRule,
-    nf4_double_quant_bytes,
+    nf4_code_bytes,
+    nf4_scale_bytes,
     precision_rule,
     trainable_states,
     zero_shard,
@@ -100,15 +101,15 @@ def _base_dtype(spec: ModelSpec, c: cfg.TrainingConfig, fw: Framework, rule: Pre
     return default, f"{fw.name} default{why}"
 
 
-def _frozen_bytes(t: Tensor, spec: ModelSpec, method: str, base_bytes: int) -> tuple[int, int]:
-    """(plain bytes, NF4 bytes) of one frozen base tensor under LoRA or QLoRA."""
+def _frozen_bytes(t: Tensor, spec: ModelSpec, method: str, base_bytes: int) -> tuple[int, int, int]:
+    """(plain bytes, NF4 code bytes, NF4 scale bytes) of one frozen base tensor under LoRA or QLoRA."""
     if method == "qlora" and t.linear and isinstance(t.stage, int):
         per_matrix = math.prod(t.shape[-2:])
         copies = t.shape[0] if len(t.shape) == 3 else 1
-        return 0, copies * nf4_double_quant_bytes(per_matrix)
+        return 0, copies * nf4_code_bytes(per_matrix), copies * nf4_scale_bytes(per_matrix)
     if spec.quant is not None and acc.is_quantized(t, spec.quant):
-        return acc.quantized_bytes(spec.quant, t.shape), 0  # LoRA over a quantized checkpoint: as stored
-    return t.numel * base_bytes, 0
+        return acc.quantized_bytes(spec.quant, t.shape), 0, 0  # LoRA over a quantized checkpoint: as stored
+    return t.numel * base_bytes, 0, 0
 
 
 def _states(
@@ -122,19 +123,22 @@ def _states(
 ) -> ModelStates:
     if c.method == "full":
         return trainable_states((t.shape or (1,) for t in base), rule, c.optimizer)
-    plain = nf4 = 0
+    plain = codes = scales = 0
     for t in base:
-        p, q = _frozen_bytes(t, spec, c.method, base_bytes)
-        plain, nf4 = plain + p, nf4 + q
+        p, q, r = _frozen_bytes(t, spec, c.method, base_bytes)
+        plain, codes, scales = plain + p, codes + q, scales + r
     return dataclasses.replace(
-        adapter_states(adapter_shapes, rule, c.optimizer, adapter_bytes), weights=plain, quantized_base=nf4
+        adapter_states(adapter_shapes, rule, c.optimizer, adapter_bytes),
+        weights=plain,
+        quantized_base=codes,
+        quant_scales=scales,
     )
 
 
 def _offload(states: ModelStates, c: cfg.TrainingConfig, fw: Framework) -> tuple[ModelStates, int]:
     """ZeRO-Offload / FSDP CPU offload: master weights, optimizer states and gradient partitions on
-    the host (the step runs there); with parameters, the sharded weights too. Returns the GPU's
-    states and the host bytes for all ranks."""
+    the host (the step runs there); with parameters, the sharded weights too (QLoRA's NF4 scales stay:
+    they are not parameters). Returns the GPU's states and the host bytes for all ranks."""
     if c.offload == "none":
         return states, 0
     if fw.sharding == "fsdp" and c.offload == "optimizer":
@@ -234,24 +238,22 @@ def amp_full(c: cfg.TrainingConfig, fw: Framework) -> bool:
     return c.method == "full" and mixed and c.zero == 0 and fw.mixed_precision == "amp"
 
 
-def _gathered_bytes_per_param(spec: ModelSpec, base: list[Tensor], c: cfg.TrainingConfig, rule: PrecisionRule) -> float:
-    """QLoRA gathers the largest unit's 4-bit storage (ZeRO-3 / FSDP over bnb's quant_storage), the
-    rest gather a compute-dtype copy (0: compute bytes)."""
-    if c.method != "qlora":
-        return 0.0
-    units: dict[object, tuple[int, int]] = {}
+def _gathered_units(spec: ModelSpec, base: list[Tensor], c: cfg.TrainingConfig, rule: PrecisionRule) -> dict:
+    """Gathered bytes per unit (a decoder layer by index, "first" / "last" outside them): a
+    compute-dtype copy of every parameter, or under QLoRA the 4-bit codes of the NF4 linears (packed
+    in bnb_4bit_quant_storage; their scales are not parameters and are never gathered)."""
+    units: dict[object, int] = {}
     for t in base:
-        plain, nf4 = _frozen_bytes(t, spec, "qlora", rule.activation_bytes)
-        n, b = units.get(t.stage, (0, 0))
-        units[t.stage] = (n + t.numel, b + plain + nf4)
-    n, b = max(units.values())
-    return b / n
+        plain, codes, _ = _frozen_bytes(t, spec, "qlora", rule.activation_bytes)
+        nbytes = plain + codes if c.method == "qlora" else t.numel * rule.activation_bytes
+        units[t.stage] = units.get(t.stage, 0) + nbytes
+    return units
 
 
-def _comm(
-    c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, base, rule, n_trainable, unsharded, per_param
-):
+def _comm(c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, spec, base, rule, n_trainable, unsharded):
     unit, unit_trainable = _unit_params(base, c.method == "full")
+    units = _gathered_units(spec, base, c, rule)
+    layers = [b for k, b in units.items() if isinstance(k, int)]
     inputs = CommInputs(
         c.gpus,
         c.zero,
@@ -261,7 +263,9 @@ def _comm(
         rule.grad_bytes,
         unit_trainable,
         unsharded.weights + unsharded.quantized_base,
-        per_param,
+        largest_unit_bytes=max(units.values()),
+        layer_unit_bytes=max(layers, default=0),
+        root_unit_bytes=sum(b for k, b in units.items() if not isinstance(k, int)),
     )
     return comm_buffer_bytes(inputs, fw, profile.reserved)
 
@@ -335,7 +339,7 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
     host_act = act.host_bytes(c.micro_batch_size, seq) * c.gpus
     _check_host(c, host + host_act)
     shapes = tuple(t.shape or (1,) for t in base) if c.method == "full" else tuple(adapter_shapes)
-    comm = _comm(c, fw, profile, base, rule, _numel(shapes), unsharded, _gathered_bytes_per_param(spec, base, c, rule))
+    comm = _comm(c, fw, profile, spec, base, rule, _numel(shapes), unsharded)
     dequant = _dequant_bytes(c, base, rule)
     paged = unsharded.optimizer + unsharded.adapter_optimizer if c.optimizer in PAGED_OPTIMIZERS else 0
     return Resolved(

@@ -108,7 +108,10 @@ class ModelStates:
     adapter_gradients: int = 0
     adapter_optimizer: int = 0
     quantized_base: int = 0
-    """QLoRA: the NF4 linear weights with their double-quantized scales."""
+    """QLoRA: the NF4 codes of the linear weights (the 4-bit parameters ZeRO-3 / FSDP shard)."""
+    quant_scales: int = 0
+    """QLoRA: the NF4 block scales (bitsandbytes' QuantState: absmax, double-quantized). Not a
+    parameter: every GPU keeps them whole (ZeRO-3 and FSDP shard and offload parameters only)."""
 
     @property
     def adapter(self) -> int:
@@ -116,13 +119,22 @@ class ModelStates:
 
     @property
     def total(self) -> int:
-        return self.weights + self.master_weights + self.gradients + self.optimizer + self.adapter + self.quantized_base
+        return (
+            self.weights
+            + self.master_weights
+            + self.gradients
+            + self.optimizer
+            + self.adapter
+            + self.quantized_base
+            + self.quant_scales
+        )
 
 
 def zero_shard(states: ModelStates, stage: int, gpus: int) -> ModelStates:
     """Per-GPU model states under ZeRO (or FSDP's equivalent): stage 1 divides the optimizer states
     (the fp32 master copy is one of them: the paper's K), stage 2 also the gradients, stage 3 also
-    the parameters, each by the data-parallel size. DeepSpeed's alignment padding is ignored."""
+    the parameters, each by the data-parallel size; QLoRA's NF4 scales stay whole (bitsandbytes
+    keeps them on the module, outside every parameter). DeepSpeed's alignment padding is ignored."""
     if stage not in ZERO_STAGES:
         raise PlannerError(f"--zero {stage} is not a ZeRO stage: use 0, 1, 2 or 3")
 
@@ -138,6 +150,7 @@ def zero_shard(states: ModelStates, stage: int, gpus: int) -> ModelStates:
         adapter_gradients=div(states.adapter_gradients, 2),
         adapter_optimizer=div(states.adapter_optimizer, 1),
         quantized_base=div(states.quantized_base, 3),
+        quant_scales=states.quant_scales,
     )
 
 
@@ -158,15 +171,26 @@ def trainable_states(shapes: Iterable[tuple[int, ...]], rule: PrecisionRule, opt
 
 def nf4_double_quant_bytes(numel: int) -> int:
     """One weight as bitsandbytes stores it for QLoRA (`quant_type="nf4"`, `compress_statistics`):
-    two 4-bit codes per byte, one 8-bit absmax per 64-element block, one fp32 scale per 256
-    blocks, and one fp32 offset (the absmax mean) per tensor. The block sizes and scale formats come
-    from `planner.dtypes` (nf4 with double quantization); the 16-entry code book is not counted."""
+    the 4-bit codes (`nf4_code_bytes`) and their scales (`nf4_scale_bytes`)."""
+    return nf4_code_bytes(numel) + nf4_scale_bytes(numel)
+
+
+def nf4_code_bytes(numel: int) -> int:
+    """Two 4-bit codes per byte: the Params4bit tensor (packed in bnb_4bit_quant_storage)."""
+    fmt = get_format("nf4")
+    return -(-numel * fmt.bits // 8)
+
+
+def nf4_scale_bytes(numel: int) -> int:
+    """bitsandbytes' QuantState of one weight with double quantization: one 8-bit absmax per
+    64-element block, one fp32 scale per 256 blocks and one fp32 offset (the absmax mean) per tensor.
+    The block sizes and scale formats come from `planner.dtypes`; the 16-entry code book is not
+    counted. `quantize_4bit` keeps these on the module (`Linear4bit.quant_state`), not in the parameter."""
     fmt = get_format("nf4").with_double_quant()
     assert fmt.block_size and fmt.super_block_size and fmt.scale_format and fmt.super_scale_format
     blocks = -(-numel // fmt.block_size)
     super_blocks = -(-blocks // fmt.super_block_size)
-    codes = -(-numel * fmt.bits // 8)
-    return codes + blocks * _format_bytes(fmt.scale_format) + super_blocks * _format_bytes(fmt.super_scale_format) + 4
+    return blocks * _format_bytes(fmt.scale_format) + super_blocks * _format_bytes(fmt.super_scale_format) + 4
 
 
 def _format_bytes(name: str) -> int:

@@ -1,0 +1,79 @@
+"""What a sharded QLoRA / LoRA run holds per GPU beyond the sharded states, as the frameworks' code
+does it (the mechanisms behind the PEFT docs' 2-GPU Llama-2-70B runs, benchmarks/train_accuracy.py):
+
+- bitsandbytes keeps each weight's NF4 scales (QuantState: absmax, double-quantized) on the module,
+  outside the parameter, so ZeRO-3 and FSDP shard and offload the 4-bit codes only;
+- DeepSpeed allocates its reduce bucket whole (`reduce_bucket_size` elements) however few parameters train;
+- accelerate's FSDP keeps the root unit (embeddings, final norm, lm_head) gathered from its forward
+  to the end of the backward pass; torchtune reshards it.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from planner.api import load_model
+from planner.training import TrainingConfig, estimate_training, load_training_profile
+from planner.units import GIB
+
+REPO = Path(__file__).resolve().parent.parent
+LLAMA2_70B = REPO / "benchmarks" / "data" / "training" / "configs" / "meta-llama__Llama-2-70b-hf.json"
+
+
+@pytest.fixture(scope="module")
+def llama70b():
+    return load_model(str(LLAMA2_70B))
+
+
+def est(model, **kw):
+    base = dict(method="qlora", gradient_checkpointing=True, micro_batch_size=2, seq_len=2048, lora_rank=8)
+    return estimate_training(model.spec, model.tensors, TrainingConfig(**(base | kw)))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(gpus=2, zero=3),
+        dict(gpus=2, zero=3, sharding="fsdp"),
+        dict(gpus=2, zero=3, sharding="fsdp", offload="optimizer+params"),
+        dict(gpus=8, zero=3, offload="optimizer+params"),
+    ],
+    ids=["deepspeed-2", "fsdp-2", "fsdp-2-offload", "deepspeed-8-offload"],
+)
+def test_nf4_scales_stay_whole_on_every_gpu(llama70b, kw):
+    one = est(llama70b, base_dtype="bf16")
+    sharded = est(llama70b, **kw)
+    # absmax: one byte per 64 weights of the 68.4B in decoder linears, about 1 GiB on every GPU
+    assert one.states.quant_scales / GIB == pytest.approx(68.45e9 / 64 / GIB, rel=0.02)
+    assert sharded.states.quant_scales == one.states.quant_scales
+    codes = 0 if kw.get("offload") else -(-one.states.quantized_base // kw["gpus"])
+    assert sharded.states.quantized_base == codes
+
+
+def _comm(model, **kw):
+    from planner.training.resolve import resolve
+
+    base = dict(method="qlora", gradient_checkpointing=True, micro_batch_size=2, seq_len=2048, lora_rank=8)
+    return resolve(model.spec, model.tensors, TrainingConfig(**(base | kw)), load_training_profile()).comm
+
+
+@pytest.mark.parametrize("method,rank", [("lora", 8), ("lora", 64), ("full", None)])
+def test_deepspeed_reduce_bucket_is_allocated_whole(llama70b, method, rank):
+    rm = load_training_profile().reserved
+    comm = _comm(llama70b, method=method, lora_rank=rank, gpus=8, zero=3)
+    assert comm["ZeRO reduce bucket"] == rm.deepspeed_reduce_bucket_elements * 2  # bf16, whatever trains
+
+
+@pytest.mark.parametrize("framework,kept", [("hf", True), ("axolotl", True), ("torchtune", False)])
+def test_fsdp_root_unit_kept_gathered_where_the_framework_does(llama70b, framework, kept):
+    comm = _comm(llama70b, method="lora", framework=framework, gpus=8, zero=3, sharding="fsdp", base_dtype="bf16")
+    root = comm.get("FSDP root unit kept gathered (embeddings, norm, lm_head)", 0)
+    assert root == ((2 * 32000 * 8192 + 8192) * 2 if kept else 0)  # gathered in bf16
+    layer = (855_638_016 + 2 * 8192) * 2  # one Llama-2-70B decoder layer's linears and norms in bf16
+    assert comm["FSDP gathered units (current + prefetch)"] == 2 * layer
+
+
+def test_qlora_gathers_the_codes_not_a_16_bit_copy(llama70b):
+    comm = _comm(llama70b, gpus=2, zero=3, sharding="fsdp")
+    layer = 855_638_016 // 2 + 2 * 8192 * 2  # 4-bit codes of the linears, the two norms in bf16
+    assert comm["FSDP gathered units (current + prefetch)"] == 2 * layer
