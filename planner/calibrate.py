@@ -22,6 +22,7 @@ documents out; planner/calibrate_io.py reads and writes the files.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,11 @@ class Startup:
     cudagraph_estimate_gib: float | None
     kv_cache_gib: float
     weights_gib: float | None = None
+    start: str | None = None
+    """'cold' (it compiled at start-up: an empty torch.compile cache), 'warm' (it loaded the compiled
+    graphs from the cache), None where the log says neither (start_state)."""
+    cudagraph_pool_gib: float | None = None
+    """The CUDA-graph pool it captured ('Graph capturing finished ..., took X GiB', 'CUDA graph pool memory')."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,20 @@ def _try(cat, name: str):
         return None
 
 
+_COLD = re.compile(r"Compiling a graph for (?:compile range|dynamic shape)|Cache the graph of ")
+_WARM = re.compile(r"Directly load the compiled graph\(s\) for ")
+
+
+def start_state(text: str) -> str | None:
+    """'cold' where vLLM compiled its graph at start-up (an empty torch.compile cache: 'Compiling a graph
+    for compile range (1, N) takes S s', 'Cache the graph of compile range ... for later use'), 'warm'
+    where it loaded them ('Directly load the compiled graph(s) for ... from the cache'), else None
+    (--enforce-eager, or a log that prints neither)."""
+    if _WARM.search(text):
+        return "warm"
+    return "cold" if _COLD.search(text) else None
+
+
 def startup_from_log(text: str, name: str, gpu: str | None = None, model: str | None = None, interconnect=None):
     """A raw vLLM start-up log as a Startup; a log of a failed start or not a vLLM log is an error."""
     fig, conf = parse_log(text), log_settings(text)
@@ -125,7 +145,16 @@ def startup_from_log(text: str, name: str, gpu: str | None = None, model: str | 
     act = fig.activation_peak_gib
     if act is not None and fig.consumed_gib is not None and fig.cudagraph_estimate_gib is not None:
         act -= fig.cudagraph_estimate_gib  # 0.27+ print the estimate inside the peak
-    return Startup(name, record, act, fig.cudagraph_estimate_gib, fig.available_kv_gib, fig.weights_gib)
+    return Startup(
+        name,
+        record,
+        act,
+        fig.cudagraph_estimate_gib,
+        fig.available_kv_gib,
+        fig.weights_gib,
+        None if conf.enforce_eager else start_state(text),
+        fig.cudagraph_actual_gib,
+    )
 
 
 def measure(s: Startup, budget, coefficients) -> Measured:
@@ -134,8 +163,10 @@ def measure(s: Startup, budget, coefficients) -> Measured:
     st = budget.stages[0]
     r = s.record
     _check_replay(s, st)
-    act = st.activation_bytes if s.activation_gib is None else s.activation_gib * GIB
-    terms: dict[str, Any] = {"activation_offset_gib": round((act - st.activation_bytes) / GIB, 4)}
+    # a cold start's peak holds the release's modelled cold-start extra: the overlay keeps warm terms
+    cold = st.cold_extra_bytes if s.start == "cold" else 0
+    act = st.activation_bytes + cold if s.activation_gib is None else s.activation_gib * GIB
+    terms: dict[str, Any] = {"activation_offset_gib": round((act - cold - st.activation_bytes) / GIB, 4)}
     graphs = st.cudagraph_bytes
     if st.cudagraph_bytes and s.cudagraph_estimate_gib:
         scale = s.cudagraph_estimate_gib * GIB / st.cudagraph_bytes
@@ -154,9 +185,8 @@ def measure(s: Startup, budget, coefficients) -> Measured:
         extra = comm.get(link, (0.0, 0.0))[1]
         at2 = non_torch / GIB - coefficients.non_torch_gib["tp1"] - extra * (tp - 2)
         terms["non_torch_comm_gib"] = {link: {"tp2": round(at2, 4), "per_extra_tp": extra}}
-    return Measured(
-        s, r["gpu"], link, tp, pp, budget_version(budget, r), budget.model_runner, terms, st.available_kv_bytes / GIB
-    )
+    predicted = (st.available_kv_bytes - cold) / GIB  # the first-start figure for a cold start
+    return Measured(s, r["gpu"], link, tp, pp, budget_version(budget, r), budget.model_runner, terms, predicted)
 
 
 def _check_replay(s: Startup, st) -> None:
@@ -223,12 +253,26 @@ def overlay_sets(measured: list[Measured], today: str) -> list[dict]:
                 "runner": runner,
                 "match": {"gpu": gpu, "interconnect": link, "tp": tp},
                 "startups": len(ms),
+                **_start_keys(ms),
                 "validated": versions,
                 "source": f"vllm-planner calibrate, {today}: {', '.join(m.startup.name for m in ms)}",
                 "coefficients": _median_terms(ms),
             }
         )
     return sets
+
+
+def _start_keys(ms: list[Measured]) -> dict[str, Any]:
+    """How many of the start-ups were cold (their cold-start extra taken out of the terms), and the
+    median captured CUDA-graph pool where the logs print it."""
+    out: dict[str, Any] = {}
+    cold = sum(m.startup.start == "cold" for m in ms)
+    if cold:
+        out["cold_startups"] = cold
+    pools = [m.startup.cudagraph_pool_gib for m in ms if m.startup.cudagraph_pool_gib is not None]
+    if pools:
+        out["captured_pool_gib"] = round(statistics.median(pools), 3)
+    return out
 
 
 def merge(existing: list[dict], new: list[dict]) -> list[dict]:
@@ -262,7 +306,11 @@ def show(path, sets) -> list[str]:
     lines = [f"calibration overlay {path}:"]
     for x in sets:
         terms = ", ".join(f"{k} {_short(v)}" for k, v in x.terms.items())
-        lines.append(f"  {describe_match(x)}: {x.startups} start-up{'s' if x.startups != 1 else ''}; {terms}")
+        extra = f", {x.cold_startups} cold" if x.cold_startups else ""
+        pool = f"; captured CUDA-graph pool {x.captured_pool_gib:g} GiB" if x.captured_pool_gib is not None else ""
+        lines.append(
+            f"  {describe_match(x)}: {x.startups} start-up{'s' if x.startups != 1 else ''}{extra}; {terms}{pool}"
+        )
     return lines
 
 
@@ -284,16 +332,25 @@ def _argv_value(argv: list[str], flag: str):
 
 
 def startup_from_report(
-    doc: dict, name: str, gpu: str | None = None, model: str | None = None, interconnect=None, v2_env=None
+    doc: dict,
+    name: str,
+    gpu: str | None = None,
+    model: str | None = None,
+    interconnect=None,
+    v2_env=None,
+    log_text: str | None = None,
 ):
-    """A `vllm-planner verify --json` report as a Startup (the report names no GPU: --gpu is needed; nor
-    the runner: `v2_env` is VLLM_USE_V2_MODEL_RUNNER as the plan reads it)."""
+    """A `vllm-planner verify --json` report as a Startup: its GPU is the report's `gpu` (the plan's
+    catalogue GPU) unless --gpu names another (a report written before it carried one needs --gpu); the
+    runner is `v2_env`, VLLM_USE_V2_MODEL_RUNNER as the plan reads it. `log_text`: the server log the
+    report names, where it is still there (warm or cold start, the captured pool)."""
     obs = {e.get("name"): e.get("observed") for e in doc.get("entries") or [] if isinstance(e, dict)}
     if (doc.get("startup") or {}).get("outcome") != "ready" or obs.get("kv_cache_gib") is None:
         why = (doc.get("startup") or {}).get("error") or "no KV cache memory observed"
         raise PlannerError(f"{name}: the report is of a failed start-up ({why}); calibrate from one that started")
+    gpu = gpu or doc.get("gpu")
     if not gpu:
-        raise PlannerError(f"{name}: a verify report does not name its GPU; pass --gpu NAME")
+        raise PlannerError(f"{name}: this verify report does not name its GPU; pass --gpu NAME")
     g = _gpu((), gpu, None, name)
     argv = [str(a) for a in doc.get("serve_argv") or []]
     num = lambda flag, tp=int: (lambda v: tp(v) if v is not None else None)(_argv_value(argv, flag))  # noqa: E731
@@ -319,4 +376,9 @@ def startup_from_report(
         "env": {"VLLM_USE_V2_MODEL_RUNNER": v2_env} if v2_env else {},
     }
     act = obs.get("activation_gib")
-    return Startup(name, record, act, obs.get("cudagraph_gib"), obs["kv_cache_gib"], obs.get("weights_gib"))
+    fig = parse_log(log_text) if log_text else None
+    start = start_state(log_text) if log_text and not record["enforce_eager"] else None
+    pool = fig.cudagraph_actual_gib if fig else None
+    return Startup(
+        name, record, act, obs.get("cudagraph_gib"), obs["kv_cache_gib"], obs.get("weights_gib"), start, pool
+    )

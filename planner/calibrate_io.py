@@ -43,8 +43,27 @@ def read_startup(path: Path, gpu=None, model=None, interconnect=None) -> calibra
         if not isinstance(doc, dict) or "entries" not in doc or "startup" not in doc:
             raise PlannerError(f"{path}: not a vLLM start-up log or a `vllm-planner verify --json` report")
         env = os.environ.get("VLLM_USE_V2_MODEL_RUNNER")
-        return calibrate.startup_from_report(doc, str(path), gpu, model, interconnect, env)
+        return calibrate.startup_from_report(doc, str(path), gpu, model, interconnect, env, _report_log(doc, path))
     return calibrate.startup_from_log(text, str(path), gpu, model, interconnect)
+
+
+def _report_log(doc: dict, path: Path) -> str | None:
+    """The text of the server log a verify report names (absolute, or beside the report), if it is still there."""
+    log = (doc.get("startup") or {}).get("log")
+    if not isinstance(log, str) or not log:
+        return None
+    for p in (Path(log), path.parent / Path(log).name):
+        try:
+            raw = p.read_bytes()
+        except OSError:
+            continue
+        if raw[:2] == b"\x1f\x8b":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError):
+                return None
+        return raw.decode("utf-8", errors="replace")
+    return None
 
 
 def measure_all(startups: list[calibrate.Startup]) -> list[calibrate.Measured]:
@@ -85,13 +104,26 @@ def run(paths: list[Path], out: Path | None, force: bool, gpu=None, model=None, 
     lines = []
     for m in measured:
         logged = m.startup.kv_cache_gib
+        err = 100 * (m.predicted_kv_gib - logged) / logged
         lines.append(
             f"{m.startup.name}: {m.gpu} TP {m.tp}{' over ' + m.interconnect if m.interconnect else ''}, vLLM "
-            f"{m.version} ({m.runner.upper()} runner): KV cache {logged:.2f} GiB logged, {m.predicted_kv_gib:.2f} "
-            f"predicted by the shared terms ({100 * (m.predicted_kv_gib - logged) / logged:+.2f}%)"
+            f"{m.version} ({m.runner.upper()} runner){_start_text(m.startup)}: KV cache {logged:.2f} GiB logged, "
+            f"{m.predicted_kv_gib:.2f} predicted by the shared terms ({err:+.2f}%)"
         )
     lines.append(f"wrote {target} ({len(sets)} calibration set{'s' if len(sets) != 1 else ''}); later plans use it")
     return lines
+
+
+def _start_text(s: calibrate.Startup) -> str:
+    pool = f", captured a {s.cudagraph_pool_gib:.2f} GiB CUDA-graph pool" if s.cudagraph_pool_gib is not None else ""
+    if s.start == "cold":
+        return (
+            f", a cold start (it compiled at start-up: an empty torch.compile cache; compared with the first-start "
+            f"figure, the overlay keeps warm terms){pool}"
+        )
+    if s.start == "warm":
+        return f", a warm start (compiled graphs loaded from the cache){pool}"
+    return f", warm or cold not printed (taken as warm){pool}"
 
 
 def show(path: Path | None) -> list[str]:

@@ -87,6 +87,10 @@ class CoefficientSet:
     match: Optional[Match] = None
     startups: int = 0
     """Calibration sets: how many start-ups the terms come from."""
+    cold_startups: int = 0
+    """... how many of them were cold starts (their modelled cold-start extra taken out of the terms)."""
+    captured_pool_gib: Optional[float] = None
+    """... the median CUDA-graph pool their logs say was captured (information: not a budget term)."""
 
     def covers(self, v: Version) -> bool:
         return self.start <= v and (self.until is None or v < self.until)
@@ -137,7 +141,20 @@ class VisionBlock:
     source: str
 
 
-_SET_KEYS = {"name", "from", "until", "base", "runner", "validated", "source", "coefficients", "match", "startups"}
+_SET_KEYS = {
+    "name",
+    "from",
+    "until",
+    "base",
+    "runner",
+    "validated",
+    "source",
+    "coefficients",
+    "match",
+    "startups",
+    "cold_startups",
+    "captured_pool_gib",
+}
 
 
 def _terms(raw: Any, where: str, path: Path) -> FrozenMap:
@@ -193,6 +210,8 @@ def _set(raw: Any, i: int, path: Path) -> CoefficientSet:
         terms=_terms(raw["coefficients"], where, path),
         match=convert(raw["match"], Match, f"{where}.match", path) if "match" in raw else None,
         startups=convert(raw.get("startups", 0), int, f"{where}.startups", path),
+        cold_startups=convert(raw.get("cold_startups", 0), int, f"{where}.cold_startups", path),
+        captured_pool_gib=convert(raw.get("captured_pool_gib"), Optional[float], f"{where}.captured_pool_gib", path),
     )
 
 

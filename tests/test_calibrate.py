@@ -2,6 +2,7 @@
 plan of the same setup then gives the log's own KV cache; a plan of another setup on the same GPU gets
 closer to what that start-up printed; bad input is one line and exit 2."""
 
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -223,3 +224,78 @@ def test_a_gpu_the_shared_terms_never_saw(tmp_path):
         after = {r["start"]: abs(replay(r)["kv_err"]) for r in job}
     assert before["warm"] > 1 and after["warm"] < 0.02
     assert after["cold"] < before["cold"], (before, after)
+
+
+START_STATES = [
+    # (log, what its lines say): compile at start-up = cold, a cache load = warm, neither = None
+    (H100_LLAMA, "cold"),  # 'Compiling a graph for compile range (1, 8192) takes 5.13 s'
+    (DEV / "vllm-0.26.0-h200--qwen3-30b-a3b.log.gz", "cold"),  # 'Cache the graph of compile range ...'
+    (REPO / "benchmarks" / "data" / "public-logs" / "note-qwen2.5-vl-7b-a100-80gb-v0.23.0.log", "cold"),
+    (REPO / "benchmarks" / "data" / "public-logs" / "tokenkaki-qwen3-8b-a100-40gb-v0.19.1.log", "warm"),
+    (REPO / "benchmarks" / "data" / "public-logs" / "ray-qwen2.5-vl-3b-l4-v0.11.0.log", None),
+    (LOGS / "v0.27.0.log", None),
+]
+
+
+@pytest.mark.parametrize("path,state", START_STATES, ids=[p.name for p, _ in START_STATES])
+def test_a_log_says_whether_it_was_a_cold_start(path, state):
+    from planner import calibrate
+
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+    assert calibrate.start_state(text) == state
+
+
+def test_a_cold_start_up_calibrates_the_warm_terms(tmp_path):
+    """L4, Qwen3-8B, vLLM 0.30: the first start on an empty compile cache (19,760 tokens) and the warm one
+    of the same job (27,024). Calibrating from the cold start alone takes the release's modelled
+    cold-start extra out of the terms, so the same setup planned again gives the cold log's KV memory as
+    its first-start figure and the warm log's (not used) within 2% as its warm figure, where terms taken
+    as they were measured would plan the warm start 27% short."""
+    from planner import calibrate
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from accuracy import load_cases
+
+    job = [r for r in load_cases()[0] if r["gpu_class"] == "L4" and r["model"] == "Qwen/Qwen3-8B"]
+    cold, warm = (next(r for r in job if r["start"] == s) for s in ("cold", "warm"))
+    cold = {**cold, "gpu": "L4", "gpu_catalogue": "L4"}
+    out = tmp_path / "o.yaml"
+    for state, bound in (("cold", 0.02), (None, 0.2)):
+        s = calibrate.Startup("l4-cold", cold, None, None, cold["kv_cache_gib"], cold["weights_gib"], state)
+        sets = calibrate.overlay_sets(calibrate_io.measure_all([s]), "test")
+        out.write_text(yaml.safe_dump({"sets": sets}))
+        overlay.use(out)
+        st = replay_budget(cold).stages[0]
+        warm_err = abs(st.available_kv_bytes / GIB - warm["kv_cache_gib"]) / warm["kv_cache_gib"]
+        first = (st.available_kv_bytes - st.cold_extra_bytes) / GIB
+        if state == "cold":
+            assert first == pytest.approx(cold["kv_cache_gib"], rel=1e-3) and warm_err < bound
+            assert sets[0]["cold_startups"] == 1
+        else:  # taken as warm: the cold log's figure becomes the warm one
+            assert warm_err > bound
+        overlay.use(None)
+
+
+def test_a_report_that_names_its_gpu_needs_no_gpu_flag(tmp_path, capsys):
+    """A verify report carries the plan's catalogue GPU; one written before it did still needs --gpu."""
+    old = DEV / "verify-0.26.0-h200--qwen3-8b.json"
+    assert main(["calibrate", str(old), "--overheads", str(tmp_path / "a.yaml")]) == 2
+    assert "does not name its GPU; pass --gpu" in capsys.readouterr().err
+    new = tmp_path / "verify.json"
+    new.write_text(json.dumps({**json.loads(old.read_text()), "gpu": "H200"}))
+    assert main(["calibrate", str(new), "--overheads", str(tmp_path / "b.yaml")]) == 0
+    assert "H200 TP 1" in capsys.readouterr().out
+
+
+def test_the_overlay_records_the_captured_pool_and_the_cold_starts(tmp_path, capsys):
+    # the 0.26 H200 Qwen3-30B-A3B log: 'CUDA graph pool memory: 0.8 GiB (actual), 0.64 GiB (estimated)',
+    # compiled at start-up
+    out = tmp_path / "o.yaml"
+    args = ["calibrate", str(DEV / "vllm-0.26.0-h200--qwen3-30b-a3b.log.gz"), "--gpu", "H200"]
+    assert main([*args, "--model", "Qwen/Qwen3-30B-A3B", "--overheads", str(out)]) == 0
+    assert "a cold start (it compiled at start-up" in capsys.readouterr().out
+    (s,) = yaml.safe_load(out.read_text())["sets"]
+    assert s["captured_pool_gib"] == 0.8 and s["cold_startups"] == 1
+    assert main(["calibrate", "--show", "--overheads", str(out)]) == 0
+    assert "1 start-up, 1 cold;" in capsys.readouterr().out

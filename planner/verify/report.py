@@ -272,6 +272,7 @@ class Report:
             "problems": self.problems,
             "model": self.model,
             "device": self.device,
+            "gpu": self.plan.get("gpu"),  # the catalogue GPU the plan was for (calibrate reads it)
             "vllm_version": self.vllm_version,
             "plan_vllm_version": self.plan.get("vllm_version"),
             "serve_argv": self.serve_argv,
