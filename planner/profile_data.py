@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 
@@ -90,8 +91,38 @@ class Range(NamedTuple):
         return self.start <= v and (self.until is None or v < self.until)
 
 
+class DataError(PlannerError):
+    """A data file's problem: `{path}: {what}; {fix}` (the fix names what to do about it)."""
+
+    def __init__(self, path: Path, what: str, fix: str = "fix the data file"):
+        super().__init__(f"{path}: {what}; {fix}")
+        self.path, self.what = path, what
+
+
 def data_error(path: Path, what: str) -> PlannerError:
-    return PlannerError(f"{path}: {what}; fix the data file")
+    return DataError(path, what)
+
+
+class Bounds(NamedTuple):
+    """A number's allowed range, as `Annotated[float, Bounds(low, high)]` in a schema (both ends included)."""
+
+    low: float
+    high: float
+
+    def check(self, value: Any, where: str, path: Path) -> None:
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise data_error(path, f"{where}: must be a number in [{self.low:g}, {self.high:g}], got {value!r}")
+
+
+class _VersionCheck:
+    """`VersionText`'s check: the text parses as a release version."""
+
+    def check(self, value: Any, where: str, path: Path) -> None:
+        version_field(value, where, path)
+
+
+VersionText = Annotated[str, _VersionCheck()]
+"""A release version kept as its text ('0.19.0'), checked to parse (`parse_version`)."""
 
 
 def lookup(ranges: tuple[Range, ...], v: Version) -> Any:
@@ -123,6 +154,17 @@ def load_table(path: Path, key: str, schema: Any, what: str) -> Any:
     return convert(doc[key], schema, key, path)
 
 
+def load_document(path: Path, schema: Any, what: str, fix: str | None = None) -> Any:
+    """A whole YAML mapping file converted to the record `schema`; `fix` replaces the errors' generic
+    "fix the data file" (a generated file: which script writes it)."""
+    try:
+        return convert(read_mapping(path, what), schema, "", path)
+    except DataError as e:
+        if fix is None:
+            raise
+        raise DataError(e.path, e.what, fix) from None
+
+
 def version_field(raw: Any, where: str, path: Path) -> Version:
     if not isinstance(raw, str):
         raise data_error(path, f"{where}: versions must be quoted strings, got {raw!r}")
@@ -138,10 +180,17 @@ def _is_record(tp: Any) -> bool:
 
 
 @functools.cache
-def _schema(tp: type) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """A schema's field names and their types (read once per class: type hints are costly)."""
-    names = tp._fields if _is_record(tp) else tuple(f.name for f in dataclasses.fields(tp))
-    return names, typing.get_type_hints(tp)
+def _schema(tp: type) -> tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]]:
+    """A schema's field names, their types and the names a file must give (those without a default;
+    read once per class: type hints are costly)."""
+    if _is_record(tp):
+        names, required = tp._fields, tuple(n for n in tp._fields if n not in tp._field_defaults)
+    else:
+        fields = dataclasses.fields(tp)
+        names = tuple(f.name for f in fields)
+        no_default = dataclasses.MISSING
+        required = tuple(f.name for f in fields if f.default is no_default and f.default_factory is no_default)
+    return names, typing.get_type_hints(tp, include_extras=True), required
 
 
 def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
@@ -169,6 +218,11 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return convert(value, inner[0], where, path)
+    if origin is Annotated:
+        out = convert(value, args[0], where, path)
+        for check in args[1:]:
+            check.check(out, where, path)
+        return out
     if origin is Literal:
         if value not in args:
             raise data_error(path, f"{where}: {value!r} is not one of {list(args)}")
@@ -185,19 +239,36 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
             if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
                 raise data_error(path, f"{where}: mapping entries must be name: scalar, got {k!r}: {v!r}")
         return FrozenMap(value)
-    if dataclasses.is_dataclass(tp) or _is_record(tp):
+    if origin is dict:
         if not isinstance(value, dict):
-            raise data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        names, hints = _schema(tp)
-        missing = [n for n in names if n not in value]
-        extra = [k for k in value if k not in names]
-        if missing or extra:
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-                [f"unknown {', '.join(extra)}"] if extra else []
-            )
-            raise data_error(path, f"{where}: {tp.__name__} {'; '.join(parts)}")
-        return tp(**{n: convert(value[n], hints[n], f"{where}.{n}", path) for n in names})
+            raise data_error(path, f"{where}: expected a mapping, got {value!r}")
+        key_tp, value_tp = args
+        return FrozenMap(
+            {
+                convert(k, key_tp, f"{where} key", path): convert(v, value_tp, f"{where}.{k}", path)
+                for k, v in value.items()
+            }
+        )
+    if dataclasses.is_dataclass(tp) or _is_record(tp):
+        return _record(value, tp, where, path)
     raise TypeError(f"profile data: no converter for type {tp!r}")  # a bug in this module, not in the data
+
+
+def _record(value: Any, tp: Any, where: str, path: Path) -> Any:
+    """A mapping converted to the dataclass or NamedTuple `tp`: every field it has no default for
+    given, no other key, each value of its field's type."""
+    if not isinstance(value, dict):
+        raise data_error(path, f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+    names, hints, required = _schema(tp)
+    missing = [n for n in required if n not in value]
+    extra = [k for k in value if k not in names]
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(extra)}"] if extra else []
+        )
+        raise data_error(path, f"{where or 'top level'}: {tp.__name__} {'; '.join(parts)}")
+    inner = f"{where}." if where else ""
+    return tp(**{n: convert(value[n], hints[n], inner + n, path) for n in names if n in value})
 
 
 def load_ranges(name: str, raw: Any, tp: Any, first: Version, path: Path) -> tuple[Range, ...]:

@@ -8,33 +8,81 @@ it has no rows for, it still gives figures, marked extrapolated with the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal, NamedTuple, Optional
 
 from planner import releases
 from planner.errors import PlannerError
 from planner.hardware import GPU
 from planner.paths import profiles_dir
 from planner.perf.step import Coefficients
-from planner.profile_data import read_mapping
+from planner.profile_data import Bounds, DataError, VersionText, load_document
 from planner.target import gpu_families
 
-_METRICS = ("ttft", "tpot", "throughput")
-_OPTIONAL = {"link_fraction", "burst_share"}  # the dataclass defaults hold where a set does not fit them
+FIX = "rerun benchmarks/fit_perf.py (it writes this file)"
+Fraction = Annotated[float, Bounds(1e-9, 1.0)]
+Share = Annotated[float, Bounds(0.0, 1.0)]
+Amount = Annotated[float, Bounds(0.0, 1e4)]
+"""A time (ms, us) of the step model."""
+Error = Annotated[float, Bounds(-1.0, 100.0)]
+"""measured / predicted - 1."""
+
+
+class CoefficientsRow(NamedTuple):
+    """The file's `coefficients:` of a set: one line per field of `step.Coefficients`, with its bounds
+    (the fields step.Coefficients gives a default may be left out)."""
+
+    bandwidth_fraction: Fraction
+    compute_fraction: Fraction
+    step_floor_ms: Amount
+    layer_floor_us: Amount
+    allreduce_us: Amount
+    request_overhead_ms: Amount
+    link_fraction: Fraction = Coefficients.link_fraction
+    burst_share: Share = Coefficients.burst_share
 
 
 @dataclass(frozen=True)
 class ErrorBand:
     """Held-out (leave-one-model-out) error of one metric: measured / predicted - 1."""
 
-    median_abs: float
-    p10: float
-    p90: float
-    rows: int
+    median_abs: Error
+    p10: Error
+    p90: Error
+    rows: Annotated[int, Bounds(0, 1e6)]
+
+
+class ReleaseSpan(NamedTuple):
+    first: VersionText
+    last: Optional[VersionText] = None
+    """None: up to the newest release."""
+
+
+class SetRow(NamedTuple):
+    """One entry of `sets:` as benchmarks/fit_perf.py writes it."""
+
+    name: str
+    release_family: str
+    releases: ReleaseSpan
+    engine: str
+    gpu_family: str
+    fitted_releases: tuple[VersionText, ...]
+    fitted_gpus: tuple[str, ...]
+    fitted_on: str
+    coefficients: CoefficientsRow
+    fitted: tuple[str, ...]
+    held_out_error: dict[Literal["ttft", "tpot", "throughput"], ErrorBand]
+
+
+class CoefficientFile(NamedTuple):
+    schema_version: Literal[1]
+    data: str
+    rows_used: int
+    rows_not_used: dict[str, int]
+    sets: tuple[SetRow, ...]
 
 
 @dataclass(frozen=True)
@@ -49,7 +97,7 @@ class CoefficientSet:
     fitted_on: str
     """Which rows, in words (subsets, models, row count)."""
     coefficients: Coefficients
-    held_out: dict[str, ErrorBand]
+    held_out: Mapping[str, ErrorBand]
 
     def holds_for(self, version: str) -> bool:
         v = releases.parse_version(version)
@@ -60,95 +108,30 @@ def gpu_family(gpu: GPU) -> str:
     return gpu_families().perf_of(gpu.compute_capability)
 
 
-def _err(path: Path, what: str) -> PlannerError:
-    return PlannerError(f"{path}: {what}; fix the file or rerun benchmarks/fit_perf.py")
-
-
-def _number(path: Path, where: str, value: Any, low: float, high: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not low <= value <= high
-    ):
-        raise _err(path, f"{where} must be a number in [{low:g}, {high:g}], got {value!r}")
-    return float(value)
-
-
-def _coefficients(path: Path, where: str, raw: Any) -> Coefficients:
-    if not isinstance(raw, dict):
-        raise _err(path, f"{where}.coefficients must be a mapping")
-    names = {f.name for f in dataclasses.fields(Coefficients)}
-    unknown, missing = set(raw) - names, names - _OPTIONAL - set(raw)
-    if unknown or missing:
-        raise _err(path, f"{where}.coefficients: unknown {sorted(unknown)}, missing {sorted(missing)}")
-    bounds = {"bandwidth_fraction": 1.0, "compute_fraction": 1.0, "link_fraction": 1.0, "burst_share": 1.0}
-    return Coefficients(
-        **{
-            k: _number(path, f"{where}.{k}", v, 1e-9 if k.endswith("_fraction") else 0.0, bounds.get(k, 1e4))
-            for k, v in raw.items()
-        }
-    )
-
-
-def _band(path: Path, where: str, raw: Any) -> ErrorBand:
-    if not isinstance(raw, dict) or set(raw) != {"median_abs", "p10", "p90", "rows"}:
-        raise _err(path, f"{where} needs median_abs, p10, p90 and rows")
-    b = ErrorBand(
-        *(_number(path, f"{where}.{k}", raw[k], -1.0, 100.0) for k in ("median_abs", "p10", "p90")),
-        int(_number(path, f"{where}.rows", raw["rows"], 0, 1e6)),
-    )
-    if b.p10 > b.p90:
-        raise _err(path, f"{where}: p10 above p90")
-    return b
-
-
-def _set(path: Path, i: int, raw: Any) -> CoefficientSet:
-    where = f"sets[{i}]"
-    need = (
-        "name",
-        "release_family",
-        "releases",
-        "gpu_family",
-        "fitted_releases",
-        "fitted_gpus",
-        "fitted_on",
-        "coefficients",
-        "held_out_error",
-    )
-    if not isinstance(raw, dict) or any(k not in raw for k in need):
-        raise _err(path, f"{where} needs {', '.join(need)}")
-    rel = raw["releases"]
-    if not isinstance(rel, dict) or not isinstance(rel.get("first"), str):
-        raise _err(path, f"{where}.releases needs a quoted `first` version (and `last`, or null)")
-    for v in [rel["first"]] + ([rel["last"]] if rel.get("last") else []) + list(raw["fitted_releases"]):
-        try:
-            releases.parse_version(str(v))
-        except PlannerError as e:
-            raise _err(path, f"{where}: {e}") from None
-    bands = raw["held_out_error"]
-    if not isinstance(bands, dict) or not set(bands) <= set(_METRICS):
-        raise _err(path, f"{where}.held_out_error keys must be among {', '.join(_METRICS)}")
+def _set(path: Path, i: int, row: SetRow) -> CoefficientSet:
+    for metric, band in row.held_out_error.items():
+        if band.p10 > band.p90:
+            raise DataError(path, f"sets[{i}].held_out_error.{metric}: p10 above p90", FIX)
     return CoefficientSet(
-        str(raw["name"]),
-        str(raw["release_family"]),
-        rel["first"],
-        rel.get("last"),
-        str(raw["gpu_family"]),
-        tuple(map(str, raw["fitted_releases"])),
-        tuple(map(str, raw["fitted_gpus"])),
-        str(raw["fitted_on"]),
-        _coefficients(path, where, raw["coefficients"]),
-        {k: _band(path, f"{where}.held_out_error.{k}", v) for k, v in bands.items()},
+        row.name,
+        row.release_family,
+        row.releases.first,
+        row.releases.last,
+        row.gpu_family,
+        row.fitted_releases,
+        row.fitted_gpus,
+        row.fitted_on,
+        Coefficients(**row.coefficients._asdict()),
+        row.held_out_error,
     )
 
 
 def load(path: Path | None = None) -> tuple[CoefficientSet, ...]:
     path = path or profiles_dir() / "perf" / "coefficients.yaml"
-    doc = read_mapping(path, "performance coefficient file")
-    if not isinstance(doc.get("sets"), list) or not doc["sets"]:
-        raise _err(path, "the top level needs a non-empty `sets:` list")
-    return tuple(_set(path, i, s) for i, s in enumerate(doc["sets"]))
+    doc = load_document(path, CoefficientFile, "performance coefficient file", FIX)
+    if not doc.sets:
+        raise DataError(path, "`sets:` is empty; it needs a set per release family x GPU family", FIX)
+    return tuple(_set(path, i, s) for i, s in enumerate(doc.sets))
 
 
 @functools.cache
