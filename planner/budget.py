@@ -156,17 +156,24 @@ def resolve(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
 # ---- step 2: the stages ---------------------------------------------------------------------------
 
 
-def _measured(
-    model: Model,
-    insp: Inspection,
-    stage: int,
-    layers: range,
-    target: Target,
-    rel: ReleaseFacts,
-    s: Settings,
-    r: Resolved,
-) -> tuple[int, int, int, int, bool, int]:
+class StageInput(NamedTuple):
+    """What one pipeline stage's terms are computed from."""
+
+    model: Model
+    insp: Inspection
+    stage: int
+    """Index of the stage (0: first)."""
+    layers: range
+    """The decoder layers it holds."""
+    target: Target
+    rel: ReleaseFacts
+    s: Settings
+    r: Resolved
+
+
+def _measured(x: StageInput) -> tuple[int, int, int, int, bool, int]:
     """(activation, non-torch, CUDA graphs, runner buffers, encoder-bound, cold extra) of one GPU stage."""
+    model, insp, stage, layers, target, rel, s, r = x
     spec, runner, mnbt, seqs = model.spec, r.runner, r.mnbt, r.seqs
     c = oh.coefficients_for(rel.version, runner, target.name, target.interconnect, s.tp)
     # the V2 runner's profile run skips the multimodal encoder before 0.27, and runs it on the first stage after
@@ -198,24 +205,16 @@ def _measured(
     return act, non_torch, graphs, buffers, oh.encoder_binds(features, c), cold
 
 
-def _stage(
-    model: Model,
-    insp: Inspection,
-    stage: int,
-    layers: range,
-    target: Target,
-    rel: ReleaseFacts,
-    s: Settings,
-    r: Resolved,
-) -> StageBudget:
+def _stage(x: StageInput) -> StageBudget:
     """One stage's terms. Every stage also holds what the release allocates while loading beyond the
     inspected weights (MLA workspaces, a vision tower it does not split)."""
+    model, insp, stage, layers, target, rel, s, r = x
     weights = insp.weight_bytes_per_stage[stage] + r.mla_workspace_bytes + r.unsplit_vision_bytes
     layout = build_layout(model.spec, layers, s.tp, r.kv_elem, r.block, r.rules)
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)
         return StageBudget(weights, 0, 0, 0, avail, layout, max(avail // layout.bytes_per_block, 0))
-    act, non_torch, graphs, buffers, encoder_bound, cold = _measured(model, insp, stage, layers, target, rel, s, r)
+    act, non_torch, graphs, buffers, encoder_bound, cold = _measured(x)
     if s.kv_cache_memory_bytes is not None:
         # vLLM skips the measured terms: the pool is exactly the configured size (they still use memory).
         avail = s.kv_cache_memory_bytes
@@ -240,7 +239,7 @@ def stages(
     model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s: Settings, r: Resolved
 ) -> tuple[StageBudget, ...]:
     return tuple(
-        _stage(model, insp, i, layers, target, rel, s, r)
+        _stage(StageInput(model, insp, i, layers, target, rel, s, r))
         for i, layers in enumerate(pp_layer_ranges(model.spec.num_layers, s.pp))
     )
 
