@@ -177,12 +177,12 @@ def _consumed(terms: list, sets: list[dict], notes: list[str]) -> None:
             c0, c1 = 0.0, sum(tok * y for tok, y in pts) / sum(tok * tok for tok, _ in pts)
         per, const = round(c1 * GIB), 0.0
     elif pts:
-        per = base["forward_const_gib"] * GIB / 8192  # the H100 set's forward term, read per token
+        per = base.get("forward_per_token_bytes", 0) + base["forward_const_gib"] * GIB / 8192  # the H100 set's
         c0, per, const = statistics.mean(y - per * tok / GIB for tok, y in pts), round(per), 0.0
         notes.append("0.27+ consumed: one batch size, per-token term from the H100 set")
     else:
         consumed["non_torch_gib"] = {k: base["non_torch_gib"][k] for k in ("tp1", "tp1_pp")}
-        consumed["forward_per_token_bytes"] = 0
+        consumed["forward_per_token_bytes"] = base.get("forward_per_token_bytes", 0)
         consumed["forward_const_gib"] = base["forward_const_gib"]
         notes.append("0.27+ consumed: no case, the H100 (0.19) terms stand in")
         return

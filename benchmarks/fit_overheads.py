@@ -87,7 +87,10 @@ def shape_for(r: dict, model) -> ProfileShape:
 def fit_activation(samples: list[tuple[Features, float, bool]]) -> dict[str, float]:
     """Sequential fit, one physical term at a time (each from the cases it dominates):
     1. sampler: dense models whose last stage samples, 16-bit: act = s0 + s1*logits + s2*hidden;
-    2. forward: stages without a sampler: act - (2*hidden + mlp) = const;
+    2. forward: stages without a sampler: act - (2*hidden + mlp) = per_token x tokens (the forward
+       pass's other transients - attention projections and outputs, compile and allocator workspaces -
+       grow with the profile's tokens; the H100 set runs one token count, and the 0.30 start-ups at
+       2,048 and 8,192 tokens leave no constant: fit_measured's consumed-0.27 term);
     3. MoE workspace: MoE models, (act - dense prediction) / workspace."""
     dense_sampler = [
         (f, y) for f, y, b16 in samples if f.sampler_bytes and not f.moe_workspace_bytes and b16 and not f.vision_bytes
@@ -96,8 +99,9 @@ def fit_activation(samples: list[tuple[Features, float, bool]]) -> dict[str, flo
         [[1.0, f.sampler_bytes / GIB, f.hidden_bytes / GIB] for f, _ in dense_sampler], [y for _, y in dense_sampler]
     )
     coef = {"sampler_const_gib": c[0], "sampler_logits": c[1], "sampler_hidden": c[2]}
-    forward = [y - (2 * f.hidden_bytes + f.mlp_bytes) / GIB for f, y, _ in samples if not f.sampler_bytes]
-    coef["forward_const_gib"] = statistics.median(forward) if forward else 0.0
+    forward = [(y * GIB - 2 * f.hidden_bytes - f.mlp_bytes) / f.tokens for f, y, _ in samples if not f.sampler_bytes]
+    coef["forward_const_gib"] = 0.0
+    coef["forward_per_token_bytes"] = round(statistics.median(forward)) if forward else 0
     probe = Coefficients(
         **{**coef, "moe_workspace": 0.0, "vision": 0.0},
         non_torch_gib={},

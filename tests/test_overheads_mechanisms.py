@@ -97,13 +97,15 @@ def test_catalogue_interconnect_classes() -> None:
 def test_forward_term_per_release_family() -> None:
     f8 = oh.Features(0, 0, 0, 0, 0, tokens=8192)
     f2 = oh.Features(0, 0, 0, 0, 0, tokens=2048)
-    # to 0.26 a constant (the 0.19 H100 fit, all at 8192 tokens; the 2048-token start-ups of 0.11 and
-    # 0.23 on L4 and A100 do not show it shrinking)
+    # the forward pass's transients beyond 2 hidden copies and the MLP grow with the batched tokens: to
+    # 0.26 the H100 set's 0.294 GiB at 8192 tokens (its only count), read per token; the 2048-token
+    # start-ups of 0.11 and 0.23 (Qwen2.5-VL on L4 and A100) are the vision encoder's pass, which the
+    # decoder's term does not enter, and the 2048-token 0.19.1 A100 and 0.21 A5000 ones are sampler-bound
     c = oh.coefficients("0.19.0")
-    assert oh.activation_peak_bytes(f8, c) == oh.activation_peak_bytes(f2, c)
     assert oh.activation_peak_bytes(f8, c) / GIB == pytest.approx(0.2938, abs=1e-3)
-    # from 0.27 (everything allocated during profiling is charged) it grows with the batched tokens:
-    # the 0.30 start-ups at 2048 (L4, A10) and 8192 (GH200) tokens
+    assert oh.activation_peak_bytes(f2, c) == pytest.approx(oh.activation_peak_bytes(f8, c) / 4, rel=0.01)
+    # from 0.27 (everything allocated during profiling is charged) the 0.30 start-ups at 2048 (L4, A10)
+    # and 8192 (GH200) tokens measure it: per token, no constant part
     c = oh.coefficients("0.30.0", "v2")
     assert oh.activation_peak_bytes(f2, c) == pytest.approx(oh.activation_peak_bytes(f8, c) / 4, rel=0.01)
 
