@@ -108,8 +108,22 @@ def _v2_graph_estimate(terms: list, sets: list[dict], notes: list[str]) -> None:
         and r["start"] == "warm"
     ]
     g2 = _set(sets, "runner-v2-graph-estimate")
+    pools = not pts
     if not pts:
-        # what the planner knew before any 0.29+ start-up: the 0.26 V1 line
+        # the graphs the 0.29+ procedure captures are the ones the V2 runner captured before it
+        # estimated them: its pools where a start-up printed one ('Graph capturing finished ..., took X GiB')
+        pts = [
+            (t, r["cudagraph_actual_gib"])
+            for r, t in terms
+            if t["runner"] == "v2" and r.get("cudagraph_actual_gib") is not None and r["start"] in ("warm", "cold")
+        ]
+        if pts:
+            notes.append(
+                "V2 graph estimate: no 0.29+ case, the per-graph cost from the V2 runner's captured pools (0.26), "
+                "the FULL share from the 0.29+ procedure (1.0)"
+            )
+    if not pts:
+        # what the planner knew before any V2 start-up: the 0.26 V1 line
         older = _set(sets, "h200-0.26")
         g2.update(
             cudagraph_const_gib=older["cudagraph_const_gib"],
@@ -120,8 +134,9 @@ def _v2_graph_estimate(terms: list, sets: list[dict], notes: list[str]) -> None:
         notes.append("V2 graph estimate: no 0.29+ case, the 0.26 V1 line stands in")
         return
     works = [oh.GraphShape.of(t["seqs"], t["tokens"]).work for t, _ in pts]
-    shares = [i / 20 for i in range(21)] if len({w[0] for w in works}) > 1 else [V2_PROCEDURE_FULL_SHARE]
-    if len(shares) == 1:
+    shape_varies = len({w[0] for w in works}) > 1
+    shares = [i / 20 for i in range(21)] if shape_varies and not pools else [V2_PROCEDURE_FULL_SHARE]
+    if len(shares) == 1 and not pools:
         notes.append("V2 graph estimate: one graph shape, FULL share from the procedure (1.0)")
     widths = HIDDEN_EXPONENTS if len({t["hidden"] for t, _ in pts}) > 1 else (0.0,)
     best = None
