@@ -47,6 +47,8 @@ NEW_PROFILES = {
     ],
     # more families: tests/test_families_more.py (parts, per-layer KV against vLLM, bad input)
     "minimax_m2": ["MiniMaxAI/MiniMax-M2.5", "MiniMaxAI/MiniMax-M2.7"],
+    # tests/test_families_kimi.py: the KDA state against vLLM, bad input
+    "kimi_linear": ["moonshotai/Kimi-Linear-48B-A3B-Instruct"],
     "qwen3_vl": [
         "Qwen/Qwen3-VL-2B-Instruct",
         "Qwen/Qwen3-VL-4B-Instruct",
@@ -56,7 +58,8 @@ NEW_PROFILES = {
         "Qwen/Qwen3-VL-30B-A3B-Instruct",
         "Qwen/Qwen3-VL-235B-A22B-Instruct",
     ],
-    "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it"],
+    # E2B/E4B (per-layer embeddings, KV-shared layers, audio): tests/test_families_gemma4_e.py
+    "gemma4": ["google/gemma-4-26B-A4B", "google/gemma-4-31B-it", "google/gemma-4-E2B-it", "google/gemma-4-E4B-it"],
     # tests/test_families_nemotron.py and _nemotron_nas.py: parts, state against vLLM, bad input
     "nemotron_h": [
         "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",

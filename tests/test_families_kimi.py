@@ -1,16 +1,19 @@
-"""Kimi-K2, Kimi-K2.5 and MiniMax-M2.7 (bundled: profiles/models/moonshotai/Kimi-K2-Instruct,
-Kimi-K2.5, MiniMaxAI/MiniMax-M2.7; configs from the aiconfigurator-core 0.12.0 wheel, as their
-meta.yaml say): inspect and plan at TP 1 and 8, an inventory and emit for the two Kimi profiles
-without a published total (MiniMax-M2.7 is a row of test_families.NEW_PROFILES); the Hub's figures
-they match; the KV page against vLLM's own classes (the CPU build, tests/vllm_oracle.py);
-bad input as one-line errors naming the field, exit status 2.
+"""Kimi-K2, Kimi-K2.5, Kimi-Linear and MiniMax-M2.7 (bundled: profiles/models/moonshotai/
+Kimi-K2-Instruct, Kimi-K2.5, Kimi-Linear-48B-A3B-Instruct, MiniMaxAI/MiniMax-M2.7; where each
+config comes from, their meta.yaml say): inspect and plan at TP 1 and 8, an inventory and emit for
+the two Kimi profiles without a published total (Kimi-Linear and MiniMax-M2.7 are rows of
+test_families.NEW_PROFILES); the Hub's figures they match; the KV page and Kimi-Linear's KDA state
+against vLLM's own classes (the CPU build: tests/vllm_oracle.py, tests/vllm_kda_oracle.py); bad
+input as one-line errors naming the field, exit status 2.
 
-Kimi-Linear (KDA + MLA), Kimi-K3 and MiniMax-M3 are not modelled (see the README's model list)."""
+Kimi-K3 and MiniMax-M3 are not modelled (see the README's model list)."""
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 from launch_helpers import VLLM_ABSENT, vllm_python
@@ -24,6 +27,8 @@ from planner.models import families, sources
 from planner.models.normalize import normalize
 
 K2, K25, M27 = "moonshotai/Kimi-K2-Instruct", "moonshotai/Kimi-K2.5", "MiniMaxAI/MiniMax-M2.7"
+KL = "moonshotai/Kimi-Linear-48B-A3B-Instruct"
+REPO = Path(__file__).resolve().parent.parent
 UNPUBLISHED = [K2, K25]  # no Hub total the planner matches: meta.yaml says why
 
 
@@ -110,10 +115,10 @@ def vllm_rows():
     py = vllm_python()
     if py is None:
         pytest.skip(VLLM_ABSENT)
-    return {tp: oracle_rows(py, [K2, K25, M27], tp) for tp in (1, 8)}
+    return {tp: oracle_rows(py, [K2, K25, M27, KL], tp) for tp in (1, 8)}
 
 
-@pytest.mark.parametrize("model_id", [K2, K25, M27])
+@pytest.mark.parametrize("model_id", [K2, K25, M27, KL])
 @pytest.mark.parametrize("tp", [1, 8])
 def test_kv_page_and_max_model_len_match_vllm(vllm_rows, model_id, tp):
     row = vllm_rows[tp][model_id]
@@ -121,9 +126,55 @@ def test_kv_page_and_max_model_len_match_vllm(vllm_rows, model_id, tp):
     m = load_model(model_id)
     r = inspect(m, tp=tp)
     assert row["num_layers"] == m.spec.num_layers and row["block_size"] == 16
-    assert r.kv_bytes_per_token_per_gpu == row["page_size_bytes_per_layer"] // 16 * row["num_layers"]
+    mla = sum(1 for layer in m.spec.layers if layer.attention == "mla") or m.spec.num_layers
+    assert r.kv_bytes_per_token_per_gpu == row["page_size_bytes_per_layer"] // 16 * mla
     assert m.spec.max_model_len_default == row["max_model_len"]
     assert row["use_mla"] == (m.spec.mla is not None)
+
+
+@pytest.fixture(scope="module")
+def vllm_kda():
+    py = vllm_python()
+    if py is None:
+        pytest.skip(VLLM_ABSENT)
+    out = {}
+    for tp in (1, 2, 4, 8):
+        proc = subprocess.run(
+            [py, str(REPO / "tests" / "vllm_kda_oracle.py"), str(sources.find_bundled(KL)), "--tp", str(tp)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        out[tp] = json.loads(proc.stdout.splitlines()[-1])
+    return out
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4, 8])
+def test_kimi_linear_kda_state_matches_vllm(vllm_kda, tp):
+    row = vllm_kda[tp]
+    assert "error" not in row, row
+    m = load_model(KL)
+    kda = [i for i, layer in enumerate(m.spec.layers) if layer.attention == "linear"]
+    assert kda == row["kda_layers"] and m.spec.num_layers - len(kda) == row["mla_layers"]
+    conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
+    # vLLM keeps the conv state transposed (kernel - 1, channels): the same bytes
+    assert sorted(conv) == sorted(row["shapes"][0]) and list(ssm) == row["shapes"][1]
+    assert row["dtypes"] == ["bfloat16", "float32"] and m.spec.mamba.ssm_dtype == "float32"
+    assert acc.mamba_layer_state_bytes(m.spec, 2, None, tp) == row["page_size_bytes"]
+    assert inspect(m, tp=tp).mamba_state_bytes_per_seq == len(kda) * row["page_size_bytes"]
+
+
+def test_kimi_linear_total_is_the_hubs_and_its_kda_layers_as_stored():
+    # 49,122,681,728 (Hub safetensors.total); per KDA layer q/k/v, b, the low-rank f and g gates,
+    # three short convs, dt_bias, A_log, o_norm, o_proj (the shard headers' tensors)
+    r = inspect(KL)
+    assert r.params_checkpoint == r.params_total == 49_122_681_728 and r.params_not_loaded == {}
+    h, p, d, heads = 2304, 4096, 128, 32
+    kda = 3 * p * h + heads * h + 2 * (d * h + p * d) + 3 * p * 4 + p + heads + d + h * p
+    assert r.params_breakdown["mamba"] + 20 * d == 20 * kda  # o_norm counts as a norm
+    # vLLM holds the convs, dt_bias and A_log in float32: 2 bytes more each than bf16
+    fp32 = 20 * (3 * p * 4 + p + heads)
+    assert r.weight_breakdown_per_gpu["mamba"] == 2 * r.params_breakdown["mamba"] + 2 * fp32
 
 
 # ---- bad input -----------------------------------------------------------------------------------
@@ -153,6 +204,35 @@ def _broken(model_id: str, edit) -> dict:
 def test_kimi_k25_bad_input_is_a_one_line_error_naming_the_field(edit, field):
     with pytest.raises(PlannerError) as err:
         normalize(_broken(K25, edit))
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+def _lin(key, value):
+    return lambda c: c["linear_attn_config"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda c: c.pop("linear_attn_config"), "linear_attn_config"),
+        (lambda c: c["linear_attn_config"]["kda_layers"].pop(), "kda_layers"),
+        (lambda c: c["linear_attn_config"]["full_attn_layers"].append(1), "full_attn_layers"),
+        (_lin("kda_layers", "1-26"), "kda_layers"),
+        (lambda c: c.__setitem__("num_hidden_layers", 28), "num_hidden_layers"),
+        (lambda c: c["linear_attn_config"].pop("num_heads"), "num_heads"),
+        (_lin("short_conv_kernel_size", 1), "short_conv_kernel_size"),
+        (_lin("use_full_rank_gate", True), "use_full_rank_gate"),
+        (lambda c: c.__setitem__("attn_res_block_size", 12), "attn_res_block_size"),
+        (lambda c: c.__setitem__("routed_expert_hidden_size", 1152), "routed_expert_hidden_size"),
+        (lambda c: c.__setitem__("num_experts_per_token", 300), "num_experts_per_token"),
+        (lambda c: c.pop("kv_lora_rank"), "kv_lora_rank"),
+        (lambda c: c.__setitem__("mla_use_nope", False), "mla_use_nope"),
+        (lambda c: c.__setitem__("num_nextn_predict_layers", 1), "num_nextn_predict_layers"),
+    ],
+)
+def test_kimi_linear_bad_input_is_a_one_line_error_naming_the_field(edit, field):
+    with pytest.raises(PlannerError) as err:
+        normalize(_broken(KL, edit))
     assert field in str(err.value) and "\n" not in str(err.value)
 
 

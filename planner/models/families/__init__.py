@@ -86,9 +86,11 @@ def model_types() -> list[str]:
 
 
 from planner.models.families import (  # noqa: E402,F401  (register on import; one line per family)
+    deepseek_v4,
     deepseek_v32,
     gemma4,
     kimi_k25,
+    kimi_linear,
     mimo_v2,
     minimax_m2,
     nemotron_h,
