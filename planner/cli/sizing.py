@@ -36,6 +36,8 @@ def _check(a: argparse.Namespace) -> None:
         raise PlannerError("--emit needs the GPU type the sizing chose: give --gpu or --inventory")
     if a.device == "cpu":
         raise PlannerError("--request-rate sizes GPUs only: drop --device cpu")
+    if a.inventory and getattr(a, "gpus_per_node", None):
+        raise PlannerError("--inventory gives each node's GPUs (NODESxGPUSxTYPE): drop --gpus-per-node")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -49,7 +51,9 @@ def run(a: argparse.Namespace) -> int:
     targets = Targets(a.ttft_ms, a.tpot_ms)
     req, gpu, catalogue = build_request(a)
     wheres = (
-        [Where.of_group(g) for g in parse_inventory(a.inventory, catalogue)] if a.inventory else [Where.of_gpu(gpu)]
+        [Where.of_group(g) for g in parse_inventory(a.inventory, catalogue)]
+        if a.inventory
+        else [Where.of_gpu(gpu, getattr(a, "gpus_per_node", None))]
     )
     r = size(req, wheres, traffic, targets, a.objective or "cost", catalogue, a.tp, a.pp)
     reason = r.unreachable()

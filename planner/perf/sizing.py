@@ -234,8 +234,9 @@ class Where:
     group: NodeGroup | None = None
 
     @staticmethod
-    def of_gpu(gpu: GPU) -> "Where":
-        return Where(gpu, gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE)
+    def of_gpu(gpu: GPU, gpus_per_node: int | None = None) -> "Where":
+        """As many nodes as needed, of `gpus_per_node` (--gpus-per-node), else the GPU's typical node."""
+        return Where(gpu, gpus_per_node or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE)
 
     @staticmethod
     def of_group(group: NodeGroup) -> "Where":
