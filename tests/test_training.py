@@ -424,7 +424,7 @@ def test_train_json_without_gpu(capsys):
     [
         (
             ["llama3.1-8b", "--method", "qlora", "--gpu", "L4", "--gradient-checkpointing"],
-            ["quantized base (NF4, double quantization)", "LoRA adapter weights (fp32)", "activations (est.)", "FITS"],
+            ["quantized base (NF4 codes)", "NF4 scales", "LoRA adapter weights (fp32)", "activations (est.)", "FITS"],
         ),
         (
             [

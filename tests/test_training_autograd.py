@@ -48,10 +48,31 @@ FAMILIES = {
     ),
     "mixtral": ("MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),
     "qwen2_vl": ("Qwen2VLForConditionalGeneration", {}),  # the text tower of a VLM, text batches
+    "deepseek_v3": (  # multi-head latent attention; dense layers (first_k_dense_replace); v as wide as q/k so
+        # that the CPU flash kernel runs (a narrower v falls back to the fp32 math kernel on CPU, not on GPUs)
+        "DeepseekV3ForCausalLM",
+        {
+            "num_key_value_heads": 8,
+            "q_lora_rank": 64,
+            "kv_lora_rank": 32,
+            "qk_nope_head_dim": 16,
+            "qk_rope_head_dim": 8,
+            "v_head_dim": 24,
+            "first_k_dense_replace": 3,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 96,
+            "n_shared_experts": 1,
+            "n_group": 1,
+            "topk_group": 1,
+        },
+    ),
 }
 VISION = dict(depth=2, embed_dim=64, hidden_size=128, num_heads=4, mlp_ratio=2, patch_size=14, spatial_merge_size=2)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ATTN_ONLY = ["q_proj", "k_proj", "v_proj", "o_proj"]  # MoE: PEFT's expert adapters differ by release (see notes)
+MLA_ONLY = ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"]
+"""DeepSeek: PEFT 0.21 reads gate/up/down_proj as expert target_parameters there, leaving the dense MLP bare."""
 BATCH, SEQ = 2, 64
 
 
@@ -73,6 +94,7 @@ bf16 engine and FSDP mixed precision cast them so)."""
 
 def _case(family, method, attn="sdpa", regime="bf16", ckpt=False, dropout=0.0):
     targets = ATTN_ONLY if "moe" in family or family == "mixtral" else ALL_LINEAR
+    targets = MLA_ONLY if family == "deepseek_v3" else targets
     name = f"{family}-{method}-{attn}-{regime}{'-ckpt' if ckpt else ''}{f'-drop{dropout}' if dropout else ''}"
     dtype, autocast, adapter_dtype, cast_back = REGIMES[regime]
     return dict(
@@ -100,6 +122,9 @@ CASES += [_case(f, "lora", regime=r) for f in ("llama", "gemma") for r in list(R
 CASES += [_case("llama", "lora", regime=r, ckpt=True) for r in ("amp-fp32-base", "qlora-fp32-base")]
 CASES += [_case("qwen3", "lora", regime="qlora-fp32-base", dropout=0.1)]
 CASES += [_case(f, "full", regime="amp-fp32-base", ckpt=c) for f in ("llama", "gemma", "qwen3") for c in (False, True)]
+CASES += [_case(f, "full", regime="amp-fp32-base", ckpt=c) for f in ("qwen3_moe", "mixtral") for c in (False, True)]
+CASES += [_case(f, "lora", regime="amp-bf16-base") for f in ("qwen3_moe", "deepseek_v3")]
+CASES += [_case("deepseek_v3", "lora", dropout=0.1), _case("deepseek_v3", "full", regime="amp-fp32-base")]
 IN_BACKWARD = [
     dict(_case(f, "full"), name=f"{f}-full-optimizer-in-backward", optimizer_in_backward=True)
     for f in FAMILIES

@@ -39,7 +39,7 @@ keeps only its input, `e*s*b*h`, and one layer is recomputed at a time during th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.models.spec import ModelSpec
 from planner.training.lora import LinearModule
@@ -104,6 +104,10 @@ class ActivationAssumptions:
     the others too). bitsandbytes' 4-bit linears keep none. fp32 adapters under autocast alike."""
     head_weight_cast: bool = False
     """The same for a frozen lm_head in a wider dtype (QLoRA's fp32 lm_head under autocast)."""
+    expert_bytes: int = 0
+    """Bytes of the routed experts' activations (0: element_bytes). transformers' grouped_mm is not
+    autocast-enabled and casts its input to the experts' weight dtype (integrations/moe.py
+    `_grouped_mm`): under autocast over fp32 experts they run, and keep what they keep, in fp32."""
 
     @property
     def stream(self) -> int:
@@ -270,23 +274,37 @@ def attention_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
 
 
 def _mla_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
-    """Multi-head latent attention (DeepSeek), same rule: the latent projections' inputs and norm
-    inputs, then per-head Q, K (nope + rope) and V. An approximation: every projection input is
-    counted as kept."""
+    """Multi-head latent attention as transformers' DeepseekV3Attention runs it: the hidden state
+    q_a_proj (or q_proj) and kv_a_proj_with_mqa read, each latent's RMSNorm (q_a_layernorm over
+    q_lora_rank, kv_a_layernorm over kv_lora_rank) and the up-projection's input (q_b_proj,
+    kv_b_proj); RoPE keeps nothing per token. Attention keeps the query (a new tensor: the nope and
+    rope parts concatenated), the key (a new tensor: k_nope beside the shared k_rot), the value as
+    a view of kv_b_proj's whole output (nope + v per head), the fp32 log-sum-exp and its output.
+    The concatenated query puts the output in [b, heads, s, d] memory, so o_proj reads a copy."""
     m, e, heads = spec.mla, a.element_bytes, spec.num_heads
     assert m is not None
-    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-    t = {
-        "latent projection input": e * spec.hidden_size,
-        "kv latent (norm and kv_b inputs)": e * (2 * m.kv_lora_rank + m.qk_rope_head_dim),
-        "q": e * heads * qk,
-        "k": e * heads * qk,
-        "v": e * heads * m.v_head_dim,
-        "attention output (o_proj input)": e * heads * m.v_head_dim,
-    }
+    qk, lo = m.qk_nope_head_dim + m.qk_rope_head_dim, a.linear_out
+    t = input_terms("latent projection input", _MLA_INPUT, spec.hidden_size, a, in_bytes=a.stream)
+    t["kv latent norm"] = norm_bytes(spec, m.kv_lora_rank, 1, a, lo)
+    t = _merge(t, input_terms("kv latent (kv_b input)", frozenset({"kv_b_proj"}), m.kv_lora_rank, a))
     if m.q_lora_rank:
-        t["q latent (norm and q_b inputs)"] = e * 2 * m.q_lora_rank
-    return Terms(t) + _scores(heads, a)
+        t["q latent norm"] = norm_bytes(spec, m.q_lora_rank, 1, a, lo)
+        t = _merge(t, input_terms("q latent (q_b input)", frozenset({"q_b_proj"}), m.q_lora_rank, a))
+    t |= {
+        "q (nope + rope, concatenated)": e * heads * qk,
+        "k (nope + shared rope)": e * heads * qk,
+        "v (kv_b output, nope + v)": e * heads * (m.qk_nope_head_dim + m.v_head_dim),
+    }
+    if a.attention == "flash":
+        t["attention output"] = e * heads * m.v_head_dim
+    o = input_terms(
+        "attention output (o_proj input)", _group("attention output (o_proj input)"), heads * m.v_head_dim, a
+    )
+    return Terms(_merge(t, o)) + _scores(heads, a)
+
+
+_MLA_INPUT = frozenset({"q_proj", "q_a_proj", "kv_a_proj_with_mqa"})
+"""The linears of multi-head latent attention that read the hidden state."""
 
 
 # ---- feed-forward ----------------------------------------------------------------------------
@@ -320,24 +338,26 @@ def mlp_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
 
 def moe_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     """Mixture of experts as transformers' grouped dispatch runs it (see the module docstring);
-    shared experts as a dense SwiGLU."""
+    shared experts as a dense SwiGLU. The routed experts run in their weights' dtype, outside
+    autocast (`a.expert_bytes`)."""
     moe, e, h = spec.moe, a.element_bytes, spec.hidden_size
     assert moe is not None
-    k = moe.experts_per_token
+    k, x = moe.experts_per_token, a.expert_bytes or e
+    ax = replace(a, element_bytes=x, autocast=False, stream_bytes=x, linear_out_bytes=x)
     t = {
         "router softmax (fp32)": 4 * moe.num_experts,
         "routing indices (int64)": a.moe_index_bytes * k,
         "top-k normalization (fp32)": 4 + 4 * k,
         "routing weights": e * k,
-        "expert outputs (x routing weight)": k * e * h,
+        "expert outputs (x routing weight)": k * x * h,
     }
     if a.trainable:
         t["router input"] = e * h
-    t |= input_terms("expert inputs (gathered)", _group("mlp input"), h, a, copies=k)
+    t |= input_terms("expert inputs (gathered)", _group("mlp input"), h, ax, copies=k)
     inter = moe.expert_intermediate_size
-    t["expert gate-up outputs"] = k * 2 * e * inter
-    t["expert activation outputs"] = k * e * inter
-    t = _merge(t, input_terms("expert down inputs", _group("mlp down input"), inter, a, copies=k))
+    t["expert gate-up outputs"] = k * 2 * x * inter
+    t["expert activation outputs"] = k * x * inter
+    t = _merge(t, input_terms("expert down inputs", _group("mlp down input"), inter, ax, copies=k))
     if moe.num_shared_experts:
         t = _merge(t, _swiglu(moe.shared_intermediate_size, a, "shared expert"))
     if moe.shared_expert_gate:
@@ -356,8 +376,8 @@ def layer_terms(spec: ModelSpec, index: int, a: ActivationAssumptions, modules: 
     is_moe = spec.layers[index].mlp == "moe" and spec.moe is not None
     ffn = moe_terms(spec, a) if is_moe else mlp_terms(spec, a)
     casts, mine = {}, [m for m in modules if m.layer == index]
-    if a.weight_casts:
-        params = sum(m.in_features * m.out_features * m.copies for m in mine)
+    if a.weight_casts:  # routed experts' grouped_mm casts no weight (see moe_terms)
+        params = sum(m.in_features * m.out_features * m.copies for m in mine if not (m.routed and a.expert_bytes))
         casts["autocast weight copies (linears)"] = a.element_bytes * params
     if a.autocast and a.adapted and a.adapter_bytes != a.element_bytes:  # cached casts of trained leaves
         params = sum(a.lora_rank * (m.in_features + m.out_features) * m.copies for m in mine if m.name in a.adapted)

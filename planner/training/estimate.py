@@ -204,8 +204,11 @@ def _notes(r: Resolved) -> list[str]:
     out = []
     if spec.vision is not None:
         out.append("text batches: the vision tower's activations are not counted")
-    if spec.mla is not None:
-        out.append("MLA attention activations are approximated (every latent projection input counted)")
+    if spec.mla is not None and spec.moe is not None:
+        out.append(
+            "MoE layers of an MLA model (DeepSeek's group-limited routing) are counted as transformers' grouped "
+            "dispatch; the CPU check covers its latent attention and dense layers"
+        )
     if spec.moe is not None and c.method != "full" and {"gate_proj", "up_proj", "down_proj"} & set(r.targets):
         out.append(
             "LoRA on routed experts: PEFT's target_parameters over fused expert tensors (transformers 5) "

@@ -228,6 +228,7 @@ def _assumptions(
         linear_out_bytes=4 if fp32_base and c.method == "qlora" else e,
         weight_casts=fp32_base and c.method != "qlora",
         head_weight_cast=fp32_base,
+        expert_bytes=(4 if fp32_base else e) if autocast else 0,
     )
 
 
