@@ -253,6 +253,11 @@ class ReleaseFacts(NamedTuple):
     log_model_loading_format_v2_runner: str | None
     """printf format of 'Model loading took' from the V2 model runner; None before it existed."""
 
+    # benchmarking
+    bench_serve_module: str | None
+    """The module behind `vllm bench serve` (its add_cli_args and main), which verify's vllm-bench load
+    driver runs with vLLM's python; None where the release has none."""
+
     def fit_error(self, max_model_len: int, needed_bytes: int, available_bytes: int, estimated_max_len: int) -> str:
         """The ValueError text vLLM raises when one max_model_len request does not fit (or, with
         available_bytes <= 0, the 'no available memory' text)."""

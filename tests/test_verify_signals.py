@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_verify_bench import fake_python  # noqa: F401 (fixture)
 from test_verify_command import fake, tiny  # noqa: F401 (fixtures)
 from test_verify_server import processes_with
 
@@ -248,3 +249,26 @@ def test_signal_while_the_tokenizer_is_generated(tiny, tmp_path, sig):
     assert seen, v.stderr
     v.send(sig)
     assert_clean(v, seen, str(python))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name)
+def test_signal_during_vllm_bench_serve(tiny, fake_python, tmp_path, sig):
+    # The load driver is vLLM's benchmark (a stand-in that hangs with two children, one in a session of
+    # its own, and leaves a file in its temp folder): it goes with the server, and so does its folder.
+    from test_verify_bench import SERVER_MODULE
+
+    v = Verify(
+        [str(tiny), *CPU, "--vllm-command", f"{fake_python} -m {SERVER_MODULE}", "--timeout", "60"]
+        + ["--requests", "2", "--load-driver", "vllm-bench", "--report", str(tmp_path / "r.json")],
+        tmp_path,
+        FAKE_BENCH="hang",
+    )
+    v.wait_for("(vllm bench serve)")
+    deadline = time.monotonic() + 30
+    while len(processes_with("fake-bench-child")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = tree(v.proc.pid)
+    assert len(processes_with("fake-bench-child")) == 2, v.stderr
+    v.send(sig)
+    assert_clean(v, seen, str(fake_python))
+    assert processes_with("fake-bench-child") == [] and not (tmp_path / "r.json").exists()

@@ -7,6 +7,7 @@ import argparse
 from planner.cli.args import int_range, positive_float
 from planner.cli.options import add_plan_options
 from planner.cli.plan import build_request
+from planner.verify.bench import DRIVERS
 from planner.verify.command import DEFAULT_TIMEOUT_S, run
 from planner.verify.load import MAX_REQUESTS
 
@@ -53,6 +54,14 @@ def register(p: argparse.ArgumentParser) -> None:
         default=1,
         help="requests each concurrent sender makes in turn: more than 1 is a closed loop whose first round ramps "
         "up and is not measured, so TTFT/TPOT/throughput compare with perf's steady state (default: 1, one burst)",
+    )
+    p.add_argument(
+        "--load-driver",
+        choices=DRIVERS,
+        default="auto",
+        help="what sends and times the load: vllm-bench is vLLM's own `vllm bench serve` (run with vLLM's python), "
+        "builtin the planner's streaming client; auto: vllm-bench where the release that runs has it, else builtin "
+        "(default: auto)",
     )
     p.add_argument(
         "--report",

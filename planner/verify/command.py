@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Optional
 from planner.errors import PlannerError
 from planner.output import atomic_write, open_private_new, refuse_overwrite
 from planner.verify import metrics, perfcheck
+from planner.verify.bench import BenchSpec, choose_driver, run_bench
 from planner.verify.interrupts import handled, shielded
 from planner.verify.launcher import Launcher, resolve_launcher
 from planner.verify.load import LoadProgress, LoadResult, LoadSpec, run_load
@@ -227,7 +228,13 @@ def _served_name(base_url: str, fallback: str) -> str:
 
 
 def _observe(
-    srv: Server, a: argparse.Namespace, plan: dict[str, Any], vocab: int, model: str, notes: list[str]
+    srv: Server,
+    a: argparse.Namespace,
+    plan: dict[str, Any],
+    vocab: int,
+    model: str,
+    notes: list[str],
+    bench: Optional[BenchSpec] = None,
 ) -> tuple[Optional[metrics.CacheConfig], Optional[str], Optional[LoadResult]]:
     """/metrics, /version and the load, from a healthy server."""
     status, raw = http(srv.base_url + "/metrics", timeout=10)
@@ -239,20 +246,20 @@ def _observe(
     if n > 0:
         note = _null_block_note(plan, n)
         notes += [note] if note else []
-        print(f"verify: load: {n} request(s) of {plan['max_model_len']:,} tokens", file=sys.stderr, flush=True)
-        load = run_load(
-            LoadSpec(
-                srv.base_url,
-                _served_name(srv.base_url, model),
-                n,
-                int(plan["max_model_len"]),
-                vocab,
-                a.output_tokens,
-                a.timeout,
-                rounds=getattr(a, "rounds", 1),
-            ),
-            lambda p: _load_progress(p, srv.elapsed()),
+        by = f" by {bench.module} (vllm bench serve)" if bench else ""
+        print(f"verify: load: {n} request(s) of {plan['max_model_len']:,} tokens{by}", file=sys.stderr, flush=True)
+        spec = LoadSpec(
+            srv.base_url,
+            _served_name(srv.base_url, model),
+            n,
+            int(plan["max_model_len"]),
+            vocab,
+            a.output_tokens,
+            a.timeout,
+            rounds=getattr(a, "rounds", 1),
         )
+        progress = lambda p: _load_progress(p, srv.elapsed())  # noqa: E731
+        load = run_bench(spec, bench, progress) if bench else run_load(spec, progress)
     return cache, version, load
 
 
@@ -294,6 +301,10 @@ def _run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], An
         raise PlannerError(f"port {a.port} is in use: stop what listens there or pass another --port")
     model = load_model(a.model)
     launcher = resolve_launcher(a.vllm_command)
+    driver = getattr(a, "load_driver", "auto")
+    if driver == "vllm-bench" and a.requests == 0:
+        raise PlannerError("--requests 0 skips the load: drop --load-driver vllm-bench, or give --requests N")
+    bench_module = choose_driver(driver, launcher)  # before the server starts: a bad choice is exit 2
     notes: list[str] = []
     plan = _plan(a, build_request, launcher, model.id, notes)
     device = check_device(plan, launcher)
@@ -309,7 +320,8 @@ def _run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], An
             argv = launcher.argv(served, serve.args + extra)
             print(f"verify: {shlex.join(argv)}", file=sys.stderr, flush=True)
             spec = ServerSpec(argv, port, _env(serve, served, tmp), a.timeout, log_path)
-            report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes)
+            bench = _bench_spec(launcher, bench_module, served, tmp)
+            report = _run_server(spec, a, plan, model.spec.vocab_size, served, device, notes, bench)
         speed = perfcheck.of_load(report.load, plan, device, lambda: build_request(a)[:2])  # the server is down
         report = dataclasses.replace(report, speed=speed)
     except BaseException:
@@ -317,6 +329,14 @@ def _run(a: argparse.Namespace, build_request: Callable[[argparse.Namespace], An
         raise
     _emit(report, a, report_path)
     return 0 if report.ok else 1
+
+
+def _bench_spec(launcher: Launcher, module: Optional[str], served: str, tmp: Path) -> Optional[BenchSpec]:
+    """How `vllm bench serve` runs, where the release has it: vLLM's python, its folder inside ours."""
+    if module is None or launcher.python is None:
+        return None
+    env = {"TMPDIR": str(tmp / "bench")} | ({"HF_HUB_OFFLINE": "1"} if Path(served).is_dir() else {})
+    return BenchSpec(launcher.python, module, served, tmp / "bench", env)
 
 
 @contextmanager
@@ -372,12 +392,13 @@ def _run_server(
     served: str,
     device: str,
     notes: list[str],
+    bench: Optional[BenchSpec] = None,
 ) -> Report:
     cache = version = load = None
     with Server(spec, _progress) as srv:
         startup: Startup = srv.start()
         if startup.outcome == "ready" and not predicts_startup_failure(plan):
-            cache, version, load = _observe(srv, a, plan, vocab, served, notes)
+            cache, version, load = _observe(srv, a, plan, vocab, served, notes, bench)
     entries = figure_entries(plan, startup.figures, cache, device, startup.outcome == "ready")
     entries += load_entries(plan, load) if load else []
     return Report(

@@ -129,4 +129,19 @@ def _custom_launcher(command: str) -> Launcher:
     return Launcher(prefix, prefix[-1] != "serve", python, found[1] if found else None, found[0] if found else None)
 
 
-# ---- the plan ---------------------------------------------------------------------------------
+def bench_module(launcher: Launcher) -> tuple[Optional[str], str]:
+    """(the module behind `vllm bench serve` in the vLLM that runs, from the release data; or None and why not)."""
+    from planner import releases
+
+    if launcher.python is None:
+        return None, (
+            "vLLM's python is not known (give PLANNER_VLLM_PYTHON, or a --vllm-command of the form "
+            "'PYTHON -m vllm.entrypoints.openai.api_server')"
+        )
+    if launcher.version is None:
+        return None, f"{launcher.python} has no vLLM whose release is known"
+    try:
+        module = releases.get(launcher.version).bench_serve_module
+    except PlannerError:
+        return None, f"vLLM {launcher.version} is not in the release data"
+    return (module, "") if module else (None, f"vLLM {launcher.version} has no `vllm bench serve`")

@@ -99,6 +99,8 @@ class LoadResult:
     """Measured TTFT, TPOT, ITL, end-to-end and tokens/s of the completed requests (latency.summarize)."""
     rounds: int = 1
     """Requests per sender (LoadSpec.rounds); `completed` counts the senders whose every request completed."""
+    driver: str = "builtin"
+    """What sent and timed the requests: 'builtin' (this module) or 'vllm bench serve' (planner/verify/bench.py)."""
 
     @property
     def complete(self) -> bool:
@@ -180,7 +182,7 @@ def _stream(url: str, body: bytes, t0: float, timeout_s: float) -> tuple[int, la
         return resp.status, latency.read_stream(resp, t0, t0 + timeout_s)
 
 
-class _Watcher(threading.Thread):
+class Watcher(threading.Thread):
     """Reads /metrics until stopped: peaks of running, waiting and KV usage; preemptions."""
 
     def __init__(self, spec: LoadSpec) -> None:
@@ -207,16 +209,21 @@ def _peak(values: list[Optional[float]]) -> Optional[float]:
     return max(known) if known else None
 
 
-def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] = None) -> LoadResult:
+def check_spec(spec: LoadSpec) -> None:
+    """One-line errors for a load that cannot be sent (either driver)."""
     check_local(spec.base_url)
     if not 1 <= spec.requests <= MAX_REQUESTS:
         raise PlannerError(f"--requests {spec.requests}: give 1 to {MAX_REQUESTS}")
     if spec.context_tokens < 2:
         raise PlannerError(f"a context of {spec.context_tokens} tokens leaves no room for prompt and output")
-    watcher = _Watcher(spec)
-    before = watcher.read()
     if not 1 <= spec.rounds <= MAX_REQUESTS // spec.requests:
         raise PlannerError(f"--rounds {spec.rounds}: give 1 to {MAX_REQUESTS // spec.requests} at this concurrency")
+
+
+def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] = None) -> LoadResult:
+    check_spec(spec)
+    watcher = Watcher(spec)
+    before = watcher.read()
     n = spec.requests
     results: list[Optional[RequestResult]] = [None] * (n * spec.rounds)  # round r of sender i at r * n + i
     # Release every first request at the same moment; the timeout breaks the barrier rather than hang.
@@ -244,7 +251,7 @@ def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] 
         start.wait()
     except threading.BrokenBarrierError:
         pass  # some thread failed before sending: its result says why
-    _wait(threads, t0 + spec.timeout_s + 5, _Reporter(spec, results, watcher, t0, before, progress))
+    _wait(threads, t0 + spec.timeout_s + 5, Reporter(spec, results, watcher, t0, before, progress))
     seconds = time.monotonic() - t0
     watcher.stop_event.set()
     watcher.join(timeout=10)
@@ -252,19 +259,20 @@ def run_load(spec: LoadSpec, progress: Optional[Callable[[LoadProgress], None]] 
     return _summarize(spec, results, seconds, before, watcher.readings + ([final] if final else []), final)
 
 
-class _Reporter:
+class Reporter:
     """Tells `progress` about the load every PROGRESS_S seconds."""
 
     def __init__(
         self,
         spec: LoadSpec,
         results: list[Optional[RequestResult]],
-        watcher: _Watcher,
+        watcher: Watcher,
         t0: float,
         before: Optional[metrics.LoadGauges],
         progress: Optional[Callable[[LoadProgress], None]],
     ) -> None:
         self.spec, self.results, self.watcher, self.t0, self.progress = spec, results, watcher, t0, progress
+        self.before = before
         self.next = t0 + PROGRESS_S
         # (time, token counter) at the last report, first the reading taken before the load
         self.mark = (t0, before.tokens) if before is not None and before.tokens is not None else None
@@ -276,10 +284,13 @@ class _Reporter:
         done = [r for r in list(self.results) if r is not None]
         latest = self.watcher.latest
         last = latest[1] if latest else metrics.LoadGauges(None, None, None, None)
+        count = len(done)
+        if not self.results:  # a driver that reports only at its end: the server's count of finished requests
+            first = self.before.finished if self.before is not None else None
+            count = int(last.finished - first) if last.finished is not None and first is not None else 0
+        total = len(self.results) or self.spec.requests * self.spec.rounds
         self.progress(
-            LoadProgress(
-                now - self.t0, len(self.results), len(done), last.running, last.waiting, self._rate(now, done, latest)
-            )
+            LoadProgress(now - self.t0, total, count, last.running, last.waiting, self._rate(now, done, latest))
         )
 
     def _rate(
@@ -316,16 +327,35 @@ def _summarize(
             errors.append(r.error)
     if len(done) < len(results):
         errors.append(f"{len(results) - len(done)} request(s) still running after {spec.timeout_s:g} s")
+    n = spec.requests
+    return result_of(
+        spec,
+        sum(all(r is not None and r.ok for r in results[i::n]) for i in range(n)),
+        seconds,
+        errors,
+        _measured(spec, done, seconds),
+        (before, readings, final),
+    )
+
+
+Gauges = tuple[Optional[metrics.LoadGauges], list[metrics.LoadGauges], Optional[metrics.LoadGauges]]
+"""(the reading before the load, every reading during it, the one after it)."""
+
+
+def result_of(
+    spec: LoadSpec, completed: int, seconds: float, errors: list[str], measured: dict, gauges: Gauges, driver: str = ""
+) -> LoadResult:
+    """The load's record: what a driver measured, beside the peaks and counters the watcher read."""
+    before, readings, final = gauges
     first = before.preemptions if before and before.preemptions is not None else 0.0
     last = _peak([g.preemptions for g in readings])
-    prompt, output = spec.split
-    measured = _measured(spec, done, seconds)
     if before is not None and final is not None:  # vLLM's own view, from its histograms
         measured["server"] = metrics.server_means(before.histograms, final.histograms)
-    n = spec.requests
+    measured["driver"] = driver or "builtin"
+    prompt, output = spec.split
     return LoadResult(
-        requests=n,
-        completed=sum(all(r is not None and r.ok for r in results[i::n]) for i in range(n)),
+        requests=spec.requests,
+        completed=completed,
         prompt_tokens=prompt,
         output_tokens=output,
         seconds=round(seconds, 2),
@@ -336,6 +366,7 @@ def _summarize(
         errors=errors,
         latency=measured,
         rounds=spec.rounds,
+        driver=driver or "builtin",
     )
 
 

@@ -1,9 +1,9 @@
 """Read vLLM's Prometheus `/metrics` text: the KV-cache configuration (`vllm:cache_config_info`) and
 the load gauges (`vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`,
-`vllm:num_preemptions_total`, and the token counters `vllm:prompt_tokens_total`,
-`vllm:generation_tokens_total`), and the latency histograms' sums and counts (TTFT, TPOT, ITL,
-end-to-end, queue) for vLLM's own mean over a load. Pure standard library; the text format is simple
-enough to parse here.
+`vllm:num_preemptions_total`, the token counters `vllm:prompt_tokens_total`,
+`vllm:generation_tokens_total`, the finished requests `vllm:request_success_total`), and the latency
+histograms' sums and counts (TTFT, TPOT, ITL, end-to-end, queue) for vLLM's own mean over a load.
+Pure standard library; the text format is simple enough to parse here.
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ class LoadGauges:
     """Prompt plus generated tokens processed since start-up (counters), for the load's tokens/s."""
     histograms: dict[str, tuple[float, float]] = field(default_factory=dict)
     """(sum, count) of vLLM's latency histograms (SERVER_LATENCY), for its own view of the load's latency."""
+    finished: Optional[float] = None
+    """Requests finished since start-up, any reason (`vllm:request_success_total`), for a load driver
+    that reports only at its end (vllm bench serve)."""
 
 
 def load_gauges(samples: list[Sample]) -> LoadGauges:
@@ -126,6 +129,7 @@ def load_gauges(samples: list[Sample]) -> LoadGauges:
         kv_cache_usage=peak(samples, "vllm:kv_cache_usage_perc"),
         tokens=None if all(c is None for c in counters) else sum(c or 0.0 for c in counters),
         histograms=histograms(samples),
+        finished=total(samples, "vllm:request_success_total"),
     )
 
 

@@ -28,6 +28,11 @@ LOOP_NOTE = (
     "a closed loop of {n} senders, {r} rounds after a ramp-up measured (rates over the window in which all "
     "run): the estimate's steady state"
 )
+BENCH_LOOP_NOTE = (
+    "a closed loop of {n} concurrent slots, {total} requests, every one measured (vllm bench serve leaves no "
+    "ramp-up out; rates over its whole run): near the estimate's steady state as rounds grow"
+)
+BENCH_NOTE = "measured by vllm bench serve (vLLM's own benchmark), its means and percentiles as it reports them"
 # (figure, perf --json key, its range key); the measured key is the figure's name
 FIGURES = (
     ("ttft_ms", "ttft_ms", "ttft_ms_range"),
@@ -88,10 +93,13 @@ class PerfCheck:
     prediction: Optional[dict[str, Any]]
     """perf's result for this load (`perf --json`), None where there is none."""
     notes: list[str] = field(default_factory=list)
+    measured_by: str = "builtin"
+    """The load driver that measured: 'builtin' or 'vllm bench serve'."""
 
     def to_json(self) -> dict[str, Any]:
         p = self.prediction
         return {
+            "measured_by": self.measured_by,
             "rows": [r.to_json() for r in self.rows],
             "predicted_estimated": p is not None,
             "prediction": None
@@ -123,16 +131,20 @@ def compare(
             )
         )
     notes = [CPU_NOTE] if device == "cpu" else []
+    driver = measured.get("driver") or "builtin"
+    notes += [BENCH_NOTE] if driver != "builtin" else []
     if prediction is None and why_none and device != "cpu":
         notes.append(f"no prediction: {why_none}")
     if prediction is not None:
         notes += list(prediction.get("notes") or [])
         n, rounds = prediction.get("concurrency") or 1, measured.get("rounds", 1)
-        if rounds > 1:
+        if rounds > 1 and driver != "builtin":
+            notes.append(BENCH_LOOP_NOTE.format(n=n, total=n * rounds))
+        elif rounds > 1:
             notes.append(LOOP_NOTE.format(n=n, r=rounds - 1))
         elif n > 1:
             notes.append(BURST_NOTE.format(n=n))
-    return PerfCheck(rows, prediction, notes)
+    return PerfCheck(rows, prediction, notes, driver)
 
 
 def predict(req: Any, gpu: Any, plan: dict[str, Any], prompt: int, output: int, requests: int) -> dict[str, Any]:

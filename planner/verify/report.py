@@ -336,6 +336,10 @@ def table(entries: list[Entry]) -> str:
     )
 
 
+def _ramp(load: LoadResult) -> str:
+    return "; the first ramps up" if load.driver == "builtin" else ", every request measured"
+
+
 def text(r: Report) -> str:
     s = r.startup
     lines = [
@@ -358,14 +362,16 @@ def text(r: Report) -> str:
         ld = r.load
         lines += [
             "",
-            f"load: {ld.completed}/{ld.requests} requests of {ld.prompt_tokens}+{ld.output_tokens} tokens "
-            + (f"x {ld.rounds} rounds (a closed loop; the first ramps up) " if ld.rounds > 1 else "")
+            f"load ({ld.driver}): {ld.completed}/{ld.requests} requests of {ld.prompt_tokens}+{ld.output_tokens} "
+            "tokens "
+            + (f"x {ld.rounds} rounds (a closed loop{_ramp(ld)}) " if ld.rounds > 1 else "")
             + f"completed in {ld.seconds:.1f} s; peak running {_fmt(ld.max_running)}, waiting {_fmt(ld.max_waiting)}, "
             f"preemptions {_fmt(ld.preemptions)}, peak KV usage {_fmt(ld.peak_kv_cache_usage)}",
         ]
         lines += [f"  error: {e}" for e in ld.errors]
     if r.speed:
-        lines += ["", "speed: measured beside the estimate (information, not judged)", speed_table(r.speed)]
+        by = f"measured by {r.speed.measured_by}"
+        lines += ["", f"speed: {by}, beside the estimate (information, not judged)", speed_table(r.speed)]
         lines += [f"  {n}" for n in r.speed.notes]
     lines += [f"note: {n}" for n in r.notes]
     if r.log_path:
