@@ -34,7 +34,7 @@ def pp_layer_ranges(num_layers: int, pp: int) -> list[range]:
 
 
 # Gemma models build embed_tokens on every pipeline rank (models/gemma*.py), not only the first.
-_EMBEDDINGS_ON_EVERY_STAGE = ("gemma", "gemma2", "gemma3_text")
+_EMBEDDINGS_ON_EVERY_STAGE = ("gemma", "gemma2", "gemma3_text", "gemma4_text", "gemma4_text_v")
 
 
 def stage_of(tensor: Tensor, ranges: list[range], spec: ModelSpec | None = None) -> list[int]:
@@ -370,6 +370,10 @@ def runtime_buffers(spec: ModelSpec, ranges: list[range], quant: QuantSpec | Non
                         stored_dtype=dtype,
                     )
                 )
+    from planner.models.families import stage_buffer_builder  # a family's own per-stage buffers (Gemma 4)
+
+    if (stage_buffers := stage_buffer_builder(spec.model_type)) is not None:
+        out += stage_buffers(spec, ranges)
     if spec.mla and quant is not None and quant.method in ("fp8", "int8"):
         m = spec.mla
         for i in range(spec.num_layers):

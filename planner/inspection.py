@@ -87,13 +87,33 @@ def check_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
         )
     if pp > spec.num_layers:
         raise PlannerError(f"--pp {pp} exceeds the {spec.num_layers} decoder layers: use at most {spec.num_layers}")
+    _check_kv_sharing_stages(spec, pp)
     v = spec.vision
-    if v is not None and v.num_layers and (v.num_heads % tp or v.intermediate_size % tp):
+    if v is not None and v.num_layers and v.tp_split and (v.num_heads % tp or v.intermediate_size % tp):
         # the ViT's QKV / column-parallel layers split heads and the MLP across TP (vLLM's divide())
         ok = [t for t in valid if v.num_heads % t == 0 and v.intermediate_size % t == 0]
         raise PlannerError(
             f"--tp {tp} does not divide the vision tower ({v.num_heads} heads, MLP {v.intermediate_size}): "
             f"valid TP sizes are {', '.join(map(str, ok))}"
+        )
+
+
+def _kv_split_layer(spec: ModelSpec, pp: int) -> int | None:
+    """The first KV-shared layer that `pp` stages put on another stage than its target, if any."""
+    stage = {i: s for s, r in enumerate(acc.pp_layer_ranges(spec.num_layers, pp)) for i in r}
+    src = [(i, l.kv_shared_with) for i, l in enumerate(spec.layers) if l.kv_shared_with is not None]
+    return next((i for i, t in src if stage[i] != stage[t]), None)
+
+
+def _check_kv_sharing_stages(spec: ModelSpec, pp: int) -> None:
+    """vLLM's validate_kv_sharing_target: a KV-shared layer's target must be built by the same stage."""
+    bad = _kv_split_layer(spec, pp)
+    if bad is not None:
+        ok = [p for p in range(1, pp) if _kv_split_layer(spec, p) is None]
+        raise PlannerError(
+            f"--pp {pp} puts KV-shared layer {bad} (num_kv_shared_layers) on another stage than layer "
+            f"{spec.layers[bad].kv_shared_with}, whose cache it reads, which vLLM refuses: use --pp "
+            f"{', '.join(map(str, ok))}"
         )
 
 

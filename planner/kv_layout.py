@@ -100,8 +100,8 @@ def _effective_kinds(spec: ModelSpec, layers: range, rules: LayoutRules) -> list
             kind, window = "full", None
         if kind == "sliding" and not rules.hybrid_kv_cache_manager:
             kind, window = "full", None
-        if kind in MAMBA_KINDS or kind == "none":
-            continue  # recurrent state (grouped separately) or an MLP-only block (no cache)
+        if kind in MAMBA_KINDS or kind == "none" or layer.kv_shared_with is not None:
+            continue  # recurrent state (grouped separately), an MLP-only block or a KV-shared layer (no cache)
         out.append((kind, window))
     return out
 
@@ -148,7 +148,7 @@ def _kind_counts(
         a = spec.layers[i].attention
         if a in MAMBA_KINDS and hybrid:
             k: tuple[str, int | None] = ("mamba", None)
-        elif a in MAMBA_KINDS or a == "none":
+        elif a in MAMBA_KINDS or a == "none" or spec.layers[i].kv_shared_with is not None:
             continue
         else:
             k = next(it)

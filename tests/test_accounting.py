@@ -259,9 +259,12 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
         attn = [b["attention"] for b in text["block_configs"] if not b["attention"]["no_op"]]
         layers, kv_heads = len(attn), heads // attn[0]["n_heads_in_group"]
     if "global_head_dim" in text:  # Gemma 4: full layers have their own KV heads and head size
-        full = text["layer_types"].count("full_attention")
-        full_kv = full * 2 * max(1, text["num_global_key_value_heads"] // tp) * text["global_head_dim"] * dtype_bytes
-        return (layers - full) * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes + full_kv
+        # (num_global_key_value_heads only with attention_k_eq_v); the num_kv_shared_layers last keep no cache
+        own = text["layer_types"][: layers - (text.get("num_kv_shared_layers") or 0)]
+        full = own.count("full_attention")
+        g = text["num_global_key_value_heads"] if text.get("attention_k_eq_v") else kv_heads
+        full_kv = full * 2 * max(1, g // tp) * text["global_head_dim"] * dtype_bytes
+        return (len(own) - full) * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes + full_kv
     return layers * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes
 
 

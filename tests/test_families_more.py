@@ -225,12 +225,12 @@ BAD = [
     ("google/gemma-4-26B-A4B", lambda c: c["text_config"].pop("moe_intermediate_size"), "moe_intermediate_size"),
     (
         "google/gemma-4-26B-A4B",
-        lambda c: c["text_config"].__setitem__("hidden_size_per_layer_input", 256),
+        lambda c: c["text_config"].__setitem__("hidden_size_per_layer_input", "256"),
         "hidden_size_per_layer_input",
     ),
     (
         "google/gemma-4-26B-A4B",
-        lambda c: c["text_config"].__setitem__("num_kv_shared_layers", 10),
+        lambda c: c["text_config"].__setitem__("num_kv_shared_layers", 30),
         "num_kv_shared_layers",
     ),
     ("google/gemma-4-31B-it", lambda c: c["vision_config"].__setitem__("head_dim", 64), "head_dim"),

@@ -34,6 +34,9 @@ class LayerSpec:
     """Key head size of this layer where it differs from the model's `head_dim`; 0 = the model's."""
     v_head_dim: int = 0
     """Value head size vLLM caches beside the key (`head_size_v`, MiMo-V2: 128 beside 192); 0 = the key's."""
+    kv_shared_with: int | None = None
+    """The earlier layer whose KV cache this layer reads (vLLM's `kv_sharing_target_layer_name`, Gemma 4
+    E2B/E4B's last `num_kv_shared_layers`): it keeps no cache of its own; None = its own cache."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,9 @@ class VisionSpec:
     """TP-sharded parameters between encoder and projector (Llama 4's pixel-shuffle MLP)."""
     patch_linear: bool = False
     """Patches go through a bias-free column-parallel linear layer (Llama 4), not a replicated conv."""
+    tp_split: bool = True
+    """vLLM splits the tower's heads and MLP over TP (so TP must divide them); False: a transformers module
+    every rank keeps whole (Gemma 4's `AutoModel.from_config` towers)."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +258,18 @@ class ModelSpec:
     configs); empty = `intermediate_size` in every layer (which then holds the widest)."""
     checkpoint_rotary_buffers: bool = False
     """The checkpoint stores each layer's `rotary_emb.inv_freq` (Llama-2); vLLM does not load them."""
+    per_layer_input_size: int = 0
+    """Gemma 4 E2B/E4B per-layer embeddings: width of each layer's slice of `embed_tokens_per_layer`
+    (`hidden_size_per_layer_input`); 0 without them."""
+    per_layer_input_vocab: int = 0
+    """Rows of `embed_tokens_per_layer` (`vocab_size_per_layer_input`)."""
+    audio_params: tuple[int, int] = (0, 0)
+    """(audio tower, its projector into the text model): replicated parameters of an audio encoder
+    (Gemma 4's `gemma4_audio`); (0, 0) without one."""
+    init_buffer_width: int = 0
+    """Elements per scheduled token of the buffers the model allocates on the GPU at start-up, each
+    max_num_batched_tokens rows in the model dtype (Qwen3-VL's DeepStack inputs, Gemma 4's per-layer
+    embeddings); vLLM counts them in the model-loading memory (`families.qwen3_vl.init_buffer_bytes`)."""
     vision: VisionSpec | None = None
     quant: QuantSpec | None = None
     max_model_len_default: int = 0

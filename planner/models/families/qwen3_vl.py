@@ -10,8 +10,14 @@ vision tower is `Qwen3_VisionTransformer` with one patch merger plus one DeepSta
 
 The rope is interleaved M-RoPE (`mrope_section`); vLLM 0.32 caches max_position_embeddings rows for
 it (`mrope_positions_factor` is 1 unless video pruning is on), so the section is dropped from the
-rope the spec keeps, as Qwen3.5 does. vLLM also keeps one DeepStack input buffer per level of
-max_num_batched_tokens x hidden (a runtime tensor of the scheduler's size, not counted here).
+rope the spec keeps, as Qwen3.5 does.
+
+DeepStack buffers: Qwen3VLForConditionalGeneration allocates, while the model is built, one
+`deepstack_input_embeds` tensor per level of max_num_batched_tokens x text hidden in the default
+dtype of the load (the model's) on the GPU, on every rank whose vision tower is built (every PP
+stage). vLLM measures them as model-loading memory, before the profile run: the spec records their
+width (`init_buffer_width` = levels x hidden) and `init_buffer_bytes` sizes them for a scheduler
+budget (Qwen3-VL-8B at 8,192 tokens: 3 x 8,192 x 4,096 x 2 B = 0.1875 GiB).
 """
 
 from __future__ import annotations
@@ -79,4 +85,13 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
             "vision_config: the vision tower's weights are not counted (pass the complete config.json)",
         )
     )
+    levels = len(vcfg.get("deepstack_visual_indexes") or []) if vision is not None and isinstance(vcfg, dict) else 0
+    fields["init_buffer_width"] = levels * fields["hidden_size"]
     return finish(config, text, fields, quant_files, vision, notes)
+
+
+def init_buffer_bytes(spec: ModelSpec, max_num_batched_tokens: int, dtype_bytes: int) -> int:
+    """Bytes of the buffers the model allocates at start-up per GPU (`ModelSpec.init_buffer_width`:
+    Qwen3-VL's DeepStack inputs, Gemma 4's per-layer embeddings), each max_num_batched_tokens rows
+    of the dtype vLLM loads the model in (`dtype_bytes`); part of vLLM's model-loading memory."""
+    return spec.init_buffer_width * max_num_batched_tokens * dtype_bytes
