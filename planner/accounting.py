@@ -233,8 +233,9 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
         schemes = [(t, scheme_of(t, quant)) for t in tensors if not t.runtime]
         total += sum(scale_elements(s, t.shape) for t, s in schemes if s is not None)
         # NVFP4 weights are stored packed, two e2m1 values per U8 element (the fp8 scales counted above;
-        # ModelOpt's scalar weight_scale_2 / input_scale are buffers its export leaves out of the total)
-        total -= sum(t.numel // 2 for t, s in schemes if s is not None and s.method == "nvfp4")
+        # ModelOpt's scalar weight_scale_2 / input_scale are buffers its export leaves out of the total),
+        # as are MXFP4 weights of a mixed checkpoint (DeepSeek-V4-Flash-NVFP4's MTP experts)
+        total -= sum(t.numel // 2 for t, s in schemes if s is not None and s.method in ("nvfp4", "mxfp4"))
     return total
 
 

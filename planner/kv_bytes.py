@@ -54,6 +54,52 @@ def indexer_bytes_per_token(spec: ModelSpec) -> int:
     return m.index_head_dim + m.index_head_dim // INDEXER_QUANT_BLOCK * 4
 
 
+# ---- DeepSeek-V4 ---------------------------------------------------------------------------------
+
+V4_BLOCK = 256
+"""Tokens per block: the V4 attention and indexer backends' only kernel block size."""
+V4_SWA_BLOCK = 64
+"""DeepseekV4SWACache's block size."""
+FP8_DS_MLA_STATE, FP8_DS_MLA_ALIGN = 584, 576
+"""fp8_ds_mla: 448 B nope + 128 B rope + 8 B scale per cached state; pages padded to 576 B."""
+
+
+def deepseek_v4_caches(spec: ModelSpec, layers: range) -> list[tuple[str, tuple[str, int | None, int], int]]:
+    """Each cache vLLM registers for these layers, as (role, (kind, window, block size), page bytes), in the
+    FlashMLA fp8_ds_mla layout: the sliding window (every layer), the compressed KV
+    (MLAAttentionSpec, block_size / ratio states), its compressor state (fp32 kv + score of coff x
+    head_dim, `CompressorStateCache`: blocks of 4 (ratio 4) or 8 (ratio 128) tokens, a window of
+    coff x ratio), and for ratio 4 the indexer keys (index_head_dim + a scale per 128) with their
+    own compressor state. Every page rounds up to 576 B."""
+    f = dict(spec.family_fields)
+    window, hd, idim = spec.layers[0].window or 0, spec.head_dim, f.get("index_head_dim", 0)
+    page = lambda n: -(-n // FP8_DS_MLA_ALIGN) * FP8_DS_MLA_ALIGN  # noqa: E731
+    out: list[tuple[str, tuple[str, int | None, int], int]] = []
+    for i in layers:
+        r = spec.compress_ratios[i]
+        out.append(("swa", ("sliding", window, V4_SWA_BLOCK), page(V4_SWA_BLOCK * FP8_DS_MLA_STATE)))
+        if r == 1:
+            continue
+        coff, state_block = 1 + (r == 4), 4 if r == 4 else 8
+        out.append(("compressed", ("mla", None, V4_BLOCK), page(V4_BLOCK // r * FP8_DS_MLA_STATE)))
+        out.append(("compressor_state", ("sliding", coff * r, state_block), page(state_block * 2 * coff * hd * 4)))
+        if r == 4:
+            out.append(("indexer", ("mla", None, V4_BLOCK), page(V4_BLOCK // r * (idim + idim // 128 * 4))))
+            out.append(("indexer_state", ("sliding", coff * r, state_block), page(state_block * 2 * coff * idim * 4)))
+    return out
+
+
+def deepseek_v4_block_pages(spec: ModelSpec, layers: range) -> dict[str, int]:
+    """The pages of one 256-token block of the caches that grow with the sequence (compressed KV and
+    indexer keys), by kind; the sliding-window and compressor-state caches are bounded per sequence
+    and only in `planner.kv_layout`'s blocks."""
+    out = {"compressed": 0, "indexer": 0}
+    for role, _, page in deepseek_v4_caches(spec, layers):
+        if role in out:
+            out[role] += page
+    return out
+
+
 def attention_geometry(spec: ModelSpec, kind: str) -> tuple[int, int, int]:
     """(KV heads, key head size, value head size) of the model's `kind` attention layers: the
     layer's own where it names them (Gemma 4, MiMo-V2), else the model's."""
@@ -76,6 +122,11 @@ def kv_layer_bytes_per_token(spec: ModelSpec, kind: str, tp: int, kv_dtype_bytes
 
 def kv_bytes_per_token(spec: ModelSpec, kv_dtype_bytes: int, tp: int = 1, pp: int = 1) -> KVBytes:
     ranges = pp_layer_ranges(spec.num_layers, pp)
+    if spec.compress_ratios:  # DeepSeek-V4: fp8_ds_mla whatever the KV dtype, whole on every rank
+        pages = [deepseek_v4_block_pages(spec, r) for r in ranges]
+        worst = max(range(pp), key=lambda s: sum(pages[s].values()))
+        kinds = {k: v // V4_BLOCK for k, v in pages[worst].items()}
+        return KVBytes(tuple(sum(p.values()) // V4_BLOCK for p in pages), kinds, kinds, spec.head_dim, 1)
     per_layer = {k: kv_layer_bytes_per_token(spec, k, tp, kv_dtype_bytes) for k in spec.layer_type_counts()}
     per_stage, by_kind = [], []
     for r in ranges:

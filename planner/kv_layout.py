@@ -8,7 +8,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from planner.kv_bytes import has_indexer, indexer_bytes_per_token, kv_layer_bytes_per_token, mamba_layer_state_bytes
+from planner.kv_bytes import (
+    V4_BLOCK,
+    deepseek_v4_caches,
+    has_indexer,
+    indexer_bytes_per_token,
+    kv_layer_bytes_per_token,
+    mamba_layer_state_bytes,
+)
 from planner.models.spec import ModelSpec
 
 MAMBA_KINDS = ("mamba", "linear")
@@ -54,10 +61,13 @@ class KVLayout(NamedTuple):
     indexer_block_bytes: int = 0
     """DSA: the indexer key-cache pages of this worker's layers that have one, in every block beside
     the latents (`UniformTypeKVCacheSpecs`: one group whose page is the sum of all its layers' pages)."""
+    packed_block_bytes: int = 0
+    """Block-outermost packing (DeepSeek-V4): every group's pages side by side in one block of the
+    largest group's bytes (`_get_kv_cache_bytes_per_block`); 0 = group_size x page_bytes (+ indexers)."""
 
     @property
     def bytes_per_block(self) -> int:
-        return self.group_size * self.page_bytes + self.indexer_block_bytes
+        return self.packed_block_bytes or self.group_size * self.page_bytes + self.indexer_block_bytes
 
 
 class LayoutRules(NamedTuple):
@@ -167,6 +177,8 @@ def build_layout(
     block size is raised so an attention page holds it (`hybrid_block_size`) and the state page is
     padded to the attention page, so every group has the same page size. The Mamba layers form one
     kind, split into groups like any other."""
+    if spec.compress_ratios:
+        return deepseek_v4_layout(spec, layers)
     kinds = _effective_kinds(spec, layers, rules)
     hybrid = spec.mamba is not None and any(l.attention in MAMBA_KINDS for l in spec.layers)
     mamba_state = 0
@@ -216,6 +228,58 @@ def build_layout(
         groups += [group(kind)] * g
         padding += g * group_size - n
     return KVLayout(block_size, page_bytes, group_size, tuple(groups), padding, **extra)
+
+
+# ---- DeepSeek-V4: five cache kinds per layer, packed block-outermost -------------------------------
+
+
+def approximate_gcd(values: list[int], lower_bound: int) -> int:
+    """vLLM's `_approximate_gcd`: the d >= lower_bound that pads the values least (ties: larger d)."""
+    lo, hi = max(1, lower_bound), max(values)
+    if lo > hi:
+        return lo
+    return min(range(lo, hi + 1), key=lambda d: (sum((d - x % d) % d for x in values), -d))
+
+
+def deepseek_v4_layout(spec: ModelSpec, layers: range) -> KVLayout:
+    """`_get_packed_kv_cache_groups` over `deepseek_v4_caches`: caches of one type (same class, block
+    size and window) form a bucket; balanced buckets (as many layers of each page size) split into
+    groups of about the same number of pattern repeats (`approximate_gcd`, at least the largest
+    multi-size bucket's), the others stay whole; the block is the largest group's bytes."""
+    buckets: dict[tuple[str, int | None, int], dict[int, int]] = {}
+    for _, key, p in deepseek_v4_caches(spec, layers):
+        counts = buckets.setdefault(key, {})
+        counts[p] = counts.get(p, 0) + 1
+    balanced = {k: len(set(c.values())) == 1 for k, c in buckets.items()}
+    floor = max((max(c.values()) for k, c in buckets.items() if balanced[k] and len(c) > 1), default=0)
+    repeats = approximate_gcd([max(c.values()) for k, c in buckets.items() if balanced[k]], floor) if floor else None
+
+    def n_groups(k: tuple[str, int | None, int]) -> int:
+        return cdiv(max(buckets[k].values()), repeats) if balanced[k] and repeats else 1
+
+    def state(k: tuple[str, int | None, int]) -> bool:
+        return repeats is None and k[0] == "sliding"
+
+    def widest(k: tuple[str, int | None, int], n: int) -> int:
+        return sum(cdiv(c, n) * p for p, c in buckets[k].items())
+
+    anchor = max(widest(k, sum(c.values()) if state(k) else n_groups(k)) for k, c in buckets.items())
+    groups: list[KVGroup] = []
+    sizes: list[int] = []
+    for k, c in buckets.items():
+        n = n_groups(k)
+        if anchor and state(k):
+            n = max(n, cdiv(sum(c.values()), max(anchor // next(iter(c)), 1)))
+        if n == 1:  # the whole bucket in one group
+            groups.append(KVGroup(*k))
+            sizes.append(sum(p * m for p, m in c.items()))
+            continue
+        reps = min(c.values())  # zip(*page_size_layers.values()): one layer of each page size per repeat
+        for g in range(n):
+            groups.append(KVGroup(*k))
+            sizes.append(len(range(g, reps, n)) * sum(c))
+    block = max(sizes)
+    return KVLayout(V4_BLOCK, block, 1, tuple(groups), 0, packed_block_bytes=block)
 
 
 def _group_blocks(layout: KVLayout, g: KVGroup, max_model_len: int, inflight_tokens: int) -> int:

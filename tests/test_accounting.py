@@ -246,6 +246,11 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
     """vLLM's page-size rule written out from the raw config, without the planner's spec."""
     text = cfg.get("text_config") or cfg
     layers = text["num_hidden_layers"]
+    if "compress_ratios" in text:  # DeepSeek-V4: fp8_ds_mla pages (584 B states, 576-B aligned) of 256 tokens
+        pad = lambda n: -(-n // 576) * 576  # noqa: E731
+        idx = text["index_head_dim"] + text["index_head_dim"] // 128 * 4
+        ratios = [r for r in text["compress_ratios"][:layers] if r > 1]
+        return sum(pad(256 // r * 584) + (pad(64 * idx) if r == 4 else 0) for r in ratios) // 256
     if "kv_lora_rank" in text:
         # DSA (DeepSeek-V3.2, GLM-5): the indexer's uint8 key cache, index_head_dim + one fp32 scale per 128
         indexer = text["index_head_dim"] + text["index_head_dim"] // 128 * 4 if "index_topk" in text else 0

@@ -45,6 +45,8 @@ NEW_PROFILES = {
         "zai-org/GLM-5.2",  # IndexShare: tests/test_families_glm5_2.py (vLLM's own grouping)
         "zai-org/GLM-5.3",
     ],
+    # tests/test_families_deepseek_v4.py: packed KV groups against vLLM, parts, bad input
+    "deepseek_v4": ["deepseek-ai/DeepSeek-V4-Flash", "deepseek-ai/DeepSeek-V4-Pro", "nvidia/DeepSeek-V4-Flash-NVFP4"],
     # more families: tests/test_families_more.py (parts, per-layer KV against vLLM, bad input)
     "minimax_m2": ["MiniMaxAI/MiniMax-M2.5", "MiniMaxAI/MiniMax-M2.7"],
     # tests/test_families_kimi.py: the KDA state against vLLM, bad input

@@ -179,6 +179,8 @@ def oracle(model_dir: Path, block_size: int, kv_cache_dtype: str) -> dict:
                 "pages": {k: [len(v), sorted(set(v))] for k, v in pages.items()},
                 "page_size_bytes": spec.page_size_bytes,
                 "blocks_for_len": {n: spec.max_num_blocks_per_req(vc, n) for n in LENGTHS},
+                # blocks one request of max_model_len holds (the start-up check's max_memory_usage_bytes)
+                "max_blocks": spec.max_memory_usage_bytes(vc) // spec.page_size_bytes,
             }
         )
     return {
@@ -187,6 +189,8 @@ def oracle(model_dir: Path, block_size: int, kv_cache_dtype: str) -> dict:
         "num_specs": len(specs),
         "groups": out,
         "bytes_per_block": _get_kv_cache_bytes_per_block(groups, layout),
+        "max_model_len": mc.max_model_len,
+        "max_in_flight_tokens": vc.max_in_flight_tokens,
     }
 
 

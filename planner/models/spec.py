@@ -256,6 +256,12 @@ class ModelSpec:
     layer_intermediate_sizes: tuple[int, ...] = ()
     """Heterogeneous FFN widths, one per layer, 0 for a layer without FFN (nemotron-nas / DeciLM block
     configs); empty = `intermediate_size` in every layer (which then holds the widest)."""
+    compress_ratios: tuple[int, ...] = ()
+    """DeepSeek-V4: each decoder layer's KV compression (1 = sliding-window cache only, 4 = compressed
+    with a lightning indexer, 128 = compressed), `planner.kv_layout`'s packed groups; () for others."""
+    family_fields: tuple[tuple[str, int], ...] = ()
+    """Integer config fields a family's own tensor builder and KV layout read beyond the spec's
+    (DeepSeek-V4: q_lora_rank, o_lora_rank, o_groups, hc_mult, index sizes, num_hash_layers)."""
     checkpoint_rotary_buffers: bool = False
     """The checkpoint stores each layer's `rotary_emb.inv_freq` (Llama-2); vLLM does not load them."""
     per_layer_input_size: int = 0
