@@ -25,8 +25,6 @@ SKIP_TYPES = {"qwen3_next", "nemotron_h", "jamba", "gemma4_text", "gemma4_text_v
 SKIP_TYPES |= {"nemotron-nas"}
 # DeepSeek-V4's five caches per layer and their packed groups: test_families_deepseek_v4 (vllm_kv_groups_oracle.py)
 SKIP_TYPES |= {"deepseek_v4"}
-# DeepSeek-V4's five caches per layer and their packed groups: test_families_deepseek_v4 (vllm_kv_groups_oracle.py)
-SKIP_TYPES |= {"deepseek_v4"}
 
 pytestmark = pytest.mark.skipif(vllm_python() is None, reason=VLLM_ABSENT)
 
