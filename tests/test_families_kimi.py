@@ -29,7 +29,8 @@ from planner.models.normalize import normalize
 K2, K25, M27 = "moonshotai/Kimi-K2-Instruct", "moonshotai/Kimi-K2.5", "MiniMaxAI/MiniMax-M2.7"
 KL = "moonshotai/Kimi-Linear-48B-A3B-Instruct"
 REPO = Path(__file__).resolve().parent.parent
-UNPUBLISHED = [K2, K25]  # no Hub total the planner matches: meta.yaml says why
+NVFP4 = ["nvidia/Kimi-K2.5-NVFP4", "nvidia/Kimi-K2.6-NVFP4", "nvidia/Kimi-K2.7-Code-NVFP4", "nvidia/MiniMax-M2.7-NVFP4"]
+UNPUBLISHED = [K2, K25, *NVFP4]  # no Hub total found or matched: meta.yaml says why
 
 
 def config_of(model_id: str) -> dict:
@@ -107,6 +108,26 @@ def test_kimi_k25_int4_experts_and_bf16_rest():
         assert r.weight_breakdown_per_gpu[part] == 2 * r.params_breakdown[part], part
 
 
+@pytest.mark.parametrize(
+    "model_id, nvfp4, bf16",
+    [
+        # ModelOpt's exclude_modules under the checkpoint's names (language_model.model.layers.N...)
+        ("nvidia/Kimi-K2.5-NVFP4", ("experts", "shared_experts", "mlp"), ("attention", "lm_head")),
+        ("nvidia/Kimi-K2.6-NVFP4", ("experts",), ("attention", "shared_experts", "mlp", "lm_head")),
+        ("nvidia/Kimi-K2.7-Code-NVFP4", ("experts",), ("attention", "shared_experts", "mlp", "lm_head")),
+        ("nvidia/MiniMax-M2.7-NVFP4", ("experts",), ("attention", "lm_head")),
+    ],
+)
+def test_nvfp4_checkpoints_quantize_what_their_exclude_lists_leave(model_id, nvfp4, bf16):
+    r = inspect(model_id)
+    assert r.quantization == "modelopt_fp4" and r.kv_cache_dtype == "fp8"  # the checkpoint's FP8 KV cache
+    for part in nvfp4:  # e2m1 pairs in a byte, one fp8 scale per 16 (+ ModelOpt's per-tensor fp32 scalars)
+        packed = r.params_breakdown[part] // 2 + r.params_breakdown[part] // 16
+        assert 0 <= r.weight_breakdown_per_gpu[part] - packed < packed // 100_000, part
+    for part in bf16:
+        assert r.weight_breakdown_per_gpu[part] == 2 * r.params_breakdown[part], part
+
+
 # ---- against vLLM's classes ------------------------------------------------------------------------
 
 
@@ -115,10 +136,10 @@ def vllm_rows():
     py = vllm_python()
     if py is None:
         pytest.skip(VLLM_ABSENT)
-    return {tp: oracle_rows(py, [K2, K25, M27, KL], tp) for tp in (1, 8)}
+    return {tp: oracle_rows(py, [K2, K25, M27, KL, *NVFP4], tp) for tp in (1, 8)}
 
 
-@pytest.mark.parametrize("model_id", [K2, K25, M27, KL])
+@pytest.mark.parametrize("model_id", [K2, K25, M27, KL, *NVFP4])
 @pytest.mark.parametrize("tp", [1, 8])
 def test_kv_page_and_max_model_len_match_vllm(vllm_rows, model_id, tp):
     row = vllm_rows[tp][model_id]

@@ -198,6 +198,8 @@ def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
     excluded = _names(q.get("exclude_modules") or q.get("ignore"), "exclude_modules")
     kv_algo = q.get("kv_cache_scheme") or q.get("kv_cache_quant_algo")
     kv = "fp8" if isinstance(kv_algo, str) and "FP8" in kv_algo.upper() else None
+    if isinstance(kv_algo, dict) and kv_algo.get("num_bits") == 8 and kv_algo.get("type") == "float":
+        kv = "fp8"  # config.json's form of the same (kv_cache_scheme {num_bits 8, type float}); vLLM: fp8_e4m3
     if algo == "FP8":
         return QuantSpec(
             "fp8",

@@ -103,9 +103,11 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
 
 @register_tensors("kimi_k25")
 def tensors(spec: ModelSpec) -> list[T.Tensor]:
-    """The vision tower, then DeepSeek-V3's tensors with the shared expert under the checkpoint's
-    name (`mlp.shared_experts.*`, which the compressed-tensors ignore list matches)."""
+    """The vision tower, then DeepSeek-V3's tensors under the checkpoint's names
+    (`language_model.` + the text model's, the shared expert as `mlp.shared_experts.*`), which the
+    ignore lists match (compressed-tensors regexes, ModelOpt's `language_model.model.layers.1.self_attn*`)."""
     out = T._vision(spec)
     for t in T.from_spec(dataclasses.replace(spec, model_type="deepseek_v3", vision=None)):
-        out.append(dataclasses.replace(t, name=t.name.replace(".mlp.shared_expert.", ".mlp.shared_experts.")))
+        name = "language_model." + t.name.replace(".mlp.shared_expert.", ".mlp.shared_experts.")
+        out.append(dataclasses.replace(t, name=name))
     return out
