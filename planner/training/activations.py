@@ -284,7 +284,9 @@ def _mla_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     m, e, heads = spec.mla, a.element_bytes, spec.num_heads
     assert m is not None
     qk, lo = m.qk_nope_head_dim + m.qk_rope_head_dim, a.linear_out
-    t = input_terms("latent projection input", _MLA_INPUT, spec.hidden_size, a, in_bytes=a.stream)
+    a = replace(a, linears=a.linears | _MLA_LINEARS)  # under autocast each casts its own input copy
+    reads = frozenset({"q_a_proj" if m.q_lora_rank else "q_proj", "kv_a_proj_with_mqa"})
+    t = input_terms("latent projection input", reads, spec.hidden_size, a, in_bytes=a.stream)
     t["kv latent norm"] = norm_bytes(spec, m.kv_lora_rank, 1, a, lo)
     t = _merge(t, input_terms("kv latent (kv_b input)", frozenset({"kv_b_proj"}), m.kv_lora_rank, a))
     if m.q_lora_rank:
@@ -303,8 +305,8 @@ def _mla_terms(spec: ModelSpec, a: ActivationAssumptions) -> Terms:
     return Terms(_merge(t, o)) + _scores(heads, a)
 
 
-_MLA_INPUT = frozenset({"q_proj", "q_a_proj", "kv_a_proj_with_mqa"})
-"""The linears of multi-head latent attention that read the hidden state."""
+_MLA_LINEARS = frozenset({"q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj"})
+"""The projections of multi-head latent attention (o_proj aside)."""
 
 
 # ---- feed-forward ----------------------------------------------------------------------------
