@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, NamedTuple, Optional
 
 from planner.profile_data import (
     FrozenMap,
@@ -120,8 +120,7 @@ class CaptureSize:
     source: str
 
 
-@dataclass(frozen=True)
-class VisionBlock:
+class VisionBlock(NamedTuple):
     """What one ViT block of vLLM's vision tower holds at its peak, per patch, in tensors of the
     tower's width (hidden_size), read from the release's model code; the profile's dummy items run
     through it eagerly (planner/overheads.py features)."""
