@@ -136,7 +136,11 @@ def replay(r: dict) -> dict:
         # from 0.27 the printed "peak activation" holds the CUDA-graph estimate too
         "activation": (
             round(
-                (st.activation_bytes + (st.cudagraph_bytes if release_for(r).budget_formula == "total_consumed" else 0))
+                (
+                    st.activation_bytes
+                    + (st.cudagraph_bytes if release_for(r).budget_formula == "total_consumed" else 0)
+                    + (getattr(st, "cold_extra_bytes", 0) if cold else 0)  # a cold start's peak holds it
+                )
                 / GIB,
                 2,
             ),
