@@ -16,14 +16,14 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, Optional
 from urllib.parse import urlsplit
 
-from planner.datafiles import load_yaml
 from planner.errors import PlannerError
 from planner.input_files import MIB, read_bytes, read_text
 from planner.models.safetensors import HEADER_LIMIT, HeaderTensor, parse_header, read_dir
 from planner.paths import profiles_dir
+from planner.profile_data import Bounds, data_error, load_document
 
 QUANT_SIDECARS = ("hf_quant_config.json", "quant_config.json")
 # The Hub's repo id rule: org and name of letters, digits, '-', '_', '.', at most 96 characters each.
@@ -96,11 +96,50 @@ def _bundled_dirs() -> dict[str, Path]:
     }
 
 
-def read_meta(folder: Path) -> dict[str, Any]:
+Count = Annotated[int, Bounds(1, 1e15)]
+
+
+class Meta(NamedTuple):
+    """A bundled profile's meta.yaml (profiles/models/<org>/<name>/), every key checked."""
+
+    id: str
+    """The Hugging Face id: the profile's folder, `org/name`."""
+    config_source: Optional[str] = None
+    """Where config.json was taken from."""
+    notes: Optional[str] = None
+    aliases: tuple[str, ...] = ()
+    """Other names the model is found by (`plan qwen3-8b`)."""
+    params_published: Optional[Count] = None
+    """The published parameter count the inspection is checked against; None: none trusted."""
+    params_source: Optional[str] = None
+    """Where `params_published` comes from (or why there is none)."""
+    params_published_counts_scales: bool = True
+    """False: the published total leaves the quantization block scales out."""
+    checkpoint_bytes: Optional[Count] = None
+    """The checkpoint's size (the safetensors index's total_size)."""
+    checkpoint_bytes_source: Optional[str] = None
+    checkpoint_quirks: tuple[Literal["rotary_inv_freq"], ...] = ()
+    """What the checkpoint stores beyond what vLLM loads (rotary_inv_freq: each layer's inv_freq buffer)."""
+
+
+@functools.cache
+def _meta(folder: Path) -> Meta | None:
     path = folder / "meta.yaml"
     if not path.is_file():
-        return {}
-    return load_yaml(path) or {}
+        return None
+    meta = load_document(path, Meta, "model profile metadata")
+    if meta.id != f"{folder.parent.name}/{folder.name}":
+        raise data_error(path, f"id: {meta.id!r} is not the profile's folder {folder.parent.name}/{folder.name}")
+    for figure, source in (("params_published", "params_source"), ("checkpoint_bytes", "checkpoint_bytes_source")):
+        if getattr(meta, figure) is not None and getattr(meta, source) is None:
+            raise data_error(path, f"{figure} is given without {source}: name where the figure comes from")
+    return meta
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A bundled profile's meta.yaml as a mapping of every `Meta` key (defaults filled); {} without one."""
+    meta = _meta(folder)
+    return meta._asdict() if meta is not None else {}
 
 
 @functools.cache
