@@ -25,13 +25,23 @@ class Request:
     """What the user asks for, apart from the layout."""
 
     model: Model
+    """The inspected model (config, tensors, profile metadata)."""
     settings: bud.Settings
+    """The vLLM settings asked for; a layout left open (tp/pp None) is searched."""
     release: ReleaseFacts
+    """The facts of the target vLLM release."""
     dtype: str | None = None
+    """Weight and activation dtype, as vLLM's --dtype: auto, bfloat16, float16, float32. None: auto, the
+    checkpoint's; float32 checkpoints run in bfloat16."""
     quantization: str | None = None
+    """vLLM's --quantization: fp8 (online), or the checkpoint's own scheme to confirm it. None: the
+    checkpoint's scheme, else none."""
     concurrency: int | None = None
+    """Requests that must fit at once at the full context. None: one request."""
     device: Literal["cuda", "cpu"] = "cuda"
+    """Where vLLM runs: cuda (a GPU of the catalogue) or cpu (vLLM's CPU backend)."""
     cpu_kvcache_bytes: int | None = None
+    """The CPU backend's KV pool (VLLM_CPU_KVCACHE_SPACE), bytes; only for device cpu."""
 
 
 def target_for(gpu: GPU | None, req: Request) -> bud.Target:

@@ -223,17 +223,21 @@ FIELD_FLAGS = {
     "--device": ("Target", "device"),
     "--cpu-kvcache-gib": ("Target", "cpu_kvcache_bytes"),
     "--interconnect": ("Target", "interconnect"),
+    "--dtype": ("Request", "dtype"),
+    "--quantization": ("Request", "quantization"),
+    "--concurrency": ("Request", "concurrency"),
 }
 
 
 def _docstrings(cls: str) -> dict[str, str]:
-    """The field docstrings of planner/target.py's `cls`, read here on their own."""
+    """The field docstrings of `cls` (planner/plan.py's Request, planner/target.py's others), read here on their own."""
     import ast
     from pathlib import Path
 
+    import planner.plan
     import planner.target
 
-    tree = ast.parse(Path(planner.target.__file__).read_text())
+    tree = ast.parse(Path((planner.plan if cls == "Request" else planner.target).__file__).read_text())
     body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
     return {
         a.target.id: " ".join(b.value.value.split())

@@ -64,3 +64,4 @@ def field_help(where: str, field: str, tail: str, extra: str = "") -> str:
 
 SETTINGS = "planner.target:Settings"
 TARGET = "planner.target:Target"
+REQUEST = "planner.plan:Request"

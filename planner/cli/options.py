@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from planner.cli.args import finite_float, fraction, human_int, int_range, positive_float, word
-from planner.cli.fieldhelp import SETTINGS, TARGET, field_help
+from planner.cli.fieldhelp import REQUEST, SETTINGS, TARGET, field_help
 from planner.hardware import MAX_MEMORY_GIB  # 64 TiB, of a GPU, a CPU KV pool or a host
 
 MODEL_HELP = "bundled id or alias (see `vllm-planner models`), a config.json / checkpoint folder, or a Hugging Face id"
@@ -27,15 +27,13 @@ def add_format_options(p: argparse.ArgumentParser, kv_default: str | None) -> No
     p.add_argument(
         "--dtype",
         type=word("a dtype"),
-        help="weight and activation dtype, as vLLM's --dtype: auto, bfloat16, float16, float32 "
-        "(default: auto, the checkpoint's; float32 checkpoints run in bfloat16)",
+        help=field_help(REQUEST, "dtype", "default: auto, the checkpoint's; float32 checkpoints run in bfloat16"),
     )
     p.add_argument(
         "--quantization",
         "-q",
         type=word("a quantization method"),
-        help="vLLM's --quantization: fp8 (online), or the checkpoint's own scheme to confirm it "
-        "(default: the checkpoint's scheme, else none)",
+        help=field_help(REQUEST, "quantization", "default: the checkpoint's scheme, else none"),
     )
     p.add_argument(
         "--kv-cache-dtype",
@@ -204,7 +202,7 @@ def _add_deployment_options(p: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=_seqs,
         metavar="N",
-        help="requests that must fit at once at the full context (default: none, one request)",
+        help=field_help(REQUEST, "concurrency", "default: none, one request"),
     )
     p.add_argument(
         "--vllm-version",
