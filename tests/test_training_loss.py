@@ -19,8 +19,8 @@ CASES = [
     dict(name="bf16", dtype="bfloat16", autocast=False, vocab=32000, batch=2, seq=256),
     dict(name="fp32-base-autocast", dtype="float32", autocast=True, vocab=32000, batch=2, seq=256),
 ]
-OTHER = 0.35
-"""Bytes per token per vocabulary entry the rest of the one-layer model adds at hidden size 64."""
+OTHER = 0.1
+"""Bytes per token per vocabulary entry the rest of the one-layer model adds at hidden size 64 (measured: 0.02)."""
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,10 @@ def measured():
 def test_full_cross_entropy_figures_bracket_the_real_code(case, measured):
     loss = load_training_profile().loss("full")
     got = measured[case["name"]]
-    assert loss.kept_bytes_per_vocab <= got["kept"] <= loss.kept_bytes_per_vocab + OTHER
+    # under autocast the frozen fp32 lm_head keeps its bf16 weight copy (the planner's head_weight_cast)
+    cast = 2 * 64 / (case["batch"] * case["seq"]) if case["autocast"] else 0.0
+    assert loss.kept_bytes_per_vocab + cast <= got["kept"] <= loss.kept_bytes_per_vocab + cast + OTHER
     high = loss.kept_bytes_per_vocab + loss.transient_bytes_per_vocab
     low = loss.kept_bytes_per_vocab + loss.transient_low_bytes_per_vocab
-    assert low <= got["backward_peak"] <= low + OTHER  # Trainer drops the outputs before backward
+    assert low + cast <= got["backward_peak"] <= low + cast + OTHER  # Trainer drops the outputs before backward
     assert got["backward_peak"] <= high and got["forward_peak"] <= high

@@ -25,12 +25,14 @@ from torch.utils._pytree import tree_flatten
 
 
 class LiveBytes(TorchDispatchMode):
-    """Bytes of the storages the dispatched ops created that are still alive, and their peak."""
+    """Bytes of the storages the dispatched ops created that are still alive, and their peak;
+    `exclude`: storages that existed before (the parameters, which views like `t` return)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: frozenset[int] = frozenset()) -> None:
         super().__init__()
         self.live = self.peak = 0
         self.seen: set[int] = set()
+        self.exclude = exclude
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -38,7 +40,7 @@ class LiveBytes(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 st = t.untyped_storage()
                 key, n = st.data_ptr(), st.nbytes()
-                if key and n and key not in self.seen:
+                if key and n and key not in self.seen and key not in self.exclude:
                     self.seen.add(key)
                     self.live += n
                     weakref.finalize(st, self._free, key, n)
@@ -69,7 +71,7 @@ def probe(case: dict) -> dict:
         p.requires_grad_(False)
     model.model.layers[0].mlp.down_proj.weight.requires_grad_(True)  # something trains; the head is frozen
     ids = torch.randint(0, v, (b, s))
-    mode = LiveBytes()
+    mode = LiveBytes(frozenset(p.untyped_storage().data_ptr() for p in model.parameters()))
 
     def compute_loss():  # Trainer.compute_loss: the outputs die with the call
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case["autocast"]):
