@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from planner import overhead_table
 from planner.errors import PlannerError
-from planner.models.spec import ModelSpec, VisionSpec
+from planner.models.spec import ModelSpec
 from planner.overhead_table import OverheadTable
 from planner.paths import profiles_dir
 from planner.profile_data import Version
 from planner.units import GIB
+from planner.vit_profile import context_steps, largest_dummy_item, vit_block_bytes  # noqa: F401 (callers use oh.)
 
 REFERENCE_CAPTURE_TOKENS = 10503
 """Sum of the default capture sizes up to 512 ([1, 2, 4] + 8..248 step 8 + 256..512 step 16, 51
@@ -97,49 +98,11 @@ class Features:
     """The profile run's tokens (max_num_batched_tokens)."""
 
 
-def largest_dummy_item(v: VisionSpec, length: int, video_frames: int) -> tuple[int, int]:
-    """(patches, text tokens) of the multimodal item vLLM profiles: the image of the most features,
-    or, for video models (video_frames > 0), the video of at most that many frames whose tokens fit
-    `length` (at least one frame group: qwen2_vl.py get_num_frames_with_most_features), which wins
-    ties."""
-    patches = (v.image_size // v.patch_size) ** 2
-    tokens = v.tokens_per_image or patches
-    if v.takes_video and video_frames:
-        groups = -(-video_frames // v.patch_frames)  # frames padded to the Conv3d's temporal patch
-        if length:
-            groups = min(groups, max(1, length // tokens))
-        return groups * patches, groups * tokens
-    return patches, tokens
-
-
 def vision_block(version: str | None, architecture: str) -> overhead_table.VisionBlock:
     """The release's ViT block facts for this architecture (`vision_blocks` in overheads.yaml)."""
     from planner.releases import parse_version
 
     return _table().vision_block(parse_version(version) if version else (9999, 0, 0, 0), architecture)
-
-
-def vit_block_bytes(v: VisionSpec, blk: overhead_table.VisionBlock, tp: int, b: int) -> int:
-    """Bytes per patch alive at the ViT's peak on one TP rank: the larger of the MLP phase (the block's
-    [patches, hidden] tensors beside the MLP's column outputs: gate/up or fc1, and the activation) and
-    the attention phase (the whole and TP-split hidden-width tensors, fp32 ones at 4 B), plus the
-    dummy batch's pixel values, which the caller holds through every block."""
-    h = v.hidden_size
-    mlp = blk.mlp_hidden * h * b + (3 if v.mlp_gated else 2) * v.intermediate_size // tp * b
-    attention = blk.attention_whole_hidden * h * b + (
-        blk.attention_split_hidden * b + blk.attention_fp32_split_hidden * 4
-    ) * (h // tp)
-    return max(mlp, attention) + v.num_channels * v.patch_frames * v.patch_size**2 * blk.pixel_bytes
-
-
-def context_steps(v: VisionSpec | None, below: int, video_frames: int) -> list[int]:
-    """For video models, the longest max_model_len under `below` at which vLLM's dummy video has
-    each smaller number of frame groups, longest first; [] for image-only models."""
-    if v is None or not v.takes_video or not video_frames:
-        return []
-    tokens = v.tokens_per_image or (v.image_size // v.patch_size) ** 2
-    now = largest_dummy_item(v, below, video_frames)[1] // tokens
-    return [(g + 1) * tokens - 1 for g in range(now - 1, 0, -1)]
 
 
 def features(spec: ModelSpec, shape: ProfileShape, version: str | None = None) -> Features:
@@ -294,9 +257,15 @@ def coefficients_for(version: str, runner: str, gpu: str, interconnect: str | No
     values, source, validated = _values(version, runner)
     for k, x in hit.terms.items():
         values[k] = {**values.get(k, {}), **x} if k in ("non_torch_gib", "non_torch_comm_gib") else x
+    cold = f", {hit.cold_startups} of them cold, the cold-start extra taken out" if hit.cold_startups else ""
+    pool = (
+        f"; their captured CUDA-graph pool: {hit.captured_pool_gib:g} GiB (measured)"
+        if hit.captured_pool_gib is not None
+        else ""
+    )
     note = (
         f"non-torch, activation and CUDA-graph terms from your calibration of the {describe_match(hit)} "
-        f"({hit.startups} start-up{'s' if hit.startups != 1 else ''}, {path})"
+        f"({hit.startups} start-up{'s' if hit.startups != 1 else ''}{cold}, {path}){pool}"
     )
     return _build(values, f"{source}; {hit.source}", tuple(sorted({*validated, *hit.validated})), note)
 

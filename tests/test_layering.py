@@ -106,6 +106,7 @@ for part, whole in {
     "inventory": "hardware",
     "release_loader": "releases",
     "overhead_table": "overheads",
+    "vit_profile": "overheads",
     "comm_buffers": "overheads",
     "overlay": "overheads",
 }.items():
