@@ -375,3 +375,21 @@ def test_vllms_own_figures_beside_the_clients():
     assert rows["itl_ms"].measured is None and rows["itl_ms"].measured_by_vllm == 12.178
     assert rows["output_tokens_per_s"].measured_by_vllm is None
     assert "vLLM's own" in perfcheck.table(perfcheck.compare(None, measured, "cpu", None))
+
+
+@pytest.mark.parametrize(
+    "driver, rounds, says",
+    [
+        ("builtin", 1, "sends its 8 requests at once"),
+        ("builtin", 3, "2 rounds after a ramp-up measured"),
+        ("vllm bench serve", 1, "sends its 8 requests at once"),
+        ("vllm bench serve", 3, "24 requests, every one measured"),
+    ],
+)
+def test_the_notes_say_which_driver_measured_and_how_the_loop_compares(driver, rounds, says):
+    pred = gpu_prediction(8)
+    check = perfcheck.compare(pred, {"tpot_ms": {"mean": 9.0}, "rounds": rounds, "driver": driver}, "cuda", None)
+    assert check.measured_by == driver and check.to_json()["measured_by"] == driver
+    assert any(says in n for n in check.notes), check.notes
+    assert (perfcheck.BENCH_NOTE in check.notes) is (driver != "builtin")
+    assert not any("ramp-up measured" in n for n in check.notes) or driver == "builtin"
