@@ -270,3 +270,42 @@ def test_stop_group_ends_the_tree_a_child_that_ignores_sigterm_and_one_that_left
     finally:
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+FAILING = r"""#!{python}
+import os, sys, time
+if os.environ.get("FAKE_BENCH") == "hang":
+    time.sleep(600)
+print("Traceback (most recent call last):")
+print("ValueError: the tokenizer of /models/x could not be loaded")
+print("nanobind: leaked 4 instances!")
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(
+    "mode, says",
+    [
+        (
+            "fail",
+            "vllm bench serve exited 1 without a result: ValueError: the tokenizer of /models/x could not be loaded",
+        ),
+        ("hang", "vllm bench serve ran past the load's timeout and was stopped"),
+    ],
+)
+def test_a_benchmark_that_fails_or_hangs_is_a_failed_load_and_leaves_nothing(tmp_path, monkeypatch, mode, says):
+    import planner.verify.bench as bench
+
+    py = tmp_path / "fakepython"
+    py.write_text(FAILING.replace("{python}", sys.executable))
+    py.chmod(0o755)
+    monkeypatch.setattr(bench, "BENCH_START_S", 1.0)
+    monkeypatch.setenv("FAKE_BENCH", mode)
+    spec = LoadSpec("http://127.0.0.1:9", "served", 2, 512, 1024, 16, timeout_s=1.0)  # nothing listens on 9
+    b = BenchSpec(str(py), "vllm.benchmarks.serve", "/models/x", tmp_path / "private" / "bench")
+    (tmp_path / "private").mkdir()
+    t0 = time.monotonic()
+    r = bench.run_bench(spec, b)
+    assert time.monotonic() - t0 < 20
+    assert (r.completed, r.requests, r.driver, r.errors) == (0, 2, "vllm bench serve", [says])
+    assert not r.complete and processes_with(str(py)) == []
