@@ -22,11 +22,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from planner.perf.shape import StepShape
 from planner.perf.step import Coefficients, StepLoad, token_step_s
 
-_ITERATIONS = 200
+_MAX_ARRIVALS = 1e6
 
 
 @dataclass(frozen=True)
@@ -61,86 +62,111 @@ class Workload:
     max_num_batched_tokens: int
 
 
-def _steps(
-    shape: StepShape, c: Coefficients, w: Workload, decoding: float, group: float
-) -> tuple[int, float, float, float]:
-    """(chunk steps per prompt, prompts sharing a chunk step, decode-only step s, step-with-chunks s)
-    at a mean decode batch. Short prompts that arrive together share a step, as many as the token
-    budget left by the decodes holds; a long prompt is cut into chunks, one stream at a time."""
-    budget = max(w.max_num_batched_tokens - decoding, 1.0)
-    ctx = w.input_len + w.output_len / 2
+@dataclass(frozen=True)
+class _State:
+    """The steady state at `a` prompts arriving per mean step (a = x tau; the decode batch is
+    a (O - 1) by Little's law)."""
+
+    decoding: float
+    tau: float
+    x: float
+    service: float
+    """The prompt's own prefill: its chunk steps (or the one step it shares with others)."""
+    queue_service: float
+    """Time the prefill stream spends on one prompt when the queue is busy: I / K full-budget steps."""
+    rho: float
+    """Load of the prefill stream: prompt tokens arriving per second over what full steps prefill."""
+
+
+def _state(shape: StepShape, c: Coefficients, w: Workload, a: float) -> _State:
+    I, O = w.input_len, w.output_len
+    decoding = a * max(O - 1, 0)
+    free = max(w.max_num_batched_tokens - decoding, 1.0)
+    ctx = I + O / 2
     t_d = token_step_s(shape, c, StepLoad(decoding, ctx))
-    if w.input_len <= budget:
-        g = max(1.0, min(group, budget // w.input_len))
-        t_m = token_step_s(shape, c, StepLoad(decoding, ctx, g * w.input_len, w.input_len / 2))
-        return 1, g, t_d, t_m
-    n_c = math.ceil(w.input_len / budget)
-    chunk = w.input_len / n_c
-    prefix = (n_c - 1) * chunk / 2
-    t_m = token_step_s(shape, c, StepLoad(decoding, ctx, chunk, prefix + chunk / 2, prefix))
-    return n_c, 1.0, t_d, t_m
+    if I <= free:
+        g = max(1.0, min(a, free // I))
+        t_m = token_step_s(shape, c, StepLoad(decoding, ctx, g * I, I / 2))
+        n_c, full = 1, StepLoad(decoding, ctx, free, I / 2)
+    else:
+        n_c = math.ceil(I / free)
+        chunk = I / n_c
+        prefix = (n_c - 1) * chunk / 2
+        t_m = token_step_s(shape, c, StepLoad(decoding, ctx, chunk, prefix + chunk / 2, prefix))
+        g, full = 1.0, StepLoad(decoding, ctx, free, prefix + free / 2, prefix)
+    phi = min(1.0, a * n_c / g)
+    tau = phi * t_m + (1 - phi) * t_d
+    x = a / tau
+    queue_service = I / free * token_step_s(shape, c, full)
+    return _State(decoding, tau, x, n_c * t_m, queue_service, x * queue_service)
+
+
+def _ttft(c: Coefficients, s: _State, clients: float | None) -> float:
+    """Request overhead + the residual of the step in flight + the prompt's own prefill + the wait
+    behind other prompts (tokens queue for the step budget: Kingman's heavy-traffic mean for
+    Poisson arrivals, rho / (2 (1 - rho)) x I / K full steps; a closed loop of C clients has at
+    most C - 1 prompts ahead)."""
+    wait = s.rho / (2 * (1 - s.rho)) * s.queue_service if s.rho < 1 else math.inf
+    if clients is not None:
+        wait = min(wait, max(clients - 1, 0) * s.queue_service)
+    return c.request_overhead_ms * 1e-3 + s.tau / 2 + s.service + wait
+
+
+def _bisect(f: Callable[[float], float], hi: float) -> float:
+    """The root of an increasing f on (0, hi] (f(0) < 0 <= f(hi)), to a relative 1e-6: regula falsi
+    with the Illinois step (the stale end's value halved), a few evaluations for these smooth f."""
+    lo, f_lo, f_hi, side = 0.0, f(0.0), f(hi), 0
+    for _ in range(100):
+        if hi - lo <= 1e-6 * hi or f_hi == f_lo:
+            break
+        mid = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        if not lo < mid < hi:
+            mid = (lo + hi) / 2
+        f_mid = f(mid)
+        if f_mid < 0:
+            lo, f_lo = mid, f_mid
+            f_hi, side = (f_hi / 2, side) if side == -1 else (f_hi, -1)
+        else:
+            hi, f_hi = mid, f_mid
+            f_lo, side = (f_lo / 2, side) if side == 1 else (f_lo, 1)
+        if abs(f_mid) < 1e-9:
+            return mid
+    return hi
 
 
 def _solve(shape: StepShape, c: Coefficients, w: Workload, clients: float | None, rate: float | None) -> Service:
-    O = w.output_len
-    decoding = clients if clients is not None else 1.0
-    n_c, g, t_d, t_m = _steps(shape, c, w, decoding, 1.0)
-    tau, e2e = t_d, n_c * t_m + (O - 1) * t_d
-    rho = 0.0
-    for _ in range(_ITERATIONS):
-        x = rate if rate is not None else clients / e2e
-        # the prompts that arrive during one step share it (the clients of a closed loop spread
-        # out; starting them as one group fits the measured TTFTs worse: 62% vs 26% median error)
-        group = x * tau
-        n_c, g, t_d, t_m = _steps(shape, c, w, decoding, group)
-        phi = min(1.0, x * tau * n_c / g)
-        tau = phi * t_m + (1 - phi) * t_d
-        service = n_c * t_m
-        rho = x * service / g
-        if rate is not None and rho >= 1.0:  # prefill cannot keep up: no steady state
-            return Service(
-                math.inf,
-                tau,
-                math.inf,
-                x,
-                x * O,
-                x * (O + w.input_len),
-                decoding,
-                decoding * (w.input_len + O / 2),
-                1.0,
-                saturated=True,
-            )
-        wait = _queue_wait(rho, service, None if clients is None else math.ceil(clients / g))
-        ttft = c.request_overhead_ms * 1e-3 + tau / 2 + service + wait
-        new_e2e = ttft + (O - 1) * tau
-        decoding = 0.5 * decoding + 0.5 * max(x * (O - 1) * tau, 1.0 if O > 1 else 0.0)
-        if abs(new_e2e - e2e) < 1e-6 * e2e:
-            e2e = new_e2e
-            break
-        e2e += 0.3 * (new_e2e - e2e)  # damped: near a full prefill queue the undamped map oscillates
-    x = rate if rate is not None else clients / e2e
-    ctx = w.input_len + w.output_len / 2
+    O, I = w.output_len, w.input_len
+    if clients is not None:  # C = x e2e: increasing in a
+
+        def excess(a: float) -> float:
+            s = _state(shape, c, w, a)
+            return s.x * (_ttft(c, s, clients) + (O - 1) * s.tau) - clients
+
+        hi = clients / max(O - 1, 1)  # O > 1: all C decoding, so x e2e >= C
+        while excess(hi) < 0:
+            hi *= 2
+        s = _state(shape, c, w, _bisect(excess, hi))
+    else:
+        hi = 1.0
+        while _state(shape, c, w, hi).x < rate and hi < _MAX_ARRIVALS:
+            hi *= 2
+        s = _state(shape, c, w, _bisect(lambda a: _state(shape, c, w, a).x - rate, hi))
+    saturated = rate is not None and (s.rho >= 1 or s.x < rate * (1 - 1e-6))
+    ttft = math.inf if saturated else _ttft(c, s, clients)
+    x = s.x if rate is None else rate
+    running = max(s.decoding, 1.0 if O > 1 else 0.0)
     return Service(
         ttft,
-        tau,
-        e2e,
+        s.tau,
+        ttft + (O - 1) * s.tau,
         x,
         x * O,
-        x * (O + w.input_len),
-        decoding,
-        decoding * ctx,
-        min(rho, 1.0),
-        saturated=rate is not None and rho >= 1.0,
+        x * (O + I),
+        running,
+        running * (I + O / 2),
+        min(s.rho, 1.0),
+        saturated=saturated,
     )
-
-
-def _queue_wait(rho: float, service: float, groups: int | None) -> float:
-    """Mean wait for the prefill stream: M/D/1 for Poisson arrivals; in a closed loop whose clients
-    form `groups` groups at most groups - 1 are ahead."""
-    cap = (groups - 1) * service if groups is not None else math.inf
-    if rho >= 1.0:
-        return cap
-    return min(rho / (2 * (1 - rho)) * service, cap)
 
 
 def closed_loop(shape: StepShape, c: Coefficients, w: Workload, concurrency: float) -> Service:

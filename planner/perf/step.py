@@ -113,12 +113,15 @@ def floor_s(shape: StepShape, c: Coefficients) -> float:
 
 
 def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
-    """Seconds for one engine step of one pipeline stage."""
-    return (
-        max(memory_s(shape, c, load), compute_s(shape, c, load))
-        + allreduce_s(shape, c, load.decode + load.prefill)
-        + floor_s(shape, c)
+    """Seconds for one engine step of one pipeline stage (`memory_s` and `compute_s` in one pass)."""
+    tokens = load.decode + load.prefill
+    kv_bytes, attn = _context_pairs(shape, load)
+    weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
+    memory = (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
+    compute = (shape.gemm_flops_per_token * tokens / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / (
+        c.compute_fraction
     )
+    return max(memory, compute) + allreduce_s(shape, c, tokens) + floor_s(shape, c)
 
 
 def token_step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
