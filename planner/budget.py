@@ -47,6 +47,7 @@ from planner.errors import PlannerError
 from planner.estimate import Estimate
 from planner.inspection import Inspection, Model, kv_dtype_bytes
 from planner.kv_layout import LayoutRules, build_layout, fits, logged_tokens
+from planner.models.families.nemotron_h import router_fp32_extra_bytes
 from planner.models.families.qwen3_vl import init_buffer_bytes
 from planner.releases import ReleaseFacts
 from planner.target import Settings, Target
@@ -212,6 +213,7 @@ def _stage(x: StageInput) -> StageBudget:
     model, insp, stage, layers, target, rel, s, r = x
     weights = insp.weight_bytes_per_stage[stage] + r.mla_workspace_bytes + r.unsplit_vision_bytes
     weights += init_buffer_bytes(model.spec, r.mnbt, torch_dtype_bytes(insp.dtype))  # DeepStack, Gemma 4 PLE
+    weights += router_fp32_extra_bytes(model.spec, layers, torch_dtype_bytes(insp.dtype), rel, target)  # Nemotron-H
     layout = build_layout(model.spec, layers, s.tp, r.kv_elem, r.block, r.rules)
     if target.device == "cpu":  # the KV pool is VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes)
         avail = s.kv_cache_memory_bytes if s.kv_cache_memory_bytes is not None else int(target.cpu_kvcache_bytes or 0)

@@ -137,6 +137,9 @@ class ReleaseFacts(NamedTuple):
     Mamba2 from 0.32, GDN (Qwen3-Next, FlashInfer prefill on Hopper only) from 0.33."""
     mamba_ssm_cache_bytes_nemotron_h: int | None
     """Bytes of Nemotron-H's SSM state element when --mamba-ssm-cache-dtype is auto (None: model dtype)."""
+    router_fp32_nemotron_h: Literal["always", "without_router_kernels"]
+    """Where Nemotron-H's router weight is float32: everywhere (0.12-0.16), or on GPUs without vLLM's
+    router kernels (GateLinear, 0.17+; gpu_families.yaml router_kernel_capabilities)."""
     mamba_all_mode_adds_spec_blocks: bool
     """Mode 'all' adds the speculative blocks on top of cdiv(max_model_len, block) (0.28+)."""
     hybrid_mamba_block_align: Literal["fixed_16", "16_or_mla_64", "backend_kernel_block"]

@@ -20,6 +20,13 @@ class Family(NamedTuple):
     min_major: int
 
 
+class CapabilityRange(NamedTuple):
+    """CUDA compute capabilities `min` ... `max`, both included ("10.0" ... "10.9")."""
+
+    min: str
+    max: str
+
+
 class Families(NamedTuple):
     """`profiles/gpu_families.yaml`."""
 
@@ -30,6 +37,9 @@ class Families(NamedTuple):
     """The lowest compute capability with FP8 weights on no FP8 tensor cores (FP8-Marlin W8A16)."""
     non_cuda: str
     default_compute_capability: str
+    router_kernel_capabilities: tuple[CapabilityRange, ...] = ()
+    """Where vLLM's MoE router kernels run (fp32 logits from 16-bit weights): elsewhere a router that
+    computes in fp32 keeps its weight in fp32."""
 
     def of(self, compute_capability: str | None) -> str:
         """The backend family; a GPU with no compute capability plans as the default one."""
@@ -39,11 +49,24 @@ class Families(NamedTuple):
         """The performance family; a GPU with no compute capability is `non_cuda` (no set fits it)."""
         return self._pick(self.perf_families, compute_capability or "")
 
+    def has_router_kernels(self, compute_capability: str | None) -> bool:
+        """Whether the GPU is in `router_kernel_capabilities` (a GPU with no capability plans as the default)."""
+        cc = _capability(compute_capability or self.default_compute_capability)
+        return cc is not None and any(
+            _capability(r.min) <= cc <= _capability(r.max) for r in self.router_kernel_capabilities
+        )
+
     def _pick(self, families: tuple[Family, ...], compute_capability: str) -> str:
         major = compute_capability.split(".")[0]
         if not major.isdigit():
             return self.non_cuda
         return [f.name for f in families if int(major) >= f.min_major][-1]
+
+
+def _capability(text: str) -> tuple[int, ...] | None:
+    """ "9.0" -> (9, 0); None for a device that is not CUDA (gfx942, tpu-v5e)."""
+    parts = text.split(".")
+    return tuple(map(int, parts)) if all(p.isdigit() for p in parts) else None
 
 
 @functools.cache
@@ -58,6 +81,8 @@ def gpu_families() -> Families:
         tuple(map(int, table.fp8_weight_only_min_capability.split(".")))
     except ValueError:
         raise data_error(path, "fp8_weight_only_min_capability must read like 7.5") from None
+    if any(_capability(x) is None for r in table.router_kernel_capabilities for x in r):
+        raise data_error(path, "router_kernel_capabilities must read like {min: '9.0', max: '9.0'}")
     return table
 
 

@@ -6,7 +6,8 @@ of the vLLM venv, as tests/vllm_oracle.py:
 
 Builds the model class vLLM picks (`initialize_model`, TP = PP = 1, a one-process gloo group) with no
 weights and reports, per config, one JSON line:
-- `params`: the numel of every parameter; `buffers`: every buffer (name, shape, dtype) once per module,
+- `params`: the numel of every parameter, `float32_params` those vLLM keeps in float32 (on this CPU
+  build: a device without CUDA router kernels); `buffers`: every buffer (name, shape, dtype) once per module,
   so a rotary cache `get_rope` shares between layers appears once;
 - `attention`: per Attention layer of the static forward context, its `kv_sharing_target_layer_name`
   or its own KV-cache spec (`get_kv_cache_spec`: kind, heads, head sizes, window, block size, page
@@ -103,6 +104,7 @@ def build(model_dir: Path, mnbt: int, tmp: Path) -> dict:
             "max_num_batched_tokens": mnbt,
             "block_size": vc.cache_config.block_size,
             "params": sum(p.numel() for p in model.parameters()),
+            "float32_params": {n: p.numel() for n, p in model.named_parameters() if p.dtype == torch.float32},
             "buffers": buffers,
             "attention": _attention(vc),
             "init_buffers": _init_buffers(model),

@@ -22,9 +22,11 @@ its MTP layer counted); ModelOpt's NVFP4 export counts the bias but not its own 
 weight_scale_2 / input_scale buffers (Nano NVFP4: 18,237,772,608). vLLM loads the bias in fp32:
 its bytes are counted either way.
 
-Not modelled: on GPUs without vLLM's specialized router kernels (other than Hopper and Blackwell),
-vLLM 0.32's GateLinear stores the router in fp32 (`force_fp32_compute`), 2 more bytes per router
-parameter than counted here (Nano 16 MB, Super 168 MB per GPU).
+The router's weight is counted in the model dtype; where vLLM keeps it in float32 (every GPU in
+0.12-0.16; from 0.17, GateLinear's `force_fp32_compute` on GPUs without its router kernels: not
+CUDA 9.0 or 10.x, profiles/gpu_families.yaml) the budget adds the difference per stage
+(`router_fp32_extra_bytes`: Nano 23 x 128 x 2688 x 2 B = 15.8 MB, Super 40 x 512 x 4096 x 2 B =
+168 MB per GPU in bf16).
 
 The SSM state dtype is the config's `mamba_ssm_cache_dtype` (vLLM's NemotronHForCausalLMConfig
 applies it while `--mamba-ssm-cache-dtype` is auto).
@@ -42,6 +44,8 @@ from planner.models.families.common import finish, int_field
 from planner.models.hybrids import nemotron_h_pattern
 from planner.models.spec import ModelSpec, MoESpec
 from planner.models.tensors import Tensor, _attention, _ffn
+from planner.releases import ReleaseFacts
+from planner.target import Target, gpu_families
 
 Config = dict[str, Any]
 _FIX = "fix the config.json"
@@ -200,3 +204,19 @@ def tensors(spec: ModelSpec) -> list[Tensor]:
     if spec.num_mtp_layers:
         out += _mtp(spec)
     return out
+
+
+def fp32_router(rel: ReleaseFacts, target: Target) -> bool:
+    """Whether vLLM keeps Nemotron-H's fp32-computed router in float32 on this device and release
+    (releases.yaml router_fp32_nemotron_h, gpu_families.yaml router_kernel_capabilities)."""
+    kernels = target.device == "cuda" and gpu_families().has_router_kernels(target.compute_capability)
+    return rel.router_fp32_nemotron_h == "always" or not kernels
+
+
+def router_fp32_extra_bytes(spec: ModelSpec, layers: range, dtype_bytes: int, rel: ReleaseFacts, target: Target) -> int:
+    """Bytes the MoE routers of `layers` take beyond the model dtype where vLLM stores them in float32
+    (`fp32_router`); 0 for other models and where the weight stays in the model dtype."""
+    if spec.model_type != "nemotron_h" or spec.moe is None or dtype_bytes >= 4 or not fp32_router(rel, target):
+        return 0
+    moe_layers = sum(1 for i in layers if spec.layers[i].mlp == "moe")
+    return moe_layers * spec.moe.num_experts * spec.hidden_size * (4 - dtype_bytes)
