@@ -251,7 +251,7 @@ def test_signal_while_the_tokenizer_is_generated(tiny, tmp_path, sig):
     assert_clean(v, seen, str(python))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_signal_during_vllm_bench_serve(tiny, fake_python, tmp_path, sig):
     # The load driver is vLLM's benchmark (a stand-in that hangs with two children, one in a session of
     # its own, and leaves a file in its temp folder): it goes with the server, and so does its folder.
