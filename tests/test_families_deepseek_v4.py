@@ -123,6 +123,7 @@ def test_packed_groups_match_vllm(vllm_v4, model_id, tp):
     spec = m.spec
     lay = build_layout(spec, range(spec.num_layers), tp, 1, 16)  # every cache whole on every rank
     assert lay.bytes_per_block == row["bytes_per_block"]
+    assert spec.max_model_len_default == row["max_model_len_default"]
     ours = sorted((g.kind == "mla", g.block_size) for g in lay.groups)
     assert ours == sorted((g["class"] == "MLAAttentionSpec", g["block_size"]) for g in row["groups"])
     # the blocks one request of max_model_len holds, group by group (the start-up check's sum)

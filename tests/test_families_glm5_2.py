@@ -102,6 +102,7 @@ def test_one_uniform_type_group_as_vllm_builds_it(vllm_groups, model_id, kv, kv_
     spec = load_model(model_id).spec
     lay = build_layout(spec, range(spec.num_layers), 8, kv_bytes, 64)
     assert lay.bytes_per_block == group["page_size_bytes"] == row["bytes_per_block"]
+    assert spec.max_model_len_default == row["max_model_len_default"]
     latents, indexers = group["pages"]["attn"], group["pages"].get("indexer_k_cache", [0, [0]])
     assert (lay.group_size, [lay.page_bytes]) == (latents[0], latents[1])
     assert lay.indexer_block_bytes == indexers[0] * indexers[1][0]

@@ -148,6 +148,7 @@ def oracle(model_dir: Path, block_size: int, kv_cache_dtype: str) -> dict:
     from vllm.v1.core.kv_cache_utils import _get_kv_cache_bytes_per_block, get_kv_cache_groups
     from vllm.v1.kv_cache_interface import UniformTypeKVCacheSpecs
 
+    default_len = ModelConfig(model=str(model_dir), tokenizer=str(model_dir), skip_tokenizer_init=True).max_model_len
     mc = ModelConfig(model=str(model_dir), tokenizer=str(model_dir), skip_tokenizer_init=True, max_model_len=131072)
     cc = CacheConfig(block_size=block_size, cache_dtype=kv_cache_dtype)
     vc = VllmConfig(model_config=mc, cache_config=cc, parallel_config=ParallelConfig())
@@ -190,6 +191,7 @@ def oracle(model_dir: Path, block_size: int, kv_cache_dtype: str) -> dict:
         "groups": out,
         "bytes_per_block": _get_kv_cache_bytes_per_block(groups, layout),
         "max_model_len": mc.max_model_len,
+        "max_model_len_default": default_len,  # what vLLM derives from the config alone
         "max_in_flight_tokens": vc.max_in_flight_tokens,
     }
 
