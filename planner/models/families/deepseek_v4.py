@@ -159,9 +159,10 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
 
 def _notes(cfg: Config) -> tuple[str, ...]:
     return (
-        "DeepSeek-V4: the KV cache is vLLM's FlashMLA fp8_ds_mla layout (584 B per cached state, blocks of "
-        "256 tokens, block-outermost packing) whatever --kv-cache-dtype says; SM12 GPUs' FlashInfer bf16 rows "
-        "are not modelled",
+        "DeepSeek-V4: the KV cache is vLLM's fp8_ds_mla layout (584 B per cached state, blocks of 256 tokens, "
+        "block-outermost packing), what FlashMLA and SM12's FlashInfer attention take for --kv-cache-dtype auto "
+        "(vLLM refuses bfloat16 there); the plain bf16/fp8 rows of FLASHINFER_MLA_SPARSE_DSV4 chosen on other "
+        "GPUs are not modelled",
     )
 
 
