@@ -226,8 +226,24 @@ def check_config(config: Any) -> None:
                 raise PlannerError(f"config field '{prefix}model_type' must be a string: {_FIX}")
             _check_fields(sub, prefix)
             _check_rope(sub.get("rope_scaling"), prefix)
+            _check_ep_size(sub, prefix)
         elif sub is not None and prefix:
             raise PlannerError(f"config field {prefix[:-1]!r} must be a JSON object or null: {_FIX}")
+
+
+def _check_ep_size(cfg: dict[str, Any], prefix: str) -> None:
+    """DeepSeek-style configs carry the expert parallelism their own modeling code runs with: `ep_size`
+    ranks of n_routed_experts // ep_size experts each. vLLM ignores the field (it places whole experts
+    over --enable-expert-parallel's TP x DP ranks itself, unevenly if it must), but experts that
+    `ep_size` does not divide contradict the config's own layout."""
+    ep, experts = cfg.get("ep_size"), cfg.get("n_routed_experts")
+    if ep is None or not _is_int(experts):
+        return
+    if not _is_int(ep) or ep <= 0 or experts % ep:
+        raise PlannerError(
+            f"config field '{prefix}ep_size' {ep!r} does not divide the {experts} routed experts "
+            f"('{prefix}n_routed_experts'; its modeling code gives each rank n_routed_experts // ep_size): {_FIX}"
+        )
 
 
 def check_spec(spec: ModelSpec) -> None:
