@@ -299,3 +299,8 @@ def test_the_overlay_records_the_captured_pool_and_the_cold_starts(tmp_path, cap
     assert s["captured_pool_gib"] == 0.8 and s["cold_startups"] == 1
     assert main(["calibrate", "--show", "--overheads", str(out)]) == 0
     assert "1 start-up, 1 cold;" in capsys.readouterr().out
+    plan = ["plan", "Qwen/Qwen3-30B-A3B", "--gpu", "H200", "--vllm-version", "0.26.0", "--overheads", str(out)]
+    assert main([*plan, "--json"]) == 0
+    notes = " ".join(json.loads(capsys.readouterr().out)["notes"])
+    assert "1 of them cold, the cold-start extra taken out" in notes
+    assert "their captured CUDA-graph pool: 0.8 GiB (measured)" in notes
