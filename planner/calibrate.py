@@ -350,7 +350,9 @@ def startup_from_report(
         raise PlannerError(f"{name}: the report is of a failed start-up ({why}); calibrate from one that started")
     gpu = gpu or doc.get("gpu")
     if not gpu:
-        raise PlannerError(f"{name}: this verify report does not name its GPU; pass --gpu NAME")
+        raise PlannerError(
+            f"{name}: this verify report (older than reports that carry 'gpu') does not name its GPU; pass --gpu NAME"
+        )
     g = _gpu((), gpu, None, name)
     argv = [str(a) for a in doc.get("serve_argv") or []]
     num = lambda flag, tp=int: (lambda v: tp(v) if v is not None else None)(_argv_value(argv, flag))  # noqa: E731
