@@ -46,7 +46,7 @@ from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
 from planner.estimate import Estimate
 from planner.inspection import Inspection, Model, kv_dtype_bytes
-from planner.kv_layout import LayoutRules, build_layout, fits, logged_tokens
+from planner.kv_layout import LayoutRules, build_layout, dsa_token_bytes, fits, logged_tokens
 from planner.models.families.nemotron_h import router_fp32_extra_bytes
 from planner.models.families.qwen3_vl import init_buffer_bytes
 from planner.releases import ReleaseFacts
@@ -136,6 +136,9 @@ def resolve(model: Model, insp: Inspection, target: Target, rel: ReleaseFacts, s
         hybrid_group_size_max_rule=rel.hybrid_group_size_rule == "max_if_under_1.5x_min",
         hybrid_kv_cache_manager=target.device != "cpu" or rel.cpu_hybrid_kv_cache_manager,
         **hybrid_rules(model, target, rel, s, torch_dtype_bytes(insp.dtype)),
+        dsa_token_bytes=dsa_token_bytes(model.spec, target.compute_capability, insp.kv_cache_dtype)
+        if target.device == "cuda"
+        else 0,
     )
     runner = model_runner.resolve(rel, model_runner.traits(model.spec), s.model_runner, target.device)
     _check_runner(model, rel, s, runner)

@@ -99,6 +99,8 @@ class LayoutRules(NamedTuple):
     """Mode all: the model's Mamba chunk size (`chunk_size` / `mamba_chunk_size`, vLLM default 2048)."""
     num_spec_tokens: int = 0
     """Speculative tokens: the conv state keeps that many extra columns (0.15+)."""
+    dsa_token_bytes: int = 0
+    """DSA latents in vLLM's fp8_ds_mla format (`dsa_token_bytes`): bytes per token per layer; 0 = plain."""
 
 
 def _effective_kinds(spec: ModelSpec, layers: range, rules: LayoutRules) -> list[tuple[str, int | None]]:
@@ -193,6 +195,8 @@ def build_layout(
         k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes))
         for k in counts
     }
+    if rules.dsa_token_bytes and ("mla", None) in page:
+        page[("mla", None)] = block_size * rules.dsa_token_bytes
     # unify_kv_cache_spec_page_size: a smaller attention page grows by its block size to the largest
     page_bytes = max(page.values())
     if any(page_bytes % p or k[0] == "mamba" for k, p in page.items() if p != page_bytes):
@@ -228,6 +232,25 @@ def build_layout(
         groups += [group(kind)] * g
         padding += g * group_size - n
     return KVLayout(block_size, page_bytes, group_size, tuple(groups), padding, **extra)
+
+
+FP8_DS_MLA_TOKEN = 656
+"""fp8_ds_mla for a DSA latent: 512 fp8 nope values, 4 fp32 scales and 64 bf16 rope values per token."""
+
+
+def dsa_token_bytes(spec: ModelSpec, compute_capability: str | None, kv_cache_dtype: str) -> int:
+    """Bytes per token of a DSA layer's latent where vLLM 0.32's sparse backend stores it as
+    fp8_ds_mla (`_canonicalize_sparse_mla_kv_cache_dtype`), else 0 (the plain latent). The backend is
+    cuda.py's first that takes the requested dtype: SM90 FLASH_ATTN_MLA_SPARSE (16-bit only), then
+    FLASHMLA_SPARSE (`fp8`: fp8_ds_mla), then FLASHINFER_MLA_SPARSE_SM90 (`fp8_e4m3`: plain); SM100
+    FLASHINFER_MLA_SPARSE for fp8 (plain) and FLASHMLA_SPARSE for 16-bit; SM12
+    FLASHINFER_MLA_SPARSE_SM120, which serves auto / fp8 / fp8_e4m3 as fp8_ds_mla."""
+    if spec.mla is None or not spec.mla.index_head_dim or not compute_capability:
+        return 0
+    major = compute_capability.split(".")[0]
+    if (major == "9" and kv_cache_dtype == "fp8") or (major == "12" and kv_cache_dtype in ("auto", "fp8", "fp8_e4m3")):
+        return FP8_DS_MLA_TOKEN
+    return 0
 
 
 # ---- DeepSeek-V4: five cache kinds per layer, packed block-outermost -------------------------------

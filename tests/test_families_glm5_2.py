@@ -141,3 +141,38 @@ def test_bad_index_share_exits_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "indexer_types" in err and len(err.splitlines()) == 1
+
+
+# ---- fp8_ds_mla: the latent as vLLM's sparse backends store a quantized KV cache ---------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_ds_mla():
+    py = vllm_python()
+    if py is None:
+        pytest.skip(VLLM_ABSENT)
+    models = ["zai-org/GLM-5.2", "deepseek-ai/DeepSeek-V3.2"]
+    dirs = {m: sources.find_bundled(m) for m in models}
+    proc = subprocess.run(
+        [py, str(REPO / "tests" / "vllm_kv_groups_oracle.py"), *map(str, dirs.values())]
+        + ["--block-size", "64", "--kv-cache-dtype", "fp8_ds_mla"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    rows = {json.loads(l)["config"]: json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
+    return {m: rows.get(str(d)) for m, d in dirs.items()}
+
+
+@pytest.mark.parametrize("model_id", ["zai-org/GLM-5.2", "deepseek-ai/DeepSeek-V3.2"])
+def test_fp8_kv_on_hopper_is_vllms_fp8_ds_mla_block(vllm_ds_mla, model_id):
+    # SM90 with --kv-cache-dtype fp8: FLASHMLA_SPARSE serves it as fp8_ds_mla (656 B per latent token);
+    # Blackwell's FLASHINFER_MLA_SPARSE keeps the plain fp8 latent (576 B)
+    row = vllm_ds_mla[model_id]
+    assert row is not None and "error" not in row, row
+    hopper = plan(model_id, gpu="H100", tp=8, max_model_len=32768, kv_cache_dtype="fp8")
+    assert hopper.budget.kv.block_size == 64
+    assert hopper.budget.stages[0].layout.bytes_per_block == row["bytes_per_block"]
+    blackwell = plan(model_id, gpu="B200", tp=8, max_model_len=32768, kv_cache_dtype="fp8").budget.stages[0].layout
+    spec = load_model(model_id).spec
+    assert blackwell.page_bytes == blackwell.block_size * (spec.mla.kv_lora_rank + spec.mla.qk_rope_head_dim)
