@@ -1,12 +1,12 @@
-"""Kimi-K2, Kimi-K2.5, Kimi-Linear and MiniMax-M2.7 (bundled: profiles/models/moonshotai/
-Kimi-K2-Instruct, Kimi-K2.5, Kimi-Linear-48B-A3B-Instruct, MiniMaxAI/MiniMax-M2.7; where each
+"""Kimi-K2, Kimi-K2.5, Kimi-Linear, Kimi-K3 and MiniMax-M2.7 (bundled: profiles/models/moonshotai/
+Kimi-K2-Instruct, Kimi-K2.5, Kimi-Linear-48B-A3B-Instruct, Kimi-K3, MiniMaxAI/MiniMax-M2.7; where each
 config comes from, their meta.yaml say): inspect and plan at TP 1 and 8, an inventory and emit for
 the two Kimi profiles without a published total (Kimi-Linear and MiniMax-M2.7 are rows of
 test_families.NEW_PROFILES); the Hub's figures they match; the KV page and Kimi-Linear's KDA state
 against vLLM's own classes (the CPU build: tests/vllm_oracle.py, tests/vllm_kda_oracle.py); bad
 input as one-line errors naming the field, exit status 2.
 
-Kimi-K3 and MiniMax-M3 are not modelled (see the README's model list)."""
+MiniMax-M3 is not modelled (see the README's model list)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from planner.models import families, sources
 from planner.models.normalize import normalize
 
 K2, K25, M27 = "moonshotai/Kimi-K2-Instruct", "moonshotai/Kimi-K2.5", "MiniMaxAI/MiniMax-M2.7"
-KL = "moonshotai/Kimi-Linear-48B-A3B-Instruct"
+KL, K3 = "moonshotai/Kimi-Linear-48B-A3B-Instruct", "moonshotai/Kimi-K3"
 REPO = Path(__file__).resolve().parent.parent
 NVFP4 = ["nvidia/Kimi-K2.5-NVFP4", "nvidia/Kimi-K2.6-NVFP4", "nvidia/Kimi-K2.7-Code-NVFP4", "nvidia/MiniMax-M2.7-NVFP4"]
-UNPUBLISHED = [K2, K25, *NVFP4]  # no Hub total found or matched: meta.yaml says why
+UNPUBLISHED = [K2, K25, K3, *NVFP4]  # no Hub total found or matched: meta.yaml says why
 
 
 def config_of(model_id: str) -> dict:
@@ -136,10 +136,10 @@ def vllm_rows():
     py = vllm_python()
     if py is None:
         pytest.skip(VLLM_ABSENT)
-    return {tp: oracle_rows(py, [K2, K25, M27, KL, *NVFP4], tp) for tp in (1, 8)}
+    return {tp: oracle_rows(py, [K2, K25, M27, KL, K3, *NVFP4], tp) for tp in (1, 8)}
 
 
-@pytest.mark.parametrize("model_id", [K2, K25, M27, KL, *NVFP4])
+@pytest.mark.parametrize("model_id", [K2, K25, M27, KL, K3, *NVFP4])
 @pytest.mark.parametrize("tp", [1, 8])
 def test_kv_page_and_max_model_len_match_vllm(vllm_rows, model_id, tp):
     row = vllm_rows[tp][model_id]
@@ -159,22 +159,26 @@ def vllm_kda():
     if py is None:
         pytest.skip(VLLM_ABSENT)
     out = {}
+    dirs = {str(sources.find_bundled(m)): m for m in (KL, K3)}
     for tp in (1, 2, 4, 8):
         proc = subprocess.run(
-            [py, str(REPO / "tests" / "vllm_kda_oracle.py"), str(sources.find_bundled(KL)), "--tp", str(tp)],
+            [py, str(REPO / "tests" / "vllm_kda_oracle.py"), *dirs, "--tp", str(tp)],
             capture_output=True,
             text=True,
             timeout=600,
         )
-        out[tp] = json.loads(proc.stdout.splitlines()[-1])
+        for line in proc.stdout.splitlines():
+            row = json.loads(line)
+            out[(dirs[row["config"]], tp)] = row
     return out
 
 
+@pytest.mark.parametrize("model_id", [KL, K3])
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
-def test_kimi_linear_kda_state_matches_vllm(vllm_kda, tp):
-    row = vllm_kda[tp]
+def test_kda_state_matches_vllm(vllm_kda, model_id, tp):
+    row = vllm_kda[(model_id, tp)]
     assert "error" not in row, row
-    m = load_model(KL)
+    m = load_model(model_id)
     kda = [i for i, layer in enumerate(m.spec.layers) if layer.attention == "linear"]
     assert kda == row["kda_layers"] and m.spec.num_layers - len(kda) == row["mla_layers"]
     conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
@@ -254,6 +258,45 @@ def _lin(key, value):
 def test_kimi_linear_bad_input_is_a_one_line_error_naming_the_field(edit, field):
     with pytest.raises(PlannerError) as err:
         normalize(_broken(KL, edit))
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+def test_kimi_k3_parts_against_the_hubs_dtype_split():
+    # Hub: U8 2,722,740,830,208 (the MXFP4 routed experts, one per value), total 2,779,931,837,184
+    r = inspect(K3)
+    assert r.quantization == "mxfp4" and r.params_breakdown["experts"] == 92 * 896 * 3 * 3584 * 3072
+    assert r.params_checkpoint == r.params_total == 2_779_931_837_184 - 2_208
+    # MoonViT3d: conv 3 x 14 x 14 -> 1024, a 64 x 64 table, 27 RMSNorm blocks (wqkv 1024 -> 3 x 1536,
+    # wo, fc0/fc1 of 4096, no biases), a final RMSNorm; patchmergerv2 4096 -> 4096 -> 7168 + RMSNorm
+    h, q = 1024, 1536
+    tower = 3 * 14 * 14 * h + 64 * 64 * h + 27 * (2 * h + 4 * h * q + 2 * h * 4096) + h
+    assert r.params_breakdown["vision"] == tower + 4 * h * 4 * h + 4 * h * 7168 + 7168 == 447_358_976
+    assert r.kv_bytes_per_token_per_gpu == 24 * 576 * 2  # the 24 MLA layers; 69 KDA layers keep a state
+
+
+def _text(edit):
+    return lambda c: edit(c["text_config"])
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (_text(lambda t: t.pop("attn_res_block_size")), "attn_res_block_size"),
+        (_text(lambda t: t.pop("routed_expert_hidden_size")), "routed_expert_hidden_size"),
+        (_text(lambda t: t["linear_attn_config"].pop("use_full_rank_gate")), "use_full_rank_gate"),
+        (_text(lambda t: t["linear_attn_config"]["full_attn_layers"].pop()), "full_attn_layers"),
+        (_text(lambda t: t.__setitem__("hidden_act", "gelu")), "hidden_act"),
+        (_text(lambda t: t.__setitem__("model_type", "deepseek_v3")), "text_config.model_type"),
+        (lambda c: c["vision_config"].__setitem__("norm_type", "layernorm"), "norm_type"),
+        (lambda c: c["vision_config"].__setitem__("attn_bias", True), "attn_bias"),
+        (lambda c: c["vision_config"].__setitem__("qkv_hidden_size", 1000), "qkv_hidden_size"),
+        (lambda c: c.pop("vision_config"), "vision_config"),
+        (_text(lambda t: t["quantization_config"].__setitem__("format", "pack-quantized")), "quantization_config"),
+    ],
+)
+def test_kimi_k3_bad_input_is_a_one_line_error_naming_the_field(edit, field):
+    with pytest.raises(PlannerError) as err:
+        normalize(_broken(K3, edit))
     assert field in str(err.value) and "\n" not in str(err.value)
 
 

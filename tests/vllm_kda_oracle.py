@@ -9,7 +9,8 @@ tests/vllm_oracle.py's hybrid line cannot be had here: building a VllmConfig for
 CPU build fails ("--mamba-block-size can only be set with --enable-prefix-caching"), so the model
 class's `get_mamba_state_shape_from_config` / `get_mamba_state_dtype_from_config` are asked under a
 plain namespace holding vLLM's ModelConfig, ParallelConfig and a default CacheConfig (no
-speculative decoding), which is all they read. Prints per config one JSON line: the KDA layers
+speculative decoding), which is all they read (Kimi-K3's wrapper re-asks under its text config).
+Prints per config one JSON line: the KDA layers
 (0-based, `is_kda_layer`), the state shapes and dtypes, `MambaSpec.page_size_bytes` of one layer's
 state, and the MLA layer count.
 """
@@ -37,7 +38,15 @@ def kda_state(model_dir: Path, tp: int) -> dict:
     pc = ParallelConfig(tensor_parallel_size=tp)
     mc.verify_with_parallel_config(pc)
     cls, _ = ModelRegistry.resolve_model_cls(mc.architectures, mc)
-    vc = SimpleNamespace(model_config=mc, parallel_config=pc, cache_config=CacheConfig(), speculative_config=None)
+    cc = CacheConfig()
+
+    def namespace(model_config) -> SimpleNamespace:
+        vc = SimpleNamespace(model_config=model_config, parallel_config=pc, cache_config=cc, speculative_config=None)
+        # Kimi-K3's wrapper asks its text model's class under the text config
+        vc.with_hf_config = lambda hf: namespace(SimpleNamespace(hf_config=hf, dtype=mc.dtype))
+        return vc
+
+    vc = namespace(mc)
     shapes = cls.get_mamba_state_shape_from_config(vc)
     dtypes = cls.get_mamba_state_dtype_from_config(vc)
     text = mc.hf_text_config

@@ -284,7 +284,8 @@ def check_spec(spec: ModelSpec) -> None:
             f"has an empty dimension: {_FIX}"
         )
     v = spec.vision
-    if v is not None and v.num_layers and (v.hidden_size % v.num_heads or v.patch_size > v.image_size):
+    # heads split the width of a tower vLLM shards by heads; a whole tower's family checks its own QKV width
+    if v is not None and v.num_layers and ((v.tp_split and v.hidden_size % v.num_heads) or v.patch_size > v.image_size):
         raise PlannerError(
             f"vision_config: {v.num_heads} heads must divide hidden size {v.hidden_size} and the patch "
             f"({v.patch_size}) must not exceed the image ({v.image_size}): {_FIX}"

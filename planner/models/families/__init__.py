@@ -89,6 +89,7 @@ from planner.models.families import (  # noqa: E402,F401  (register on import; o
     deepseek_v4,
     deepseek_v32,
     gemma4,
+    kimi_k3,
     kimi_k25,
     kimi_linear,
     mimo_v2,
