@@ -1,5 +1,6 @@
 """`vllm-planner verify`: start the real vLLM server with the planned configuration, read what it
-reports, put the planned load on it, stop it, and report predicted against observed.
+reports, put the planned load on it (the builtin driver, planner/verify/load.py, or vLLM's own
+`vllm bench serve`, planner/verify/bench.py: --load-driver), stop it, and report predicted against observed.
 
 Exit status: 0 verified; 1 a figure missed its tolerance, the load did not complete, or the start-up
 did not go as the plan predicted; 2 bad input (nothing is left running); 130 interrupted (Ctrl-C,
