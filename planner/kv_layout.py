@@ -170,6 +170,16 @@ def _kind_counts(
     return counts
 
 
+def _page_per_token(spec: ModelSpec, kind: str, tp: int, kv_dtype_bytes: int, attn_1: int, rules: LayoutRules) -> int:
+    """One layer's page per block token: a Mamba state padded to the attention page, a DSA latent in
+    fp8_ds_mla where the backend takes it, else the layer's KV."""
+    if kind == "mamba":
+        return attn_1
+    if kind == "mla" and rules.dsa_token_bytes:
+        return rules.dsa_token_bytes
+    return kv_layer_bytes_per_token(spec, kind, tp, kv_dtype_bytes)
+
+
 def build_layout(
     spec: ModelSpec, layers: range, tp: int, kv_dtype_bytes: int, block_size: int, rules: LayoutRules = LayoutRules()
 ) -> KVLayout:
@@ -191,12 +201,7 @@ def build_layout(
         attn_1 = attention_page_per_token(spec, tp, kv_dtype_bytes)
         block_size = hybrid_block_size(attn_1, mamba_state, block_size, rules, spec.mla is not None)
     counts = _kind_counts(spec, layers, kinds, hybrid)
-    page = {
-        k: block_size * (attn_1 if k[0] == "mamba" else kv_layer_bytes_per_token(spec, k[0], tp, kv_dtype_bytes))
-        for k in counts
-    }
-    if rules.dsa_token_bytes and ("mla", None) in page:
-        page[("mla", None)] = block_size * rules.dsa_token_bytes
+    page = {k: block_size * _page_per_token(spec, k[0], tp, kv_dtype_bytes, attn_1, rules) for k in counts}
     # unify_kv_cache_spec_page_size: a smaller attention page grows by its block size to the largest
     page_bytes = max(page.values())
     if any(page_bytes % p or k[0] == "mamba" for k, p in page.items() if p != page_bytes):
