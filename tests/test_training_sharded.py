@@ -77,3 +77,11 @@ def test_qlora_gathers_the_codes_not_a_16_bit_copy(llama70b):
     comm = _comm(llama70b, gpus=2, zero=3, sharding="fsdp")
     layer = 855_638_016 // 2 + 2 * 8192 * 2  # 4-bit codes of the linears, the two norms in bf16
     assert comm["FSDP gathered units (current + prefetch)"] == 2 * layer
+
+
+def test_sharded_qlora_names_the_quant_storage_it_assumes(llama70b):
+    """accelerate's FSDP2 leaves non-floating Params4bit (bitsandbytes' default uint8 storage)
+    unsharded (accelerate/utils/fsdp_utils.py): the planner's sharded codes assume bf16 storage."""
+    sharded = est(llama70b, gpus=2, zero=3, sharding="fsdp")
+    assert any("bnb_4bit_quant_storage=bfloat16" in a for a in sharded.assumptions)
+    assert not any("bnb_4bit_quant_storage" in a for a in est(llama70b).assumptions)

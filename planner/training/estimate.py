@@ -177,6 +177,12 @@ def _assumptions(r: Resolved) -> list[str]:
                 + ("; the root unit (embeddings, norm, lm_head) kept gathered)" if not fw.fsdp_root_resharded else ")")
             )
             + ("; NF4 scales whole on every GPU (not parameters)" if c.method == "qlora" and c.zero == 3 else "")
+            + (
+                "; the 4-bit codes packed in bnb_4bit_quant_storage=bfloat16, as PEFT's FSDP and ZeRO-3 QLoRA scripts "
+                "set it (with the default uint8, accelerate's FSDP2 leaves them unsharded on every GPU)"
+                if c.method == "qlora" and c.zero == 3
+                else ""
+            )
         )
     out.append(
         f"reserved = allocated x (1 + {rm.fragmentation:g}) + CUDA context {rm.cuda_context_gib:g} GiB"
