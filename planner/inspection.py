@@ -205,6 +205,16 @@ def _weight_warnings(model: Model, quant: QuantSpec | None, load_dtype: str) -> 
     return out
 
 
+def _kv_cache_dtype(asked: str | None, quant: QuantSpec | None, from_checkpoint: bool) -> tuple[str, list[str]]:
+    """The KV-cache dtype (`auto` takes the checkpoint's KV scheme where vLLM does) and the note saying so."""
+    kv_cache_dtype = (asked or "auto").lower()
+    if kv_cache_dtype == "auto" and from_checkpoint and quant is not None and quant.kv_cache_dtype:
+        return quant.kv_cache_dtype, [
+            f"--kv-cache-dtype auto resolves to the checkpoint's {quant.kv_cache_dtype} KV cache (vLLM 0.14+)"
+        ]
+    return kv_cache_dtype, []
+
+
 def inspect(
     model: Model,
     *,
@@ -222,12 +232,8 @@ def inspect(
     load_dtype = resolve_dtype(spec, dtype)
     quant = resolve_quantization(spec.quant, quantization)
     tensors = list(model.tensors)
-    warnings = list(spec.notes)
-    kv_cache_dtype = (kv_cache_dtype or "auto").lower()
-    if kv_cache_dtype == "auto" and kv_auto_from_checkpoint and quant is not None and quant.kv_cache_dtype:
-        kv_cache_dtype = quant.kv_cache_dtype
-        warnings.append(f"--kv-cache-dtype auto resolves to the checkpoint's {kv_cache_dtype} KV cache (vLLM 0.14+)")
-    warnings += _weight_warnings(model, quant, load_dtype)
+    kv_cache_dtype, kv_note = _kv_cache_dtype(kv_cache_dtype, quant, kv_auto_from_checkpoint)
+    warnings = list(spec.notes) + kv_note + _weight_warnings(model, quant, load_dtype)
     w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
     kv = kvb.kv_bytes_per_token(spec, kv_dtype_bytes(kv_cache_dtype, load_dtype), tp, pp)
     loaded = acc.params_by_component(tensors)
