@@ -17,15 +17,11 @@ block size and page bytes after unification.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import vllm_oracle  # noqa: E402  (the same venv set-up: offline, torchvision placeholder)
+import vllm_oracle  # noqa: E402  (the same venv set-up and main loop: offline, torchvision placeholder)
 
 
 def _mimo_geometry(text, i: int, heads_per_rank) -> dict:
@@ -94,24 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--block-size", type=int, default=16)
     args = ap.parse_args(argv)
-    if importlib.util.find_spec("torchvision") is None:
-        vllm_oracle._stub_torchvision()
-    out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)
-    status = 0
-    for config in args.configs:
-        try:
-            with tempfile.TemporaryDirectory(prefix="vllm-layer-oracle-") as tmp:
-                result = {
-                    "config": str(config),
-                    **layers(vllm_oracle._model_dir(config, Path(tmp)), args.tp, args.block_size),
-                }
-        except Exception as e:  # noqa: BLE001 - report anything vLLM raises
-            result, status = {"config": str(config), "error": f"{type(e).__name__}: {e}"}, 1
-        out.write(json.dumps(result, default=str) + "\n")
-        out.flush()
-    return status
+    return vllm_oracle.run_configs(args.configs, lambda d: layers(d, args.tp, args.block_size), "vllm_layer_oracle")
 
 
 if __name__ == "__main__":

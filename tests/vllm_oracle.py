@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -255,26 +256,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--block-size", type=int, default=16)
     args = ap.parse_args(argv)
+    return run_configs(
+        args.configs, lambda d: oracle(d, args.tp, args.kv_cache_dtype, args.dtype, args.block_size), "vllm_oracle"
+    )
+
+
+def run_configs(configs: list[Path], compute: Callable[[Path], dict], name: str) -> int:
+    """The oracles' main loop: the torchvision placeholder where torchvision is absent, vLLM's own
+    stdout sent to stderr, each config in a temporary model folder (`_model_dir`), one JSON line per
+    config on stdout, `{"config": ..., "error": ...}` (the message on stderr too) for one that fails;
+    exit status 1 if any did."""
     if importlib.util.find_spec("torchvision") is None:
         _stub_torchvision()
-
     # vLLM and transformers print to stdout; keep it for our JSON alone.
     out = os.fdopen(os.dup(1), "w")
     sys.stdout.flush()
     os.dup2(2, 1)
     status = 0
-    for config in args.configs:
+    for config in configs:
         try:
-            with tempfile.TemporaryDirectory(prefix="vllm-oracle-") as tmp:
-                result = oracle(
-                    _model_dir(config, Path(tmp)), args.tp, args.kv_cache_dtype, args.dtype, args.block_size
-                )
-            result = {"config": str(config), **result}
+            with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+                result = {"config": str(config), **compute(_model_dir(config, Path(tmp)))}
         except Exception as e:  # noqa: BLE001 - report anything vLLM raises
             if os.environ.get("VLLM_ORACLE_TRACEBACK"):
                 traceback.print_exc()
             msg = f"{type(e).__name__}: {e}"
-            print(f"vllm_oracle: {config}: {msg}", file=sys.stderr)
+            print(f"{name}: {config}: {msg}", file=sys.stderr)
             result, status = {"config": str(config), "error": msg}, 1
         out.write(json.dumps(result, default=str) + "\n")
         out.flush()
