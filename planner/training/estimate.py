@@ -129,7 +129,7 @@ def _largest(fits: Callable[[int], bool], lo: int, hi: int) -> int:
 
 
 def _assumptions(r: Resolved) -> list[str]:
-    c, fw, rm = r.c, r.framework, r.profile.reserved
+    c, fw, rm, loss = r.c, r.framework, r.profile.reserved, r.loss
     out = [f"framework: {fw.label} ({fw.name})"]
     if r.base_dtype:
         out.append(f"frozen base in {r.base_dtype}: {r.base_dtype_reason}")
@@ -141,7 +141,6 @@ def _assumptions(r: Resolved) -> list[str]:
             f"{' (PEFT autocast_adapter_dtype)' if a.adapter_bytes == 4 else ''}; each adapted module keeps "
             f"{f'its own {own}-byte input copy' if own else 'the shared input'}; LoRA dropout {c.lora_dropout:g}"
         )
-    loss = r.loss
     out.append(
         f"loss: {loss.name} cross-entropy ({'--loss' if c.loss else fw.name + ' default'}): keeps "
         f"{loss.kept_bytes_per_vocab} B and adds {loss.transient_bytes_per_vocab:g} B per token per vocabulary entry"
