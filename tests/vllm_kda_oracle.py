@@ -18,9 +18,6 @@ state, and the MLA layer count.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,20 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("configs", type=Path, nargs="+")
     ap.add_argument("--tp", type=int, default=1)
     args = ap.parse_args(argv)
-    if importlib.util.find_spec("torchvision") is None:
-        vllm_oracle._stub_torchvision()
-    out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)  # vLLM's prints go to stderr; stdout keeps the JSON alone
-    status = 0
-    for config in args.configs:
-        try:
-            row = {"config": str(config), **kda_state(config, args.tp)}
-        except Exception as e:  # noqa: BLE001 - report anything vLLM raises
-            row, status = {"config": str(config), "error": f"{type(e).__name__}: {e}"}, 1
-        out.write(json.dumps(row) + "\n")
-        out.flush()
-    return status
+    return vllm_oracle.run_configs(args.configs, lambda d: kda_state(d, args.tp), "vllm_kda_oracle")
 
 
 if __name__ == "__main__":
