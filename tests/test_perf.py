@@ -18,7 +18,15 @@ from planner.perf import coefficients as co
 from planner.perf.api import estimate
 from planner.perf.service import Workload, closed_loop, open_loop
 from planner.perf.shape import inspection_of, step_shape
-from planner.perf.step import Coefficients, StepLoad, allreduce_s, experts_touched_fraction, memory_s, step_s
+from planner.perf.step import (
+    Coefficients,
+    StepLoad,
+    allreduce_s,
+    compute_s,
+    experts_touched_fraction,
+    memory_s,
+    step_s,
+)
 from planner.plan import Request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,6 +83,40 @@ def test_all_reduces_only_under_tp_and_two_per_layer():
 def test_prefill_chunks_are_compute_bound():
     s = _shape("llama3.1-8b")
     assert step_s(s, C, StepLoad(0, 0, 8192, 4096)) > 5 * step_s(s, C, StepLoad(1, 0))
+
+
+@pytest.mark.parametrize("model, tp", [("llama3.1-8b", 1), ("llama3.1-8b", 2), ("gpt-oss-120b", 4), ("qwen3-8b", 1)])
+def test_a_prompt_token_skips_the_lm_head(model, tp):
+    """vLLM takes logits only at the positions it samples: a prompt token costs the lm_head's
+    2 x vocab x hidden / tp FLOPs less than a decode token (the vocabulary split over TP)."""
+    s = _shape(model, tp=tp)
+    spec = load_model(model).spec
+    assert s.head_flops_per_token == pytest.approx(2 * spec.vocab_size * spec.hidden_size / tp, rel=0.01)
+    per_token = (compute_s(s, C, StepLoad(4096, 0)) - compute_s(s, C, StepLoad(0, 0, 4096, 0))) / 4096
+    assert per_token == pytest.approx(s.head_flops_per_token / (s.gemm_flops_per_s * C.compute_fraction))
+
+
+@pytest.mark.parametrize(
+    "model, gpu, tp, isl, osl, loads",
+    [
+        ("qwen3-8b", "H100", 1, 128, 128, (64, 128, 256, 512)),  # 0.5 to 4 prompts arrive per step
+        ("qwen3-8b", "H100", 1, 512, 256, (16, 64, 160)),
+        ("gpt-oss-120b", "H200", 2, 256, 512, (64, 256, 512)),
+    ],
+)
+def test_short_prompts_arriving_together_share_the_budget_instead_of_queueing(model, gpu, tp, isl, osl, loads):
+    """Prompts far under the step budget that arrive in the same step are prefilled together: while
+    the prefill load stays under about one half, the steady TTFT beyond the request overhead is the
+    residual of a step, the prompt's own step and a short wait: under three mean steps (an M/D/1 of
+    one prompt per step jumped to its closed-loop cap of C - 1 prompts once more than one arrived)."""
+    req = _req(model, tp=tp)
+    g = CAT.get(gpu)
+    s = step_shape(req.model.spec, inspection_of(req, tp, 1), g)
+    w = Workload(isl, osl, 8192)
+    for load in loads:
+        r = closed_loop(s, C, w, load)
+        assert r.prefill_utilization < 0.55
+        assert (r.ttft_steady_s - C.request_overhead_ms * 1e-3) / r.tpot_s < 3, load
 
 
 def test_closed_loop_obeys_littles_law_and_latency_grows_with_load():

@@ -1,20 +1,24 @@
 """From steps to service: what a request sees under a load, from the step-time model.
 
 vLLM's scheduler runs every admitted request's next token in each step and fills the rest of the
-step's token budget (`max_num_batched_tokens`) with prompt chunks (chunked prefill). In a steady
-state with fixed input length I and output length O:
+step's token budget K = `max_num_batched_tokens` - decodes with prompt chunks (chunked prefill).
+In a steady state with fixed input length I and output length O, and `a` prompts arriving per mean
+step (a = x tau for a throughput of x requests/s; the decode batch is a (O - 1) by Little's law):
 
-- a prompt needs `n_c = ceil(I / (budget - decodes))` chunk steps; a share `phi` of all steps carry
-  a chunk (prompts started per step x n_c); the mean step time `tau` mixes the two kinds of steps,
+- a prompt needs `n_c = ceil(I / K)` chunk steps (short prompts arriving together share one); a
+  share `phi` of all steps carry a chunk; the mean step time `tau` mixes the two kinds of steps,
   and is the TPOT and mean ITL every running request sees;
 - TTFT = request overhead + the residual of the step in flight (tau/2) + the prompt's own chunk
-  steps + the wait behind other prompts; prompts are served one stream at a time, so that wait is
-  an M/D/1 queue's rho / (2(1 - rho)) x service (open loop, Poisson arrivals), capped at C - 1
-  services in a closed loop of C clients;
+  steps + the wait behind other prompts' tokens: the steps' budget is the server, rho = prompt
+  tokens arriving per second over what full-budget steps prefill, and the wait is Kingman's
+  heavy-traffic mean rho / (2(1 - rho)) x I/K full steps (for I >= K the M/D/1 of one prompt's
+  steps; for short prompts far less, as many share a step); a closed loop of C clients has at
+  most C - 1 prompts ahead;
 - end-to-end = TTFT + (O - 1) x tau; throughput by Little's law (closed loop: C / e2e).
 
-The running decode batch itself depends on the times (a request decodes for (O-1) tau of its
-e2e), so the state is solved by damped fixed-point iteration. Pure.
+Every figure is a function of `a` alone, and the equations are increasing in it: a closed loop
+solves C = x e2e for `a`, an open loop x(a) = rate (no such `a`, or rho >= 1: saturated). One
+root, found by regula falsi, so the figures are monotone in the concurrency and the rate. Pure.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ class StepShape:
     act_bytes: int = 2
     norm_allreduces: int = 0
     """All-reduces per layer of a few bytes per token (whole-projection q/k norms under TP)."""
+    head_flops_per_token: float = 0.0
+    """Of `gemm_flops_per_token`, the lm_head's (vocabulary-parallel under TP): a decode token pays
+    it, a prompt token does not (vLLM computes logits at the positions it samples only)."""
 
 
 def _stage_layers(spec: ModelSpec, pp: int) -> int:
@@ -117,6 +120,7 @@ def step_shape(spec: ModelSpec, insp: Inspection, gpu: GPU) -> StepShape:
         attn_flops_per_s=half * 1e12,
         link_bytes_per_s=(gpu.nvlink_gbs or gpu.scaleup_gbs) * 1e9 / 2,
         norm_allreduces=2 if tp > 1 and spec.qk_norm and spec.model_type in _WHOLE_QK_NORM else 0,
+        head_flops_per_token=2.0 * insp.params_breakdown.get("lm_head", 0) / (tp * pp),
     )
 
 

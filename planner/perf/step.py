@@ -8,7 +8,8 @@ A step runs `decode` tokens (one per running request, each over its context) and
 - bytes: the always-read weights, the routed experts the step's tokens touch (with E experts and
   top-k routing, t tokens touch E x (1 - (1 - k/E)^t) of them in expectation), and the KV of every
   context token read (sliding-window layers at most their window);
-- FLOPs: two per active parameter per token, plus attention's QK^T and PV over each token's context;
+- FLOPs: two per active parameter per token (a prompt token skips the lm_head: vLLM takes logits
+  only where it samples), plus attention's QK^T and PV over each token's context;
 - all-reduces: two per layer under TP, each a fixed latency plus a ring's 2(tp-1)/tp x bytes over
   the link (and the latency of the small ones some families add, `StepShape.norm_allreduces`);
 - floor: a fixed time per step plus a time per layer (scheduling, launches, sampling), which is
@@ -93,10 +94,14 @@ def memory_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     return (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
 
 
+def _gemm_flops(shape: StepShape, load: StepLoad) -> float:
+    """GEMM FLOPs of the step: prompt tokens skip the lm_head."""
+    return shape.gemm_flops_per_token * (load.decode + load.prefill) - shape.head_flops_per_token * load.prefill
+
+
 def compute_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     _, attn = _context_pairs(shape, load)
-    gemm = shape.gemm_flops_per_token * (load.decode + load.prefill)
-    return (gemm / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / c.compute_fraction
+    return (_gemm_flops(shape, load) / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / c.compute_fraction
 
 
 def allreduce_s(shape: StepShape, c: Coefficients, tokens: float) -> float:
@@ -118,9 +123,7 @@ def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     kv_bytes, attn = _context_pairs(shape, load)
     weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
     memory = (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
-    compute = (shape.gemm_flops_per_token * tokens / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / (
-        c.compute_fraction
-    )
+    compute = (_gemm_flops(shape, load) / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / (c.compute_fraction)
     return max(memory, compute) + allreduce_s(shape, c, tokens) + floor_s(shape, c)
 
 
