@@ -20,9 +20,6 @@ weights and reports, per config, one JSON line:
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -116,21 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("configs", type=Path, nargs="+")
     ap.add_argument("--max-num-batched-tokens", type=int, default=8192)
     args = ap.parse_args(argv)
-    if importlib.util.find_spec("torchvision") is None:
-        vllm_oracle._stub_torchvision()
-    out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)
-    status = 0
-    with tempfile.TemporaryDirectory(prefix="vllm-model-oracle-") as tmp:
-        for config in args.configs:
-            try:
-                result = {"config": str(config), **build(config, args.max_num_batched_tokens, Path(tmp))}
-            except Exception as e:  # noqa: BLE001 - report anything vLLM raises
-                result, status = {"config": str(config), "error": f"{type(e).__name__}: {e}"}, 1
-            out.write(json.dumps(result, default=str) + "\n")
-            out.flush()
-    return status
+    # One process group for every model: its rendezvous file outlives each config's folder.
+    with tempfile.TemporaryDirectory(prefix="vllm-model-oracle-pg-") as pg:
+        return vllm_oracle.run_configs(
+            args.configs, lambda model_dir: build(model_dir, args.max_num_batched_tokens, Path(pg)), "vllm-model-oracle"
+        )
 
 
 if __name__ == "__main__":
