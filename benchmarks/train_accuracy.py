@@ -48,6 +48,8 @@ def replay(rec: dict) -> dict:
     if rec.get("torch_memory_gib"):  # torch's allocator capped: the card holds the cap and the CUDA context
         mem = int((rec["torch_memory_gib"] + load_training_profile().reserved.cuda_context_gib) * GIB)
     settings = dict(rec["settings"])
+    if gpu is not None and gpu.interconnect_class and "interconnect" not in settings:
+        settings["interconnect"] = gpu.interconnect_class  # how the catalogue GPU's ranks talk (NCCL's memory)
     if rec["kind"] == "oom":
         settings["seq_len"] = rec["seq_len"]
     e = estimate_training(model.spec, model.tensors, TrainingConfig(**settings), gpu_memory_bytes=mem, with_fixes=False)

@@ -172,7 +172,7 @@ def test_published_runs_replay():
     assert s["records"] == len(recs) and s["worst_abs_error"] >= s["median_abs_error"] >= 0
     # the worst miss a planner can make: "fits" where the measured run used more than the card or OOMed
     assert s["fits_contradicted_by_measurement"] == []
-    assert set(ta.by_source(recs, rows)) == {"peft-docs", "unsloth"}
+    assert set(ta.by_source(recs, rows)) == {"peft-docs", "unsloth", "philschmid"}
 
 
 def test_sharded_parameters_cache_a_share_of_what_churns(llama8b):
@@ -197,3 +197,18 @@ def test_sharded_parameters_cache_a_share_of_what_churns(llama8b):
     assert unsharded.reserved_bytes - unsharded.total_bytes == pytest.approx(
         unsharded.total_bytes * rm.fragmentation + (rm.cuda_context_gib + rm.nccl_gib) * GIB, abs=2
     )
+
+
+@pytest.mark.parametrize("gpu,link", [("H100", "nvls"), ("A100-40GB-SXM", "nvlink"), ("L40S", None)])
+def test_train_prices_nccl_by_the_gpus_interconnect(capsys, gpu, link):
+    """`train --gpu` takes the catalogue GPU's interconnect class for NCCL's device memory, and says so."""
+    from planner.hardware import load_catalogue
+    from planner.training import load_training_profile
+
+    link = link or load_catalogue().get(gpu).interconnect_class
+    argv = ("train", "llama3.1-8b", "--method", "lora", "--gpus", "4", "--zero", "3", "--gpu", gpu, "--json")
+    code, out, _ = run(capsys, *argv)
+    d = json.loads(out)
+    nccl = load_training_profile().reserved.nccl_for(link, 4)[0]
+    assert d["reserved_breakdown"]["NCCL buffers (est.)"] == pytest.approx(nccl * GIB, abs=GIB / 100)
+    assert any(f"({link})" in a for a in d["assumptions"])

@@ -85,3 +85,47 @@ def test_sharded_qlora_names_the_quant_storage_it_assumes(llama70b):
     sharded = est(llama70b, gpus=2, zero=3, sharding="fsdp")
     assert any("bnb_4bit_quant_storage=bfloat16" in a for a in sharded.assumptions)
     assert not any("bnb_4bit_quant_storage" in a for a in est(llama70b).assumptions)
+
+
+def test_fsdp_cpu_offload_copies_each_units_shard_to_the_gpu(llama70b):
+    """FlatParamHandle.pre_unshard with offload_params: `flat_param_to(device)` puts the unit's CPU
+    shard on the GPU as a tensor of its own before the all-gather, one per unit in flight."""
+    layer = 855_638_016 // 2 + 2 * 8192 * 2  # the gathered unit: 4-bit codes plus the bf16 norms
+    for gpus in (2, 4, 8):
+        comm = _comm(llama70b, gpus=gpus, zero=3, sharding="fsdp", offload="optimizer+params")
+        assert comm["FSDP CPU offload: the units' shards copied to the GPU"] == 2 * -(-layer // gpus)
+    assert "FSDP CPU offload: the units' shards copied to the GPU" not in _comm(
+        llama70b, gpus=2, zero=3, sharding="fsdp"
+    )
+
+
+# NCCL's device memory per rank by interconnect class: NVLS measured on H100 (vLLM 0.19 start-ups, TP 2 less
+# TP 1), the others NCCL's receive buffers of one connection (4 MiB + 4,915,200 + 524,288 B) x channels.
+CONNECTION = 4 * 2**20 + 4_915_200 + 524_288
+
+
+@pytest.mark.parametrize(
+    "link,gpus,gib",
+    [
+        ("nvls", 2, 1.8),
+        ("nvls", 8, 1.8 + 6 * 0.03),
+        ("nvlink", 2, 16 * CONNECTION / GIB),
+        ("pcie_p2p", 4, 2 * CONNECTION / GIB + 2 * 0.03),
+        ("pcie", 2, 0.0),
+        (None, 2, 0.5),
+        ("nvls", 1, 0.0),
+    ],
+)
+def test_nccl_memory_follows_the_interconnect(llama70b, link, gpus, gib):
+    kw = dict(gpus=gpus, zero=3 if gpus > 1 else 0, interconnect=link, base_dtype="bf16")
+    e = est(llama70b, **kw)
+    assert e.reserved_breakdown.get("NCCL buffers (est.)", 0) / GIB == pytest.approx(gib, abs=0.002)
+    lo, hi = load_training_profile().reserved.nccl_for(link, gpus)[1:]
+    assert lo <= gib <= hi
+
+
+def test_unknown_interconnect_is_a_one_line_error(llama70b):
+    from planner.errors import PlannerError
+
+    with pytest.raises(PlannerError, match="unknown interconnect 'infiniband'"):
+        est(llama70b, gpus=2, zero=3, interconnect="infiniband")

@@ -7,6 +7,7 @@ given), 1 it does not fit the GPU, 2 bad input (a one-line error).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from planner import training as tr
@@ -205,10 +206,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     gpu = gpu_from_args(a)
     model = load_model(a.model)
+    config = config_from_args(a)
+    if gpu is not None and getattr(gpu, "interconnect_class", None):
+        config = dataclasses.replace(config, interconnect=gpu.interconnect_class)
     est = tr.estimate_training(
         model.spec,
         model.tensors,
-        config_from_args(a),
+        config,
         gpu_memory_bytes=gpu.memory_bytes if gpu else None,
         gpu_name=gpu.name if gpu else None,
         model_id=model.id,

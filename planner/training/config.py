@@ -12,7 +12,7 @@ from planner.estimate import Estimate
 from planner.models.spec import ModelSpec
 from planner.models.tensors import Tensor
 from planner.training.activations import ATTENTIONS
-from planner.training.framework import BASE_DTYPES, LOSSES
+from planner.training.framework import BASE_DTYPES, INTERCONNECTS, LOSSES
 from planner.training.states import OPTIMIZERS, PAGED_OPTIMIZERS, PRECISIONS_CHOICES, ZERO_STAGES, ModelStates
 from planner.units import GIB
 
@@ -66,6 +66,9 @@ class TrainingConfig:
     optimizer_in_backward: bool = False
     """Optimizer step fused into the backward pass (torchtune's optimizer_in_bwd): each gradient is
     applied and freed as soon as it is accumulated; only one parameter's gradient is alive."""
+    interconnect: str | None = None
+    """How the GPUs talk (nvls, nvlink, pcie_p2p, pcie: the catalogue GPU's class), for NCCL's
+    device memory; None: not known (a default range)."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def check_choices(c: TrainingConfig) -> None:
         ("--loss", c.loss, LOSSES),
         ("--base-dtype", c.base_dtype, BASE_DTYPES),
         ("--sharding", c.sharding, ("deepspeed", "fsdp")),
+        ("interconnect", c.interconnect, INTERCONNECTS),
     ):
         if value is not None and value not in allowed:
             raise PlannerError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")

@@ -87,17 +87,18 @@ def allocated_estimate(r: Resolved, b: int, s: int) -> Estimate:
 
 def reserved_at(r: Resolved, b: int, s: int, card_bytes: int | None = None) -> Reserved:
     peak, rm = peak_allocated_bytes(r, b, s), r.profile.reserved
-    return reserved_footprint(peak, r.c.gpus, rm, r.c.zero == 3, card_bytes, persistent_bytes(r))
+    return reserved_footprint(peak, r.c.gpus, rm, r.c.zero == 3, card_bytes, persistent_bytes(r), r.c.interconnect)
 
 
 def reserved_estimate(r: Resolved, allocated: Estimate, card_bytes: int | None) -> Estimate:
     """The reserved footprint with its range: the allocated range through the reserved model's low
     and high fragmentation, CUDA context and NCCL figures."""
-    rm, gpus, sharded = r.profile.reserved, r.c.gpus, r.c.zero == 3
+    rm, gpus, sharded, link = r.profile.reserved, r.c.gpus, r.c.zero == 3, r.c.interconnect
     kept = persistent_bytes(r)
-    mid = reserved_footprint(int(allocated.value), gpus, rm, sharded, card_bytes, kept).total_bytes
-    low = reserved_footprint(int(allocated.low), gpus, rm, sharded, None, kept).low_bytes
-    high = reserved_footprint(int(allocated.high), gpus, rm, sharded, None, kept).high_bytes
+    mid = reserved_footprint(int(allocated.value), gpus, rm, sharded, card_bytes, kept, link).total_bytes
+    low = reserved_footprint(int(allocated.low), gpus, rm, sharded, None, kept, link).low_bytes
+    high = reserved_footprint(int(allocated.high), gpus, rm, sharded, None, kept, link).high_bytes
+    nccl = rm.nccl_for(link, gpus)
     f = (
         (rm.sharded_fragmentation_low, rm.sharded_fragmentation_high)
         if sharded
@@ -106,7 +107,7 @@ def reserved_estimate(r: Resolved, allocated: Estimate, card_bytes: int | None) 
     source = (
         f"allocated x (1 + fragmentation {f[0]:g}-{f[1]:g}{', sharded parameters' if sharded else ''}) + CUDA context "
         f"{rm.cuda_context_low_gib:g}-{rm.cuda_context_high_gib:g} GiB"
-        + (f" + NCCL {rm.nccl_low_gib:g}-{rm.nccl_high_gib:g} GiB" if gpus > 1 else "")
+        + (f" + NCCL {nccl[1]:.2f}-{nccl[2]:.2f} GiB ({link or 'interconnect not known'})" if gpus > 1 else "")
         + " (profiles/training/frameworks.yaml); "
         + allocated.source
     )
@@ -183,11 +184,22 @@ def _assumptions(r: Resolved) -> list[str]:
                 else ""
             )
         )
-    out.append(
-        f"reserved = allocated x (1 + {rm.fragmentation:g}) + CUDA context {rm.cuda_context_gib:g} GiB"
-        + (f" + NCCL {rm.nccl_gib:g} GiB" if c.gpus > 1 else "")
-    )
+    out.append(_reserved_assumption(r))
     return out
+
+
+def _reserved_assumption(r: Resolved) -> str:
+    c, rm = r.c, r.profile.reserved
+    link = c.interconnect or "interconnect not known"
+    nccl = f" + NCCL {rm.nccl_for(c.interconnect, c.gpus)[0]:.2f} GiB ({link})" if c.gpus > 1 else ""
+    offload = (
+        "; FSDP CPU offload copies each gathered unit's shard to the GPU before its all-gather"
+        if c.offload == "optimizer+params" and c.zero == 3 and r.framework.sharding == "fsdp"
+        else ""
+    )
+    return (
+        f"reserved = allocated x (1 + {rm.fragmentation:g}) + CUDA context {rm.cuda_context_gib:g} GiB{nccl}{offload}"
+    )
 
 
 def _regime(r: Resolved) -> str:

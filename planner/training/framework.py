@@ -58,6 +58,10 @@ class LossImpl:
     source: str
 
 
+INTERCONNECTS: tuple[str, ...] = ("nvls", "nvlink", "pcie_p2p", "pcie")
+"""How the GPUs of one node talk: the GPU catalogue's interconnect classes (planner.hardware)."""
+
+
 @dataclass(frozen=True)
 class ReservedModel:
     """Memory beside PyTorch's allocations, and the framework default buffer sizes (estimates)."""
@@ -72,6 +76,14 @@ class ReservedModel:
     nccl_gib: float
     nccl_low_gib: float
     nccl_high_gib: float
+    """NCCL's device memory where the interconnect is not known (no catalogue GPU)."""
+    nccl_nvls_gib: float
+    """NCCL's device memory per rank of a 2-rank communicator by interconnect class (see the YAML's source);
+    each further rank adds `nccl_per_extra_gpu_gib`."""
+    nccl_nvlink_gib: float
+    nccl_pcie_p2p_gib: float
+    nccl_pcie_gib: float
+    nccl_per_extra_gpu_gib: float
     sharded_fragmentation: float
     """Reserved over allocated, minus one, where parameters are gathered and freed per unit (ZeRO-3,
     FSDP FULL_SHARD): the all-gather stream's cached pool beside the compute stream's."""
@@ -83,6 +95,22 @@ class ReservedModel:
     deepspeed_max_live_parameters: int
     fsdp_units_in_flight: int
     source: str
+
+    def nccl_for(self, interconnect: str | None, gpus: int) -> tuple[float, float, float]:
+        """NCCL's device memory (GiB: value, low, high) for `gpus` ranks over `interconnect`: the
+        class's figure, from half to 1.5 times it (channel counts and NCCL versions differ); NVLS
+        (NVSwitch multicast) from the nvlink figure (NVLS off or unsupported) up; unknown: the default."""
+        if gpus < 2:
+            return 0.0, 0.0, 0.0
+        by_class = dict(
+            zip(INTERCONNECTS, (self.nccl_nvls_gib, self.nccl_nvlink_gib, self.nccl_pcie_p2p_gib, self.nccl_pcie_gib))
+        )
+        if interconnect not in by_class:
+            return self.nccl_gib, self.nccl_low_gib, self.nccl_high_gib
+        extra = self.nccl_per_extra_gpu_gib * (gpus - 2)
+        v = by_class[interconnect] + extra
+        low = self.nccl_nvlink_gib + extra if interconnect == "nvls" else v / 2
+        return v, min(low, v), v * 1.5
 
 
 @dataclass(frozen=True)

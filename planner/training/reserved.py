@@ -32,6 +32,8 @@ class CommInputs:
     """Gathered bytes of the largest decoder layer (0: largest_unit_bytes)."""
     root_unit_bytes: int = 0
     """Gathered bytes of what no decoder layer holds (embeddings, final norm, lm_head): FSDP's root unit."""
+    offload_params: bool = False
+    """Parameters offloaded to the CPU (FSDP CPUOffload(offload_params=True), ZeRO-3 offload_param)."""
 
     @property
     def unit_bytes(self) -> int:
@@ -47,7 +49,10 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
     capped by stage3_max_live_parameters. FSDP: two units gathered (current and prefetched), one
     unit's unsharded gradients for the reduce-scatter, and the root unit (embeddings, norm, lm_head)
     kept gathered from its forward to the end of the backward pass where the framework's FSDP does not
-    reshard the root after forward; SHARD_GRAD_OP (--zero 1/2) keeps the parameters gathered."""
+    reshard the root after forward; SHARD_GRAD_OP (--zero 1/2) keeps the parameters gathered. FSDP with
+    CPU offload copies each unit's shard to the GPU before its all-gather (FlatParamHandle.pre_unshard:
+    `flat_param_to(self.device, non_blocking=True)`, a tensor of its own beside the gathered one), one
+    per unit in flight."""
     if c.gpus == 1 and c.zero == 0:
         return {}
     if c.zero == 0:
@@ -71,7 +76,10 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
         out["FSDP root unit kept gathered (embeddings, norm, lm_head)"] = c.root_unit_bytes
     elif c.zero == 3:
         out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * c.unit_bytes
-    else:
+    if c.zero == 3 and c.offload_params:
+        shard = -(-(c.layer_unit_bytes or c.unit_bytes) // c.gpus)
+        out["FSDP CPU offload: the units' shards copied to the GPU"] = rm.fsdp_units_in_flight * shard
+    if c.zero != 3:
         out["FSDP SHARD_GRAD_OP: parameters kept gathered"] = c.weights_unsharded_bytes
     return out
 
@@ -97,12 +105,14 @@ def reserved_footprint(
     sharded: bool = False,
     card_bytes: int | None = None,
     persistent_bytes: int = 0,
+    interconnect: str | None = None,
 ) -> Reserved:
     """`sharded`: parameters gathered and freed per unit (ZeRO-3, FSDP FULL_SHARD), whose all-gather
     buffers live in their own stream's cached pool: the cache there is `sharded_fragmentation` of
     what churns (the peak beyond the `persistent_bytes` allocated once at the start). `card_bytes`:
-    the footprint shown grows into free memory only up to the card when it fits."""
-    nccl = (rm.nccl_gib, rm.nccl_low_gib, rm.nccl_high_gib) if gpus > 1 else (0.0, 0.0, 0.0)
+    the footprint shown grows into free memory only up to the card when it fits. `interconnect`: the
+    GPUs' class, which prices NCCL's device memory (`ReservedModel.nccl_for`)."""
+    nccl = rm.nccl_for(interconnect, gpus)
     frag = (
         (rm.sharded_fragmentation, rm.sharded_fragmentation_low, rm.sharded_fragmentation_high)
         if sharded
@@ -123,6 +133,6 @@ def reserved_footprint(
         "CUDA context (est.)": int(rm.cuda_context_gib * GIB),
     }
     if gpus > 1:
-        breakdown["NCCL buffers (est.)"] = int(rm.nccl_gib * GIB)
+        breakdown["NCCL buffers (est.)"] = int(nccl[0] * GIB)
     low, high = total(frag[1], rm.cuda_context_low_gib, nccl[1]), total(frag[2], rm.cuda_context_high_gib, nccl[2])
     return Reserved(mid, min(low, mid), max(high, mid), breakdown, fit)

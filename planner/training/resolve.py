@@ -267,6 +267,7 @@ def _comm(c: cfg.TrainingConfig, fw: Framework, profile: TrainingProfile, spec, 
         largest_unit_bytes=max(units.values()),
         layer_unit_bytes=max(layers, default=0),
         root_unit_bytes=sum(b for k, b in units.items() if not isinstance(k, int)),
+        offload_params=c.offload == "optimizer+params",
     )
     return comm_buffer_bytes(inputs, fw, profile.reserved)
 
