@@ -1,13 +1,14 @@
 """Predicted vs measured training memory on published runs (benchmarks/data/training/).
 
-    python benchmarks/train_accuracy.py [--json]
+    python benchmarks/train_accuracy.py [--json] [--breakdown]
 
 For a measured peak: the planner's reserved footprint per GPU against the measured figure (the
 middle of a published range; inside the range counts as 0%). For a longest context: the
 planner's `max_seq_len` against the one reached. For an OOM: whether the planner says it fits.
 Prints every record, the median and worst absolute error, and every "fits" the measurement
-contradicts (a run that used more than the card, or an OOM). None of these records was used to
-set a constant: all are held out, so leaving one source out (`by_source`: each publisher's records
+contradicts (a run that used more than the card, or an OOM); `--breakdown` splits each measured
+peak into the planner's parts beside the measurement. None of these records was used to set a
+constant: all are held out, so leaving one source out (`by_source`: each publisher's records
 replayed with the others' in hand) gives the same figures as the plain replay. The constants the
 model does take from measurements come from sources outside this set (profiles/training/frameworks.yaml
 names them).
@@ -55,6 +56,7 @@ def replay(rec: dict) -> dict:
     e = estimate_training(model.spec, model.tensors, TrainingConfig(**settings), gpu_memory_bytes=mem, with_fixes=False)
     out = {"id": rec["id"], "kind": rec["kind"], "gpu": rec.get("gpu") or rec.get("torch_memory_gib")}
     if rec["kind"] == "peak":
+        out["breakdown_gib"] = breakdown(e)
         lo, hi = rec["measured_gib"]
         pred = e.reserved_bytes / GIB
         ref = (lo + hi) / 2
@@ -77,6 +79,28 @@ def replay(rec: dict) -> dict:
     else:
         out |= {"predicted_fits": e.fits, "error": None, "bad_fit": bool(e.fits)}
     return out
+
+
+def breakdown(e) -> dict[str, float]:
+    """The planner's parts of a peak per GPU (GiB): model states by kind, what the peak phase adds
+    (activations, the loss's tensors, communication buffers and other transients) and the reserved
+    overhead (allocator cache, CUDA context, NCCL)."""
+    st, g = e.states, lambda n: round(n / GIB, 2)
+    phase = max(e.phase_bytes, key=e.phase_bytes.get)
+    act = e.activation_breakdown
+    loss = act.get("loss and final norm", 0)
+    out = {
+        "weights": g(st.weights + st.master_weights + st.quantized_base + st.quant_scales + st.adapter_weights),
+        "optimizer": g(st.optimizer + st.adapter_optimizer),
+        "gradients (all)": g(st.gradients + st.adapter_gradients),
+        "activations held (all)": g(e.activation_bytes - loss),
+        "logits/loss held": g(loss),
+        "comm buffers": g(e.comm_buffer_bytes),
+        "temporaries (loss backward / workspace / dequant / comm)": g(e.temporary_bytes),
+        f"peak phase ({phase}) over the persistent states": g(e.phase_bytes[phase]),
+        "allocated peak": g(e.total_bytes),
+    }
+    return out | {k.removesuffix(" (est.)"): g(v) for k, v in e.reserved_breakdown.items() if "allocated" not in k}
 
 
 def source_of(rec: dict) -> str:
@@ -106,6 +130,7 @@ def by_source(recs: list[dict], rows: list[dict]) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
+    p.add_argument("--breakdown", action="store_true", help="each measured peak's parts as the planner has them")
     a = p.parse_args(argv)
     recs = records()
     rows = [replay(r) for r in recs]
@@ -122,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             what = f"planner says fits={r['predicted_fits']} where the run OOMed"
         err = "" if r["error"] is None else f"{100 * r['error']:+6.1f}%"
         print(f"{r['id']:40s} {what:52s} {err}{'  FITS-BUT-OOM' if r['bad_fit'] else ''}")
+        if a.breakdown and r["kind"] == "peak":
+            for k, v in r["breakdown_gib"].items():
+                print(f"    {k:60s} {v:8.2f}")
+            print(
+                f"    {'measured minus predicted reserved':60s} {sum(r['measured_gib']) / 2 - r['predicted_gib']:8.2f}"
+            )
     for src, x in per_source.items():
         med = "-" if x["median_abs_error"] is None else f"{100 * x['median_abs_error']:.1f}%"
         worst = "-" if x["worst_abs_error"] is None else f"{100 * x['worst_abs_error']:.1f}%"

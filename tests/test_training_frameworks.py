@@ -212,3 +212,23 @@ def test_train_prices_nccl_by_the_gpus_interconnect(capsys, gpu, link):
     nccl = load_training_profile().reserved.nccl_for(link, 4)[0]
     assert d["reserved_breakdown"]["NCCL buffers (est.)"] == pytest.approx(nccl * GIB, abs=GIB / 100)
     assert any(f"({link})" in a for a in d["assumptions"])
+
+
+def test_published_peaks_break_down_into_what_is_predicted():
+    """The --breakdown table: the reserved parts add up to the predicted footprint, and the allocated
+    peak is the persistent states plus its peak phase (every gradient alive: grad_accum > 1)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import train_accuracy as ta
+
+    for rec in ta.records():
+        if rec["kind"] != "peak":
+            continue
+        row = ta.replay(rec)
+        b = row["breakdown_gib"]
+        parts = (
+            b["allocated peak"] + b["allocator cache and fragmentation"] + b["CUDA context"] + b.get("NCCL buffers", 0)
+        )
+        assert parts == pytest.approx(row["predicted_gib"], abs=0.05), rec["id"]
+        phase = next(v for k, v in b.items() if k.startswith("peak phase"))
+        kept = b["weights"] + b["optimizer"]
+        assert kept + phase == pytest.approx(b["allocated peak"], abs=0.05), rec["id"]
