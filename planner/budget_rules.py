@@ -10,6 +10,7 @@ from __future__ import annotations
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
 from planner.inspection import Inspection, Model
+from planner.models.checks import check_block_size
 from planner.models.fields import scaled_max_len
 from planner.models.quantization import ONLINE_SCHEMES
 from planner.releases import ReleaseFacts
@@ -25,8 +26,12 @@ def block_size_for(
         if model.spec.mla is not None and rel.block_size_cpu_mla:
             return rel.block_size_cpu_mla
         return requested or rel.block_size_cpu_default
+    if target.arch_family != "other":  # CUDA: the sparse-attention backends' block sizes
+        check_block_size(model.spec, requested, rel.sparse_mla_block_size)
     if requested:
         return requested
+    if model.spec.mla is not None and model.spec.mla.index_head_dim and rel.sparse_mla_block_size:
+        return rel.sparse_mla_block_size  # DSA: the indexer's kernel block (lcm with the sparse MLA backend's)
     if model.spec.mla is not None:
         sizes = rel.mla_block_size_fp8_kv if kv_cache_dtype.startswith("fp8") else rel.mla_block_size_default
         return sizes[target.arch_family]

@@ -12,6 +12,7 @@ from planner import accounting as acc
 from planner import kv_bytes as kvb
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
+from planner.models import checks
 from planner.models.quantization import resolve_quantization
 from planner.models.spec import ModelSpec, QuantSpec
 from planner.models.tensors import Tensor
@@ -85,6 +86,7 @@ def check_parallel(spec: ModelSpec, tp: int, pp: int) -> None:
             f"--tp {tp} and the {spec.num_kv_heads} KV heads do not divide each other: valid TP sizes are "
             f"{', '.join(map(str, valid))}"
         )
+    checks.check_tp(spec, tp)
     if pp > spec.num_layers:
         raise PlannerError(f"--pp {pp} exceeds the {spec.num_layers} decoder layers: use at most {spec.num_layers}")
     _check_kv_sharing_stages(spec, pp)
@@ -233,6 +235,7 @@ def inspect(
     quant = resolve_quantization(spec.quant, quantization)
     tensors = list(model.tensors)
     kv_cache_dtype, kv_note = _kv_cache_dtype(kv_cache_dtype, quant, kv_auto_from_checkpoint)
+    checks.check_kv_cache_dtype(spec, kv_cache_dtype)
     warnings = list(spec.notes) + kv_note + _weight_warnings(model, quant, load_dtype)
     w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
     kv = kvb.kv_bytes_per_token(spec, kv_dtype_bytes(kv_cache_dtype, load_dtype), tp, pp)

@@ -186,3 +186,67 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "compress_ratios" in err and len(err.splitlines()) == 1
+
+
+# ---- serving settings vLLM refuses -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_id", V4 + NVFP4)
+def test_tp_must_divide_the_output_projection_groups(model_id):
+    # vLLM's DeepseekV4Attention: n_local_groups = o_groups // tp, wo_a column-parallel over the groups
+    cfg = config_of(model_id)
+    groups, heads = cfg["o_groups"], cfg["num_attention_heads"]
+    ok = [t for t in range(1, heads + 1) if heads % t == 0 and groups % t == 0]
+    for tp in (1, 2, 4, 8, 16, 32):
+        if heads % tp:
+            continue  # the heads' own rule refuses it first
+        if tp in ok:
+            assert inspect(model_id, tp=tp).weight_bytes_per_gpu > 0
+            continue
+        with pytest.raises(PlannerError) as err:
+            inspect(model_id, tp=tp)
+        text = str(err.value)
+        assert "o_groups" in text and "\n" not in text
+        assert text.endswith("valid TP sizes are " + ", ".join(map(str, ok)))
+
+
+def test_tp_above_the_groups_exits_2_and_is_left_out_of_the_layout_search(capsys):
+    # Flash: 64 heads but 8 output groups; TP 16 would leave ranks without a group
+    args = ["deepseek-ai/DeepSeek-V4-Flash", "--gpu", "H200", "--max-model-len", "8192", "--gpus-per-node", "16"]
+    assert main(["plan", *args, "--tp", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "o_groups" in err and len(err.splitlines()) == 1
+    from planner.plan import valid_tps
+
+    assert valid_tps(load_model("deepseek-ai/DeepSeek-V4-Flash"), 16) == [1, 2, 4, 8]
+    assert valid_tps(load_model("deepseek-ai/DeepSeek-V4-Pro"), 16) == [1, 2, 4, 8, 16]
+
+
+@pytest.mark.parametrize("model_id", V4 + NVFP4)
+@pytest.mark.parametrize("kv, refused", [("auto", False), ("fp8", False), ("bfloat16", True), ("float16", True)])
+def test_a_16_bit_kv_cache_is_refused_as_vllm_refuses_it(model_id, kv, refused, capsys):
+    # vLLM's _resolve_dsv4_kv_cache_dtype on the fp8_ds_mla layout (FlashMLA, FlashInfer SM120, CPU):
+    # auto -> fp8 -> fp8_ds_mla; a dtype not starting with fp8 raises ValueError
+    args = ["plan", model_id, "--gpu", "B200", "--tp", "8", "--max-model-len", "8192", "--kv-cache-dtype", kv]
+    code = main([*args, "--json"])
+    if refused:
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--kv-cache-dtype {kv}" in err and "fp8_ds_mla" in err and len(err.splitlines()) == 1
+        return
+    assert code in (0, 1)
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any(n.startswith("DeepSeek-V4: KV cache dtype fp8_ds_mla") for n in notes)
+
+
+@pytest.mark.parametrize("block, ok", [(None, True), (256, True), (16, False), (64, False), (128, False), (512, False)])
+def test_block_size_is_256(block, ok, capsys):
+    # the V4 sparse-MLA and indexer backends take kernel blocks of 256 (multiples refused here: not modelled)
+    args = ["plan", "deepseek-ai/DeepSeek-V4-Pro", "--gpu", "H200", "--tp", "8", "--max-model-len", "8192"]
+    code = main([*args, "--json"] + ([] if block is None else ["--block-size", str(block)]))
+    if ok:
+        assert code in (0, 1) and json.loads(capsys.readouterr().out)["block_size"] == 256
+        return
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--block-size {block}" in err and "256" in err and len(err.splitlines()) == 1

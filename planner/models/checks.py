@@ -8,6 +8,7 @@ vocabularies a few hundred thousand, contexts ten million): values above them ar
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from planner.errors import PlannerError
@@ -305,4 +306,62 @@ def _check_moe(spec: ModelSpec) -> None:
         raise PlannerError(
             f"a mixture-of-experts model needs a positive expert size (moe_intermediate_size), got "
             f"{moe.expert_intermediate_size}: {_FIX}"
+        )
+
+
+# ---- the model against the serving settings -----------------------------------------------------
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(t) for t in range(1, n + 1) if n % t == 0)
+
+
+def check_tp(spec: ModelSpec, tp: int) -> None:
+    """Family TP rules beyond the heads' (`planner.inspection.check_parallel`): DeepSeek-V4's grouped
+    output projection (vLLM's DeepseekV4Attention: `n_local_groups = o_groups // tp`, `wo_a` column-
+    parallel over o_groups x o_lora_rank, run as a batched matmul over the local groups), so a TP
+    that does not divide o_groups leaves a rank no whole group and vLLM fails building the layer."""
+    groups = dict(spec.family_fields).get("o_groups", 0)
+    if groups and groups % tp:
+        ok = math.gcd(groups, spec.num_heads)
+        raise PlannerError(
+            f"--tp {tp} does not divide the model's {groups} output-projection groups (config field "
+            f"'o_groups'; vLLM gives each rank o_groups // tp of them): valid TP sizes are {_divisors(ok)}"
+        )
+
+
+def check_kv_cache_dtype(spec: ModelSpec, kv_cache_dtype: str) -> None:
+    """DeepSeek-V4's default CUDA attention (FlashMLA; FlashInfer's SM120 kernels on 12.x: vLLM's
+    `_select_dsv4_attn_cls`) keeps the KV cache in the fp8_ds_mla format: `auto` becomes fp8_ds_mla,
+    and `_resolve_dsv4_kv_cache_dtype` raises for a 16-bit request."""
+    if spec.compress_ratios and kv_cache_dtype in ("bfloat16", "float16"):
+        raise PlannerError(
+            f"--kv-cache-dtype {kv_cache_dtype}: vLLM keeps DeepSeek-V4's KV cache in its fp8_ds_mla format "
+            "(FlashMLA; FlashInfer on SM12) and refuses a 16-bit one: use --kv-cache-dtype auto or fp8"
+        )
+
+
+V4_BLOCK_TOKENS = 256
+"""DeepSeek-V4's sparse attention and indexer kernels take 256-token blocks (vLLM 0.32
+models/deepseek_v4/sparse_mla.py and nvidia/flashinfer_sparse.py get_supported_kernel_block_sizes)."""
+
+
+def check_block_size(spec: ModelSpec, block_size: int | None, sparse_block: int | None) -> None:
+    """A --block-size vLLM's sparse-attention backends refuse. DSA (DeepSeek-V3.2, GLM-5): the
+    indexer's DeepseekV32IndexerBackend takes kernel blocks of `sparse_block` (64 on CUDA, release
+    data) and a block size must be a multiple of it (`supports_block_size`); vLLM finds no attention
+    backend otherwise. DeepSeek-V4: multiples of 256, of which the plan models 256 itself."""
+    if block_size is None:
+        return
+    if spec.compress_ratios and block_size != V4_BLOCK_TOKENS:
+        why = "vLLM's DeepSeek-V4 kernels take multiples of 256" if block_size % V4_BLOCK_TOKENS else "not modelled"
+        raise PlannerError(
+            f"--block-size {block_size} for DeepSeek-V4 ({why}): use --block-size {V4_BLOCK_TOKENS} or leave it out"
+        )
+    m = spec.mla
+    if m is not None and m.index_head_dim and sparse_block and block_size % sparse_block:
+        raise PlannerError(
+            f"--block-size {block_size}: vLLM's sparse-attention indexer (config field 'index_topk') takes "
+            f"blocks of a multiple of {sparse_block} tokens and finds no backend for {block_size}: use "
+            f"--block-size {sparse_block} (or a multiple), or leave it out"
         )

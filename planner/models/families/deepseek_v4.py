@@ -74,7 +74,7 @@ def _check(cfg: Config) -> tuple[int, tuple[int, ...]]:
             raise PlannerError(
                 f"config field 'index_head_dim' must be a multiple of 128 (one fp32 scale per 128): {_FIX}"
             )
-    heads, groups = int_field(cfg, "num_attention_heads"), cfg["o_groups"]
+    heads, groups = int_field(cfg, "num_attention_heads"), cfg["o_groups"]  # TP must divide o_groups: checks.check_tp
     if heads % groups:
         raise PlannerError(f"config field 'o_groups' {groups} does not divide num_attention_heads {heads}: {_FIX}")
     if int_field(cfg, "head_dim") <= cfg["qk_rope_head_dim"]:
@@ -159,10 +159,10 @@ def normalize(config: Config, quant_files: dict[str, Config]) -> ModelSpec:
 
 def _notes(cfg: Config) -> tuple[str, ...]:
     return (
-        "DeepSeek-V4: the KV cache is vLLM's fp8_ds_mla layout (584 B per cached state, blocks of 256 tokens, "
-        "block-outermost packing), what FlashMLA and SM12's FlashInfer attention take for --kv-cache-dtype auto "
-        "(vLLM refuses bfloat16 there); the plain bf16/fp8 rows of FLASHINFER_MLA_SPARSE_DSV4 chosen on other "
-        "GPUs are not modelled",
+        "DeepSeek-V4: KV cache dtype fp8_ds_mla whatever --kv-cache-dtype says: vLLM's default attention "
+        "(FlashMLA; FlashInfer's SM120 kernels on 12.x) turns auto and fp8 into fp8_ds_mla and refuses "
+        "bfloat16/float16 (584 B per cached state, blocks of 256 tokens, block-outermost packing); the plain "
+        "bf16/fp8 rows of --attention-backend FLASHINFER_MLA_SPARSE_DSV4 are not modelled",
     )
 
 
