@@ -3,11 +3,11 @@
 The indexer's cache is built on DeepseekV32IndexerBackend (v1/attention/backends/mla/indexer.py), whose
 get_supported_kernel_block_sizes is [64] off ROCm; AttentionBackend.supports_block_size accepts a block
 that is a multiple of a supported size. Without --block-size, Platform._preferred_block_size_for_backends
-takes the smallest size every backend accepts: the lcm of the sparse MLA backend's base (FLASHMLA_SPARSE
-/ FLASH_ATTN_MLA_SPARSE / FLASHINFER_MLA_SPARSE_SM90 and _SM120 MultipleOf(64), FLASHINFER_MLA_SPARSE
-MultipleOf(32)) and the indexer's 64: 64 on Hopper and Blackwell (no sparse backend before SM90). A --block-size the indexer does not take
-leaves vLLM no attention backend: refused here, one line, exit 2. ROCm's indexer takes multiples of 16
-(not checked)."""
+takes the smallest size every backend accepts: the lcm of the sparse MLA backend's base (FLASHMLA_SPARSE,
+FLASH_ATTN_MLA_SPARSE, FLASHINFER_MLA_SPARSE_SM90 and _SM120 MultipleOf(64), FLASHINFER_MLA_SPARSE
+MultipleOf(32)) and the indexer's 64: 64 on Hopper and Blackwell (no sparse backend before SM90).
+A --block-size the indexer does not take leaves vLLM no attention backend: refused here, one line,
+exit 2. ROCm's indexer takes multiples of 16 (not checked)."""
 
 from __future__ import annotations
 
