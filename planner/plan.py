@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from planner.inventory import NodeGroup
 
 DEFAULT_GPUS_PER_NODE = 8
+PP_SIZES = (2, 3, 4, 6, 8, 12, 16)
+"""Pipeline stages a layout search tries once TP fills a node."""
+
+
+def nodes_of(tp: int, pp: int, per_node: int) -> int:
+    """Nodes one replica spans: whole TP groups per node, its PP stages over as many nodes as needed."""
+    return -(-pp // max(1, per_node // tp))
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ def candidate_layouts(model: Model, gpus_per_node: int, max_nodes: int | None = 
     tps = valid_tps(model, gpus_per_node)
     out = [(t, 1) for t in tps]
     full = tps[-1]
-    for p in (2, 3, 4, 6, 8, 12, 16):
+    for p in PP_SIZES:
         if p <= model.spec.num_layers and (max_nodes is None or p * -(-full // gpus_per_node) <= max_nodes):
             out.append((full, p))
     return out
@@ -188,9 +195,24 @@ def _shorter_dummy_video(req: Request, gpu: GPU, tp: int, pp: int, current_len: 
     return []
 
 
+def _pipeline_across_nodes(req: Request, gpu: GPU, pp: int, gpn: int) -> list[Fix]:
+    """When no TP inside one node fits: the node's largest TP in every stage and the fewest PP stages
+    that fit, over as many nodes (vLLM's practice: TP over NVLink, PP across nodes)."""
+    full = valid_tps(req.model, gpn)[-1]
+    for p in PP_SIZES:
+        if pp < p <= req.model.spec.num_layers:
+            b = evaluate(req, gpu, full, p)
+            if b.fits:
+                nodes = nodes_of(full, p, gpn)
+                where = f"across {nodes} nodes of {gpn} GPUs" if nodes > 1 else f"in one node of {gpn} GPUs"
+                return [Fix(f"pipeline parallel {p} {where} (TP {full} per stage)", {"tp": full, "pp": p}, b)]
+    return []
+
+
 def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> list[Fix]:
-    """The smallest changes that make this layout fit: fp8 KV cache, a shorter context, a larger TP,
-    a quantized variant, a larger GPU. Each is checked by recomputing the budget."""
+    """The smallest changes that make this layout fit: fp8 KV cache, a shorter context, a larger TP
+    (else pipeline stages across nodes), a quantized variant, a larger GPU. Each is checked by
+    recomputing the budget."""
     out: list[Fix] = []
     base = evaluate(req, gpu, tp, pp)
     if req.settings.kv_cache_dtype in ("auto", "bfloat16", "float16"):
@@ -211,6 +233,8 @@ def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> lis
             if b.fits:
                 out.append(Fix(f"tensor parallel {t}", {"tp": t}, b))
                 break
+    if not any("tp" in f.flags for f in out):
+        out += _pipeline_across_nodes(req, gpu, pp, gpn)
     if req.model.spec.quant is None and not req.quantization and gpu.fp8_native:
         b = evaluate(req, gpu, tp, pp, quantization="fp8")
         if b.fits:
@@ -316,6 +340,7 @@ class PlanResult(NamedTuple):
                 "max_concurrency": f.budget.max_concurrency,
                 "max_model_len": f.budget.max_model_len,
                 "tp": f.budget.tp,
+                "pp": f.budget.pp,
                 "gpu": f.budget.gpu,
             }
             for f in self.fixes

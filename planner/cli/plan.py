@@ -173,13 +173,10 @@ def cmd_plan(a: argparse.Namespace) -> int:
 # ---- the plan as text -------------------------------------------------------------------------
 
 
-def nodes_of(tp: int, pp: int, per_node: int) -> int:
-    """Nodes one replica spans: whole TP groups per node, its PP stages over as many nodes as needed."""
-    return -(-pp // max(1, per_node // tp))
-
-
 def _gpu_line(b: Any, per_node: int | None) -> list[str]:
     """How many GPUs (and nodes) one replica takes, when that is more than one GPU."""
+    from planner.plan import nodes_of
+
     gpus = b.tp * b.pp
     if gpus == 1 or per_node is None:
         return []
@@ -241,7 +238,8 @@ def _fix_lines(r: Any, b: Any) -> list[str]:
         for f, command in zip(r.fixes, r.fix_commands):
             fb = f.budget
             lines.append(
-                f"  - {f.change}: TP {fb.tp} on {fb.gpu}, {fb.kv_cache_tokens:,} KV tokens, "
+                f"  - {f.change}: TP {fb.tp}{f' x PP {fb.pp}' if fb.pp > 1 else ''} on {fb.gpu}, "
+                f"{fb.kv_cache_tokens:,} KV tokens, "
                 f"{fb.max_concurrency:.2f}x at {fb.max_model_len:,}"
             )
             lines.append(f"    {command}")
