@@ -46,6 +46,8 @@ def replay(rec: dict) -> dict:
     model = _model(rec["model"])
     gpu = load_catalogue().get(rec["gpu"]) if rec.get("gpu") else None
     mem = gpu.memory_bytes if gpu else None
+    if rec.get("card_gib"):  # a card the catalogue lacks, as torch reports its total memory
+        mem = int(rec["card_gib"] * GIB)
     if rec.get("torch_memory_gib"):  # torch's allocator capped: the card holds the cap and the CUDA context
         mem = int((rec["torch_memory_gib"] + load_training_profile().reserved.cuda_context_gib) * GIB)
     settings = dict(rec["settings"])
@@ -58,10 +60,13 @@ def replay(rec: dict) -> dict:
     if rec["kind"] == "peak":
         out["breakdown_gib"] = breakdown(e)
         lo, hi = rec["measured_gib"]
-        pred = e.reserved_bytes / GIB
+        pred = _predicted_peak(e, rec.get("peak", "nvidia-smi")) / GIB
         ref = (lo + hi) / 2
         err = 0.0 if lo <= pred <= hi else (pred - ref) / ref
         out |= {
+            "peak": {"nvidia-smi": "reserved", "torch_reserved": "torch-rsv", "torch_allocated": "torch-alc"}[
+                rec.get("peak", "nvidia-smi")
+            ],
             "predicted_gib": round(pred, 2),
             "measured_gib": rec["measured_gib"],
             "error": err,
@@ -79,6 +84,16 @@ def replay(rec: dict) -> dict:
     else:
         out |= {"predicted_fits": e.fits, "error": None, "bad_fit": bool(e.fits)}
     return out
+
+
+def _predicted_peak(e, peak: str) -> int:
+    """The planner's figure for the peak a source measured: nvidia-smi (the reserved footprint, the
+    default), torch_reserved (max_memory_reserved: without the CUDA context and NCCL's buffers) or
+    torch_allocated (max_memory_allocated)."""
+    if peak == "torch_allocated":
+        return e.total_bytes
+    outside = sum(v for k, v in e.reserved_breakdown.items() if k.startswith(("CUDA context", "NCCL")))
+    return e.reserved_bytes - (outside if peak == "torch_reserved" else 0)
 
 
 def breakdown(e) -> dict[str, float]:
@@ -140,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for r in rows:
         if r["kind"] == "peak":
-            what = f"reserved {r['predicted_gib']:7.2f} GiB vs measured {r['measured_gib']}"
+            what = f"{r['peak'][:9]:9s} {r['predicted_gib']:7.2f} GiB vs measured {r['measured_gib']}"
         elif r["kind"] == "max_seq_len":
             what = f"max seq {r['predicted_tokens']:>7,} vs measured {r['measured_tokens']:,}"
         else:
