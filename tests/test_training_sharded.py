@@ -87,16 +87,18 @@ def test_sharded_qlora_names_the_quant_storage_it_assumes(llama70b):
     assert not any("bnb_4bit_quant_storage" in a for a in est(llama70b).assumptions)
 
 
-def test_fsdp_cpu_offload_copies_each_units_shard_to_the_gpu(llama70b):
+SHARD_COPY = "FSDP CPU offload: the gathered unit's shard copied to the GPU"
+
+
+def test_fsdp_cpu_offload_copies_the_gathered_units_shard_to_the_gpu(llama70b):
     """FlatParamHandle.pre_unshard with offload_params: `flat_param_to(device)` puts the unit's CPU
-    shard on the GPU as a tensor of its own before the all-gather, one per unit in flight."""
+    shard on the GPU as a tensor of its own, the all-gather's input, freed when the gathered flat
+    parameter replaces it: one shard-sized block on the unshard stream."""
     layer = 855_638_016 // 2 + 2 * 8192 * 2  # the gathered unit: 4-bit codes plus the bf16 norms
     for gpus in (2, 4, 8):
         comm = _comm(llama70b, gpus=gpus, zero=3, sharding="fsdp", offload="optimizer+params")
-        assert comm["FSDP CPU offload: the units' shards copied to the GPU"] == 2 * -(-layer // gpus)
-    assert "FSDP CPU offload: the units' shards copied to the GPU" not in _comm(
-        llama70b, gpus=2, zero=3, sharding="fsdp"
-    )
+        assert comm[SHARD_COPY] == -(-layer // gpus)
+    assert SHARD_COPY not in _comm(llama70b, gpus=2, zero=3, sharding="fsdp")
 
 
 # NCCL's device memory per rank by interconnect class: NVLS measured on H100 (vLLM 0.19 start-ups, TP 2 less

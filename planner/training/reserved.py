@@ -51,8 +51,9 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
     kept gathered from its forward to the end of the backward pass where the framework's FSDP does not
     reshard the root after forward; SHARD_GRAD_OP (--zero 1/2) keeps the parameters gathered. FSDP with
     CPU offload copies each unit's shard to the GPU before its all-gather (FlatParamHandle.pre_unshard:
-    `flat_param_to(self.device, non_blocking=True)`, a tensor of its own beside the gathered one), one
-    per unit in flight."""
+    `flat_param_to(self.device, non_blocking=True)`, a tensor of its own beside the gathered one). The copy
+    is the all-gather's input and is freed once the gathered flat parameter replaces it; the next unit's
+    copy is made on the same (unshard) stream, so one shard-sized block serves them all."""
     if c.gpus == 1 and c.zero == 0:
         return {}
     if c.zero == 0:
@@ -78,7 +79,7 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
         out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * c.unit_bytes
     if c.zero == 3 and c.offload_params:
         shard = -(-(c.layer_unit_bytes or c.unit_bytes) // c.gpus)
-        out["FSDP CPU offload: the units' shards copied to the GPU"] = rm.fsdp_units_in_flight * shard
+        out["FSDP CPU offload: the gathered unit's shard copied to the GPU"] = shard
     if c.zero != 3:
         out["FSDP SHARD_GRAD_OP: parameters kept gathered"] = c.weights_unsharded_bytes
     return out
