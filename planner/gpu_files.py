@@ -1,23 +1,27 @@
-"""Reading and checking GPU files (the bundled `profiles/gpus.yaml` and a user's `--gpu-file`): one
-line per problem naming the file and the entry, no YAML anchors, bounded size, printable names.
+"""Reading and checking GPU files (the bundled `profiles/gpus.yaml` and a user's `--gpu-file`) through the
+checked loader (planner/profile_data.py): each entry's fields typed as `GPU`'s, one line per problem
+naming the file and the entry; a user's file also bounded in size, without YAML anchors, with printable names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import yaml
-
-from planner.datafiles import LOADER as _YamlLoader
 from planner.errors import PlannerError
 from planner.hardware import GPU, _canon
-from planner.input_files import read_text
+from planner.profile_data import GENERIC_FIX, DataError, convert, convert_fields, read_mapping, read_user_mapping
 
-_FIELDS = {f.name: f for f in dataclasses.fields(GPU)}
 _REQUIRED = ("name", "vendor", "memory_gib", "bandwidth_tbs")
 _TUPLE_FIELDS = ("aliases", "sources")
+_TEXT_FIELDS = ("name", "vendor", "compute_capability")
+"""Read as text even when YAML reads a number (`compute_capability: 9.0`, `name: 4090`)."""
+_AS_FLOAT = ("memory_gb", "memory_gib", "bandwidth_tbs", "nvlink_gbs", "scaleup_gbs")
+"""The figures read as floats even when written whole; the others keep a whole number as written
+(`bf16_tflops: 989` prints as 989 in `gpus --json`)."""
+_FIELDS_HINT = "see profiles/gpus.yaml for the fields"
+_LIKE = " with a `gpus:` list, like profiles/gpus.yaml"
 
 
 _NAME_MAX_CHARS = 100
@@ -27,66 +31,60 @@ GPU_FILE_LIMIT = 4 * 2**20
 """The bundled catalogue is about 60 KiB."""
 
 
-def _no_aliases(text: str, path: Path) -> None:
-    """Refuse YAML anchors and aliases: nested aliases expand exponentially (a "billion laughs"
-    file) when the entries are walked, and a GPU list has no use for them."""
-    for event in yaml.parse(text, Loader=_YamlLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise PlannerError(f"GPU file {path} uses YAML anchors or aliases (& / *): write each entry out in full")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def read_yaml(path: Path, user: bool = True) -> dict[str, Any]:
-    text = read_text(path, GPU_FILE_LIMIT, "GPU file")
+def _one_line(e: DataError) -> PlannerError:
+    fix = e.fix if e.fix != GENERIC_FIX else "fix the value (profiles/gpus.yaml shows each field)"
+    return PlannerError(f"GPU file {e.path}: {e.what}; {fix}")
+
+
+def read_yaml(path: Path, user: bool = True) -> tuple[list[Any], dict[str, str]]:
+    """The file's `gpus:` entries (unchecked) and its `sources:` (tag -> description)."""
+    if user:
+        data = read_user_mapping(path, "GPU file", GPU_FILE_LIMIT, _LIKE)
+    else:  # ours: no size bound, and parsing it twice for anchors would slow every plan
+        data = read_mapping(path, "GPU catalogue")
+    if not isinstance(data.get("gpus"), list):
+        raise PlannerError(f"GPU file {path} must be a mapping{_LIKE}")
     try:
-        if user:  # the bundled file is ours, and parsing it twice would slow every plan
-            _no_aliases(text, path)
-        data = yaml.load(text, Loader=_YamlLoader)
-    except RecursionError:
-        raise PlannerError(
-            f"GPU file {path} nests too deeply; write a flat `gpus:` list like profiles/gpus.yaml"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PlannerError(f"GPU file {path} is not valid YAML{at}; fix the syntax") from None
-    if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
-        raise PlannerError(f"GPU file {path} must be a mapping with a `gpus:` list, like profiles/gpus.yaml")
-    sources = data.get("sources") or {}
-    if not isinstance(sources, dict):
-        raise PlannerError(f"GPU file {path}: `sources:` must map tags to descriptions")
-    return data
+        sources = convert(data.get("sources"), Optional[dict[str, str]], "sources", path)
+    except DataError:
+        raise PlannerError(f"GPU file {path}: `sources:` must map tags to descriptions") from None
+    return data["gpus"], dict(sources or {})
 
 
 def check_entry(raw: Any, path: Path, position: int) -> dict[str, Any]:
+    """The fields an entry gives, each converted to the type of `GPU`'s field (text fields from numbers,
+    a null list as empty); the names and aliases printable and short."""
     if not isinstance(raw, dict):
         raise PlannerError(f"GPU file {path}: entry {position} is not a mapping; write `- name: ...` entries")
-    label = f"GPU file {path}: entry {raw.get('name', position)!r}"
-    for key in raw:
-        if key not in _FIELDS or key.startswith("_"):
-            near = _close_matches(str(key), list(_FIELDS), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else "see profiles/gpus.yaml for the fields"
-            raise PlannerError(f"{label}: unknown field {key!r}; {hint}")
+    if raw.get("name") is None:
+        raise PlannerError(f"GPU file {path}: an entry has no name; give each entry a `name:`")
+    label = f"entry {raw.get('name', position)!r}"
     entry = dict(raw)
-    for key in _TUPLE_FIELDS:
-        if key in entry:
-            value = entry[key]
-            if value is None:
-                value = []
-            if isinstance(value, str) or not isinstance(value, list):
-                raise PlannerError(f'{label}: {key} must be a list, e.g. {key}: ["..."]')
-            entry[key] = tuple(str(v) for v in value)
-    for key in ("name", "vendor", "compute_capability"):
-        if key in entry and entry[key] is not None and not isinstance(entry[key], str):
+    for key in _TEXT_FIELDS:
+        if _is_number(entry.get(key)):
             entry[key] = str(entry[key])
+    for key in _TUPLE_FIELDS:
+        if key in entry and entry[key] is None:
+            entry[key] = []
+        elif isinstance(entry.get(key), list):
+            entry[key] = [str(v) if _is_number(v) else v for v in entry[key]]
+    try:
+        entry = convert_fields(entry, GPU, label, path, _FIELDS_HINT)
+    except DataError as e:
+        raise _one_line(e) from None
+    for key, value in raw.items():
+        if type(value) is int and key not in _AS_FLOAT and isinstance(entry[key], float):
+            entry[key] = value
     for text in [entry.get("name") or "", *entry.get("aliases", ())]:
         if len(text) > _NAME_MAX_CHARS or not text.isprintable():
             raise PlannerError(
-                f"{label}: the name or alias {text[:40]!r} must be printable text of at most "
+                f"GPU file {path}: {label}: the name or alias {text[:40]!r} must be printable text of at most "
                 f"{_NAME_MAX_CHARS} characters (no control characters or line breaks); rename it"
             )
-    for key in ("memory_gb", "memory_gib", "bandwidth_tbs", "nvlink_gbs", "scaleup_gbs"):
-        if isinstance(entry.get(key), int) and not isinstance(entry.get(key), bool):
-            entry[key] = float(entry[key])
     return entry
 
 
@@ -104,8 +102,8 @@ def build(entry: dict[str, Any], path: Path) -> GPU:
 
 
 def load_file(path: Path, user: bool = True) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    data = read_yaml(path, user)
-    entries = [check_entry(raw, path, i + 1) for i, raw in enumerate(data["gpus"])]
+    raw_entries, notes = read_yaml(path, user)
+    entries = [check_entry(raw, path, i + 1) for i, raw in enumerate(raw_entries)]
     seen: dict[str, str] = {}
     for entry in entries:
         if not entry.get("name"):
@@ -114,7 +112,6 @@ def load_file(path: Path, user: bool = True) -> tuple[list[dict[str, Any]], dict
         if key in seen:
             raise PlannerError(f"GPU file {path}: {entry['name']!r} appears twice; keep one entry per GPU")
         seen[key] = entry["name"]
-    notes = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
     return entries, notes
 
 
@@ -145,9 +142,3 @@ def merge(base: GPU, override: dict[str, Any], path: Path) -> GPU:
         return dataclasses.replace(base, **fields)
     except TypeError as exc:  # defensive
         raise PlannerError(f"GPU file {path}: entry {base.name!r}: {exc}") from None
-
-
-def _close_matches(word: str, possibilities: list[str], n: int, cutoff: float = 0.6) -> list[str]:
-    import difflib  # only when a name is unknown
-
-    return difflib.get_close_matches(word, possibilities, n=n, cutoff=cutoff)

@@ -21,8 +21,9 @@ from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 
-from planner.datafiles import load_yaml
+from planner.datafiles import LOADER, load_yaml, load_yaml_text
 from planner.errors import PlannerError
+from planner.input_files import read_text
 
 Version = tuple[int, int, int, int]
 """A parsed version, always four parts: 0.19 -> (0, 19, 0, 0), 0.10.1.1 -> (0, 10, 1, 1)."""
@@ -91,12 +92,16 @@ class Range(NamedTuple):
         return self.start <= v and (self.until is None or v < self.until)
 
 
+GENERIC_FIX = "fix the data file"
+"""What a `DataError` says to do when its caller names nothing better."""
+
+
 class DataError(PlannerError):
     """A data file's problem: `{path}: {what}; {fix}` (the fix names what to do about it)."""
 
-    def __init__(self, path: Path, what: str, fix: str = "fix the data file"):
+    def __init__(self, path: Path, what: str, fix: str = GENERIC_FIX):
         super().__init__(f"{path}: {what}; {fix}")
-        self.path, self.what = path, what
+        self.path, self.what, self.fix = path, what, fix
 
 
 def data_error(path: Path, what: str) -> PlannerError:
@@ -148,6 +153,33 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
         raise data_error(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise data_error(path, "top level must be a mapping")
+    return doc
+
+
+def refuse_aliases(text: str, path: Path, what: str) -> None:
+    """Refuse YAML anchors and aliases in a file a user names: nested aliases expand exponentially (a
+    "billion laughs" file) when the entries are walked, and no table here has a use for them."""
+    for event in yaml.parse(text, Loader=LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise PlannerError(f"{what} {path} uses YAML anchors or aliases (& / *): write each entry out in full")
+
+
+def read_user_mapping(path: Path, what: str, limit: int, like: str = "") -> dict[str, Any]:
+    """A YAML mapping file a user names (`--gpu-file`): a regular UTF-8 file of at most `limit` bytes
+    (planner/input_files.py), no anchors or aliases, the top level a mapping; every problem one line
+    naming `what` and the file (`like`: what the mapping should look like, for the error)."""
+    text = read_text(path, limit, what)
+    try:
+        refuse_aliases(text, path, what)
+        doc = load_yaml_text(text)
+    except RecursionError:
+        raise PlannerError(f"{what} {path} nests too deeply; write a flat mapping{like}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PlannerError(f"{what} {path} is not valid YAML{at}; fix the syntax") from None
+    if not isinstance(doc, dict):
+        raise PlannerError(f"{what} {path} must be a mapping{like}")
     return doc
 
 
@@ -258,6 +290,21 @@ def convert(value: Any, tp: Any, where: str, path: Path) -> Any:
     if dataclasses.is_dataclass(tp) or _is_record(tp):
         return _record(value, tp, where, path)
     raise TypeError(f"profile data: no converter for type {tp!r}")  # a bug in this module, not in the data
+
+
+def convert_fields(value: Mapping[Any, Any], tp: Any, where: str, path: Path, fix: str) -> dict[str, Any]:
+    """The fields a mapping gives of the record `tp` (a dataclass or NamedTuple), each converted to its
+    field's type, for an entry that may update a record field by field (a user's GPU file): which
+    fields must be given is the caller's to say. A key `tp` has no field for is refused, naming the
+    nearest field (else `fix`)."""
+    names, hints, _ = _schema(tp)
+    for key in value:
+        if key not in names:
+            import difflib  # only for an unknown key
+
+            near = difflib.get_close_matches(str(key), names, n=1)
+            raise DataError(path, f"{where}: unknown field {key!r}", f"did you mean {near[0]!r}?" if near else fix)
+    return {k: convert(v, hints[k], f"{where}.{k}", path) for k, v in value.items()}
 
 
 def _record(value: Any, tp: Any, where: str, path: Path) -> Any:

@@ -17,7 +17,6 @@ MAX_MODULE_LINES = 450
 RAW_YAML = {
     "planner/datafiles.py": "the YAML loader itself (C loader where there is one); profile_data reads through it",
     "planner/profile_data.py": "the checked loader",
-    "planner/gpu_files.py": "the GPU catalogue and a user's GPU files: own field checks, refuses anchors/aliases",
     "planner/calibrate_io.py": "a user's calibration overlay, rewritten after overhead_table.load checked it",
     "planner/cli/examples.py": "deploy/examples/plans.yaml, the rendered examples' index (not profiles/)",
     "planner/launch/deployment.py": "deploy/templates/sizing.yaml (not profiles/)",

@@ -101,6 +101,15 @@ def test_user_yaml_adds_and_overrides(tmp_path, cat):
         ("gpus:\n  - name: H100\n    memroy_gib: 70\n", "did you mean 'memory_gib'"),
         ("gpus: [\n", "not valid YAML"),
         ("name: X1\n", "`gpus:` list"),
+        ("- X1\n", "must be a mapping with a `gpus:` list"),
+        ("gpus:\n  - name: H100\n    memory_gib: lots\n", r"entry 'H100'\.memory_gib: expected a number, got 'lots'"),
+        ("gpus:\n  - name: H100\n    aliases: h1\n", r"entry 'H100'\.aliases: expected a list"),
+        ("gpus:\n  - name: H100\n    gpus_per_node_max: 8.5\n", "gpus_per_node_max: expected an integer"),
+        ("gpus:\n  - name: H100\n    fp8_native: maybe\n", "fp8_native: expected true/false"),
+        ("gpus:\n  - name: H100\n    zz: 1\n", "unknown field 'zz'; see profiles/gpus.yaml"),
+        ("gpus:\n  - memory_gib: 1\n", "an entry has no name"),
+        ("gpus:\n  - name: X1\nsources: [S1]\n", "`sources:` must map tags"),
+        ("gpus:\n  - &a {name: X1}\n", "anchors or aliases"),
     ],
 )
 def test_bad_user_yaml(tmp_path, body, message):
@@ -108,6 +117,18 @@ def test_bad_user_yaml(tmp_path, body, message):
     extra.write_text(body)
     with pytest.raises(PlannerError, match=message):
         load_catalogue(extra)
+
+
+def test_user_yaml_reads_numbers_as_written(tmp_path):
+    """YAML reads `9.0` and `7777` as numbers: text fields take them as text, whole figures stay whole."""
+    extra = tmp_path / "numbers.yaml"
+    extra.write_text(
+        "gpus:\n  - name: 7777\n    vendor: nvidia\n    aliases: [7777x]\n    compute_capability: 8.9\n"
+        "    memory_gib: 23\n    bandwidth_tbs: 1\n    tdp_w: 450\n"
+    )
+    gpu = load_catalogue(extra).get("7777x")
+    assert (gpu.name, gpu.aliases, gpu.compute_capability, gpu.cuda_capability) == ("7777", ("7777x",), "8.9", (8, 9))
+    assert (type(gpu.memory_gib), type(gpu.tdp_w)) == (float, int)
 
 
 @pytest.mark.parametrize(
