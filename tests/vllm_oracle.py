@@ -37,6 +37,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -261,17 +262,24 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+def json_stdout() -> TextIO:
+    """The oracles' set-up: the torchvision placeholder where torchvision is absent, and vLLM's own
+    stdout sent to stderr (vLLM and transformers print there); the stream returned is the real
+    stdout, kept for the oracle's JSON alone."""
+    if importlib.util.find_spec("torchvision") is None:
+        _stub_torchvision()
+    out = os.fdopen(os.dup(1), "w")
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return out
+
+
 def run_configs(configs: list[Path], compute: Callable[[Path], dict], name: str) -> int:
     """The oracles' main loop: the torchvision placeholder where torchvision is absent, vLLM's own
     stdout sent to stderr, each config in a temporary model folder (`_model_dir`), one JSON line per
     config on stdout, `{"config": ..., "error": ...}` (the message on stderr too) for one that fails;
     exit status 1 if any did."""
-    if importlib.util.find_spec("torchvision") is None:
-        _stub_torchvision()
-    # vLLM and transformers print to stdout; keep it for our JSON alone.
-    out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)
+    out = json_stdout()
     status = 0
     for config in configs:
         try:

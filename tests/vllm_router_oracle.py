@@ -12,9 +12,7 @@ capability at a time, while GateLinear is built on the meta device under the loa
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -57,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=2688)
     ap.add_argument("--experts", type=int, default=128)
     args = ap.parse_args(argv)
-    if importlib.util.find_spec("torchvision") is None:
-        vllm_oracle._stub_torchvision()
-    out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)
+    out = vllm_oracle.json_stdout()
     out.write(json.dumps(dtypes(args.capabilities, args.hidden, args.experts)) + "\n")
     out.flush()
     return 0
