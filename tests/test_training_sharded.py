@@ -131,3 +131,41 @@ def test_unknown_interconnect_is_a_one_line_error(llama70b):
 
     with pytest.raises(PlannerError, match="unknown interconnect 'infiniband'"):
         est(llama70b, gpus=2, zero=3, interconnect="infiniband")
+
+
+@pytest.mark.parametrize(
+    "method,layer", [("lora", (855_638_016 + 2 * 8192) * 2), ("qlora", 855_638_016 // 2 + 2 * 8192 * 2)]
+)
+def test_fsdp_gathers_layers_as_its_order_does_in_each_phase(llama70b, method, layer):
+    """FULL_SHARD with BACKWARD_PRE: no decoder layer gathered at the end of the forward pass (each is
+    resharded after its forward), the last one (prefetched) in the loss's backward, the current and the
+    prefetched in a layer's backward, the first one alone at the end of the backward pass."""
+    import dataclasses
+
+    from planner.training.estimate import phase_bytes
+    from planner.training.reserved import FSDP_UNITS
+    from planner.training.resolve import resolve
+
+    c = TrainingConfig(
+        method=method,
+        gradient_checkpointing=True,
+        micro_batch_size=2,
+        seq_len=2048,
+        lora_rank=8,
+        gpus=8,
+        zero=3,
+        sharding="fsdp",
+        base_dtype="bf16",
+    )
+    r = resolve(llama70b.spec, llama70b.tensors, c, load_training_profile())
+    without = dataclasses.replace(
+        r, fixed_temporary_bytes=r.fixed_temporary_bytes - r.comm[FSDP_UNITS], fsdp_unit_bytes=0
+    )
+    got = {k: (v - phase_bytes(without, 2, 2048)[k]) / layer for k, v in phase_bytes(r, 2, 2048).items()}
+    assert got == {
+        "end of forward": 0,
+        "loss backward": 1,
+        "layer backward": 2,
+        "end of backward": 1,
+        "optimizer step": 0,
+    }

@@ -49,11 +49,14 @@ def phase_bytes(r: Resolved, b: int, s: int, accumulating: bool | None = None) -
     early = grads if accum else r.head_grad_bytes
     held, fixed = r.act.held_bytes(b, s), r.fixed_temporary_bytes
     workspace = r.act.workspace_bytes_per_token * b * s
-    out = {"end of forward": held + r.act.forward_cache_bytes + r.act.head_bytes(b, s) + fixed}
+    idle = r.fsdp_unit_bytes * (r.profile.reserved.fsdp_units_in_flight - 1)  # FSDP units not gathered
+    out = {
+        "end of forward": held + r.act.forward_cache_bytes + r.act.head_bytes(b, s) + fixed - idle - r.fsdp_unit_bytes
+    }
     return out | {
-        "loss backward": early + held + r.act.head_bytes(b, s) + loss_transient_bytes(r, b, s) + fixed,
+        "loss backward": early + held + r.act.head_bytes(b, s) + loss_transient_bytes(r, b, s) + fixed - idle,
         "layer backward": early + held + r.act.backward_layer_bytes(b, s) + fixed,
-        "end of backward": grads + r.act.layer_bytes(b, s)[0] + workspace + fixed,
+        "end of backward": grads + r.act.layer_bytes(b, s)[0] + workspace + fixed - idle,
         "optimizer step": grads + r.step_bytes,
     }
 

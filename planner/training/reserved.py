@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from planner.training.framework import Framework, ReservedModel
 from planner.units import GIB
 
+FSDP_UNITS = "FSDP gathered units (current + prefetch)"
+
 
 @dataclass(frozen=True)
 class CommInputs:
@@ -73,10 +75,10 @@ def comm_buffer_bytes(c: CommInputs, fw: Framework, rm: ReservedModel) -> dict[s
         return out
     out = {"FSDP reduce-scatter (one unit's gradients)": c.largest_unit_trainable_params * 4}
     if c.zero == 3 and not fw.fsdp_root_resharded and c.root_unit_bytes:
-        out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * (c.layer_unit_bytes or c.unit_bytes)
+        out[FSDP_UNITS] = rm.fsdp_units_in_flight * (c.layer_unit_bytes or c.unit_bytes)
         out["FSDP root unit kept gathered (embeddings, norm, lm_head)"] = c.root_unit_bytes
     elif c.zero == 3:
-        out["FSDP gathered units (current + prefetch)"] = rm.fsdp_units_in_flight * c.unit_bytes
+        out[FSDP_UNITS] = rm.fsdp_units_in_flight * c.unit_bytes
     if c.zero == 3 and c.offload_params:
         shard = -(-(c.layer_unit_bytes or c.unit_bytes) // c.gpus)
         out["FSDP CPU offload: the gathered unit's shard copied to the GPU"] = shard

@@ -23,7 +23,7 @@ from planner.training.lora import (
     lora_adapter_shapes,
     resolve_lora_targets,
 )
-from planner.training.reserved import CommInputs, comm_buffer_bytes
+from planner.training.reserved import FSDP_UNITS, CommInputs, comm_buffer_bytes
 from planner.training.states import (
     PAGED_OPTIMIZERS,
     ModelStates,
@@ -76,6 +76,12 @@ class Resolved:
     """Gradients alive at the end of the backward pass: all of them, or with optimizer-in-backward
     only the largest parameter's."""
     paged_bytes: int
+    fsdp_unit_bytes: int = 0
+    """One gathered decoder-layer unit under FSDP FULL_SHARD (0 otherwise): the layer backward holds
+    `fsdp_units_in_flight` of them (the current and the prefetched), the end of the forward pass none
+    (each layer is resharded after its forward, forward_prefetch off), the loss's backward one (the last
+    layer, prefetched by BACKWARD_PRE) and the end of the backward pass one (the first layer: nothing
+    is left to prefetch)."""
 
 
 def base_tensors(tensors: Sequence[Tensor]) -> list[Tensor]:
@@ -373,4 +379,5 @@ def resolve(spec: ModelSpec, tensors: Sequence[Tensor], c: cfg.TrainingConfig, p
         head_grad_bytes=_head_grad(c, spec, base, rule, states),
         backward_grad_bytes=_grads_in_backward(c, states, shapes, rule),
         paged_bytes=min(paged, states.optimizer + states.adapter_optimizer),
+        fsdp_unit_bytes=comm.get(FSDP_UNITS, 0) // profile.reserved.fsdp_units_in_flight,
     )
