@@ -50,7 +50,9 @@ def groups(cases: list[cal.Case]) -> dict[tuple[str, str], list[cal.Case]]:
 
 
 def fit_group(cases: list[cal.Case], family: str) -> Coefficients:
-    return fitting.fit([c for c in cases if not c.over_capacity], USED[family])
+    """Fitted on the rows predicted as latencies that the hardware can physically run (see
+    calibration.implausible_reason: those are scored apart, not fitted)."""
+    return fitting.fit([c for c in cases if not (c.over_capacity or c.implausible)], USED[family])
 
 
 def errors(case: cal.Case, coef: Coefficients) -> dict[str, float]:
@@ -73,7 +75,7 @@ def held_out(cases: list[cal.Case], family: str, key: str = "model") -> list[tup
     out = []
     for value in sorted({getattr(c, key) for c in cases}):
         train = [c for c in cases if getattr(c, key) != value]
-        if not [c for c in train if not c.over_capacity]:
+        if not [c for c in train if not (c.over_capacity or c.implausible)]:
             continue
         coef = fit_group(train, family)
         out += [(c, errors(c, coef)) for c in cases if getattr(c, key) == value and not c.over_capacity]
@@ -83,7 +85,7 @@ def held_out(cases: list[cal.Case], family: str, key: str = "model") -> list[tup
 def bands(results: list[tuple[cal.Case, dict[str, float]]]) -> dict[str, Any]:
     out = {}
     for metric in ("ttft", "tpot", "throughput"):
-        e = sorted(err[metric] for _, err in results if metric in err)
+        e = sorted(err[metric] for c, err in results if metric in err and not c.implausible)
         if len(e) < 5:
             continue
         q = statistics.quantiles(e, n=10)
@@ -99,10 +101,12 @@ def bands(results: list[tuple[cal.Case, dict[str, float]]]) -> dict[str, Any]:
 def describe(cases: list[cal.Case]) -> str:
     models = sorted({c.model for c in cases})
     subsets = sorted({c.subset for c in cases})
-    fitted = sum(not c.over_capacity for c in cases)
+    fitted = sum(not (c.over_capacity or c.implausible) for c in cases)
+    odd = sum(bool(c.implausible) for c in cases)
     return (
         f"{fitted} rows of {', '.join(subsets)} "
-        f"({len(cases) - fitted} over KV capacity or queued for admission, not fitted); "
+        f"({len(cases) - fitted - odd} over KV capacity or queued for admission, {odd} faster than the "
+        f"hardware allows: not fitted); "
         f"models: {', '.join(models)}"
     )
 

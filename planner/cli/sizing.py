@@ -135,7 +135,7 @@ def _detail(x: LayoutSizing, r: SizingResult) -> list[str]:
             ""
             if pct is None
             else f"; p50 {pct['p50']:,.1f}, p90 {pct['p90']:,.1f}, p99 {pct['p99']:,.1f} ms "
-            "(M/D/1 prefill queue, not validated on measured tails)"
+            "(Kingman prefill-queue tail, estimated: no measured TTFT p90/p99 to validate it)"
         ),
         f"TPOT (estimated) {_ms(f.tpot_ms, 2)} ms"
         + ("" if j["tpot_ms_range"] is None else f" (range {j['tpot_ms_range'][0]:,.2f}-{j['tpot_ms_range'][1]:,.2f})"),

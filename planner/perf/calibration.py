@@ -17,7 +17,7 @@ from planner.hardware import Catalogue
 from planner.perf.capacity import admission
 from planner.perf.service import Workload, closed_loop, static_batch_s
 from planner.perf.shape import StepShape, inspection_of, step_shape
-from planner.perf.step import Coefficients
+from planner.perf.step import Coefficients, StepLoad, step_s
 from planner.plan import Request, evaluate
 from planner.target import gpu_families
 
@@ -54,10 +54,50 @@ class Case:
     ran at once; the server held fewer than its KV pool and max_num_seqs would (a lower limit than
     the row states). Like a KV-limited row, it queues: not a latency to fit."""
 
+    implausible: str = ""
+    """Why the measured figures are faster than the hardware allows (empty: they are not): see
+    `implausible_reason`. Not fitted; scored apart, with its error, never left out silently."""
+
     @property
     def over_capacity(self) -> bool:
         """Not predicted as a latency: the KV pool cannot hold the load, or the row shows a queue."""
         return self.kv_limited or self.queued
+
+
+PEAK_SHARE = 0.9
+"""Share of every datasheet peak (HBM bandwidth, dense tensor rate, the link's one-way bandwidth in
+the all-reduces) above which a measured step is taken as physically implausible. vLLM's steps
+reach about 60-71% of HBM bandwidth on Hopper and 40-46% of dense peak in prefill (the data's
+README); a row that needs 90% of the peaks in every step did less work than it states (prompts
+served from the prefix cache, shorter prompts than the stated length)."""
+_PEAKS = Coefficients(1.0, 1.0, 0.0, 0.0, 0.0, 0.0, link_fraction=1.0)
+
+
+def implied_step(isl: int, osl: int, concurrency: int, ttft_ms: float, tpot_ms: float) -> StepLoad:
+    """The mean step a closed-loop row's own figures imply: x = C / e2e requests per second, the
+    decode batch x (O - 1) TPOT and x I TPOT prompt tokens per step (Little's law)."""
+    tau = tpot_ms * 1e-3
+    x = concurrency / (ttft_ms * 1e-3 + (osl - 1) * tau)
+    return StepLoad(x * (osl - 1) * tau, isl + osl / 2, x * isl * tau, isl / 2)
+
+
+def implausible_reason(
+    shape: StepShape, kind: str, isl: int, osl: int, load: int, m: dict[str, float], prefill_tokens_per_step: int
+) -> str:
+    """Why the row's measured time is under what the planner's bytes and FLOPs take at PEAK_SHARE
+    of the datasheet peaks, or "" where it is not."""
+    if kind == "static":
+        ideal = static_batch_s(shape, _PEAKS, load, isl, osl, prefill_tokens_per_step)
+        need = ideal / m["latency_s"]
+    else:
+        ideal = step_s(shape, _PEAKS, implied_step(isl, osl, load, m["ttft_ms"], m["tpot_ms"]))
+        need = ideal / (m["tpot_ms"] * 1e-3)
+    if need <= PEAK_SHARE:
+        return ""
+    return (
+        f"physically implausible: the measured load needs {100 * need:.0f}% of the datasheet bandwidth, "
+        f"tensor rate and link in every step (vLLM reaches about 60-70%); likely prefix-cache hits"
+    )
 
 
 def family_of(version: str, families: dict[str, Any]) -> str:
@@ -134,6 +174,11 @@ def build_case(row: dict[str, Any], mapping: dict[str, Any], catalogue: Catalogu
         limited, adm = load > a.steady, a.steady
         decode_ms = (osl - 1) * measured["tpot_ms"]
         queued = decode_ms < 0.5 * (decode_ms + measured["ttft_ms"])
+    odd = (
+        ""
+        if limited or queued
+        else implausible_reason(shape, "closed" if not static else "static", isl, osl, load, measured, mnbt)
+    )
     return Case(
         row["id"],
         row["subset"],
@@ -154,8 +199,9 @@ def build_case(row: dict[str, Any], mapping: dict[str, Any], catalogue: Catalogu
         mnbt,
         limited,
         adm,
-        tuple(row.get("caveats") or ()),
+        tuple(row.get("caveats") or ()) + ((odd,) if odd else ()),
         queued=queued,
+        implausible=odd,
     )
 
 

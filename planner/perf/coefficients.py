@@ -43,6 +43,7 @@ class CoefficientsRow(NamedTuple):
     request_overhead_ms: Amount
     link_fraction: Fraction = Coefficients.link_fraction
     burst_share: Share = Coefficients.burst_share
+    moe_gemm_efficiency: Fraction = Coefficients.moe_gemm_efficiency
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class Service:
     """Closed loop: the steady-state TTFT, without the benchmark's first wave (`ttft_s` blends the two)."""
     ttft_first_wave_s: float | None = None
     """Closed loop: mean TTFT of the first wave, all C prompts sent at once."""
+    ttft_wait_s: float = 0.0
+    """Of the steady TTFT, the mean wait behind other prompts' tokens (the rest is fixed parts)."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,12 @@ def _ttft(c: Coefficients, s: _State, clients: float | None) -> float:
     behind other prompts (tokens queue for the step budget: Kingman's heavy-traffic mean for
     Poisson arrivals, rho / (2 (1 - rho)) x I / K full steps; a closed loop of C clients has at
     most C - 1 prompts ahead)."""
+    return c.request_overhead_ms * 1e-3 + s.tau / 2 + s.service + _wait(s, clients)
+
+
+def _wait(s: _State, clients: float | None) -> float:
     wait = s.rho / (2 * (1 - s.rho)) * s.queue_service if s.rho < 1 else math.inf
-    if clients is not None:
-        wait = min(wait, max(clients - 1, 0) * s.queue_service)
-    return c.request_overhead_ms * 1e-3 + s.tau / 2 + s.service + wait
+    return wait if clients is None else min(wait, max(clients - 1, 0) * s.queue_service)
 
 
 def _bisect(f: Callable[[float], float], hi: float) -> float:
@@ -170,6 +174,7 @@ def _solve(shape: StepShape, c: Coefficients, w: Workload, clients: float | None
         running * (I + O / 2),
         min(s.rho, 1.0),
         saturated=saturated,
+        ttft_wait_s=math.inf if saturated else _wait(s, clients),
     )
 
 

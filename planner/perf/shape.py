@@ -64,6 +64,14 @@ class StepShape:
     act_bytes: int = 2
     norm_allreduces: int = 0
     """All-reduces per layer of a few bytes per token (whole-projection q/k norms under TP)."""
+    expert_flops_per_token: float = 0.0
+    """Of `gemm_flops_per_token`, the routed experts' (top-k of E experts' parameters, on this GPU)."""
+    expert_flops_per_s: float = 0.0
+    """Peak rate of the routed experts' grouped GEMMs: the 16-bit dense rate (0: `gemm_flops_per_s`).
+    vLLM's fused-MoE kernels on Hopper (Triton's block-scaled FP8, MXFP4 dequantized to bf16) do not
+    reach the FP8 rate; held out, the gpt-oss-120b (MXFP4) and MiniMax-M2.5 (FP8 block) rows agree
+    on one expert efficiency only at this rate (leave-one-model-out TTFT 49% and 74% at the FP8
+    rate, 23% and 29% at this one)."""
     head_flops_per_token: float = 0.0
     """Of `gemm_flops_per_token`, the lm_head's (vocabulary-parallel under TP): a decode token pays
     it, a prompt token does not (vLLM computes logits at the positions it samples only)."""
@@ -81,6 +89,13 @@ def _kv_kinds(spec: ModelSpec, insp: Inspection, pp: int) -> tuple[KVKind, ...]:
         window = windows.pop() if len(windows) == 1 else None
         out.append(KVKind(per_token, window if kind in ("sliding", "chunked") else None, -(-len(layers) // pp)))
     return tuple(out)
+
+
+def _expert_flops(spec: ModelSpec, insp: Inspection) -> float:
+    """2 x the routed-expert parameters one token runs through (k of E experts), all GPUs together."""
+    if not spec.moe or not spec.moe.num_experts:
+        return 0.0
+    return 2.0 * insp.params_breakdown.get("experts", 0) * spec.moe.experts_per_token / spec.moe.num_experts
 
 
 def gemm_peak_tflops(gpu: GPU, insp: Inspection) -> float:
@@ -121,6 +136,8 @@ def step_shape(spec: ModelSpec, insp: Inspection, gpu: GPU) -> StepShape:
         link_bytes_per_s=(gpu.nvlink_gbs or gpu.scaleup_gbs) * 1e9 / 2,
         norm_allreduces=2 if tp > 1 and spec.qk_norm and spec.model_type in _WHOLE_QK_NORM else 0,
         head_flops_per_token=2.0 * insp.params_breakdown.get("lm_head", 0) / (tp * pp),
+        expert_flops_per_token=_expert_flops(spec, insp) / (tp * pp),
+        expert_flops_per_s=half * 1e12,
     )
 
 

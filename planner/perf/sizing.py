@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue, NodeGroup
+from planner.inventory import nodes_per_replica
 from planner.perf import coefficients as coef
 from planner.perf.api import check_load
 from planner.perf.capacity import KVAdmission, admission
@@ -38,7 +39,7 @@ from planner.perf.sizing_result import (  # noqa: F401 (re-exported: the sizing 
     Targets,
     Traffic,
 )
-from planner.perf.ttft_percentiles import ttft_percentiles_ms
+from planner.perf.ttft_percentiles import kingman_ttft_percentiles_ms
 from planner.plan import (
     DEFAULT_GPUS_PER_NODE,
     Request,
@@ -159,7 +160,7 @@ def nodes_for(replicas: int, tp: int, pp: int, gpus_per_node: int) -> int:
     """Nodes `replicas` take: whole replicas per node, or a replica's PP stages over several nodes."""
     if tp * pp <= gpus_per_node:
         return -(-replicas // (gpus_per_node // (tp * pp)))
-    return replicas * -(-pp // max(1, gpus_per_node // tp))
+    return replicas * nodes_per_replica(tp, pp, gpus_per_node)
 
 
 def size_layout(
@@ -205,14 +206,12 @@ def size_layout(
 
 
 def with_percentiles(req: Request, gpu: GPU, x: LayoutSizing, traffic: Traffic) -> LayoutSizing:
-    """`x` with its p50/p90/p99 TTFT (only the chosen layouts pay for the M/D/1 tail)."""
+    """`x` with its p50/p90/p99 TTFT (only the chosen layouts pay for the queue's tail)."""
     b = evaluate(req, gpu, x.tp, x.pp)
     lay = _layout(req, gpu, b, traffic)
     s = lay.service(traffic.request_rate / x.replicas)
-    fixed_ms = lay.choice.set.coefficients.request_overhead_ms + s.tpot_s * 1e3 / 2
-    return dataclasses.replace(
-        x, ttft_percentiles_ms=ttft_percentiles_ms(s.ttft_s * 1e3, fixed_ms, s.prefill_utilization)
-    )
+    pct = kingman_ttft_percentiles_ms(s.ttft_s * 1e3, s.ttft_wait_s * 1e3, s.prefill_utilization)
+    return dataclasses.replace(x, ttft_percentiles_ms=pct)
 
 
 def _key(objective: Objective) -> Callable[[LayoutSizing], tuple]:

@@ -44,6 +44,10 @@ class Coefficients:
     """Time added to each request's first token outside the engine steps (API, tokenizer), ms."""
     link_fraction: float = 0.8
     """Achievable fraction of the scale-up link's one-way bandwidth in an all-reduce."""
+    moe_gemm_efficiency: float = 1.0
+    """Tensor efficiency of the routed experts' grouped GEMMs (vLLM's fused-MoE kernels) relative to
+    the dense GEMMs' `compute_fraction`, (0, 1]: each expert multiplies only the few tokens routed to
+    it, in tiles sized for that, so a prompt's expert FLOPs run slower than a dense layer's."""
     burst_share: float = 0.0
     """Share of a closed-loop benchmark's requests that are its first wave: all C clients send at
     once at the start, so those prompts queue behind each other's prefill (C / number of prompts
@@ -94,14 +98,20 @@ def memory_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     return (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
 
 
-def _gemm_flops(shape: StepShape, load: StepLoad) -> float:
-    """GEMM FLOPs of the step: prompt tokens skip the lm_head."""
-    return shape.gemm_flops_per_token * (load.decode + load.prefill) - shape.head_flops_per_token * load.prefill
+def _gemm_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
+    """GEMM seconds of the step at the peak rates, the routed experts' at `moe_gemm_efficiency` of
+    theirs: prompt tokens skip the lm_head."""
+    tokens = load.decode + load.prefill
+    dense = (
+        shape.gemm_flops_per_token - shape.expert_flops_per_token
+    ) * tokens - shape.head_flops_per_token * load.prefill
+    experts = shape.expert_flops_per_token * tokens / c.moe_gemm_efficiency
+    return dense / shape.gemm_flops_per_s + experts / (shape.expert_flops_per_s or shape.gemm_flops_per_s)
 
 
 def compute_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     _, attn = _context_pairs(shape, load)
-    return (_gemm_flops(shape, load) / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / c.compute_fraction
+    return (_gemm_s(shape, c, load) + attn / shape.attn_flops_per_s) / c.compute_fraction
 
 
 def allreduce_s(shape: StepShape, c: Coefficients, tokens: float) -> float:
@@ -123,7 +133,7 @@ def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     kv_bytes, attn = _context_pairs(shape, load)
     weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
     memory = (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
-    compute = (_gemm_flops(shape, load) / shape.gemm_flops_per_s + attn / shape.attn_flops_per_s) / (c.compute_fraction)
+    compute = (_gemm_s(shape, c, load) + attn / shape.attn_flops_per_s) / c.compute_fraction
     return max(memory, compute) + allreduce_s(shape, c, tokens) + floor_s(shape, c)
 
 

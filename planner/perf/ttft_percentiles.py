@@ -1,13 +1,18 @@
 """TTFT percentiles under Poisson arrivals from the service model's prefill queue. Pure.
 
-The service model's mean TTFT is fixed parts (request overhead, half a step, the prompt's own
-chunk steps D) plus the mean wait of an M/D/1 queue of load rho and service D:
-rho / (2 (1 - rho)) x D. Here the wait is taken as the whole M/D/1 waiting-time distribution
-(Erlang's formula, exact for Poisson arrivals and a constant service), and the rest of the TTFT
-as fixed: the stated approximation is that only the prefill queue varies from request to request
-(the residual of the step in flight is taken at its mean, tau / 2, and chunk steps as constant).
-The mean of these percentiles' distribution is the model's mean TTFT by construction. Not
-validated: the calibration rows carry means and medians, not tails.
+`kingman_ttft_percentiles_ms` (what sizing reports): the service model's mean TTFT is fixed parts (request
+overhead, half a step, the prompt's own chunk steps) plus the mean wait W of the prompt-token queue
+for the steps' budget, Kingman's heavy-traffic mean (planner/perf/service.py). The wait's
+distribution is taken as the same approximation's: an arrival finds the budget free with
+probability 1 - rho and waits nothing, else an exponential wait of mean W / rho (the heavy-traffic
+limit of a G/G/1 wait, whatever the service variability; its mean is W, so the percentiles keep
+the model's mean TTFT). The rest of the TTFT is taken as fixed (the step in flight at its mean).
+Not validated: no calibration row (benchmarks/data/perf) measures a TTFT p90 or p99, only means
+(and medians of TPOT/ITL in rows that are not used), so these are estimates with no measured range.
+
+`ttft_percentiles_ms`, `md1_wait_cdf`, `md1_wait_quantile`: the exact M/D/1 waiting-time
+distribution (Poisson arrivals, a constant service D, the whole remainder of the TTFT as D plus the
+wait), the light-variability reference the Kingman tail is compared with in tests:
 
     P(W <= u D) = (1 - rho) sum_{k=0}^{floor(u)} e^{rho (u - k)} (-rho (u - k))^k / k!
 
@@ -53,6 +58,23 @@ def md1_wait_quantile(q: float, rho: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if md1_wait_cdf(mid, rho) < q else (lo, mid)
     return (lo + hi) / 2
+
+
+def kingman_wait_quantile(q: float, rho: float, mean_wait: float) -> float:
+    """The q-quantile of a wait of mean `mean_wait` at load rho: 0 with probability 1 - rho, else
+    exponential of mean mean_wait / rho."""
+    if rho <= 0 or q <= 1 - rho or mean_wait <= 0:
+        return 0.0
+    return mean_wait / rho * math.log(rho / (1 - q))
+
+
+def kingman_ttft_percentiles_ms(ttft_ms: float, wait_ms: float, rho: float) -> dict[str, float] | None:
+    """p50/p90/p99 TTFT (ms) of a mean TTFT `ttft_ms` of which `wait_ms` is the mean prefill-queue
+    wait at load `rho` (None where the queue is saturated or at its edge)."""
+    if not (math.isfinite(ttft_ms) and 0 <= rho < _MAX_RHO) or not 0 <= wait_ms < ttft_ms:
+        return None
+    fixed = ttft_ms - wait_ms
+    return {name: round(fixed + kingman_wait_quantile(q, rho, wait_ms), 1) for name, q in QUANTILES.items()}
 
 
 def ttft_percentiles_ms(ttft_ms: float, fixed_ms: float, rho: float) -> dict[str, float] | None:
