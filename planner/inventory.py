@@ -43,6 +43,22 @@ MAX_GPUS_PER_NODE = 1024
 MAX_NODES = 100_000
 
 
+def nodes_per_replica(tp: int, pp: int, gpus_per_node: int) -> int:
+    """Nodes one TP x PP replica spans, as vLLM places its ranks: across nodes each of `n` nodes runs
+    `tp * pp / n` consecutive ranks (`--nnodes`: the multiprocessing executor asserts that the world size
+    divides by the nodes; the rendered Ray and Kubernetes nodes are alike too), and a TP group's `tp`
+    consecutive ranks stay in one node (TP over NVLink), so whole pipeline stages share a node: the
+    fewest `n = pp / k` with `k` dividing `pp` and `tp * k <= gpus_per_node`. TP 4 x PP 3 on nodes of
+    8 takes 3 nodes of 4 GPUs (2 nodes of 6 would split a TP group). The plan, the inventory's and
+    the sizing's counts and the launch files all use this."""
+    if tp > gpus_per_node:
+        raise PlannerError(
+            f"tensor parallel {tp} does not fit in a node of {gpus_per_node} GPUs: TP stays inside a node"
+        )
+    stages = max(k for k in range(1, pp + 1) if pp % k == 0 and tp * k <= gpus_per_node)
+    return pp // stages
+
+
 def parse_inventory(text: str, catalogue: Catalogue | None = None) -> list[NodeGroup]:
     """Parse `2x8xH100,4x1xL4` (NODESxGPUSxTYPE, comma-separated); `8xH100` is one node of 8."""
     catalogue = catalogue if catalogue is not None else load_catalogue()

@@ -12,6 +12,7 @@ from planner import budget as bud
 from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue
 from planner.inspection import Inspection, Model, check_parallel, inspect
+from planner.inventory import nodes_per_replica
 from planner.releases import ReleaseFacts
 
 if TYPE_CHECKING:
@@ -20,11 +21,6 @@ if TYPE_CHECKING:
 DEFAULT_GPUS_PER_NODE = 8
 PP_SIZES = (2, 3, 4, 6, 8, 12, 16)
 """Pipeline stages a layout search tries once TP fills a node."""
-
-
-def nodes_of(tp: int, pp: int, per_node: int) -> int:
-    """Nodes one replica spans: whole TP groups per node, its PP stages over as many nodes as needed."""
-    return -(-pp // max(1, per_node // tp))
 
 
 @dataclass(frozen=True)
@@ -145,7 +141,7 @@ def candidate_layouts(model: Model, gpus_per_node: int, max_nodes: int | None = 
     out = [(t, 1) for t in tps]
     full = tps[-1]
     for p in PP_SIZES:
-        if p <= model.spec.num_layers and (max_nodes is None or p * -(-full // gpus_per_node) <= max_nodes):
+        if p <= model.spec.num_layers and (max_nodes is None or nodes_per_replica(full, p, gpus_per_node) <= max_nodes):
             out.append((full, p))
     return out
 
@@ -203,7 +199,7 @@ def _pipeline_across_nodes(req: Request, gpu: GPU, pp: int, gpn: int) -> list[Fi
         if pp < p <= req.model.spec.num_layers:
             b = evaluate(req, gpu, full, p)
             if b.fits:
-                nodes = nodes_of(full, p, gpn)
+                nodes = nodes_per_replica(full, p, gpn)
                 where = f"across {nodes} nodes of {gpn} GPUs" if nodes > 1 else f"in one node of {gpn} GPUs"
                 return [Fix(f"pipeline parallel {p} {where} (TP {full} per stage)", {"tp": full, "pp": p}, b)]
     return []
@@ -264,7 +260,7 @@ class InventoryPlan:
 
 
 def replicas_in(group: NodeGroup, tp: int, pp: int) -> tuple[int, int]:
-    """(replicas, nodes used): a replica's TP group stays in one node; its PP stages may span nodes."""
+    """(replicas, nodes used): a replica's TP group stays in one node; its PP stages span `nodes_per_replica`."""
     gpn = group.gpus_per_node
     if tp > gpn:
         return 0, 0
@@ -272,10 +268,9 @@ def replicas_in(group: NodeGroup, tp: int, pp: int) -> tuple[int, int]:
         per_node = gpn // (tp * pp)
         replicas = per_node * group.nodes
         return replicas, -(-replicas // per_node) if replicas else 0
-    stages_per_node = gpn // tp
-    nodes_per_replica = -(-pp // stages_per_node)
-    replicas = group.nodes // nodes_per_replica
-    return replicas, replicas * nodes_per_replica
+    nodes = nodes_per_replica(tp, pp, gpn)
+    replicas = group.nodes // nodes
+    return replicas, replicas * nodes
 
 
 def plan_inventory(

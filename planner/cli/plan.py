@@ -175,12 +175,12 @@ def cmd_plan(a: argparse.Namespace) -> int:
 
 def _gpu_line(b: Any, per_node: int | None) -> list[str]:
     """How many GPUs (and nodes) one replica takes, when that is more than one GPU."""
-    from planner.plan import nodes_of
+    from planner.inventory import nodes_per_replica
 
     gpus = b.tp * b.pp
     if gpus == 1 or per_node is None:
         return []
-    nodes = nodes_of(b.tp, b.pp, per_node)
+    nodes = nodes_per_replica(b.tp, b.pp, per_node)
     where = f"on {nodes} nodes of {per_node} GPUs" if nodes > 1 else "in one node"
     return [f"one replica: {gpus} GPUs {where}"]
 

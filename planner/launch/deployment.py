@@ -16,6 +16,7 @@ import yaml
 from planner.budget import Budget
 from planner.errors import PlannerError
 from planner.hardware import GPU
+from planner.inventory import nodes_per_replica
 from planner.launch.escape import check_model_ref
 from planner.launch.flags import Arg, ServeConfig, plan_serve_config
 from planner.launch.templates import template_dir
@@ -122,19 +123,6 @@ def k8s_name(model: str, limit: int = 40) -> str:
     return ("vllm-" + slug)[:limit].rstrip("-")
 
 
-def nodes_for(world: int, tp: int, gpus_per_node: int) -> int:
-    """Nodes for one replica of `world` GPUs: the fewest that split it evenly, whole TP groups per node."""
-    if tp > gpus_per_node:
-        raise PlannerError(
-            f"tensor parallel {tp} does not fit in a node of {gpus_per_node} GPUs: TP stays inside a node"
-        )
-    for n in range(1, world + 1):
-        per = world // n
-        if world % n == 0 and per <= gpus_per_node and per % tp == 0:
-            return n
-    raise PlannerError(f"{world} GPUs do not split evenly over nodes of {gpus_per_node}")
-
-
 def _backend(rel: ReleaseFacts, asked: str | None) -> Literal["mp", "ray"]:
     if asked is None:
         return "mp" if rel.native_multinode_flags else "ray"
@@ -185,7 +173,7 @@ def build(
     reps = replicas if replicas is not None else plan_replicas or 1
     if not 1 <= reps <= MAX_REPLICAS:
         raise PlannerError(f"--replicas {reps} must be between 1 and {MAX_REPLICAS:,}")
-    nodes = 1 if req.device == "cpu" else nodes_for(b.tp * b.pp, b.tp, gpn)
+    nodes = 1 if req.device == "cpu" else nodes_per_replica(b.tp, b.pp, gpn)
     pin = min(st.available_kv_bytes for st in b.stages) if pin_kv_cache and b.stages else None
     if pin_kv_cache and not req.release.kv_cache_memory_bytes_flag:
         raise PlannerError(
