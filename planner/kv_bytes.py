@@ -39,6 +39,8 @@ INDEXER_QUANT_BLOCK = 128  # vLLM's Indexer.quant_block_size: one fp32 scale per
 def has_indexer(spec: ModelSpec, layer: int) -> bool:
     """Whether decoder layer `layer` keeps an indexer key cache (DSA layers not marked shared)."""
     m = spec.mla
+    if spec.index_key_layers:  # MiniMax-M3's key-only index cache beside GQA
+        return layer in spec.index_key_layers
     return bool(m and m.index_head_dim) and spec.layers[layer].attention == "mla" and layer not in m.index_shared_layers
 
 
@@ -49,6 +51,8 @@ def indexer_bytes_per_token(spec: ModelSpec) -> int:
     (`has_indexer`). It shares the latents' block ids (one uniform-type KV-cache group), so it adds
     to the bytes per token; 0 without an indexer."""
     m = spec.mla
+    if spec.index_key_bytes:  # MiniMax-M3: MiniMaxM3IndexerCache, one bf16 key per token, whole on every rank
+        return spec.index_key_bytes
     if m is None or not m.index_head_dim:
         return 0
     return m.index_head_dim + m.index_head_dim // INDEXER_QUANT_BLOCK * 4

@@ -270,7 +270,10 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
         g = text["num_global_key_value_heads"] if text.get("attention_k_eq_v") else kv_heads
         full_kv = full * 2 * max(1, g // tp) * text["global_head_dim"] * dtype_bytes
         return (len(own) - full) * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes + full_kv
-    return layers * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes
+    # MiniMax-M3: each sparse layer's index keys, one bf16 head of sparse_index_dim, whole on every rank
+    sparse = text.get("sparse_attention_config") or {}
+    index = sum(sparse.get("sparse_attention_freq") or ()) * sparse.get("sparse_index_dim", 0) * 2
+    return layers * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes + index
 
 
 @pytest.mark.parametrize("path", bundled_configs())

@@ -259,6 +259,11 @@ class ModelSpec:
     compress_ratios: tuple[int, ...] = ()
     """DeepSeek-V4: each decoder layer's KV compression (1 = sliding-window cache only, 4 = compressed
     with a lightning indexer, 128 = compressed), `planner.kv_layout`'s packed groups; () for others."""
+    index_key_layers: tuple[int, ...] = ()
+    """MiniMax-M3: the decoder layers whose lightning indexer caches its keys (one head per token, an
+    MLAAttentionSpec beside the layer's GQA cache, in the same uniform-type group); () = none."""
+    index_key_bytes: int = 0
+    """Bytes per token of one such key cache (`MiniMaxM3IndexerCache`: index_head_dim in bf16)."""
     family_fields: tuple[tuple[str, int], ...] = ()
     """Integer config fields a family's own tensor builder and KV layout read beyond the spec's
     (DeepSeek-V4: q_lora_rank, o_lora_rank, o_groups, hc_mult, index sizes, num_hash_layers)."""

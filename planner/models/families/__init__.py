@@ -94,6 +94,7 @@ from planner.models.families import (  # noqa: E402,F401  (register on import; o
     kimi_linear,
     mimo_v2,
     minimax_m2,
+    minimax_m3,
     nemotron_h,
     nemotron_nas,
     qwen3_5,
