@@ -42,8 +42,8 @@ class CoefficientsRow(NamedTuple):
     allreduce_us: Amount
     request_overhead_ms: Amount
     link_fraction: Fraction = Coefficients.link_fraction
-    burst_share: Share = Coefficients.burst_share
     moe_gemm_efficiency: Fraction = Coefficients.moe_gemm_efficiency
+    burst_share: Share = Coefficients.burst_share
 
 
 @dataclass(frozen=True)
