@@ -95,11 +95,12 @@ def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
     group = weights.get("group_size")
     method = "fp8" if wtype == "float" and bits == 8 else "int8" if bits == 8 else "w4a16"
     if wtype == "float" and bits == 4:
-        method = "nvfp4"
+        method = "mxfp4" if _is_mxfp4(weights) else "nvfp4"
     block = weights.get("block_structure")
     return QuantSpec(
         method=method,
         weight_bits=bits,
+        scale_dtype="uint8" if method == "mxfp4" else None,  # e8m0 exponents stored as U8 (weight_scale)
         group_size=None if group is None else _group_size(group),
         block_shape=_block(block, "block_structure"),
         scale_granularity={
@@ -115,6 +116,14 @@ def _compressed_tensors(qc: dict[str, Any]) -> QuantSpec:
         vllm_name="compressed-tensors",
         source="config.json quantization_config (compressed-tensors)",
     )
+
+
+def _is_mxfp4(weights: dict[str, Any]) -> bool:
+    """vLLM's CompressedTensorsConfig._is_mxfp4 (the `mxfp4-pack-quantized` format, scheme
+    CompressedTensorsW4A4Mxfp4): 4-bit floats in symmetric groups of 32, one e8m0 scale per group,
+    stored as `weight_packed` U8 [out, in / 2] and `weight_scale` U8 [out, in / 32]. NVFP4 is the
+    tensor_group strategy in groups of 16 with fp8 scales."""
+    return weights.get("strategy") == "group" and weights.get("group_size") == 32 and weights.get("symmetric", True)
 
 
 def _block(block: Any, field: str) -> tuple[int, int] | None:
