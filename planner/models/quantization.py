@@ -6,6 +6,7 @@ Sources, in vLLM's order: `quantization_config` in config.json, then `hf_quant_c
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from planner.errors import PlannerError
@@ -333,12 +334,26 @@ def module_scheme(quant: QuantSpec, module: str) -> QuantSpec | None:
     return index.get(module[: cut + len(".experts")]) if cut >= 0 else None
 
 
+# Model classes that build their vision tower and projector without the checkpoint's scheme where it is
+# one of these (`_maybe_ignore_quant_config`: vLLM 0.32 kimi_k25.py returns None for a
+# CompressedTensorsConfig), with the modules it covers: an ignore entry vLLM applies, the config lacks.
+_TOWER_WITHOUT_QUANT = {"KimiK25ForConditionalGeneration": (("compressed-tensors",), ("vision_tower", "mm_projector"))}
+
+
+def _tower_exempt(config: dict[str, Any], q: QuantSpec) -> QuantSpec:
+    archs = config.get("architectures") or []
+    schemes, modules = _TOWER_WITHOUT_QUANT.get(archs[0] if archs else "", ((), ()))
+    if q.vllm_name not in schemes:
+        return q
+    return dataclasses.replace(q, ignored_modules=q.ignored_modules + modules)
+
+
 def parse_quantization(config: dict[str, Any], quant_files: dict[str, dict[str, Any]]) -> QuantSpec | None:
     """The checkpoint's own scheme, or None for an unquantized checkpoint."""
     text = config.get("text_config")
     qc = config.get("quantization_config") or (text.get("quantization_config") if isinstance(text, dict) else None)
     if qc:
-        return _from_quantization_config(qc)
+        return _tower_exempt(config, _from_quantization_config(qc))
     hf_quant = quant_files.get("hf_quant_config.json")
     if hf_quant:
         return _modelopt(hf_quant.get("quantization") or {}, "hf_quant_config.json (ModelOpt)")
