@@ -129,15 +129,16 @@ def _fix_command(f: Any, req: Request) -> str:
     return serve_command(plan_serve_config(f.budget, fixed))
 
 
-def with_serve_command(result: PlanResult, req: Request) -> Plan:
-    """The plan with the `vllm serve` line that carries it (the KV pool pinned when asked and it fits)."""
+def with_serve_command(result: PlanResult, req: Request, expert_parallel: bool | None = None) -> Plan:
+    """The plan with the `vllm serve` line that carries it (the KV pool pinned when asked and it fits;
+    --enable-expert-parallel as asked, None: the launch step's default)."""
     from planner.launch.flags import plan_serve_config, serve_command
 
     b = result.budget
     pin = min(st.available_kv_bytes for st in b.stages) if result.pin_kv_cache and b.fits else None
     return Plan(
         result,
-        serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin)),
+        serve_command(plan_serve_config(b, req, pin_kv_cache_bytes=pin, expert_parallel=expert_parallel)),
         tuple(_fix_command(f, req) for f in result.fixes),
     )
 
@@ -149,9 +150,11 @@ def make_plan(
     tp: int | None = None,
     pp: int | None = None,
     pin_kv_cache: bool = False,
+    expert_parallel: bool | None = None,
 ) -> Plan:
     """`planner.plan.make_plan` with the serve command: the smallest layout that fits on one GPU type."""
-    return with_serve_command(plan_step.make_plan(req, gpu, catalogue, tp, pp, pin_kv_cache=pin_kv_cache), req)
+    result = plan_step.make_plan(req, gpu, catalogue, tp, pp, pin_kv_cache=pin_kv_cache)
+    return with_serve_command(result, req, expert_parallel)
 
 
 def _installed_release() -> str | None:

@@ -82,3 +82,24 @@ def test_explicit_expert_parallel_refuses_an_uneven_split(args, even):
     assert "\n" not in str(err.value)
     # the default leaves EP off where whole experts do not split evenly
     assert deployment(*args, "--max-model-len", "8192").budget.tp == 16
+
+
+@pytest.mark.parametrize(
+    "model_id, tp, flag, code, enabled",
+    [
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", 16, "--expert-parallel", 2, None),  # 8 experts over 16 ranks
+        ("Qwen/Qwen3-30B-A3B", 4, "--expert-parallel", 0, True),  # 128 experts, 32 a rank
+        ("Qwen/Qwen3-30B-A3B", 4, "--no-expert-parallel", 0, False),  # asked off: the command leaves it off
+        ("Qwen/Qwen3-30B-A3B", 4, None, 0, True),  # the default: on where the experts split evenly
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", 16, None, 0, False),
+    ],
+)
+def test_plan_carries_the_expert_parallel_request(model_id, tp, flag, code, enabled, capsys):
+    # `plan` printed its serve command with the default rule whatever was asked; now as `emit` does
+    args = ["plan", model_id, "--gpu", "H100", "--tp", str(tp), "--gpus-per-node", "16", "--max-model-len", "8192"]
+    assert main([*args, "--json"] + ([flag] if flag else [])) == code
+    out, err = capsys.readouterr()
+    if code == 2:
+        assert "unevenly" in err and "--no-expert-parallel" in err and len(err.strip().splitlines()) == 1
+        return
+    assert ("--enable-expert-parallel" in json.loads(out)["vllm_serve_command"]) is enabled

@@ -152,7 +152,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
         from planner.cli.inventory import run_inventory
 
         return run_inventory(a, req, catalogue)
-    result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache)
+    result = make_plan(req, gpu, catalogue, a.tp, a.pp, pin_kv_cache=a.pin_kv_cache, expert_parallel=a.expert_parallel)
     per_node = (
         None if gpu is None else getattr(a, "gpus_per_node", None) or gpu.gpus_per_node_max or DEFAULT_GPUS_PER_NODE
     )
