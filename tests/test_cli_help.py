@@ -151,7 +151,7 @@ def test_a_misfit_labels_its_command_and_every_fix_carries_one(capsys):
     "layout,line",
     [
         (["--tp", "8", "--pp", "2"], "one replica: 16 GPUs on 2 nodes of 8 GPUs"),
-        (["--tp", "4", "--pp", "3"], "one replica: 12 GPUs on 2 nodes of 8 GPUs"),
+        (["--tp", "4", "--pp", "3"], "one replica: 12 GPUs on 3 nodes of 8 GPUs"),  # whole TP groups: 3 nodes of 4
         (["--tp", "2", "--pp", "2"], "one replica: 4 GPUs in one node"),
     ],
 )
