@@ -3,7 +3,12 @@
 A step runs `decode` tokens (one per running request, each over its context) and `prefill` tokens
 (a chunk of a prompt under chunked prefill, at most `max_num_batched_tokens` together). Its time is
 
-    max(bytes / achievable bandwidth, FLOPs / achievable compute) + TP all-reduces + per-step floor
+    max(weight bytes, GEMM FLOPs) + max(KV bytes, attention FLOPs) + TP all-reduces + per-step floor
+
+each max over the achievable bandwidth and compute: the GEMM kernels overlap the weights' reads with
+their FLOPs and the attention kernels the KV's with theirs, but one kind runs after the other (a
+step that prefills a chunk beside long-context decodes pays its GEMMs' compute and then the decodes'
+KV reads; one max over the whole step would let them hide each other);
 
 - bytes: the always-read weights, the routed experts the step's tokens touch (with E experts and
   top-k routing, t tokens touch E x (1 - (1 - k/E)^t) of them in expectation), and the KV of every
@@ -128,13 +133,15 @@ def floor_s(shape: StepShape, c: Coefficients) -> float:
 
 
 def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
-    """Seconds for one engine step of one pipeline stage (`memory_s` and `compute_s` in one pass)."""
+    """Seconds for one engine step of one pipeline stage: the GEMMs (weights' reads or FLOPs), then
+    the attention (KV reads or FLOPs), then the all-reduces and the floor."""
     tokens = load.decode + load.prefill
     kv_bytes, attn = _context_pairs(shape, load)
     weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
-    memory = (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
-    compute = (_gemm_s(shape, c, load) + attn / shape.attn_flops_per_s) / c.compute_fraction
-    return max(memory, compute) + allreduce_s(shape, c, tokens) + floor_s(shape, c)
+    bw = shape.bandwidth_bytes_per_s * c.bandwidth_fraction
+    gemm = max(weights / bw, _gemm_s(shape, c, load) / c.compute_fraction)
+    attention = max(kv_bytes / bw, attn / shape.attn_flops_per_s / c.compute_fraction)
+    return gemm + attention + allreduce_s(shape, c, tokens) + floor_s(shape, c)
 
 
 def token_step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
