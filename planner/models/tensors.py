@@ -160,10 +160,8 @@ def _moe(spec: ModelSpec, p: str, i: int) -> list[Tensor]:
             Tensor(f"{p}.experts.down_proj_bias", (e, h), "experts", "experts", i),
         ]
     if moe.num_shared_experts:
-        # the checkpoints' own module name, which ignore lists match: Qwen-MoE's gated and Llama 4's single
-        # `shared_expert`, DeepSeek-style `shared_experts` (DeepSeek, Kimi, GLM, MiniMax-M3)
-        single = moe.shared_expert_gate or spec.model_type.startswith("llama4")
-        name = "shared_expert" if single else "shared_experts"
+        # the checkpoint's own module name (ignore lists match it): Qwen-MoE / Llama 4 vs DeepSeek-style
+        name = "shared_expert" if moe.shared_expert_gate or spec.model_type.startswith("llama4") else "shared_experts"
         out += _ffn(spec, f"{p}.{name}", i, moe.shared_intermediate_size, "shared_experts")
     if moe.shared_expert_gate:
         out.append(Tensor(f"{p}.shared_expert_gate.weight", (1, h), "router", "replicated", i))
