@@ -4,9 +4,7 @@ config comes from, their meta.yaml say): inspect and plan at TP 1 and 8, an inve
 the two Kimi profiles without a published total (Kimi-Linear and MiniMax-M2.7 are rows of
 test_families.NEW_PROFILES); the Hub's figures they match; the KV page and Kimi-Linear's KDA state
 against vLLM's own classes (the CPU build: tests/vllm_oracle.py, tests/vllm_kda_oracle.py); bad
-input as one-line errors naming the field, exit status 2.
-
-MiniMax-M3 is not modelled (see the README's model list)."""
+input as one-line errors naming the field, exit status 2. (MiniMax-M3 is tests/test_families_minimax_m3.py.)"""
 
 from __future__ import annotations
 
