@@ -13,7 +13,6 @@ from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue
 from planner.inspection import Inspection, Model, check_parallel, inspect
 from planner.inventory import nodes_per_replica
-from planner.models.checks import check_sparse_attention_gpu
 from planner.releases import ReleaseFacts
 
 if TYPE_CHECKING:
@@ -88,8 +87,6 @@ def _inspect(req: Request, tp: int, pp: int, quant: str | None, kv: str) -> Insp
 def evaluate(req: Request, gpu: GPU | None, tp: int, pp: int, **overrides: Any) -> bud.Budget:
     """The budget of one layout (settings overrides such as kv_cache_dtype or max_model_len apply)."""
     s = dataclasses.replace(req.settings, tp=tp, pp=pp, **{k: v for k, v in overrides.items() if k != "quantization"})
-    if gpu is not None and req.device == "cuda":
-        check_sparse_attention_gpu(req.model.spec, gpu.name, gpu.compute_capability)
     insp = _inspect(req, tp, pp, overrides.get("quantization", req.quantization), s.kv_cache_dtype)
     return bud.compute(req.model, insp, target_for(gpu, req), req.release, s, req.concurrency)
 
@@ -285,11 +282,6 @@ def plan_inventory(
         req_g = req
         rejected: list[Rejected] = []
         chosen = None
-        try:  # a GPU vLLM cannot run the model's attention on: left out, no layout tried (TP 0 x PP 0), with why
-            check_sparse_attention_gpu(req.model.spec, g.gpu.name, g.gpu.compute_capability)
-        except PlannerError as exc:
-            misfits.append((g, [Rejected(0, 0, str(exc))]))
-            continue
         for tp, pp in candidate_layouts(req.model, g.gpus_per_node):
             n, _ = replicas_in(g, tp, pp)
             if n == 0:
