@@ -143,10 +143,10 @@ def _kind(name: str) -> str:
 
 
 def oracle(model_dir: Path, block_size: int, kv_cache_dtype: str) -> dict:
+    import vllm_oracle  # beside this script: run as a script, its folder is on sys.path
     from vllm.config import CacheConfig, ModelConfig, ParallelConfig, VllmConfig
     from vllm.utils.torch_utils import kv_cache_dtype_str_to_dtype, resolve_kv_cache_dtype_string
     from vllm.v1.core.kv_cache_utils import _get_kv_cache_bytes_per_block, get_kv_cache_groups
-    from vllm.v1.kv_cache_interface import UniformTypeKVCacheSpecs
 
     default_len = ModelConfig(model=str(model_dir), tokenizer=str(model_dir), skip_tokenizer_init=True).max_model_len
     mc = ModelConfig(model=str(model_dir), tokenizer=str(model_dir), skip_tokenizer_init=True, max_model_len=131072)
@@ -167,17 +167,14 @@ def oracle(model_dir: Path, block_size: int, kv_cache_dtype: str) -> dict:
     out = []
     for g in groups:
         spec = g.kv_cache_spec
-        per = spec.kv_cache_specs if isinstance(spec, UniformTypeKVCacheSpecs) else dict.fromkeys(g.layer_names, spec)
-        pages: dict[str, list[int]] = {}
-        for name in g.layer_names:
-            pages.setdefault(_kind(name), []).append(per[name].page_size_bytes)
+        per, pages = vllm_oracle.group_pages(g, _kind)
         first = next(iter(per.values()))
         out.append(
             {
                 "layers": len(g.layer_names),
                 "class": type(first).__name__,
                 "block_size": first.block_size,
-                "pages": {k: [len(v), sorted(set(v))] for k, v in pages.items()},
+                "pages": pages,
                 "page_size_bytes": spec.page_size_bytes,
                 "blocks_for_len": {n: spec.max_num_blocks_per_req(vc, n) for n in LENGTHS},
                 # blocks one request of max_model_len holds (the start-up check's max_memory_usage_bytes)

@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def oracle(model_dir: Path, tp: int, block_size: int) -> dict:
     import torch
+    import vllm_oracle
     from vllm.config import CacheConfig, ParallelConfig, VllmConfig, set_current_vllm_config
     from vllm.v1.core.kv_cache_utils import _get_kv_cache_bytes_per_block, get_kv_cache_groups
-    from vllm.v1.kv_cache_interface import FullAttentionSpec, UniformTypeKVCacheSpecs
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
 
     cfg = json.loads((model_dir / "config.json").read_text())
     text = cfg.get("text_config") or cfg
@@ -65,15 +66,12 @@ def oracle(model_dir: Path, tp: int, block_size: int) -> dict:
     out = []
     for g in groups:
         spec = g.kv_cache_spec
-        per = spec.kv_cache_specs if isinstance(spec, UniformTypeKVCacheSpecs) else dict.fromkeys(g.layer_names, spec)
-        pages: dict[str, list[int]] = {}
-        for name in g.layer_names:
-            pages.setdefault("index" if name.endswith("index_cache") else "attn", []).append(per[name].page_size_bytes)
+        _, pages = vllm_oracle.group_pages(g, lambda name: "index" if name.endswith("index_cache") else "attn")
         out.append(
             {
                 "layers": len(g.layer_names),
                 "class": type(spec).__name__,
-                "pages": {k: [len(v), sorted(set(v))] for k, v in pages.items()},
+                "pages": pages,
                 "page_size_bytes": spec.page_size_bytes,
             }
         )

@@ -262,6 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+def group_pages(group, kind_of: Callable[[str], str]) -> tuple[dict, dict[str, list]]:
+    """One of vLLM's KV-cache groups: each layer's spec (a UniformTypeKVCacheSpecs group holds one per
+    layer, any other group one spec for all) and, per layer kind, [layers, the distinct page sizes]."""
+    from vllm.v1.kv_cache_interface import UniformTypeKVCacheSpecs
+
+    spec = group.kv_cache_spec
+    per = spec.kv_cache_specs if isinstance(spec, UniformTypeKVCacheSpecs) else dict.fromkeys(group.layer_names, spec)
+    pages: dict[str, list[int]] = {}
+    for name in group.layer_names:
+        pages.setdefault(kind_of(name), []).append(per[name].page_size_bytes)
+    return per, {k: [len(v), sorted(set(v))] for k, v in pages.items()}
+
+
 def json_stdout() -> TextIO:
     """The oracles' set-up: the torchvision placeholder where torchvision is absent, and vLLM's own
     stdout sent to stderr (vLLM and transformers print there); the stream returned is the real
