@@ -79,6 +79,25 @@ def run_in_vllm(args: list[str], stdin: str | None = None, timeout: int = 600) -
     return out
 
 
+def oracle_rows(script: str, *args: str, timeout: int = 900) -> list[dict[str, Any]]:
+    """Run the oracle tests/SCRIPT in the vLLM venv (skip when it is absent): its JSON lines, at least one."""
+    proc = subprocess.run(
+        [require_vllm_python(), str(REPO / "tests" / script), *args], capture_output=True, text=True, timeout=timeout
+    )
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert rows, proc.stderr[-2000:]
+    return rows
+
+
+def oracle_by_model(script: str, models: list[str], *args: str, timeout: int = 900) -> dict[str, Any]:
+    """oracle_rows over the bundled configs of MODELS: each model's row (by its `config`), None where it has none."""
+    from planner.models import sources
+
+    dirs = {m: sources.find_bundled(m) for m in models}
+    rows = {row["config"]: row for row in oracle_rows(script, *map(str, dirs.values()), *args, timeout=timeout)}
+    return {m: rows.get(str(d)) for m, d in dirs.items()}
+
+
 def vllm_parse(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run tests/vllm_serve_check.py in the vLLM venv over `items`; skip when the venv is absent."""
     out = run_in_vllm([str(REPO / "tests" / "vllm_serve_check.py")], json.dumps(items))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
-from launch_helpers import VLLM_ABSENT, vllm_python
+from launch_helpers import oracle_by_model
 
 from planner.api import inspect, load_model, plan
 from planner.cli import main
@@ -23,7 +21,6 @@ from planner.kv_layout import blocks_per_request, build_layout
 from planner.models import sources
 from planner.models.normalize import normalize
 
-REPO = Path(__file__).resolve().parent.parent
 V4 = ["deepseek-ai/DeepSeek-V4-Flash", "deepseek-ai/DeepSeek-V4-Pro"]
 NVFP4 = ["nvidia/DeepSeek-V4-Flash-NVFP4", "nvidia/DeepSeek-V4-Pro-NVFP4"]
 
@@ -99,19 +96,7 @@ def test_pro_nvfp4_inventory_and_emit(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def vllm_v4():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
-    dirs = {m: sources.find_bundled(m) for m in V4 + NVFP4}
-    proc = subprocess.run(
-        [py, str(REPO / "tests" / "vllm_kv_groups_oracle.py"), *map(str, dirs.values())]
-        + ["--block-size", "256", "--kv-cache-dtype", "fp8"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    rows = {json.loads(l)["config"]: json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
-    return {m: rows.get(str(d)) for m, d in dirs.items()}
+    return oracle_by_model("vllm_kv_groups_oracle.py", V4 + NVFP4, "--block-size", "256", "--kv-cache-dtype", "fp8")
 
 
 @pytest.mark.parametrize("model_id", V4 + NVFP4)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import subprocess
-from pathlib import Path
 
 import pytest
-from launch_helpers import VLLM_ABSENT, vllm_python
+from launch_helpers import oracle_by_model
 
 from planner.api import inspect, load_model
 from planner.cli import main
@@ -37,19 +35,8 @@ def config_of(model_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def vllm_models():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
-    dirs = {m: sources.find_bundled(m) for m in GEMMA4 + QWEN3_VL}
-    proc = subprocess.run(
-        [py, str(Path(__file__).parent / "vllm_model_oracle.py"), *map(str, dirs.values())]
-        + ["--max-num-batched-tokens", str(ORACLE_TOKENS)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    rows = {json.loads(l)["config"]: json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
-    return {m: rows.get(str(d)) for m, d in dirs.items()}
+    models = GEMMA4 + QWEN3_VL
+    return oracle_by_model("vllm_model_oracle.py", models, "--max-num-batched-tokens", str(ORACLE_TOKENS), timeout=1200)
 
 
 def _row(vllm_models, model_id):

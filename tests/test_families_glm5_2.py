@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
-from launch_helpers import VLLM_ABSENT, vllm_python
+from launch_helpers import oracle_by_model
 
 from planner.api import inspect, load_model, plan
 from planner.cli import main
@@ -22,7 +20,6 @@ from planner.kv_layout import build_layout
 from planner.models import sources
 from planner.models.normalize import normalize
 
-REPO = Path(__file__).resolve().parent.parent
 INDEX_SHARE = ["zai-org/GLM-5.2", "zai-org/GLM-5.3", "zai-org/GLM-5.2-FP8", "zai-org/GLM-5.3-FP8"]
 FP8_UNPUBLISHED = ["zai-org/GLM-5.2-FP8", "zai-org/GLM-5.3-FP8"]
 
@@ -80,18 +77,7 @@ GROUP_CASES = [("zai-org/GLM-5.2", "auto", 2), ("zai-org/GLM-5.3", "auto", 2), (
 
 @pytest.fixture(scope="module")
 def vllm_groups():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
-    dirs = {m: sources.find_bundled(m) for m, _, _ in GROUP_CASES}
-    proc = subprocess.run(
-        [py, str(REPO / "tests" / "vllm_kv_groups_oracle.py"), *map(str, dirs.values()), "--block-size", "64"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    rows = {json.loads(l)["config"]: json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
-    return {m: rows.get(str(d)) for m, d in dirs.items()}
+    return oracle_by_model("vllm_kv_groups_oracle.py", [m for m, _, _ in GROUP_CASES], "--block-size", "64")
 
 
 @pytest.mark.parametrize("model_id, kv, kv_bytes", GROUP_CASES)
@@ -148,20 +134,8 @@ def test_bad_index_share_exits_2(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def vllm_ds_mla():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
     models = ["zai-org/GLM-5.2", "deepseek-ai/DeepSeek-V3.2"]
-    dirs = {m: sources.find_bundled(m) for m in models}
-    proc = subprocess.run(
-        [py, str(REPO / "tests" / "vllm_kv_groups_oracle.py"), *map(str, dirs.values())]
-        + ["--block-size", "64", "--kv-cache-dtype", "fp8_ds_mla"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    rows = {json.loads(l)["config"]: json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")}
-    return {m: rows.get(str(d)) for m, d in dirs.items()}
+    return oracle_by_model("vllm_kv_groups_oracle.py", models, "--block-size", "64", "--kv-cache-dtype", "fp8_ds_mla")
 
 
 @pytest.mark.parametrize("model_id", ["zai-org/GLM-5.2", "deepseek-ai/DeepSeek-V3.2"])

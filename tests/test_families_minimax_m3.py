@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
-from launch_helpers import VLLM_ABSENT, vllm_python
+from launch_helpers import oracle_rows
 from test_families import test_inventory_plan_and_emit as inventory_and_emit
 
 from planner.api import check_parallel, inspect, load_model, plan
@@ -24,7 +22,6 @@ from planner.models import sources
 from planner.models.normalize import normalize
 
 M3 = "MiniMaxAI/MiniMax-M3"
-REPO = Path(__file__).resolve().parent.parent
 HUB_TOTAL = 427_040_140_160  # BF16 426,993,800,960 + F32 46,339,200 (meta.yaml names the sources)
 
 # nvidia/MiniMax-M3-NVFP4's config.json (aiconfigurator-core 0.12.0 model_configs/
@@ -104,17 +101,7 @@ def test_kv_bytes_per_token_count_the_index_keys(tp, per_token):
 
 @pytest.fixture(scope="module")
 def vllm_rows():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
-    proc = subprocess.run(
-        [py, str(REPO / "tests" / "vllm_minimax_m3_oracle.py"), str(sources.find_bundled(M3)), "--tp", "1", "4", "8"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert rows, proc.stderr[-2000:]
+    rows = oracle_rows("vllm_minimax_m3_oracle.py", str(sources.find_bundled(M3)), "--tp", "1", "4", "8")
     return {row["tp"]: row for row in rows}
 
 

@@ -5,12 +5,8 @@ stage (the gate [experts, hidden] of each MoE layer on it, 2 more bytes per elem
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
 import pytest
-from launch_helpers import VLLM_ABSENT, vllm_python
+from launch_helpers import oracle_rows
 
 from planner import accounting as acc
 from planner import releases
@@ -30,18 +26,7 @@ def _target(cc: str | None, device: str = "cuda") -> Target:
 
 @pytest.fixture(scope="module")
 def vllm_router_dtypes():
-    py = vllm_python()
-    if py is None:
-        pytest.skip(VLLM_ABSENT)
-    proc = subprocess.run(
-        [py, str(Path(__file__).parent / "vllm_router_oracle.py"), *CUDA],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    assert lines, proc.stderr[-2000:]
-    return json.loads(lines[-1])
+    return oracle_rows("vllm_router_oracle.py", *CUDA, timeout=600)[-1]
 
 
 @pytest.mark.parametrize("cc", CUDA)
