@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from md1_reference import md1_wait_quantile
 
 from planner import releases
 from planner.api import load_model
@@ -19,7 +20,7 @@ from planner.perf import fitting
 from planner.perf.service import Workload, open_loop
 from planner.perf.shape import inspection_of, step_shape
 from planner.perf.step import Coefficients, StepLoad, allreduce_s, compute_s, floor_s, memory_s, step_s
-from planner.perf.ttft_percentiles import kingman_ttft_percentiles_ms, kingman_wait_quantile, md1_wait_quantile
+from planner.perf.ttft_percentiles import kingman_ttft_percentiles_ms, kingman_wait_quantile
 from planner.plan import Request
 
 REPO = Path(__file__).resolve().parent.parent

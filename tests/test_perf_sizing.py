@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from md1_reference import md1_wait_cdf, md1_wait_quantile, ttft_percentiles_ms
 
 from planner import releases
 from planner.api import load_model
@@ -24,11 +25,6 @@ from planner.perf.sizing import (
     fewest_replicas,
     nodes_for,
     size,
-)
-from planner.perf.ttft_percentiles import (
-    md1_wait_cdf,
-    md1_wait_quantile,
-    ttft_percentiles_ms,
 )
 from planner.plan import Request
 
