@@ -76,7 +76,7 @@ class LayoutSizing:
     kv_cache_tokens: int
     max_concurrency_kv: int
     ttft_percentiles_ms: dict[str, float] | None = None
-    """p50/p90/p99 TTFT from the M/D/1 waiting-time distribution of the model's prefill queue."""
+    """p50/p90/p99 TTFT (estimated, not validated: no measured tails) from the Kingman wait of the prefill queue."""
 
     def to_json(self) -> dict[str, Any]:
         p = self.figures.to_json(self.choice, self.tp * self.pp)
