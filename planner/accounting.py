@@ -155,7 +155,7 @@ def scheme_of(t: Tensor, quant: QuantSpec | None) -> QuantSpec | None:
     names each module's own scheme."""
     if quant is None or not t.linear:
         return None
-    if (_gpt_oss_mxfp4(quant) and t.component != "experts") or is_ignored(t.name, quant):
+    if (experts_only_mxfp4(quant) and t.component != "experts") or is_ignored(t.name, quant):
         return None
     if quant.per_module:
         from planner.models.quantization import module_scheme
@@ -164,7 +164,7 @@ def scheme_of(t: Tensor, quant: QuantSpec | None) -> QuantSpec | None:
     return quant
 
 
-def _gpt_oss_mxfp4(quant: QuantSpec) -> bool:
+def experts_only_mxfp4(quant: QuantSpec) -> bool:
     """vLLM's `mxfp4` method (gpt-oss, Kimi-K3's hook): routed experts only, in the MoE kernels' own
     layout; compressed-tensors MXFP4 quantizes every targeted linear, packed as stored."""
     return quant.method == "mxfp4" and quant.vllm_name != "compressed-tensors"
@@ -232,7 +232,7 @@ def checkpoint_params(tensors: list[Tensor], quant: QuantSpec | None) -> int:
     # parameter and leaves the e8m0 scales out: BF16 1,804,459,584 + U8 19,110,297,600 for 20b.
     if (
         quant is not None
-        and not _gpt_oss_mxfp4(quant)
+        and not experts_only_mxfp4(quant)
         and quant.scale_dtype != "ue8m0"
         and quant.source.startswith(("config.json", "hf_quant"))
     ):
@@ -303,7 +303,7 @@ def tensor_bytes(t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_byte
     shape = rank_shape(t, spec, tp)
     if t.runtime and t.stored_dtype:
         return _numel(shape) * torch_dtype_bytes(t.stored_dtype)
-    if quant is not None and _gpt_oss_mxfp4(quant) and t.component == "experts" and t.stored_dtype is None:
+    if quant is not None and experts_only_mxfp4(quant) and t.component == "experts" and t.stored_dtype is None:
         return mxfp4_triton_bytes(t, shape)
     if _stored_as_is(t):
         assert t.stored_dtype is not None

@@ -181,7 +181,7 @@ def _estimated(model: Model, quant: QuantSpec | None) -> list[str]:
 def _vision_maybe_quantized(spec: ModelSpec, quant: QuantSpec) -> bool:
     """The formula keeps vision towers in the model dtype; a scheme whose ignore list does not cover
     the tower (checkpoint recipes usually name it; online fp8 has none) may quantize it in vLLM."""
-    if spec.vision is None or (quant.method == "mxfp4" and quant.vllm_name != "compressed-tensors"):  # experts only
+    if spec.vision is None or acc.experts_only_mxfp4(quant):
         return False
     names = ("vision_tower.blocks.0.mlp.fc1", "visual.blocks.0.mlp.fc1", "vision_model.encoder.layers.0.mlp.fc1")
     return not any(acc.is_ignored(n, quant) for n in names)
