@@ -13,6 +13,7 @@ from planner.errors import PlannerError
 from planner.hardware import GPU, Catalogue
 from planner.inspection import Inspection, Model, check_parallel, inspect
 from planner.inventory import nodes_per_replica
+from planner.models.checks import sparse_attention_refusal
 from planner.releases import ReleaseFacts
 
 if TYPE_CHECKING:
@@ -89,6 +90,14 @@ def evaluate(req: Request, gpu: GPU | None, tp: int, pp: int, **overrides: Any) 
     s = dataclasses.replace(req.settings, tp=tp, pp=pp, **{k: v for k, v in overrides.items() if k != "quantization"})
     insp = _inspect(req, tp, pp, overrides.get("quantization", req.quantization), s.kv_cache_dtype)
     return bud.compute(req.model, insp, target_for(gpu, req), req.release, s, req.concurrency)
+
+
+def unusable(req: Request, gpu: GPU | None) -> str | None:
+    """Why vLLM cannot run the model on this GPU at all (no layout helps), or None. Checked where a GPU
+    enters (the asked-for one, each catalogue or inventory GPU a search tries), not in `evaluate`."""
+    if gpu is None or req.device != "cuda":
+        return None
+    return sparse_attention_refusal(req.model.spec, gpu.name, gpu.compute_capability)
 
 
 def valid_tps(model: Model, limit: int) -> list[int]:
@@ -236,7 +245,7 @@ def fixes(req: Request, gpu: GPU, tp: int, pp: int, catalogue: Catalogue) -> lis
         if b.fits:
             out.append(Fix("fp8 weights (--quantization fp8, online)", {"quantization": "fp8"}, b))
     for other in sorted(catalogue, key=lambda g: g.memory_gib):
-        if other.memory_gib > gpu.memory_gib and other.vendor == gpu.vendor:
+        if other.memory_gib > gpu.memory_gib and other.vendor == gpu.vendor and unusable(req, other) is None:
             b = evaluate(req, other, tp, pp)
             if b.fits:
                 out.append(Fix(f"a larger GPU: {other.name} ({other.memory_gib:.1f} GiB)", {"gpu": other.name}, b))
@@ -282,6 +291,10 @@ def plan_inventory(
         req_g = req
         rejected: list[Rejected] = []
         chosen = None
+        why = unusable(req, g.gpu)
+        if why is not None:  # no layout tried (TP 0 x PP 0), with why
+            misfits.append((g, [Rejected(0, 0, why)]))
+            continue
         for tp, pp in candidate_layouts(req.model, g.gpus_per_node):
             n, _ = replicas_in(g, tp, pp)
             if n == 0:
@@ -364,6 +377,9 @@ def make_plan(
     pin_kv_cache: bool = False,
 ) -> PlanResult:
     """Plan on one GPU type: the given layout, or the smallest that fits."""
+    why = unusable(req, gpu)
+    if why is not None:
+        raise PlannerError(why)
     rejected: list[Rejected] = []
     if tp is None and pp is None and req.device != "cpu":
         b, rejected = choose_layout(req, gpu)

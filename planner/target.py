@@ -40,6 +40,8 @@ class Families(NamedTuple):
     router_kernel_capabilities: tuple[CapabilityRange, ...] = ()
     """Where vLLM's MoE router kernels run (fp32 logits from 16-bit weights): elsewhere a router that
     computes in fp32 keeps its weight in fp32."""
+    sparse_attention_capabilities: tuple[CapabilityRange, ...] = ()
+    """Where vLLM has a sparse MLA backend (DeepSeek sparse attention: V3.2, GLM-5, V4)."""
 
     def of(self, compute_capability: str | None) -> str:
         """The backend family; a GPU with no compute capability plans as the default one."""
@@ -54,6 +56,13 @@ class Families(NamedTuple):
         cc = _capability(compute_capability or self.default_compute_capability)
         return cc is not None and any(
             _capability(r.min) <= cc <= _capability(r.max) for r in self.router_kernel_capabilities
+        )
+
+    def has_sparse_attention(self, compute_capability: str | None) -> bool:
+        """Whether the GPU is in `sparse_attention_capabilities`; a device that is not CUDA is not refused here."""
+        cc = _capability(compute_capability or self.default_compute_capability)
+        return cc is None or any(
+            _capability(r.min) <= cc <= _capability(r.max) for r in self.sparse_attention_capabilities
         )
 
     def _pick(self, families: tuple[Family, ...], compute_capability: str) -> str:
@@ -81,8 +90,9 @@ def gpu_families() -> Families:
         tuple(map(int, table.fp8_weight_only_min_capability.split(".")))
     except ValueError:
         raise data_error(path, "fp8_weight_only_min_capability must read like 7.5") from None
-    if any(_capability(x) is None for r in table.router_kernel_capabilities for x in r):
-        raise data_error(path, "router_kernel_capabilities must read like {min: '9.0', max: '9.0'}")
+    for key in ("router_kernel_capabilities", "sparse_attention_capabilities"):
+        if any(_capability(x) is None for r in getattr(table, key) for x in r):
+            raise data_error(path, f"{key} must read like {{min: '9.0', max: '9.0'}}")
     return table
 
 

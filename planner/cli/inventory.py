@@ -49,6 +49,9 @@ def _text(plans: list, misfits: list) -> str:
         table(rows, ["inventory", "layout", "replicas", "GPUs", "nodes", "KV tokens/replica", "concurrency", "$/h"])
     ]
     for g, rej in misfits:
+        if rej and rej[-1].tp == 0:  # planner.plan.plan_inventory: a GPU vLLM cannot run the model on
+            lines.append(f"{g}: cannot be used: {rej[-1].reason}")
+            continue
         lines.append(
             f"{g}: no layout fits"
             + (f" (largest tried TP {rej[-1].tp} x PP {rej[-1].pp}: {rej[-1].reason})" if rej else "")
@@ -73,6 +76,9 @@ def run_inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
         out = [_inventory_entry(req, catalogue, p.group, p.budget.tp, p.budget.pp, p.rejected, p) for p in plans]
         for g, rej in misfits:  # GPU types where no layout fits: the largest layout tried, with why and its fixes
             last = rej[-1] if rej else None
+            if last and last.tp == 0:  # a GPU vLLM cannot run the model on: no layout tried
+                out.append({"inventory": str(g), "fits": False, "unusable": last.reason, "replicas": 0, "gpus_used": 0})
+                continue
             out.append(_inventory_entry(req, catalogue, g, last.tp if last else 1, last.pp if last else 1, rej, None))
         print(json.dumps(out, indent=2))
     else:

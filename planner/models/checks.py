@@ -365,3 +365,25 @@ def check_block_size(spec: ModelSpec, block_size: int | None, sparse_block: int 
             f"blocks of a multiple of {sparse_block} tokens and finds no backend for {block_size}: use "
             f"--block-size {sparse_block} (or a multiple), or leave it out"
         )
+
+
+def uses_sparse_attention(spec: ModelSpec) -> bool:
+    """DeepSeek sparse attention: a lightning indexer beside MLA (V3.2, GLM-5) or DeepSeek-V4's compressed layers."""
+    return bool(spec.compress_ratios) or (spec.mla is not None and spec.mla.index_n_heads > 0)
+
+
+def sparse_attention_refusal(spec: ModelSpec, gpu_name: str, compute_capability: str | None) -> str | None:
+    """Why vLLM cannot run this model's attention on the GPU, or None: DeepSeek sparse attention runs only
+    on a sparse MLA backend, and vLLM has none below Hopper (profiles/gpu_families.yaml
+    `sparse_attention_capabilities`)."""
+    from planner.target import gpu_families
+
+    families = gpu_families()
+    if not uses_sparse_attention(spec) or families.has_sparse_attention(compute_capability):
+        return None
+    needs = " or ".join(f"{r.min}-{r.max}" for r in families.sparse_attention_capabilities)
+    return (
+        f"{spec.architecture} uses DeepSeek sparse attention, which vLLM runs only on a sparse MLA backend "
+        f"(compute capability {needs}); {gpu_name} has compute capability "
+        f"{compute_capability or families.default_compute_capability}: use a Hopper or Blackwell GPU (H100, H200, B200)"
+    )

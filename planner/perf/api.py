@@ -19,7 +19,7 @@ from planner.perf.capacity import admission
 from planner.perf.result import Figures, PerfResult
 from planner.perf.service import Workload, closed_loop, open_loop
 from planner.perf.shape import inspection_of, step_shape
-from planner.plan import Request, choose_layout, evaluate, why_not
+from planner.plan import Request, choose_layout, evaluate, unusable, why_not
 
 
 def check_load(input_len: int, output_len: int, concurrency: int | None, request_rate: float | None) -> None:
@@ -44,6 +44,9 @@ def check_load(input_len: int, output_len: int, concurrency: int | None, request
 def budget_for(req: Request, gpu: GPU, tp: int | None, pp: int | None) -> Budget:
     """The plan's budget: the given layout, or the smallest that fits."""
     req = dataclasses.replace(req, concurrency=None)  # the load is checked against the KV pool below
+    why = unusable(req, gpu)
+    if why is not None:
+        raise PlannerError(why)
     if tp is None and pp is None:
         b, rejected = choose_layout(req, gpu)
         if b is None:

@@ -47,6 +47,7 @@ from planner.plan import (
     candidate_layouts,
     evaluate,
     replicas_in,
+    unusable,
     why_not,
 )
 
@@ -264,6 +265,10 @@ def size_gpu(
     """The layouts of one GPU type that meet the targets, best first, and why the others do not;
     `layout` (TP, PP) restricts them to that TP and/or PP."""
     req = dataclasses.replace(req, concurrency=None)
+    why = unusable(req, where.gpu)
+    if why is not None:  # vLLM cannot run the model here: no layout tried
+        name, group = where.gpu.name, str(where.group) if where.group else None
+        return GpuSizing(name, group, where.gpu.price_per_gpu_hour_usd, None, (), (f"any layout: {why}",), None)
     met: list[LayoutSizing] = []
     unmet: list[str] = []
     floors: list[Floor] = []
