@@ -246,6 +246,14 @@ def test_plan_json_with_a_rate_is_the_api_result():
     ):
         assert key in best
     assert set(best["ttft_percentiles_ms"]) == {"p50", "p90", "p99"} and "replicas" in out["estimated"]
+    # each percentile's range is the mean's held-out band, relatively: it holds the percentile, and the
+    # ratio of its ends to the percentile is the mean's
+    lo, hi = (b / best["ttft_ms"] for b in best["ttft_ms_range"])
+    for name, (p_lo, p_hi) in best["ttft_percentiles_ms_range"].items():
+        v = best["ttft_percentiles_ms"][name]
+        assert p_lo <= v <= p_hi
+        assert p_lo == pytest.approx(v * lo, abs=0.06) and p_hi == pytest.approx(v * hi, abs=0.06)
+    assert "ttft_percentiles_ms_range" in out["estimated"]
 
 
 def test_plan_text_with_a_rate_names_the_best_and_says_estimated():

@@ -134,8 +134,13 @@ def _detail(x: LayoutSizing, r: SizingResult) -> list[str]:
         + (
             ""
             if pct is None
-            else f"; p50 {pct['p50']:,.1f}, p90 {pct['p90']:,.1f}, p99 {pct['p99']:,.1f} ms "
-            "(Kingman prefill-queue tail, estimated: no measured TTFT p90/p99 to validate it)"
+            else "; "
+            + ", ".join(
+                f"{k} {v:,.1f} (range {'-'.join(f'{b:,.1f}' for b in j['ttft_percentiles_ms_range'][k])})"
+                for k, v in pct.items()
+            )
+            + " ms (Kingman prefill-queue tail, estimated; ranges: the mean's held-out error only, no measured "
+            "TTFT p90/p99 bounds the tail's shape)"
         ),
         f"TPOT (estimated) {_ms(f.tpot_ms, 2)} ms"
         + ("" if j["tpot_ms_range"] is None else f" (range {j['tpot_ms_range'][0]:,.2f}-{j['tpot_ms_range'][1]:,.2f})"),

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from planner.perf import coefficients as coef
 from planner.perf.result import Figures
+from planner.perf.ttft_percentiles import percentile_ranges
 
 Objective = Literal["gpus", "cost"]
 BINDINGS = ("memory", "KV capacity", "TTFT", "TPOT", "throughput")
@@ -76,7 +77,8 @@ class LayoutSizing:
     kv_cache_tokens: int
     max_concurrency_kv: int
     ttft_percentiles_ms: dict[str, float] | None = None
-    """p50/p90/p99 TTFT (estimated, not validated: no measured tails) from the Kingman wait of the prefill queue."""
+    """p50/p90/p99 TTFT (estimated, not validated: no measured tails) from the Kingman wait of the prefill queue;
+    in JSON with `ttft_percentiles_ms_range`, the mean TTFT's held-out band carried over (not the tail's shape)."""
 
     def to_json(self) -> dict[str, Any]:
         p = self.figures.to_json(self.choice, self.tp * self.pp)
@@ -109,6 +111,7 @@ class LayoutSizing:
             "floor_tpot_ms": _round(self.floor.tpot_ms, 2),
             **{k: p[k] for k in keep},
             "ttft_percentiles_ms": self.ttft_percentiles_ms,
+            "ttft_percentiles_ms_range": percentile_ranges(self.ttft_percentiles_ms, p["ttft_ms"], p["ttft_ms_range"]),
             "kv_cache_tokens": self.kv_cache_tokens,
             "max_concurrency_kv": self.max_concurrency_kv,
             "calibration": self.choice.set.name,
@@ -199,6 +202,7 @@ class SizingResult:
                 "ttft_ms",
                 "tpot_ms",
                 "ttft_percentiles_ms",
+                "ttft_percentiles_ms_range",
                 "floor_ttft_ms",
                 "floor_tpot_ms",
             ],

@@ -8,7 +8,9 @@ probability 1 - rho and waits nothing, else an exponential wait of mean W / rho 
 limit of a G/G/1 wait, whatever the service variability; its mean is W, so the percentiles keep
 the model's mean TTFT). The rest of the TTFT is taken as fixed (the step in flight at its mean).
 Not validated: no calibration row (benchmarks/data/perf) measures a TTFT p90 or p99, only means
-(and medians of TPOT/ITL in rows that are not used), so these are estimates with no measured range.
+(and medians of TPOT/ITL in rows that are not used). Their range (`percentile_ranges`) is the mean
+TTFT's held-out error band carried over (the fixed part and the wait scale with the same step
+model); it does not cover an error in the tail's shape, which no data bounds.
 
 The exact M/D/1 waiting-time distribution the Kingman tail is compared with lives with the tests
 (tests/md1_reference.py).
@@ -37,3 +39,14 @@ def kingman_ttft_percentiles_ms(ttft_ms: float, wait_ms: float, rho: float) -> d
         return None
     fixed = ttft_ms - wait_ms
     return {name: round(fixed + kingman_wait_quantile(q, rho, wait_ms), 1) for name, q in QUANTILES.items()}
+
+
+def percentile_ranges(
+    percentiles_ms: dict[str, float] | None, ttft_ms: float | None, ttft_ms_range: list[float] | None
+) -> dict[str, list[float]] | None:
+    """Each percentile's range: the mean TTFT's relative range (its held-out error band) applied to
+    it. The tail's shape adds an error no measured tail bounds; the range leaves it out, and says so."""
+    if percentiles_ms is None or not ttft_ms or ttft_ms_range is None:
+        return None
+    lo, hi = ttft_ms_range[0] / ttft_ms, ttft_ms_range[1] / ttft_ms
+    return {name: [round(v * lo, 1), round(v * hi, 1)] for name, v in percentiles_ms.items()}
