@@ -172,6 +172,9 @@ def test_published_runs_replay():
     assert s["records"] == len(recs) and s["worst_abs_error"] >= s["median_abs_error"] >= 0
     # the worst miss a planner can make: "fits" where the measured run used more than the card or OOMed
     assert s["fits_contradicted_by_measurement"] == []
+    # and a measured peak that ran on its card is judged to fit it ("does not fit" would be wrong too)
+    assert [r["id"] for r in rows if r["kind"] == "peak" and r["ran_but_no_fit"]] == []
+    assert set(s["no_fit_where_the_run_fitted"]) <= {r["id"] for r in rows if r["kind"] == "max_seq_len"}
     assert set(ta.by_source(recs, rows)) == {"peft-docs", "unsloth", "philschmid", "answerdotai"}
 
 
