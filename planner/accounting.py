@@ -12,9 +12,9 @@ import fnmatch
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from planner.dtypes import torch_dtype_bytes
+from planner.expert_split import busiest_expert_rank_shape
 from planner.models.spec import ModelSpec, QuantSpec
 from planner.models.tensors import Tensor
 
@@ -298,9 +298,14 @@ def mxfp4_triton_bytes(t: Tensor, shape: tuple[int, ...]) -> int:
     return e * (2 * i_p * _round_up(h // 2, 64) + _round_up(2 * i_p, 256) * h // 32 + 2 * i_p * h // 32)
 
 
-def tensor_bytes(t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_bytes: int, tp: int) -> int:
-    """One tensor's bytes on one TP rank."""
-    shape = rank_shape(t, spec, tp)
+def tensor_bytes(
+    t: Tensor, spec: ModelSpec, quant: QuantSpec | None, dtype_bytes: int, tp: int, uneven_ep: bool = False
+) -> int:
+    """One tensor's bytes on one TP rank (`uneven_ep`: rank 0, the busiest, of an uneven expert split)."""
+    if uneven_ep and t.shard == "experts":
+        shape = busiest_expert_rank_shape(t, spec, tp)
+    else:
+        shape = rank_shape(t, spec, tp)
     if t.runtime and t.stored_dtype:
         return _numel(shape) * torch_dtype_bytes(t.stored_dtype)
     if quant is not None and experts_only_mxfp4(quant) and t.component == "experts" and t.stored_dtype is None:
@@ -398,17 +403,24 @@ def runtime_buffers(spec: ModelSpec, ranges: list[range], quant: QuantSpec | Non
 
 
 def weight_bytes(
-    spec: ModelSpec, tensors: list[Tensor], quant: QuantSpec | None, dtype: str, tp: int = 1, pp: int = 1
+    spec: ModelSpec,
+    tensors: list[Tensor],
+    quant: QuantSpec | None,
+    dtype: str,
+    tp: int = 1,
+    pp: int = 1,
+    uneven_ep: bool = False,
 ) -> WeightBytes:
     """Bytes of every loaded tensor on one GPU of each pipeline stage, plus vLLM's runtime buffers,
-    as the allocator counts them (merged parameters, rounded blocks)."""
+    as the allocator counts them (merged parameters, rounded blocks); `uneven_ep`: on the busiest GPU
+    of an uneven expert-parallel split (`uneven_expert_split`)."""
     dtype_bytes = torch_dtype_bytes(dtype)
     ranges = pp_layer_ranges(spec.num_layers, pp)
     params: list[dict[str, int]] = [{} for _ in range(pp)]
     comp: list[dict[str, int]] = [{} for _ in range(pp)]
     buffers = [0] * pp
     for t in [x for x in tensors if x.loaded] + runtime_buffers(spec, ranges, quant):
-        b = tensor_bytes(t, spec, quant, dtype_bytes, tp)
+        b = tensor_bytes(t, spec, quant, dtype_bytes, tp, uneven_ep)
         key = vllm_param_key(t.name)
         for s in stage_of(t, ranges, spec):
             params[s][key] = params[s].get(key, 0) + b
@@ -418,25 +430,3 @@ def weight_bytes(
     per_stage = tuple(sum(allocator_bytes(b) for b in p.values()) for p in params)
     worst = max(range(pp), key=lambda s: per_stage[s])
     return WeightBytes(per_stage, comp[worst], buffers[worst])
-
-
-_KV_NAMES = (
-    "KVBytes",
-    "INDEXER_QUANT_BLOCK",
-    "indexer_bytes_per_token",
-    "attention_geometry",
-    "kv_layer_bytes_per_token",
-    "kv_bytes_per_token",
-    "mamba_layer_state_shapes",
-    "mamba_layer_state_bytes",
-    "mamba_state_bytes_per_seq",
-)
-
-
-def __getattr__(name: str) -> Any:
-    """The KV-cache and Mamba-state accounting (planner/kv_bytes.py) kept reachable from here."""
-    if name in _KV_NAMES:
-        from planner import kv_bytes
-
-        return getattr(kv_bytes, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

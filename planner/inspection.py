@@ -12,6 +12,7 @@ from planner import accounting as acc
 from planner import kv_bytes as kvb
 from planner.dtypes import torch_dtype_bytes
 from planner.errors import PlannerError
+from planner.expert_split import uneven_expert_split
 from planner.models import checks
 from planner.models.quantization import resolve_quantization
 from planner.models.spec import ModelSpec, QuantSpec
@@ -217,6 +218,36 @@ def _kv_cache_dtype(asked: str | None, quant: QuantSpec | None, from_checkpoint:
     return kv_cache_dtype, []
 
 
+def _weights(
+    model: Model,
+    tensors: list[Tensor],
+    quant: QuantSpec | None,
+    load_dtype: str,
+    tp: int,
+    pp: int,
+    expert_parallel: bool,
+) -> tuple[acc.WeightBytes, int, list[str]]:
+    """Weight bytes per GPU (the busiest of an uneven expert split), the total over the GPUs, and the note
+    an uneven split gets."""
+    spec = model.spec
+    w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
+    if not uneven_expert_split(spec, tp, expert_parallel):
+        return w, sum(w.per_stage) * tp, []
+    assert spec.moe is not None
+    e = spec.moe.num_experts
+    if e < tp:
+        raise PlannerError(
+            f"--expert-parallel over TP {tp}: {model.id} has {e} routed experts, fewer than its GPUs, so vLLM's "
+            f"expert map would leave {tp - e} GPUs without one: use a TP of at most {e}, or --no-expert-parallel"
+        )
+    busiest = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp, uneven_ep=True)
+    note = (
+        f"expert parallelism over TP {tp}: vLLM places the {e} routed experts unevenly, "
+        f"{-(-e // tp)} on each of the first {e % tp} GPUs and {e // tp} on the rest; weights per GPU are the busiest's"
+    )
+    return busiest, sum(w.per_stage) * tp, [note]
+
+
 def inspect(
     model: Model,
     *,
@@ -226,9 +257,9 @@ def inspect(
     quantization: str | None = None,
     kv_cache_dtype: str | None = None,
     kv_auto_from_checkpoint: bool = True,
+    expert_parallel: bool = False,
 ) -> Inspection:
-    """Parameters, weight bytes per GPU and KV bytes per token per GPU under vLLM's rules.
-    `kv_auto_from_checkpoint`: `auto` takes the checkpoint's KV dtype, as vLLM does from 0.14."""
+    """Parameters, weight and KV bytes per GPU as vLLM holds them (`kv_auto_from_checkpoint`: vLLM 0.14+)."""
     spec = model.spec
     check_parallel(spec, tp, pp)
     load_dtype = resolve_dtype(spec, dtype)
@@ -236,8 +267,8 @@ def inspect(
     tensors = list(model.tensors)
     kv_cache_dtype, kv_note = _kv_cache_dtype(kv_cache_dtype, quant, kv_auto_from_checkpoint)
     checks.check_kv_cache_dtype(spec, kv_cache_dtype)
-    warnings = list(spec.notes) + kv_note + _weight_warnings(model, quant, load_dtype)
-    w = acc.weight_bytes(spec, tensors, quant, load_dtype, tp, pp)
+    w, weight_total, ep_note = _weights(model, tensors, quant, load_dtype, tp, pp, expert_parallel)
+    warnings = list(spec.notes) + kv_note + _weight_warnings(model, quant, load_dtype) + ep_note
     kv = kvb.kv_bytes_per_token(spec, kv_dtype_bytes(kv_cache_dtype, load_dtype), tp, pp)
     loaded = acc.params_by_component(tensors)
     every = acc.params_by_component(tensors, loaded_only=False)
@@ -261,7 +292,7 @@ def inspect(
             tensors, quant if quant is spec.quant and model.meta.get("params_published_counts_scales", True) else None
         ),
         params_published=model.meta.get("params_published"),
-        weight_bytes_total=sum(w.per_stage) * tp,
+        weight_bytes_total=weight_total,
         weight_bytes_per_gpu=w.max_per_gpu,
         weight_bytes_per_stage=w.per_stage,
         weight_breakdown_per_gpu=w.by_component_max_stage,

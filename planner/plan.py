@@ -71,6 +71,7 @@ def _inspect(req: Request, tp: int, pp: int, quant: str | None, kv: str) -> Insp
         quant,
         kv,
         req.release.kv_cache_dtype_auto_from_checkpoint,
+        req.settings.expert_parallel is True,
     )
     if key not in _INSPECTIONS:
         _INSPECTIONS[key] = inspect(
@@ -81,6 +82,7 @@ def _inspect(req: Request, tp: int, pp: int, quant: str | None, kv: str) -> Insp
             quantization=quant,
             kv_cache_dtype=kv,
             kv_auto_from_checkpoint=req.release.kv_cache_dtype_auto_from_checkpoint,
+            expert_parallel=req.settings.expert_parallel is True,
         )
     return _INSPECTIONS[key]
 

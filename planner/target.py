@@ -153,6 +153,10 @@ class Settings:
     Mamba cache mode of hybrid models depends on it here."""
     model_runner: Literal["v1", "v2"] | None = None
     """VLLM_USE_V2_MODEL_RUNNER (1 -> "v2", 0 -> "v1"); None = the release's default for the model."""
+    expert_parallel: bool | None = None
+    """--enable-expert-parallel as asked (True) or refused (False); None: the launch step's default (on where
+    the routed experts split evenly over TP > 1). Asked over a TP that does not divide the experts, the
+    budget counts the busiest GPU (vLLM gives the first E % TP GPUs one expert more)."""
 
     def __post_init__(self) -> None:
         u = self.gpu_memory_utilization

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.api import inspect, load_model
 from planner.errors import PlannerError
 from planner.models.normalize import normalize
@@ -286,7 +287,7 @@ def test_kv_bytes_match_independent_rule(path, tp):
     if heads % tp or (kv % tp and tp % kv):
         pytest.skip("TP not valid for this model")
     spec = normalize(cfg)
-    got = acc.kv_bytes_per_token(spec, 2, tp).max_per_gpu
+    got = kvb.kv_bytes_per_token(spec, 2, tp).max_per_gpu
     assert got == _independent_kv(cfg, tp, 2)
 
 

@@ -2,7 +2,7 @@
 TP x DP ranks (fused_moe/expert_map_manager.py determine_expert_map: E // EP each, the first E % EP
 ranks one more), and it ignores a config's own `ep_size` (DeepSeek's modeling code: n_routed_experts
 // ep_size per rank). Bad input: a config whose ep_size does not divide its experts; an explicit
---expert-parallel whose TP would split the experts unevenly (the budget counts E / TP per GPU)."""
+--expert-parallel over more GPUs than experts (an uneven split is counted: tests/test_uneven_expert_parallel.py)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_explicit_expert_parallel_refuses_an_uneven_split(args, even):
     if even:
         assert deployment(*args, "--max-model-len", "8192", "--expert-parallel").budget.tp > 1
         return
-    with pytest.raises(PlannerError, match="unevenly .* on the first") as err:
+    with pytest.raises(PlannerError, match="fewer than its GPUs") as err:
         deployment(*args, "--max-model-len", "8192", "--expert-parallel")
     assert "\n" not in str(err.value)
     # the default leaves EP off where whole experts do not split evenly
@@ -100,6 +100,6 @@ def test_plan_carries_the_expert_parallel_request(model_id, tp, flag, code, enab
     assert main([*args, "--json"] + ([flag] if flag else [])) == code
     out, err = capsys.readouterr()
     if code == 2:
-        assert "unevenly" in err and "--no-expert-parallel" in err and len(err.strip().splitlines()) == 1
+        assert "fewer than its GPUs" in err and "--no-expert-parallel" in err and len(err.strip().splitlines()) == 1
         return
     assert ("--enable-expert-parallel" in json.loads(out)["vllm_serve_command"]) is enabled

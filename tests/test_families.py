@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from launch_helpers import VLLM_ABSENT, vllm_python
 
-from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.api import check_parallel, inspect, load_model, plan
 from planner.cli import main
 from planner.errors import PlannerError
@@ -180,13 +180,13 @@ def test_qwen3_5_state_matches_vllm(vllm_state, model_id, tp):
     mamba = row["mamba"]
     assert "error" not in mamba, mamba
     m = load_model(model_id)
-    conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
+    conv, ssm = kvb.mamba_layer_state_shapes(m.spec, tp)
     # vLLM stores the GDN conv state transposed (kernel - 1, channels): same bytes
     assert sorted(conv) == sorted(mamba["shapes"][0]) and list(ssm) == mamba["shapes"][1]
     # the SSM dtype is the checkpoint's mamba_ssm_dtype, by the model's own config hook
     assert m.spec.mamba.ssm_dtype == mamba["model_hook_ssm_cache_dtype"]
     expected = math.prod(mamba["shapes"][0]) * 2 + math.prod(mamba["shapes"][1]) * _BYTES[mamba["dtypes"][1]]
-    assert acc.mamba_layer_state_bytes(m.spec, 2, 2, tp) == expected == mamba["page_size_bytes"]
+    assert kvb.mamba_layer_state_bytes(m.spec, 2, 2, tp) == expected == mamba["page_size_bytes"]
     n_linear = m.spec.layer_type_counts()["linear"]
     assert inspect(m, tp=tp).mamba_state_bytes_per_seq == n_linear * expected
 

@@ -19,6 +19,7 @@ from test_families import oracle_rows
 from test_families import test_inventory_plan_and_emit as inventory_and_emit
 
 from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.api import check_parallel, inspect, load_model, plan
 from planner.cli import main
 from planner.errors import PlannerError
@@ -176,11 +177,11 @@ def test_kda_state_matches_vllm(vllm_kda, model_id, tp):
     m = load_model(model_id)
     kda = [i for i, layer in enumerate(m.spec.layers) if layer.attention == "linear"]
     assert kda == row["kda_layers"] and m.spec.num_layers - len(kda) == row["mla_layers"]
-    conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
+    conv, ssm = kvb.mamba_layer_state_shapes(m.spec, tp)
     # vLLM keeps the conv state transposed (kernel - 1, channels): the same bytes
     assert sorted(conv) == sorted(row["shapes"][0]) and list(ssm) == row["shapes"][1]
     assert row["dtypes"] == ["bfloat16", "float32"] and m.spec.mamba.ssm_dtype == "float32"
-    assert acc.mamba_layer_state_bytes(m.spec, 2, None, tp) == row["page_size_bytes"]
+    assert kvb.mamba_layer_state_bytes(m.spec, 2, None, tp) == row["page_size_bytes"]
     assert inspect(m, tp=tp).mamba_state_bytes_per_seq == len(kda) * row["page_size_bytes"]
 
 

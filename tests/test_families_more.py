@@ -168,7 +168,8 @@ def sources_dir(model_id):
 @pytest.mark.parametrize("model_id", PROFILES["gemma4"] + ["mimo"])
 @pytest.mark.parametrize("tp", LAYER_TPS)
 def test_per_layer_kv_matches_vllm(vllm_layers, mimo_dir, model_id, tp):
-    from planner.accounting import attention_geometry, kv_heads_per_rank
+    from planner.accounting import kv_heads_per_rank
+    from planner.kv_bytes import attention_geometry
     from planner.kv_layout import build_layout
 
     row = vllm_layers[(model_id, tp)]

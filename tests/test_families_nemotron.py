@@ -14,6 +14,7 @@ from launch_helpers import VLLM_ABSENT, vllm_python
 from test_families import oracle_rows
 
 from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model
 from planner.cli import main
 from planner.errors import PlannerError
@@ -95,15 +96,15 @@ def test_state_and_page_match_vllm(vllm_rows, model_id, tp):
     row = vllm_rows[(model_id, tp)]
     assert row is not None and "error" not in row and "error" not in row["mamba"], row
     m = load_model(model_id)
-    conv, ssm = acc.mamba_layer_state_shapes(m.spec, tp)
+    conv, ssm = kvb.mamba_layer_state_shapes(m.spec, tp)
     # vLLM stores the Mamba2 conv state transposed (kernel - 1, channels): same bytes
     assert sorted(conv) == sorted(row["mamba"]["shapes"][0]) and list(ssm) == row["mamba"]["shapes"][1]
     assert m.spec.mamba.ssm_dtype == row["mamba"]["model_hook_ssm_cache_dtype"]
-    state = acc.mamba_layer_state_bytes(m.spec, 2, 2, tp)
+    state = kvb.mamba_layer_state_bytes(m.spec, 2, 2, tp)
     assert state == row["mamba"]["page_size_bytes"]
     assert inspect(m, tp=tp).mamba_state_bytes_per_seq == m.spec.layer_type_counts()["mamba"] * state
     kv_bytes = kv_dtype_bytes(m.spec.quant.kv_cache_dtype if m.spec.quant else None, m.spec.dtype)
-    page = row["block_size"] * acc.kv_layer_bytes_per_token(m.spec, "full", tp, kv_bytes)
+    page = row["block_size"] * kvb.kv_layer_bytes_per_token(m.spec, "full", tp, kv_bytes)
     assert page == row["page_size_bytes_per_layer"]
     assert (m.spec.quant is not None and m.spec.quant.kv_cache_dtype == "fp8") == row["kv_cache_dtype"].startswith(
         "fp8"

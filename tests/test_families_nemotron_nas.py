@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.api import inspect, load_model, plan
 from planner.cli import main
 from planner.errors import PlannerError
@@ -50,7 +50,7 @@ def test_kv_only_in_the_attention_blocks(tp):
     assert m.spec.layer_type_counts() == {"full": len(with_attention), "none": len(blocks) - len(with_attention)}
     per_layer = 2 * max(kv // tp, 1) * 128 * 2
     assert inspect(m, tp=tp).kv_bytes_per_token_per_gpu == len(with_attention) * per_layer
-    assert acc.kv_layer_bytes_per_token(m.spec, "full", tp, 2) == per_layer
+    assert kvb.kv_layer_bytes_per_token(m.spec, "full", tp, 2) == per_layer
 
 
 def test_each_mlp_has_its_block_width():

@@ -16,7 +16,7 @@ import math
 import pytest
 from launch_helpers import run_in_vllm
 
-from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner import releases
 from planner.api import inspect, load_model
 from planner.budget import Settings, Target, compute, mamba_cache_mode
@@ -144,8 +144,8 @@ def _prod_sum(shapes, dtype_bytes):
 
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
 def test_state_bytes_match_vllm_calculator(vllm_shapes, qwen, nemo, tp):
-    assert acc.mamba_layer_state_bytes(qwen.spec, 2, 2, tp) == _prod_sum(vllm_shapes[f"gdn{tp}"], (2, 2))
-    assert acc.mamba_layer_state_bytes(nemo.spec, 2, 4, tp) == _prod_sum(vllm_shapes[f"m2_{tp}"], (2, 4))
+    assert kvb.mamba_layer_state_bytes(qwen.spec, 2, 2, tp) == _prod_sum(vllm_shapes[f"gdn{tp}"], (2, 2))
+    assert kvb.mamba_layer_state_bytes(nemo.spec, 2, 4, tp) == _prod_sum(vllm_shapes[f"m2_{tp}"], (2, 4))
     assert inspect(qwen, tp=tp).mamba_state_bytes_per_seq == 36 * _prod_sum(vllm_shapes[f"gdn{tp}"], (2, 2))
     # n_groups = 1 with TP > 1: vLLM pads the groups to TP (extra_groups_for_head_shards)
     import dataclasses
@@ -153,7 +153,7 @@ def test_state_bytes_match_vllm_calculator(vllm_shapes, qwen, nemo, tp):
     from planner.models.spec import MambaSpec
 
     g1 = dataclasses.replace(nemo.spec, mamba=MambaSpec("mamba2", (128 * 64 + 2 * 128, 3), (128, 64, 128)))
-    assert acc.mamba_layer_state_bytes(g1, 2, 2, tp) == _prod_sum(vllm_shapes[f"m2g1_{tp}"], (2, 2))
+    assert kvb.mamba_layer_state_bytes(g1, 2, 2, tp) == _prod_sum(vllm_shapes[f"m2g1_{tp}"], (2, 2))
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_state_bytes_match_vllm_calculator(vllm_shapes, qwen, nemo, tp):
     ],
 )
 def test_gdn_shapes_by_hand(qwen, tp, conv, ssm):
-    assert acc.mamba_layer_state_shapes(qwen.spec, tp) == (conv, ssm)
+    assert kvb.mamba_layer_state_shapes(qwen.spec, tp) == (conv, ssm)
 
 
 # ---- block size, groups, blocks per request -----------------------------------------------------

@@ -37,6 +37,7 @@ RULES = {
     "planner.models.vision": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.models.tensors": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.accounting": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.expert_split": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.inspection"),
     "planner.kv_layout": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.overheads": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.releases": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),

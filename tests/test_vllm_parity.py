@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from launch_helpers import VLLM_ABSENT, vllm_python
 
-from planner import accounting as acc
+from planner import kv_bytes as kvb
 from planner.api import check_parallel, inspect, kv_dtype_bytes, load_model
 from planner.errors import PlannerError
 from planner.models import sources
@@ -86,5 +86,5 @@ def test_kv_geometry_matches_vllm(oracle, model_id, tp):
     assert r.head_size == row["head_size"]
     assert r.kv_heads_per_rank == row["num_kv_heads_per_rank"]
     assert m.spec.num_layers == row["num_layers"]
-    assert 16 * acc.kv_layer_bytes_per_token(m.spec, kind, tp, kv_elem) == row["page_size_bytes_per_layer"]
+    assert 16 * kvb.kv_layer_bytes_per_token(m.spec, kind, tp, kv_elem) == row["page_size_bytes_per_layer"]
     assert m.spec.max_model_len_default == row["max_model_len"]

@@ -96,6 +96,7 @@ def _settings(a: argparse.Namespace) -> Any:
         block_size=a.block_size,
         allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
         model_runner=model_runner.from_env(os.environ.get("VLLM_USE_V2_MODEL_RUNNER")),
+        expert_parallel=getattr(a, "expert_parallel", None),
     )
 
 

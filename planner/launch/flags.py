@@ -129,15 +129,16 @@ def serve_config(
     return ServeConfig(model_ref, tuple(args), tuple(env))
 
 
-def expert_parallel_for(model: Any, b: Budget, asked: bool | None = None) -> bool:
+def expert_parallel_for(model: Any, b: Budget, asked: bool | None = None, counted: bool = False) -> bool:
     """--enable-expert-parallel: on by default when a MoE replica has TP > 1 and whole experts split
-    evenly over the TP group; asked for a dense model, an error."""
+    evenly over the TP group; asked for a dense model, an error. Asked over an uneven split, only where
+    the budget counted it (`counted`: the plan's Settings.expert_parallel)."""
     moe = model.spec.moe
     if asked and moe is None:
         raise PlannerError(f"{model.id} is not a mixture-of-experts model: expert parallelism does not apply")
     if asked is None:
         return moe is not None and b.tp > 1 and moe.num_experts % b.tp == 0
-    if asked and moe is not None and b.tp > 1 and moe.num_experts % b.tp:
+    if asked and not counted and moe is not None and b.tp > 1 and moe.num_experts % b.tp:
         # vLLM's determine_expert_map gives the first E % TP ranks one expert more: the budget counts E / TP
         raise PlannerError(
             f"--expert-parallel over TP {b.tp}: vLLM would place {model.id}'s {moe.num_experts} routed experts "
@@ -166,7 +167,7 @@ def plan_serve_config(
         pin_kv_cache_bytes=pin_kv_cache_bytes,
         device=req.device,
         cpu_kvcache_gib=req.cpu_kvcache_bytes / GIB if req.cpu_kvcache_bytes else None,
-        expert_parallel=expert_parallel_for(req.model, b, expert_parallel),
+        expert_parallel=expert_parallel_for(req.model, b, expert_parallel, req.settings.expert_parallel is True),
     )
 
 
