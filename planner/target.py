@@ -53,17 +53,16 @@ class Families(NamedTuple):
 
     def has_router_kernels(self, compute_capability: str | None) -> bool:
         """Whether the GPU is in `router_kernel_capabilities` (a GPU with no capability plans as the default)."""
-        cc = _capability(compute_capability or self.default_compute_capability)
-        return cc is not None and any(
-            _capability(r.min) <= cc <= _capability(r.max) for r in self.router_kernel_capabilities
-        )
+        return self._within(compute_capability, self.router_kernel_capabilities) is True
 
     def has_sparse_attention(self, compute_capability: str | None) -> bool:
         """Whether the GPU is in `sparse_attention_capabilities`; a device that is not CUDA is not refused here."""
+        return self._within(compute_capability, self.sparse_attention_capabilities) is not False
+
+    def _within(self, compute_capability: str | None, ranges: tuple[CapabilityRange, ...]) -> bool | None:
+        """Whether the capability (the default where None) lies in one of `ranges`; None for a non-CUDA one."""
         cc = _capability(compute_capability or self.default_compute_capability)
-        return cc is None or any(
-            _capability(r.min) <= cc <= _capability(r.max) for r in self.sparse_attention_capabilities
-        )
+        return None if cc is None else any(_capability(r.min) <= cc <= _capability(r.max) for r in ranges)
 
     def _pick(self, families: tuple[Family, ...], compute_capability: str) -> str:
         major = compute_capability.split(".")[0]

@@ -11,6 +11,11 @@ from planner.cli.fmt import table
 from planner.errors import PlannerError
 
 
+def _unusable(rejected: list) -> bool:
+    """planner.plan.plan_inventory marks a GPU vLLM cannot run the model on with one TP 0 x PP 0 entry."""
+    return bool(rejected) and rejected[-1].tp == 0
+
+
 def _inventory_entry(
     req: Any, catalogue: Any, group: Any, tp: int, pp: int, rejected: list, placed: Any
 ) -> dict[str, Any]:
@@ -49,7 +54,7 @@ def _text(plans: list, misfits: list) -> str:
         table(rows, ["inventory", "layout", "replicas", "GPUs", "nodes", "KV tokens/replica", "concurrency", "$/h"])
     ]
     for g, rej in misfits:
-        if rej and rej[-1].tp == 0:  # planner.plan.plan_inventory: a GPU vLLM cannot run the model on
+        if _unusable(rej):
             lines.append(f"{g}: cannot be used: {rej[-1].reason}")
             continue
         lines.append(
@@ -76,7 +81,7 @@ def run_inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
         out = [_inventory_entry(req, catalogue, p.group, p.budget.tp, p.budget.pp, p.rejected, p) for p in plans]
         for g, rej in misfits:  # GPU types where no layout fits: the largest layout tried, with why and its fixes
             last = rej[-1] if rej else None
-            if last and last.tp == 0:  # a GPU vLLM cannot run the model on: no layout tried
+            if _unusable(rej):
                 out.append({"inventory": str(g), "fits": False, "unusable": last.reason, "replicas": 0, "gpus_used": 0})
                 continue
             out.append(_inventory_entry(req, catalogue, g, last.tp if last else 1, last.pp if last else 1, rej, None))

@@ -139,7 +139,8 @@ def expert_parallel_for(model: Any, b: Budget, asked: bool | None = None, counte
     if asked is None:
         return moe is not None and b.tp > 1 and moe.num_experts % b.tp == 0
     if asked and not counted and moe is not None and b.tp > 1 and moe.num_experts % b.tp:
-        # vLLM's determine_expert_map gives the first E % TP ranks one expert more: the budget counts E / TP
+        # vLLM's determine_expert_map gives the first E % TP ranks one expert more; a budget computed
+        # without Settings.expert_parallel counted E / TP
         raise PlannerError(
             f"--expert-parallel over TP {b.tp}: vLLM would place {model.id}'s {moe.num_experts} routed experts "
             f"unevenly ({-(-moe.num_experts // b.tp)} on the first {moe.num_experts % b.tp} GPUs), which the plan "
