@@ -80,8 +80,10 @@ def test_fitted_fractions_stay_under_what_hopper_reaches(x):
     c = fitting._to_coef([x] * len(fitting.FITTED))
     assert 0 < c.bandwidth_fraction <= 0.9 and 0 < c.compute_fraction <= 0.8
     assert 0 < c.moe_gemm_efficiency <= 1.0 and 0 < c.burst_share <= 1.0
-    back = fitting._from_coef([getattr(fitting._to_coef([0.5] * 8), k) for k in fitting.FITTED])
-    assert back == pytest.approx([0.5] * 8)
+    assert c.moe_read_efficiency > 0 and c.moe_layer_floor_us > 0
+    n = len(fitting.FITTED)
+    back = fitting._from_coef([getattr(fitting._to_coef([0.5] * n), k) for k in fitting.FITTED])
+    assert back == pytest.approx([0.5] * n)
 
 
 def _shape(model: str, tp: int):
@@ -111,6 +113,35 @@ def test_a_dense_model_has_no_expert_flops():
     assert s.expert_flops_per_token == 0.0
     assert compute_s(s, dataclasses.replace(c, moe_gemm_efficiency=0.1), load) == compute_s(s, c, load)
     assert math.isfinite(compute_s(s, c, load))
+
+
+@pytest.mark.parametrize(
+    "model, moe_layers, layers",
+    [
+        ("deepseek-ai/DeepSeek-V3", 58, 61),  # first_k_dense_replace 3
+        ("meta-llama/Llama-4-Maverick-17B-128E-Instruct", 24, 48),  # interleave_moe_layer_step 2
+        ("openai/gpt-oss-120b", 36, 36),
+        ("llama3.1-70b", 0, 80),
+    ],
+)
+def test_the_moe_floor_counts_the_layers_with_routed_experts(model, moe_layers, layers):
+    s, _, _ = _shape(model, 8)
+    assert (s.moe_layers, s.layers) == (moe_layers, layers)
+    c = Coefficients(0.8, 0.5, 1.0, 2.0, 10.0, 40.0)
+    more = floor_s(s, dataclasses.replace(c, moe_layer_floor_us=4.0)) - floor_s(s, c)
+    assert more == pytest.approx(4e-6 * moe_layers)
+
+
+@pytest.mark.parametrize("model, tp", [("openai/gpt-oss-120b", 2), ("llama3.1-70b", 4)])
+def test_only_the_touched_experts_are_read_at_the_moe_kernels_rate(model, tp):
+    s, _, _ = _shape(model, tp)
+    c = Coefficients(0.8, 0.5, 1.0, 0.0, 10.0, 40.0)
+    load = StepLoad(16, 1024)
+    slower = memory_s(s, dataclasses.replace(c, moe_read_efficiency=0.5), load) - memory_s(s, c, load)
+    touched = 1 - (1 - s.experts_per_token / s.num_experts) ** 16 if s.num_experts else 0.0
+    expected = s.expert_weight_bytes * touched * (1 / 0.5 - 1) / (s.bandwidth_bytes_per_s * c.bandwidth_fraction)
+    assert slower == pytest.approx(expected, abs=1e-15)
+    assert (slower > 0) == bool(s.num_experts)
 
 
 # ---- the TTFT tail sizing reports: Kingman's, as the service model's mean ----------------------

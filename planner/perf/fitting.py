@@ -22,8 +22,10 @@ FITTED = (
     "request_overhead_ms",
     "burst_share",
     "moe_gemm_efficiency",
+    "moe_read_efficiency",
+    "moe_layer_floor_us",
 )
-_START = (0.7, 0.5, 2.0, 20.0, 10.0, 10.0, 0.1, 0.5)
+_START = (0.7, 0.5, 2.0, 20.0, 10.0, 10.0, 0.1, 0.5, 1.0, 10.0)
 _FRACTIONS = (0, 1, 6, 7)
 _CEILING = {0: 0.9, 1: 0.8}
 """The most of its datasheet peak a resource reaches on Hopper, whatever the rows say: streaming
@@ -54,18 +56,19 @@ def loss(cases: Sequence[Case], c: Coefficients) -> float:
 
 def fit(cases: Sequence[Case], used: Sequence[str] = FITTED, iterations: int = 600) -> Coefficients:
     """The coefficients minimizing `loss` on `cases` (KV-limited rows are left out by the caller).
-    Coefficients not in `used` stay at their start values (too few rows to pin them)."""
+    Coefficients not in `used` keep the dataclass default while the others are fitted (no closed-loop
+    rows: no first wave; no MoE rows to pin them: MoE kernels as dense), or their start value where
+    the field has no default."""
     mask = [name in used for name in FITTED]
     x0 = _from_coef(_START)
+    unfitted = [f for f in dataclasses.fields(Coefficients) if f.name in FITTED and f.name not in used]
+    defaults = {f.name: f.default for f in unfitted if f.default is not dataclasses.MISSING}
 
-    def f(free: Sequence[float]) -> float:
-        return loss(cases, _to_coef(_merge(x0, free, mask)))
+    def coef(free: Sequence[float]) -> Coefficients:
+        return dataclasses.replace(_to_coef(_merge(x0, free, mask)), **defaults)
 
-    best = _nelder_mead(f, [v for v, m in zip(x0, mask) if m], iterations)
-    c = _to_coef(_merge(x0, best, mask))
-    # not fitted: the dataclass default (no closed-loop rows: no first wave; no MoE rows: MoE as dense)
-    unfitted = [f for f in dataclasses.fields(c) if f.name in FITTED and f.name not in used]
-    return dataclasses.replace(c, **{f.name: f.default for f in unfitted if f.default is not dataclasses.MISSING})
+    best = _nelder_mead(lambda free: loss(cases, coef(free)), [v for v, m in zip(x0, mask) if m], iterations)
+    return coef(best)
 
 
 def _merge(x0: Sequence[float], free: Sequence[float], mask: Sequence[bool]) -> list[float]:

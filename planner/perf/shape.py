@@ -62,6 +62,8 @@ class StepShape:
     link_bytes_per_s: float
     """Scale-up bandwidth per GPU, one direction (0 where the GPU has none: PCIe)."""
     act_bytes: int = 2
+    moe_layers: int = 0
+    """Of `layers`, those with routed experts (dense-first and interleaved layers excluded)."""
     norm_allreduces: int = 0
     """All-reduces per layer of a few bytes per token (whole-projection q/k norms under TP)."""
     expert_flops_per_token: float = 0.0
@@ -128,6 +130,7 @@ def step_shape(spec: ModelSpec, insp: Inspection, gpu: GPU) -> StepShape:
         attn_flops_per_pair=attn_flops,
         hidden_size=spec.hidden_size,
         layers=_stage_layers(spec, pp),
+        moe_layers=-(-sum(ly.mlp == "moe" for ly in spec.layers) // pp),
         tp=tp,
         pp=pp,
         bandwidth_bytes_per_s=gpu.bandwidth_tbs * 1e12,

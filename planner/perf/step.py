@@ -11,14 +11,15 @@ step that prefills a chunk beside long-context decodes pays its GEMMs' compute a
 KV reads; one max over the whole step would let them hide each other);
 
 - bytes: the always-read weights, the routed experts the step's tokens touch (with E experts and
-  top-k routing, t tokens touch E x (1 - (1 - k/E)^t) of them in expectation), and the KV of every
-  context token read (sliding-window layers at most their window);
+  top-k routing, t tokens touch E x (1 - (1 - k/E)^t) of them in expectation; the fused-MoE kernels
+  read them at their own efficiency), and the KV of every context token read (sliding-window
+  layers at most their window);
 - FLOPs: two per active parameter per token (a prompt token skips the lm_head: vLLM takes logits
   only where it samples), plus attention's QK^T and PV over each token's context;
 - all-reduces: two per layer under TP, each a fixed latency plus a ring's 2(tp-1)/tp x bytes over
   the link (and the latency of the small ones some families add, `StepShape.norm_allreduces`);
-- floor: a fixed time per step plus a time per layer (scheduling, launches, sampling), which is
-  what dominates small batches at large TP.
+- floor: a fixed time per step plus a time per layer (scheduling, launches, sampling) and per MoE
+  layer (routing), which is what dominates small batches at large TP.
 
 The coefficients (achievable fractions, floor, all-reduce latency) are fitted per vLLM release
 family and GPU family (`profiles/perf/coefficients.yaml`). Pure: numbers in, seconds out.
@@ -53,6 +54,15 @@ class Coefficients:
     """Tensor efficiency of the routed experts' grouped GEMMs (vLLM's fused-MoE kernels) relative to
     the dense GEMMs' `compute_fraction`, (0, 1]: each expert multiplies only the few tokens routed to
     it, in tiles sized for that, so a prompt's expert FLOPs run slower than a dense layer's."""
+    moe_read_efficiency: float = 1.0
+    """Rate at which the fused-MoE kernels read a touched expert's weights, relative to the dense
+    GEMMs' `bandwidth_fraction` (> 0): vLLM pads each expert's few tokens to a tile of rows
+    (moe_align_block_size) and runs one program per expert tile, which streams a small matrix
+    less efficiently than a dense GEMM streams a large one."""
+    moe_layer_floor_us: float = 0.0
+    """Time per MoE layer per step beside `layer_floor_us`, microseconds: the routing kernels neither
+    bytes nor FLOPs explain (top-k softmax, the sort of tokens by expert, the weighted sum of the
+    top-k outputs)."""
     burst_share: float = 0.0
     """Share of a closed-loop benchmark's requests that are its first wave: all C clients send at
     once at the start, so those prompts queue behind each other's prefill (C / number of prompts
@@ -96,10 +106,16 @@ def _context_pairs(shape: StepShape, load: StepLoad) -> tuple[float, float]:
     return kv_bytes, flops
 
 
+def _weight_read_bytes(shape: StepShape, c: Coefficients, tokens: float) -> float:
+    """Weight bytes a step of `tokens` tokens reads, the routed experts' scaled by their kernels'
+    read efficiency (bytes at the dense GEMMs' rate)."""
+    experts = shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
+    return shape.dense_weight_bytes + experts / c.moe_read_efficiency
+
+
 def memory_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
-    tokens = load.decode + load.prefill
-    weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
     kv_bytes, _ = _context_pairs(shape, load)
+    weights = _weight_read_bytes(shape, c, load.decode + load.prefill)
     return (weights + kv_bytes) / (shape.bandwidth_bytes_per_s * c.bandwidth_fraction)
 
 
@@ -129,7 +145,8 @@ def allreduce_s(shape: StepShape, c: Coefficients, tokens: float) -> float:
 
 
 def floor_s(shape: StepShape, c: Coefficients) -> float:
-    return c.step_floor_ms * 1e-3 + c.layer_floor_us * 1e-6 * shape.layers
+    per_layer_us = c.layer_floor_us * shape.layers + c.moe_layer_floor_us * shape.moe_layers
+    return c.step_floor_ms * 1e-3 + per_layer_us * 1e-6
 
 
 def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
@@ -137,7 +154,7 @@ def step_s(shape: StepShape, c: Coefficients, load: StepLoad) -> float:
     the attention (KV reads or FLOPs), then the all-reduces and the floor."""
     tokens = load.decode + load.prefill
     kv_bytes, attn = _context_pairs(shape, load)
-    weights = shape.dense_weight_bytes + shape.expert_weight_bytes * experts_touched_fraction(shape, tokens)
+    weights = _weight_read_bytes(shape, c, tokens)
     bw = shape.bandwidth_bytes_per_s * c.bandwidth_fraction
     gemm = max(weights / bw, _gemm_s(shape, c, load) / c.compute_fraction)
     attention = max(kv_bytes / bw, attn / shape.attn_flops_per_s / c.compute_fraction)
