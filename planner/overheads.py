@@ -105,6 +105,16 @@ def vision_block(version: str | None, architecture: str) -> overhead_table.Visio
     return _table().vision_block(parse_version(version) if version else (9999, 0, 0, 0), architecture)
 
 
+# vLLM's fused-MoE kernels allocate the intermediate caches of the profile run's tokens x top-k
+# (the Triton path for bf16/fp8/int8: cache1/cache3 and cache2; compressed-tensors MXFP4 checkpoints
+# run Marlin's, the same two, or on SM100 CutlassExpertsMxfp4's M x top-k workspaces:
+# compressed_tensors_moe_w4a4_mxfp4.py in 0.32), except the OAI Triton kernels that `quant_method:
+# mxfp4` checkpoints select before Blackwell (oracle/mxfp4.py _get_priority_backends_for_gpt_oss):
+# they keep none (fitted on the gpt-oss start-ups; Kimi-K3's config hook maps its compressed-tensors
+# MXFP4 to that method). Keyed by QuantSpec.vllm_name.
+_MOE_KERNELS_WITHOUT_WORKSPACE = ("mxfp4",)
+
+
 def features(spec: ModelSpec, shape: ProfileShape, version: str | None = None) -> Features:
     """The tensors of the profile run; `version` picks the release's ViT block (vision_blocks in
     overheads.yaml; None: the default block of the newest range)."""
@@ -115,8 +125,7 @@ def features(spec: ModelSpec, shape: ProfileShape, version: str | None = None) -
     if spec.moe is not None and any(l.mlp == "moe" for l in spec.layers):
         m = spec.moe
         n = m.expert_intermediate_size // tp
-        # the Triton fused-MoE path (bf16/fp8/int8); MXFP4 kernels (gpt-oss) keep no such workspace
-        if spec.quant is None or spec.quant.method != "mxfp4":
+        if spec.quant is None or spec.quant.vllm_name not in _MOE_KERNELS_WITHOUT_WORKSPACE:
             workspace = t * m.experts_per_token * (2 * n + spec.hidden_size) * b
         routed = t * m.experts_per_token * (3 * n + spec.hidden_size) * b
         mlp = max(mlp, routed + t * 3 * m.shared_intermediate_size // tp * b)

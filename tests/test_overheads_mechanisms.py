@@ -115,3 +115,74 @@ def test_cold_start_extra_about_one_gib_on_small_cards() -> None:
     small = oh.cold_start_extra_bytes(2048, c) / GIB  # L4/A10: 0.8-1.0 GiB less KV cold
     large = oh.cold_start_extra_bytes(8192, c) / GIB  # GH200: 1.5-1.6 GiB
     assert 0.6 < small < 1.2 and 1.2 < large < 2.0
+
+
+# ---- the fused-MoE workspace by the MoE kernels vLLM selects for the checkpoint ----------------
+
+
+def _ct_mxfp4_qwen3_moe(tmp_path) -> str:
+    """Qwen3-30B-A3B's config with a compressed-tensors MXFP4 quantization_config (the format
+    llm-compressor writes), as a local checkpoint folder."""
+    import json
+
+    from planner.paths import profiles_dir
+
+    cfg = json.loads((profiles_dir() / "models/Qwen/Qwen3-30B-A3B/config.json").read_text())
+    weights = {"num_bits": 4, "type": "float", "strategy": "group", "group_size": 32, "symmetric": True}
+    cfg["quantization_config"] = {
+        "quant_method": "compressed-tensors",
+        "format": "mxfp4-pack-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "format": "mxfp4-pack-quantized"}},
+        "ignore": ["lm_head", "re:.*self_attn.*", "re:.*mlp.gate$"],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "model, has_workspace",
+    [
+        ("openai/gpt-oss-120b", False),  # quant_method mxfp4: the OAI Triton kernels, no caches
+        ("moonshotai/Kimi-K3", False),  # compressed-tensors MXFP4 that vLLM's K3 config hook maps to mxfp4
+        ("ct-mxfp4", True),  # compressed-tensors MXFP4 otherwise: Marlin / CUTLASS, M x top-k caches
+        ("Qwen/Qwen3-30B-A3B", True),  # bf16: the Triton fused-MoE caches
+        ("Qwen/Qwen3-30B-A3B-FP8", True),
+    ],
+)
+def test_the_moe_workspace_follows_the_kernels_of_the_checkpoint(model, has_workspace, tmp_path) -> None:
+    from planner.api import load_model
+
+    spec = load_model(_ct_mxfp4_qwen3_moe(tmp_path) if model == "ct-mxfp4" else model).spec
+    if model == "ct-mxfp4":
+        assert (spec.quant.method, spec.quant.vllm_name) == ("mxfp4", "compressed-tensors")
+    shape = oh.ProfileShape.of(8192, 1024, 8, 2, True)
+    ws = oh.features(spec, shape).moe_workspace_bytes
+    m = spec.moe
+    n = m.expert_intermediate_size // 8
+    assert ws == (8192 * m.experts_per_token * (2 * n + spec.hidden_size) * 2 if has_workspace else 0)
+
+
+def test_the_moe_kernel_choice_is_what_the_installed_vllm_selects() -> None:
+    """Read in the installed vLLM's source (the CUDA kernels do not import in the CPU build): a
+    compressed-tensors MXFP4 MoE defaults to Marlin and otherwise takes CUTLASS, both with M x top-k
+    workspaces; `quant_method: mxfp4` checkpoints try the OAI Triton kernels before Marlin."""
+    from pathlib import Path
+
+    from launch_helpers import VLLM_ABSENT, vllm_python
+
+    py = vllm_python()
+    if not py:
+        pytest.skip(VLLM_ABSENT)
+    site = next(Path(py).parent.parent.glob("lib/python3*/site-packages")) / "vllm/model_executor/layers"
+    ct = (
+        site / "quantization/compressed_tensors/compressed_tensors_moe/compressed_tensors_moe_w4a4_mxfp4.py"
+    ).read_text()
+    assert "self.mxfp4_backend = Mxfp4MoeBackend.MARLIN" in ct and "CutlassExpertsMxfp4" in ct
+    oracle = (site / "fused_moe/oracle/mxfp4.py").read_text()
+    gpt_oss = oracle[oracle.index("def _get_priority_backends_for_gpt_oss") :]
+    gpt_oss = gpt_oss[: gpt_oss.index("return ")]
+    assert gpt_oss.index("Mxfp4MoeBackend.TRITON,") < gpt_oss.index("Mxfp4MoeBackend.MARLIN,")
+    cutlass = (site / "fused_moe/experts/cutlass_moe.py").read_text()
+    assert "workspace1 = (M * topk, max(N, K))" in cutlass
+    marlin = (site / "fused_moe/experts/marlin_moe.py").read_text()
+    assert "(M * num_topk, w13_num_shards * N)" in marlin and "(M * num_topk, N)" in marlin
