@@ -56,7 +56,16 @@ def test_inventory_leaves_ampere_out_with_why(capsys, json_out):
     if json_out:
         by = {e["inventory"]: e for e in json.loads(out)}
         assert by["2x8xH200"]["fits"] and not by["2x8xA100-80GB-SXM"]["fits"]
-        assert "compute capability 8.0" in by["2x8xA100-80GB-SXM"]["unusable"]
+        off = by["2x8xA100-80GB-SXM"]
+        assert "compute capability 8.0" in off["unusable"] and off["error"] == off["unusable"]
+        # one schema for every entry: a consumer reads the same keys (null where there is no budget)
+        assert set(off) - {"unusable"} == set(by["2x8xH200"])
+        assert (off["gpu"], off["model"], off["replicas"], off["kv_cache_tokens"]) == (
+            "A100-80GB-SXM",
+            "zai-org/GLM-5",
+            0,
+            None,
+        )
     else:
         line = next(x for x in out.splitlines() if x.startswith("2x8xA100-80GB-SXM"))
         assert "cannot be used" in line and "Hopper or Blackwell" in line

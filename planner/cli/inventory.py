@@ -36,6 +36,18 @@ def _inventory_entry(
     return d
 
 
+def _unusable_entry(req: Any, group: Any, reason: str) -> dict[str, Any]:
+    """The entry of a GPU type vLLM cannot run the model on: the keys of every other entry (the plan's
+    figures null: there is no budget), the reason as `error` and `unusable`."""
+    from planner.budget_result import Budget
+
+    d: dict[str, Any] = dict.fromkeys(Budget.JSON_KEYS)
+    d.update(model=req.model.id, gpu=group.gpu.name, vllm_version=req.release.version, fits=False, error=reason)
+    d.update(estimated=[], notes=[reason], fixes=[], vllm_serve_command=None, inventory=str(group), unusable=reason)
+    d.update(replicas=0, gpus_used=0, nodes_used=0, cost_per_hour=None, rejected_layouts=[], binding=None)
+    return d
+
+
 def _text(plans: list, misfits: list) -> str:
     rows = [
         [
@@ -82,7 +94,7 @@ def run_inventory(a: argparse.Namespace, req: Any, catalogue: Any) -> int:
         for g, rej in misfits:  # GPU types where no layout fits: the largest layout tried, with why and its fixes
             last = rej[-1] if rej else None
             if _unusable(rej):
-                out.append({"inventory": str(g), "fits": False, "unusable": last.reason, "replicas": 0, "gpus_used": 0})
+                out.append(_unusable_entry(req, g, last.reason))
                 continue
             out.append(_inventory_entry(req, catalogue, g, last.tp if last else 1, last.pp if last else 1, rej, None))
         print(json.dumps(out, indent=2))
