@@ -179,13 +179,29 @@ def _estimated(model: Model, quant: QuantSpec | None) -> list[str]:
     return out
 
 
+# A linear layer of the tower under each name checkpoints give it, with and without the wrapper's "model."
+_TOWER_PROBES = tuple(
+    prefix + name
+    for name in ("vision_tower.blocks.0.mlp.fc1", "visual.blocks.0.mlp.fc1", "vision_model.encoder.layers.0.mlp.fc1")
+    for prefix in ("", "model.")
+)
+
+
 def _vision_maybe_quantized(spec: ModelSpec, quant: QuantSpec) -> bool:
     """The formula keeps vision towers in the model dtype; a scheme whose ignore list does not cover
-    the tower (checkpoint recipes usually name it; online fp8 has none) may quantize it in vLLM."""
+    the tower (checkpoint recipes usually name it; online fp8 has none) may quantize it in vLLM. A
+    MIXED_PRECISION checkpoint quantizes only the modules it lists."""
     if spec.vision is None or acc.experts_only_mxfp4(quant):
         return False
-    names = ("vision_tower.blocks.0.mlp.fc1", "visual.blocks.0.mlp.fc1", "vision_model.encoder.layers.0.mlp.fc1")
-    return not any(acc.is_ignored(n, quant) for n in names)
+    if any(acc.is_ignored(n, quant) for n in _TOWER_PROBES):
+        return False
+    if quant.per_module:  # quantized where listed: a tower module among them
+        return any(
+            part in ("visual", "vision_tower", "vision_model")
+            for name, _ in quant.per_module
+            for part in name.split(".")
+        )
+    return True
 
 
 def _weight_warnings(model: Model, quant: QuantSpec | None, load_dtype: str) -> list[str]:

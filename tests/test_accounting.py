@@ -271,6 +271,13 @@ def _independent_kv(cfg: dict, tp: int, dtype_bytes: int) -> int:
         g = text["num_global_key_value_heads"] if text.get("attention_k_eq_v") else kv_heads
         full_kv = full * 2 * max(1, g // tp) * text["global_head_dim"] * dtype_bytes
         return (len(own) - full) * 2 * max(1, kv_heads // tp) * head_dim * dtype_bytes + full_kv
+    if "swa_head_dim" in text:  # MiMo-V2: sliding layers (hybrid_layer_pattern 1) have their own heads and sizes
+        swa = sum(text["hybrid_layer_pattern"][:layers])
+        per = lambda h, k, v: max(1, h // tp) * (k + v) * dtype_bytes  # noqa: E731
+        full = per(kv_heads, head_dim, text["v_head_dim"])
+        return (layers - swa) * full + swa * per(
+            text["swa_num_key_value_heads"], text["swa_head_dim"], text["swa_v_head_dim"]
+        )
     # MiniMax-M3: each sparse layer's index keys, one bf16 head of sparse_index_dim, whole on every rank
     sparse = text.get("sparse_attention_config") or {}
     index = sum(sparse.get("sparse_attention_freq") or ()) * sparse.get("sparse_index_dim", 0) * 2

@@ -54,3 +54,18 @@ def test_kimi_k25s_exemption_is_vllms_compressed_tensors_rule(tmp_path):
     k25 = load_model("moonshotai/Kimi-K2.5").spec.quant
     assert k25.ignored_modules[-2:] == ("vision_tower", "mm_projector")
     assert k25.ignored_modules[:-2] == tuple(cfg["text_config"]["quantization_config"]["ignore"])
+
+
+def test_a_mixed_precision_checkpoint_warns_only_where_it_lists_a_tower_module(tmp_path):
+    # nvidia/Qwen3.6-27B-NVFP4 lists only language-model layers: the tower stays bf16, no warning;
+    # the same checkpoint listing one tower layer may have its tower quantized
+    import shutil
+
+    src = sources.find_bundled("nvidia/Qwen3.6-27B-NVFP4")
+    assert not _warned("nvidia/Qwen3.6-27B-NVFP4")
+    for f in ("config.json", "hf_quant_config.json"):
+        shutil.copyfile(src / f, tmp_path / f)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["quantization_config"]["quantized_layers"]["model.visual.blocks.0.mlp.linear_fc1"] = {"quant_algo": "FP8"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert _warned(load_model(str(tmp_path)))
