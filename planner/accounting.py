@@ -203,6 +203,8 @@ def quantized_bytes(quant: QuantSpec, shape: tuple[int, ...]) -> int:
         return experts * (n // 2 + n // 32)  # e2m1 pairs per byte + one e8m0 scale per 32
     if m == "nvfp4":
         return experts * (n // 2 + n // 16 + 8)  # + one fp8 scale per 16, two fp32 global scales
+    if m == "mxfp8":
+        return experts * (n + n // 32)  # e4m3 values + one e8m0 scale (uint8) per 32
     if m == "bitsandbytes":
         return experts * (n // 2 + 4 * (n // 64))  # nf4 + fp32 absmax per 64
     raise ValueError(f"no byte rule for quantization {m!r}")

@@ -268,6 +268,9 @@ FORMATS: dict[str, NumberFormat] = {
         NumberFormat(name="nf4", kind=KIND_LOOKUP, bits=4, block_size=64, scale_format="fp32"),
         _float("mxfp4", **_E2M1, kind=KIND_BLOCK_FLOAT, block_size=32, scale_format="e8m0"),
         _float(
+            "mxfp8", 8, 4, 3, has_inf=False, has_nan=True, kind=KIND_BLOCK_FLOAT, block_size=32, scale_format="e8m0"
+        ),
+        _float(
             "nvfp4", **_E2M1, kind=KIND_BLOCK_FLOAT, block_size=16, scale_format="fp8_e4m3", tensor_scale_format="fp32"
         ),
     )
@@ -316,6 +319,7 @@ ALIASES: dict[str, str] = {
     "int4": "int4",
     "nf4": "nf4",
     "mxfp4": "mxfp4",
+    "mxfp8": "mxfp8",
     "nvfp4": "nvfp4",
 }
 """Accepted spellings (lower case, '-' read as '_') -> canonical FORMATS name."""

@@ -36,6 +36,8 @@ def _note(f: NumberFormat) -> str:
         )
     if f.name == "mxfp4":
         return f"fp4 e2m1 (max {_g(f.max_value)}); {f.block_size} share one {f.scale_format.upper()} power-of-two scale"
+    if f.name == "mxfp8":
+        return f"fp8 e4m3 (max {_g(f.max_value)}); {f.block_size} share one {f.scale_format.upper()} power-of-two scale"
     if f.name == "nvfp4":
         return (
             f"fp4 e2m1 (max {_g(f.max_value)}); {f.block_size} share one {f.scale_format} scale, "

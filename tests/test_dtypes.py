@@ -15,7 +15,7 @@ from planner.dtypes import (
 from planner.dtypes_table import formats_table
 from planner.errors import PlannerError
 
-CANONICAL = ["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "mxfp4", "nvfp4"]
+CANONICAL = ["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "mxfp4", "mxfp8", "nvfp4"]
 
 
 def test_canonical_names_and_kinds():
@@ -31,6 +31,7 @@ def test_canonical_names_and_kinds():
         "int4": "int",
         "nf4": "lookup",
         "mxfp4": "block-scaled float",
+        "mxfp8": "block-scaled float",
         "nvfp4": "block-scaled float",
     }
 
@@ -44,6 +45,7 @@ def test_canonical_names_and_kinds():
         ("fp8_e4m3", 448.0),
         ("fp8_e5m2", 57344.0),
         ("mxfp4", 6.0),  # fp4 e2m1
+        ("mxfp8", 448.0),  # fp8 e4m3fn values
         ("nvfp4", 6.0),
         ("int8", 127.0),
         ("int4", 7.0),
@@ -110,6 +112,7 @@ def test_decimal_digits(name, expected):
         ("int8", 1.0),
         ("int4", 0.5),
         ("mxfp4", 0.53125),  # (4 + 8/32) / 8
+        ("mxfp8", 1.03125),  # (8 + 8/32) / 8
         ("nvfp4", 0.5625),  # (4 + 8/16) / 8, per-tensor fp32 scale ignored
         ("nf4", 0.5 + 4 / 64),  # fp32 absmax per 64
     ],

@@ -125,3 +125,32 @@ def test_wrapper_names_and_fused_shards_resolve_as_vllm_does():
     assert method["model.layers.3.mlp.experts.gate_up_proj"] == "nvfp4"  # the stacked experts key
     assert method["model.layers.3.mlp.shared_expert.up_proj.weight"] == "nvfp4"
     assert acc.scheme_of(named["mtp.fc.weight"], spec.quant) is None  # ignore: mtp*
+
+
+# ---- MXFP8 (vLLM's modelopt_mxfp8): nvidia/MiniMax-M3-NVFP4 keeps its attention and dense MLPs in it --------
+
+
+def test_mxfp8_modules_hold_e4m3_values_and_an_e8m0_scale_per_32():
+    from planner.api import load_model
+
+    m = load_model("nvidia/MiniMax-M3-NVFP4")
+    q = m.spec.quant
+    named = {t.name: t for t in m.tensors}
+    q_proj = named["model.layers.0.self_attn.q_proj.weight"]  # listed as MXFP8 (language_model.model...)
+    s = acc.scheme_of(q_proj, q)
+    assert (s.method, s.group_size, s.scale_dtype, s.vllm_name) == ("mxfp8", 32, "uint8", "modelopt_mxfp8")
+    assert acc.tensor_bytes(q_proj, m.spec, q, 2, 1) == 8192 * 6144 + 8192 * 6144 // 32
+    # the published-count rule: one element per e4m3 value, one per uint8 scale
+    assert acc.scale_elements(s, q_proj.shape) == 8192 * 6144 // 32
+
+
+def test_mxfp8_as_the_whole_checkpoints_algo(model_dir):
+    hf = {"quantization": {"quant_algo": "MXFP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}}
+    q = parse_quantization({"architectures": ["X"]}, {"hf_quant_config.json": hf})
+    assert (q.method, q.weight_bits, q.group_size, q.kv_cache_dtype, q.ignored_modules) == (
+        "mxfp8",
+        8,
+        32,
+        "fp8",
+        ("lm_head",),
+    )

@@ -231,11 +231,20 @@ def _modelopt(q: dict[str, Any], src: str) -> QuantSpec:
             vllm_name="modelopt_fp4",
             source=src,
         )
+    if algo == "MXFP8":
+        return dataclasses.replace(_MXFP8, ignored_modules=excluded, kv_cache_dtype=kv, source=src)
     if algo == "MIXED_PRECISION":
         return _modelopt_mixed(q, excluded, kv, src)
     raise PlannerError(
-        f"ModelOpt quant_algo {algo!r} is not supported yet: supported are FP8, NVFP4 and MIXED_PRECISION"
+        f"ModelOpt quant_algo {algo!r} is not supported yet: supported are FP8, NVFP4, MXFP8 and MIXED_PRECISION"
     )
+
+
+# vLLM's ModelOpt MXFP8 (`modelopt_mxfp8`, LINEAR_ALGOS in modelopt.py): e4m3 weights, one e8m0 scale
+# (stored as uint8, MXFP8_SCALE_DTYPE) per 32 input elements (MXFP8_BLOCK_SIZE)
+_MXFP8 = QuantSpec(
+    "mxfp8", 8, group_size=32, scale_granularity="group", scale_dtype="uint8", vllm_name="modelopt_mxfp8"
+)
 
 
 def _layer_scheme(algo: str, group: Any, module: str) -> QuantSpec:
@@ -249,9 +258,11 @@ def _layer_scheme(algo: str, group: Any, module: str) -> QuantSpec:
         return QuantSpec("fp8", 8, scale_granularity="channel", vllm_name="modelopt")
     if algo == "FP8_PB_WO":
         return QuantSpec("fp8", 8, block_shape=(128, 128), scale_granularity="block", vllm_name="modelopt")
+    if algo == "MXFP8":
+        return _MXFP8
     raise PlannerError(
         f"hf_quant_config.json quantized_layers[{module!r}] quant_algo {algo!r} is not supported yet: "
-        "supported are NVFP4, W4A16_NVFP4, FP8, FP8_PER_CHANNEL_PER_TOKEN and FP8_PB_WO"
+        "supported are NVFP4, W4A16_NVFP4, FP8, FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO and MXFP8"
     )
 
 
