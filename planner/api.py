@@ -40,10 +40,29 @@ __all__ = [
 ]
 
 
+def _with_known_architecture(e: PlannerError, config: dict) -> PlannerError:
+    """An unknown model_type whose `architectures` names a class vLLM builds from another model_type (a
+    reference or re-export config, e.g. sgl-project's DeepSeek-V4 with model_type deepseek_ref): say so."""
+    archs = config.get("architectures") or []
+    if not str(e).startswith("unknown model_type") or not archs or not isinstance(archs[0], str):
+        return e
+    known = sources.bundled_model_types(archs[0])
+    if not known:
+        return e
+    return PlannerError(
+        f"model_type {config.get('model_type')!r} is not one vLLM's config registry or transformers knows (vLLM "
+        f"would need the checkpoint's own configuration code); its architecture {archs[0]} is built from model_type "
+        f"{' or '.join(map(repr, known))} configs: use the upstream checkpoint's config.json"
+    )
+
+
 def load_model(name: str) -> Model:
     """Resolve a bundled id/alias, a local config.json or checkpoint folder, or a Hub id."""
     src = sources.resolve(name)
-    spec = normalize(src.config, quant_files=src.quant_files)
+    try:
+        spec = normalize(src.config, quant_files=src.quant_files)
+    except PlannerError as e:
+        raise _with_known_architecture(e, src.config) from None
     quirks = set(src.meta.get("checkpoint_quirks") or ())
     if "rotary_inv_freq" in quirks:
         spec = dataclasses.replace(spec, checkpoint_rotary_buffers=True)

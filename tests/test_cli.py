@@ -85,6 +85,11 @@ LLAMA = {
         ("malformed json", ["inspect", "{bad}"], "malformed JSON"),
         ("missing fields", ["inspect", "{nofields}"], "has no 'num_hidden_layers'"),
         ("unknown model_type", ["inspect", "{unknown}"], "unknown model_type 'frobnicator'"),
+        (
+            "re-export model_type of a known class",  # sgl-project's DeepSeek-V4 FP8: model_type deepseek_ref
+            ["inspect", "{reexport}"],
+            "its architecture DeepseekV4ForCausalLM is built from model_type 'deepseek_v4' configs",
+        ),
         ("tp zero", ["inspect", "{llama}", "--tp", "0"], "expected a GPU count 1-4096"),
         ("tp not dividing heads", ["inspect", "{llama}", "--tp", "3"], "does not divide the 4 attention heads"),
         ("unknown dtype", ["inspect", "{llama}", "--dtype", "float12"], "unknown --dtype"),
@@ -100,6 +105,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, case, argv, needle):
         "{bad}": _write(tmp_path, "bad.json", "{not json"),
         "{nofields}": _write(tmp_path, "nofields.json", json.dumps({"model_type": "llama"})),
         "{unknown}": _write(tmp_path, "unknown.json", json.dumps({**LLAMA, "model_type": "frobnicator"})),
+        "{reexport}": _write(
+            tmp_path,
+            "reexport.json",
+            json.dumps({**LLAMA, "model_type": "deepseek_ref", "architectures": ["DeepseekV4ForCausalLM"]}),
+        ),
         "{llama}": _write(tmp_path, "llama.json", json.dumps(LLAMA)),
         "{emptydir}": str(tmp_path),
     }

@@ -157,6 +157,19 @@ def bundled_ids() -> list[str]:
     return sorted(str(read_meta(p).get("id") or k) for k, p in _bundled_dirs().items())
 
 
+def bundled_model_types(architecture: str) -> list[str]:
+    """The model_type of every bundled config whose `architectures` names this class (read only for an
+    error message: what vLLM builds that class from)."""
+    import json
+
+    out = set()
+    for p in _bundled_dirs().values():
+        cfg = json.loads((p / "config.json").read_text())
+        if architecture in (cfg.get("architectures") or ()):
+            out.add(str(cfg.get("model_type")))
+    return sorted(out)
+
+
 def find_bundled(name: str) -> Path | None:
     key = name.strip().lower()
     dirs = _bundled_dirs()
