@@ -66,6 +66,9 @@ class ReleaseFacts(NamedTuple):
     budget_formula: Literal["peak_increase", "total_consumed"]
     """Non-KV memory: weights + torch peak increase + non-torch increase, or (0.27+) free-memory drop +
     transient peak headroom."""
+    profile_skips_linear_attention_core: bool
+    """The profile run builds no attention metadata, so GDN layers skip their prefill kernels and their
+    chunk tensors are not in the measured peak (planner.linear_prefill; vllm#52872)."""
     nccl_before_snapshot: bool
     """NCCL / custom all-reduce buffers are created before the memory snapshot (not charged to the budget)."""
     cublas_before_snapshot: bool

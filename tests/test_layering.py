@@ -40,6 +40,7 @@ RULES = {
     "planner.expert_split": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.inspection"),
     "planner.kv_layout": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.overheads": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
+    "planner.linear_prefill": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
     "planner.releases": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.hardware": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api"),
     "planner.model_runner": LATER_STEPS + ("planner.plan", "planner.budget", "planner.api", "planner.accounting"),
