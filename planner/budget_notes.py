@@ -98,16 +98,16 @@ def linear_prefill_note(model: Model, target: Target, rel: ReleaseFacts, s: Sett
         return []
     headroom = target.memory_bytes - math.ceil(target.memory_bytes * r.util)
     verdict = (
-        "which it fits in"
+        ", beside the CUDA context and whatever else the process keeps outside the budget"
         if extra <= headroom
-        else "which is too little: a long prompt may fail with CUDA out of memory; lower --max-num-batched-tokens "
+        else ", which is too little: a long prompt may fail with CUDA out of memory; lower --max-num-batched-tokens "
         "(the extra scales with it) or --gpu-memory-utilization"
     )
     return [
         f"linear attention: vLLM's profile run skips the gated-delta-net kernels (no attention metadata; vllm#52872), "
         f"so a prefill chunk of {r.mnbt:,} tokens holds about {extra / GIB:.2f} GiB per GPU (est., the Triton path's "
         f"chunk tensors of one layer) that the budget does not; it comes from the 1 - gpu_memory_utilization headroom "
-        f"({headroom / GIB:.2f} GiB here), {verdict}"
+        f"({headroom / GIB:.2f} GiB here){verdict}"
     ]
 
 

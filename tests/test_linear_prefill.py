@@ -44,7 +44,7 @@ def test_no_figure_without_gdn_layers(model):
 def test_the_plan_says_where_it_comes_from_and_whether_it_fits():
     roomy = plan("Qwen/Qwen3.6-27B", gpu="H200", tp=1, max_model_len=32768, max_num_batched_tokens=8192)
     note = next(n for n in roomy.to_json()["notes"] if n.startswith(NOTE))
-    assert "8,192 tokens holds about 0.83 GiB" in note and "which it fits in" in note
+    assert "8,192 tokens holds about 0.83 GiB" in note and "beside the CUDA context" in note
     tight = plan(
         "Qwen/Qwen3.6-27B",
         gpu="H200",
