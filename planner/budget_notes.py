@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from planner import overheads as oh
 from planner.inspection import Model
-from planner.linear_prefill import gdn_prefill_transient_bytes
+from planner.linear_prefill import linear_prefill_transient_bytes
 from planner.paths import profiles_dir
 from planner.profile_data import convert, data_error, read_mapping
 from planner.releases import ReleaseFacts
@@ -88,12 +88,15 @@ def hybrid_note(bind: "StageBudget") -> list[str]:
     ]
 
 
+_CORE = {"gdn": "gated-delta-net", "mamba2": "Mamba2 SSD"}
+
+
 def linear_prefill_note(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved") -> list[str]:
-    """A GDN hybrid's prefill tensors, which the profiled peak leaves out: they come from the memory
+    """A GDN or Mamba2 hybrid's prefill tensors, which the profiled peak leaves out: they come from the memory
     outside the requested budget at run time."""
     if target.device == "cpu" or not rel.profile_skips_linear_attention_core or s.kv_cache_memory_bytes is not None:
         return []
-    extra = gdn_prefill_transient_bytes(model.spec, r.mnbt, s.tp, 2)  # 16-bit activations (fp32 runs in bf16)
+    extra = linear_prefill_transient_bytes(model.spec, r.mnbt, s.tp, 2)  # 16-bit activations (fp32 runs in bf16)
     if not extra:
         return []
     headroom = target.memory_bytes - math.ceil(target.memory_bytes * r.util)
@@ -103,8 +106,9 @@ def linear_prefill_note(model: Model, target: Target, rel: ReleaseFacts, s: Sett
         else ", which is too little: a long prompt may fail with CUDA out of memory; lower --max-num-batched-tokens "
         "(the extra scales with it) or --gpu-memory-utilization"
     )
+    core = _CORE[model.spec.mamba.kind]  # type: ignore[union-attr]
     return [
-        f"linear attention: vLLM's profile run skips the gated-delta-net kernels (no attention metadata; vllm#52872), "
+        f"linear attention: vLLM's profile run skips the {core} kernels (no attention metadata; vllm#52872), "
         f"so a prefill chunk of {r.mnbt:,} tokens holds about {extra / GIB:.2f} GiB per GPU (est., the Triton path's "
         f"chunk tensors of one layer) that the budget does not; it comes from the 1 - gpu_memory_utilization headroom "
         f"({headroom / GIB:.2f} GiB here){verdict}"

@@ -1,5 +1,5 @@
-"""What a gated-delta-net (GDN) layer allocates in a prefill chunk that vLLM's start-up profile
-does not measure (estimated).
+"""What a gated-delta-net (GDN) or Mamba2 layer allocates in a prefill chunk that vLLM's start-up
+profile does not measure (estimated).
 
 vLLM's profile run builds no attention metadata (the V2 runner passes skip_attn=True, the V1 runner
 builds none without force_attention), so a GDN layer's core returns before its kernels run: "During
@@ -10,22 +10,29 @@ after the post-conv prep; the gates g and beta and g's chunk cumsum (fp32); and,
 chunk_gated_delta_rule (FLA, chunk 64), the WY matrix A (fp32, then model dtype after solve_tril),
 w and u, the chunk states h [T/64, H, K, V] and v_new. The layer's output buffer is allocated
 outside the core and is measured. This is the Triton (FLA) path; FlashInfer's fused GDN prefill
-(Hopper) holds less. Pure: numbers in, bytes out.
+(Hopper) holds less. A Mamba2 layer (MambaMixer2: "V1 profile run -- warm up SSD kernels" on a
+few tokens only) holds at run time its conv output, dt and the chunked dA cumsum (fp32), the chunk
+states in fp32 and again after the state passing (in the SSM cache dtype), and the per-chunk C.B
+products (fp32), as _mamba_chunk_scan_combined_fwd builds them (ops/ssd_combined.py). Pure.
 """
 
 from __future__ import annotations
 
-from planner.models.spec import ModelSpec
+from planner.models.spec import MambaSpec, ModelSpec
 
 FLA_CHUNK = 64
 """FLA_CHUNK_SIZE: the chunk of chunk_gated_delta_rule."""
 
 
-def gdn_prefill_transient_bytes(spec: ModelSpec, tokens: int, tp: int, act_bytes: int) -> int:
+def linear_prefill_transient_bytes(spec: ModelSpec, tokens: int, tp: int, act_bytes: int) -> int:
     """Bytes one GDN layer holds beyond the profiled peak while it prefills `tokens` tokens on one
     TP rank (0 for a model without GDN layers)."""
     m = spec.mamba
-    if m is None or m.kind != "gdn" or tokens <= 0:
+    if m is None or tokens <= 0:
+        return 0
+    if m.kind == "mamba2":
+        return _mamba2_bytes(m, tokens, tp, act_bytes)
+    if m.kind != "gdn":
         return 0
     v_heads, v_dim, k_dim = m.ssm_state_shape
     h = max(v_heads // tp, 1)
@@ -38,3 +45,16 @@ def gdn_prefill_transient_bytes(spec: ModelSpec, tokens: int, tp: int, act_bytes
     solve = t * h * FLA_CHUNK * 4 + a_lo  # A in fp32 and its solve_tril output
     states = a_lo + t * h * (k_dim + v_dim) * b + -(-t // FLA_CHUNK) * h * k_dim * v_dim * b + t * h * v_dim * b
     return conv_out + qkv + gates + max(solve, states)
+
+
+def _mamba2_bytes(m: MambaSpec, tokens: int, tp: int, act_bytes: int) -> int:
+    heads, head_dim, d_state = m.ssm_state_shape
+    groups = (m.conv_state_shape[0] - heads * head_dim) // (2 * d_state)
+    h, g = max(heads // tp, 1), max(groups // tp, 1)
+    chunks = -(-tokens // m.chunk_size)
+    state_out = 4 if m.ssm_dtype == "float32" else act_bytes
+    conv_out = tokens * (h * head_dim + 2 * g * d_state) * act_bytes
+    dt_cumsum = 2 * h * chunks * m.chunk_size * 4
+    states = chunks * h * head_dim * d_state * (4 + state_out)
+    cb = chunks * g * m.chunk_size * m.chunk_size * 4
+    return conv_out + dt_cumsum + states + cb

@@ -67,8 +67,8 @@ class ReleaseFacts(NamedTuple):
     """Non-KV memory: weights + torch peak increase + non-torch increase, or (0.27+) free-memory drop +
     transient peak headroom."""
     profile_skips_linear_attention_core: bool
-    """The profile run builds no attention metadata, so GDN layers skip their prefill kernels and their
-    chunk tensors are not in the measured peak (planner.linear_prefill; vllm#52872)."""
+    """The profile run builds no attention metadata, so GDN and Mamba2 layers skip their prefill kernels
+    and their chunk tensors are not in the measured peak (planner.linear_prefill; vllm#52872)."""
     nccl_before_snapshot: bool
     """NCCL / custom all-reduce buffers are created before the memory snapshot (not charged to the budget)."""
     cublas_before_snapshot: bool

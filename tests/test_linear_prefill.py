@@ -10,9 +10,9 @@ import pytest
 from launch_helpers import VLLM_ABSENT, vllm_python
 
 from planner.api import load_model, plan
-from planner.linear_prefill import gdn_prefill_transient_bytes
+from planner.linear_prefill import linear_prefill_transient_bytes
 
-NOTE = "linear attention: vLLM's profile run skips the gated-delta-net kernels"
+NOTE = "linear attention: vLLM's profile run skips the "
 
 
 def test_one_layers_chunk_tensors_by_hand():
@@ -25,20 +25,33 @@ def test_one_layers_chunk_tensors_by_hand():
     a16 = t * hv * 64 * 2
     states = a16 + 2 * t * hv * d * 2 + (t // 64) * hv * d * d * 2 + t * hv * d * 2  # A, w, u, h, v_new
     assert states > t * hv * 64 * 4 + a16  # the chunk-state phase is the larger one here
-    assert gdn_prefill_transient_bytes(spec, t, 1, 2) == conv_out + qkv + gates + states
+    assert linear_prefill_transient_bytes(spec, t, 1, 2) == conv_out + qkv + gates + states
 
 
 @pytest.mark.parametrize("model", ["Qwen/Qwen3.6-27B", "Qwen/Qwen3-Next-80B-A3B-Thinking"])
 def test_it_scales_with_the_chunk_and_splits_over_tp(model):
     spec = load_model(model).spec
-    one = gdn_prefill_transient_bytes(spec, 4096, 1, 2)
-    assert gdn_prefill_transient_bytes(spec, 8192, 1, 2) == 2 * one
-    assert gdn_prefill_transient_bytes(spec, 4096, 2, 2) == one // 2
+    one = linear_prefill_transient_bytes(spec, 4096, 1, 2)
+    assert linear_prefill_transient_bytes(spec, 8192, 1, 2) == 2 * one
+    assert linear_prefill_transient_bytes(spec, 4096, 2, 2) == one // 2
 
 
-@pytest.mark.parametrize("model", ["Qwen/Qwen3-8B", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16"])
-def test_no_figure_without_gdn_layers(model):
-    assert gdn_prefill_transient_bytes(load_model(model).spec, 8192, 1, 2) == 0
+@pytest.mark.parametrize("model", ["Qwen/Qwen3-8B", "meta-llama/Llama-3.1-8B-Instruct"])
+def test_no_figure_without_linear_layers(model):
+    assert linear_prefill_transient_bytes(load_model(model).spec, 8192, 1, 2) == 0
+
+
+def test_a_mamba2_layers_ssd_tensors_by_hand():
+    # Nemotron 3 Nano: 64 heads of 64, 8 groups of state 128, chunks of 128, fp32 SSM cache
+    spec = load_model("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16").spec
+    t, h, p, g, n, c = 8192, 64, 64, 8, 128, 128
+    conv_out = t * (h * p + 2 * g * n) * 2
+    dt_cumsum = 2 * h * t * 4
+    states = (t // c) * h * p * n * (4 + 4)  # fp32, and after the state passing in the fp32 cache dtype
+    cb = (t // c) * g * c * c * 4
+    assert linear_prefill_transient_bytes(spec, t, 1, 2) == conv_out + dt_cumsum + states + cb
+    notes = plan("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", gpu="H200", tp=1, max_model_len=32768).to_json()
+    assert any(n.startswith(NOTE + "Mamba2 SSD kernels") for n in notes["notes"])
 
 
 def test_the_plan_says_where_it_comes_from_and_whether_it_fits():
