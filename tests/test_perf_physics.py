@@ -80,7 +80,7 @@ def test_fitted_fractions_stay_under_what_hopper_reaches(x):
     c = fitting._to_coef([x] * len(fitting.FITTED))
     assert 0 < c.bandwidth_fraction <= 0.9 and 0 < c.compute_fraction <= 0.8
     assert 0 < c.moe_gemm_efficiency <= 1.0 and 0 < c.burst_share <= 1.0
-    assert c.moe_read_efficiency > 0 and c.moe_layer_floor_us > 0
+    assert 0 < c.moe_read_efficiency <= 1.0 and c.moe_layer_floor_us > 0
     n = len(fitting.FITTED)
     back = fitting._from_coef([getattr(fitting._to_coef([0.5] * n), k) for k in fitting.FITTED])
     assert back == pytest.approx([0.5] * n)

@@ -43,7 +43,7 @@ class CoefficientsRow(NamedTuple):
     request_overhead_ms: Amount
     link_fraction: Fraction = Coefficients.link_fraction
     moe_gemm_efficiency: Fraction = Coefficients.moe_gemm_efficiency
-    moe_read_efficiency: Annotated[float, Bounds(1e-3, 10.0)] = Coefficients.moe_read_efficiency
+    moe_read_efficiency: Fraction = Coefficients.moe_read_efficiency
     moe_layer_floor_us: Amount = Coefficients.moe_layer_floor_us
     burst_share: Share = Coefficients.burst_share
 

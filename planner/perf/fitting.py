@@ -25,8 +25,8 @@ FITTED = (
     "moe_read_efficiency",
     "moe_layer_floor_us",
 )
-_START = (0.7, 0.5, 2.0, 20.0, 10.0, 10.0, 0.1, 0.5, 1.0, 10.0)
-_FRACTIONS = (0, 1, 6, 7)
+_START = (0.7, 0.5, 2.0, 20.0, 10.0, 10.0, 0.1, 0.5, 0.8, 10.0)
+_FRACTIONS = (0, 1, 6, 7, 8)
 _CEILING = {0: 0.9, 1: 0.8}
 """The most of its datasheet peak a resource reaches on Hopper, whatever the rows say: streaming
 reads about 90% of HBM bandwidth, the best large cuBLAS GEMMs about 75-80% of the dense FP8 and BF16
