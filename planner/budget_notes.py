@@ -88,7 +88,7 @@ def hybrid_note(bind: "StageBudget") -> list[str]:
     ]
 
 
-_CORE = {"gdn": "gated-delta-net", "mamba2": "Mamba2 SSD"}
+_CORE = {"gdn": "gated-delta-net", "mamba2": "Mamba2 SSD", "kda": "Kimi Delta Attention"}
 
 
 def linear_prefill_note(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved") -> list[str]:

@@ -13,7 +13,10 @@ outside the core and is measured. This is the Triton (FLA) path; FlashInfer's fu
 (Hopper) holds less. A Mamba2 layer (MambaMixer2: "V1 profile run -- warm up SSD kernels" on a
 few tokens only) holds at run time its conv output, dt and the chunked dA cumsum (fp32), the chunk
 states in fp32 and again after the state passing (in the SSM cache dtype), and the per-chunk C.B
-products (fp32), as _mamba_chunk_scan_combined_fwd builds them (ops/ssd_combined.py). Pure.
+products (fp32), as _mamba_chunk_scan_combined_fwd builds them (ops/ssd_combined.py). A Kimi Delta
+Attention layer (Kimi-Linear) holds its q/k/v conv outputs, the per-channel gate and its scaled chunk
+cumsum (fp32, [T, H, K] each), A and Aqk (fp32) and, in the chunk-state phase, w, u, k.g, h and v_new
+(FLA kda.py _chunk_kda_fwd_with_cumulative_g, which frees A before it). Pure.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def linear_prefill_transient_bytes(spec: ModelSpec, tokens: int, tp: int, act_by
         return 0
     if m.kind == "mamba2":
         return _mamba2_bytes(m, tokens, tp, act_bytes)
+    if m.kind == "kda":
+        return _kda_bytes(m, tokens, tp, act_bytes)
     if m.kind != "gdn":
         return 0
     v_heads, v_dim, k_dim = m.ssm_state_shape
@@ -58,3 +63,16 @@ def _mamba2_bytes(m: MambaSpec, tokens: int, tp: int, act_bytes: int) -> int:
     states = chunks * h * head_dim * d_state * (4 + state_out)
     cb = chunks * g * m.chunk_size * m.chunk_size * 4
     return conv_out + dt_cumsum + states + cb
+
+
+def _kda_bytes(m: MambaSpec, tokens: int, tp: int, act_bytes: int) -> int:
+    heads, v_dim, k_dim = m.ssm_state_shape
+    h, t, b = max(heads // tp, 1), tokens, act_bytes
+    conv_out = t * (m.conv_state_shape[0] // tp) * b  # q, k and v convolved separately
+    gates = 2 * t * h * k_dim * 4  # the gate, and its chunk cumsum scaled by 1 / ln 2
+    aqk = t * h * FLA_CHUNK * 4
+    solve = 2 * aqk + t * h * FLA_CHUNK * b  # A in fp32 beside Aqk, and A after solve_tril
+    states = (
+        aqk + t * h * (2 * k_dim + 2 * v_dim) * b + -(-t // FLA_CHUNK) * h * k_dim * v_dim * b
+    )  # w, kg, u, v_new, h
+    return conv_out + gates + max(solve, states)

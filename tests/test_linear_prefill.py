@@ -93,3 +93,15 @@ def test_the_installed_vllm_skips_the_gdn_core_in_its_profile_run():
     ]
     assert [fwd.index(x) for x in order] == sorted(fwd.index(x) for x in order)
     assert "output_dtype=torch.float32" in fwd[: fwd.index("solve_tril")]
+
+
+def test_a_kimi_delta_attention_layers_tensors_by_hand():
+    # Kimi-Linear-48B: 32 heads of 128 for q, k and v, each convolved; per-channel gates in fp32
+    spec = load_model("moonshotai/Kimi-Linear-48B-A3B-Instruct").spec
+    t, h, d = 8192, 32, 128
+    conv_out = t * 3 * h * d * 2
+    gates = 2 * t * h * d * 4
+    aqk = t * h * 64 * 4
+    states = aqk + t * h * 4 * d * 2 + (t // 64) * h * d * d * 2  # w, k.g, u, v_new; h
+    assert states > 2 * aqk + t * h * 64 * 2
+    assert linear_prefill_transient_bytes(spec, t, 1, 2) == conv_out + gates + states

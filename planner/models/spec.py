@@ -94,8 +94,9 @@ class MLASpec:
 class MambaSpec:
     """Per-layer recurrent state of a Mamba / linear-attention layer (hybrid models)."""
 
-    kind: Literal["mamba1", "mamba2", "gdn"]
-    """State layout: Mamba1 (Jamba), Mamba2 (Nemotron-H, Bamba), gated delta net (Qwen3-Next)."""
+    kind: Literal["mamba1", "mamba2", "gdn", "kda"]
+    """State layout: Mamba1 (Jamba), Mamba2 (Nemotron-H, Bamba), gated delta net (Qwen3-Next), Kimi
+    Delta Attention (Kimi-Linear)."""
     conv_state_shape: tuple[int, ...]
     """Convolution state shape per sequence, unsharded (channels, kernel - 1)."""
     ssm_state_shape: tuple[int, ...]

@@ -56,9 +56,9 @@ class Coefficients:
     it, in tiles sized for that, so a prompt's expert FLOPs run slower than a dense layer's."""
     moe_read_efficiency: float = 1.0
     """Rate at which the fused-MoE kernels read a touched expert's weights, relative to the dense
-    GEMMs' `bandwidth_fraction`, (0, 1] (fitted as a fraction: they stream no faster): vLLM pads each expert's few tokens to a tile of rows
-    (moe_align_block_size) and runs one program per expert tile, which streams a small matrix
-    less efficiently than a dense GEMM streams a large one."""
+    GEMMs' `bandwidth_fraction`, (0, 1] (fitted as a fraction: they stream no faster): vLLM pads
+    each expert's few tokens to a tile of rows (moe_align_block_size) and runs one program per
+    expert tile, which streams a small matrix less efficiently than a dense GEMM streams a large one."""
     moe_layer_floor_us: float = 0.0
     """Time per MoE layer per step beside `layer_floor_us`, microseconds: the routing kernels neither
     bytes nor FLOPs explain (top-k softmax, the sort of tokens by expert, the weighted sum of the
