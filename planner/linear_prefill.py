@@ -16,7 +16,8 @@ states in fp32 and again after the state passing (in the SSM cache dtype), and t
 products (fp32), as _mamba_chunk_scan_combined_fwd builds them (ops/ssd_combined.py). A Kimi Delta
 Attention layer (Kimi-Linear) holds its q/k/v conv outputs, the per-channel gate and its scaled chunk
 cumsum (fp32, [T, H, K] each), A and Aqk (fp32) and, in the chunk-state phase, w, u, k.g, h and v_new
-(FLA kda.py _chunk_kda_fwd_with_cumulative_g, which frees A before it). Pure.
+(FLA kda.py _chunk_kda_fwd_with_cumulative_g, which frees A before it; on CUDA vLLM calls the fused-gate
+variant, which may hold one gate tensor fewer: an upper figure). Pure.
 """
 
 from __future__ import annotations
