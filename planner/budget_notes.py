@@ -115,6 +115,26 @@ def linear_prefill_note(model: Model, target: Target, rel: ReleaseFacts, s: Sett
     ]
 
 
+def gdn_graph_estimate_note(model: Model, rel: ReleaseFacts, s: Settings, r: "Resolved") -> list[str]:
+    """What the planner does not model of the V1 runner's graph estimate on a GDN hybrid (vllm#50780)."""
+    m = model.spec.mamba
+    if (
+        m is None
+        or m.kind != "gdn"
+        or r.runner != "v1"
+        or s.enforce_eager
+        or not rel.v1_graph_estimate_charges_gdn_context
+    ):
+        return []
+    return [
+        f"not modelled: on GDN hybrids vLLM {rel.version}'s V1-runner CUDA-graph estimate has been reported to charge "
+        f"about 128 KiB per batched token of its first FULL sample's context (vllm#50780: 4.2 GiB against 0.56 "
+        f"on 0.23; about {128 * 1024 * r.mnbt / GIB:.1f} GiB at {r.mnbt:,} tokens), which would lower the KV cache "
+        "by as much; "
+        "the V2 model runner does not run that sample"
+    ]
+
+
 def load_extra_notes(model: Model, target: Target, rel: ReleaseFacts, r: "Resolved") -> list[str]:
     out = []
     if r.mla_workspace_bytes:
@@ -183,6 +203,7 @@ def notes(
         headroom_notes(model, target, rel, s, r, bind)
         + hybrid_note(bind)
         + linear_prefill_note(model, target, rel, s, r)
+        + gdn_graph_estimate_note(model, rel, s, r)
         + load_extra_notes(model, target, rel, r)
         + encoder_note(model, rel, s, r, bind)
         + validation_note(target, rel, s, r.runner)

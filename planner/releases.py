@@ -66,6 +66,9 @@ class ReleaseFacts(NamedTuple):
     budget_formula: Literal["peak_increase", "total_consumed"]
     """Non-KV memory: weights + torch peak increase + non-torch increase, or (0.27+) free-memory drop +
     transient peak headroom."""
+    v1_graph_estimate_charges_gdn_context: bool
+    """The V1 runner's CUDA-graph estimate on GDN hybrids charges its first FULL sample's transient (about
+    128 KiB per batched context token, vllm#50780; 0.26+), which the planner does not model: a plan says so."""
     profile_skips_linear_attention_core: bool
     """The profile run builds no attention metadata, so GDN and Mamba2 layers skip their prefill kernels
     and their chunk tensors are not in the measured peak (planner.linear_prefill; vllm#52872)."""

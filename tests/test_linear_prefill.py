@@ -105,3 +105,14 @@ def test_a_kimi_delta_attention_layers_tensors_by_hand():
     states = aqk + t * h * 4 * d * 2 + (t // 64) * h * d * d * 2  # w, k.g, u, v_new; h
     assert states > 2 * aqk + t * h * 64 * 2
     assert linear_prefill_transient_bytes(spec, t, 1, 2) == conv_out + gates + states
+
+
+def test_the_v1_graph_estimate_on_gdn_hybrids_is_flagged_not_modelled():
+    note = "not modelled: on GDN hybrids"
+    v1 = plan("Qwen/Qwen3.6-27B", gpu="H200", vllm_version="0.26.0", max_model_len=32768).to_json()
+    assert any(n.startswith(note) and "vllm#50780" in n for n in v1["notes"])
+    for kw in ({"vllm_version": "0.23.0"}, {}):  # before the change; the V2 runner (0.29+ default)
+        assert not any(
+            n.startswith(note)
+            for n in plan("Qwen/Qwen3.6-27B", gpu="H200", max_model_len=32768, **kw).to_json()["notes"]
+        )
