@@ -9,6 +9,7 @@ every rank; layers split over pipeline stages by `get_pp_indices`.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -133,20 +134,35 @@ def active_params(spec: ModelSpec, tensors: list[Tensor]) -> int:
 # ---- quantization -----------------------------------------------------------------------------
 
 
+_GLOB = re.compile(r"[*?\[]")
+
+
+@functools.lru_cache(maxsize=64)
+def _ignore_matcher(
+    patterns: tuple[str, ...],
+) -> tuple[frozenset[str], re.Pattern[str] | None, tuple[re.Pattern[str], ...]]:
+    """A scheme's ignore list, prepared once (a ModelOpt list can name hundreds of modules): the
+    literal names, one compiled regex for the glob entries, and the `re:` entries, searched as given.
+    An entry matches the module itself, anything under it, or a module whose name ends with it."""
+    literal = frozenset(p for p in patterns if not p.startswith("re:") and not _GLOB.search(p))
+    globs = [p for p in patterns if not p.startswith("re:") and p not in literal]
+    alternatives = [
+        alt for p in globs for alt in (fnmatch.translate(p), fnmatch.translate(p + ".*"), rf"(?s:.*\.{re.escape(p)})\Z")
+    ]
+    combined = re.compile("|".join(f"(?:{a})" for a in alternatives)) if alternatives else None
+    return literal, combined, tuple(re.compile(p[3:]) for p in patterns if p.startswith("re:"))
+
+
 def is_ignored(name: str, quant: QuantSpec) -> bool:
     module = re.sub(r"\.(weight|bias|qweight)$", "", name)
-    for pat in quant.ignored_modules:
-        if pat.startswith("re:"):
-            if re.search(pat[3:], module):
-                return True
-        elif (
-            fnmatch.fnmatch(module, pat)
-            or fnmatch.fnmatch(module, pat + ".*")
-            or module.endswith("." + pat)
-            or module == pat
-        ):
+    literal, globs, searched = _ignore_matcher(quant.ignored_modules)
+    if literal:
+        parts = module.split(".")
+        heads = (".".join(parts[:i]) for i in range(1, len(parts) + 1))  # the module and what holds it
+        tails = (".".join(parts[i:]) for i in range(1, len(parts)))  # names it ends with
+        if any(h in literal for h in heads) or any(t in literal for t in tails):
             return True
-    return False
+    return bool(globs is not None and globs.match(module)) or any(r.search(module) for r in searched)
 
 
 def scheme_of(t: Tensor, quant: QuantSpec | None) -> QuantSpec | None:

@@ -92,7 +92,7 @@ _CORE = {"gdn": "gated-delta-net", "mamba2": "Mamba2 SSD", "kda": "Kimi Delta At
 
 
 def linear_prefill_note(model: Model, target: Target, rel: ReleaseFacts, s: Settings, r: "Resolved") -> list[str]:
-    """A GDN or Mamba2 hybrid's prefill tensors, which the profiled peak leaves out: they come from the memory
+    """A GDN, Mamba2 or KDA hybrid's prefill tensors, which the profiled peak leaves out: they come from the memory
     outside the requested budget at run time."""
     if target.device == "cpu" or not rel.profile_skips_linear_attention_core or s.kv_cache_memory_bytes is not None:
         return []
@@ -130,8 +130,7 @@ def gdn_graph_estimate_note(model: Model, rel: ReleaseFacts, s: Settings, r: "Re
         f"not modelled: on GDN hybrids vLLM {rel.version}'s V1-runner CUDA-graph estimate has been reported to charge "
         f"about 128 KiB per batched token of its first FULL sample's context (vllm#50780: 4.2 GiB against 0.56 "
         f"on 0.23; about {128 * 1024 * r.mnbt / GIB:.1f} GiB at {r.mnbt:,} tokens), which would lower the KV cache "
-        "by as much; "
-        "the V2 model runner does not run that sample"
+        "by as much; the V2 model runner does not run that sample"
     ]
 
 

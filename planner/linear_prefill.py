@@ -29,23 +29,20 @@ FLA_CHUNK = 64
 
 
 def linear_prefill_transient_bytes(spec: ModelSpec, tokens: int, tp: int, act_bytes: int) -> int:
-    """Bytes one GDN layer holds beyond the profiled peak while it prefills `tokens` tokens on one
-    TP rank (0 for a model without GDN layers)."""
+    """Bytes one GDN, Mamba2 or KDA layer holds beyond the profiled peak while it prefills `tokens`
+    tokens on one TP rank (0 for a model without such layers, and for Mamba1)."""
     m = spec.mamba
-    if m is None or tokens <= 0:
-        return 0
-    if m.kind == "mamba2":
-        return _mamba2_bytes(m, tokens, tp, act_bytes)
-    if m.kind == "kda":
-        return _kda_bytes(m, tokens, tp, act_bytes)
-    if m.kind != "gdn":
-        return 0
+    rule = _RULES.get(m.kind) if m is not None else None
+    return rule(m, tokens, tp, act_bytes) if rule is not None and tokens > 0 else 0  # type: ignore[arg-type]
+
+
+def _gdn_bytes(m: MambaSpec, tokens: int, tp: int, act_bytes: int) -> int:
     v_heads, v_dim, k_dim = m.ssm_state_shape
     h = max(v_heads // tp, 1)
     key_width = (m.conv_state_shape[0] - v_heads * v_dim) // 2 // tp  # k_heads x k_dim on this rank
     t, b = tokens, act_bytes
     conv_out = t * (2 * key_width + h * v_dim) * b
-    qkv = t * (2 * key_width + h * v_dim) * b
+    qkv = conv_out  # q, k, v after the post-conv prep: the same widths
     gates = t * h * (4 + b + 4)  # g, beta, g's cumsum (fp32)
     a_lo = t * h * FLA_CHUNK * b
     solve = t * h * FLA_CHUNK * 4 + a_lo  # A in fp32 and its solve_tril output
@@ -77,3 +74,6 @@ def _kda_bytes(m: MambaSpec, tokens: int, tp: int, act_bytes: int) -> int:
         aqk + t * h * (2 * k_dim + 2 * v_dim) * b + -(-t // FLA_CHUNK) * h * k_dim * v_dim * b
     )  # w, kg, u, v_new, h
     return conv_out + gates + max(solve, states)
+
+
+_RULES = {"gdn": _gdn_bytes, "mamba2": _mamba2_bytes, "kda": _kda_bytes}

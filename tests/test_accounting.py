@@ -422,3 +422,29 @@ def test_weights_match_vllm_model_loading_took(case):
 def test_a_quantization_that_may_reach_the_vision_tower_is_flagged(model, quantization, warned):
     r = inspect(model, quantization=quantization)
     assert any("vision tower is counted at" in w for w in r.warnings) == warned
+
+
+@pytest.mark.parametrize(
+    "module, ignored",
+    [
+        ("lm_head", True),  # the entry itself
+        ("model.lm_head", True),  # a module whose name ends with it
+        ("model.layers.1", True),
+        ("model.layers.1.mlp.down_proj", True),  # under it
+        ("model.layers.10.mlp.down_proj", False),  # not under "model.layers.1"
+        ("c.a.b", True),
+        ("xa.b", False),  # ends with "a.b" but not at a dot
+        ("a.bc", False),
+        ("x.gate", True),  # re: entries are searched
+        ("x.gate_proj", False),
+        ("mlp.up_proj", True),  # a glob
+        ("model.mlp.up_proj", False),  # a glob matches from the start (a literal entry also matches at a dot)
+        ("visual.blocks.0", True),  # a glob, and what is under it
+        ("model.visual.blocks.0", False),
+    ],
+)
+def test_ignore_entries_match_as_vllm_names_modules(module, ignored):
+    from planner.models.spec import QuantSpec
+
+    q = QuantSpec("fp8", 8, ignored_modules=("lm_head", "model.layers.1", "re:.*gate$", "mlp.*_proj", "vis*", "a.b"))
+    assert acc.is_ignored(module + ".weight", q) is ignored

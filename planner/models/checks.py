@@ -147,21 +147,32 @@ def _is_int(v: Any) -> bool:
 def _walk(config: Any) -> None:
     """Depth and size of the whole document, without recursion (a 200,000-deep list must not exhaust
     the stack). Non-finite numbers are refused only where they are read: Nemotron-H's config holds a
-    legitimate `time_step_limit: [0.0, Infinity]`."""
-    stack: list[tuple[Any, int, str]] = [(config, 0, "")]
-    nodes = 0
+    legitimate `time_step_limit: [0.0, Infinity]`. Every value is counted once, when its container is
+    opened; only containers go on the stack, each with a link to its parent and its key, and the path
+    is spelled only for the error (a ModelOpt config can hold 90,000 values)."""
+    if not isinstance(config, (dict, list)):
+        return
+    stack: list[tuple[Any, int, Any]] = [(config, 0, None)]
+    nodes = 1
     while stack:
-        value, depth, where = stack.pop()
-        nodes += 1
-        if depth > MAX_DEPTH or nodes > MAX_NODES:
+        value, depth, link = stack.pop()
+        items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        nodes += len(items)
+        if items and (depth + 1 > MAX_DEPTH or nodes > MAX_NODES):
             raise PlannerError(
                 f"config.json nests deeper than {MAX_DEPTH} levels or holds over {MAX_NODES:,} values "
-                f"(at {where or 'the top'}): pass a Hugging Face config.json"
+                f"(at {_path((link, items[0][0])) or 'the top'}): pass a Hugging Face config.json"
             )
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
+        stack.extend((v, depth + 1, (link, k)) for k, v in items if isinstance(v, (dict, list)))
+
+
+def _path(link: Any) -> str:
+    """`a.b[3].c` from the (parent link, key) chain of `_walk`."""
+    parts: list[str] = []
+    while link is not None:
+        link, key = link
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(parts)).lstrip(".")
 
 
 def _check_fields(cfg: dict[str, Any], prefix: str) -> None:
